@@ -1,0 +1,13 @@
+//! The brine domain model, shared by the master and the minion.
+//!
+//! Everything here is pure: no IO, no async, no gRPC types. The `brine-proto` crate converts
+//! between these types and the wire format; the daemons work only with these.
+
+pub mod host;
+pub mod identity;
+pub mod names;
+pub mod outcome;
+pub mod progress;
+pub mod roles_file;
+pub mod spec;
+pub mod token;

@@ -1,0 +1,572 @@
+//! The roles file: which containers each role runs, and which hosts run which roles.
+//!
+//! ```toml
+//! [roles.web]
+//! image = "127.0.0.1:5000/mynames/app:tested"
+//! [[roles.web.containers]]
+//! name = "web"
+//! command = ["httpd", "-f", "-p", "8000"]
+//! ports = ["80:8000"]
+//!
+//! [assign]
+//! "web-*" = ["web"]
+//! ```
+//!
+//! Parsing validates everything it can without knowing the hosts and reports every problem with
+//! its file, line, column and key. What depends on a host's set of roles (duplicate container
+//! names, port clashes) is checked by [`RolesFile::desired_state_for`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::names::{ContainerName, MinionId, RoleName};
+use crate::spec::{
+    ContainerSpec, DEFAULT_STOP_TIMEOUT_SECONDS, DesiredState, DesiredStateError, ImageRef,
+    PortMapping, RestartPolicy, VolumeMount,
+};
+
+/// A validated roles file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolesFile {
+    roles: BTreeMap<RoleName, Vec<ContainerSpec>>,
+    assignments: Vec<Assignment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Assignment {
+    pattern: glob::Pattern,
+    roles: Vec<RoleName>,
+}
+
+/// One problem in a roles file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// The dotted key it is about, e.g. `roles.web.containers[0].ports[1]`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file, self.line, self.column, self.key, self.message
+        )
+    }
+}
+
+/// Every problem found in a roles file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct RolesFileError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for RolesFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut problems = self.problems.iter();
+        if let Some(first) = problems.next() {
+            write!(f, "{first}")?;
+        }
+        for problem in problems {
+            write!(f, "\n{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    roles: BTreeMap<Spanned<String>, RawRole>,
+    #[serde(default)]
+    assign: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    image: Spanned<String>,
+    containers: Spanned<Vec<RawContainer>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContainer {
+    name: Spanned<String>,
+    /// Overrides the role's image for this container.
+    image: Option<Spanned<String>>,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, String>,
+    #[serde(default)]
+    ports: Vec<Spanned<String>>,
+    #[serde(default)]
+    volumes: Vec<Spanned<String>>,
+    restart: Option<Spanned<String>>,
+    stop_timeout: Option<Spanned<String>>,
+}
+
+/// Collects problems by byte span while the file is checked; they are located at the end.
+#[derive(Default)]
+struct Problems(Vec<(Range<usize>, String)>);
+
+impl Problems {
+    fn push(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.0.push((span, message.into()));
+    }
+
+    fn check<T, E: fmt::Display>(&mut self, span: Range<usize>, result: Result<T, E>) -> Option<T> {
+        result.map_err(|err| self.push(span, err.to_string())).ok()
+    }
+}
+
+impl RolesFile {
+    /// Parses and validates the text of a roles file; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self, RolesFileError> {
+        let locate = |problems: Vec<(Range<usize>, String)>| RolesFileError {
+            problems: problems
+                .into_iter()
+                .map(|(span, message)| locate(file, text, span, message))
+                .collect(),
+        };
+        let raw: RawFile = toml::from_str(text).map_err(|err| {
+            let span = err.span().unwrap_or(0..0);
+            locate(vec![(span, err.message().to_owned())])
+        })?;
+        let mut problems = Problems::default();
+        let roles = check_roles(raw.roles, &mut problems);
+        let assignments = check_assignments(raw.assign, &roles, &mut problems);
+        if problems.0.is_empty() {
+            Ok(Self { roles, assignments })
+        } else {
+            problems.0.sort_by_key(|(span, _)| span.start);
+            Err(locate(problems.0))
+        }
+    }
+
+    /// The roles assigned to a host, sorted and without repeats.
+    pub fn roles_for(&self, minion: &MinionId) -> BTreeSet<&RoleName> {
+        self.assignments
+            .iter()
+            .filter(|a| a.pattern.matches(minion.as_str()))
+            .flat_map(|a| &a.roles)
+            .collect()
+    }
+
+    /// Every container a host should run.
+    pub fn desired_state_for(&self, minion: &MinionId) -> Result<DesiredState, DesiredStateError> {
+        let containers = self
+            .roles_for(minion)
+            .into_iter()
+            .flat_map(|role| self.roles.get(role).into_iter().flatten().cloned())
+            .collect();
+        DesiredState::new(containers)
+    }
+
+    /// The declared roles, sorted.
+    pub fn role_names(&self) -> impl Iterator<Item = &RoleName> {
+        self.roles.keys()
+    }
+}
+
+fn check_roles(
+    raw: BTreeMap<Spanned<String>, RawRole>,
+    problems: &mut Problems,
+) -> BTreeMap<RoleName, Vec<ContainerSpec>> {
+    let mut roles = BTreeMap::new();
+    for (name, role) in raw {
+        let span = name.span();
+        let Some(name) = problems.check(span, RoleName::new(name.into_inner())) else {
+            continue;
+        };
+        let image = problems.check(role.image.span(), ImageRef::new(role.image.into_inner()));
+        if role.containers.get_ref().is_empty() {
+            problems.push(
+                role.containers.span(),
+                "a role needs at least one container",
+            );
+        }
+        let mut specs: Vec<ContainerSpec> = vec![];
+        for raw in role.containers.into_inner() {
+            let name_span = raw.name.span();
+            let Some(spec) = check_container(&name, image.as_ref(), raw, problems) else {
+                continue;
+            };
+            if specs.iter().any(|s| s.name == spec.name) {
+                problems.push(
+                    name_span,
+                    format!(
+                        "container name {:?} is used twice in this role",
+                        spec.name.as_str()
+                    ),
+                );
+                continue;
+            }
+            if let Err(err) =
+                DesiredState::new(specs.iter().cloned().chain([spec.clone()]).collect())
+            {
+                problems.push(name_span, err.to_string());
+                continue;
+            }
+            specs.push(spec);
+        }
+        roles.insert(name, specs);
+    }
+    roles
+}
+
+fn check_container(
+    role: &RoleName,
+    role_image: Option<&ImageRef>,
+    raw: RawContainer,
+    problems: &mut Problems,
+) -> Option<ContainerSpec> {
+    let name = problems.check(raw.name.span(), ContainerName::new(raw.name.into_inner()));
+    let image = match raw.image {
+        Some(image) => problems.check(image.span(), ImageRef::new(image.into_inner())),
+        None => role_image.cloned(),
+    };
+    let mut env = BTreeMap::new();
+    for (key, value) in raw.env {
+        if key.get_ref().is_empty() || key.get_ref().contains('=') {
+            problems.push(
+                key.span(),
+                "an environment variable name must be non-empty and without '='",
+            );
+        } else {
+            env.insert(key.into_inner(), value);
+        }
+    }
+    let ports: Vec<Option<PortMapping>> = raw
+        .ports
+        .into_iter()
+        .map(|port| problems.check(port.span(), port.get_ref().parse::<PortMapping>()))
+        .collect();
+    let volumes: Vec<Option<VolumeMount>> = raw
+        .volumes
+        .into_iter()
+        .map(|volume| problems.check(volume.span(), volume.get_ref().parse::<VolumeMount>()))
+        .collect();
+    let restart = match raw.restart {
+        Some(restart) => problems.check(restart.span(), restart.get_ref().parse::<RestartPolicy>()),
+        None => Some(RestartPolicy::default()),
+    };
+    let stop_timeout_seconds = match raw.stop_timeout {
+        Some(timeout) => problems
+            .check(timeout.span(), humantime::parse_duration(timeout.get_ref()))
+            .and_then(|d| {
+                u32::try_from(d.as_secs())
+                    .map_err(|_| problems.push(timeout.span(), "the stop timeout is too long"))
+                    .ok()
+            }),
+        None => Some(DEFAULT_STOP_TIMEOUT_SECONDS),
+    };
+    Some(ContainerSpec {
+        role: role.clone(),
+        name: name?,
+        image: image?,
+        command: raw.command,
+        env,
+        ports: ports.into_iter().collect::<Option<_>>()?,
+        volumes: volumes.into_iter().collect::<Option<_>>()?,
+        restart: restart?,
+        stop_timeout_seconds: stop_timeout_seconds?,
+    })
+}
+
+fn check_assignments(
+    raw: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+    roles: &BTreeMap<RoleName, Vec<ContainerSpec>>,
+    problems: &mut Problems,
+) -> Vec<Assignment> {
+    let mut assignments = vec![];
+    for (pattern, names) in raw {
+        let pattern_span = pattern.span();
+        let pattern = problems.check(pattern_span, glob::Pattern::new(pattern.get_ref()));
+        let mut assigned = vec![];
+        for name in names {
+            let span = name.span();
+            let Some(role) = problems.check(span.clone(), RoleName::new(name.into_inner())) else {
+                continue;
+            };
+            if roles.contains_key(&role) {
+                assigned.push(role);
+            } else {
+                problems.push(span, format!("role {role:?} is not declared under [roles]"));
+            }
+        }
+        if let Some(pattern) = pattern {
+            assignments.push(Assignment {
+                pattern,
+                roles: assigned,
+            });
+        }
+    }
+    assignments
+}
+
+/// Turns a byte span into file, line, column and the dotted key it belongs to.
+fn locate(file: &str, text: &str, span: Range<usize>, message: String) -> Problem {
+    let start = span.start.min(text.len());
+    let before = &text[..floor_char_boundary(text, start)];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let key = DeTable::parse(text)
+        .ok()
+        .and_then(|table| key_path_in_table(table.get_ref(), start))
+        .unwrap_or_else(|| "(top level)".to_owned());
+    Problem {
+        file: file.to_owned(),
+        line,
+        column,
+        key,
+        message,
+    }
+}
+
+fn floor_char_boundary(text: &str, mut index: usize) -> usize {
+    while !text.is_char_boundary(index) {
+        index -= 1;
+    }
+    index
+}
+
+/// The dotted path of the key whose key or value contains byte `offset`.
+///
+/// Tables written as `[header]` sections have spans that do not cover their contents, so every
+/// table and array is searched, not only those whose span contains the offset.
+fn key_path_in_table(table: &DeTable<'_>, offset: usize) -> Option<String> {
+    table.iter().find_map(|(key, value)| {
+        let in_key = key.span().contains(&offset) || key.span().end == offset;
+        let inner = match value.get_ref() {
+            _ if in_key => None,
+            DeValue::Table(table) => key_path_in_table(table, offset),
+            DeValue::Array(items) => key_path_in_array(items, offset),
+            _ => None,
+        };
+        match inner {
+            Some(inner) if inner.starts_with('[') => Some(format!("{}{inner}", key.get_ref())),
+            Some(inner) => Some(format!("{}.{inner}", key.get_ref())),
+            None if in_key || value.span().contains(&offset) => Some(key.get_ref().to_string()),
+            None => None,
+        }
+    })
+}
+
+fn key_path_in_array(items: &[Spanned<DeValue<'_>>], offset: usize) -> Option<String> {
+    items.iter().enumerate().find_map(|(index, item)| {
+        let inner = match item.get_ref() {
+            DeValue::Table(table) => key_path_in_table(table, offset),
+            DeValue::Array(items) => key_path_in_array(items, offset),
+            _ => None,
+        };
+        match inner {
+            Some(inner) if inner.starts_with('[') => Some(format!("[{index}]{inner}")),
+            Some(inner) => Some(format!("[{index}].{inner}")),
+            None if item.span().contains(&offset) => Some(format!("[{index}]")),
+            None => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[roles.web]
+image = "127.0.0.1:5000/mynames/app:tested"
+
+[[roles.web.containers]]
+name = "web"
+command = ["httpd", "-f", "-p", "8000"]
+ports = ["80:8000"]
+env = { APP_ENV = "production" }
+volumes = ["/srv/uploads:/app/uploads:ro"]
+restart = "always"
+stop_timeout = "3s"
+
+[roles.worker]
+image = "127.0.0.1:5000/mynames/app:tested"
+[[roles.worker.containers]]
+name = "worker"
+[[roles.worker.containers]]
+name = "beat"
+image = "127.0.0.1:5000/mynames/beat:1"
+
+[assign]
+"web-*" = ["web"]
+"db-1" = ["worker", "web"]
+"#;
+
+    fn id(s: &str) -> MinionId {
+        MinionId::new(s).unwrap()
+    }
+
+    fn problems(text: &str) -> Vec<Problem> {
+        RolesFile::parse("roles.toml", text).unwrap_err().problems
+    }
+
+    #[test]
+    fn parses_a_complete_file() {
+        let file = RolesFile::parse("roles.toml", GOOD).unwrap();
+        let web = file.desired_state_for(&id("web-7")).unwrap();
+        assert_eq!(web.containers.len(), 1);
+        let c = &web.containers[0];
+        assert_eq!(c.command, ["httpd", "-f", "-p", "8000"]);
+        assert_eq!(c.ports[0].host_port, Some(80));
+        assert_eq!(c.env["APP_ENV"], "production");
+        assert!(c.volumes[0].read_only);
+        assert_eq!(c.restart, RestartPolicy::Always);
+        assert_eq!(c.stop_timeout_seconds, 3);
+
+        let db = file.desired_state_for(&id("db-1")).unwrap();
+        let names: Vec<_> = db.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["beat", "web", "worker"]);
+        assert_eq!(
+            db.containers[0].image.as_str(),
+            "127.0.0.1:5000/mynames/beat:1"
+        );
+        assert_eq!(db.containers[2].restart, RestartPolicy::UnlessStopped);
+
+        assert!(
+            file.desired_state_for(&id("other"))
+                .unwrap()
+                .containers
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_names_line_and_key() {
+        let p = problems("[roles.web]\nimage = \"a:b\"\ncontainers = [ { name = } ]\n");
+        assert_eq!(p[0].file, "roles.toml");
+        assert_eq!(p[0].line, 3);
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key() {
+        let text = "[roles.web]\nimage = \"app:1\"\n[[roles.web.containers]]\nname = \"web\"\nports = \"80:80\"\n";
+        let p = problems(text);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].line, 5);
+        assert_eq!(p[0].key, "roles.web.containers[0].ports");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = "[roles.web]\nimage = \"app:1\"\n[[roles.web.containers]]\nname = \"web\"\nprots = [\"80:80\"]\n";
+        let p = problems(text);
+        assert_eq!(p[0].line, 5);
+        assert!(p[0].message.contains("prots"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported_with_its_place() {
+        let text = r#"
+[roles.web]
+image = "Bad Image"
+[[roles.web.containers]]
+name = "web"
+ports = ["80:8000", "99999:1"]
+volumes = ["relative"]
+restart = "sometimes"
+stop_timeout = "soon"
+
+[assign]
+"web-*" = ["web", "missing"]
+"#;
+        let p = problems(text);
+        let found: Vec<(usize, &str)> = p.iter().map(|p| (p.line, p.key.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (3, "roles.web.image"),
+                (6, "roles.web.containers[0].ports[1]"),
+                (7, "roles.web.containers[0].volumes[0]"),
+                (8, "roles.web.containers[0].restart"),
+                (9, "roles.web.containers[0].stop_timeout"),
+                (12, "assign.web-*[1]"),
+            ]
+        );
+        assert!(p[5].message.contains("missing"));
+        assert!(
+            p[0].to_string()
+                .starts_with("roles.toml:3:9: roles.web.image: ")
+        );
+    }
+
+    #[test]
+    fn duplicate_names_and_port_clashes_within_a_role_are_refused() {
+        let text = r#"
+[roles.web]
+image = "app:1"
+[[roles.web.containers]]
+name = "a"
+ports = ["80:80"]
+[[roles.web.containers]]
+name = "a"
+[[roles.web.containers]]
+name = "b"
+ports = ["80:81"]
+"#;
+        let p = problems(text);
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            (p[0].line, p[0].key.as_str()),
+            (8, "roles.web.containers[1].name")
+        );
+        assert!(p[1].message.contains("host port"), "{}", p[1].message);
+    }
+
+    #[test]
+    fn clashes_across_roles_surface_per_host() {
+        let text = r#"
+[roles.a]
+image = "app:1"
+[[roles.a.containers]]
+name = "x"
+ports = ["80:80"]
+[roles.b]
+image = "app:1"
+[[roles.b.containers]]
+name = "y"
+ports = ["80:80"]
+[assign]
+"*" = ["a"]
+"both" = ["b"]
+"#;
+        let file = RolesFile::parse("roles.toml", text).unwrap();
+        assert!(file.desired_state_for(&id("one")).is_ok());
+        assert!(matches!(
+            file.desired_state_for(&id("both")),
+            Err(DesiredStateError::PortConflict { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_role_names_and_patterns_are_refused() {
+        let text = "[roles.\"we b\"]\nimage = \"app:1\"\ncontainers = [{ name = \"x\" }]\n[assign]\n\"[\" = []\n";
+        let p = problems(text);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].line, 1);
+        assert_eq!(p[1].line, 5);
+    }
+
+    #[test]
+    fn an_empty_file_is_valid_and_assigns_nothing() {
+        let file = RolesFile::parse("roles.toml", "").unwrap();
+        assert!(file.roles_for(&id("x")).is_empty());
+    }
+}

@@ -1,0 +1,506 @@
+//! Container specs and the desired state of a host.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::names::{ContainerName, RoleName};
+
+/// A validated image reference such as `127.0.0.1:5000/mynames/app:tested`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ImageRef(String);
+
+/// Why an image reference was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reference:?} is not a valid image reference: {reason}")]
+pub struct ImageRefError {
+    reference: String,
+    reason: String,
+}
+
+impl ImageRef {
+    /// Validates `reference` with the OCI distribution grammar.
+    pub fn new(reference: impl Into<String>) -> Result<Self, ImageRefError> {
+        let reference = reference.into();
+        let invalid = |reason: String| ImageRefError {
+            reference: reference.clone(),
+            reason,
+        };
+        if reference.trim() != reference || reference.is_empty() {
+            return Err(invalid("it is empty or has surrounding spaces".into()));
+        }
+        oci_spec::distribution::Reference::from_str(&reference)
+            .map_err(|err| invalid(err.to_string()))?;
+        Ok(Self(reference))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ImageRef {
+    type Error = ImageRefError;
+    fn try_from(reference: String) -> Result<Self, ImageRefError> {
+        Self::new(reference)
+    }
+}
+
+impl From<ImageRef> for String {
+    fn from(image: ImageRef) -> String {
+        image.0
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A transport protocol of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// A port published on the host, written `[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// The host address to bind; `None` binds every address.
+    pub host_ip: Option<IpAddr>,
+    /// The host port; `None` lets Docker pick a free one.
+    pub host_port: Option<u16>,
+    pub container_port: u16,
+    pub protocol: Protocol,
+}
+
+impl PortMapping {
+    /// Whether both mappings would bind the same host port, which Docker refuses at start.
+    pub fn conflicts_with(&self, other: &PortMapping) -> bool {
+        let same_port = self.host_port.is_some() && self.host_port == other.host_port;
+        let overlapping_ip = match (self.host_ip, other.host_ip) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        same_port && overlapping_ip && self.protocol == other.protocol
+    }
+}
+
+impl FromStr for PortMapping {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr, protocol) = match text.rsplit_once('/') {
+            Some((addr, "tcp")) => (addr, Protocol::Tcp),
+            Some((addr, "udp")) => (addr, Protocol::Udp),
+            Some((_, other)) => return Err(format!("unknown protocol {other:?} (tcp or udp)")),
+            None => (text, Protocol::Tcp),
+        };
+        let port = |part: &str| -> Result<u16, String> {
+            match part.parse::<u16>() {
+                Ok(0) | Err(_) => Err(format!("{part:?} is not a port number from 1 to 65535")),
+                Ok(port) => Ok(port),
+            }
+        };
+        // An IPv6 host address is written in brackets: `[::1]:80:8000`.
+        let (host_ip, rest) = if let Some(stripped) = addr.strip_prefix('[') {
+            let (ip, rest) = stripped.split_once("]:").ok_or_else(|| {
+                format!("{text:?}: an IPv6 address needs the form [ADDR]:HOST:CONTAINER")
+            })?;
+            let ip = ip
+                .parse::<IpAddr>()
+                .map_err(|_| format!("{ip:?} is not an IP address"))?;
+            (Some(ip), rest)
+        } else {
+            let parts: Vec<&str> = addr.split(':').collect();
+            if parts.len() == 3 {
+                let ip = parts[0]
+                    .parse::<IpAddr>()
+                    .map_err(|_| format!("{:?} is not an IP address", parts[0]))?;
+                (Some(ip), &addr[parts[0].len() + 1..])
+            } else {
+                (None, addr)
+            }
+        };
+        let parts: Vec<&str> = rest.split(':').collect();
+        let (host_port, container_port) = match parts.as_slice() {
+            [container] => (None, port(container)?),
+            [host, container] => (Some(port(host)?), port(container)?),
+            _ => {
+                return Err(format!(
+                    "{text:?} is not of the form [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp]"
+                ));
+            }
+        };
+        Ok(PortMapping {
+            host_ip,
+            host_port,
+            container_port,
+            protocol,
+        })
+    }
+}
+
+impl fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.host_ip {
+            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]:")?,
+            Some(ip) => write!(f, "{ip}:")?,
+            None => {}
+        }
+        if let Some(host_port) = self.host_port {
+            write!(f, "{host_port}:")?;
+        }
+        write!(f, "{}/{}", self.container_port, self.protocol.as_str())
+    }
+}
+
+/// A volume mounted into a container, written `SOURCE:TARGET[:ro|:rw]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VolumeMount {
+    /// An absolute host path (a bind mount) or the name of a Docker volume.
+    pub source: String,
+    /// An absolute path inside the container.
+    pub target: String,
+    pub read_only: bool,
+}
+
+impl FromStr for VolumeMount {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let (source, target, read_only) = match parts.as_slice() {
+            [source, target] => (*source, *target, false),
+            [source, target, "ro"] => (*source, *target, true),
+            [source, target, "rw"] => (*source, *target, false),
+            [_, _, mode] => return Err(format!("unknown mode {mode:?} (ro or rw)")),
+            _ => {
+                return Err(format!(
+                    "{text:?} is not of the form SOURCE:TARGET[:ro|:rw]"
+                ));
+            }
+        };
+        if source.is_empty() {
+            return Err(format!("{text:?} has an empty source"));
+        }
+        if !target.starts_with('/') {
+            return Err(format!("the target {target:?} must be an absolute path"));
+        }
+        Ok(VolumeMount {
+            source: source.to_owned(),
+            target: target.to_owned(),
+            read_only,
+        })
+    }
+}
+
+/// What Docker does when a container exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    Always,
+    #[default]
+    UnlessStopped,
+    OnFailure,
+}
+
+impl FromStr for RestartPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "no" => Ok(RestartPolicy::No),
+            "always" => Ok(RestartPolicy::Always),
+            "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
+            "on-failure" => Ok(RestartPolicy::OnFailure),
+            other => Err(format!(
+                "unknown restart policy {other:?} (no, always, unless-stopped or on-failure)"
+            )),
+        }
+    }
+}
+
+impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::Always => "always",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+            RestartPolicy::OnFailure => "on-failure",
+        }
+    }
+}
+
+/// The default seconds Docker waits after SIGTERM before it kills a container.
+pub const DEFAULT_STOP_TIMEOUT_SECONDS: u32 = 10;
+
+/// One container a host should run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub role: RoleName,
+    pub name: ContainerName,
+    pub image: ImageRef,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub ports: Vec<PortMapping>,
+    pub volumes: Vec<VolumeMount>,
+    pub restart: RestartPolicy,
+    pub stop_timeout_seconds: u32,
+}
+
+/// The hash that tells whether a running container still matches its spec.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SpecHash(String);
+
+impl SpecHash {
+    /// Wraps a hash read back from a container label.
+    pub fn from_label(label: &str) -> Self {
+        Self(label.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SpecHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl ContainerSpec {
+    /// The canonical hash of everything that defines the container.
+    ///
+    /// It is computed from a JSON rendering whose field and key order is fixed by the struct and
+    /// `BTreeMap`, so the same spec hashes the same on every host and across releases. The version
+    /// prefix changes when the rendering does, which replaces containers once, deliberately.
+    pub fn hash(&self) -> SpecHash {
+        let canonical = serde_json::to_vec(self).expect("a spec always serializes to JSON");
+        let mut hasher = Sha256::new();
+        hasher.update(b"brine-spec-v1\n");
+        hasher.update(&canonical);
+        SpecHash(hex::encode(&hasher.finalize()[..16]))
+    }
+}
+
+/// Every container one host should run, sorted by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredState {
+    pub containers: Vec<ContainerSpec>,
+}
+
+/// Why a host's desired state is impossible.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DesiredStateError {
+    #[error("container name {name:?} is declared by both role {first} and role {second}")]
+    DuplicateName {
+        name: ContainerName,
+        first: RoleName,
+        second: RoleName,
+    },
+    #[error(
+        "containers {first} and {second} both publish host port {port}; Docker can start only one of them"
+    )]
+    PortConflict {
+        first: ContainerName,
+        second: ContainerName,
+        port: PortMapping,
+    },
+}
+
+impl DesiredState {
+    /// Builds a host's desired state, refusing what Docker would refuse half-way through.
+    pub fn new(mut containers: Vec<ContainerSpec>) -> Result<Self, DesiredStateError> {
+        containers.sort_by(|a, b| a.name.cmp(&b.name));
+        for pair in containers.windows(2) {
+            if pair[0].name == pair[1].name {
+                return Err(DesiredStateError::DuplicateName {
+                    name: pair[0].name.clone(),
+                    first: pair[0].role.clone(),
+                    second: pair[1].role.clone(),
+                });
+            }
+        }
+        let bindings: Vec<(&ContainerName, &PortMapping)> = containers
+            .iter()
+            .flat_map(|c| c.ports.iter().map(move |p| (&c.name, p)))
+            .collect();
+        for (i, (first, a)) in bindings.iter().enumerate() {
+            for (second, b) in &bindings[i + 1..] {
+                if a.conflicts_with(b) {
+                    return Err(DesiredStateError::PortConflict {
+                        first: (*first).clone(),
+                        second: (*second).clone(),
+                        port: (*b).clone(),
+                    });
+                }
+            }
+        }
+        Ok(Self { containers })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn spec(role: &str, name: &str, image: &str) -> ContainerSpec {
+        ContainerSpec {
+            role: RoleName::new(role).unwrap(),
+            name: ContainerName::new(name).unwrap(),
+            image: ImageRef::new(image).unwrap(),
+            command: vec![],
+            env: BTreeMap::new(),
+            ports: vec![],
+            volumes: vec![],
+            restart: RestartPolicy::UnlessStopped,
+            stop_timeout_seconds: DEFAULT_STOP_TIMEOUT_SECONDS,
+        }
+    }
+
+    #[test]
+    fn image_references_follow_the_distribution_grammar() {
+        for good in [
+            "busybox",
+            "127.0.0.1:5000/app:tested",
+            "registry.example.com/team/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(ImageRef::new(good).is_ok(), "{good}");
+        }
+        for bad in ["", "App:Tested", "app:", "app::x", " app", "a/b:c:d:e"] {
+            assert!(ImageRef::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ports_parse_every_documented_form() {
+        let p: PortMapping = "127.0.0.1:80:8000/udp".parse().unwrap();
+        assert_eq!(p.host_ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            (p.host_port, p.container_port, p.protocol),
+            (Some(80), 8000, Protocol::Udp)
+        );
+        let p: PortMapping = "80:8000".parse().unwrap();
+        assert_eq!(
+            (p.host_ip, p.host_port, p.protocol),
+            (None, Some(80), Protocol::Tcp)
+        );
+        let p: PortMapping = "8000".parse().unwrap();
+        assert_eq!(p.host_port, None);
+        let p: PortMapping = "[::1]:80:8000".parse().unwrap();
+        assert_eq!(p.to_string(), "[::1]:80:8000/tcp");
+        for bad in [
+            "",
+            "0:80",
+            "80:70000",
+            "x:80",
+            "1.2.3:80:80",
+            "80:80/sctp",
+            "1:2:3:4",
+        ] {
+            assert!(bad.parse::<PortMapping>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn port_conflicts_consider_address_and_protocol() {
+        let p = |s: &str| s.parse::<PortMapping>().unwrap();
+        assert!(p("80:8000").conflicts_with(&p("80:9000")));
+        assert!(p("80:8000").conflicts_with(&p("127.0.0.1:80:9000")));
+        assert!(!p("127.0.0.2:80:8000").conflicts_with(&p("127.0.0.1:80:9000")));
+        assert!(!p("80:8000/udp").conflicts_with(&p("80:8000")));
+        assert!(!p("8000").conflicts_with(&p("8000")));
+    }
+
+    #[test]
+    fn volumes_need_an_absolute_target() {
+        let v: VolumeMount = "/srv/data:/data:ro".parse().unwrap();
+        assert!(v.read_only);
+        assert!("data:/data".parse::<VolumeMount>().is_ok());
+        for bad in ["/data", "/srv:data", ":/data", "/a:/b:rx"] {
+            assert!(bad.parse::<VolumeMount>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hash_is_stable_and_sensitive_to_every_field() {
+        let base = spec("web", "web", "127.0.0.1:5000/app:tested");
+        assert_eq!(base.hash(), base.clone().hash());
+        let mut variants = vec![];
+        let mut s = base.clone();
+        s.image = ImageRef::new("127.0.0.1:5000/app:v2").unwrap();
+        variants.push(s);
+        let mut s = base.clone();
+        s.command = vec!["httpd".into()];
+        variants.push(s);
+        let mut s = base.clone();
+        s.env.insert("A".into(), "1".into());
+        variants.push(s);
+        let mut s = base.clone();
+        s.ports.push("80:80".parse().unwrap());
+        variants.push(s);
+        let mut s = base.clone();
+        s.volumes.push("/a:/b".parse().unwrap());
+        variants.push(s);
+        let mut s = base.clone();
+        s.restart = RestartPolicy::Always;
+        variants.push(s);
+        let mut s = base.clone();
+        s.stop_timeout_seconds = 3;
+        variants.push(s);
+        for variant in variants {
+            assert_ne!(variant.hash(), base.hash(), "{variant:?}");
+        }
+    }
+
+    #[test]
+    fn hash_ignores_env_insertion_order() {
+        let mut a = spec("web", "web", "app:1");
+        let mut b = a.clone();
+        a.env.insert("A".into(), "1".into());
+        a.env.insert("B".into(), "2".into());
+        b.env.insert("B".into(), "2".into());
+        b.env.insert("A".into(), "1".into());
+        assert_eq!(a.hash(), b.hash());
+    }
+
+    #[test]
+    fn desired_state_refuses_duplicate_names_and_port_clashes() {
+        let a = spec("web", "app", "app:1");
+        let b = spec("worker", "app", "app:1");
+        assert!(matches!(
+            DesiredState::new(vec![a.clone(), b]),
+            Err(DesiredStateError::DuplicateName { .. })
+        ));
+        let mut a = a;
+        a.ports.push("80:8000".parse().unwrap());
+        let mut c = spec("worker", "other", "app:1");
+        c.ports.push("80:9000".parse().unwrap());
+        assert!(matches!(
+            DesiredState::new(vec![a.clone(), c]),
+            Err(DesiredStateError::PortConflict { .. })
+        ));
+        let state = DesiredState::new(vec![spec("w", "zz", "app:1"), a]).unwrap();
+        assert_eq!(state.containers[0].name.as_str(), "app");
+    }
+}

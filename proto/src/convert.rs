@@ -1,0 +1,502 @@
+//! `TryFrom<pb::X> for X` (validation at the edge) and `From<X> for pb::X`.
+
+use std::fmt::Display;
+
+use brine_common::host::{Facts, RunningContainer};
+use brine_common::names::{ContainerName, MinionId, RoleName};
+use brine_common::outcome::{
+    ContainerAction, ContainerResult, HostReport, HostStatus, JobId, JobResult,
+};
+use brine_common::progress::{Phase, Progress};
+use brine_common::spec::{
+    ContainerSpec, DesiredState, ImageRef, PortMapping, Protocol, RestartPolicy, VolumeMount,
+};
+
+use crate::pb;
+
+/// A field of a message from the wire that does not hold a valid value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidField {
+    pub field: String,
+    pub message: String,
+}
+
+impl InvalidField {
+    pub fn new(field: impl Into<String>, message: impl Display) -> Self {
+        Self {
+            field: field.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Prefixes the field with the name of the message that holds it.
+    fn within(self, parent: impl Display) -> Self {
+        Self {
+            field: format!("{parent}.{}", self.field),
+            message: self.message,
+        }
+    }
+}
+
+impl From<InvalidField> for tonic::Status {
+    fn from(err: InvalidField) -> Self {
+        tonic::Status::invalid_argument(err.to_string())
+    }
+}
+
+fn field<T, E: Display>(name: &str, result: Result<T, E>) -> Result<T, InvalidField> {
+    result.map_err(|err| InvalidField::new(name, err))
+}
+
+fn required<T>(name: &str, value: Option<T>) -> Result<T, InvalidField> {
+    value.ok_or_else(|| InvalidField::new(name, "is required"))
+}
+
+fn optional_string(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
+impl TryFrom<pb::ContainerSpec> for ContainerSpec {
+    type Error = InvalidField;
+
+    fn try_from(spec: pb::ContainerSpec) -> Result<Self, InvalidField> {
+        let protocol = |p: i32| match pb::Protocol::try_from(p) {
+            Ok(pb::Protocol::Tcp) => Ok(Protocol::Tcp),
+            Ok(pb::Protocol::Udp) => Ok(Protocol::Udp),
+            _ => Err(format!("unknown protocol {p}")),
+        };
+        let port = |p: u32| -> Result<u16, String> {
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{p} is not a port number from 1 to 65535"))
+        };
+        let ports = spec
+            .ports
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| -> Result<PortMapping, InvalidField> {
+                let at = |name: &str| format!("ports[{i}].{name}");
+                Ok(PortMapping {
+                    host_ip: match optional_string(p.host_ip) {
+                        Some(ip) => Some(field(&at("host_ip"), ip.parse())?),
+                        None => None,
+                    },
+                    host_port: match p.host_port {
+                        0 => None,
+                        other => Some(field(&at("host_port"), port(other))?),
+                    },
+                    container_port: field(&at("container_port"), port(p.container_port))?,
+                    protocol: field(&at("protocol"), protocol(p.protocol))?,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let volumes = spec
+            .volumes
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let text = format!(
+                    "{}:{}:{}",
+                    v.source,
+                    v.target,
+                    if v.read_only { "ro" } else { "rw" }
+                );
+                field(&format!("volumes[{i}]"), text.parse::<VolumeMount>())
+            })
+            .collect::<Result<_, _>>()?;
+        let restart = match pb::RestartPolicy::try_from(spec.restart) {
+            Ok(pb::RestartPolicy::No) => RestartPolicy::No,
+            Ok(pb::RestartPolicy::Always) => RestartPolicy::Always,
+            Ok(pb::RestartPolicy::UnlessStopped) => RestartPolicy::UnlessStopped,
+            Ok(pb::RestartPolicy::OnFailure) => RestartPolicy::OnFailure,
+            _ => return Err(InvalidField::new("restart", "unknown restart policy")),
+        };
+        if let Some(key) = spec.env.keys().find(|k| k.is_empty() || k.contains('=')) {
+            return Err(InvalidField::new(
+                format!("env[{key:?}]"),
+                "a variable name must be non-empty and without '='",
+            ));
+        }
+        Ok(ContainerSpec {
+            role: field("role", RoleName::new(spec.role))?,
+            name: field("name", ContainerName::new(spec.name))?,
+            image: field("image", ImageRef::new(spec.image))?,
+            command: spec.command,
+            env: spec.env.into_iter().collect(),
+            ports,
+            volumes,
+            restart,
+            stop_timeout_seconds: spec.stop_timeout_seconds,
+        })
+    }
+}
+
+impl From<ContainerSpec> for pb::ContainerSpec {
+    fn from(spec: ContainerSpec) -> Self {
+        pb::ContainerSpec {
+            role: spec.role.into(),
+            name: spec.name.into(),
+            image: spec.image.into(),
+            command: spec.command,
+            env: spec.env.into_iter().collect(),
+            ports: spec
+                .ports
+                .into_iter()
+                .map(|p| pb::PortMapping {
+                    host_ip: p.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                    host_port: p.host_port.map(u32::from).unwrap_or(0),
+                    container_port: u32::from(p.container_port),
+                    protocol: match p.protocol {
+                        Protocol::Tcp => pb::Protocol::Tcp,
+                        Protocol::Udp => pb::Protocol::Udp,
+                    }
+                    .into(),
+                })
+                .collect(),
+            volumes: spec
+                .volumes
+                .into_iter()
+                .map(|v| pb::VolumeMount {
+                    source: v.source,
+                    target: v.target,
+                    read_only: v.read_only,
+                })
+                .collect(),
+            restart: match spec.restart {
+                RestartPolicy::No => pb::RestartPolicy::No,
+                RestartPolicy::Always => pb::RestartPolicy::Always,
+                RestartPolicy::UnlessStopped => pb::RestartPolicy::UnlessStopped,
+                RestartPolicy::OnFailure => pb::RestartPolicy::OnFailure,
+            }
+            .into(),
+            stop_timeout_seconds: spec.stop_timeout_seconds,
+        }
+    }
+}
+
+impl TryFrom<pb::DesiredState> for DesiredState {
+    type Error = InvalidField;
+
+    fn try_from(state: pb::DesiredState) -> Result<Self, InvalidField> {
+        let containers = state
+            .containers
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                ContainerSpec::try_from(c).map_err(|e| e.within(format!("containers[{i}]")))
+            })
+            .collect::<Result<_, _>>()?;
+        field("containers", DesiredState::new(containers))
+    }
+}
+
+impl From<DesiredState> for pb::DesiredState {
+    fn from(state: DesiredState) -> Self {
+        pb::DesiredState {
+            containers: state.containers.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<pb::Facts> for Facts {
+    fn from(facts: pb::Facts) -> Self {
+        Facts {
+            hostname: facts.hostname,
+            os: facts.os,
+            kernel: facts.kernel,
+            docker_version: facts.docker_version,
+            cpus: facts.cpus,
+            memory_bytes: facts.memory_bytes,
+            labels: facts.labels.into_iter().collect(),
+        }
+    }
+}
+
+impl From<Facts> for pb::Facts {
+    fn from(facts: Facts) -> Self {
+        pb::Facts {
+            hostname: facts.hostname,
+            os: facts.os,
+            kernel: facts.kernel,
+            docker_version: facts.docker_version,
+            cpus: facts.cpus,
+            memory_bytes: facts.memory_bytes,
+            labels: facts.labels.into_iter().collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::RunningContainer> for RunningContainer {
+    type Error = InvalidField;
+
+    fn try_from(c: pb::RunningContainer) -> Result<Self, InvalidField> {
+        Ok(RunningContainer {
+            name: field("name", ContainerName::new(c.name))?,
+            role: field("role", RoleName::new(c.role))?,
+            image: c.image,
+            image_digest: c.image_digest,
+            state: c.state,
+            container_id: c.container_id,
+        })
+    }
+}
+
+impl From<RunningContainer> for pb::RunningContainer {
+    fn from(c: RunningContainer) -> Self {
+        pb::RunningContainer {
+            name: c.name.into(),
+            role: c.role.into(),
+            image: c.image,
+            image_digest: c.image_digest,
+            state: c.state,
+            container_id: c.container_id,
+        }
+    }
+}
+
+impl TryFrom<pb::Progress> for Progress {
+    type Error = InvalidField;
+
+    fn try_from(p: pb::Progress) -> Result<Self, InvalidField> {
+        let phase = match pb::Phase::try_from(p.phase) {
+            Ok(pb::Phase::Pulling) => Phase::Pulling,
+            Ok(pb::Phase::Creating) => Phase::Creating,
+            Ok(pb::Phase::Starting) => Phase::Starting,
+            Ok(pb::Phase::Stopping) => Phase::Stopping,
+            Ok(pb::Phase::Removing) => Phase::Removing,
+            _ => return Err(InvalidField::new("phase", "unknown phase")),
+        };
+        Ok(Progress {
+            phase,
+            subject: p.subject,
+            bytes_done: p.bytes_done,
+            bytes_total: p.bytes_total,
+        })
+    }
+}
+
+impl From<Progress> for pb::Progress {
+    fn from(p: Progress) -> Self {
+        pb::Progress {
+            phase: match p.phase {
+                Phase::Pulling => pb::Phase::Pulling,
+                Phase::Creating => pb::Phase::Creating,
+                Phase::Starting => pb::Phase::Starting,
+                Phase::Stopping => pb::Phase::Stopping,
+                Phase::Removing => pb::Phase::Removing,
+            }
+            .into(),
+            subject: p.subject,
+            bytes_done: p.bytes_done,
+            bytes_total: p.bytes_total,
+        }
+    }
+}
+
+fn host_status_from_wire(status: i32) -> Result<HostStatus, InvalidField> {
+    match pb::HostStatus::try_from(status) {
+        Ok(pb::HostStatus::Unchanged) => Ok(HostStatus::Unchanged),
+        Ok(pb::HostStatus::Changed) => Ok(HostStatus::Changed),
+        Ok(pb::HostStatus::Failed) => Ok(HostStatus::Failed),
+        Ok(pb::HostStatus::Unreachable) => Ok(HostStatus::Unreachable),
+        Ok(pb::HostStatus::TimedOut) => Ok(HostStatus::TimedOut),
+        _ => Err(InvalidField::new(
+            "status",
+            format!("unknown host status {status}"),
+        )),
+    }
+}
+
+impl From<HostStatus> for pb::HostStatus {
+    fn from(status: HostStatus) -> Self {
+        match status {
+            HostStatus::Unchanged => pb::HostStatus::Unchanged,
+            HostStatus::Changed => pb::HostStatus::Changed,
+            HostStatus::Failed => pb::HostStatus::Failed,
+            HostStatus::Unreachable => pb::HostStatus::Unreachable,
+            HostStatus::TimedOut => pb::HostStatus::TimedOut,
+        }
+    }
+}
+
+impl TryFrom<pb::ContainerResult> for ContainerResult {
+    type Error = InvalidField;
+
+    fn try_from(c: pb::ContainerResult) -> Result<Self, InvalidField> {
+        let action = match pb::ContainerAction::try_from(c.action) {
+            Ok(pb::ContainerAction::Kept) => ContainerAction::Kept,
+            Ok(pb::ContainerAction::Created) => ContainerAction::Created,
+            Ok(pb::ContainerAction::Replaced) => ContainerAction::Replaced,
+            Ok(pb::ContainerAction::Removed) => ContainerAction::Removed,
+            Ok(pb::ContainerAction::Failed) => ContainerAction::Failed,
+            _ => return Err(InvalidField::new("action", "unknown container action")),
+        };
+        Ok(ContainerResult {
+            name: field("name", ContainerName::new(c.name))?,
+            role: match optional_string(c.role) {
+                Some(role) => Some(field("role", RoleName::new(role))?),
+                None => None,
+            },
+            action,
+            image: c.image,
+            image_digest: c.image_digest,
+            error: optional_string(c.error),
+        })
+    }
+}
+
+impl From<ContainerResult> for pb::ContainerResult {
+    fn from(c: ContainerResult) -> Self {
+        pb::ContainerResult {
+            name: c.name.into(),
+            role: c.role.map(String::from).unwrap_or_default(),
+            action: match c.action {
+                ContainerAction::Kept => pb::ContainerAction::Kept,
+                ContainerAction::Created => pb::ContainerAction::Created,
+                ContainerAction::Replaced => pb::ContainerAction::Replaced,
+                ContainerAction::Removed => pb::ContainerAction::Removed,
+                ContainerAction::Failed => pb::ContainerAction::Failed,
+            }
+            .into(),
+            image: c.image,
+            image_digest: c.image_digest,
+            error: c.error.unwrap_or_default(),
+        }
+    }
+}
+
+fn container_results(
+    results: Vec<pb::ContainerResult>,
+) -> Result<Vec<ContainerResult>, InvalidField> {
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            ContainerResult::try_from(c).map_err(|e| e.within(format!("containers[{i}]")))
+        })
+        .collect()
+}
+
+impl TryFrom<pb::JobResult> for JobResult {
+    type Error = InvalidField;
+
+    fn try_from(r: pb::JobResult) -> Result<Self, InvalidField> {
+        let status = host_status_from_wire(r.status)?;
+        if !matches!(
+            status,
+            HostStatus::Unchanged | HostStatus::Changed | HostStatus::Failed
+        ) {
+            return Err(InvalidField::new(
+                "status",
+                "a minion reports only unchanged, changed or failed",
+            ));
+        }
+        Ok(JobResult {
+            job_id: field("job_id", JobId::new(r.job_id))?,
+            status,
+            containers: container_results(r.containers)?,
+            error: optional_string(r.error),
+        })
+    }
+}
+
+impl From<JobResult> for pb::JobResult {
+    fn from(r: JobResult) -> Self {
+        pb::JobResult {
+            job_id: r.job_id.into(),
+            status: pb::HostStatus::from(r.status).into(),
+            containers: r.containers.into_iter().map(Into::into).collect(),
+            error: r.error.unwrap_or_default(),
+        }
+    }
+}
+
+impl TryFrom<pb::HostReport> for HostReport {
+    type Error = InvalidField;
+
+    fn try_from(r: pb::HostReport) -> Result<Self, InvalidField> {
+        Ok(HostReport {
+            minion_id: field("minion_id", MinionId::new(r.minion_id))?,
+            status: host_status_from_wire(r.status)?,
+            containers: container_results(r.containers)?,
+            error: optional_string(r.error),
+            duration_ms: r.duration_ms,
+        })
+    }
+}
+
+impl From<HostReport> for pb::HostReport {
+    fn from(r: HostReport) -> Self {
+        pb::HostReport {
+            minion_id: r.minion_id.into(),
+            status: pb::HostStatus::from(r.status).into(),
+            containers: r.containers.into_iter().map(Into::into).collect(),
+            error: r.error.unwrap_or_default(),
+            duration_ms: r.duration_ms,
+        }
+    }
+}
+
+/// Reads a required sub-message.
+pub fn required_field<T>(name: &str, value: Option<T>) -> Result<T, InvalidField> {
+    required(name, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            role: RoleName::new("web").unwrap(),
+            name: ContainerName::new("web").unwrap(),
+            image: ImageRef::new("127.0.0.1:5000/app:tested").unwrap(),
+            command: vec!["httpd".into()],
+            env: [("A".to_owned(), "1".to_owned())].into(),
+            ports: vec![
+                "127.0.0.1:80:8000/udp".parse().unwrap(),
+                "9000".parse().unwrap(),
+            ],
+            volumes: vec!["/srv:/data:ro".parse().unwrap()],
+            restart: RestartPolicy::OnFailure,
+            stop_timeout_seconds: 4,
+        }
+    }
+
+    #[test]
+    fn specs_survive_the_wire_unchanged() {
+        let wire = pb::ContainerSpec::from(spec());
+        let back = ContainerSpec::try_from(wire).unwrap();
+        assert_eq!(back, spec());
+        assert_eq!(back.hash(), spec().hash());
+    }
+
+    #[test]
+    fn invalid_fields_are_named() {
+        let mut wire = pb::ContainerSpec::from(spec());
+        wire.ports[1].container_port = 70000;
+        let err = ContainerSpec::try_from(wire).unwrap_err();
+        assert_eq!(err.field, "ports[1].container_port");
+
+        let mut wire = pb::ContainerSpec::from(spec());
+        wire.image = "NOT VALID".into();
+        assert_eq!(ContainerSpec::try_from(wire).unwrap_err().field, "image");
+
+        let mut state = pb::DesiredState::from(DesiredState::new(vec![spec()]).unwrap());
+        state.containers[0].name = "../etc".into();
+        let err = DesiredState::try_from(state).unwrap_err();
+        assert_eq!(err.field, "containers[0].name");
+    }
+
+    #[test]
+    fn minions_cannot_claim_unreachable() {
+        let result = pb::JobResult {
+            job_id: "j-1".into(),
+            status: pb::HostStatus::Unreachable.into(),
+            ..Default::default()
+        };
+        assert_eq!(JobResult::try_from(result).unwrap_err().field, "status");
+    }
+}
