@@ -11,3 +11,4 @@ pub mod progress;
 pub mod roles_file;
 pub mod spec;
 pub mod token;
+pub mod toml_span;

@@ -191,3 +191,37 @@ pub struct HostReport {
     pub error: Option<String>,
     pub duration_ms: u64,
 }
+
+/// The record of a whole job: one report per targeted host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub job_id: JobId,
+    /// Sorted by minion id.
+    pub hosts: Vec<HostReport>,
+    pub started_at_unix_ms: i64,
+    pub finished_at_unix_ms: i64,
+}
+
+impl JobSummary {
+    /// Whether every host ended unchanged or changed.
+    pub fn is_success(&self) -> bool {
+        self.hosts.iter().all(|h| h.status.is_success())
+    }
+}
+
+/// One event of a running highstate, as the caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HighstateEvent {
+    /// Always first.
+    Started {
+        job_id: JobId,
+        targets: Vec<MinionId>,
+    },
+    Progress {
+        minion_id: MinionId,
+        progress: crate::progress::Progress,
+    },
+    HostFinished(HostReport),
+    /// Always last.
+    Summary(JobSummary),
+}

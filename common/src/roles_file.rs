@@ -22,13 +22,13 @@ use std::ops::Range;
 
 use serde::Deserialize;
 use toml::Spanned;
-use toml::de::{DeTable, DeValue};
 
 use crate::names::{ContainerName, MinionId, RoleName};
 use crate::spec::{
     ContainerSpec, DEFAULT_STOP_TIMEOUT_SECONDS, DesiredState, DesiredStateError, ImageRef,
     PortMapping, RestartPolicy, VolumeMount,
 };
+use crate::toml_span::{Problem, locate};
 
 /// A validated roles file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,27 +41,6 @@ pub struct RolesFile {
 struct Assignment {
     pattern: glob::Pattern,
     roles: Vec<RoleName>,
-}
-
-/// One problem in a roles file, located.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    /// The dotted key it is about, e.g. `roles.web.containers[0].ports[1]`.
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}: {}",
-            self.file, self.line, self.column, self.key, self.message
-        )
-    }
 }
 
 /// Every problem found in a roles file.
@@ -314,70 +293,6 @@ fn check_assignments(
         }
     }
     assignments
-}
-
-/// Turns a byte span into file, line, column and the dotted key it belongs to.
-fn locate(file: &str, text: &str, span: Range<usize>, message: String) -> Problem {
-    let start = span.start.min(text.len());
-    let before = &text[..floor_char_boundary(text, start)];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    let key = DeTable::parse(text)
-        .ok()
-        .and_then(|table| key_path_in_table(table.get_ref(), start))
-        .unwrap_or_else(|| "(top level)".to_owned());
-    Problem {
-        file: file.to_owned(),
-        line,
-        column,
-        key,
-        message,
-    }
-}
-
-fn floor_char_boundary(text: &str, mut index: usize) -> usize {
-    while !text.is_char_boundary(index) {
-        index -= 1;
-    }
-    index
-}
-
-/// The dotted path of the key whose key or value contains byte `offset`.
-///
-/// Tables written as `[header]` sections have spans that do not cover their contents, so every
-/// table and array is searched, not only those whose span contains the offset.
-fn key_path_in_table(table: &DeTable<'_>, offset: usize) -> Option<String> {
-    table.iter().find_map(|(key, value)| {
-        let in_key = key.span().contains(&offset) || key.span().end == offset;
-        let inner = match value.get_ref() {
-            _ if in_key => None,
-            DeValue::Table(table) => key_path_in_table(table, offset),
-            DeValue::Array(items) => key_path_in_array(items, offset),
-            _ => None,
-        };
-        match inner {
-            Some(inner) if inner.starts_with('[') => Some(format!("{}{inner}", key.get_ref())),
-            Some(inner) => Some(format!("{}.{inner}", key.get_ref())),
-            None if in_key || value.span().contains(&offset) => Some(key.get_ref().to_string()),
-            None => None,
-        }
-    })
-}
-
-fn key_path_in_array(items: &[Spanned<DeValue<'_>>], offset: usize) -> Option<String> {
-    items.iter().enumerate().find_map(|(index, item)| {
-        let inner = match item.get_ref() {
-            DeValue::Table(table) => key_path_in_table(table, offset),
-            DeValue::Array(items) => key_path_in_array(items, offset),
-            _ => None,
-        };
-        match inner {
-            Some(inner) if inner.starts_with('[') => Some(format!("[{index}]{inner}")),
-            Some(inner) => Some(format!("[{index}].{inner}")),
-            None if item.span().contains(&offset) => Some(format!("[{index}]")),
-            None => None,
-        }
-    })
 }
 
 #[cfg(test)]

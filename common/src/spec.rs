@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::names::{ContainerName, RoleName};
 
 /// A validated image reference such as `127.0.0.1:5000/mynames/app:tested`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ImageRef(String);
 

@@ -1,1 +1,191 @@
-fn main() {}
+//! The `brine-master` binary: argument parsing around the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use brine_master::cli::client::ClientArgs;
+use brine_master::cli::highstate::Verdict;
+use brine_master::cli::minions::ListFormat;
+use brine_master::cli::output::OutputFormat;
+use brine_master::config::{DEFAULT_PORT, MasterConfig};
+use brine_master::data_dir::{DEFAULT_DATA_DIR, DataDir};
+use clap::{Parser, Subcommand};
+
+/// brine-master: deploys your application's containers to a fleet of Docker hosts.
+///
+/// The master holds the roles (which containers run from which image) and the assignments
+/// (which host runs which roles). Hosts run brine-minion, which dials the master over mutual
+/// TLS. `highstate` makes every host pull its images and replace exactly the containers that
+/// changed.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a data directory: CA, the master's certificate, an admin certificate, master.toml
+    /// and an example roles.toml.
+    Init {
+        #[arg(long, env = "BRINE_MASTER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// A host name or IP address minions use to reach the master; repeat for several.
+        /// `localhost` and `127.0.0.1` are always included.
+        #[arg(long, value_name = "HOST_OR_IP")]
+        advertise: Vec<String>,
+        /// The address the master will listen on (written to master.toml).
+        #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
+        listen: SocketAddr,
+    },
+    /// Run the master daemon.
+    Serve {
+        #[arg(long, env = "BRINE_MASTER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Listen here instead of master.toml's `listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Manage join tokens for enrolling hosts.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Converge hosts to the roles file: pull images, replace changed containers, remove
+    /// undeclared ones. Exits 0 when every host is unchanged or changed, 1 when any failed, was
+    /// unreachable or timed out, 2 when the highstate could not run at all.
+    Highstate {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only hosts whose minion id matches this glob (`web-*`, `db-[12]`).
+        #[arg(long, value_name = "GLOB")]
+        target: Option<String>,
+        /// How long to wait for the hosts (e.g. `90s`, `10m`); defaults to master.toml's.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+        /// `auto`: progress bars on a terminal, plain lines otherwise.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
+        output: OutputFormat,
+    },
+    /// List enrolled hosts, their link state, facts and containers.
+    Minions {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        output: ListFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a join token; it is printed alone on stdout.
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// How long the token stays valid (e.g. `1h`, `30m`).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+}
+
+fn main() -> ExitCode {
+    brine_proto::tls::install_crypto_provider();
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve { .. });
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| if serving { "info" } else { "warn" }.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(execute(cli.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Init {
+            data_dir,
+            advertise,
+            listen,
+        } => {
+            let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+            names.extend(advertise);
+            names.dedup();
+            DataDir::new(&data_dir).init(&names, listen)?;
+            println!(
+                "initialized {}; start the master with:\n  brine-master serve --data-dir {}",
+                data_dir.display(),
+                data_dir.display()
+            );
+        }
+        Command::Serve { data_dir, listen } => {
+            let mut config = MasterConfig::load(&data_dir)?;
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("listen on {}", config.listen))?;
+            brine_master::server::run(config, listener, shutdown_signal()).await?;
+        }
+        Command::Token {
+            command: TokenCommand::Create { client, ttl },
+        } => brine_master::cli::token::create(&client, ttl).await?,
+        Command::Highstate {
+            client,
+            target,
+            timeout,
+            output,
+        } => {
+            let verdict =
+                brine_master::cli::highstate::run(&client, target, timeout, output).await?;
+            return Ok(match verdict {
+                Verdict::Success => ExitCode::SUCCESS,
+                Verdict::HostsFailed => ExitCode::from(1),
+            });
+        }
+        Command::Minions { client, output } => {
+            brine_master::cli::minions::list(&client, output).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM (what systemd sends).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(err) => {
+            tracing::warn!("cannot watch SIGTERM ({err}); stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

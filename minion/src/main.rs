@@ -1,1 +1,160 @@
-fn main() {}
+//! The `brine-minion` binary: argument parsing around the library.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use brine_common::names::MinionId;
+use brine_common::token::JoinToken;
+use brine_minion::config::{DEFAULT_DATA_DIR, DataDir, MinionConfig};
+use brine_minion::enrol::{JoinRequest, join};
+use brine_minion::runtime::docker::DockerRuntime;
+use clap::{Parser, Subcommand};
+
+/// brine-minion: the agent on each Docker host.
+///
+/// It dials the brine master over mutual TLS (the host needs no inbound port), reports the
+/// host's facts, and when the master runs a highstate it pulls the images of the host's roles
+/// and creates, replaces or removes exactly the containers that changed.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enrol this host with a join token from `brine-master token create`.
+    Join {
+        /// The master's address, HOST:PORT.
+        #[arg(long)]
+        master: String,
+        /// The join token; it pins the master's CA, so a wrong master is refused.
+        #[arg(long, env = "BRINE_JOIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// This host's id in the fleet; defaults to the host name.
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, env = "BRINE_MINION_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Prefix container names with this, so several minions can share one Docker engine.
+        #[arg(long, default_value = "")]
+        namespace: String,
+        /// A label reported with the host's facts (KEY=VALUE); repeat for several.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// Run the agent: connect to the master and apply what it sends, reconnecting forever.
+    Run {
+        #[arg(long, env = "BRINE_MINION_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Override minion.toml's namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+fn main() -> ExitCode {
+    brine_proto::tls::install_crypto_provider();
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // One thread is plenty for one stream and one Docker engine, and keeps the agent small.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(execute(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Join {
+            master,
+            token,
+            id,
+            data_dir,
+            namespace,
+            labels,
+        } => {
+            let token: JoinToken = token.parse()?;
+            let id = match id {
+                Some(id) => id,
+                None => {
+                    sysinfo::System::host_name().context("read the host name (or give --id)")?
+                }
+            };
+            let id = MinionId::new(id.clone()).with_context(|| format!("minion id {id:?}"))?;
+            let data = DataDir::new(&data_dir);
+            let request = JoinRequest {
+                master,
+                token,
+                id: id.clone(),
+                namespace,
+                labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
+            };
+            join(&data, request).await?;
+            println!(
+                "joined as {id}; start the agent with:\n  brine-minion run --data-dir {}",
+                data_dir.display()
+            );
+        }
+        Command::Run {
+            data_dir,
+            namespace,
+        } => {
+            let data = DataDir::new(&data_dir);
+            let mut config = MinionConfig::load(&data)?;
+            if let Some(namespace) = namespace {
+                config.namespace = namespace;
+            }
+            let docker = DockerRuntime::connect()
+                .await
+                .context("connect to Docker")?;
+            brine_minion::link::run(data, config, docker, shutdown_signal()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM (what systemd sends).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(err) => {
+            tracing::warn!("cannot watch SIGTERM ({err}); stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

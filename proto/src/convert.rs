@@ -500,3 +500,74 @@ mod tests {
         assert_eq!(JobResult::try_from(result).unwrap_err().field, "status");
     }
 }
+
+mod events {
+    use brine_common::names::MinionId;
+    use brine_common::outcome::{HighstateEvent, HostReport, JobId, JobSummary};
+    use brine_common::progress::Progress;
+
+    use super::{InvalidField, field, required};
+    use crate::pb;
+    use crate::pb::highstate_event::Kind;
+
+    impl TryFrom<pb::HighstateEvent> for HighstateEvent {
+        type Error = InvalidField;
+
+        fn try_from(event: pb::HighstateEvent) -> Result<Self, InvalidField> {
+            Ok(match required("kind", event.kind)? {
+                Kind::Started(started) => HighstateEvent::Started {
+                    job_id: field("started.job_id", JobId::new(started.job_id))?,
+                    targets: started
+                        .targets
+                        .into_iter()
+                        .map(|t| field("started.targets", MinionId::new(t)))
+                        .collect::<Result<_, _>>()?,
+                },
+                Kind::Progress(p) => HighstateEvent::Progress {
+                    minion_id: field("progress.minion_id", MinionId::new(p.minion_id))?,
+                    progress: Progress::try_from(required("progress.progress", p.progress)?)
+                        .map_err(|e| e.within("progress"))?,
+                },
+                Kind::HostFinished(report) => HighstateEvent::HostFinished(
+                    HostReport::try_from(report).map_err(|e| e.within("host_finished"))?,
+                ),
+                Kind::Summary(summary) => HighstateEvent::Summary(JobSummary {
+                    job_id: field("summary.job_id", JobId::new(summary.job_id))?,
+                    hosts: summary
+                        .hosts
+                        .into_iter()
+                        .map(|h| HostReport::try_from(h).map_err(|e| e.within("summary.hosts")))
+                        .collect::<Result<_, _>>()?,
+                    started_at_unix_ms: summary.started_at_unix_ms,
+                    finished_at_unix_ms: summary.finished_at_unix_ms,
+                }),
+            })
+        }
+    }
+
+    impl From<HighstateEvent> for pb::HighstateEvent {
+        fn from(event: HighstateEvent) -> Self {
+            let kind = match event {
+                HighstateEvent::Started { job_id, targets } => Kind::Started(pb::JobStarted {
+                    job_id: job_id.into(),
+                    targets: targets.into_iter().map(Into::into).collect(),
+                }),
+                HighstateEvent::Progress {
+                    minion_id,
+                    progress,
+                } => Kind::Progress(pb::HostProgress {
+                    minion_id: minion_id.into(),
+                    progress: Some(progress.into()),
+                }),
+                HighstateEvent::HostFinished(report) => Kind::HostFinished(report.into()),
+                HighstateEvent::Summary(summary) => Kind::Summary(pb::JobSummary {
+                    job_id: summary.job_id.into(),
+                    hosts: summary.hosts.into_iter().map(Into::into).collect(),
+                    started_at_unix_ms: summary.started_at_unix_ms,
+                    finished_at_unix_ms: summary.finished_at_unix_ms,
+                }),
+            };
+            pb::HighstateEvent { kind: Some(kind) }
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! offending field; conversions to the wire are infallible (`From`).
 
 mod convert;
+pub mod tls;
 
 pub use convert::{InvalidField, required_field};
 

@@ -1,0 +1,157 @@
+//! Locating problems in TOML files: byte spans to file, line, column and dotted key.
+
+use std::fmt;
+use std::ops::Range;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// One problem in a TOML file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// The dotted key it is about, e.g. `roles.web.containers[0].ports[1]`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file, self.line, self.column, self.key, self.message
+        )
+    }
+}
+
+/// Turns a byte span into file, line, column and the dotted key it belongs to.
+pub fn locate(file: &str, text: &str, span: Range<usize>, message: String) -> Problem {
+    let start = span.start.min(text.len());
+    let before = &text[..floor_char_boundary(text, start)];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let key = DeTable::parse(text)
+        .ok()
+        .and_then(|table| key_path_in_table(table.get_ref(), start))
+        .unwrap_or_else(|| "(top level)".to_owned());
+    Problem {
+        file: file.to_owned(),
+        line,
+        column,
+        key,
+        message,
+    }
+}
+
+fn floor_char_boundary(text: &str, mut index: usize) -> usize {
+    while !text.is_char_boundary(index) {
+        index -= 1;
+    }
+    index
+}
+
+/// The dotted path of the key whose key or value contains byte `offset`.
+///
+/// Tables written as `[header]` sections have spans that do not cover their contents, so every
+/// table and array is searched, not only those whose span contains the offset.
+fn key_path_in_table(table: &DeTable<'_>, offset: usize) -> Option<String> {
+    table.iter().find_map(|(key, value)| {
+        let in_key = key.span().contains(&offset) || key.span().end == offset;
+        let inner = match value.get_ref() {
+            _ if in_key => None,
+            DeValue::Table(table) => key_path_in_table(table, offset),
+            DeValue::Array(items) => key_path_in_array(items, offset),
+            _ => None,
+        };
+        match inner {
+            Some(inner) if inner.starts_with('[') => Some(format!("{}{inner}", key.get_ref())),
+            Some(inner) => Some(format!("{}.{inner}", key.get_ref())),
+            None if in_key || value.span().contains(&offset) => Some(key.get_ref().to_string()),
+            None => None,
+        }
+    })
+}
+
+fn key_path_in_array(items: &[Spanned<DeValue<'_>>], offset: usize) -> Option<String> {
+    items.iter().enumerate().find_map(|(index, item)| {
+        let inner = match item.get_ref() {
+            DeValue::Table(table) => key_path_in_table(table, offset),
+            DeValue::Array(items) => key_path_in_array(items, offset),
+            _ => None,
+        };
+        match inner {
+            Some(inner) if inner.starts_with('[') => Some(format!("[{index}]{inner}")),
+            Some(inner) => Some(format!("[{index}].{inner}")),
+            None if item.span().contains(&offset) => Some(format!("[{index}]")),
+            None => None,
+        }
+    })
+}
+
+/// The line (1-based) where the dotted `key` (as configuration libraries name keys, e.g.
+/// `labels.zone`) is written in `text`, if it is.
+pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let table = DeTable::parse(text).ok()?;
+    let mut current = table.get_ref();
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let (found_key, value) = current.iter().find(|(k, _)| k.get_ref() == part)?;
+        if parts.peek().is_none() {
+            let offset = found_key.span().start;
+            return Some(text[..offset.min(text.len())].matches('\n').count() + 1);
+        }
+        match value.get_ref() {
+            DeValue::Table(inner) => current = inner,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// A configuration file that could not be loaded, located where possible.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}{line}: {key}{message}", line = line.map(|l| format!(":{l}")).unwrap_or_default(), key = key.as_ref().map(|k| format!("{k}: ")).unwrap_or_default())]
+pub struct ConfigFileError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl ConfigFileError {
+    /// Locates a configuration error in `text`. `key` is the key the configuration library
+    /// named, if any; otherwise the first backquoted word of serde's message (`unknown field
+    /// `x``) is taken as the key.
+    pub fn locate(file: &str, text: &str, key: Option<String>, message: String) -> Self {
+        let key = key.or_else(|| {
+            message
+                .split('`')
+                .nth(1)
+                .filter(|k| !k.is_empty() && !k.contains(' '))
+                .map(str::to_owned)
+        });
+        Self {
+            file: file.to_owned(),
+            line: key.as_deref().and_then(|k| line_of_key(text, k)),
+            key,
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_line_of_nested_keys() {
+        let text = "a = 1\n[labels]\nzone = \"x\"\n";
+        assert_eq!(line_of_key(text, "a"), Some(1));
+        assert_eq!(line_of_key(text, "labels.zone"), Some(3));
+        assert_eq!(line_of_key(text, "labels.missing"), None);
+        assert_eq!(line_of_key("not toml = = ", "a"), None);
+    }
+}

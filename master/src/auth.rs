@@ -1,0 +1,201 @@
+//! Authorization, deny by default: one table maps every RPC to the certificate roles that may
+//! call it. The layer runs before any handler; a request for a method that is not in the table,
+//! or from a caller whose certificate role is not allowed, never reaches one.
+
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+
+use brine_common::identity::{CertIdentity, CertRole, identity_from_der};
+use brine_common::token::sha256_hex;
+use futures::future::{BoxFuture, Either, Ready, ready};
+use tonic::Status;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tower::{Layer, Service};
+
+/// Who may call a method.
+#[derive(Debug, Clone, Copy)]
+enum Access {
+    /// Callers without a certificate too: only enrolment, which checks a join token instead.
+    Anyone,
+    /// Callers whose certificate holds one of these roles.
+    Roles(&'static [CertRole]),
+}
+
+use CertRole::{Admin, Ci, Minion};
+
+/// The authorization table. A method missing here is refused for everyone.
+const METHODS: &[(&str, Access)] = &[
+    ("/brine.v1.Enrolment/Join", Access::Anyone),
+    ("/brine.v1.MinionLink/Connect", Access::Roles(&[Minion])),
+    ("/brine.v1.Fleet/Highstate", Access::Roles(&[Admin, Ci])),
+    ("/brine.v1.Fleet/ListMinions", Access::Roles(&[Admin, Ci])),
+    ("/brine.v1.Fleet/CreateJoinToken", Access::Roles(&[Admin])),
+    (
+        "/grpc.health.v1.Health/Check",
+        Access::Roles(&[Admin, Ci, Minion]),
+    ),
+    (
+        "/grpc.health.v1.Health/Watch",
+        Access::Roles(&[Admin, Ci, Minion]),
+    ),
+];
+
+/// The authenticated caller of an RPC, for handlers (from the request extensions).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// `None` only for methods open to [`Access::Anyone`] called without a certificate.
+    pub identity: Option<CertIdentity>,
+    /// SHA-256 of the caller's certificate, hex.
+    pub certificate_sha256: Option<String>,
+    pub peer: Option<SocketAddr>,
+}
+
+impl Caller {
+    /// Reads the caller that [`Authorize`] attached to a request.
+    pub fn of<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
+        request
+            .extensions()
+            .get::<Caller>()
+            .ok_or_else(|| Status::internal("the request bypassed authorization"))
+    }
+
+    /// The caller's certificate identity, for handlers that require one.
+    pub fn identity(&self) -> Result<&CertIdentity, Status> {
+        self.identity
+            .as_ref()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))
+    }
+}
+
+/// Decides whether a request may proceed, and who makes it.
+fn authorize(
+    path: &str,
+    connection: Option<&TlsConnectInfo<TcpConnectInfo>>,
+) -> Result<Caller, Status> {
+    let peer = connection.and_then(|c| c.get_ref().remote_addr());
+    let leaf = connection
+        .and_then(TlsConnectInfo::peer_certs)
+        .and_then(|chain| chain.first().cloned());
+    let (identity, certificate_sha256) = match &leaf {
+        Some(der) => {
+            let identity = identity_from_der(der).map_err(|err| {
+                refused(
+                    path,
+                    peer,
+                    None,
+                    &format!("unusable client certificate: {err}"),
+                );
+                Status::unauthenticated(format!("the client certificate is not usable: {err}"))
+            })?;
+            (Some(identity), Some(sha256_hex(der)))
+        }
+        None => (None, None),
+    };
+    let Some((_, access)) = METHODS.iter().find(|(method, _)| *method == path) else {
+        refused(path, peer, identity.as_ref(), "no such method");
+        return Err(Status::permission_denied(format!(
+            "{path} is not an allowed method"
+        )));
+    };
+    match (access, &identity) {
+        (Access::Anyone, _) => {}
+        (Access::Roles(_), None) => {
+            refused(path, peer, None, "no client certificate");
+            return Err(Status::unauthenticated(
+                "a client certificate issued by the master's CA is required",
+            ));
+        }
+        (Access::Roles(roles), Some(id)) if !roles.contains(&id.role) => {
+            refused(path, peer, Some(id), "role not allowed");
+            return Err(Status::permission_denied(format!(
+                "a certificate with the {} role may not call {path}",
+                id.role
+            )));
+        }
+        (Access::Roles(_), Some(_)) => {}
+    }
+    Ok(Caller {
+        identity,
+        certificate_sha256,
+        peer,
+    })
+}
+
+fn refused(path: &str, peer: Option<SocketAddr>, identity: Option<&CertIdentity>, reason: &str) {
+    tracing::warn!(
+        method = path,
+        peer = ?peer,
+        identity = identity.map(ToString::to_string),
+        reason,
+        "request refused"
+    );
+}
+
+/// The tower layer that applies [`METHODS`] to every request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuthorizeLayer;
+
+impl<S> Layer<S> for AuthorizeLayer {
+    type Service = Authorize<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authorize { inner }
+    }
+}
+
+/// See [`AuthorizeLayer`].
+#[derive(Debug, Clone)]
+pub struct Authorize<S> {
+    inner: S,
+}
+
+impl<S, B, R> Service<http::Request<B>> for Authorize<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    R: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Either<
+        BoxFuture<'static, Result<S::Response, S::Error>>,
+        Ready<Result<S::Response, S::Error>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let connection = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
+        match authorize(request.uri().path(), connection) {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                Either::Left(Box::pin(self.inner.call(request)))
+            }
+            Err(status) => Either::Right(ready(Ok(status.into_http()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_are_refused_even_without_checking_the_caller() {
+        let err = authorize("/brine.v1.Fleet/DropEverything", None).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    }
+
+    #[test]
+    fn only_enrolment_is_open_without_a_certificate() {
+        assert!(authorize("/brine.v1.Enrolment/Join", None).is_ok());
+        for (method, access) in METHODS {
+            if matches!(access, Access::Roles(_)) {
+                let err = authorize(method, None).unwrap_err();
+                assert_eq!(err.code(), tonic::Code::Unauthenticated, "{method}");
+            }
+        }
+    }
+}

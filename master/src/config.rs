@@ -1,0 +1,158 @@
+//! The master's configuration: `master.toml` in the data directory, overridden by
+//! `BRINE_MASTER_*` environment variables (e.g. `BRINE_MASTER_LISTEN=0.0.0.0:4700`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use brine_common::toml_span::ConfigFileError;
+use serde::Deserialize;
+
+/// The default port of the master.
+pub const DEFAULT_PORT: u16 = 4700;
+
+/// The file name of the configuration inside the data directory.
+pub const CONFIG_FILE: &str = "master.toml";
+
+/// A configuration that could not be loaded, located in its file where possible.
+pub type ConfigError = ConfigFileError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: SocketAddr,
+    address: Option<String>,
+    #[serde(default = "default_roles_file")]
+    roles_file: PathBuf,
+    #[serde(default = "default_highstate_timeout", with = "humantime_serde")]
+    highstate_timeout: Duration,
+}
+
+fn default_roles_file() -> PathBuf {
+    PathBuf::from("roles.toml")
+}
+
+fn default_highstate_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// Everything the master daemon and its CLI need to know.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    pub data_dir: PathBuf,
+    /// Where the daemon listens.
+    pub listen: SocketAddr,
+    /// Where the CLI on this host reaches the daemon (`HOST:PORT`).
+    pub address: String,
+    /// The roles file, absolute.
+    pub roles_file: PathBuf,
+    /// How long a highstate waits for its hosts unless the caller says otherwise.
+    pub highstate_timeout: Duration,
+}
+
+impl MasterConfig {
+    /// Loads `DATA_DIR/master.toml` and the environment.
+    pub fn load(data_dir: &Path) -> Result<Self, ConfigError> {
+        let path = data_dir.join(CONFIG_FILE);
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|err| ConfigError {
+            file: file.clone(),
+            line: None,
+            key: None,
+            message: format!("cannot read it ({err}); run `brine-master init` first"),
+        })?;
+        let raw: RawConfig = config::Config::builder()
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .add_source(config::Environment::with_prefix("BRINE_MASTER").try_parsing(true))
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|err| located(&file, &text, err))?;
+        let address = raw
+            .address
+            .unwrap_or_else(|| local_address(raw.listen).to_string());
+        Ok(Self {
+            data_dir: data_dir.to_path_buf(),
+            listen: raw.listen,
+            address,
+            roles_file: data_dir.join(raw.roles_file),
+            highstate_timeout: raw.highstate_timeout,
+        })
+    }
+
+    /// The configuration `brine-master init` writes.
+    pub fn default_file(listen: SocketAddr) -> String {
+        format!(
+            "# brine-master configuration. Every key can be overridden by an environment variable\n\
+             # BRINE_MASTER_<KEY>, e.g. BRINE_MASTER_LISTEN.\n\n\
+             # Where the master listens for minions, the CLI and CI.\n\
+             listen = \"{listen}\"\n\n\
+             # Where the CLI on this host reaches the master (defaults to the listen address,\n\
+             # with 127.0.0.1 for an unspecified address).\n\
+             # address = \"{local}\"\n\n\
+             # The roles file, relative to this directory.\n\
+             roles_file = \"roles.toml\"\n\n\
+             # How long a highstate waits for the hosts to report.\n\
+             highstate_timeout = \"10m\"\n",
+            local = local_address(listen)
+        )
+    }
+}
+
+/// The address a local client uses for a listen address: `0.0.0.0` is not a destination.
+fn local_address(listen: SocketAddr) -> SocketAddr {
+    let mut local = listen;
+    if listen.ip().is_unspecified() {
+        local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    local
+}
+
+/// Names the file, line and key of a configuration error.
+fn located(file: &str, text: &str, err: config::ConfigError) -> ConfigError {
+    let key = match &err {
+        config::ConfigError::Type { key, .. } | config::ConfigError::At { key, .. } => key.clone(),
+        config::ConfigError::NotFound(key) => Some(key.clone()),
+        _ => None,
+    };
+    ConfigFileError::locate(file, text, key, err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<MasterConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), text).unwrap();
+        MasterConfig::load(dir.path())
+    }
+
+    #[test]
+    fn the_default_file_loads() {
+        let config = load(&MasterConfig::default_file("0.0.0.0:4700".parse().unwrap())).unwrap();
+        assert_eq!(config.address, "127.0.0.1:4700");
+        assert_eq!(config.highstate_timeout, Duration::from_secs(600));
+        assert!(config.roles_file.ends_with("roles.toml"));
+    }
+
+    #[test]
+    fn a_bad_value_names_file_line_and_key() {
+        let err = load("roles_file = \"r.toml\"\nlisten = \"nowhere\"\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("listen"));
+        assert_eq!(err.line, Some(2));
+        assert!(err.to_string().contains("master.toml:2: listen: "), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        let err = load("listen = \"127.0.0.1:1\"\nlisten_typo = 3\n").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = MasterConfig::load(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("brine-master init"), "{err}");
+    }
+}

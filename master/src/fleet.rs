@@ -1,0 +1,142 @@
+//! The `Fleet` service: highstate, minion listing and join tokens for operators and CI.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use brine_common::token::JoinToken;
+use brine_proto::pb;
+use futures::Stream;
+use rand::RngCore;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::auth::Caller;
+use crate::highstate::{self, HighstateError};
+use crate::state::{Master, now_unix_ms};
+use crate::store::TokenRecord;
+
+/// Join tokens live one hour unless the caller asks otherwise, and 30 days at most.
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// A highstate waits 24 hours at most, whatever the caller asks.
+const MAX_HIGHSTATE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+type HighstateStream = Pin<Box<dyn Stream<Item = Result<pb::HighstateEvent, Status>> + Send>>;
+
+/// The `Fleet` service.
+pub struct FleetService {
+    pub master: Arc<Master>,
+}
+
+impl From<HighstateError> for Status {
+    fn from(err: HighstateError) -> Self {
+        match err {
+            HighstateError::Roles(_) | HighstateError::ImpossibleHosts(_) => {
+                Status::failed_precondition(err.to_string())
+            }
+            HighstateError::NoTargets(_) => Status::not_found(err.to_string()),
+            HighstateError::Store(_) => {
+                tracing::error!("highstate: {err}");
+                Status::unavailable("the master's store failed; see the master's log")
+            }
+        }
+    }
+}
+
+fn store_failure(err: crate::store::StoreError) -> Status {
+    tracing::error!("{err}");
+    Status::unavailable("the master's store failed; see the master's log")
+}
+
+#[tonic::async_trait]
+impl pb::fleet_server::Fleet for FleetService {
+    type HighstateStream = HighstateStream;
+
+    async fn highstate(
+        &self,
+        request: Request<pb::HighstateRequest>,
+    ) -> Result<Response<Self::HighstateStream>, Status> {
+        let caller = Caller::of(&request)?.identity()?.to_string();
+        let request = request.into_inner();
+        let target = match request.target.trim() {
+            "" => None,
+            glob => Some(glob::Pattern::new(glob).map_err(|err| {
+                Status::invalid_argument(format!("target: {glob:?} is not a valid glob: {err}"))
+            })?),
+        };
+        let timeout = match request.timeout_seconds {
+            0 => self.master.config.highstate_timeout,
+            seconds => Duration::from_secs(u64::from(seconds)),
+        };
+        if timeout > MAX_HIGHSTATE_TIMEOUT {
+            return Err(Status::invalid_argument("timeout_seconds: at most 86400"));
+        }
+        let job = highstate::prepare(&self.master, target, timeout, caller).await?;
+        let events = highstate::spawn(self.master.clone(), job);
+        let stream = ReceiverStream::new(events).map(|event| Ok(pb::HighstateEvent::from(event)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_minions(
+        &self,
+        _request: Request<pb::ListMinionsRequest>,
+    ) -> Result<Response<pb::ListMinionsResponse>, Status> {
+        let minions = self
+            .master
+            .store
+            .minions()
+            .await
+            .map_err(store_failure)?
+            .into_iter()
+            .map(|m| pb::MinionInfo {
+                connected: self.master.links.is_connected(&m.id),
+                id: m.id.into(),
+                last_seen_unix_ms: m.last_seen_unix_ms,
+                facts: Some(m.facts.into()),
+                running: m.running.into_iter().map(Into::into).collect(),
+                certificate_sha256: m.certificate_sha256,
+            })
+            .collect();
+        Ok(Response::new(pb::ListMinionsResponse { minions }))
+    }
+
+    async fn create_join_token(
+        &self,
+        request: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
+        let caller = Caller::of(&request)?.identity()?.to_string();
+        let ttl = match request.into_inner().ttl_seconds {
+            0 => DEFAULT_TOKEN_TTL,
+            seconds => Duration::from_secs(seconds),
+        };
+        if ttl > MAX_TOKEN_TTL {
+            return Err(Status::invalid_argument("ttl_seconds: at most 30 days"));
+        }
+        let mut secret = [0u8; 20];
+        rand::rng().fill_bytes(&mut secret);
+        let token = JoinToken {
+            ca_digest: self.master.ca.digest().to_owned(),
+            secret: hex::encode(secret),
+        };
+        let now = now_unix_ms();
+        let expires_at_unix_ms = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        self.master
+            .store
+            .add_token(
+                token.secret_hash(),
+                TokenRecord {
+                    created_at_unix_ms: now,
+                    expires_at_unix_ms,
+                },
+            )
+            .await
+            .map_err(store_failure)?;
+        tracing::info!(%caller, ttl = %humantime::format_duration(ttl), "join token created");
+        Ok(Response::new(pb::CreateJoinTokenResponse {
+            token: token.to_string(),
+            expires_at_unix_ms,
+        }))
+    }
+}

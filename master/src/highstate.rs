@@ -1,0 +1,293 @@
+//! Running a highstate: every targeted host converges to what the roles file assigns it, and
+//! ends with exactly one final status.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use brine_common::names::MinionId;
+use brine_common::outcome::{HighstateEvent, HostReport, HostStatus, JobId, JobSummary};
+use brine_common::spec::DesiredState;
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::link::{Command, JobEvent};
+use crate::state::{Master, load_roles, now_unix_ms};
+use crate::store::JobRecord;
+
+/// How many events may wait for a slow caller; progress beyond that is dropped, final statuses
+/// are not.
+const CALLER_QUEUE: usize = 256;
+/// How many minion messages may wait for the job loop.
+const JOB_QUEUE: usize = 1024;
+/// How long a command may wait for room in a minion's queue before the host counts unreachable.
+const DISPATCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a highstate could not start. Nothing was sent to any host.
+#[derive(Debug, thiserror::Error)]
+pub enum HighstateError {
+    #[error(transparent)]
+    Roles(#[from] crate::state::RolesError),
+    #[error("no enrolled minion matches {0:?}")]
+    NoTargets(String),
+    #[error(
+        "the roles file gives some hosts an impossible set of containers; nothing was sent:\n{0}"
+    )]
+    ImpossibleHosts(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// A highstate that passed every check and is ready to run.
+#[derive(Debug)]
+pub struct PreparedJob {
+    pub job_id: JobId,
+    /// The target expression as given (empty for every host).
+    target: String,
+    desired: BTreeMap<MinionId, DesiredState>,
+    timeout: Duration,
+    caller: String,
+}
+
+/// A new job id: UTC start time, then random hex, so ids sort by time and never collide.
+fn new_job_id() -> JobId {
+    let now = time::OffsetDateTime::now_utc();
+    let suffix: u32 = rand::rng().random();
+    let id = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}-{suffix:08x}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    JobId::new(id).expect("a formatted job id is valid")
+}
+
+/// Reads the roles file and computes every target's desired state; refuses the whole job if any
+/// of that fails.
+pub async fn prepare(
+    master: &Master,
+    target: Option<glob::Pattern>,
+    timeout: Duration,
+    caller: String,
+) -> Result<PreparedJob, HighstateError> {
+    let roles = load_roles(&master.config).await?;
+    let targets: Vec<MinionId> = master
+        .store
+        .minions()
+        .await?
+        .into_iter()
+        .map(|m| m.id)
+        .filter(|id| target.as_ref().is_none_or(|p| p.matches(id.as_str())))
+        .collect();
+    let target_text = target.map(|p| p.as_str().to_owned()).unwrap_or_default();
+    if targets.is_empty() {
+        return Err(HighstateError::NoTargets(if target_text.is_empty() {
+            "*".into()
+        } else {
+            target_text
+        }));
+    }
+    let mut desired = BTreeMap::new();
+    let mut problems = vec![];
+    for id in targets {
+        match roles.desired_state_for(&id) {
+            Ok(state) => {
+                desired.insert(id, state);
+            }
+            Err(err) => problems.push(format!("{id}: {err}")),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(HighstateError::ImpossibleHosts(problems.join("\n")));
+    }
+    Ok(PreparedJob {
+        job_id: new_job_id(),
+        target: target_text,
+        desired,
+        timeout,
+        caller,
+    })
+}
+
+/// Runs a prepared job in the background; its events arrive on the returned receiver. The job
+/// runs to the end and is recorded even if the caller stops listening.
+pub fn spawn(master: Arc<Master>, job: PreparedJob) -> mpsc::Receiver<HighstateEvent> {
+    let (events, receiver) = mpsc::channel(CALLER_QUEUE);
+    let span = tracing::info_span!("highstate", job.id = %job.job_id);
+    tokio::spawn(tracing::Instrument::instrument(
+        run(master, job, events),
+        span,
+    ));
+    receiver
+}
+
+/// The per-host bookkeeping of a running job.
+struct Pending {
+    started: Instant,
+}
+
+async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<HighstateEvent>) {
+    let started_at_unix_ms = now_unix_ms();
+    let deadline = Instant::now() + job.timeout;
+    let expires_at_unix_ms =
+        started_at_unix_ms + i64::try_from(job.timeout.as_millis()).unwrap_or(i64::MAX);
+    let targets: Vec<MinionId> = job.desired.keys().cloned().collect();
+    tracing::info!(hosts = targets.len(), caller = %job.caller, "highstate started");
+    let _ = caller
+        .send(HighstateEvent::Started {
+            job_id: job.job_id.clone(),
+            targets: targets.clone(),
+        })
+        .await;
+
+    let (job_events, mut inbox) = mpsc::channel(JOB_QUEUE);
+    master.router.register(job.job_id.clone(), job_events);
+
+    let mut reports: BTreeMap<MinionId, HostReport> = BTreeMap::new();
+    let mut pending: BTreeMap<MinionId, Pending> = BTreeMap::new();
+    for (id, desired) in job.desired {
+        let started = Instant::now();
+        let command = Command::Apply {
+            job_id: job.job_id.clone(),
+            expires_at_unix_ms,
+            desired,
+        };
+        let sent = match master.links.get(&id) {
+            Some(link) => link
+                .commands
+                .send_timeout(command, DISPATCH_TIMEOUT)
+                .await
+                .map_err(|_| "the minion's link closed or is stalled"),
+            None => Err("the minion is not connected"),
+        };
+        match sent {
+            Ok(()) => {
+                pending.insert(id, Pending { started });
+            }
+            Err(reason) => {
+                let report = no_answer(id, HostStatus::Unreachable, reason, started);
+                finish(&caller, &mut reports, report).await;
+            }
+        }
+    }
+
+    while !pending.is_empty() {
+        let event = tokio::select! {
+            event = inbox.recv() => event,
+            () = tokio::time::sleep_until(deadline) => None,
+        };
+        let Some(event) = event else { break };
+        match event {
+            JobEvent::Progress(id, progress) => {
+                if pending.contains_key(&id) {
+                    // Progress is advisory: a caller that cannot keep up misses some of it.
+                    let _ = caller.try_send(HighstateEvent::Progress {
+                        minion_id: id,
+                        progress,
+                    });
+                }
+            }
+            JobEvent::Result(id, result) => {
+                let Some(host) = pending.remove(&id) else {
+                    continue;
+                };
+                let report = HostReport {
+                    minion_id: id,
+                    status: result.status,
+                    containers: result.containers,
+                    error: result.error,
+                    duration_ms: elapsed_ms(host.started),
+                };
+                finish(&caller, &mut reports, report).await;
+            }
+            JobEvent::LinkLost(id) => {
+                if let Some(host) = pending.remove(&id) {
+                    let report = no_answer(
+                        id,
+                        HostStatus::Unreachable,
+                        "the minion's link dropped before it reported",
+                        host.started,
+                    );
+                    finish(&caller, &mut reports, report).await;
+                }
+            }
+        }
+    }
+    master.router.unregister(&job.job_id);
+    let timeout_message = format!(
+        "no report within {}",
+        humantime::format_duration(job.timeout)
+    );
+    for (id, host) in std::mem::take(&mut pending) {
+        let report = no_answer(id, HostStatus::TimedOut, &timeout_message, host.started);
+        finish(&caller, &mut reports, report).await;
+    }
+
+    let summary = JobSummary {
+        job_id: job.job_id,
+        hosts: reports.into_values().collect(),
+        started_at_unix_ms,
+        finished_at_unix_ms: now_unix_ms(),
+    };
+    log_summary(&summary);
+    let record = JobRecord {
+        summary: summary.clone(),
+        target: job.target,
+        caller: job.caller,
+    };
+    if let Err(err) = master.store.record_job(record).await {
+        tracing::error!("cannot record the job: {err}");
+    }
+    let _ = caller.send(HighstateEvent::Summary(summary)).await;
+}
+
+fn no_answer(id: MinionId, status: HostStatus, reason: &str, started: Instant) -> HostReport {
+    HostReport {
+        minion_id: id,
+        status,
+        containers: vec![],
+        error: Some(reason.to_owned()),
+        duration_ms: elapsed_ms(started),
+    }
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+async fn finish(
+    caller: &mpsc::Sender<HighstateEvent>,
+    reports: &mut BTreeMap<MinionId, HostReport>,
+    report: HostReport,
+) {
+    tracing::info!(minion.id = %report.minion_id, status = %report.status, error = report.error.as_deref(), "host finished");
+    reports.insert(report.minion_id.clone(), report.clone());
+    let _ = caller.send(HighstateEvent::HostFinished(report)).await;
+}
+
+fn log_summary(summary: &JobSummary) {
+    let statuses: BTreeSet<&str> = summary.hosts.iter().map(|h| h.status.as_str()).collect();
+    tracing::info!(
+        hosts = summary.hosts.len(),
+        statuses = ?statuses,
+        success = summary.is_success(),
+        "highstate finished"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_sort_by_time_and_are_valid() {
+        let a = new_job_id();
+        let b = new_job_id();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), "20261126T183000-0123abcd".len());
+    }
+}

@@ -1,0 +1,18 @@
+//! brine-master: the daemon that holds the roles and the fleet, and the operator CLI that talks
+//! to it.
+//!
+//! The daemon is [`server::run`]; `main` only parses arguments and calls it, so tests can run a
+//! master in-process on a `127.0.0.1:0` listener.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod data_dir;
+pub mod enrolment;
+pub mod fleet;
+pub mod highstate;
+pub mod link;
+pub mod pki;
+pub mod server;
+pub mod state;
+pub mod store;

@@ -1,0 +1,316 @@
+//! The minion links: one `MinionLink.Connect` stream per connected minion.
+//!
+//! [`Links`] maps each minion id to the sender of its stream, so a job can push commands to it;
+//! [`JobRouter`] routes what minions send back to the job it belongs to. Each stream costs one
+//! task (its inbound loop) and two bounded channels; nothing is per-minion threads.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use brine_common::host::RunningContainer;
+use brine_common::names::MinionId;
+use brine_common::outcome::{JobId, JobResult};
+use brine_common::progress::Progress;
+use brine_common::spec::DesiredState;
+use brine_proto::pb;
+use brine_proto::pb::minion_message::Kind;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::Caller;
+use crate::state::{Master, now_unix_ms};
+
+/// How many commands may wait for one minion before a job considers it unreachable.
+const COMMAND_QUEUE: usize = 16;
+/// How long a minion has to say hello after it connects.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A command for one minion.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Apply {
+        job_id: JobId,
+        expires_at_unix_ms: i64,
+        desired: DesiredState,
+    },
+}
+
+/// What a minion sent about a job, or that its link was lost.
+#[derive(Debug)]
+pub enum JobEvent {
+    Progress(MinionId, Progress),
+    Result(MinionId, JobResult),
+    LinkLost(MinionId),
+}
+
+/// A live link, as a job sees it.
+#[derive(Debug, Clone)]
+pub struct LinkHandle {
+    pub commands: mpsc::Sender<Command>,
+}
+
+struct LinkEntry {
+    session: u64,
+    commands: mpsc::Sender<Command>,
+    /// Cancelled to end the stream: when a newer stream replaces it, or at shutdown.
+    stop: CancellationToken,
+}
+
+/// The connected minions.
+pub struct Links {
+    // A std mutex: it is never held across an await.
+    entries: Mutex<HashMap<MinionId, LinkEntry>>,
+    next_session: AtomicU64,
+    shutdown: CancellationToken,
+}
+
+impl Links {
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+            shutdown,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MinionId, LinkEntry>> {
+        // A panic elsewhere while holding the lock leaves the map consistent (single inserts and
+        // removes), so poisoning is not a reason to stop serving.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new stream for `id`, ending the one it replaces.
+    fn register(&self, id: &MinionId) -> (u64, mpsc::Receiver<Command>, CancellationToken) {
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+        let stop = self.shutdown.child_token();
+        let previous = self.lock().insert(
+            id.clone(),
+            LinkEntry {
+                session,
+                commands,
+                stop: stop.clone(),
+            },
+        );
+        if let Some(previous) = previous {
+            tracing::info!(minion.id = %id, "a new link replaces the previous one");
+            previous.stop.cancel();
+        }
+        (session, receiver, stop)
+    }
+
+    /// Forgets the stream `session` of `id`, unless a newer one already replaced it.
+    fn unregister(&self, id: &MinionId, session: u64) {
+        let mut entries = self.lock();
+        if entries.get(id).is_some_and(|e| e.session == session) {
+            entries.remove(id);
+        }
+    }
+
+    pub fn get(&self, id: &MinionId) -> Option<LinkHandle> {
+        self.lock().get(id).map(|e| LinkHandle {
+            commands: e.commands.clone(),
+        })
+    }
+
+    pub fn is_connected(&self, id: &MinionId) -> bool {
+        self.lock().contains_key(id)
+    }
+}
+
+/// Routes minion messages to the job they belong to.
+#[derive(Default)]
+pub struct JobRouter {
+    // A std mutex: it is never held across an await.
+    jobs: Mutex<HashMap<JobId, mpsc::Sender<JobEvent>>>,
+}
+
+impl JobRouter {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, mpsc::Sender<JobEvent>>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn register(&self, job: JobId, events: mpsc::Sender<JobEvent>) {
+        self.lock().insert(job, events);
+    }
+
+    pub fn unregister(&self, job: &JobId) {
+        self.lock().remove(job);
+    }
+
+    fn sender(&self, job: &JobId) -> Option<mpsc::Sender<JobEvent>> {
+        self.lock().get(job).cloned()
+    }
+
+    fn all(&self) -> Vec<mpsc::Sender<JobEvent>> {
+        self.lock().values().cloned().collect()
+    }
+}
+
+type OutboundStream = Pin<Box<dyn Stream<Item = Result<pb::MasterMessage, Status>> + Send>>;
+
+/// The `MinionLink` service.
+pub struct MinionLinkService {
+    pub master: std::sync::Arc<Master>,
+}
+
+#[tonic::async_trait]
+impl pb::minion_link_server::MinionLink for MinionLinkService {
+    type ConnectStream = OutboundStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<pb::MinionMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let identity = caller.identity()?;
+        let minion_id = MinionId::new(identity.name.clone()).map_err(|err| {
+            Status::permission_denied(format!("the certificate's name is not a minion id: {err}"))
+        })?;
+        let mut inbound = request.into_inner();
+
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(pb::MinionMessage {
+                kind: Some(Kind::Hello(hello)),
+            }))) => hello,
+            Ok(Ok(_)) => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello",
+                ));
+            }
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(Status::deadline_exceeded("no hello within 15 s")),
+        };
+        let running = hello
+            .running
+            .into_iter()
+            .map(RunningContainer::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| Status::invalid_argument(format!("hello.running: {err}")))?;
+        let facts = hello.facts.unwrap_or_default().into();
+        let known = self
+            .master
+            .store
+            .record_hello(minion_id.clone(), facts, running, now_unix_ms())
+            .await
+            .map_err(|err| {
+                tracing::error!(minion.id = %minion_id, "cannot record hello: {err}");
+                Status::unavailable("the master cannot record the connection")
+            })?;
+        if !known {
+            tracing::warn!(minion.id = %minion_id, peer = ?caller.peer, "refused a link from a host that is not enrolled");
+            return Err(Status::permission_denied(format!(
+                "{minion_id} is not enrolled on this master; join it with a token"
+            )));
+        }
+
+        let (session, commands, stop) = self.master.links.register(&minion_id);
+        tracing::info!(minion.id = %minion_id, peer = ?caller.peer, version = %hello.version, "minion connected");
+        tokio::spawn(inbound_loop(
+            self.master.clone(),
+            minion_id.clone(),
+            session,
+            inbound,
+            stop.clone(),
+        ));
+
+        let outbound = ReceiverStream::new(commands)
+            .map(move |command| Ok(to_wire(&minion_id, command)))
+            .take_until(stop.cancelled_owned());
+        Ok(Response::new(Box::pin(outbound)))
+    }
+}
+
+fn to_wire(minion_id: &MinionId, command: Command) -> pb::MasterMessage {
+    let kind = match command {
+        Command::Apply {
+            job_id,
+            expires_at_unix_ms,
+            desired,
+        } => pb::master_message::Kind::Apply(pb::Apply {
+            job_id: job_id.into(),
+            minion_id: minion_id.to_string(),
+            expires_at_unix_ms,
+            desired: Some(desired.into()),
+        }),
+    };
+    pb::MasterMessage { kind: Some(kind) }
+}
+
+/// Reads what one minion sends until its stream ends, then tells the jobs it was part of.
+async fn inbound_loop(
+    master: std::sync::Arc<Master>,
+    minion_id: MinionId,
+    session: u64,
+    mut inbound: Streaming<pb::MinionMessage>,
+    stop: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            () = stop.cancelled() => break,
+            message = inbound.message() => message,
+        };
+        match message {
+            Ok(Some(message)) => route(&master, &minion_id, message).await,
+            Ok(None) => break,
+            Err(status) => {
+                tracing::debug!(minion.id = %minion_id, "link error: {status}");
+                break;
+            }
+        }
+    }
+    stop.cancel();
+    master.links.unregister(&minion_id, session);
+    for job in master.router.all() {
+        // A job that already finished has dropped its receiver; that is fine.
+        let _ = job.send(JobEvent::LinkLost(minion_id.clone())).await;
+    }
+    tracing::info!(minion.id = %minion_id, "minion disconnected");
+}
+
+async fn route(master: &Master, minion_id: &MinionId, message: pb::MinionMessage) {
+    let (job_id, event) = match message.kind {
+        Some(Kind::Progress(pb::JobProgress {
+            job_id,
+            progress: Some(progress),
+        })) => match Progress::try_from(progress) {
+            Ok(progress) => (job_id, JobEvent::Progress(minion_id.clone(), progress)),
+            Err(err) => {
+                tracing::warn!(minion.id = %minion_id, "ignored invalid progress: {err}");
+                return;
+            }
+        },
+        Some(Kind::Result(result)) => match JobResult::try_from(result) {
+            Ok(result) => (
+                result.job_id.to_string(),
+                JobEvent::Result(minion_id.clone(), result),
+            ),
+            Err(err) => {
+                tracing::warn!(minion.id = %minion_id, "ignored invalid job result: {err}");
+                return;
+            }
+        },
+        other => {
+            tracing::warn!(minion.id = %minion_id, "ignored unexpected message: {other:?}");
+            return;
+        }
+    };
+    let Ok(job_id) = JobId::new(job_id) else {
+        tracing::warn!(minion.id = %minion_id, "ignored a message with an invalid job id");
+        return;
+    };
+    match master.router.sender(&job_id) {
+        Some(job) => {
+            let _ = job.send(event).await;
+        }
+        None => {
+            tracing::debug!(minion.id = %minion_id, job.id = %job_id, "message for a job that already ended")
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The daemon: `run(config, listener, shutdown)` serves until `shutdown` resolves.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use brine_proto::pb;
+use brine_proto::tls::{certs_from_pem, crypto_provider, key_from_pem};
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::AuthorizeLayer;
+use crate::config::MasterConfig;
+use crate::data_dir::{DataDir, read};
+use crate::enrolment::EnrolmentService;
+use crate::fleet::FleetService;
+use crate::link::{JobRouter, Links, MinionLinkService};
+use crate::state::Master;
+use crate::store::Store;
+
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many accepted connections may wait for the gRPC server.
+const ACCEPT_QUEUE: usize = 128;
+/// How long in-flight requests get to finish after shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Builds the server TLS configuration: the master's certificate (sent with the CA, so joining
+/// hosts can check the CA against their token) and optional client certificates, which
+/// authorization then requires for everything but enrolment.
+fn tls_acceptor(data: &DataDir) -> anyhow::Result<TlsAcceptor> {
+    let provider = crypto_provider();
+    let ca_pem = read(&data.ca_cert())?;
+    let ca = certs_from_pem(&data.ca_cert().display().to_string(), ca_pem.as_bytes())?;
+    let mut roots = RootCertStore::empty();
+    for cert in &ca {
+        roots.add(cert.clone()).context("load the CA certificate")?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .context("build the client certificate verifier")?;
+    let mut chain = certs_from_pem(
+        &data.server_cert().display().to_string(),
+        read(&data.server_cert())?.as_bytes(),
+    )?;
+    chain.extend(ca);
+    let key = key_from_pem(
+        &data.server_key().display().to_string(),
+        read(&data.server_key())?.as_bytes(),
+    )?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .context("load the master's certificate and key")?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts TCP connections and completes TLS handshakes off the accept loop, so a slow or
+/// hostile client delays only itself.
+fn tls_incoming(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    stop: CancellationToken,
+) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    let (connections, incoming) = mpsc::channel(ACCEPT_QUEUE);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (acceptor, connections) = (acceptor.clone(), connections.clone());
+            tokio::spawn(async move {
+                let _ = tcp.set_nodelay(true);
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = connections.send(Ok(tls)).await;
+                    }
+                    Ok(Err(err)) => tracing::warn!(%peer, "TLS handshake refused: {err}"),
+                    Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(incoming)
+}
+
+/// Serves the master on `listener` until `shutdown` resolves, then shuts down in order: stop
+/// accepting, end the minion links, give running requests a grace period.
+pub async fn run(
+    config: MasterConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let data = DataDir::new(&config.data_dir);
+    let acceptor = tls_acceptor(&data)?;
+    let ca = data.load_ca()?;
+    let store_path = data.store();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+        .await
+        .context("open the store")??;
+
+    let stopping = CancellationToken::new();
+    let master = Arc::new(Master {
+        config,
+        ca,
+        store,
+        links: Links::new(stopping.clone()),
+        router: JobRouter::default(),
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<pb::fleet_server::FleetServer<FleetService>>()
+        .await;
+
+    let address = listener.local_addr().context("read the listen address")?;
+    let incoming = tls_incoming(listener, acceptor, stopping.clone());
+    {
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            stopping.cancel();
+        });
+    }
+    tracing::info!(%address, "brine-master serving");
+
+    let server = tonic::transport::Server::builder()
+        .layer(AuthorizeLayer)
+        .add_service(pb::enrolment_server::EnrolmentServer::new(
+            EnrolmentService {
+                master: master.clone(),
+            },
+        ))
+        .add_service(pb::minion_link_server::MinionLinkServer::new(
+            MinionLinkService {
+                master: master.clone(),
+            },
+        ))
+        .add_service(pb::fleet_server::FleetServer::new(FleetService {
+            master: master.clone(),
+        }))
+        .add_service(health_service)
+        .serve_with_incoming_shutdown(incoming, stopping.clone().cancelled_owned());
+
+    let grace = async {
+        stopping.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result.context("serve gRPC")?,
+        () = grace => tracing::warn!("requests still running after the grace period were cut"),
+    }
+    tracing::info!("brine-master stopped");
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! What the master's services share.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use brine_common::roles_file::{RolesFile, RolesFileError};
+
+use crate::config::MasterConfig;
+use crate::link::{JobRouter, Links};
+use crate::pki::CertificateAuthority;
+use crate::store::Store;
+
+/// The master's shared state, one per daemon.
+pub struct Master {
+    pub config: MasterConfig,
+    pub ca: CertificateAuthority,
+    pub store: Store,
+    pub links: Links,
+    pub router: JobRouter,
+}
+
+/// Why the roles file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RolesError {
+    #[error("cannot read the roles file {file}: {message}")]
+    Unreadable { file: String, message: String },
+    #[error("the roles file has errors; nothing was sent (hosts keep what they run):\n{0}")]
+    Invalid(#[from] RolesFileError),
+}
+
+/// Reads and validates the roles file. A file with errors is refused as a whole, so hosts keep
+/// running what the last good file gave them.
+pub async fn load_roles(config: &MasterConfig) -> Result<RolesFile, RolesError> {
+    let path = &config.roles_file;
+    let file = path.display().to_string();
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|err| RolesError::Unreadable {
+            file: file.clone(),
+            message: err.to_string(),
+        })?;
+    Ok(RolesFile::parse(&file, &text)?)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

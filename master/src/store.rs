@@ -1,0 +1,415 @@
+//! The master's embedded, transactional store (redb): enrolled minions, join tokens and jobs.
+//!
+//! Records are JSON so they can grow fields without migrations. Every write commits before the
+//! caller is answered. redb calls block, so every call runs on tokio's blocking pool.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use brine_common::host::{Facts, RunningContainer};
+use brine_common::names::MinionId;
+use brine_common::outcome::{ContainerAction, JobSummary};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+const MINIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("minions");
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("join_tokens");
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Database(#[from] redb::Error),
+    #[error("store: a {table} record is unreadable: {message}")]
+    Corrupt {
+        table: &'static str,
+        message: String,
+    },
+    #[error("store: the blocking task failed: {0}")]
+    Task(String),
+}
+
+macro_rules! from_redb {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for StoreError {
+            fn from(err: $ty) -> Self {
+                StoreError::Database(err.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// An enrolled host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinionRecord {
+    pub id: MinionId,
+    pub enrolled_at_unix_ms: i64,
+    /// SHA-256 of its current certificate (DER), hex.
+    pub certificate_sha256: String,
+    /// 0 until it first connects.
+    pub last_seen_unix_ms: i64,
+    pub facts: Facts,
+    pub running: Vec<RunningContainer>,
+}
+
+/// A join token; the store keys it by the hash of its secret and never holds the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub created_at_unix_ms: i64,
+    pub expires_at_unix_ms: i64,
+}
+
+/// A finished job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub summary: JobSummary,
+    /// The target expression the caller gave (empty for every host).
+    pub target: String,
+    /// The certificate identity of the caller.
+    pub caller: String,
+}
+
+/// Why a join token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenCheck {
+    Valid,
+    Unknown,
+    Expired,
+}
+
+/// The store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
+        table,
+        message: err.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("store records always serialize")
+}
+
+impl Store {
+    /// Opens (or creates) the store and its tables. Blocking: call it before serving.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        tx.open_table(MINIONS)?;
+        tx.open_table(TOKENS)?;
+        tx.open_table(JOBS)?;
+        tx.commit()?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(|err| StoreError::Task(err.to_string()))?
+    }
+
+    /// Records a newly enrolled host, or a host that enrolled again with a new certificate.
+    pub async fn enrol_minion(
+        &self,
+        id: MinionId,
+        certificate_sha256: String,
+        now_unix_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            {
+                let mut table = tx.open_table(MINIONS)?;
+                let record = MinionRecord {
+                    id: id.clone(),
+                    enrolled_at_unix_ms: now_unix_ms,
+                    certificate_sha256,
+                    last_seen_unix_ms: 0,
+                    facts: Facts::default(),
+                    running: vec![],
+                };
+                table.insert(id.as_str(), encode(&record).as_slice())?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records what a host said when it connected. Returns false for a host that is not enrolled.
+    pub async fn record_hello(
+        &self,
+        id: MinionId,
+        facts: Facts,
+        running: Vec<RunningContainer>,
+        now_unix_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let known = {
+                let mut table = tx.open_table(MINIONS)?;
+                let existing = match table.get(id.as_str())? {
+                    Some(bytes) => Some(decode::<MinionRecord>("minions", bytes.value())?),
+                    None => None,
+                };
+                match existing {
+                    Some(mut record) => {
+                        record.facts = facts;
+                        record.running = running;
+                        record.last_seen_unix_ms = now_unix_ms;
+                        table.insert(id.as_str(), encode(&record).as_slice())?;
+                        true
+                    }
+                    None => false,
+                }
+            };
+            tx.commit()?;
+            Ok(known)
+        })
+        .await
+    }
+
+    /// Every enrolled host, sorted by id.
+    pub async fn minions(&self) -> Result<Vec<MinionRecord>, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(MINIONS)?;
+            table
+                .iter()?
+                .map(|entry| {
+                    let (_, value) = entry?;
+                    decode("minions", value.value())
+                })
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn add_token(
+        &self,
+        secret_hash: String,
+        record: TokenRecord,
+    ) -> Result<(), StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            tx.open_table(TOKENS)?
+                .insert(secret_hash.as_str(), encode(&record).as_slice())?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Checks a join token by the hash of its secret.
+    pub async fn check_token(
+        &self,
+        secret_hash: String,
+        now_unix_ms: i64,
+    ) -> Result<TokenCheck, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(TOKENS)?;
+            let Some(bytes) = table.get(secret_hash.as_str())? else {
+                return Ok(TokenCheck::Unknown);
+            };
+            let record: TokenRecord = decode("join_tokens", bytes.value())?;
+            Ok(if record.expires_at_unix_ms <= now_unix_ms {
+                TokenCheck::Expired
+            } else {
+                TokenCheck::Valid
+            })
+        })
+        .await
+    }
+
+    /// Stores a finished job and what each host now runs, in one transaction.
+    pub async fn record_job(&self, job: JobRecord) -> Result<(), StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            {
+                let mut minions = tx.open_table(MINIONS)?;
+                for host in &job.summary.hosts {
+                    let existing = match minions.get(host.minion_id.as_str())? {
+                        Some(bytes) => Some(decode::<MinionRecord>("minions", bytes.value())?),
+                        None => None,
+                    };
+                    let Some(mut record) = existing else { continue };
+                    if !apply_results(&mut record.running, host) {
+                        continue;
+                    }
+                    minions.insert(host.minion_id.as_str(), encode(&record).as_slice())?;
+                }
+                tx.open_table(JOBS)?
+                    .insert(job.summary.job_id.as_str(), encode(&job).as_slice())?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn job(&self, id: String) -> Result<Option<JobRecord>, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(JOBS)?;
+            match table.get(id.as_str())? {
+                Some(bytes) => Ok(Some(decode("jobs", bytes.value())?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+}
+
+/// Updates what a host runs from its job report; false when the report says nothing new.
+fn apply_results(
+    running: &mut Vec<RunningContainer>,
+    host: &brine_common::outcome::HostReport,
+) -> bool {
+    let mut changed = false;
+    for result in &host.containers {
+        match result.action {
+            ContainerAction::Removed => {
+                running.retain(|c| c.name != result.name);
+                changed = true;
+            }
+            ContainerAction::Kept | ContainerAction::Created | ContainerAction::Replaced => {
+                let Some(role) = result.role.clone() else {
+                    continue;
+                };
+                let entry = RunningContainer {
+                    name: result.name.clone(),
+                    role,
+                    image: result.image.clone(),
+                    image_digest: result.image_digest.clone(),
+                    state: "running".into(),
+                    container_id: running
+                        .iter()
+                        .find(|c| c.name == result.name && result.action == ContainerAction::Kept)
+                        .map(|c| c.container_id.clone())
+                        .unwrap_or_default(),
+                };
+                running.retain(|c| c.name != result.name);
+                running.push(entry);
+                changed = true;
+            }
+            ContainerAction::Failed => {}
+        }
+    }
+    running.sort_by(|a, b| a.name.cmp(&b.name));
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use brine_common::outcome::{ContainerResult, HostReport, HostStatus, JobId};
+
+    use super::*;
+
+    fn id(s: &str) -> MinionId {
+        MinionId::new(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn minions_tokens_and_jobs_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .enrol_minion(id("web-1"), "ab".into(), 1)
+                .await
+                .unwrap();
+            assert!(
+                store
+                    .record_hello(id("web-1"), Facts::default(), vec![], 5)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .record_hello(id("ghost"), Facts::default(), vec![], 5)
+                    .await
+                    .unwrap()
+            );
+            store
+                .add_token(
+                    "h".into(),
+                    TokenRecord {
+                        created_at_unix_ms: 0,
+                        expires_at_unix_ms: 100,
+                    },
+                )
+                .await
+                .unwrap();
+            let report = HostReport {
+                minion_id: id("web-1"),
+                status: HostStatus::Changed,
+                containers: vec![ContainerResult {
+                    name: "web".parse().unwrap(),
+                    role: Some("web".parse().unwrap()),
+                    action: ContainerAction::Created,
+                    image: "app:1".into(),
+                    image_digest: "app@sha256:1".into(),
+                    error: None,
+                }],
+                error: None,
+                duration_ms: 3,
+            };
+            let summary = JobSummary {
+                job_id: JobId::new("j-1").unwrap(),
+                hosts: vec![report],
+                started_at_unix_ms: 1,
+                finished_at_unix_ms: 2,
+            };
+            store
+                .record_job(JobRecord {
+                    summary,
+                    target: String::new(),
+                    caller: "admin".into(),
+                })
+                .await
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let minions = store.minions().await.unwrap();
+        assert_eq!(minions.len(), 1);
+        assert_eq!(minions[0].last_seen_unix_ms, 5);
+        assert_eq!(minions[0].running[0].image_digest, "app@sha256:1");
+        assert_eq!(
+            store.check_token("h".into(), 50).await.unwrap(),
+            TokenCheck::Valid
+        );
+        assert_eq!(
+            store.check_token("h".into(), 100).await.unwrap(),
+            TokenCheck::Expired
+        );
+        assert_eq!(
+            store.check_token("x".into(), 0).await.unwrap(),
+            TokenCheck::Unknown
+        );
+        assert!(store.job("j-1".into()).await.unwrap().is_some());
+    }
+}

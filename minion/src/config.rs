@@ -1,0 +1,145 @@
+//! The minion's data directory and configuration: `minion.toml`, written by `brine-minion join`
+//! and overridden by `BRINE_MINION_*` environment variables.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use brine_common::toml_span::ConfigFileError;
+use serde::{Deserialize, Serialize};
+
+/// Where the data directory is unless `--data-dir` or `BRINE_MINION_DATA_DIR` says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/brine-minion";
+const CONFIG_FILE: &str = "minion.toml";
+
+/// The files of a minion's data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root.join(CONFIG_FILE)
+    }
+
+    /// The master's CA certificate, checked against the join token's digest.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.root.join("ca.pem")
+    }
+
+    pub fn cert(&self) -> PathBuf {
+        self.root.join("minion.pem")
+    }
+
+    /// The minion's private key: generated on this host, never sent anywhere.
+    pub fn key(&self) -> PathBuf {
+        self.root.join("minion.key")
+    }
+}
+
+/// What `minion.toml` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MinionConfig {
+    /// The master's address, `HOST:PORT`.
+    pub master: String,
+    /// Prefixes container names and scopes brine's labels, so several minions can share one
+    /// Docker engine. Empty for the usual one minion per host.
+    #[serde(default)]
+    pub namespace: String,
+    /// Labels reported to the master with the host's facts.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl MinionConfig {
+    /// Loads `DATA_DIR/minion.toml` and the environment.
+    pub fn load(data: &DataDir) -> Result<Self, ConfigFileError> {
+        let path = data.config();
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|err| ConfigFileError {
+            file: file.clone(),
+            line: None,
+            key: None,
+            message: format!("cannot read it ({err}); run `brine-minion join` first"),
+        })?;
+        let config: Self = config::Config::builder()
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .add_source(config::Environment::with_prefix("BRINE_MINION"))
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|err| {
+                let key = match &err {
+                    config::ConfigError::Type { key, .. } | config::ConfigError::At { key, .. } => {
+                        key.clone()
+                    }
+                    config::ConfigError::NotFound(key) => Some(key.clone()),
+                    _ => None,
+                };
+                ConfigFileError::locate(&file, &text, key, err.to_string())
+            })?;
+        if !config.namespace.is_empty() {
+            brine_common::names::ContainerName::new(config.namespace.clone()).map_err(|err| {
+                ConfigFileError::locate(
+                    &file,
+                    &text,
+                    Some("namespace".into()),
+                    format!("namespace {:?} {err}", config.namespace),
+                )
+            })?;
+        }
+        Ok(config)
+    }
+
+    /// The file `join` writes.
+    pub fn to_file(&self) -> String {
+        let mut text = String::from(
+            "# brine-minion configuration, written by `brine-minion join`. Every key can be\n\
+             # overridden by an environment variable BRINE_MINION_<KEY>.\n\n",
+        );
+        text.push_str(&toml::to_string(self).expect("the minion configuration serializes"));
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_file_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let config = MinionConfig {
+            master: "127.0.0.1:4700".into(),
+            namespace: "web-1".into(),
+            labels: [("zone".to_owned(), "a".to_owned())].into(),
+        };
+        std::fs::write(data.config(), config.to_file()).unwrap();
+        assert_eq!(MinionConfig::load(&data).unwrap(), config);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        std::fs::write(data.config(), "master = \"m:1\"\nnamespace = \"bad/ns\"\n").unwrap();
+        let err = MinionConfig::load(&data).unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(2), Some("namespace")),
+            "{err}"
+        );
+        std::fs::write(data.config(), "master = \"m:1\"\nlabel = {}\n").unwrap();
+        let err = MinionConfig::load(&data).unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+    }
+}

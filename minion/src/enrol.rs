@@ -1,0 +1,106 @@
+//! `brine-minion join`: enrol this host with a join token.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use brine_common::names::MinionId;
+use brine_common::token::{JoinToken, sha256_hex};
+use brine_proto::pb;
+use brine_proto::tls::{MasterTrust, certs_from_pem, client_config, connect};
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+
+use crate::config::{DataDir, MinionConfig};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What joining needs.
+#[derive(Debug)]
+pub struct JoinRequest {
+    pub master: String,
+    pub token: JoinToken,
+    pub id: MinionId,
+    pub namespace: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Generates this host's key, has the master sign a certificate for it and writes the data
+/// directory. The master is trusted only if its CA matches the token's digest; the private key
+/// never leaves this host.
+pub async fn join(data: &DataDir, request: JoinRequest) -> anyhow::Result<()> {
+    if data.cert().exists() {
+        bail!(
+            "{} already holds a minion certificate; this host has joined already (remove the \
+             directory to join again)",
+            data.root().display()
+        );
+    }
+    let key = KeyPair::generate().context("generate the host's key")?;
+    let mut params = CertificateParams::default();
+    let mut subject = DistinguishedName::new();
+    subject.push(DnType::CommonName, request.id.as_str());
+    params.distinguished_name = subject;
+    let csr_pem = params
+        .serialize_request(&key)
+        .and_then(|csr| csr.pem())
+        .context("create the certificate signing request")?;
+
+    let tls = client_config(
+        MasterTrust::PinnedDigest(request.token.ca_digest.clone()),
+        None,
+    )?;
+    let channel = connect(&request.master, tls, CONNECT_TIMEOUT).await?;
+    let response = pb::enrolment_client::EnrolmentClient::new(channel)
+        .join(pb::JoinRequest {
+            token: request.token.to_string(),
+            csr_pem,
+            minion_id: request.id.to_string(),
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("{}", status.message()))
+        .context("the master refused to enrol this host")?
+        .into_inner();
+
+    let ca = certs_from_pem("the master's CA", response.ca_certificate_pem.as_bytes())?;
+    if ca.first().map(|c| sha256_hex(c)) != Some(request.token.ca_digest.clone()) {
+        bail!("the master sent a CA that does not match the join token's digest");
+    }
+    certs_from_pem(
+        "the signed certificate",
+        response.certificate_pem.as_bytes(),
+    )?;
+
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data.root())
+        .with_context(|| format!("create {}", data.root().display()))?;
+    let config = MinionConfig {
+        master: request.master,
+        namespace: request.namespace,
+        labels: request.labels,
+    };
+    write_file(&data.key(), &key.serialize_pem(), 0o600)?;
+    write_file(&data.ca_cert(), &response.ca_certificate_pem, 0o644)?;
+    write_file(&data.config(), &config.to_file(), 0o644)?;
+    // The certificate last: its presence marks a completed join.
+    write_file(&data.cert(), &response.certificate_pem, 0o644)?;
+    Ok(())
+}
+
+/// Writes a file with `mode` from the start, replacing a leftover of an interrupted join.
+fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("write {}", path.display()))
+}

@@ -1,0 +1,20 @@
+//! brine-minion: the host agent.
+//!
+//! It dials the master ([`link`]), and converges the host's containers to what the master sends
+//! ([`reconcile`]) through a narrow container runtime trait ([`runtime`]) whose only real
+//! implementation talks to Docker.
+
+pub mod config;
+pub mod enrol;
+pub mod facts;
+pub mod link;
+pub mod reconcile;
+pub mod runtime;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,300 @@
+//! The link to the master: dial out, say hello, apply what the master sends, report back;
+//! reconnect forever with exponential backoff and full jitter.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use brine_common::names::MinionId;
+use brine_common::outcome::{JobId, JobResult};
+use brine_common::spec::DesiredState;
+use brine_proto::pb;
+use brine_proto::pb::minion_message::Kind;
+use brine_proto::tls::{ClientIdentity, MasterTrust, certs_from_pem, client_config, connect};
+use rand::Rng;
+use rustls::ClientConfig;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DataDir, MinionConfig};
+use crate::reconcile::execute::Executor;
+use crate::runtime::ContainerRuntime;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reconnect delays grow from this...
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+/// ...up to this.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How many messages may wait to go up to the master.
+const OUTBOUND_QUEUE: usize = 64;
+/// How many commands may wait while one is being applied.
+const COMMAND_QUEUE: usize = 8;
+
+/// A command to apply, and the link to report on.
+struct Job {
+    job_id: JobId,
+    desired: DesiredState,
+    reply: mpsc::Sender<pb::MinionMessage>,
+}
+
+/// The delay before reconnect attempt `attempt` (0-based): a uniformly random duration up to an
+/// exponentially growing cap ("full jitter"), so a fleet that lost its master does not come back
+/// in lockstep.
+pub fn backoff(attempt: u32) -> Duration {
+    let cap = BACKOFF_BASE
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(BACKOFF_MAX);
+    rand::rng().random_range(Duration::ZERO..=cap)
+}
+
+/// Runs the minion until `shutdown` resolves.
+pub async fn run<R: ContainerRuntime + 'static>(
+    data: DataDir,
+    config: MinionConfig,
+    runtime: R,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let tls = load_tls(&data)?;
+    let id = own_id(&data)?;
+    let executor = Arc::new(Executor::new(runtime, config.namespace.clone()));
+    let stop = CancellationToken::new();
+
+    // One applier for the whole life of the minion: jobs run one at a time and finish even if
+    // the link that brought them drops.
+    let (jobs, job_queue) = mpsc::channel(COMMAND_QUEUE);
+    let applier = tokio::spawn(apply_jobs(executor.clone(), job_queue));
+
+    let links = async {
+        let mut attempt = 0;
+        loop {
+            match session(&id, &config, &tls, &executor, &jobs).await {
+                Ok(()) => {
+                    tracing::info!("the master closed the link");
+                    attempt = 0;
+                }
+                Err(err) => tracing::warn!("link to {} lost: {err:#}", config.master),
+            }
+            let delay = backoff(attempt);
+            attempt = attempt.saturating_add(1);
+            tracing::info!("reconnecting in {delay:?}");
+            tokio::time::sleep(delay).await;
+        }
+    };
+    tokio::select! {
+        () = shutdown => {}
+        () = links => {}
+    }
+    tracing::info!("stopping");
+    stop.cancel();
+    drop(jobs);
+    // A job in the middle of replacing a container is allowed to finish, so no container is
+    // left set aside.
+    if tokio::time::timeout(Duration::from_secs(60), applier)
+        .await
+        .is_err()
+    {
+        tracing::warn!("a job was still running at shutdown");
+    }
+    Ok(())
+}
+
+fn load_tls(data: &DataDir) -> anyhow::Result<ClientConfig> {
+    let read = |path: std::path::PathBuf| {
+        std::fs::read(&path)
+            .with_context(|| format!("read {} (has this host joined?)", path.display()))
+    };
+    let ca = certs_from_pem(
+        &data.ca_cert().display().to_string(),
+        &read(data.ca_cert())?,
+    )?
+    .remove(0);
+    let identity = ClientIdentity::from_pem(
+        &data.cert().display().to_string(),
+        &read(data.cert())?,
+        &data.key().display().to_string(),
+        &read(data.key())?,
+    )?;
+    Ok(client_config(MasterTrust::Ca(ca), Some(identity))?)
+}
+
+/// The minion's id, as its certificate says (for checking where commands are addressed).
+fn own_id(data: &DataDir) -> anyhow::Result<MinionId> {
+    let pem =
+        std::fs::read(data.cert()).with_context(|| format!("read {}", data.cert().display()))?;
+    let cert = certs_from_pem(&data.cert().display().to_string(), &pem)?.remove(0);
+    let identity = brine_common::identity::identity_from_der(&cert)?;
+    Ok(MinionId::new(identity.name)?)
+}
+
+/// One connection: hello, then commands until the stream ends.
+async fn session<R: ContainerRuntime>(
+    id: &MinionId,
+    config: &MinionConfig,
+    tls: &ClientConfig,
+    executor: &Executor<R>,
+    jobs: &mpsc::Sender<Job>,
+) -> anyhow::Result<()> {
+    let channel = connect(&config.master, tls.clone(), CONNECT_TIMEOUT).await?;
+    let (outbound, outbound_queue) = mpsc::channel(OUTBOUND_QUEUE);
+    let facts = crate::facts::gather(executor.runtime(), &config.labels).await;
+    let running = match executor.running().await {
+        Ok(running) => running,
+        Err(err) => {
+            tracing::warn!("cannot list containers for the hello: {err}");
+            vec![]
+        }
+    };
+    outbound
+        .send(pb::MinionMessage {
+            kind: Some(Kind::Hello(pb::Hello {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                facts: Some(facts.into()),
+                running: running.into_iter().map(Into::into).collect(),
+            })),
+        })
+        .await
+        .context("queue the hello")?;
+    let mut inbound = pb::minion_link_client::MinionLinkClient::new(channel)
+        .connect(ReceiverStream::new(outbound_queue))
+        .await
+        .map_err(|status| anyhow::anyhow!("{}", status.message()))
+        .context("open the link")?
+        .into_inner();
+    tracing::info!(master = %config.master, "connected");
+
+    while let Some(message) = inbound
+        .message()
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+    {
+        let Some(pb::master_message::Kind::Apply(apply)) = message.kind else {
+            continue;
+        };
+        match accept(id, apply) {
+            Ok((job_id, desired)) => {
+                let job = Job {
+                    job_id,
+                    desired,
+                    reply: outbound.clone(),
+                };
+                jobs.send(job).await.context("queue a job")?;
+            }
+            Err(refusal) => {
+                tracing::warn!(
+                    "refused a command: {}",
+                    refusal.error.as_deref().unwrap_or("")
+                );
+                let _ = outbound.send(result_message(refusal)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Validates a command at the edge: addressed to this host, not expired, well formed.
+fn accept(id: &MinionId, apply: pb::Apply) -> Result<(JobId, DesiredState), JobResult> {
+    let job_id = JobId::new(apply.job_id.clone()).map_err(|err| {
+        JobResult::failed(
+            JobId::new("invalid").expect("a valid literal id"),
+            format!("job_id: {err}"),
+        )
+    })?;
+    let refuse = |reason: String| JobResult::failed(job_id.clone(), reason);
+    if apply.minion_id != id.as_str() {
+        return Err(refuse(format!(
+            "the command is addressed to {:?}, not to this host ({id})",
+            apply.minion_id
+        )));
+    }
+    if apply.expires_at_unix_ms <= crate::now_unix_ms() {
+        return Err(refuse("the command has expired".into()));
+    }
+    let desired = apply
+        .desired
+        .ok_or_else(|| refuse("desired: is required".into()))
+        .and_then(|d| DesiredState::try_from(d).map_err(|err| refuse(format!("desired.{err}"))))?;
+    Ok((job_id, desired))
+}
+
+fn result_message(result: JobResult) -> pb::MinionMessage {
+    pb::MinionMessage {
+        kind: Some(Kind::Result(result.into())),
+    }
+}
+
+/// Applies jobs one at a time, reporting progress and results on the link that brought each.
+async fn apply_jobs<R: ContainerRuntime>(
+    executor: Arc<Executor<R>>,
+    mut jobs: mpsc::Receiver<Job>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let span = tracing::info_span!("job", job.id = %job.job_id);
+        let _entered = span.enter();
+        tracing::info!(containers = job.desired.containers.len(), "applying");
+        let reply = job.reply.clone();
+        let job_id = job.job_id.clone();
+        let report = move |progress: brine_common::progress::Progress| {
+            // Progress is advisory: when the link is slow it is dropped, never waited for.
+            let _ = reply.try_send(pb::MinionMessage {
+                kind: Some(Kind::Progress(pb::JobProgress {
+                    job_id: job_id.to_string(),
+                    progress: Some(progress.into()),
+                })),
+            });
+        };
+        drop(_entered);
+        let result = tracing::Instrument::instrument(
+            executor.apply(&job.job_id, &job.desired, &report),
+            span.clone(),
+        )
+        .await;
+        span.in_scope(
+            || tracing::info!(status = %result.status, error = result.error.as_deref(), "applied"),
+        );
+        if job.reply.send(result_message(result)).await.is_err() {
+            span.in_scope(|| tracing::warn!("the link closed before the result could be sent"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter() {
+        for attempt in 0..40 {
+            let delay = backoff(attempt);
+            assert!(delay <= BACKOFF_MAX, "{attempt}: {delay:?}");
+            if attempt == 0 {
+                assert!(delay <= BACKOFF_BASE);
+            }
+        }
+        let samples: std::collections::HashSet<Duration> = (0..20).map(|_| backoff(10)).collect();
+        assert!(samples.len() > 1, "delays are jittered");
+    }
+
+    fn apply(minion: &str, expires_in_ms: i64) -> pb::Apply {
+        pb::Apply {
+            job_id: "j-1".into(),
+            minion_id: minion.into(),
+            expires_at_unix_ms: crate::now_unix_ms() + expires_in_ms,
+            desired: Some(pb::DesiredState::default()),
+        }
+    }
+
+    #[test]
+    fn commands_for_other_hosts_or_expired_are_refused() {
+        let me = MinionId::new("web-1").unwrap();
+        assert!(accept(&me, apply("web-1", 60_000)).is_ok());
+        let refused = accept(&me, apply("web-2", 60_000)).unwrap_err();
+        assert!(refused.error.unwrap().contains("addressed to"));
+        let refused = accept(&me, apply("web-1", -1)).unwrap_err();
+        assert!(refused.error.unwrap().contains("expired"));
+        let mut missing = apply("web-1", 60_000);
+        missing.desired = None;
+        assert!(accept(&me, missing).is_err());
+    }
+}

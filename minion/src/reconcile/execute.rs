@@ -1,0 +1,343 @@
+//! Applying a desired state: pull, plan, then create, replace and remove containers.
+
+use std::collections::{BTreeMap, HashMap};
+
+use brine_common::host::RunningContainer;
+use brine_common::names::ContainerName;
+use brine_common::outcome::{ContainerAction, ContainerResult, JobId, JobResult};
+use brine_common::progress::{Phase, Progress};
+use brine_common::spec::{DesiredState, ImageRef};
+use futures::future::join_all;
+
+use super::plan::{Action, DesiredContainer, belongs_to, declared_identity, docker_name, plan};
+use crate::runtime::{ContainerRuntime, CreateRequest, ObservedContainer, PulledImage, labels};
+
+/// Where progress goes; reporting is best effort and must never block the executor.
+pub type ProgressSink<'a> = &'a (dyn Fn(Progress) + Send + Sync);
+
+/// Converges one host's containers, through a [`ContainerRuntime`].
+#[derive(Debug)]
+pub struct Executor<R> {
+    runtime: R,
+    namespace: String,
+}
+
+impl<R: ContainerRuntime> Executor<R> {
+    pub fn new(runtime: R, namespace: String) -> Self {
+        Self { runtime, namespace }
+    }
+
+    pub fn runtime(&self) -> &R {
+        &self.runtime
+    }
+
+    /// The managed containers of this namespace, as reported to the master.
+    pub async fn running(&self) -> Result<Vec<RunningContainer>, crate::runtime::RuntimeError> {
+        let observed = self.runtime.list_managed().await?;
+        Ok(observed
+            .iter()
+            .filter(|o| belongs_to(&self.namespace, o))
+            .filter_map(|o| {
+                let (name, role) = declared_identity(o);
+                Some(RunningContainer {
+                    name: name?,
+                    role: role?,
+                    image: o.image.clone(),
+                    image_digest: o.image_id.clone(),
+                    state: o.state.clone(),
+                    container_id: o.id.clone(),
+                })
+            })
+            .collect())
+    }
+
+    /// Makes the host run exactly `desired`. Every image is pulled before any container is
+    /// touched, so a failed pull leaves the host as it was.
+    pub async fn apply(
+        &self,
+        job_id: &JobId,
+        desired: &DesiredState,
+        progress: ProgressSink<'_>,
+    ) -> JobResult {
+        let observed = match self.runtime.list_managed().await {
+            Ok(observed) => observed,
+            Err(err) => {
+                return JobResult::failed(job_id.clone(), format!("list containers: {err}"));
+            }
+        };
+
+        let pulled = match self.pull_all(desired, progress).await {
+            Ok(pulled) => pulled,
+            Err(failures) => {
+                let error = failures.values().cloned().collect::<Vec<_>>().join("; ");
+                let containers = desired
+                    .containers
+                    .iter()
+                    .filter_map(|spec| {
+                        failures.get(&spec.image).map(|err| ContainerResult {
+                            name: spec.name.clone(),
+                            role: Some(spec.role.clone()),
+                            action: ContainerAction::Failed,
+                            image: spec.image.to_string(),
+                            image_digest: String::new(),
+                            error: Some(err.clone()),
+                        })
+                    })
+                    .collect();
+                return JobResult {
+                    job_id: job_id.clone(),
+                    status: brine_common::outcome::HostStatus::Failed,
+                    containers,
+                    error: Some(format!("{error}; no container was changed")),
+                };
+            }
+        };
+
+        let wanted: Vec<DesiredContainer> = desired
+            .containers
+            .iter()
+            .map(|spec| DesiredContainer {
+                hash: spec.hash(),
+                image_id: pulled[&spec.image].image_id.clone(),
+                spec: spec.clone(),
+            })
+            .collect();
+
+        let mut results = vec![];
+        for action in plan(&self.namespace, &wanted, &observed) {
+            results.push(self.execute(job_id, action, &pulled, progress).await);
+        }
+        JobResult::from_containers(job_id.clone(), results)
+    }
+
+    /// Pulls every distinct image concurrently; returns the failures by image if any.
+    async fn pull_all(
+        &self,
+        desired: &DesiredState,
+        progress: ProgressSink<'_>,
+    ) -> Result<HashMap<ImageRef, PulledImage>, BTreeMap<ImageRef, String>> {
+        let mut images: Vec<&ImageRef> = desired.containers.iter().map(|c| &c.image).collect();
+        images.sort_by_key(|i| i.as_str());
+        images.dedup();
+        let pulls = images.into_iter().map(|image| async move {
+            let report = |bytes: crate::runtime::PullProgress| {
+                progress(Progress {
+                    phase: Phase::Pulling,
+                    subject: image.to_string(),
+                    bytes_done: bytes.bytes_done,
+                    bytes_total: bytes.bytes_total,
+                });
+            };
+            (image.clone(), self.runtime.pull(image, &report).await)
+        });
+        let mut pulled = HashMap::new();
+        let mut failures = BTreeMap::new();
+        for (image, result) in join_all(pulls).await {
+            match result {
+                Ok(image_info) => {
+                    pulled.insert(image, image_info);
+                }
+                Err(err) => {
+                    failures.insert(image, err.to_string());
+                }
+            }
+        }
+        if failures.is_empty() {
+            Ok(pulled)
+        } else {
+            Err(failures)
+        }
+    }
+
+    async fn execute(
+        &self,
+        job_id: &JobId,
+        action: Action,
+        pulled: &HashMap<ImageRef, PulledImage>,
+        progress: ProgressSink<'_>,
+    ) -> ContainerResult {
+        let digest = |image: &ImageRef| {
+            pulled
+                .get(image)
+                .map(|p| p.repo_digest.clone().unwrap_or_else(|| p.image_id.clone()))
+                .unwrap_or_default()
+        };
+        match action {
+            Action::Keep { desired, .. } => result_for(
+                &desired,
+                ContainerAction::Kept,
+                digest(&desired.spec.image),
+                None,
+            ),
+            Action::Create { desired } => {
+                let outcome = self.create_and_start(job_id, &desired, progress).await;
+                let (action, error) = match outcome {
+                    Ok(()) => (ContainerAction::Created, None),
+                    Err(err) => (ContainerAction::Failed, Some(err)),
+                };
+                result_for(&desired, action, digest(&desired.spec.image), error)
+            }
+            Action::Replace { desired, observed } => {
+                let outcome = self.replace(job_id, &desired, &observed, progress).await;
+                let (action, error) = match outcome {
+                    Ok(()) => (ContainerAction::Replaced, None),
+                    Err(err) => (ContainerAction::Failed, Some(err)),
+                };
+                result_for(&desired, action, digest(&desired.spec.image), error)
+            }
+            Action::Remove { observed } => {
+                let (name, role) = declared_identity(&observed);
+                progress(phase(Phase::Removing, &observed.docker_name));
+                let error = self
+                    .runtime
+                    .remove(&observed.id)
+                    .await
+                    .err()
+                    .map(|e| e.to_string());
+                ContainerResult {
+                    // A managed container always carries its name label; the Docker name is a
+                    // fallback that is valid too.
+                    name: name
+                        .or_else(|| ContainerName::new(observed.docker_name.clone()).ok())
+                        .unwrap_or_else(|| {
+                            ContainerName::new("unnamed").expect("a valid literal name")
+                        }),
+                    role,
+                    action: if error.is_some() {
+                        ContainerAction::Failed
+                    } else {
+                        ContainerAction::Removed
+                    },
+                    image: observed.image.clone(),
+                    image_digest: observed.image_id.clone(),
+                    error,
+                }
+            }
+        }
+    }
+
+    fn create_request(&self, job_id: &JobId, desired: &DesiredContainer) -> CreateRequest {
+        let labels = HashMap::from([
+            (labels::MANAGED.to_owned(), "true".to_owned()),
+            (labels::NAMESPACE.to_owned(), self.namespace.clone()),
+            (labels::ROLE.to_owned(), desired.spec.role.to_string()),
+            (labels::CONTAINER.to_owned(), desired.spec.name.to_string()),
+            (labels::SPEC_HASH.to_owned(), desired.hash.to_string()),
+            (labels::JOB.to_owned(), job_id.to_string()),
+        ]);
+        CreateRequest {
+            docker_name: docker_name(&self.namespace, &desired.spec.name),
+            spec: desired.spec.clone(),
+            labels,
+        }
+    }
+
+    /// Creates and starts a container; a container that does not start is removed again, so the
+    /// next highstate starts from a clean slate.
+    async fn create_and_start(
+        &self,
+        job_id: &JobId,
+        desired: &DesiredContainer,
+        progress: ProgressSink<'_>,
+    ) -> Result<(), String> {
+        let request = self.create_request(job_id, desired);
+        progress(phase(Phase::Creating, &desired.spec.name));
+        let id = self
+            .runtime
+            .create(&request)
+            .await
+            .map_err(|e| e.to_string())?;
+        progress(phase(Phase::Starting, &desired.spec.name));
+        if let Err(err) = self.runtime.start(&id).await {
+            if let Err(cleanup) = self.runtime.remove(&id).await {
+                tracing::warn!(container = %request.docker_name, "cannot remove a container that failed to start: {cleanup}");
+            }
+            return Err(format!("start: {err}"));
+        }
+        Ok(())
+    }
+
+    /// Replaces `old` with a new container. The old one is stopped and set aside under another
+    /// name (freeing its name and ports) and removed only once the new one runs; if the new one
+    /// cannot be created or started, the old one is put back and started again.
+    async fn replace(
+        &self,
+        job_id: &JobId,
+        desired: &DesiredContainer,
+        old: &ObservedContainer,
+        progress: ProgressSink<'_>,
+    ) -> Result<(), String> {
+        let name = docker_name(&self.namespace, &desired.spec.name);
+        let parked = format!("{name}.replaced");
+        progress(phase(Phase::Stopping, &desired.spec.name));
+        self.runtime
+            .stop(&old.id, desired.spec.stop_timeout_seconds)
+            .await
+            .map_err(|e| format!("stop the old container: {e}"))?;
+        if let Err(err) = self.runtime.rename(&old.id, &parked).await {
+            self.restore(old, &name, false).await;
+            return Err(format!("set the old container aside: {err}"));
+        }
+        match self.create_and_start(job_id, desired, progress).await {
+            Ok(()) => {
+                progress(phase(Phase::Removing, &parked));
+                if let Err(err) = self.runtime.remove(&old.id).await {
+                    // The new container runs; the leftover is removed by the next highstate.
+                    tracing::warn!(container = %parked, "cannot remove the replaced container: {err}");
+                }
+                Ok(())
+            }
+            Err(err) => {
+                let restored = self.restore(old, &name, true).await;
+                Err(format!(
+                    "{err}; {}",
+                    if restored {
+                        "the previous container was restored"
+                    } else {
+                        "the previous container could not be restored"
+                    }
+                ))
+            }
+        }
+    }
+
+    /// Puts a set-aside container back under its name and starts it if it was running.
+    async fn restore(&self, old: &ObservedContainer, name: &str, renamed: bool) -> bool {
+        if renamed && let Err(err) = self.runtime.rename(&old.id, name).await {
+            tracing::error!(container = %name, "cannot restore the previous container's name: {err}");
+            return false;
+        }
+        if old.is_running()
+            && let Err(err) = self.runtime.start(&old.id).await
+        {
+            tracing::error!(container = %name, "cannot restart the previous container: {err}");
+            return false;
+        }
+        true
+    }
+}
+
+fn phase(phase: Phase, subject: &impl ToString) -> Progress {
+    Progress {
+        phase,
+        subject: subject.to_string(),
+        bytes_done: 0,
+        bytes_total: 0,
+    }
+}
+
+fn result_for(
+    desired: &DesiredContainer,
+    action: ContainerAction,
+    image_digest: String,
+    error: Option<String>,
+) -> ContainerResult {
+    ContainerResult {
+        name: desired.spec.name.clone(),
+        role: Some(desired.spec.role.clone()),
+        action,
+        image: desired.spec.image.to_string(),
+        image_digest,
+        error,
+    }
+}

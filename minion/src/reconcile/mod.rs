@@ -1,0 +1,5 @@
+//! The reconciler: plan from desired and observed state (pure), then execute through the
+//! container runtime.
+
+pub mod execute;
+pub mod plan;

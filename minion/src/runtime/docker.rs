@@ -1,0 +1,466 @@
+//! [`ContainerRuntime`] over the Docker Engine API, through bollard.
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::time::{Duration, Instant};
+
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerSummary, CreateImageInfo, HostConfig, PortBinding,
+    RestartPolicy as DockerRestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::{API_DEFAULT_VERSION, Docker};
+use brine_common::spec::{ImageRef, RestartPolicy};
+use futures::StreamExt;
+
+use super::{
+    ContainerRuntime, CreateRequest, ObservedContainer, PullProgress, PulledImage, RuntimeError,
+    labels,
+};
+
+/// A pull reports progress at most this often: enough for a live bar without flooding the master.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+
+/// bollard's timeout for a response to begin (streamed bodies are not limited by it).
+const REQUEST_TIMEOUT_SECONDS: u64 = 120;
+
+/// The Docker engine of this host. Clones share one connection pool.
+#[derive(Debug, Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+}
+
+impl DockerRuntime {
+    /// Connects where the docker CLI would: `DOCKER_HOST` when it is set, else the local socket.
+    pub async fn connect() -> Result<Self, RuntimeError> {
+        Self::negotiated(Docker::connect_with_defaults()).await
+    }
+
+    /// Connects to the engine listening on the unix socket at `path`.
+    pub async fn connect_with_socket(path: &str) -> Result<Self, RuntimeError> {
+        Self::negotiated(Docker::connect_with_socket(
+            path,
+            REQUEST_TIMEOUT_SECONDS,
+            API_DEFAULT_VERSION,
+        ))
+        .await
+    }
+
+    /// bollard speaks a newer API than older engines accept (Debian's 20.10 stops at 1.41), so the
+    /// version is settled once, before any other call; this also proves the engine answers.
+    async fn negotiated(docker: Result<Docker, DockerError>) -> Result<Self, RuntimeError> {
+        let docker = docker
+            .map_err(runtime_error)?
+            .negotiate_version()
+            .await
+            .map_err(runtime_error)?;
+        Ok(Self { docker })
+    }
+}
+
+impl ContainerRuntime for DockerRuntime {
+    async fn version(&self) -> Result<String, RuntimeError> {
+        self.docker
+            .version()
+            .await
+            .map_err(runtime_error)?
+            .version
+            .ok_or_else(|| RuntimeError::Other("docker did not report its version".into()))
+    }
+
+    async fn list_managed(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        let filters = HashMap::from([("label", vec![labels::MANAGED])]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(runtime_error)?;
+        Ok(containers.into_iter().filter_map(observed).collect())
+    }
+
+    async fn pull(
+        &self,
+        image: &ImageRef,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<PulledImage, RuntimeError> {
+        let reference = image.as_str();
+        let pull_error = |err: DockerError| match runtime_error(err) {
+            RuntimeError::Other(message) => RuntimeError::Pull {
+                image: reference.to_owned(),
+                message,
+            },
+            unavailable => unavailable,
+        };
+        let (repository, tag) = split_reference(reference);
+        let options = CreateImageOptionsBuilder::new()
+            .from_image(repository)
+            .tag(tag)
+            .build();
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        let mut tally = PullTally::default();
+        let mut last_report: Option<Instant> = None;
+        while let Some(info) = stream.next().await {
+            tally.record(&info.map_err(pull_error)?);
+            if last_report.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL) {
+                progress(tally.sum());
+                last_report = Some(Instant::now());
+            }
+        }
+        progress(tally.sum());
+
+        // Inspect exactly what was pulled: a digest (`sha256:...`) follows `@`, a tag `:`.
+        let separator = if tag.contains(':') { '@' } else { ':' };
+        let inspected = self
+            .docker
+            .inspect_image(&format!("{repository}{separator}{tag}"))
+            .await
+            .map_err(runtime_error)?;
+        let image_id = inspected
+            .id
+            .ok_or_else(|| RuntimeError::Other(format!("docker reported no id for {reference}")))?;
+        let repository = familiar(repository);
+        let repo_digest = inspected
+            .repo_digests
+            .unwrap_or_default()
+            .into_iter()
+            .find(|digest| {
+                digest
+                    .split_once('@')
+                    .is_some_and(|(repo, _)| familiar(repo) == repository)
+            });
+        Ok(PulledImage {
+            image_id,
+            repo_digest,
+        })
+    }
+
+    async fn create(&self, request: &CreateRequest) -> Result<String, RuntimeError> {
+        let options = CreateContainerOptionsBuilder::new()
+            .name(&request.docker_name)
+            .build();
+        match self
+            .docker
+            .create_container(Some(options), container_body(request))
+            .await
+        {
+            Ok(created) => Ok(created.id),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Err(RuntimeError::NameTaken(request.docker_name.clone())),
+            Err(err) => Err(runtime_error(err)),
+        }
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(runtime_error)
+    }
+
+    async fn stop(&self, id: &str, timeout_seconds: u32) -> Result<(), RuntimeError> {
+        let options = StopContainerOptionsBuilder::new()
+            .t(i32::try_from(timeout_seconds).unwrap_or(i32::MAX))
+            .build();
+        // The engine answers only once the container is down, which can take the whole grace
+        // period; the request timeout must not cut that short. bollard treats the engine's
+        // 304 for an already stopped container as success.
+        let docker = self.docker.clone().with_timeout(Duration::from_secs(
+            REQUEST_TIMEOUT_SECONDS + u64::from(timeout_seconds),
+        ));
+        docker
+            .stop_container(id, Some(options))
+            .await
+            .map_err(runtime_error)
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::new().force(true).build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(())
+            | Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(err) => Err(runtime_error(err)),
+        }
+    }
+
+    async fn rename(&self, id: &str, new_name: &str) -> Result<(), RuntimeError> {
+        let options = RenameContainerOptionsBuilder::new().name(new_name).build();
+        match self.docker.rename_container(id, options).await {
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Err(RuntimeError::NameTaken(new_name.to_owned())),
+            result => result.map_err(runtime_error),
+        }
+    }
+}
+
+/// brine's view of a listed container; one without an id cannot be acted on, so it is skipped.
+fn observed(summary: ContainerSummary) -> Option<ObservedContainer> {
+    let id = summary.id?;
+    // Legacy links add aliases such as `/other/alias`; the container's own name has one `/`.
+    let docker_name = summary
+        .names
+        .unwrap_or_default()
+        .iter()
+        .map(|name| name.trim_start_matches('/'))
+        .find(|name| !name.contains('/'))
+        .unwrap_or_default()
+        .to_owned();
+    Some(ObservedContainer {
+        id,
+        docker_name,
+        image: summary.image.unwrap_or_default(),
+        image_id: summary.image_id.unwrap_or_default(),
+        state: summary
+            .state
+            .map(|state| state.to_string())
+            .unwrap_or_default(),
+        labels: summary.labels.unwrap_or_default(),
+    })
+}
+
+fn container_body(request: &CreateRequest) -> ContainerCreateBody {
+    let spec = &request.spec;
+    // Several host ports may publish the same container port; Docker wants them under one key.
+    let mut bindings: HashMap<String, Vec<PortBinding>> = HashMap::new();
+    for port in &spec.ports {
+        bindings
+            .entry(format!(
+                "{}/{}",
+                port.container_port,
+                port.protocol.as_str()
+            ))
+            .or_default()
+            .push(PortBinding {
+                host_ip: Some(port.host_ip.map(|ip| ip.to_string()).unwrap_or_default()),
+                host_port: Some(port.host_port.map(|p| p.to_string()).unwrap_or_default()),
+            });
+    }
+    let binds = spec
+        .volumes
+        .iter()
+        .map(|volume| {
+            let mode = if volume.read_only { ":ro" } else { "" };
+            format!("{}:{}{mode}", volume.source, volume.target)
+        })
+        .collect();
+    ContainerCreateBody {
+        image: Some(spec.image.to_string()),
+        cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(request.labels.clone()),
+        exposed_ports: Some(bindings.keys().cloned().collect()),
+        stop_timeout: Some(i64::from(spec.stop_timeout_seconds)),
+        host_config: Some(HostConfig {
+            port_bindings: Some(
+                bindings
+                    .into_iter()
+                    .map(|(port, hosts)| (port, Some(hosts)))
+                    .collect(),
+            ),
+            binds: Some(binds),
+            restart_policy: Some(restart_policy(spec.restart)),
+            // A PID 1 that ignores SIGTERM would otherwise make every stop wait out its timeout.
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn restart_policy(policy: RestartPolicy) -> DockerRestartPolicy {
+    let name = match policy {
+        RestartPolicy::No => RestartPolicyNameEnum::NO,
+        RestartPolicy::Always => RestartPolicyNameEnum::ALWAYS,
+        RestartPolicy::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+        RestartPolicy::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+    };
+    DockerRestartPolicy {
+        name: Some(name),
+        maximum_retry_count: None,
+    }
+}
+
+/// Splits a reference into the repository and the tag or digest to pull, defaulting the tag to
+/// `latest` as the docker CLI does: given a repository alone, the engine pulls every tag.
+fn split_reference(reference: &str) -> (&str, &str) {
+    let (name, digest) = match reference.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (reference, None),
+    };
+    // A `:` before the last `/` belongs to a registry's port, not to a tag.
+    let (repository, tag) = match name.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => (repository, Some(tag)),
+        _ => (name, None),
+    };
+    (repository, digest.or(tag).unwrap_or("latest"))
+}
+
+/// The short form Docker writes in `RepoDigests` (`nginx` for `docker.io/library/nginx`), so a
+/// repository matches however the spec spelled it.
+fn familiar(repository: &str) -> &str {
+    let short = repository
+        .strip_prefix("docker.io/")
+        .or_else(|| repository.strip_prefix("index.docker.io/"))
+        .unwrap_or(repository);
+    match short.strip_prefix("library/") {
+        Some(name) if !name.contains('/') => name,
+        _ => short,
+    }
+}
+
+/// Download progress per layer. Only downloads count: the engine then reports each layer's
+/// extraction with its own current/total, which would make the sum go backwards.
+#[derive(Default)]
+struct PullTally {
+    layers: HashMap<String, PullProgress>,
+}
+
+impl PullTally {
+    fn record(&mut self, info: &CreateImageInfo) {
+        let (Some(layer), Some(status)) = (&info.id, &info.status) else {
+            return;
+        };
+        match (status.as_str(), &info.progress_detail) {
+            ("Downloading", Some(detail)) => {
+                let entry = self.layers.entry(layer.clone()).or_default();
+                entry.bytes_done = bytes(detail.current);
+                // The engine sends no (or a negative) total when the registry gave no size.
+                entry.bytes_total = bytes(detail.total).max(entry.bytes_done);
+            }
+            ("Download complete", _) => {
+                if let Some(entry) = self.layers.get_mut(layer) {
+                    entry.bytes_done = entry.bytes_total;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn sum(&self) -> PullProgress {
+        self.layers
+            .values()
+            .fold(PullProgress::default(), |sum, layer| PullProgress {
+                bytes_done: sum.bytes_done.saturating_add(layer.bytes_done),
+                bytes_total: sum.bytes_total.saturating_add(layer.bytes_total),
+            })
+    }
+}
+
+fn bytes(count: Option<i64>) -> u64 {
+    count.and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
+}
+
+/// Sorts bollard's errors by what the caller does next: an engine that cannot be reached is
+/// retried later, a request the engine refused is reported with the engine's own message.
+fn runtime_error(err: DockerError) -> RuntimeError {
+    match err {
+        DockerError::DockerResponseServerError { message, .. } if !message.is_empty() => {
+            RuntimeError::Other(message)
+        }
+        DockerError::DockerStreamError { error } => RuntimeError::Other(error),
+        DockerError::SocketNotFoundError(_)
+        | DockerError::IOError { .. }
+        | DockerError::HyperResponseError { .. }
+        | DockerError::HyperLegacyError { .. }
+        | DockerError::RequestTimeoutError
+        | DockerError::UnsupportedURISchemeError { .. } => {
+            RuntimeError::Unavailable(describe(&err))
+        }
+        other => RuntimeError::Other(describe(&other)),
+    }
+}
+
+/// bollard's wrappers print a bare "client error (Connect)"; the cause that says what happened
+/// (connection refused, permission denied) sits further down the source chain.
+fn describe(err: &DockerError) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_into_repository_and_tag_or_digest() {
+        let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(split_reference("busybox"), ("busybox", "latest"));
+        assert_eq!(split_reference("busybox:1.36"), ("busybox", "1.36"));
+        assert_eq!(
+            split_reference("127.0.0.1:5000/a/b:tag"),
+            ("127.0.0.1:5000/a/b", "tag")
+        );
+        assert_eq!(
+            split_reference("127.0.0.1:5000/a/b"),
+            ("127.0.0.1:5000/a/b", "latest")
+        );
+        let pinned = format!("127.0.0.1:5000/app@{digest}");
+        assert_eq!(split_reference(&pinned), ("127.0.0.1:5000/app", digest));
+        let both = format!("app:1@{digest}");
+        assert_eq!(split_reference(&both), ("app", digest));
+    }
+
+    #[test]
+    fn repositories_compare_in_their_familiar_form() {
+        assert_eq!(familiar("docker.io/library/nginx"), "nginx");
+        assert_eq!(familiar("index.docker.io/team/app"), "team/app");
+        assert_eq!(familiar("library/nginx"), "nginx");
+        assert_eq!(
+            familiar("127.0.0.1:5000/library/app"),
+            "127.0.0.1:5000/library/app"
+        );
+    }
+
+    fn layer(id: &str, status: &str, current: Option<i64>, total: Option<i64>) -> CreateImageInfo {
+        CreateImageInfo {
+            id: Some(id.into()),
+            status: Some(status.into()),
+            progress_detail: Some(bollard::models::ProgressDetail { current, total }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn progress_sums_downloads_and_ignores_extraction() {
+        let mut tally = PullTally::default();
+        tally.record(&layer("a", "Downloading", Some(10), Some(100)));
+        tally.record(&layer("b", "Downloading", Some(5), Some(50)));
+        tally.record(&layer("a", "Downloading", Some(40), Some(100)));
+        assert_eq!(
+            tally.sum(),
+            PullProgress {
+                bytes_done: 45,
+                bytes_total: 150
+            }
+        );
+        tally.record(&layer("a", "Download complete", None, None));
+        tally.record(&layer("a", "Extracting", Some(1), Some(100)));
+        tally.record(&layer("b", "Downloading", Some(7), Some(-1)));
+        assert_eq!(
+            tally.sum(),
+            PullProgress {
+                bytes_done: 107,
+                bytes_total: 107
+            }
+        );
+    }
+}

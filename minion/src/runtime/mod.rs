@@ -1,0 +1,132 @@
+//! The container runtime behind a narrow trait: the only way the minion touches Docker.
+//!
+//! [`docker::DockerRuntime`] implements it with bollard; unit tests of the executor use a
+//! recording fake.
+
+pub mod docker;
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use brine_common::spec::{ContainerSpec, ImageRef};
+
+/// Labels brine puts on every container it creates. Containers without `MANAGED` are never
+/// touched.
+pub mod labels {
+    pub const MANAGED: &str = "io.brine.managed";
+    pub const NAMESPACE: &str = "io.brine.namespace";
+    pub const ROLE: &str = "io.brine.role";
+    pub const CONTAINER: &str = "io.brine.container";
+    pub const SPEC_HASH: &str = "io.brine.spec-hash";
+    pub const JOB: &str = "io.brine.job";
+}
+
+/// A container as Docker reports it, with brine's labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedContainer {
+    /// Docker's container id.
+    pub id: String,
+    /// Docker's name for it, without the leading `/`.
+    pub docker_name: String,
+    /// The image reference it was created from.
+    pub image: String,
+    /// The id (`sha256:...`) of the image it runs.
+    pub image_id: String,
+    /// Docker's state: `running`, `exited`, `created`, ...
+    pub state: String,
+    pub labels: HashMap<String, String>,
+}
+
+impl ObservedContainer {
+    pub fn is_running(&self) -> bool {
+        self.state == "running"
+    }
+
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+}
+
+/// An image present on the host after a pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PulledImage {
+    /// The image id (`sha256:...`), which changes whenever the content does.
+    pub image_id: String,
+    /// `repo@sha256:...` as the registry reported it, when it did.
+    pub repo_digest: Option<String>,
+}
+
+/// Bytes of an image pull so far, summed over its layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PullProgress {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+/// Everything needed to create one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateRequest {
+    /// Docker's name for the container (namespace-prefixed).
+    pub docker_name: String,
+    pub spec: ContainerSpec,
+    /// brine's labels; see [`labels`].
+    pub labels: HashMap<String, String>,
+}
+
+/// A runtime call that failed. The message is Docker's, made readable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// Docker could not be reached at all.
+    #[error("docker is unavailable: {0}")]
+    Unavailable(String),
+    /// The image reference does not exist in its registry, or access was denied.
+    #[error("image {image} could not be pulled: {message}")]
+    Pull { image: String, message: String },
+    /// A container name is taken by a container brine does not manage.
+    #[error("a container named {0} already exists and brine does not manage it")]
+    NameTaken(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The operations the minion needs from a container engine.
+pub trait ContainerRuntime: Send + Sync {
+    /// The engine's version, for the host's facts.
+    fn version(&self) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+
+    /// Every container carrying the [`labels::MANAGED`] label, running or not, in any namespace.
+    fn list_managed(
+        &self,
+    ) -> impl Future<Output = Result<Vec<ObservedContainer>, RuntimeError>> + Send;
+
+    /// Pulls `image` (a no-op download when the registry has nothing new) and reports bytes.
+    fn pull(
+        &self,
+        image: &ImageRef,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> impl Future<Output = Result<PulledImage, RuntimeError>> + Send;
+
+    /// Creates a container and returns its id; it is not started.
+    fn create(
+        &self,
+        request: &CreateRequest,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+
+    fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Stops a container, killing it after `timeout_seconds`. Stopping a stopped one succeeds.
+    fn stop(
+        &self,
+        id: &str,
+        timeout_seconds: u32,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Removes a container, stopping it first if needed.
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    fn rename(
+        &self,
+        id: &str,
+        new_name: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+}

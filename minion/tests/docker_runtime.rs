@@ -1,0 +1,435 @@
+//! `DockerRuntime` against the host's real Docker engine.
+//!
+//! Nothing is downloaded from the internet: images are built locally from the static busybox
+//! binary, and the pull tests use an unreachable registry or a throwaway local one. Every name
+//! carries a random suffix so the tests can run in parallel, and a guard removes what a test
+//! created even when an assertion fails.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use brine_common::names::{ContainerName, RoleName};
+use brine_common::spec::{
+    ContainerSpec, ImageRef, PortMapping, Protocol, RestartPolicy, VolumeMount,
+};
+use brine_minion::runtime::docker::DockerRuntime;
+use brine_minion::runtime::{ContainerRuntime, CreateRequest, PullProgress, RuntimeError, labels};
+use serde_json::Value;
+
+const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
+
+fn unique_prefix() -> String {
+    format!("brine-test-rt-{:016x}", rand::random::<u64>())
+}
+
+/// Runs the docker CLI and returns its trimmed stdout, failing the test when it fails.
+fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI runs");
+    assert!(
+        output.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Removes the containers and images a test created, whether or not it passed.
+#[derive(Default)]
+struct Cleanup {
+    containers: Vec<String>,
+    images: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        // Errors are ignored: the test may have removed some of these itself.
+        if !self.containers.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&self.containers)
+                .output();
+        }
+        if !self.images.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rmi", "-f"])
+                .args(&self.images)
+                .output();
+        }
+    }
+}
+
+/// Builds an image holding busybox, tagged `tag`, and returns its id. The single layer also holds
+/// `marker`, so no other test's image shares the layer (a pull must really download it) and
+/// removing this image never touches another test's.
+fn build_image(tag: &str, marker: &str, cleanup: &mut Cleanup) -> String {
+    let context = tempfile::tempdir().expect("a temp dir");
+    let root = context.path().join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).expect("rootfs/bin");
+    std::fs::create_dir_all(root.join("etc")).expect("rootfs/etc");
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox is installed");
+    std::fs::write(root.join("etc/brine-test"), marker).expect("marker file");
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM scratch\nCOPY rootfs/ /\nCMD [\"/bin/busybox\",\"sleep\",\"3600\"]\n",
+    )
+    .expect("Dockerfile");
+    cleanup.images.push(tag.to_owned());
+    let context_path = context.path().to_str().expect("a UTF-8 temp path");
+    docker(&["build", "-q", "-t", tag, context_path])
+}
+
+fn spec(image: &str, data_dir: &Path) -> ContainerSpec {
+    ContainerSpec {
+        role: RoleName::new("frontend").expect("role name"),
+        name: ContainerName::new("web").expect("container name"),
+        image: ImageRef::new(image).expect("image reference"),
+        command: vec!["/bin/busybox".into(), "sleep".into(), "300".into()],
+        env: BTreeMap::from([("GREETING".into(), "hello world".into())]),
+        ports: vec![
+            PortMapping {
+                host_ip: Some(Ipv4Addr::LOCALHOST.into()),
+                host_port: None,
+                container_port: 8080,
+                protocol: Protocol::Tcp,
+            },
+            PortMapping {
+                host_ip: None,
+                host_port: None,
+                container_port: 8080,
+                protocol: Protocol::Tcp,
+            },
+        ],
+        volumes: vec![VolumeMount {
+            source: data_dir.to_str().expect("a UTF-8 temp path").to_owned(),
+            target: "/data".into(),
+            read_only: true,
+        }],
+        restart: RestartPolicy::No,
+        stop_timeout_seconds: 7,
+    }
+}
+
+fn brine_labels(namespace: &str, spec: &ContainerSpec) -> HashMap<String, String> {
+    HashMap::from([
+        (labels::MANAGED.to_owned(), "true".to_owned()),
+        (labels::NAMESPACE.to_owned(), namespace.to_owned()),
+        (labels::ROLE.to_owned(), spec.role.to_string()),
+        (labels::CONTAINER.to_owned(), spec.name.to_string()),
+        (labels::SPEC_HASH.to_owned(), spec.hash().to_string()),
+    ])
+}
+
+fn inspect_container(id: &str) -> Value {
+    let text = docker(&["inspect", "--type", "container", id]);
+    let mut all: Vec<Value> = serde_json::from_str(&text).expect("docker inspect prints JSON");
+    all.pop().expect("one inspected container")
+}
+
+#[tokio::test]
+async fn container_lifecycle_against_the_engine() {
+    let runtime = DockerRuntime::connect().await.expect("docker is reachable");
+    let version = runtime.version().await.expect("engine version");
+    assert!(!version.is_empty());
+
+    let prefix = unique_prefix();
+    let mut cleanup = Cleanup::default();
+    let tag = format!("{prefix}:1");
+    let image_id = build_image(&tag, &prefix, &mut cleanup);
+    let data_dir = tempfile::tempdir().expect("a temp dir");
+
+    let spec = spec(&tag, data_dir.path());
+    let request = CreateRequest {
+        docker_name: format!("{prefix}.web"),
+        labels: brine_labels(&prefix, &spec),
+        spec,
+    };
+    let id = runtime.create(&request).await.expect("create");
+    cleanup.containers.push(id.clone());
+
+    let inspected = inspect_container(&id);
+    let config = &inspected["Config"];
+    let host = &inspected["HostConfig"];
+    assert_eq!(config["Image"], tag.as_str());
+    assert_eq!(
+        config["Cmd"],
+        serde_json::json!(["/bin/busybox", "sleep", "300"])
+    );
+    assert!(
+        config["Env"]
+            .as_array()
+            .expect("an env list")
+            .contains(&"GREETING=hello world".into())
+    );
+    assert_eq!(config["StopTimeout"], 7);
+    assert_eq!(config["Labels"][labels::NAMESPACE], prefix.as_str());
+    assert!(config["ExposedPorts"]["8080/tcp"].is_object());
+    assert_eq!(host["Init"], true);
+    assert_eq!(host["RestartPolicy"]["Name"], "no");
+    let bind = format!("{}:/data:ro", data_dir.path().display());
+    assert_eq!(host["Binds"], serde_json::json!([bind]));
+    assert_eq!(
+        host["PortBindings"]["8080/tcp"],
+        serde_json::json!([
+            {"HostIp": "127.0.0.1", "HostPort": ""},
+            {"HostIp": "", "HostPort": ""},
+        ])
+    );
+
+    let taken = runtime.create(&request).await;
+    assert_eq!(
+        taken,
+        Err(RuntimeError::NameTaken(request.docker_name.clone()))
+    );
+
+    runtime.start(&id).await.expect("start");
+    runtime
+        .start(&id)
+        .await
+        .expect("starting a running container");
+    let observed = runtime.list_managed().await.expect("list");
+    let web = observed
+        .iter()
+        .find(|c| c.id == id)
+        .expect("the new container is listed");
+    assert!(web.is_running(), "{web:?}");
+    assert_eq!(web.docker_name, request.docker_name);
+    assert_eq!(web.image, tag);
+    assert_eq!(web.image_id, image_id);
+    assert_eq!(web.labels, request.labels);
+    assert!(
+        observed.iter().all(|c| c.label(labels::MANAGED).is_some()),
+        "only managed containers are listed"
+    );
+
+    let old_name = format!("{prefix}.web.old");
+    runtime.rename(&id, &old_name).await.expect("rename");
+    let renamed = runtime.list_managed().await.expect("list");
+    let web = renamed.iter().find(|c| c.id == id).expect("still listed");
+    assert_eq!(web.docker_name, old_name);
+
+    // The image's PID 1 would ignore SIGTERM without the init process brine asks for.
+    let stopping = Instant::now();
+    runtime.stop(&id, 7).await.expect("stop");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        stopping.elapsed()
+    );
+    runtime
+        .stop(&id, 7)
+        .await
+        .expect("stopping a stopped container");
+    let stopped = runtime.list_managed().await.expect("list");
+    let web = stopped.iter().find(|c| c.id == id).expect("still listed");
+    assert_eq!(web.state, "exited");
+
+    runtime.remove(&id).await.expect("remove");
+    runtime
+        .remove(&id)
+        .await
+        .expect("removing a removed container");
+    let gone = runtime.list_managed().await.expect("list");
+    assert!(gone.iter().all(|c| c.id != id));
+    assert!(matches!(
+        runtime.start(&id).await,
+        Err(RuntimeError::Other(message)) if message.contains("No such container")
+    ));
+}
+
+#[tokio::test]
+async fn renaming_onto_a_taken_name_is_reported() {
+    let runtime = DockerRuntime::connect().await.expect("docker is reachable");
+    let prefix = unique_prefix();
+    let mut cleanup = Cleanup::default();
+    let tag = format!("{prefix}:1");
+    build_image(&tag, &prefix, &mut cleanup);
+    let data_dir = tempfile::tempdir().expect("a temp dir");
+    let mut spec = spec(&tag, data_dir.path());
+    spec.command.clear();
+    spec.ports.clear();
+    spec.volumes.clear();
+    spec.restart = RestartPolicy::OnFailure;
+
+    let mut ids = vec![];
+    for name in ["a", "b"] {
+        let request = CreateRequest {
+            docker_name: format!("{prefix}.{name}"),
+            labels: brine_labels(&prefix, &spec),
+            spec: spec.clone(),
+        };
+        let id = runtime.create(&request).await.expect("create");
+        cleanup.containers.push(id.clone());
+        ids.push(id);
+    }
+    let inspected = inspect_container(&ids[0]);
+    assert_eq!(
+        inspected["Config"]["Cmd"],
+        serde_json::json!(["/bin/busybox", "sleep", "3600"]),
+        "an empty command keeps the image's"
+    );
+    assert_eq!(
+        inspected["HostConfig"]["RestartPolicy"]["Name"],
+        "on-failure"
+    );
+
+    let target = format!("{prefix}.b");
+    assert_eq!(
+        runtime.rename(&ids[0], &target).await,
+        Err(RuntimeError::NameTaken(target))
+    );
+}
+
+#[tokio::test]
+async fn pulling_from_an_unreachable_registry_fails_readably() {
+    let runtime = DockerRuntime::connect().await.expect("docker is reachable");
+    let image = ImageRef::new("127.0.0.1:1/nope/nope:missing").expect("image reference");
+    match runtime.pull(&image, &|_| {}).await {
+        Err(RuntimeError::Pull {
+            image: pulled,
+            message,
+        }) => {
+            assert_eq!(pulled, image.as_str());
+            assert!(message.contains("127.0.0.1:1"), "{message}");
+        }
+        other => panic!("expected a pull error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_absent_engine_is_unavailable() {
+    assert!(matches!(
+        DockerRuntime::connect_with_socket("/nonexistent.sock").await,
+        Err(RuntimeError::Unavailable(message)) if message.contains("/nonexistent.sock")
+    ));
+
+    // A socket file nobody listens on anymore: the connection itself is refused.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("docker.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("bind a unix socket"));
+    let path = path.to_str().expect("a UTF-8 temp path");
+    match DockerRuntime::connect_with_socket(path).await {
+        Err(RuntimeError::Unavailable(message)) => {
+            assert!(message.to_lowercase().contains("refused"), "{message}");
+        }
+        other => panic!("expected the engine to be unavailable, got {other:?}"),
+    }
+}
+
+/// A `docker-registry` on a free loopback port (Docker allows plain HTTP there), stopped on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+    _storage: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let storage = tempfile::tempdir().expect("a temp dir");
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let config = storage.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.path().join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let child = Command::new(REGISTRY_BINARY)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry starts");
+        let registry = Registry {
+            child,
+            port,
+            _storage: storage,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            assert!(Instant::now() < deadline, "the registry did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn pulling_from_a_registry_reports_progress_and_digest() {
+    if !Path::new(REGISTRY_BINARY).exists() {
+        eprintln!("skipped: {REGISTRY_BINARY} is not installed");
+        return;
+    }
+    let runtime = DockerRuntime::connect().await.expect("docker is reachable");
+    let registry = Registry::start();
+    let prefix = unique_prefix();
+    let repository = format!("127.0.0.1:{}/{prefix}/app", registry.port);
+    let tag = format!("{repository}:1");
+    let mut cleanup = Cleanup::default();
+    let image_id = build_image(&tag, &prefix, &mut cleanup);
+    cleanup.images.push(image_id.clone());
+    docker(&["push", "-q", &tag]);
+    // Only a pull that downloads reports bytes.
+    docker(&["rmi", &tag]);
+
+    let reports = Mutex::new(Vec::<PullProgress>::new());
+    let record = |progress| reports.lock().expect("reports lock").push(progress);
+    let pulled = runtime
+        .pull(
+            &ImageRef::new(tag.clone()).expect("image reference"),
+            &record,
+        )
+        .await
+        .expect("pull");
+    assert_eq!(pulled.image_id, image_id);
+    let repo_digest = pulled.repo_digest.expect("the registry reported a digest");
+    assert!(
+        repo_digest.starts_with(&format!("{repository}@sha256:")),
+        "{repo_digest}"
+    );
+    let reports = reports.into_inner().expect("reports lock");
+    let last = reports.last().expect("at least the final report");
+    assert!(last.bytes_total > 0, "{reports:?}");
+    assert_eq!(last.bytes_done, last.bytes_total, "{reports:?}");
+    assert!(
+        reports
+            .windows(2)
+            .all(|w| w[0].bytes_done <= w[1].bytes_done),
+        "progress never goes backwards: {reports:?}"
+    );
+
+    let pinned = ImageRef::new(repo_digest.clone()).expect("digest reference");
+    let again = runtime
+        .pull(&pinned, &|_| {})
+        .await
+        .expect("pull by digest");
+    assert_eq!(again.image_id, image_id);
+    assert_eq!(again.repo_digest, Some(repo_digest));
+
+    let missing = ImageRef::new(format!("{repository}:missing")).expect("image reference");
+    match runtime.pull(&missing, &|_| {}).await {
+        Err(RuntimeError::Pull { message, .. }) => {
+            assert!(message.contains("manifest unknown"), "{message}");
+        }
+        other => panic!("expected a pull error, got {other:?}"),
+    }
+}

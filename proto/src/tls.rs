@@ -1,0 +1,301 @@
+//! TLS for everything that calls the master: minions, the CLI and CI.
+//!
+//! A caller trusts either the master's CA certificate (from its data directory) or, while it
+//! joins, only the CA whose SHA-256 digest its join token pins. Either way the server must also
+//! hold a certificate with the `master` role, so a minion or CI certificate issued by the same CA
+//! cannot pose as the master.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::Duration;
+
+use brine_common::identity::{CertRole, identity_from_der};
+use brine_common::token::sha256_hex;
+use hyper_util::rt::TokioIo;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// The one crypto provider brine uses; a second one compiled in makes rustls refuse to choose.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Installs [`crypto_provider`] as the process default. Call it first in every `main` and test.
+pub fn install_crypto_provider() {
+    // Installing twice (a second test in the same process) is harmless: the first one stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A certificate or key that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{what} holds no usable PEM certificate: {message}")]
+    Certificate { what: String, message: String },
+    #[error("{what} holds no usable PEM private key: {message}")]
+    Key { what: String, message: String },
+    #[error("invalid TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("invalid master address {0:?}: expected HOST:PORT")]
+    Address(String),
+    #[error("cannot connect to the master at {address}: {message}")]
+    Connect { address: String, message: String },
+}
+
+/// Reads every certificate in a PEM document; `what` names its source in errors.
+pub fn certs_from_pem(what: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| TlsError::Certificate {
+            what: what.to_owned(),
+            message: err.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Certificate {
+            what: what.to_owned(),
+            message: "no certificate found".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads the private key in a PEM document; `what` names its source in errors.
+pub fn key_from_pem(what: &str, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|err| TlsError::Key {
+        what: what.to_owned(),
+        message: err.to_string(),
+    })
+}
+
+/// What a caller trusts as the master's CA.
+#[derive(Debug, Clone)]
+pub enum MasterTrust {
+    /// The CA certificate, as stored in a data directory.
+    Ca(CertificateDer<'static>),
+    /// Only the CA certificate whose SHA-256 digest (hex) this is; the master sends it in its
+    /// chain. Used while joining, before the host has the CA.
+    PinnedDigest(String),
+}
+
+/// A client certificate chain and its key.
+#[derive(Debug)]
+pub struct ClientIdentity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl ClientIdentity {
+    /// Loads a PEM certificate and key; the names appear in errors.
+    pub fn from_pem(
+        cert_what: &str,
+        cert_pem: &[u8],
+        key_what: &str,
+        key_pem: &[u8],
+    ) -> Result<Self, TlsError> {
+        Ok(Self {
+            chain: certs_from_pem(cert_what, cert_pem)?,
+            key: key_from_pem(key_what, key_pem)?,
+        })
+    }
+}
+
+/// Builds the TLS configuration of a caller of the master.
+pub fn client_config(
+    trust: MasterTrust,
+    identity: Option<ClientIdentity>,
+) -> Result<ClientConfig, TlsError> {
+    let provider = crypto_provider();
+    let verifier = Arc::new(MasterVerifier {
+        trust,
+        provider: provider.clone(),
+    });
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match identity {
+        Some(identity) => builder.with_client_auth_cert(identity.chain, identity.key)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Verifies the chain against the trusted CA with webpki, then requires the `master` role.
+#[derive(Debug)]
+struct MasterVerifier {
+    trust: MasterTrust,
+    provider: Arc<CryptoProvider>,
+}
+
+impl MasterVerifier {
+    fn webpki(
+        &self,
+        ca: CertificateDer<'static>,
+    ) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+        let mut roots = RootCertStore::empty();
+        roots.add(ca)?;
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+            .build()
+            .map_err(|err| rustls::Error::General(err.to_string()))
+    }
+}
+
+impl ServerCertVerifier for MasterVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = match &self.trust {
+            MasterTrust::Ca(ca) => ca.clone(),
+            MasterTrust::PinnedDigest(digest) => intermediates
+                .iter()
+                .find(|cert| sha256_hex(cert) == *digest)
+                .map(|cert| cert.clone().into_owned())
+                .ok_or_else(|| {
+                    rustls::Error::General(
+                        "the master's CA does not match the digest in the join token".into(),
+                    )
+                })?,
+        };
+        self.webpki(ca)?.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        match identity_from_der(end_entity) {
+            Ok(identity) if identity.role == CertRole::Master => {
+                Ok(ServerCertVerified::assertion())
+            }
+            Ok(identity) => Err(rustls::Error::General(format!(
+                "the server's certificate holds the {} role, not master",
+                identity.role
+            ))),
+            Err(err) => Err(rustls::Error::General(format!(
+                "the server's certificate has no brine identity: {err}"
+            ))),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Splits `HOST:PORT` (or `[V6]:PORT`) and returns the host as a TLS server name.
+fn server_name(address: &str) -> Result<ServerName<'static>, TlsError> {
+    let bad = || TlsError::Address(address.to_owned());
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_owned()).map_err(|_| bad())
+}
+
+/// Opens a gRPC channel to the master at `address` over mutual TLS.
+pub async fn connect(
+    address: &str,
+    config: ClientConfig,
+    timeout: Duration,
+) -> Result<Channel, TlsError> {
+    let name = server_name(address)?;
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|_| TlsError::Address(address.to_owned()))?
+        .connect_timeout(timeout)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
+    let connector = TlsConnector::from(Arc::new(config));
+    let tcp_address = address.to_owned();
+    let dial = tower::service_fn(move |_: Uri| {
+        let (connector, name, tcp_address) = (connector.clone(), name.clone(), tcp_address.clone());
+        async move {
+            let tcp = TcpStream::connect(&tcp_address).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(tls))
+        }
+    });
+    tokio::time::timeout(timeout, endpoint.connect_with_connector(dial))
+        .await
+        .map_err(|_| TlsError::Connect {
+            address: address.to_owned(),
+            message: format!("no answer within {timeout:?}"),
+        })?
+        .map_err(|err| TlsError::Connect {
+            address: address.to_owned(),
+            message: error_chain(&err),
+        })
+}
+
+/// Renders an error with its sources, the innermost last: transport errors hide the TLS alert
+/// that explains them several levels down.
+pub fn error_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = inner.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_come_from_the_address() {
+        assert!(server_name("127.0.0.1:4700").is_ok());
+        assert!(server_name("[::1]:4700").is_ok());
+        assert!(server_name("master.example.com:4700").is_ok());
+        for bad in ["master", "master:port", ":4700", "a b:1"] {
+            assert!(server_name(bad).is_err(), "{bad}");
+        }
+    }
+}
