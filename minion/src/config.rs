@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use brine_common::names::ContainerName;
 use brine_common::toml_span::ConfigFileError;
 use serde::{Deserialize, Serialize};
 
@@ -86,15 +87,15 @@ impl MinionConfig {
                 };
                 ConfigFileError::locate(&file, &text, key, err.to_string())
             })?;
-        if !config.namespace.is_empty() {
-            brine_common::names::ContainerName::new(config.namespace.clone()).map_err(|err| {
-                ConfigFileError::locate(
-                    &file,
-                    &text,
-                    Some("namespace".into()),
-                    format!("namespace {:?} {err}", config.namespace),
-                )
-            })?;
+        if !config.namespace.is_empty()
+            && let Err(err) = ContainerName::new(config.namespace.clone())
+        {
+            return Err(ConfigFileError::locate(
+                &file,
+                &text,
+                Some("namespace".into()),
+                format!("{:?} {err}", config.namespace),
+            ));
         }
         Ok(config)
     }

@@ -103,6 +103,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             labels,
         } => {
             let token: JoinToken = token.parse()?;
+            validate_namespace(&namespace)?;
             let id = match id {
                 Some(id) => id,
                 None => {
@@ -133,11 +134,21 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             if let Some(namespace) = namespace {
                 config.namespace = namespace;
             }
+            validate_namespace(&config.namespace)?;
             let docker = DockerRuntime::connect()
                 .await
                 .context("connect to Docker")?;
             brine_minion::link::run(data, config, docker, shutdown_signal()).await?;
         }
+    }
+    Ok(())
+}
+
+/// A namespace prefixes Docker container names, so it follows the same rules as a name.
+fn validate_namespace(namespace: &str) -> anyhow::Result<()> {
+    if !namespace.is_empty() {
+        brine_common::names::ContainerName::new(namespace)
+            .with_context(|| format!("namespace {namespace:?}"))?;
     }
     Ok(())
 }

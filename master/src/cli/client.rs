@@ -35,17 +35,20 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
+    /// The master's address: `--master`, or the one in the data directory.
+    pub fn address(&self) -> anyhow::Result<String> {
+        match &self.master {
+            Some(address) => Ok(address.clone()),
+            None => Ok(MasterConfig::load(&self.data_dir)
+                .context("find the master's address (or give --master HOST:PORT)")?
+                .address),
+        }
+    }
+
     /// Opens a mutual-TLS channel to the master.
     pub async fn connect(&self) -> anyhow::Result<Channel> {
         let data = DataDir::new(&self.data_dir);
-        let address = match &self.master {
-            Some(address) => address.clone(),
-            None => {
-                MasterConfig::load(&self.data_dir)
-                    .context("find the master's address (or give --master HOST:PORT)")?
-                    .address
-            }
-        };
+        let address = self.address()?;
         let ca_path = self.ca.clone().unwrap_or_else(|| data.ca_cert());
         let cert_path = self.cert.clone().unwrap_or_else(|| data.admin_cert());
         let key_path = self.key.clone().unwrap_or_else(|| data.admin_key());

@@ -22,10 +22,7 @@ pub async fn create(client: &ClientArgs, ttl: Duration) -> anyhow::Result<()> {
     eprintln!(
         "valid for {}; on each new host run:\n  brine-minion join --master {} --token <TOKEN>",
         humantime::format_duration(ttl),
-        client
-            .master
-            .clone()
-            .unwrap_or_else(|| "<master address>".into())
+        client.address()?
     );
     Ok(())
 }

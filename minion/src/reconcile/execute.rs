@@ -341,3 +341,307 @@ fn result_for(
         error,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use brine_common::names::RoleName;
+    use brine_common::outcome::HostStatus;
+    use brine_common::spec::{ContainerSpec, RestartPolicy};
+
+    use super::*;
+    use crate::runtime::{PullProgress, RuntimeError};
+
+    /// A runtime that records every call and keeps containers in memory.
+    #[derive(Default)]
+    struct Recording {
+        state: Mutex<FakeState>,
+    }
+
+    #[derive(Default)]
+    struct FakeState {
+        containers: Vec<ObservedContainer>,
+        /// Image reference to image id; a missing reference fails to pull.
+        images: HashMap<String, String>,
+        /// Containers created from this image fail to start.
+        broken_image: Option<String>,
+        calls: Vec<String>,
+        next_id: u32,
+    }
+
+    impl Recording {
+        fn calls(&self) -> Vec<String> {
+            self.state.lock().unwrap().calls.clone()
+        }
+
+        fn container(&self, docker_name: &str) -> Option<ObservedContainer> {
+            let state = self.state.lock().unwrap();
+            state
+                .containers
+                .iter()
+                .find(|c| c.docker_name == docker_name)
+                .cloned()
+        }
+    }
+
+    impl ContainerRuntime for Recording {
+        async fn version(&self) -> Result<String, RuntimeError> {
+            Ok("fake".into())
+        }
+
+        async fn list_managed(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
+            Ok(self.state.lock().unwrap().containers.clone())
+        }
+
+        async fn pull(
+            &self,
+            image: &ImageRef,
+            progress: &(dyn Fn(PullProgress) + Send + Sync),
+        ) -> Result<PulledImage, RuntimeError> {
+            let mut state = self.state.lock().unwrap();
+            state.calls.push(format!("pull {image}"));
+            let id =
+                state
+                    .images
+                    .get(image.as_str())
+                    .cloned()
+                    .ok_or_else(|| RuntimeError::Pull {
+                        image: image.to_string(),
+                        message: "manifest unknown".into(),
+                    })?;
+            progress(PullProgress {
+                bytes_done: 1,
+                bytes_total: 1,
+            });
+            Ok(PulledImage {
+                image_id: id,
+                repo_digest: None,
+            })
+        }
+
+        async fn create(&self, request: &CreateRequest) -> Result<String, RuntimeError> {
+            let mut state = self.state.lock().unwrap();
+            state.calls.push(format!("create {}", request.docker_name));
+            if state
+                .containers
+                .iter()
+                .any(|c| c.docker_name == request.docker_name)
+            {
+                return Err(RuntimeError::NameTaken(request.docker_name.clone()));
+            }
+            state.next_id += 1;
+            let id = format!("c{}", state.next_id);
+            let image_id = state.images[request.spec.image.as_str()].clone();
+            state.containers.push(ObservedContainer {
+                id: id.clone(),
+                docker_name: request.docker_name.clone(),
+                image: request.spec.image.to_string(),
+                image_id,
+                state: "created".into(),
+                labels: request.labels.clone(),
+            });
+            Ok(id)
+        }
+
+        async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+            let mut state = self.state.lock().unwrap();
+            state.calls.push(format!("start {id}"));
+            let broken = state.broken_image.clone();
+            let container = state.containers.iter_mut().find(|c| c.id == id).unwrap();
+            if broken.as_deref() == Some(container.image_id.as_str()) {
+                return Err(RuntimeError::Other("exec format error".into()));
+            }
+            container.state = "running".into();
+            Ok(())
+        }
+
+        async fn stop(&self, id: &str, _timeout_seconds: u32) -> Result<(), RuntimeError> {
+            let mut state = self.state.lock().unwrap();
+            state.calls.push(format!("stop {id}"));
+            if let Some(c) = state.containers.iter_mut().find(|c| c.id == id) {
+                c.state = "exited".into();
+            }
+            Ok(())
+        }
+
+        async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+            let mut state = self.state.lock().unwrap();
+            state.calls.push(format!("remove {id}"));
+            state.containers.retain(|c| c.id != id);
+            Ok(())
+        }
+
+        async fn rename(&self, id: &str, new_name: &str) -> Result<(), RuntimeError> {
+            let mut state = self.state.lock().unwrap();
+            state.calls.push(format!("rename {id} {new_name}"));
+            let container = state.containers.iter_mut().find(|c| c.id == id).unwrap();
+            container.docker_name = new_name.to_owned();
+            Ok(())
+        }
+    }
+
+    const NS: &str = "host";
+
+    fn spec(name: &str, image: &str) -> ContainerSpec {
+        ContainerSpec {
+            role: RoleName::new("web").unwrap(),
+            name: ContainerName::new(name).unwrap(),
+            image: ImageRef::new(image).unwrap(),
+            command: vec![],
+            env: Default::default(),
+            ports: vec![],
+            volumes: vec![],
+            restart: RestartPolicy::UnlessStopped,
+            stop_timeout_seconds: 1,
+        }
+    }
+
+    fn executor(images: &[(&str, &str)]) -> Executor<Recording> {
+        let runtime = Recording::default();
+        runtime.state.lock().unwrap().images = images
+            .iter()
+            .map(|(r, i)| ((*r).to_owned(), (*i).to_owned()))
+            .collect();
+        Executor::new(runtime, NS.into())
+    }
+
+    async fn apply(executor: &Executor<Recording>, specs: Vec<ContainerSpec>) -> JobResult {
+        let desired = DesiredState::new(specs).unwrap();
+        executor
+            .apply(&JobId::new("j").unwrap(), &desired, &|_| {})
+            .await
+    }
+
+    #[tokio::test]
+    async fn creates_then_keeps() {
+        let exec = executor(&[("app:1", "sha256:a")]);
+        let first = apply(&exec, vec![spec("web", "app:1")]).await;
+        assert_eq!(first.status, HostStatus::Changed);
+        assert_eq!(first.containers[0].action, ContainerAction::Created);
+        let id = exec.runtime.container("host.web").unwrap().id;
+
+        let second = apply(&exec, vec![spec("web", "app:1")]).await;
+        assert_eq!(second.status, HostStatus::Unchanged);
+        assert_eq!(second.containers[0].action, ContainerAction::Kept);
+        assert_eq!(exec.runtime.container("host.web").unwrap().id, id);
+    }
+
+    #[tokio::test]
+    async fn a_failed_pull_touches_no_container() {
+        let exec = executor(&[("app:1", "sha256:a")]);
+        apply(&exec, vec![spec("web", "app:1")]).await;
+        let before = exec.runtime.calls().len();
+
+        let result = apply(
+            &exec,
+            vec![spec("web", "app:missing"), spec("other", "app:1")],
+        )
+        .await;
+        assert_eq!(result.status, HostStatus::Failed);
+        assert!(
+            result
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("manifest unknown")
+        );
+        assert_eq!(result.containers.len(), 1);
+        assert_eq!(result.containers[0].action, ContainerAction::Failed);
+        let calls = &exec.runtime.calls()[before..];
+        assert!(calls.iter().all(|c| c.starts_with("pull ")), "{calls:?}");
+        assert_eq!(exec.runtime.container("host.web").unwrap().state, "running");
+    }
+
+    #[tokio::test]
+    async fn a_new_image_replaces_and_removes_the_old_container() {
+        let exec = executor(&[("app:1", "sha256:a")]);
+        apply(&exec, vec![spec("web", "app:1")]).await;
+        let old = exec.runtime.container("host.web").unwrap().id;
+        exec.runtime
+            .state
+            .lock()
+            .unwrap()
+            .images
+            .insert("app:1".into(), "sha256:b".into());
+
+        let result = apply(&exec, vec![spec("web", "app:1")]).await;
+        assert_eq!(result.containers[0].action, ContainerAction::Replaced);
+        let new = exec.runtime.container("host.web").unwrap();
+        assert_ne!(new.id, old);
+        assert_eq!(new.image_id, "sha256:b");
+        assert_eq!(exec.runtime.state.lock().unwrap().containers.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_replacement_that_cannot_start_brings_the_old_container_back() {
+        let exec = executor(&[("app:1", "sha256:a")]);
+        apply(&exec, vec![spec("web", "app:1")]).await;
+        let old = exec.runtime.container("host.web").unwrap().id;
+        {
+            let mut state = exec.runtime.state.lock().unwrap();
+            state.images.insert("app:1".into(), "sha256:broken".into());
+            state.broken_image = Some("sha256:broken".into());
+        }
+
+        let result = apply(&exec, vec![spec("web", "app:1")]).await;
+        assert_eq!(result.status, HostStatus::Failed);
+        let error = result.containers[0].error.clone().unwrap();
+        assert!(
+            error.contains("exec format error") && error.contains("restored"),
+            "{error}"
+        );
+        let restored = exec.runtime.container("host.web").unwrap();
+        assert_eq!(
+            (restored.id.as_str(), restored.state.as_str()),
+            (old.as_str(), "running")
+        );
+        assert_eq!(
+            exec.runtime.state.lock().unwrap().containers.len(),
+            1,
+            "the broken one is gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn undeclared_containers_are_removed_and_foreign_names_reported() {
+        let exec = executor(&[("app:1", "sha256:a")]);
+        apply(&exec, vec![spec("web", "app:1"), spec("old", "app:1")]).await;
+        exec.runtime
+            .state
+            .lock()
+            .unwrap()
+            .containers
+            .push(ObservedContainer {
+                id: "foreign".into(),
+                docker_name: "host.db".into(),
+                image: "postgres".into(),
+                image_id: "sha256:p".into(),
+                state: "running".into(),
+                labels: HashMap::new(),
+            });
+
+        let result = apply(&exec, vec![spec("web", "app:1"), spec("db", "app:1")]).await;
+        let actions: Vec<(&str, ContainerAction)> = result
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c.action))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("old", ContainerAction::Removed),
+                ("db", ContainerAction::Failed),
+                ("web", ContainerAction::Kept)
+            ]
+        );
+        assert!(
+            result.containers[1]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("does not manage")
+        );
+        assert_eq!(exec.runtime.container("host.db").unwrap().id, "foreign");
+    }
+}

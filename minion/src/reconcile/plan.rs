@@ -245,7 +245,11 @@ mod tests {
         leftover.docker_name = "host-a.web-old".into();
         leftover.id = "id-leftover".into();
         assert_eq!(
-            kinds(&plan(NS, std::slice::from_ref(&d), &[observed(&d), leftover])),
+            kinds(&plan(
+                NS,
+                std::slice::from_ref(&d),
+                &[observed(&d), leftover]
+            )),
             ["remove host-a.web-old", "keep web"]
         );
     }
@@ -273,7 +277,10 @@ mod tests {
         let d = desired("web", "sha256:1");
         let o = observed_as("", &d, "running");
         assert_eq!(o.docker_name, "web");
-        assert_eq!(kinds(&plan("", std::slice::from_ref(&d), &[o])), ["keep web"]);
+        assert_eq!(
+            kinds(&plan("", std::slice::from_ref(&d), &[o])),
+            ["keep web"]
+        );
         assert_eq!(
             kinds(&plan("", &[d], &[observed(&desired("web", "sha256:1"))])),
             ["create web"]

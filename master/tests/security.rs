@@ -1,0 +1,596 @@
+//! Security of the master's gRPC surface, in-process: enrolment with join tokens, mutual TLS,
+//! and the role checks that stand between a certificate and each RPC. Every test here fails if
+//! the attack it describes works, and checks that the refusal explains itself.
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use brine_common::identity::{CertRole, identity_from_der};
+use brine_common::names::MinionId;
+use brine_common::token::{JoinToken, sha256_hex};
+use brine_master::config::MasterConfig;
+use brine_master::data_dir::DataDir;
+use brine_minion::config::DataDir as MinionDataDir;
+use brine_minion::enrol::{JoinRequest, join};
+use brine_proto::pb;
+use brine_proto::tls::{
+    ClientIdentity, MasterTrust, TlsError, certs_from_pem, client_config, connect,
+    install_crypto_provider,
+};
+use rustls::pki_types::CertificateDer;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// The longest any single step may take before the test gives up instead of hanging.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+/// The connect timeout handed to `brine_proto::tls::connect`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Awaits `future`, failing the test if it takes longer than [`STEP_TIMEOUT`].
+async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(STEP_TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP_TIMEOUT:?}"))
+}
+
+/// Asserts that an RPC was refused with `code` and a message mentioning `needle`.
+#[track_caller]
+fn expect_refused<T>(what: &str, result: Result<T, Status>, code: Code, needle: &str) {
+    let status = match result {
+        Ok(_) => panic!("{what}: the call succeeded; expected {code:?}"),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), code, "{what}: {status:?}");
+    assert!(
+        status.message().contains(needle),
+        "{what}: the message should mention {needle:?}: {:?}",
+        status.message()
+    );
+}
+
+/// A freshly initialised master data directory (a new CA), in a temporary directory.
+fn init_master_dir() -> (TempDir, DataDir) {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let data = DataDir::new(dir.path().join("master"));
+    let listen = "127.0.0.1:0".parse().expect("a socket address");
+    data.init(&["localhost".into(), "127.0.0.1".into()], listen)
+        .expect("initialise the master's data directory");
+    (dir, data)
+}
+
+/// The CA certificate of a master data directory.
+fn ca_der(data: &DataDir) -> CertificateDer<'static> {
+    let pem = std::fs::read(data.ca_cert()).expect("read the master's ca.pem");
+    certs_from_pem("ca.pem", &pem)
+        .expect("ca.pem holds a certificate")
+        .remove(0)
+}
+
+/// A client identity from a PEM certificate and key on disk.
+fn identity_from_files(cert: &Path, key: &Path) -> ClientIdentity {
+    ClientIdentity::from_pem(
+        &cert.display().to_string(),
+        &std::fs::read(cert).expect("read the client certificate"),
+        &key.display().to_string(),
+        &std::fs::read(key).expect("read the client key"),
+    )
+    .expect("load the client identity")
+}
+
+/// The admin identity `init` wrote into a master data directory.
+fn admin_identity(data: &DataDir) -> ClientIdentity {
+    identity_from_files(&data.admin_cert(), &data.admin_key())
+}
+
+/// An empty place for a minion's data directory (not created yet, as on a fresh host).
+fn minion_dir() -> (TempDir, MinionDataDir) {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let data = MinionDataDir::new(dir.path().join("minion"));
+    (dir, data)
+}
+
+/// Asserts that a failed join left no identity behind.
+#[track_caller]
+fn assert_nothing_written(data: &MinionDataDir) {
+    assert!(
+        !data.cert().exists(),
+        "{} exists after a refused join",
+        data.cert().display()
+    );
+    assert!(
+        !data.key().exists(),
+        "{} exists after a refused join",
+        data.key().display()
+    );
+}
+
+/// A master serving in-process on a `127.0.0.1:0` listener.
+struct TestMaster {
+    _dir: TempDir,
+    data: DataDir,
+    address: String,
+    stop: CancellationToken,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestMaster {
+    async fn start() -> Self {
+        install_crypto_provider();
+        let (dir, data) = init_master_dir();
+        let config = MasterConfig::load(data.root()).expect("load master.toml");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let port = listener
+            .local_addr()
+            .expect("the listener's address")
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(brine_master::server::run(
+            config,
+            listener,
+            stop.clone().cancelled_owned(),
+        ));
+        Self {
+            _dir: dir,
+            data,
+            address,
+            stop,
+            server,
+        }
+    }
+
+    fn ca(&self) -> CertificateDer<'static> {
+        ca_der(&self.data)
+    }
+
+    /// Opens a channel trusting `trust`, presenting `identity`.
+    async fn channel(
+        &self,
+        trust: MasterTrust,
+        identity: Option<ClientIdentity>,
+    ) -> Result<Channel, TlsError> {
+        let config = client_config(trust, identity).expect("build the client TLS configuration");
+        within("connect", connect(&self.address, config, CONNECT_TIMEOUT)).await
+    }
+
+    /// Opens a channel that trusts this master's CA; the connection must succeed.
+    async fn trusted_channel(&self, identity: Option<ClientIdentity>) -> Channel {
+        self.channel(MasterTrust::Ca(self.ca()), identity)
+            .await
+            .unwrap_or_else(|err| panic!("connect to the master: {err}"))
+    }
+
+    async fn fleet(
+        &self,
+        identity: Option<ClientIdentity>,
+    ) -> pb::fleet_client::FleetClient<Channel> {
+        pb::fleet_client::FleetClient::new(self.trusted_channel(identity).await)
+    }
+
+    async fn admin(&self) -> pb::fleet_client::FleetClient<Channel> {
+        self.fleet(Some(admin_identity(&self.data))).await
+    }
+
+    /// A join token created by the admin through `CreateJoinToken`.
+    async fn join_token(&self, ttl_seconds: u64) -> JoinToken {
+        let response = within(
+            "create_join_token",
+            self.admin()
+                .await
+                .create_join_token(pb::CreateJoinTokenRequest { ttl_seconds }),
+        )
+        .await
+        .unwrap_or_else(|status| panic!("the admin could not create a join token: {status:?}"))
+        .into_inner();
+        response
+            .token
+            .parse()
+            .unwrap_or_else(|err| panic!("the master created an unreadable token: {err}"))
+    }
+
+    /// Runs `brine-minion join` against this master.
+    async fn enrol(&self, data: &MinionDataDir, token: JoinToken, id: &str) -> anyhow::Result<()> {
+        let request = JoinRequest {
+            master: self.address.clone(),
+            token,
+            id: MinionId::new(id).expect("a valid minion id"),
+            namespace: String::new(),
+            labels: Default::default(),
+        };
+        within("join", join(data, request)).await
+    }
+
+    /// Enrols a minion with a fresh token; the join must succeed.
+    async fn enrolled_minion(&self, id: &str) -> (TempDir, MinionDataDir) {
+        let (dir, data) = minion_dir();
+        let token = self.join_token(0).await;
+        self.enrol(&data, token, id)
+            .await
+            .unwrap_or_else(|err| panic!("enrol {id}: {err:#}"));
+        (dir, data)
+    }
+
+    /// The enrolled minion's certificate and key as a client identity.
+    fn minion_identity(data: &MinionDataDir) -> ClientIdentity {
+        identity_from_files(&data.cert(), &data.key())
+    }
+
+    /// Every enrolled minion, as the admin sees it.
+    async fn minions(&self) -> Vec<pb::MinionInfo> {
+        within(
+            "list_minions",
+            self.admin().await.list_minions(pb::ListMinionsRequest {}),
+        )
+        .await
+        .unwrap_or_else(|status| panic!("the admin could not list the minions: {status:?}"))
+        .into_inner()
+        .minions
+    }
+
+    async fn minion_ids(&self) -> Vec<String> {
+        self.minions().await.into_iter().map(|m| m.id).collect()
+    }
+
+    async fn shutdown(self) {
+        self.stop.cancel();
+        within("master shutdown", self.server)
+            .await
+            .expect("the master's task panicked")
+            .unwrap_or_else(|err| panic!("the master failed: {err:#}"));
+    }
+}
+
+/// A stream that opens a minion link the way a minion does: one `Hello`.
+fn hello_stream() -> impl tonic::IntoStreamingRequest<Message = pb::MinionMessage> {
+    tokio_stream::iter(vec![pb::MinionMessage {
+        kind: Some(pb::minion_message::Kind::Hello(pb::Hello {
+            version: "test".into(),
+            ..Default::default()
+        })),
+    }])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_enrols_with_a_token_and_its_certificate_says_who_it_is() {
+    let master = TestMaster::start().await;
+    let (_dir, minion) = master.enrolled_minion("web-1").await;
+
+    let cert_pem = std::fs::read(minion.cert()).unwrap();
+    let cert = certs_from_pem("minion.pem", &cert_pem).unwrap().remove(0);
+    let identity = identity_from_der(&cert).unwrap();
+    assert_eq!(identity.name, "web-1");
+    assert_eq!(identity.role, CertRole::Minion);
+
+    let key_mode = std::fs::metadata(minion.key())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(key_mode, 0o600, "mode of {}", minion.key().display());
+
+    assert_eq!(
+        std::fs::read_to_string(minion.ca_cert()).unwrap(),
+        std::fs::read_to_string(master.data.ca_cert()).unwrap(),
+        "the minion's ca.pem is the master's CA"
+    );
+
+    let minions = master.minions().await;
+    let entry = minions
+        .iter()
+        .find(|m| m.id == "web-1")
+        .unwrap_or_else(|| panic!("web-1 is not listed: {minions:?}"));
+    assert_eq!(
+        entry.certificate_sha256,
+        sha256_hex(&cert),
+        "the master records the fingerprint of the certificate the host holds"
+    );
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_pinning_another_ca_is_refused_by_the_joining_host() {
+    let master = TestMaster::start().await;
+    let (_other_dir, other) = init_master_dir();
+    let real = master.join_token(0).await;
+    let forged = JoinToken {
+        ca_digest: other.load_ca().unwrap().digest().to_owned(),
+        secret: real.secret.clone(),
+    };
+    assert_ne!(forged.ca_digest, real.ca_digest);
+
+    let (_dir, minion) = minion_dir();
+    let err = master.enrol(&minion, forged, "web-1").await.unwrap_err();
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("does not match the digest in the join token"),
+        "the error should name the CA digest mismatch: {message}"
+    );
+    assert_nothing_written(&minion);
+    assert!(master.minion_ids().await.is_empty(), "nothing was enrolled");
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_expired_tokens_are_refused() {
+    let master = TestMaster::start().await;
+    let digest = sha256_hex(&master.ca());
+
+    let made_up = JoinToken {
+        ca_digest: digest,
+        secret: "0123456789abcdef".repeat(3),
+    };
+    let (_dir, minion) = minion_dir();
+    let err = master.enrol(&minion, made_up, "web-1").await.unwrap_err();
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("unknown token"),
+        "a made-up secret: {message}"
+    );
+    assert_nothing_written(&minion);
+
+    let short_lived = master.join_token(1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_dir, minion) = minion_dir();
+    let err = master
+        .enrol(&minion, short_lived, "web-2")
+        .await
+        .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains("expired"), "an expired token: {message}");
+    assert_nothing_written(&minion);
+
+    assert!(master.minion_ids().await.is_empty(), "nothing was enrolled");
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_certificate_is_refused() {
+    let master = TestMaster::start().await;
+    let channel = master.trusted_channel(None).await;
+    let mut fleet = pb::fleet_client::FleetClient::new(channel.clone());
+
+    let result = within(
+        "list_minions",
+        fleet.list_minions(pb::ListMinionsRequest {}),
+    )
+    .await;
+    expect_refused(
+        "ListMinions without a certificate",
+        result,
+        Code::Unauthenticated,
+        "client certificate",
+    );
+
+    let result = within(
+        "highstate",
+        fleet.highstate(pb::HighstateRequest::default()),
+    )
+    .await;
+    expect_refused(
+        "Highstate without a certificate",
+        result,
+        Code::Unauthenticated,
+        "client certificate",
+    );
+
+    let result = within(
+        "create_join_token",
+        fleet.create_join_token(pb::CreateJoinTokenRequest::default()),
+    )
+    .await;
+    expect_refused(
+        "CreateJoinToken without a certificate",
+        result,
+        Code::Unauthenticated,
+        "client certificate",
+    );
+
+    let mut link = pb::minion_link_client::MinionLinkClient::new(channel);
+    let result = within("connect", link.connect(hello_stream())).await;
+    expect_refused(
+        "MinionLink.Connect without a certificate",
+        result,
+        Code::Unauthenticated,
+        "client certificate",
+    );
+    drop((fleet, link));
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_another_ca_is_refused() {
+    let master = TestMaster::start().await;
+    let (_other_dir, other) = init_master_dir();
+    // The other fleet's admin: same name, same role, wrong CA.
+    let foreign_admin = admin_identity(&other);
+
+    match master
+        .channel(MasterTrust::Ca(master.ca()), Some(foreign_admin))
+        .await
+    {
+        Err(err) => eprintln!("connecting with a foreign certificate failed: {err}"),
+        Ok(channel) => {
+            let mut fleet = pb::fleet_client::FleetClient::new(channel);
+            let result = within(
+                "list_minions",
+                fleet.list_minions(pb::ListMinionsRequest {}),
+            )
+            .await;
+            match result {
+                Ok(response) => panic!(
+                    "a certificate from another CA listed the minions: {:?}",
+                    response.into_inner()
+                ),
+                Err(status) => {
+                    eprintln!("ListMinions with a foreign certificate failed: {status:?}");
+                    assert_ne!(status.code(), Code::Ok, "the call must fail: {status:?}");
+                }
+            }
+        }
+    }
+    // The master still serves its own admin.
+    assert!(master.minion_ids().await.is_empty());
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minion_certificate_cannot_call_fleet() {
+    let master = TestMaster::start().await;
+    let (_dir, minion) = master.enrolled_minion("web-1").await;
+    let mut fleet = master
+        .fleet(Some(TestMaster::minion_identity(&minion)))
+        .await;
+
+    let result = within(
+        "list_minions",
+        fleet.list_minions(pb::ListMinionsRequest {}),
+    )
+    .await;
+    expect_refused(
+        "ListMinions with a minion certificate",
+        result,
+        Code::PermissionDenied,
+        "minion role",
+    );
+
+    let result = within(
+        "highstate",
+        fleet.highstate(pb::HighstateRequest::default()),
+    )
+    .await;
+    expect_refused(
+        "Highstate with a minion certificate",
+        result,
+        Code::PermissionDenied,
+        "minion role",
+    );
+
+    let result = within(
+        "create_join_token",
+        fleet.create_join_token(pb::CreateJoinTokenRequest::default()),
+    )
+    .await;
+    expect_refused(
+        "CreateJoinToken with a minion certificate",
+        result,
+        Code::PermissionDenied,
+        "minion role",
+    );
+    drop(fleet);
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_certificate_cannot_pose_as_a_minion_link() {
+    let master = TestMaster::start().await;
+    let channel = master
+        .trusted_channel(Some(admin_identity(&master.data)))
+        .await;
+    let mut link = pb::minion_link_client::MinionLinkClient::new(channel);
+    let result = within("connect", link.connect(hello_stream())).await;
+    expect_refused(
+        "MinionLink.Connect with the admin certificate",
+        result,
+        Code::PermissionDenied,
+        "admin role",
+    );
+    drop(link);
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_refuses_a_server_without_the_master_role() {
+    let master = TestMaster::start().await;
+    // Trusting the right CA: the master is accepted.
+    assert!(master.minion_ids().await.is_empty());
+
+    // Trusting another CA (a minion of another fleet): the master is refused before anything is
+    // sent.
+    let (_other_dir, other) = init_master_dir();
+    let err = master
+        .channel(MasterTrust::Ca(ca_der(&other)), None)
+        .await
+        .map(|_| ())
+        .expect_err("a client that trusts another CA connected to the master");
+    let message = err.to_string();
+    eprintln!("connecting to an untrusted master failed: {message}");
+    assert!(
+        message.contains("certificate"),
+        "the error should mention the certificate: {message}"
+    );
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_rpc_input_gets_invalid_argument_naming_the_field() {
+    let master = TestMaster::start().await;
+
+    let result = within(
+        "highstate",
+        master.admin().await.highstate(pb::HighstateRequest {
+            target: "[".into(),
+            timeout_seconds: 0,
+        }),
+    )
+    .await;
+    expect_refused(
+        "Highstate with target \"[\"",
+        result,
+        Code::InvalidArgument,
+        "target",
+    );
+
+    let token = master.join_token(0).await.to_string();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr_pem = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let mut enrolment =
+        pb::enrolment_client::EnrolmentClient::new(master.trusted_channel(None).await);
+
+    let result = within(
+        "join",
+        enrolment.join(pb::JoinRequest {
+            token: token.clone(),
+            csr_pem,
+            minion_id: "bad/id".into(),
+        }),
+    )
+    .await;
+    expect_refused(
+        "Join with minion_id \"bad/id\"",
+        result,
+        Code::InvalidArgument,
+        "minion_id",
+    );
+
+    let result = within(
+        "join",
+        enrolment.join(pb::JoinRequest {
+            token,
+            csr_pem: "junk".into(),
+            minion_id: "web-1".into(),
+        }),
+    )
+    .await;
+    expect_refused(
+        "Join with csr_pem \"junk\"",
+        result,
+        Code::InvalidArgument,
+        "csr_pem",
+    );
+    drop(enrolment);
+
+    assert!(master.minion_ids().await.is_empty(), "nothing was enrolled");
+    master.shutdown().await;
+}

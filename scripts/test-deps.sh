@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Makes sure what the tests need is here: Debian's docker-registry and busybox-static (test
+# images are built FROM scratch around the static busybox), a running Docker engine, and
+# cargo-nextest. Installs or starts what is missing, or says exactly what it cannot do.
+set -euo pipefail
+
+missing=()
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || missing+=(busybox-static)
+command -v docker >/dev/null 2>&1 || missing+=(docker.io)
+if ((${#missing[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing Debian packages: ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "the Docker engine is not running and only root can start it here" >&2
+    exit 1
+  fi
+  echo "starting dockerd" >&2
+  (dockerd >/tmp/brine-dockerd.log 2>&1 &)
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /tmp/brine-dockerd.log" >&2; exit 1; }
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest" >&2
+  cargo install cargo-nextest --locked
+fi
