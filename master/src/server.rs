@@ -29,6 +29,9 @@ use crate::store::Store;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many accepted connections may wait for the gRPC server.
 const ACCEPT_QUEUE: usize = 128;
+/// How often an idle connection is probed, and how long the probe may take.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests get to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -146,6 +149,10 @@ pub async fn run(
     tracing::info!(%address, "brine-master serving");
 
     let server = tonic::transport::Server::builder()
+        // Detects links whose host vanished without closing them (power loss, network cut), so
+        // a highstate reports them unreachable instead of waiting for its deadline.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(AuthorizeLayer)
         .add_service(pb::enrolment_server::EnrolmentServer::new(
             EnrolmentService {

@@ -375,10 +375,10 @@ impl Drop for Registry {
 
 #[tokio::test]
 async fn pulling_from_a_registry_reports_progress_and_digest() {
-    if !Path::new(REGISTRY_BINARY).exists() {
-        eprintln!("skipped: {REGISTRY_BINARY} is not installed");
-        return;
-    }
+    assert!(
+        Path::new(REGISTRY_BINARY).exists(),
+        "{REGISTRY_BINARY} is missing: run scripts/test-deps.sh (apt-get install docker-registry)"
+    );
     let runtime = DockerRuntime::connect().await.expect("docker is reachable");
     let registry = Registry::start();
     let prefix = unique_prefix();

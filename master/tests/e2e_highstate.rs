@@ -1,0 +1,439 @@
+//! End to end: a real `brine-master serve`, real `brine-minion run` processes, a local registry
+//! and the host's Docker engine.
+//!
+//! Needs Docker, Debian's `docker-registry` and `busybox-static`, and the minion binary
+//! (`cargo build --bins`). Run with
+//! `cargo test -p brine-master --test e2e_highstate -- --test-threads=2`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{
+    Container, Fleet, HighstateRun, LABEL_CONTAINER, LABEL_JOB, LABEL_MANAGED, LABEL_NAMESPACE,
+    LABEL_ROLE, LABEL_SPEC_HASH, container, containers, host, status,
+};
+
+const WEB_COMMAND: &[&str] = &["/bin/busybox", "httpd", "-f", "-p", "8080"];
+const WORKER_COMMAND: &[&str] = &["/bin/busybox", "sleep", "3600"];
+
+/// A TOML basic string (JSON's escapes are valid TOML for these plain values).
+fn quoted(text: &str) -> String {
+    serde_json::to_string(text).expect("a string serializes")
+}
+
+/// One `[roles.NAME]` table with a single container.
+fn role(name: &str, image: &str, container: &str, command: &[&str]) -> String {
+    let command: Vec<String> = command.iter().map(|arg| quoted(arg)).collect();
+    format!(
+        "[roles.{name}]\nimage = {}\n[[roles.{name}.containers]]\nname = {}\ncommand = [{}]\n\n",
+        quoted(image),
+        quoted(container),
+        command.join(", ")
+    )
+}
+
+/// The `[assign]` table: host glob → roles.
+fn assign(entries: &[(&str, &[&str])]) -> String {
+    let mut text = String::from("[assign]\n");
+    for (glob, roles) in entries {
+        let roles: Vec<String> = roles.iter().map(|r| quoted(r)).collect();
+        text.push_str(&format!("{} = [{}]\n", quoted(glob), roles.join(", ")));
+    }
+    text
+}
+
+/// Runs a highstate over every host and asserts its exit code.
+fn highstate_expecting(fleet: &Fleet, code: i32) -> HighstateRun {
+    let run = fleet.master.highstate_run(None);
+    assert_eq!(run.code, code, "unexpected exit code: {}", run.describe());
+    assert!(
+        run.json.is_object(),
+        "highstate printed no JSON document: {}",
+        run.describe()
+    );
+    run
+}
+
+/// Asserts every host of the report has `expected` as status.
+fn assert_every_host(report: &Value, expected: &str) {
+    let hosts = report["hosts"].as_array().expect("a hosts array");
+    for h in hosts {
+        assert_eq!(
+            h["status"], expected,
+            "host {} is not {expected}: {report:#}",
+            h["minion_id"]
+        );
+    }
+}
+
+/// The container names a host entry lists, sorted.
+fn reported_names(host: &Value) -> Vec<String> {
+    let mut names: Vec<String> = host["containers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no containers array in {host:#}"))
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every `error` text of a host entry and its containers.
+fn errors_of(host: &Value) -> String {
+    let mut errors = vec![];
+    if let Some(error) = host["error"].as_str() {
+        errors.push(error.to_owned());
+    }
+    for c in host["containers"].as_array().into_iter().flatten() {
+        if let Some(error) = c["error"].as_str() {
+            errors.push(error.to_owned());
+        }
+    }
+    errors.join("\n")
+}
+
+/// Docker name → container id.
+fn ids(containers: &BTreeMap<String, Container>) -> BTreeMap<String, String> {
+    containers
+        .iter()
+        .map(|(name, c)| (name.clone(), c.id.clone()))
+        .collect()
+}
+
+fn docker_names(containers: &[Container]) -> Vec<String> {
+    containers.iter().map(|c| c.name.clone()).collect()
+}
+
+/// Asserts the one container `NAMESPACE.NAME` runs with brine's labels and the image `image_id`.
+fn assert_runs(namespace: &str, name: &str, role: &str, image_id: &str) -> Container {
+    let docker_name = format!("{namespace}.{name}");
+    let all = containers(namespace);
+    let c = all
+        .iter()
+        .find(|c| c.name == docker_name)
+        .unwrap_or_else(|| panic!("no container {docker_name}; the namespace has {all:#?}"))
+        .clone();
+    assert_eq!(c.state, "running", "{docker_name} does not run: {c:#?}");
+    assert_eq!(
+        c.image_id, image_id,
+        "{docker_name} runs another image: {c:#?}"
+    );
+    assert_eq!(c.label(LABEL_MANAGED), Some("true"), "{c:#?}");
+    assert_eq!(c.label(LABEL_NAMESPACE), Some(namespace), "{c:#?}");
+    assert_eq!(c.label(LABEL_ROLE), Some(role), "{c:#?}");
+    assert_eq!(c.label(LABEL_CONTAINER), Some(name), "{c:#?}");
+    assert!(
+        c.label(LABEL_SPEC_HASH).is_some_and(|h| !h.is_empty()),
+        "{docker_name} has no spec hash label: {c:#?}"
+    );
+    c
+}
+
+#[test]
+fn highstate_deploys_two_roles_to_three_minions() {
+    let fleet = Fleet::start(&["a", "b", "c"]);
+    let (a, b, c) = (
+        fleet.minion_id("a"),
+        fleet.minion_id("b"),
+        fleet.minion_id("c"),
+    );
+    let app = fleet.app_v1.reference.clone();
+    let every = format!("e2e-{}-*", fleet.uniq);
+    fleet.master.write_roles(
+        &(role("web", &app, "web", WEB_COMMAND)
+            + &role("worker", &app, "worker", WORKER_COMMAND)
+            + &assign(&[(&a, &["web", "worker"]), (&every, &["web"])])),
+    );
+
+    let run = highstate_expecting(&fleet, 0);
+    let report = &run.json;
+    assert_eq!(report["success"], true, "{report:#}");
+    assert!(report["error"].is_null(), "{report:#}");
+    let job_id = report["job_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no job_id in {report:#}"));
+    assert_eq!(
+        report["hosts"].as_array().map(Vec::len),
+        Some(3),
+        "{report:#}"
+    );
+    assert_every_host(report, "changed");
+
+    let expected: [(&str, &[(&str, &str)]); 3] = [
+        (&a, &[("web", "web"), ("worker", "worker")]),
+        (&b, &[("web", "web")]),
+        (&c, &[("web", "web")]),
+    ];
+    for (id, wanted) in expected {
+        let h = host(report, id);
+        assert!(h["error"].is_null(), "{h:#}");
+        let wanted_names: Vec<String> = wanted.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(reported_names(h), wanted_names, "{h:#}");
+        for (name, role) in wanted {
+            let entry = container(h, name);
+            assert_eq!(entry["action"], "created", "{h:#}");
+            assert_eq!(entry["role"], *role, "{h:#}");
+            assert_eq!(entry["image"], app.as_str(), "{h:#}");
+            assert!(entry["error"].is_null(), "{h:#}");
+            let digest = entry["image_digest"].as_str().unwrap_or_default();
+            assert!(
+                digest.starts_with(&format!("{}@sha256:", fleet.images.repo("app"))),
+                "image_digest is not repo@sha256:...: {h:#}"
+            );
+            assert_eq!(
+                digest, fleet.app_v1.repo_digest,
+                "image_digest is not the pushed digest"
+            );
+
+            let running = assert_runs(id, name, role, &fleet.app_v1.id);
+            assert_eq!(
+                running.label(LABEL_JOB),
+                Some(job_id),
+                "{}.{name} does not carry the job id: {running:#?}",
+                id
+            );
+        }
+        let on_docker = docker_names(&containers(id));
+        let wanted_docker: Vec<String> = wanted_names.iter().map(|n| format!("{id}.{n}")).collect();
+        assert_eq!(
+            on_docker, wanted_docker,
+            "the namespace {id} holds other containers"
+        );
+    }
+}
+
+#[test]
+fn second_highstate_is_unchanged_and_touches_nothing() {
+    let fleet = Fleet::start(&["a", "b"]);
+    let a = fleet.minion_id("a");
+    let app = fleet.app_v1.reference.clone();
+    let every = format!("e2e-{}-*", fleet.uniq);
+    fleet.master.write_roles(
+        &(role("web", &app, "web", WEB_COMMAND)
+            + &role("worker", &app, "worker", WORKER_COMMAND)
+            + &assign(&[(&a, &["web", "worker"]), (&every, &["web"])])),
+    );
+
+    let first = highstate_expecting(&fleet, 0);
+    assert_every_host(&first.json, "changed");
+    let before = fleet.all_containers();
+    assert_eq!(before.len(), 3, "{before:#?}");
+
+    let second = highstate_expecting(&fleet, 0);
+    let report = &second.json;
+    assert_eq!(report["success"], true, "{report:#}");
+    assert_ne!(
+        report["job_id"], first.json["job_id"],
+        "two highstates share a job id"
+    );
+    assert_every_host(report, "unchanged");
+    for h in report["hosts"].as_array().expect("hosts") {
+        let listed = h["containers"].as_array().expect("containers");
+        assert!(
+            !listed.is_empty(),
+            "an unchanged host lists no containers: {h:#}"
+        );
+        for c in listed {
+            assert_eq!(c["action"], "kept", "{h:#}");
+        }
+    }
+
+    let after = fleet.all_containers();
+    assert_eq!(
+        ids(&after),
+        ids(&before),
+        "the second highstate touched containers"
+    );
+    for c in after.values() {
+        assert_eq!(c.state, "running", "{c:#?}");
+        assert_eq!(c.image_id, fleet.app_v1.id, "{c:#?}");
+    }
+}
+
+#[test]
+fn new_image_under_same_tag_replaces_exactly_affected_containers() {
+    let mut fleet = Fleet::start(&["a", "b"]);
+    let (a, b) = (fleet.minion_id("a"), fleet.minion_id("b"));
+    let worker_v1 = fleet.images.push_variant("worker", 1);
+    let app = fleet.app_v1.reference.clone();
+    let every = format!("e2e-{}-*", fleet.uniq);
+    fleet.master.write_roles(
+        &(role("web", &app, "web", WEB_COMMAND)
+            + &role("worker", &worker_v1.reference, "worker", WORKER_COMMAND)
+            + &assign(&[(&a, &["web", "worker"]), (&every, &["web"])])),
+    );
+
+    let first = highstate_expecting(&fleet, 0);
+    assert_every_host(&first.json, "changed");
+    let before = fleet.all_containers();
+    let web_a = assert_runs(&a, "web", "web", &fleet.app_v1.id);
+    let web_b = assert_runs(&b, "web", "web", &fleet.app_v1.id);
+    let worker = assert_runs(&a, "worker", "worker", &worker_v1.id);
+
+    // CI pushes a new build under the same tag.
+    let app_v2 = fleet.images.push_variant("app", 2);
+    assert_eq!(app_v2.reference, app);
+    assert_ne!(
+        app_v2.id, fleet.app_v1.id,
+        "variant 2 has variant 1's image id"
+    );
+    assert_ne!(app_v2.repo_digest, fleet.app_v1.repo_digest);
+
+    let run = highstate_expecting(&fleet, 0);
+    let report = &run.json;
+    assert_eq!(report["success"], true, "{report:#}");
+    assert_every_host(report, "changed");
+
+    let host_a = host(report, &a);
+    let web_entry = container(host_a, "web");
+    assert_eq!(web_entry["action"], "replaced", "{host_a:#}");
+    assert_eq!(
+        web_entry["image_digest"],
+        app_v2.repo_digest.as_str(),
+        "{host_a:#}"
+    );
+    let worker_entry = container(host_a, "worker");
+    assert_eq!(worker_entry["action"], "kept", "{host_a:#}");
+    assert_eq!(
+        worker_entry["image_digest"],
+        worker_v1.repo_digest.as_str(),
+        "{host_a:#}"
+    );
+    let host_b = host(report, &b);
+    assert_eq!(reported_names(host_b), ["web"], "{host_b:#}");
+    assert_eq!(container(host_b, "web")["action"], "replaced", "{host_b:#}");
+
+    let new_web_a = assert_runs(&a, "web", "web", &app_v2.id);
+    let new_web_b = assert_runs(&b, "web", "web", &app_v2.id);
+    assert_ne!(
+        new_web_a.id, web_a.id,
+        "the web container of a was not replaced"
+    );
+    assert_ne!(
+        new_web_b.id, web_b.id,
+        "the web container of b was not replaced"
+    );
+    let still = assert_runs(&a, "worker", "worker", &worker_v1.id);
+    assert_eq!(still.id, worker.id, "the worker container was touched");
+
+    let after = fleet.all_containers();
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>(),
+        "the replaced containers left something behind (or went missing): {after:#?}"
+    );
+}
+
+#[test]
+fn missing_tag_fails_that_host_and_keeps_its_old_container() {
+    let fleet = Fleet::start(&["a", "b"]);
+    let (a, b) = (fleet.minion_id("a"), fleet.minion_id("b"));
+    let app = fleet.app_v1.reference.clone();
+    let every = format!("e2e-{}-*", fleet.uniq);
+    fleet
+        .master
+        .write_roles(&(role("web", &app, "web", WEB_COMMAND) + &assign(&[(&every, &["web"])])));
+    let first = highstate_expecting(&fleet, 0);
+    assert_every_host(&first.json, "changed");
+    let web_a = assert_runs(&a, "web", "web", &fleet.app_v1.id);
+    let web_b = assert_runs(&b, "web", "web", &fleet.app_v1.id);
+
+    // Host b now gets its own role whose `web` container names a tag nobody pushed.
+    let missing = fleet.images.reference("app", "does-not-exist");
+    fleet.master.write_roles(
+        &(role("web", &app, "web", WEB_COMMAND)
+            + &role("webb", &missing, "web", WEB_COMMAND)
+            + &assign(&[(&a, &["web"]), (&b, &["webb"])])),
+    );
+    let run = highstate_expecting(&fleet, 1);
+    let report = &run.json;
+    assert_eq!(report["success"], false, "{report:#}");
+    assert_eq!(status(report, &b), "failed", "{report:#}");
+    let errors = errors_of(host(report, &b));
+    assert!(
+        errors.contains("does-not-exist"),
+        "the failure of {b} does not name the image {missing}: {errors:?}\n{report:#}"
+    );
+    assert_eq!(status(report, &a), "unchanged", "{report:#}");
+
+    let still_b = assert_runs(&b, "web", "web", &fleet.app_v1.id);
+    assert_eq!(
+        still_b.id, web_b.id,
+        "the old web container of {b} was replaced"
+    );
+    assert_eq!(
+        docker_names(&containers(&b)),
+        [format!("{b}.web")],
+        "{b} holds other containers"
+    );
+    let still_a = assert_runs(&a, "web", "web", &fleet.app_v1.id);
+    assert_eq!(still_a.id, web_a.id, "{a}'s web container was touched");
+}
+
+#[test]
+fn offline_minion_is_unreachable_and_highstate_does_not_hang() {
+    let mut fleet = Fleet::start(&["a", "b"]);
+    let (a, b) = (fleet.minion_id("a"), fleet.minion_id("b"));
+    let app = fleet.app_v1.reference.clone();
+    let every = format!("e2e-{}-*", fleet.uniq);
+    fleet
+        .master
+        .write_roles(&(role("web", &app, "web", WEB_COMMAND) + &assign(&[(&every, &["web"])])));
+
+    fleet.minion_mut("b").stop();
+    fleet.minion("b").wait_disconnected(&fleet.master);
+
+    let run = fleet.master.highstate_run(None);
+    assert_eq!(run.code, 1, "unexpected exit code: {}", run.describe());
+    assert!(
+        run.elapsed < Duration::from_secs(15),
+        "the highstate took {:?} with one host offline",
+        run.elapsed
+    );
+    let report = &run.json;
+    assert_eq!(report["success"], false, "{report:#}");
+    assert_eq!(status(report, &a), "changed", "{report:#}");
+    assert_eq!(status(report, &b), "unreachable", "{report:#}");
+    assert_runs(&a, "web", "web", &fleet.app_v1.id);
+    assert!(
+        containers(&b).is_empty(),
+        "the offline host got containers: {:#?}",
+        containers(&b)
+    );
+}
+
+#[test]
+fn invalid_roles_file_is_refused_before_anything_is_sent() {
+    let fleet = Fleet::start(&["a"]);
+    let a = fleet.minion_id("a");
+    let bad_image = format!("{}/Not A Valid Image:tested", fleet.images.repo("app"));
+    // The image is on line 2.
+    let text = role("web", &bad_image, "web", WEB_COMMAND) + &assign(&[(&a, &["web"])]);
+    assert!(
+        text.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("image = "))
+    );
+    fleet.master.write_roles(&text);
+
+    let run = fleet.master.highstate_run(None);
+    assert_eq!(run.code, 2, "unexpected exit code: {}", run.describe());
+    assert!(
+        run.stderr.contains("roles.toml:2:"),
+        "stderr names no `roles.toml:LINE`: {}",
+        run.describe()
+    );
+    assert!(
+        run.stderr.contains("roles.web.image"),
+        "stderr names no key `roles.web.image`: {}",
+        run.describe()
+    );
+    assert!(
+        containers(&a).is_empty(),
+        "a container was created from a refused roles file: {:#?}",
+        containers(&a)
+    );
+}
