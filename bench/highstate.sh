@@ -97,15 +97,19 @@ rss_kib() { ps -o rss= -p "$1" | tr -d ' '; }
 minion_rss=$(for pid in "${minion_pids[@]}"; do rss_kib "$pid"; done | sort -n)
 master_rss=$(rss_kib "$master_pid")
 
-python3 - "$n" "$enrolled" "$first" "$master_rss" "${times[*]}" "$(echo $minion_rss)" <<'PY'
-import statistics, sys
-n, enrolled, first, master_rss, times, minion = sys.argv[1:]
+python3 - "$n" "$enrolled" "$first" "$master_rss" "${times[*]}" "$(echo $minion_rss)" "$work/again.json" <<'PY'
+import json, statistics, sys
+n, enrolled, first, master_rss, times, minion, last = sys.argv[1:]
+job = json.load(open(last))
+hosts = sorted(h["duration_ms"] for h in job["hosts"])
+job_ms = job["finished_at_unix_ms"] - job["started_at_unix_ms"]
 times = sorted(float(t) for t in times.split())
 minion = [int(k) / 1024 for k in minion.split()]
 print(f"minions:                          {n}")
 print(f"enrol + connect all:              {float(enrolled):.1f} s")
 print(f"first highstate ({n} created):    {float(first):.2f} s")
 print(f"no-change highstate, median of {len(times)}: {statistics.median(times):.3f} s (min {times[0]:.3f}, max {times[-1]:.3f})")
+print(f"  inside the master (last run):   job {job_ms} ms; per host median {statistics.median(hosts):.0f} ms, max {hosts[-1]} ms")
 print(f"minion idle RSS:                  median {statistics.median(minion):.1f} MiB, max {max(minion):.1f} MiB")
 print(f"master RSS with {n} connected:    {int(master_rss) / 1024:.1f} MiB")
 PY

@@ -24,24 +24,155 @@ pub struct ImageRefError {
 }
 
 impl ImageRef {
-    /// Validates `reference` with the OCI distribution grammar.
+    /// Validates `reference` with the distribution reference grammar
+    /// (`name[:tag][@digest]`, see [`reference_problem`]).
     pub fn new(reference: impl Into<String>) -> Result<Self, ImageRefError> {
         let reference = reference.into();
-        let invalid = |reason: String| ImageRefError {
-            reference: reference.clone(),
-            reason,
-        };
-        if reference.trim() != reference || reference.is_empty() {
-            return Err(invalid("it is empty or has surrounding spaces".into()));
+        match reference_problem(&reference) {
+            Some(reason) => Err(ImageRefError {
+                reference,
+                reason: reason.to_owned(),
+            }),
+            None => Ok(Self(reference)),
         }
-        oci_spec::distribution::Reference::from_str(&reference)
-            .map_err(|err| invalid(err.to_string()))?;
-        Ok(Self(reference))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Checks the grammar of Docker's distribution references:
+///
+/// ```text
+/// reference      := name [ ":" tag ] [ "@" digest ]
+/// name           := [domain "/"] path-component ["/" path-component]*      (at most 255 chars)
+/// domain         := domain-component ["." domain-component]* [":" port]  (or "[" IPv6 "]")
+/// path-component := [a-z0-9]+ (separator [a-z0-9]+)*   separator := [_.] | "__" | "-"+
+/// tag            := [A-Za-z0-9_] [A-Za-z0-9_.-]{0,127}
+/// digest         := algorithm ":" hex{32,}              algorithm := [A-Za-z][A-Za-z0-9]* ([+._-] ...)*
+/// ```
+///
+/// Written out rather than taken from a crate: the crates that implement it compile one large
+/// regular expression per process, which costs the minion ~10 MiB of memory for its lifetime.
+fn reference_problem(reference: &str) -> Option<&'static str> {
+    if reference.is_empty() {
+        return Some("it is empty");
+    }
+    let (rest, digest) = match reference.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (reference, None),
+    };
+    if let Some(digest) = digest
+        && !is_digest(digest)
+    {
+        return Some("the digest must be ALGORITHM:HEX with at least 32 hex digits");
+    }
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    if let Some(tag) = tag
+        && !is_tag(tag)
+    {
+        return Some(
+            "a tag is 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+        );
+    }
+    if name.len() > 255 {
+        return Some("the name is longer than 255 characters");
+    }
+    let mut components: Vec<&str> = name.split('/').collect();
+    if components.len() > 1 && looks_like_domain(components[0]) {
+        if !is_domain(components[0]) {
+            return Some("the registry host or port is invalid");
+        }
+        components.remove(0);
+    }
+    if components.iter().all(|c| is_path_component(c)) {
+        None
+    } else {
+        Some(
+            "each part of the name is lowercase letters and digits, joined by '.', '_', '__' or '-'",
+        )
+    }
+}
+
+/// Like Docker, treats a first component with a dot, a port or `localhost` as a registry host.
+fn looks_like_domain(component: &str) -> bool {
+    component.contains(['.', ':']) || component == "localhost" || component.starts_with('[')
+}
+
+fn is_domain(domain: &str) -> bool {
+    let (host, port) = match domain.strip_prefix('[') {
+        // An IPv6 address: `[::1]` or `[::1]:5000`.
+        Some(v6) => match v6.split_once(']') {
+            Some((ip, "")) if ip.parse::<std::net::Ipv6Addr>().is_ok() => (None, None),
+            Some((ip, rest)) if ip.parse::<std::net::Ipv6Addr>().is_ok() => {
+                match rest.strip_prefix(':') {
+                    Some(port) => (None, Some(port)),
+                    None => return false,
+                }
+            }
+            _ => return false,
+        },
+        None => match domain.split_once(':') {
+            Some((host, port)) => (Some(host), Some(port)),
+            None => (Some(domain), None),
+        },
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let host_ok = host.is_none_or(|host| {
+        host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+    });
+    port_ok && host_ok
+}
+
+fn is_path_component(component: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = component.as_bytes();
+    let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
+        return false;
+    };
+    if !alnum(first) || !alnum(last) {
+        return false;
+    }
+    // Between alphanumeric runs: one '.', one or two '_', or any number of '-'.
+    component
+        .split(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        .filter(|separator| !separator.is_empty())
+        .all(|separator| {
+            matches!(separator, "." | "_" | "__") || separator.bytes().all(|b| b == b'-')
+        })
+}
+
+fn is_tag(tag: &str) -> bool {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let bytes = tag.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && word(bytes[0])
+        && bytes.iter().all(|&b| word(b) || b == b'.' || b == b'-')
+}
+
+fn is_digest(digest: &str) -> bool {
+    let Some((algorithm, hex)) = digest.split_once(':') else {
+        return false;
+    };
+    let algorithm_ok = algorithm.split(['+', '.', '_', '-']).all(|component| {
+        let mut bytes = component.bytes();
+        bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+            && bytes.all(|b| b.is_ascii_alphanumeric())
+    });
+    algorithm_ok && hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl TryFrom<String> for ImageRef {
@@ -387,7 +518,34 @@ pub(crate) mod tests {
         ] {
             assert!(ImageRef::new(good).is_ok(), "{good}");
         }
-        for bad in ["", "App:Tested", "app:", "app::x", " app", "a/b:c:d:e"] {
+        for good in [
+            "localhost/app",
+            "localhost:5000/a/b_c__d-e---f.g:v1.2-rc_3",
+            "[::1]:5000/app:1",
+            "a.b-c.example:443/x",
+            "app@sha256:0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(ImageRef::new(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "App:Tested",
+            "app:",
+            "app::x",
+            " app",
+            "a/b:c:d:e",
+            "app:.tag",
+            "app@sha256:short",
+            "app@:0123456789abcdef0123456789abcdef",
+            "-bad.example/app",
+            "host.example:port/app",
+            "a//b",
+            "a___b",
+            "a.-b",
+            "app/",
+            "[::zz]:5000/app",
+            "[::1]x:5000/app",
+        ] {
             assert!(ImageRef::new(bad).is_err(), "{bad}");
         }
     }
