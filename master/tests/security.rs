@@ -594,3 +594,57 @@ async fn invalid_rpc_input_gets_invalid_argument_naming_the_field() {
     assert!(master.minion_ids().await.is_empty(), "nothing was enrolled");
     master.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_second_link_for_the_same_minion_replaces_the_first() {
+    install_crypto_provider();
+    let master = TestMaster::start().await;
+    let (_dir, data) = master.enrolled_minion("web-1").await;
+
+    // Links stay open as long as their sender lives, as a minion's do.
+    let open = || async {
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        sender
+            .send(pb::MinionMessage {
+                kind: Some(pb::minion_message::Kind::Hello(pb::Hello {
+                    version: "test".into(),
+                    ..Default::default()
+                })),
+            })
+            .await
+            .expect("queue the hello");
+        let channel = master
+            .trusted_channel(Some(TestMaster::minion_identity(&data)))
+            .await;
+        let inbound = within(
+            "open a link",
+            pb::minion_link_client::MinionLinkClient::new(channel)
+                .connect(tokio_stream::wrappers::ReceiverStream::new(receiver)),
+        )
+        .await
+        .unwrap_or_else(|status| panic!("the minion could not open its link: {status:?}"))
+        .into_inner();
+        (sender, inbound)
+    };
+
+    let (_first_sender, mut first) = open().await;
+    let (_second_sender, mut second) = open().await;
+    let ended = within("the replaced link to end", first.message()).await;
+    assert!(
+        matches!(ended, Ok(None) | Err(_)),
+        "the first link is still open: {ended:?}"
+    );
+    let minions = master.minions().await;
+    assert!(
+        minions.iter().any(|m| m.id == "web-1" && m.connected),
+        "the second link counts as connected: {minions:?}"
+    );
+    // The second link is the live one: it has not ended.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), second.message())
+            .await
+            .is_err(),
+        "the replacing link must stay open"
+    );
+    master.shutdown().await;
+}

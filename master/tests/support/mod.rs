@@ -425,7 +425,9 @@ impl Images {
         .expect("Dockerfile");
         self.tags.push(reference.clone());
         let context_path = context.path().to_str().expect("a UTF-8 temp path");
-        docker(&["build", "-q", "-t", &reference, context_path]);
+        // No build cache: parallel tests would otherwise share intermediate images, and one
+        // test's cleanup could remove a parent another test's build is using.
+        docker(&["build", "--no-cache", "-q", "-t", &reference, context_path]);
         let id = docker(&["image", "inspect", "--format", "{{.Id}}", &reference]);
         self.ids.push(id.clone());
         docker(&["push", &reference]);
