@@ -25,21 +25,48 @@ pub struct ImageRefError {
 
 impl ImageRef {
     /// Validates `reference` with the distribution reference grammar
-    /// (`name[:tag][@digest]`, see [`reference_problem`]).
+    /// (`name[:tag][@digest]`, see [`parse_reference`]).
     pub fn new(reference: impl Into<String>) -> Result<Self, ImageRefError> {
         let reference = reference.into();
-        match reference_problem(&reference) {
-            Some(reason) => Err(ImageRefError {
+        match parse_reference(&reference) {
+            Err(reason) => Err(ImageRefError {
                 reference,
                 reason: reason.to_owned(),
             }),
-            None => Ok(Self(reference)),
+            Ok(_) => Ok(Self(reference)),
         }
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The reference's registry, repository, tag and digest.
+    pub fn parts(&self) -> ImageParts<'_> {
+        parse_reference(&self.0).expect("an ImageRef was valid when it was made")
+    }
+
+    /// This reference pinned to `digest` (`repo:tag@sha256:...`): Docker then runs exactly
+    /// those bits whatever the tag points to later; the tag stays for people to read.
+    pub fn pinned(&self, digest: &str) -> Result<ImageRef, ImageRefError> {
+        let unpinned = self
+            .0
+            .split_once('@')
+            .map_or(self.0.as_str(), |(name, _)| name);
+        ImageRef::new(format!("{unpinned}@{digest}"))
+    }
+}
+
+/// The parts of an image reference, as written (not normalized: no registry means Docker Hub).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageParts<'a> {
+    /// The registry host and port, if the reference names one.
+    pub domain: Option<&'a str>,
+    /// The repository path within the registry, e.g. `mynames/app`.
+    pub path: &'a str,
+    pub tag: Option<&'a str>,
+    /// `algorithm:hex`.
+    pub digest: Option<&'a str>,
 }
 
 /// Checks the grammar of Docker's distribution references:
@@ -55,9 +82,9 @@ impl ImageRef {
 ///
 /// Written out rather than taken from a crate: the crates that implement it compile one large
 /// regular expression per process, which costs the minion ~10 MiB of memory for its lifetime.
-fn reference_problem(reference: &str) -> Option<&'static str> {
+fn parse_reference(reference: &str) -> Result<ImageParts<'_>, &'static str> {
     if reference.is_empty() {
-        return Some("it is empty");
+        return Err("it is empty");
     }
     let (rest, digest) = match reference.split_once('@') {
         Some((rest, digest)) => (rest, Some(digest)),
@@ -66,7 +93,7 @@ fn reference_problem(reference: &str) -> Option<&'static str> {
     if let Some(digest) = digest
         && !is_digest(digest)
     {
-        return Some("the digest must be ALGORITHM:HEX with at least 32 hex digits");
+        return Err("the digest must be ALGORITHM:HEX with at least 32 hex digits");
     }
     let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
     let (name, tag) = match rest[last_slash..].rfind(':') {
@@ -76,27 +103,33 @@ fn reference_problem(reference: &str) -> Option<&'static str> {
     if let Some(tag) = tag
         && !is_tag(tag)
     {
-        return Some(
+        return Err(
             "a tag is 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
         );
     }
     if name.len() > 255 {
-        return Some("the name is longer than 255 characters");
+        return Err("the name is longer than 255 characters");
     }
-    let mut components: Vec<&str> = name.split('/').collect();
-    if components.len() > 1 && looks_like_domain(components[0]) {
-        if !is_domain(components[0]) {
-            return Some("the registry host or port is invalid");
+    let (domain, path) = match name.split_once('/') {
+        Some((first, path)) if looks_like_domain(first) => {
+            if !is_domain(first) {
+                return Err("the registry host or port is invalid");
+            }
+            (Some(first), path)
         }
-        components.remove(0);
-    }
-    if components.iter().all(|c| is_path_component(c)) {
-        None
-    } else {
-        Some(
+        _ => (None, name),
+    };
+    if !path.split('/').all(is_path_component) {
+        return Err(
             "each part of the name is lowercase letters and digits, joined by '.', '_', '__' or '-'",
-        )
+        );
     }
+    Ok(ImageParts {
+        domain,
+        path,
+        tag,
+        digest,
+    })
 }
 
 /// Like Docker, treats a first component with a dot, a port or `localhost` as a registry host.
@@ -548,6 +581,29 @@ pub(crate) mod tests {
         ] {
             assert!(ImageRef::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn references_split_into_their_parts_and_pin() {
+        let image = ImageRef::new("127.0.0.1:5000/mynames/app:tested").unwrap();
+        let parts = image.parts();
+        assert_eq!(parts.domain, Some("127.0.0.1:5000"));
+        assert_eq!(
+            (parts.path, parts.tag, parts.digest),
+            ("mynames/app", Some("tested"), None)
+        );
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let pinned = image.pinned(&digest).unwrap();
+        assert_eq!(
+            pinned.as_str(),
+            format!("127.0.0.1:5000/mynames/app:tested@{digest}")
+        );
+        assert_eq!(pinned.parts().digest, Some(digest.as_str()));
+        assert_eq!(pinned.pinned(&digest).unwrap(), pinned);
+        let hub = ImageRef::new("busybox").unwrap();
+        let hub = hub.parts();
+        assert_eq!((hub.domain, hub.path, hub.tag), (None, "busybox", None));
+        assert!(image.pinned("sha256:short").is_err());
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! The master's configuration: `master.toml` in the data directory, overridden by
 //! `BRINE_MASTER_*` environment variables (e.g. `BRINE_MASTER_LISTEN=0.0.0.0:4700`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use brine_common::toml_span::ConfigFileError;
 use serde::Deserialize;
+
+use crate::registry::RegistrySettings;
 
 /// The default port of the master.
 pub const DEFAULT_PORT: u16 = 4700;
@@ -26,6 +29,8 @@ struct RawConfig {
     roles_file: PathBuf,
     #[serde(default = "default_highstate_timeout", with = "humantime_serde")]
     highstate_timeout: Duration,
+    #[serde(default)]
+    registries: BTreeMap<String, RegistrySettings>,
 }
 
 fn default_roles_file() -> PathBuf {
@@ -48,6 +53,8 @@ pub struct MasterConfig {
     pub roles_file: PathBuf,
     /// How long a highstate waits for its hosts unless the caller says otherwise.
     pub highstate_timeout: Duration,
+    /// Credentials and protocol per registry (`HOST:PORT`), for resolving tags to digests.
+    pub registries: BTreeMap<String, RegistrySettings>,
 }
 
 impl MasterConfig {
@@ -76,6 +83,7 @@ impl MasterConfig {
             address,
             roles_file: data_dir.join(raw.roles_file),
             highstate_timeout: raw.highstate_timeout,
+            registries: raw.registries,
         })
     }
 
@@ -92,7 +100,14 @@ impl MasterConfig {
              # The roles file, relative to this directory.\n\
              roles_file = \"roles.toml\"\n\n\
              # How long a highstate waits for the hosts to report.\n\
-             highstate_timeout = \"10m\"\n",
+             highstate_timeout = \"10m\"\n\n\
+             # Registries that need credentials, or plain HTTP (registries on 127.0.0.0/8 always\n\
+             # use plain HTTP). The master resolves each image's tag to a digest there once per\n\
+             # highstate, so every host runs the same bits.\n\
+             # [registries.\"registry.example.com:5000\"]\n\
+             # username = \"deploy\"\n\
+             # password = \"...\"\n\
+             # insecure = false\n",
             local = local_address(listen)
         )
     }
@@ -141,6 +156,18 @@ mod tests {
         assert_eq!(err.key.as_deref(), Some("listen"));
         assert_eq!(err.line, Some(2));
         assert!(err.to_string().contains("master.toml:2: listen: "), "{err}");
+    }
+
+    #[test]
+    fn registries_take_credentials() {
+        let config = load(
+            "listen = \"127.0.0.1:1\"\n[registries.\"r.example:5000\"]\nusername = \"u\"\npassword = \"p\"\n",
+        )
+        .unwrap();
+        let registry = &config.registries["r.example:5000"];
+        assert_eq!(registry.password.as_deref(), Some("p"));
+        let err = load("listen = \"127.0.0.1:1\"\n[registries.x]\nuser = \"u\"\n").unwrap_err();
+        assert!(err.to_string().contains("user"), "{err}");
     }
 
     #[test]

@@ -33,9 +33,9 @@ pub struct FleetService {
 impl From<HighstateError> for Status {
     fn from(err: HighstateError) -> Self {
         match err {
-            HighstateError::Roles(_) | HighstateError::ImpossibleHosts(_) => {
-                Status::failed_precondition(err.to_string())
-            }
+            HighstateError::Roles(_)
+            | HighstateError::ImpossibleHosts(_)
+            | HighstateError::Registry(_) => Status::failed_precondition(err.to_string()),
             HighstateError::NoTargets(_) => Status::not_found(err.to_string()),
             HighstateError::Store(_) => {
                 tracing::error!("highstate: {err}");

@@ -6,13 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use brine_common::names::MinionId;
-use brine_common::outcome::{HighstateEvent, HostReport, HostStatus, JobId, JobSummary};
-use brine_common::spec::DesiredState;
+use brine_common::outcome::{
+    ContainerAction, ContainerResult, HighstateEvent, HostReport, HostStatus, JobId, JobSummary,
+};
+use brine_common::spec::{DesiredState, ImageRef};
+use futures::future::join_all;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::link::{Command, JobEvent};
+use crate::registry::{ResolveError, Resolver};
 use crate::state::{Master, load_roles, now_unix_ms};
 use crate::store::JobRecord;
 
@@ -35,6 +39,8 @@ pub enum HighstateError {
         "the roles file gives some hosts an impossible set of containers; nothing was sent:\n{0}"
     )]
     ImpossibleHosts(String),
+    #[error("cannot resolve image tags to digests; nothing was sent: {0}")]
+    Registry(ResolveError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -45,7 +51,10 @@ pub struct PreparedJob {
     pub job_id: JobId,
     /// The target expression as given (empty for every host).
     target: String,
+    /// Every host that gets a command, with images pinned to digests.
     desired: BTreeMap<MinionId, DesiredState>,
+    /// Hosts that fail before any command: an image of theirs does not resolve.
+    blocked: BTreeMap<MinionId, HostReport>,
     timeout: Duration,
     caller: String,
 }
@@ -104,13 +113,101 @@ pub async fn prepare(
     if !problems.is_empty() {
         return Err(HighstateError::ImpossibleHosts(problems.join("\n")));
     }
+    let resolver = Resolver::new(master.config.registries.clone());
+    let (desired, blocked) = pin_images(&resolver, desired).await?;
     Ok(PreparedJob {
         job_id: new_job_id(),
         target: target_text,
         desired,
+        blocked,
         timeout,
         caller,
     })
+}
+
+/// Resolves every distinct image once and pins each host's containers to the digests. A
+/// registry that cannot be reached fails the whole job; an image that does not resolve fails only
+/// the hosts that use it, before anything is sent to them.
+async fn pin_images(
+    resolver: &Resolver,
+    desired: BTreeMap<MinionId, DesiredState>,
+) -> Result<
+    (
+        BTreeMap<MinionId, DesiredState>,
+        BTreeMap<MinionId, HostReport>,
+    ),
+    HighstateError,
+> {
+    let images: BTreeSet<&ImageRef> = desired
+        .values()
+        .flat_map(|state| state.containers.iter().map(|c| &c.image))
+        .collect();
+    let resolved: BTreeMap<ImageRef, Result<ImageRef, ResolveError>> = join_all(
+        images
+            .into_iter()
+            .map(|image| async move { (image.clone(), resolver.resolve(image).await) }),
+    )
+    .await
+    .into_iter()
+    .collect();
+    if let Some(Err(unreachable)) = resolved
+        .values()
+        .find(|r| matches!(r, Err(ResolveError::Unreachable { .. })))
+    {
+        return Err(HighstateError::Registry(unreachable.clone()));
+    }
+
+    let mut pinned = BTreeMap::new();
+    let mut blocked = BTreeMap::new();
+    for (id, state) in desired {
+        let failures: Vec<ContainerResult> = state
+            .containers
+            .iter()
+            .filter_map(|spec| match &resolved[&spec.image] {
+                Ok(_) => None,
+                Err(err) => Some(ContainerResult {
+                    name: spec.name.clone(),
+                    role: Some(spec.role.clone()),
+                    action: ContainerAction::Failed,
+                    image: spec.image.to_string(),
+                    image_digest: String::new(),
+                    error: Some(err.to_string()),
+                }),
+            })
+            .collect();
+        if failures.is_empty() {
+            let containers = state
+                .containers
+                .into_iter()
+                .map(|mut spec| {
+                    if let Ok(image) = &resolved[&spec.image] {
+                        spec.image = image.clone();
+                    }
+                    spec
+                })
+                .collect();
+            // Pinning changes no name or port, so the state stays valid.
+            pinned.insert(id, DesiredState { containers });
+        } else {
+            let errors: BTreeSet<&str> =
+                failures.iter().filter_map(|f| f.error.as_deref()).collect();
+            let error = format!(
+                "{}; nothing was sent to this host",
+                errors.into_iter().collect::<Vec<_>>().join("; ")
+            );
+            blocked.insert(
+                id.clone(),
+                HostReport {
+                    minion_id: id,
+                    status: HostStatus::Failed,
+                    containers: failures,
+                    error: Some(error),
+                    duration_ms: 0,
+                },
+            );
+        }
+    }
+    Ok((pinned, blocked))
 }
 
 /// Runs a prepared job in the background; its events arrive on the returned receiver. The job
@@ -135,7 +232,14 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<Highsta
     let deadline = Instant::now() + job.timeout;
     let expires_at_unix_ms =
         started_at_unix_ms + i64::try_from(job.timeout.as_millis()).unwrap_or(i64::MAX);
-    let targets: Vec<MinionId> = job.desired.keys().cloned().collect();
+    let targets: Vec<MinionId> = job
+        .desired
+        .keys()
+        .chain(job.blocked.keys())
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     tracing::info!(hosts = targets.len(), caller = %job.caller, "highstate started");
     let _ = caller
         .send(HighstateEvent::Started {
@@ -148,6 +252,9 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<Highsta
     master.router.register(job.job_id.clone(), job_events);
 
     let mut reports: BTreeMap<MinionId, HostReport> = BTreeMap::new();
+    for report in job.blocked.into_values() {
+        finish(&caller, &mut reports, report).await;
+    }
     let mut pending: BTreeMap<MinionId, Pending> = BTreeMap::new();
     for (id, desired) in job.desired {
         let started = Instant::now();

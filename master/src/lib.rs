@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod highstate;
 pub mod link;
 pub mod pki;
+pub mod registry;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -176,13 +176,15 @@ fn highstate_deploys_two_roles_to_three_minions() {
             let entry = container(h, name);
             assert_eq!(entry["action"], "created", "{h:#}");
             assert_eq!(entry["role"], *role, "{h:#}");
-            assert_eq!(entry["image"], app.as_str(), "{h:#}");
             assert!(entry["error"].is_null(), "{h:#}");
             let digest = entry["image_digest"].as_str().unwrap_or_default();
             assert!(
                 digest.starts_with(&format!("{}@sha256:", fleet.images.repo("app"))),
                 "image_digest is not repo@sha256:...: {h:#}"
             );
+            // The master pinned the tag to the digest it pointed to when the highstate began.
+            let pinned_digest = digest.split_once('@').map(|(_, d)| d).unwrap_or_default();
+            assert_eq!(entry["image"], format!("{app}@{pinned_digest}"), "{h:#}");
             assert_eq!(
                 digest, fleet.app_v1.repo_digest,
                 "image_digest is not the pushed digest"
@@ -434,6 +436,29 @@ fn invalid_roles_file_is_refused_before_anything_is_sent() {
     assert!(
         containers(&a).is_empty(),
         "a container was created from a refused roles file: {:#?}",
+        containers(&a)
+    );
+}
+
+#[test]
+fn unreachable_registry_fails_the_highstate_before_anything_is_sent() {
+    let fleet = Fleet::start(&["a"]);
+    let a = fleet.minion_id("a");
+    // Nothing listens on port 1 of loopback.
+    let text = role("web", "127.0.0.1:1/nowhere/app:tested", "web", WEB_COMMAND)
+        + &assign(&[(&a, &["web"])]);
+    fleet.master.write_roles(&text);
+
+    let run = fleet.master.highstate_run(None);
+    assert_eq!(run.code, 2, "unexpected exit code: {}", run.describe());
+    assert!(
+        run.stderr.contains("cannot be reached") && run.stderr.contains("127.0.0.1:1"),
+        "stderr does not say which registry is unreachable: {}",
+        run.describe()
+    );
+    assert!(
+        containers(&a).is_empty(),
+        "a container was created although the registry was unreachable: {:#?}",
         containers(&a)
     );
 }

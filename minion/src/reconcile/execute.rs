@@ -128,7 +128,16 @@ impl<R: ContainerRuntime> Executor<R> {
                     bytes_total: bytes.bytes_total,
                 });
             };
-            (image.clone(), self.runtime.pull(image, &report).await)
+            // A pinned image already here is exactly what is wanted: no registry round trip.
+            let local = match image.parts().digest {
+                Some(_) => self.runtime.local_image(image).await,
+                None => Ok(None),
+            };
+            let result = match local {
+                Ok(Some(present)) => Ok(present),
+                Ok(None) | Err(_) => self.runtime.pull(image, &report).await,
+            };
+            (image.clone(), result)
         });
         let mut pulled = HashMap::new();
         let mut failures = BTreeMap::new();
@@ -364,6 +373,8 @@ mod tests {
         containers: Vec<ObservedContainer>,
         /// Image reference to image id; a missing reference fails to pull.
         images: HashMap<String, String>,
+        /// Images already on the host, by reference.
+        local: HashMap<String, String>,
         /// Containers created from this image fail to start.
         broken_image: Option<String>,
         calls: Vec<String>,
@@ -414,10 +425,19 @@ mod tests {
                 bytes_done: 1,
                 bytes_total: 1,
             });
+            state.local.insert(image.to_string(), id.clone());
             Ok(PulledImage {
                 image_id: id,
                 repo_digest: None,
             })
+        }
+
+        async fn local_image(&self, image: &ImageRef) -> Result<Option<PulledImage>, RuntimeError> {
+            let state = self.state.lock().unwrap();
+            Ok(state.local.get(image.as_str()).map(|id| PulledImage {
+                image_id: id.clone(),
+                repo_digest: None,
+            }))
         }
 
         async fn create(&self, request: &CreateRequest) -> Result<String, RuntimeError> {
@@ -525,6 +545,29 @@ mod tests {
         assert_eq!(second.status, HostStatus::Unchanged);
         assert_eq!(second.containers[0].action, ContainerAction::Kept);
         assert_eq!(exec.runtime.container("host.web").unwrap().id, id);
+    }
+
+    #[tokio::test]
+    async fn a_pinned_image_already_present_is_not_pulled_again() {
+        let pinned = format!("app:1@sha256:{}", "a".repeat(64));
+        let exec = executor(&[(pinned.as_str(), "sha256:a"), ("app:1", "sha256:a")]);
+        apply(&exec, vec![spec("web", &pinned), spec("tagged", "app:1")]).await;
+        apply(&exec, vec![spec("web", &pinned), spec("tagged", "app:1")]).await;
+        let pulls: Vec<String> = exec
+            .runtime
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("pull "))
+            .collect();
+        // The tag is asked for every time (it may have moved); the pinned digest only once.
+        assert_eq!(
+            pulls,
+            [
+                "pull app:1".to_owned(),
+                format!("pull {pinned}"),
+                "pull app:1".into()
+            ]
+        );
     }
 
     #[tokio::test]

@@ -99,10 +99,10 @@ impl ContainerRuntime for DockerRuntime {
             },
             unavailable => unavailable,
         };
-        let (repository, tag) = split_reference(reference);
+        let engine = EngineReference::of(image);
         let options = CreateImageOptionsBuilder::new()
-            .from_image(repository)
-            .tag(tag)
+            .from_image(&engine.repository)
+            .tag(&engine.tag_or_digest)
             .build();
         let mut stream = self.docker.create_image(Some(options), None, None);
         let mut tally = PullTally::default();
@@ -116,17 +116,27 @@ impl ContainerRuntime for DockerRuntime {
         }
         progress(tally.sum());
 
-        // Inspect exactly what was pulled: a digest (`sha256:...`) follows `@`, a tag `:`.
-        let separator = if tag.contains(':') { '@' } else { ':' };
-        let inspected = self
-            .docker
-            .inspect_image(&format!("{repository}{separator}{tag}"))
-            .await
-            .map_err(runtime_error)?;
+        self.local_image(image)
+            .await?
+            .ok_or_else(|| RuntimeError::Pull {
+                image: reference.to_owned(),
+                message: "the engine does not have the image it just pulled".into(),
+            })
+    }
+
+    async fn local_image(&self, image: &ImageRef) -> Result<Option<PulledImage>, RuntimeError> {
+        let engine = EngineReference::of(image);
+        let inspected = match self.docker.inspect_image(&engine.to_string()).await {
+            Ok(inspected) => inspected,
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(err) => return Err(runtime_error(err)),
+        };
         let image_id = inspected
             .id
-            .ok_or_else(|| RuntimeError::Other(format!("docker reported no id for {reference}")))?;
-        let repository = familiar(repository);
+            .ok_or_else(|| RuntimeError::Other(format!("docker reported no id for {image}")))?;
+        let repository = familiar(&engine.repository);
         let repo_digest = inspected
             .repo_digests
             .unwrap_or_default()
@@ -136,10 +146,10 @@ impl ContainerRuntime for DockerRuntime {
                     .split_once('@')
                     .is_some_and(|(repo, _)| familiar(repo) == repository)
             });
-        Ok(PulledImage {
+        Ok(Some(PulledImage {
             image_id,
             repo_digest,
-        })
+        }))
     }
 
     async fn create(&self, request: &CreateRequest) -> Result<String, RuntimeError> {
@@ -255,7 +265,7 @@ fn container_body(request: &CreateRequest) -> ContainerCreateBody {
         })
         .collect();
     ContainerCreateBody {
-        image: Some(spec.image.to_string()),
+        image: Some(EngineReference::of(&spec.image).to_string()),
         cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         labels: Some(request.labels.clone()),
@@ -291,19 +301,39 @@ fn restart_policy(policy: RestartPolicy) -> DockerRestartPolicy {
     }
 }
 
-/// Splits a reference into the repository and the tag or digest to pull, defaulting the tag to
-/// `latest` as the docker CLI does: given a repository alone, the engine pulls every tag.
-fn split_reference(reference: &str) -> (&str, &str) {
-    let (name, digest) = match reference.split_once('@') {
-        Some((name, digest)) => (name, Some(digest)),
-        None => (reference, None),
-    };
-    // A `:` before the last `/` belongs to a registry's port, not to a tag.
-    let (repository, tag) = match name.rsplit_once(':') {
-        Some((repository, tag)) if !tag.contains('/') => (repository, Some(tag)),
-        _ => (name, None),
-    };
-    (repository, digest.or(tag).unwrap_or("latest"))
+/// What the engine is asked for: the repository, and the digest when the reference is pinned
+/// (the tag is then only for people to read) or else the tag (`latest` when there is none, as
+/// a bare repository would make the engine pull every tag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EngineReference {
+    repository: String,
+    tag_or_digest: String,
+}
+
+impl EngineReference {
+    fn of(image: &ImageRef) -> Self {
+        let parts = image.parts();
+        let repository = match parts.domain {
+            Some(domain) => format!("{domain}/{}", parts.path),
+            None => parts.path.to_owned(),
+        };
+        Self {
+            repository,
+            tag_or_digest: parts.digest.or(parts.tag).unwrap_or("latest").to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for EngineReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A digest (`sha256:...`) follows `@`, a tag `:`.
+        let separator = if self.tag_or_digest.contains(':') {
+            '@'
+        } else {
+            ':'
+        };
+        write!(f, "{}{separator}{}", self.repository, self.tag_or_digest)
+    }
 }
 
 /// The short form Docker writes in `RepoDigests` (`nginx` for `docker.io/library/nginx`), so a
@@ -401,22 +431,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn references_split_into_repository_and_tag_or_digest() {
+    fn references_become_repository_and_tag_or_digest() {
         let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-        assert_eq!(split_reference("busybox"), ("busybox", "latest"));
-        assert_eq!(split_reference("busybox:1.36"), ("busybox", "1.36"));
+        let engine = |image: &str| EngineReference::of(&ImageRef::new(image).unwrap()).to_string();
+        assert_eq!(engine("busybox"), "busybox:latest");
+        assert_eq!(engine("busybox:1.36"), "busybox:1.36");
+        assert_eq!(engine("127.0.0.1:5000/a/b:tag"), "127.0.0.1:5000/a/b:tag");
+        assert_eq!(engine("127.0.0.1:5000/a/b"), "127.0.0.1:5000/a/b:latest");
         assert_eq!(
-            split_reference("127.0.0.1:5000/a/b:tag"),
-            ("127.0.0.1:5000/a/b", "tag")
+            engine(&format!("127.0.0.1:5000/app@{digest}")),
+            format!("127.0.0.1:5000/app@{digest}")
         );
-        assert_eq!(
-            split_reference("127.0.0.1:5000/a/b"),
-            ("127.0.0.1:5000/a/b", "latest")
-        );
-        let pinned = format!("127.0.0.1:5000/app@{digest}");
-        assert_eq!(split_reference(&pinned), ("127.0.0.1:5000/app", digest));
-        let both = format!("app:1@{digest}");
-        assert_eq!(split_reference(&both), ("app", digest));
+        assert_eq!(engine(&format!("app:1@{digest}")), format!("app@{digest}"));
     }
 
     #[test]

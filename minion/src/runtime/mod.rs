@@ -106,6 +106,12 @@ pub trait ContainerRuntime: Send + Sync {
         progress: &(dyn Fn(PullProgress) + Send + Sync),
     ) -> impl Future<Output = Result<PulledImage, RuntimeError>> + Send;
 
+    /// The image `image` names, if the engine already has it.
+    fn local_image(
+        &self,
+        image: &ImageRef,
+    ) -> impl Future<Output = Result<Option<PulledImage>, RuntimeError>> + Send;
+
     /// Creates a container and returns its id; it is not started.
     fn create(
         &self,
