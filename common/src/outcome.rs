@@ -63,6 +63,8 @@ pub enum HostStatus {
     Unreachable,
     /// The minion did not report before the deadline.
     TimedOut,
+    /// The rollout stopped before it reached this host; nothing was sent to it.
+    Skipped,
 }
 
 impl HostStatus {
@@ -78,6 +80,7 @@ impl HostStatus {
             HostStatus::Failed => "failed",
             HostStatus::Unreachable => "unreachable",
             HostStatus::TimedOut => "timed_out",
+            HostStatus::Skipped => "skipped",
         }
     }
 }
@@ -131,6 +134,9 @@ pub struct ContainerResult {
     /// `repo@sha256:...` when the registry reported a digest, otherwise the local image id.
     pub image_digest: String,
     pub error: Option<String>,
+    /// A replacement failed and the container that ran before was brought back.
+    #[serde(default)]
+    pub previous_restored: bool,
 }
 
 /// The outcome a minion reports for a job.

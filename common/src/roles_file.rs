@@ -25,8 +25,8 @@ use toml::Spanned;
 
 use crate::names::{ContainerName, MinionId, RoleName};
 use crate::spec::{
-    ContainerSpec, DEFAULT_STOP_TIMEOUT_SECONDS, DesiredState, DesiredStateError, ImageRef,
-    PortMapping, RestartPolicy, VolumeMount,
+    ContainerSpec, DEFAULT_STOP_TIMEOUT_SECONDS, DesiredState, DesiredStateError, HealthCheck,
+    ImageRef, PortMapping, Probe, RestartPolicy, VolumeMount,
 };
 use crate::toml_span::{Problem, locate};
 
@@ -94,6 +94,19 @@ struct RawContainer {
     volumes: Vec<Spanned<String>>,
     restart: Option<Spanned<String>>,
     stop_timeout: Option<Spanned<String>>,
+    health: Option<Spanned<RawHealth>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    /// `http://127.0.0.1:PORT/PATH`: the address is the container's own.
+    http: Option<Spanned<String>>,
+    tcp: Option<Spanned<u16>>,
+    exec: Option<Spanned<Vec<String>>>,
+    interval: Option<Spanned<String>>,
+    min_healthy: Option<Spanned<String>>,
+    deadline: Option<Spanned<String>>,
 }
 
 /// Collects problems by byte span while the file is checked; they are located at the end.
@@ -251,6 +264,10 @@ fn check_container(
             }),
         None => Some(DEFAULT_STOP_TIMEOUT_SECONDS),
     };
+    let health = match raw.health {
+        Some(health) => check_health(health, problems),
+        None => Some(HealthCheck::default()),
+    };
     Some(ContainerSpec {
         role: role.clone(),
         name: name?,
@@ -261,6 +278,79 @@ fn check_container(
         volumes: volumes.into_iter().collect::<Option<_>>()?,
         restart: restart?,
         stop_timeout_seconds: stop_timeout_seconds?,
+        health: health?,
+    })
+}
+
+fn check_health(raw: Spanned<RawHealth>, problems: &mut Problems) -> Option<HealthCheck> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let defaults = HealthCheck::default();
+    let mut millis = |value: Option<Spanned<String>>, default: u32| match value {
+        None => Some(default),
+        Some(value) => problems
+            .check(value.span(), humantime::parse_duration(value.get_ref()))
+            .and_then(|d| {
+                u32::try_from(d.as_millis())
+                    .map_err(|_| problems.push(value.span(), "the duration is too long"))
+                    .ok()
+            }),
+    };
+    let interval_ms = millis(raw.interval, defaults.interval_ms);
+    let min_healthy_ms = millis(raw.min_healthy, defaults.min_healthy_ms);
+    let deadline_ms = millis(raw.deadline, defaults.deadline_ms);
+    let probes = [raw.http.is_some(), raw.tcp.is_some(), raw.exec.is_some()];
+    if probes.iter().filter(|p| **p).count() > 1 {
+        problems.push(span.clone(), "give at most one of http, tcp and exec");
+        return None;
+    }
+    let probe = if let Some(url) = raw.http {
+        Some(problems.check(url.span(), http_probe(url.get_ref()))?)
+    } else if let Some(port) = raw.tcp {
+        Some(Probe::Tcp {
+            port: *port.get_ref(),
+        })
+    } else {
+        raw.exec.map(|command| Probe::Exec {
+            command: command.into_inner(),
+        })
+    };
+    let check = HealthCheck {
+        probe,
+        interval_ms: interval_ms?,
+        min_healthy_ms: min_healthy_ms?,
+        deadline_ms: deadline_ms?,
+    };
+    problems.check(span, check.validate())?;
+    Some(check)
+}
+
+/// Reads `http://127.0.0.1:PORT/PATH` (or `localhost`): the probe connects to the container's
+/// own address, as the URL would from inside the container.
+fn http_probe(url: &str) -> Result<Probe, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?} must start with http://"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{url:?} needs a port (http://127.0.0.1:PORT/PATH)"))?;
+    if !matches!(host, "127.0.0.1" | "localhost") {
+        return Err(format!(
+            "{url:?}: the host must be 127.0.0.1 or localhost, the container itself"
+        ));
+    }
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{port:?} is not a port number from 1 to 65535"))?;
+    Ok(Probe::Http {
+        port,
+        path: path.to_owned(),
     })
 }
 
@@ -311,6 +401,7 @@ env = { APP_ENV = "production" }
 volumes = ["/srv/uploads:/app/uploads:ro"]
 restart = "always"
 stop_timeout = "3s"
+health = { http = "http://127.0.0.1:8000/health", interval = "500ms", min_healthy = "2s", deadline = "90s" }
 
 [roles.worker]
 image = "127.0.0.1:5000/mynames/app:tested"
@@ -345,6 +436,18 @@ image = "127.0.0.1:5000/mynames/beat:1"
         assert!(c.volumes[0].read_only);
         assert_eq!(c.restart, RestartPolicy::Always);
         assert_eq!(c.stop_timeout_seconds, 3);
+        assert_eq!(
+            c.health,
+            HealthCheck {
+                probe: Some(Probe::Http {
+                    port: 8000,
+                    path: "/health".into()
+                }),
+                interval_ms: 500,
+                min_healthy_ms: 2_000,
+                deadline_ms: 90_000,
+            }
+        );
 
         let db = file.desired_state_for(&id("db-1")).unwrap();
         let names: Vec<_> = db.containers.iter().map(|c| c.name.as_str()).collect();
@@ -477,6 +580,40 @@ ports = ["80:80"]
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].line, 1);
         assert_eq!(p[1].line, 5);
+    }
+
+    #[test]
+    fn health_checks_are_validated_where_they_are_written() {
+        let container = |health: &str| {
+            format!(
+                "[roles.web]\nimage = \"app:1\"\n[[roles.web.containers]]\nname = \"web\"\nhealth = {health}\n"
+            )
+        };
+        let file = RolesFile::parse("r.toml", &container("{ tcp = 8080 }")).unwrap();
+        let spec = &file.roles[&RoleName::new("web").unwrap()][0];
+        assert_eq!(spec.health.probe, Some(Probe::Tcp { port: 8080 }));
+        let file = RolesFile::parse("r.toml", &container("{ exec = [\"/bin/true\"] }")).unwrap();
+        let spec = &file.roles[&RoleName::new("web").unwrap()][0];
+        assert!(matches!(spec.health.probe, Some(Probe::Exec { .. })));
+
+        for bad in [
+            "{ http = \"http://example.com:80/\" }",
+            "{ http = \"127.0.0.1:80/\" }",
+            "{ http = \"http://127.0.0.1/health\" }",
+            "{ tcp = 80, exec = [\"x\"] }",
+            "{ deadline = \"1s\", min_healthy = \"5s\" }",
+            "{ interval = \"soon\" }",
+            "{ tcp = 70000 }",
+            "{ retries = 3 }",
+        ] {
+            let p = problems(&container(bad));
+            assert_eq!(p.len(), 1, "{bad}: {p:?}");
+            assert_eq!(p[0].line, 5, "{bad}: {p:?}");
+            assert!(
+                p[0].key.starts_with("roles.web.containers[0].health"),
+                "{bad}: {p:?}"
+            );
+        }
     }
 
     #[test]

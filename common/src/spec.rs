@@ -417,6 +417,68 @@ impl RestartPolicy {
 /// The default seconds Docker waits after SIGTERM before it kills a container.
 pub const DEFAULT_STOP_TIMEOUT_SECONDS: u32 = 10;
 
+/// How a container's health is probed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    /// An HTTP GET to the container's own address; 2xx or 3xx is healthy.
+    Http { port: u16, path: String },
+    /// A TCP connection to the container's own address.
+    Tcp { port: u16 },
+    /// A command run inside the container, without a shell; exit status 0 is healthy.
+    Exec { command: Vec<String> },
+}
+
+/// When a new container counts as healthy, and how long it may take.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// `None`: the image's Docker HEALTHCHECK if it has one, else staying up for `min_healthy`.
+    pub probe: Option<Probe>,
+    pub interval_ms: u32,
+    /// How long the container must stay healthy (and running) to count.
+    pub min_healthy_ms: u32,
+    /// How long after the start it may take at most; then the replacement is undone.
+    pub deadline_ms: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            probe: None,
+            interval_ms: 1_000,
+            min_healthy_ms: 2_000,
+            deadline_ms: 60_000,
+        }
+    }
+}
+
+impl HealthCheck {
+    /// Refuses timings that cannot work: a deadline shorter than the time to prove health.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.interval_ms == 0 {
+            return Err("the interval must be longer than 0".into());
+        }
+        if self.deadline_ms < self.min_healthy_ms {
+            return Err(format!(
+                "the deadline ({} ms) is shorter than min_healthy ({} ms), so no container could pass",
+                self.deadline_ms, self.min_healthy_ms
+            ));
+        }
+        match &self.probe {
+            Some(Probe::Http { port: 0, .. } | Probe::Tcp { port: 0 }) => {
+                Err("the probe needs a port from 1 to 65535".into())
+            }
+            Some(Probe::Http { path, .. }) if !path.starts_with('/') => {
+                Err(format!("the HTTP path {path:?} must start with '/'"))
+            }
+            Some(Probe::Exec { command }) if command.is_empty() => {
+                Err("the exec probe needs a command".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// One container a host should run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerSpec {
@@ -429,6 +491,7 @@ pub struct ContainerSpec {
     pub volumes: Vec<VolumeMount>,
     pub restart: RestartPolicy,
     pub stop_timeout_seconds: u32,
+    pub health: HealthCheck,
 }
 
 /// The hash that tells whether a running container still matches its spec.
@@ -539,6 +602,7 @@ pub(crate) mod tests {
             volumes: vec![],
             restart: RestartPolicy::UnlessStopped,
             stop_timeout_seconds: DEFAULT_STOP_TIMEOUT_SECONDS,
+            health: HealthCheck::default(),
         }
     }
 
@@ -647,6 +711,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn health_checks_refuse_impossible_timings_and_probes() {
+        assert!(HealthCheck::default().validate().is_ok());
+        let check = |f: fn(&mut HealthCheck)| {
+            let mut c = HealthCheck::default();
+            f(&mut c);
+            c.validate()
+        };
+        assert!(check(|c| c.deadline_ms = 1).is_err());
+        assert!(check(|c| c.interval_ms = 0).is_err());
+        assert!(check(|c| c.probe = Some(Probe::Tcp { port: 0 })).is_err());
+        assert!(
+            check(|c| c.probe = Some(Probe::Http {
+                port: 80,
+                path: "health".into()
+            }))
+            .is_err()
+        );
+        assert!(check(|c| c.probe = Some(Probe::Exec { command: vec![] })).is_err());
+    }
+
+    #[test]
     fn volumes_need_an_absolute_target() {
         let v: VolumeMount = "/srv/data:/data:ro".parse().unwrap();
         assert!(v.read_only);
@@ -681,6 +766,9 @@ pub(crate) mod tests {
         variants.push(s);
         let mut s = base.clone();
         s.stop_timeout_seconds = 3;
+        variants.push(s);
+        let mut s = base.clone();
+        s.health.probe = Some(Probe::Tcp { port: 80 });
         variants.push(s);
         for variant in variants {
             assert_ne!(variant.hash(), base.hash(), "{variant:?}");

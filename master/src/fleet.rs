@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
 use crate::highstate::{self, HighstateError};
+use crate::rollout::{BatchSize, MAX_BATCH_WAIT, Rollout};
 use crate::state::{Master, now_unix_ms};
 use crate::store::TokenRecord;
 
@@ -45,6 +46,26 @@ impl From<HighstateError> for Status {
     }
 }
 
+/// Validates rollout options at the edge.
+fn rollout_from_wire(rollout: pb::Rollout) -> Result<Rollout, Status> {
+    let batch = rollout
+        .batch
+        .parse::<BatchSize>()
+        .map_err(|err| Status::invalid_argument(format!("rollout.batch: {err}")))?;
+    let batch_wait = Duration::from_millis(rollout.batch_wait_ms);
+    if batch_wait > MAX_BATCH_WAIT {
+        return Err(Status::invalid_argument(
+            "rollout.batch_wait_ms: at most one hour",
+        ));
+    }
+    Ok(Rollout {
+        batch,
+        batch_wait,
+        canary: rollout.canary,
+        max_failures: rollout.max_failures,
+    })
+}
+
 fn store_failure(err: crate::store::StoreError) -> Status {
     tracing::error!("{err}");
     Status::unavailable("the master's store failed; see the master's log")
@@ -73,7 +94,11 @@ impl pb::fleet_server::Fleet for FleetService {
         if timeout > MAX_HIGHSTATE_TIMEOUT {
             return Err(Status::invalid_argument("timeout_seconds: at most 86400"));
         }
-        let job = highstate::prepare(&self.master, target, timeout, caller).await?;
+        let rollout = match request.rollout {
+            Some(rollout) => rollout_from_wire(rollout)?,
+            None => Rollout::default(),
+        };
+        let job = highstate::prepare(&self.master, target, timeout, rollout, caller).await?;
         let events = highstate::spawn(self.master.clone(), job);
         let stream = ReceiverStream::new(events).map(|event| Ok(pb::HighstateEvent::from(event)));
         Ok(Response::new(Box::pin(stream)))

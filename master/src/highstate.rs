@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::link::{Command, JobEvent};
 use crate::registry::{ResolveError, Resolver};
+use crate::rollout::Rollout;
 use crate::state::{Master, load_roles, now_unix_ms};
 use crate::store::JobRecord;
 
@@ -55,7 +56,9 @@ pub struct PreparedJob {
     desired: BTreeMap<MinionId, DesiredState>,
     /// Hosts that fail before any command: an image of theirs does not resolve.
     blocked: BTreeMap<MinionId, HostReport>,
+    /// How long each batch may take.
     timeout: Duration,
+    rollout: Rollout,
     caller: String,
 }
 
@@ -81,6 +84,7 @@ pub async fn prepare(
     master: &Master,
     target: Option<glob::Pattern>,
     timeout: Duration,
+    rollout: Rollout,
     caller: String,
 ) -> Result<PreparedJob, HighstateError> {
     let roles = load_roles(&master.config).await?;
@@ -121,6 +125,7 @@ pub async fn prepare(
         desired,
         blocked,
         timeout,
+        rollout,
         caller,
     })
 }
@@ -172,6 +177,7 @@ async fn pin_images(
                     image: spec.image.to_string(),
                     image_digest: String::new(),
                     error: Some(err.to_string()),
+                    previous_restored: false,
                 }),
             })
             .collect();
@@ -227,20 +233,10 @@ struct Pending {
     started: Instant,
 }
 
-async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<HighstateEvent>) {
+async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<HighstateEvent>) {
     let started_at_unix_ms = now_unix_ms();
-    let deadline = Instant::now() + job.timeout;
-    let expires_at_unix_ms =
-        started_at_unix_ms + i64::try_from(job.timeout.as_millis()).unwrap_or(i64::MAX);
-    let targets: Vec<MinionId> = job
-        .desired
-        .keys()
-        .chain(job.blocked.keys())
-        .cloned()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    tracing::info!(hosts = targets.len(), caller = %job.caller, "highstate started");
+    let targets = batches_left(&job);
+    tracing::info!(hosts = targets.len(), caller = %job.caller, batch = %job.rollout.batch, "highstate started");
     let _ = caller
         .send(HighstateEvent::Started {
             job_id: job.job_id.clone(),
@@ -252,14 +248,106 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<Highsta
     master.router.register(job.job_id.clone(), job_events);
 
     let mut reports: BTreeMap<MinionId, HostReport> = BTreeMap::new();
-    for report in job.blocked.into_values() {
-        finish(&caller, &mut reports, report).await;
+    let batches = job.rollout.batches(&targets);
+    let batch_count = batches.len();
+    for (index, batch) in batches.into_iter().enumerate() {
+        // Between batches, too many failures stop the rollout.
+        let failures = reports.values().filter(|r| !r.status.is_success()).count();
+        if index > 0 && job.rollout.must_stop(failures) {
+            let reason = format!(
+                "the rollout stopped after {failures} hosts failed ({} allowed); nothing was sent to this host",
+                job.rollout.max_failures
+            );
+            let skipped = batches_left(&job);
+            for id in skipped {
+                finish(
+                    &caller,
+                    &mut reports,
+                    no_answer(id, HostStatus::Skipped, &reason, Instant::now()),
+                )
+                .await;
+            }
+            break;
+        }
+        if index > 0 && !job.rollout.batch_wait.is_zero() {
+            tokio::time::sleep(job.rollout.batch_wait).await;
+        }
+        tracing::info!(
+            batch = index + 1,
+            of = batch_count,
+            hosts = batch.len(),
+            "batch started"
+        );
+        // Hosts whose images did not resolve fail in their turn, without a command.
+        for id in &batch {
+            if let Some(report) = job.blocked.remove(id) {
+                finish(&caller, &mut reports, report).await;
+            }
+        }
+        let hosts: BTreeMap<MinionId, DesiredState> = batch
+            .into_iter()
+            .filter_map(|id| job.desired.remove_entry(&id))
+            .collect();
+        run_batch(
+            &master,
+            &job.job_id,
+            job.timeout,
+            hosts,
+            &mut inbox,
+            &caller,
+            &mut reports,
+        )
+        .await;
     }
+    master.router.unregister(&job.job_id);
+
+    let summary = JobSummary {
+        job_id: job.job_id,
+        hosts: reports.into_values().collect(),
+        started_at_unix_ms,
+        finished_at_unix_ms: now_unix_ms(),
+    };
+    log_summary(&summary);
+    let record = JobRecord {
+        summary: summary.clone(),
+        target: job.target,
+        caller: job.caller,
+    };
+    if let Err(err) = master.store.record_job(record).await {
+        tracing::error!("cannot record the job: {err}");
+    }
+    let _ = caller.send(HighstateEvent::Summary(summary)).await;
+}
+
+/// The hosts no batch has reached yet.
+fn batches_left(job: &PreparedJob) -> Vec<MinionId> {
+    job.desired
+        .keys()
+        .chain(job.blocked.keys())
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// Sends one batch its commands and waits until every host of it has a final status, or the
+/// batch's deadline passes.
+async fn run_batch(
+    master: &Master,
+    job_id: &JobId,
+    timeout: Duration,
+    hosts: BTreeMap<MinionId, DesiredState>,
+    inbox: &mut mpsc::Receiver<JobEvent>,
+    caller: &mpsc::Sender<HighstateEvent>,
+    reports: &mut BTreeMap<MinionId, HostReport>,
+) {
+    let deadline = Instant::now() + timeout;
+    let expires_at_unix_ms = now_unix_ms() + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
     let mut pending: BTreeMap<MinionId, Pending> = BTreeMap::new();
-    for (id, desired) in job.desired {
+    for (id, desired) in hosts {
         let started = Instant::now();
         let command = Command::Apply {
-            job_id: job.job_id.clone(),
+            job_id: job_id.clone(),
             expires_at_unix_ms,
             desired,
         };
@@ -277,7 +365,7 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<Highsta
             }
             Err(reason) => {
                 let report = no_answer(id, HostStatus::Unreachable, reason, started);
-                finish(&caller, &mut reports, report).await;
+                finish(caller, reports, report).await;
             }
         }
     }
@@ -309,7 +397,7 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<Highsta
                     error: result.error,
                     duration_ms: elapsed_ms(host.started),
                 };
-                finish(&caller, &mut reports, report).await;
+                finish(caller, reports, report).await;
             }
             JobEvent::LinkLost(id) => {
                 if let Some(host) = pending.remove(&id) {
@@ -319,37 +407,16 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<Highsta
                         "the minion's link dropped before it reported",
                         host.started,
                     );
-                    finish(&caller, &mut reports, report).await;
+                    finish(caller, reports, report).await;
                 }
             }
         }
     }
-    master.router.unregister(&job.job_id);
-    let timeout_message = format!(
-        "no report within {}",
-        humantime::format_duration(job.timeout)
-    );
-    for (id, host) in std::mem::take(&mut pending) {
+    let timeout_message = format!("no report within {}", humantime::format_duration(timeout));
+    for (id, host) in pending {
         let report = no_answer(id, HostStatus::TimedOut, &timeout_message, host.started);
-        finish(&caller, &mut reports, report).await;
+        finish(caller, reports, report).await;
     }
-
-    let summary = JobSummary {
-        job_id: job.job_id,
-        hosts: reports.into_values().collect(),
-        started_at_unix_ms,
-        finished_at_unix_ms: now_unix_ms(),
-    };
-    log_summary(&summary);
-    let record = JobRecord {
-        summary: summary.clone(),
-        target: job.target,
-        caller: job.caller,
-    };
-    if let Err(err) = master.store.record_job(record).await {
-        tracing::error!("cannot record the job: {err}");
-    }
-    let _ = caller.send(HighstateEvent::Summary(summary)).await;
 }
 
 fn no_answer(id: MinionId, status: HostStatus, reason: &str, started: Instant) -> HostReport {

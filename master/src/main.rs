@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use brine_master::cli::client::ClientArgs;
-use brine_master::cli::highstate::Verdict;
+use brine_master::cli::highstate::{RolloutArgs, Verdict};
 use brine_master::cli::minions::ListFormat;
 use brine_master::cli::output::OutputFormat;
 use brine_master::config::{DEFAULT_PORT, MasterConfig};
@@ -64,9 +64,12 @@ enum Command {
         /// Only hosts whose minion id matches this glob (`web-*`, `db-[12]`).
         #[arg(long, value_name = "GLOB")]
         target: Option<String>,
-        /// How long to wait for the hosts (e.g. `90s`, `10m`); defaults to master.toml's.
+        /// How long to wait for each batch of hosts (e.g. `90s`, `10m`); defaults to
+        /// master.toml's.
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
+        #[command(flatten)]
+        rollout: RolloutArgs,
         /// `auto`: progress bars on a terminal, plain lines otherwise.
         #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
         output: OutputFormat,
@@ -157,10 +160,12 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             client,
             target,
             timeout,
+            rollout,
             output,
         } => {
             let verdict =
-                brine_master::cli::highstate::run(&client, target, timeout, output).await?;
+                brine_master::cli::highstate::run(&client, target, timeout, &rollout, output)
+                    .await?;
             return Ok(match verdict {
                 Verdict::Success => ExitCode::SUCCESS,
                 Verdict::HostsFailed => ExitCode::from(1),

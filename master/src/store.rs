@@ -374,6 +374,7 @@ mod tests {
                     image: "app:1".into(),
                     image_digest: "app@sha256:1".into(),
                     error: None,
+                    previous_restored: false,
                 }],
                 error: None,
                 duration_ms: 3,

@@ -462,3 +462,74 @@ fn unreachable_registry_fails_the_highstate_before_anything_is_sent() {
         containers(&a)
     );
 }
+
+#[test]
+fn a_batched_rollout_stops_after_too_many_failures_and_skips_the_rest() {
+    let fleet = Fleet::start(&["a", "b", "c"]);
+    let (a, b, c) = (
+        fleet.minion_id("a"),
+        fleet.minion_id("b"),
+        fleet.minion_id("c"),
+    );
+    let app = fleet.app_v1.reference.clone();
+    let every = format!("e2e-{}-*", fleet.uniq);
+    fleet
+        .master
+        .write_roles(&(role("web", &app, "web", WEB_COMMAND) + &assign(&[(&every, &["web"])])));
+    highstate_expecting(&fleet, 0);
+    let before: Vec<Container> = [&b, &c]
+        .iter()
+        .map(|ns| assert_runs(ns, "web", "web", &fleet.app_v1.id))
+        .collect();
+
+    // Host a (first in order) gets an image nobody pushed; b and c get a changed command, which
+    // would replace their containers if the rollout reached them.
+    let missing = fleet.images.reference("app", "does-not-exist");
+    let changed: &[&str] = &["/bin/busybox", "httpd", "-f", "-p", "8081"];
+    fleet.master.write_roles(
+        &(role("web", &app, "web", changed)
+            + &role("webb", &missing, "web", WEB_COMMAND)
+            + &assign(&[(&a, &["webb"]), (&b, &["web"]), (&c, &["web"])])),
+    );
+    let run = fleet
+        .master
+        .highstate_run_with(&["--batch", "1", "--max-failures", "0"]);
+    assert_eq!(run.code, 1, "unexpected exit code: {}", run.describe());
+    let report = &run.json;
+    assert_eq!(status(report, &a), "failed", "{report:#}");
+    assert_eq!(status(report, &b), "skipped", "{report:#}");
+    assert_eq!(status(report, &c), "skipped", "{report:#}");
+    for old in &before {
+        let namespace = old.name.split('.').next().unwrap_or_default();
+        let now = assert_runs(namespace, "web", "web", &fleet.app_v1.id);
+        assert_eq!(now.id, old.id, "a skipped host was touched: {report:#}");
+    }
+
+    // With one failure allowed, the rollout goes on past host a.
+    let run = fleet
+        .master
+        .highstate_run_with(&["--batch", "1", "--max-failures", "1"]);
+    assert_eq!(run.code, 1, "unexpected exit code: {}", run.describe());
+    let report = &run.json;
+    assert_eq!(status(report, &a), "failed", "{report:#}");
+    assert_eq!(status(report, &b), "changed", "{report:#}");
+    assert_eq!(status(report, &c), "changed", "{report:#}");
+}
+
+#[test]
+fn bad_rollout_options_are_usage_errors() {
+    let fleet = Fleet::start(&[]);
+    for args in [
+        &["--batch", "0"][..],
+        &["--batch", "150%"],
+        &["--batch-wait=-1s"],
+    ] {
+        let run = fleet.master.highstate_run_with(args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.describe());
+        assert!(
+            run.stderr.contains("--batch"),
+            "{args:?}: the error does not name the option: {}",
+            run.describe()
+        );
+    }
+}

@@ -537,7 +537,7 @@ async fn invalid_rpc_input_gets_invalid_argument_naming_the_field() {
         "highstate",
         master.admin().await.highstate(pb::HighstateRequest {
             target: "[".into(),
-            timeout_seconds: 0,
+            ..Default::default()
         }),
     )
     .await;
@@ -547,6 +547,26 @@ async fn invalid_rpc_input_gets_invalid_argument_naming_the_field() {
         Code::InvalidArgument,
         "target",
     );
+    for (batch, max_wait_ms) in [("0", 0), ("101%", 0), ("1", 3_600_001)] {
+        let result = within(
+            "highstate",
+            master.admin().await.highstate(pb::HighstateRequest {
+                rollout: Some(pb::Rollout {
+                    batch: batch.into(),
+                    batch_wait_ms: max_wait_ms,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        )
+        .await;
+        expect_refused(
+            "Highstate with a bad rollout",
+            result,
+            Code::InvalidArgument,
+            "rollout.batch",
+        );
+    }
 
     let token = master.join_token(0).await.to_string();
     let key = rcgen::KeyPair::generate().unwrap();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use brine_common::names::{ContainerName, RoleName};
 use brine_common::spec::{
-    ContainerSpec, ImageRef, PortMapping, Protocol, RestartPolicy, VolumeMount,
+    ContainerSpec, HealthCheck, ImageRef, PortMapping, Protocol, RestartPolicy, VolumeMount,
 };
 use brine_minion::runtime::docker::DockerRuntime;
 use brine_minion::runtime::{ContainerRuntime, CreateRequest, PullProgress, RuntimeError, labels};
@@ -113,6 +113,7 @@ fn spec(image: &str, data_dir: &Path) -> ContainerSpec {
         }],
         restart: RestartPolicy::No,
         stop_timeout_seconds: 7,
+        health: HealthCheck::default(),
     }
 }
 

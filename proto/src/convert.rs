@@ -9,7 +9,8 @@ use brine_common::outcome::{
 };
 use brine_common::progress::{Phase, Progress};
 use brine_common::spec::{
-    ContainerSpec, DesiredState, ImageRef, PortMapping, Protocol, RestartPolicy, VolumeMount,
+    ContainerSpec, DesiredState, HealthCheck, ImageRef, PortMapping, Probe, Protocol,
+    RestartPolicy, VolumeMount,
 };
 
 use crate::pb;
@@ -129,7 +130,65 @@ impl TryFrom<pb::ContainerSpec> for ContainerSpec {
             volumes,
             restart,
             stop_timeout_seconds: spec.stop_timeout_seconds,
+            health: HealthCheck::try_from(required("health", spec.health)?)
+                .map_err(|e| e.within("health"))?,
         })
+    }
+}
+
+impl TryFrom<pb::HealthCheck> for HealthCheck {
+    type Error = InvalidField;
+
+    fn try_from(check: pb::HealthCheck) -> Result<Self, InvalidField> {
+        let port = |name: &str, p: u32| {
+            field(
+                name,
+                u16::try_from(p).map_err(|_| format!("{p} is not a port number")),
+            )
+        };
+        let probe = match check.probe {
+            None => None,
+            Some(pb::health_check::Probe::Http(http)) => Some(Probe::Http {
+                port: port("http.port", http.port)?,
+                path: http.path,
+            }),
+            Some(pb::health_check::Probe::Tcp(tcp)) => Some(Probe::Tcp {
+                port: port("tcp.port", tcp.port)?,
+            }),
+            Some(pb::health_check::Probe::Exec(exec)) => Some(Probe::Exec {
+                command: exec.command,
+            }),
+        };
+        let check = HealthCheck {
+            probe,
+            interval_ms: check.interval_ms,
+            min_healthy_ms: check.min_healthy_ms,
+            deadline_ms: check.deadline_ms,
+        };
+        check
+            .validate()
+            .map_err(|err| InvalidField::new("probe", err))?;
+        Ok(check)
+    }
+}
+
+impl From<HealthCheck> for pb::HealthCheck {
+    fn from(check: HealthCheck) -> Self {
+        pb::HealthCheck {
+            probe: check.probe.map(|probe| match probe {
+                Probe::Http { port, path } => pb::health_check::Probe::Http(pb::HttpProbe {
+                    port: u32::from(port),
+                    path,
+                }),
+                Probe::Tcp { port } => pb::health_check::Probe::Tcp(pb::TcpProbe {
+                    port: u32::from(port),
+                }),
+                Probe::Exec { command } => pb::health_check::Probe::Exec(pb::ExecProbe { command }),
+            }),
+            interval_ms: check.interval_ms,
+            min_healthy_ms: check.min_healthy_ms,
+            deadline_ms: check.deadline_ms,
+        }
     }
 }
 
@@ -172,6 +231,7 @@ impl From<ContainerSpec> for pb::ContainerSpec {
             }
             .into(),
             stop_timeout_seconds: spec.stop_timeout_seconds,
+            health: Some(spec.health.into()),
         }
     }
 }
@@ -302,6 +362,7 @@ fn host_status_from_wire(status: i32) -> Result<HostStatus, InvalidField> {
         Ok(pb::HostStatus::Failed) => Ok(HostStatus::Failed),
         Ok(pb::HostStatus::Unreachable) => Ok(HostStatus::Unreachable),
         Ok(pb::HostStatus::TimedOut) => Ok(HostStatus::TimedOut),
+        Ok(pb::HostStatus::Skipped) => Ok(HostStatus::Skipped),
         _ => Err(InvalidField::new(
             "status",
             format!("unknown host status {status}"),
@@ -317,6 +378,7 @@ impl From<HostStatus> for pb::HostStatus {
             HostStatus::Failed => pb::HostStatus::Failed,
             HostStatus::Unreachable => pb::HostStatus::Unreachable,
             HostStatus::TimedOut => pb::HostStatus::TimedOut,
+            HostStatus::Skipped => pb::HostStatus::Skipped,
         }
     }
 }
@@ -343,6 +405,7 @@ impl TryFrom<pb::ContainerResult> for ContainerResult {
             image: c.image,
             image_digest: c.image_digest,
             error: optional_string(c.error),
+            previous_restored: c.previous_restored,
         })
     }
 }
@@ -363,6 +426,7 @@ impl From<ContainerResult> for pb::ContainerResult {
             image: c.image,
             image_digest: c.image_digest,
             error: c.error.unwrap_or_default(),
+            previous_restored: c.previous_restored,
         }
     }
 }
@@ -462,6 +526,13 @@ mod tests {
             volumes: vec!["/srv:/data:ro".parse().unwrap()],
             restart: RestartPolicy::OnFailure,
             stop_timeout_seconds: 4,
+            health: HealthCheck {
+                probe: Some(Probe::Http {
+                    port: 8000,
+                    path: "/health".into(),
+                }),
+                ..HealthCheck::default()
+            },
         }
     }
 

@@ -8,6 +8,7 @@ use brine_proto::pb;
 
 use super::client::ClientArgs;
 use super::output::{OutputFormat, Renderer};
+use crate::rollout::{BatchSize, MAX_BATCH_WAIT};
 
 /// How a highstate ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,13 +19,53 @@ pub enum Verdict {
     HostsFailed,
 }
 
+/// How the highstate proceeds through the hosts.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RolloutArgs {
+    /// Hosts per batch: a number or a percentage of the targets (`2`, `25%`); each batch starts
+    /// when the previous one has finished. Default: every host at once.
+    #[arg(long, value_parser = parse_batch)]
+    pub batch: Option<BatchSize>,
+    /// How long to wait between batches (e.g. `30s`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub batch_wait: Option<Duration>,
+    /// Converge one host first, then the rest in batches.
+    #[arg(long)]
+    pub canary: bool,
+    /// How many hosts may fail before the rollout stops; hosts not reached by then are reported
+    /// `skipped` and left untouched.
+    #[arg(long, default_value_t = 0)]
+    pub max_failures: u32,
+}
+
+fn parse_batch(text: &str) -> Result<BatchSize, String> {
+    text.parse()
+}
+
+impl RolloutArgs {
+    fn to_wire(&self) -> anyhow::Result<pb::Rollout> {
+        let batch_wait = self.batch_wait.unwrap_or_default();
+        if batch_wait > MAX_BATCH_WAIT {
+            anyhow::bail!("--batch-wait: at most one hour");
+        }
+        Ok(pb::Rollout {
+            batch: self.batch.map(|b| b.to_string()).unwrap_or_default(),
+            batch_wait_ms: u64::try_from(batch_wait.as_millis()).unwrap_or(u64::MAX),
+            canary: self.canary,
+            max_failures: self.max_failures,
+        })
+    }
+}
+
 /// Runs a highstate over `target` (a glob; `None` for every host) and renders it.
 pub async fn run(
     client: &ClientArgs,
     target: Option<String>,
     timeout: Option<Duration>,
+    rollout: &RolloutArgs,
     format: OutputFormat,
 ) -> anyhow::Result<Verdict> {
+    let rollout = rollout.to_wire()?;
     let channel = client.connect().await?;
     let timeout_seconds = match timeout {
         Some(timeout) => {
@@ -36,6 +77,7 @@ pub async fn run(
         .highstate(pb::HighstateRequest {
             target: target.unwrap_or_default(),
             timeout_seconds,
+            rollout: Some(rollout),
         })
         .await
         .map_err(super::status_error)

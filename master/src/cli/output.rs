@@ -624,12 +624,13 @@ fn describe_progress(progress: &Progress) -> String {
 /// The count line, e.g. `3 hosts: 1 unchanged, 1 changed, 1 failed`: non-zero statuses only, in
 /// order from best to worst, then the hosts that never reported.
 fn status_counts(statuses: impl IntoIterator<Item = HostStatus>, without_result: usize) -> String {
-    const ORDER: [HostStatus; 5] = [
+    const ORDER: [HostStatus; 6] = [
         HostStatus::Unchanged,
         HostStatus::Changed,
         HostStatus::Failed,
         HostStatus::Unreachable,
         HostStatus::TimedOut,
+        HostStatus::Skipped,
     ];
     let statuses: Vec<HostStatus> = statuses.into_iter().collect();
     let mut parts: Vec<String> = ORDER
@@ -730,6 +731,7 @@ mod tests {
             image: "127.0.0.1:5000/app:tested".to_owned(),
             image_digest: "127.0.0.1:5000/app@sha256:abc".to_owned(),
             error: (action == ContainerAction::Failed).then(|| "manifest unknown".to_owned()),
+            previous_restored: false,
         }
     }
 
@@ -995,7 +997,15 @@ mod tests {
         let web = &host["containers"][0];
         assert_eq!(
             keys(web),
-            ["action", "error", "image", "image_digest", "name", "role"]
+            [
+                "action",
+                "error",
+                "image",
+                "image_digest",
+                "name",
+                "previous_restored",
+                "role"
+            ]
         );
         assert_eq!(web["name"], "web");
         assert_eq!(web["role"], "web");

@@ -744,6 +744,14 @@ impl Master {
 
     /// Runs a highstate (`--timeout 60s --output json`), over `target` or every host.
     pub fn highstate_run(&self, target: Option<&str>) -> HighstateRun {
+        match target {
+            Some(target) => self.highstate_run_with(&["--target", target]),
+            None => self.highstate_run_with(&[]),
+        }
+    }
+
+    /// Runs `brine-master highstate --output json` with `extra` arguments.
+    pub fn highstate_run_with(&self, extra: &[&str]) -> HighstateRun {
         let mut args = vec![
             "highstate",
             "--timeout",
@@ -751,9 +759,7 @@ impl Master {
             "--output",
             "json",
         ];
-        if let Some(target) = target {
-            args.extend(["--target", target]);
-        }
+        args.extend(extra);
         let finished = run_with_deadline(
             &mut self.cli(&args),
             HIGHSTATE_DEADLINE,

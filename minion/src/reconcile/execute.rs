@@ -81,6 +81,7 @@ impl<R: ContainerRuntime> Executor<R> {
                             image: spec.image.to_string(),
                             image_digest: String::new(),
                             error: Some(err.clone()),
+                            previous_restored: false,
                         })
                     })
                     .collect();
@@ -188,11 +189,19 @@ impl<R: ContainerRuntime> Executor<R> {
             }
             Action::Replace { desired, observed } => {
                 let outcome = self.replace(job_id, &desired, &observed, progress).await;
-                let (action, error) = match outcome {
-                    Ok(()) => (ContainerAction::Replaced, None),
-                    Err(err) => (ContainerAction::Failed, Some(err)),
-                };
-                result_for(&desired, action, digest(&desired.spec.image), error)
+                let image_digest = digest(&desired.spec.image);
+                match outcome {
+                    Ok(()) => result_for(&desired, ContainerAction::Replaced, image_digest, None),
+                    Err(failure) => ContainerResult {
+                        previous_restored: failure.previous_restored,
+                        ..result_for(
+                            &desired,
+                            ContainerAction::Failed,
+                            image_digest,
+                            Some(failure.message),
+                        )
+                    },
+                }
             }
             Action::Remove { observed } => {
                 let (name, role) = declared_identity(&observed);
@@ -220,6 +229,7 @@ impl<R: ContainerRuntime> Executor<R> {
                     image: observed.image.clone(),
                     image_digest: observed.image_id.clone(),
                     error,
+                    previous_restored: false,
                 }
             }
         }
@@ -275,17 +285,27 @@ impl<R: ContainerRuntime> Executor<R> {
         desired: &DesiredContainer,
         old: &ObservedContainer,
         progress: ProgressSink<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ReplaceFailure> {
         let name = docker_name(&self.namespace, &desired.spec.name);
         let parked = format!("{name}.replaced");
         progress(phase(Phase::Stopping, &desired.spec.name));
-        self.runtime
+        if let Err(err) = self
+            .runtime
             .stop(&old.id, desired.spec.stop_timeout_seconds)
             .await
-            .map_err(|e| format!("stop the old container: {e}"))?;
+        {
+            let previous_restored = self.restore(old, &name, false).await;
+            return Err(ReplaceFailure {
+                message: format!("stop the old container: {err}"),
+                previous_restored,
+            });
+        }
         if let Err(err) = self.runtime.rename(&old.id, &parked).await {
-            self.restore(old, &name, false).await;
-            return Err(format!("set the old container aside: {err}"));
+            let previous_restored = self.restore(old, &name, false).await;
+            return Err(ReplaceFailure {
+                message: format!("set the old container aside: {err}"),
+                previous_restored,
+            });
         }
         match self.create_and_start(job_id, desired, progress).await {
             Ok(()) => {
@@ -297,15 +317,16 @@ impl<R: ContainerRuntime> Executor<R> {
                 Ok(())
             }
             Err(err) => {
-                let restored = self.restore(old, &name, true).await;
-                Err(format!(
-                    "{err}; {}",
-                    if restored {
-                        "the previous container was restored"
-                    } else {
-                        "the previous container could not be restored"
-                    }
-                ))
+                let previous_restored = self.restore(old, &name, true).await;
+                let outcome = if previous_restored {
+                    "the previous container was restored"
+                } else {
+                    "the previous container could not be restored"
+                };
+                Err(ReplaceFailure {
+                    message: format!("{err}; {outcome}"),
+                    previous_restored,
+                })
             }
         }
     }
@@ -324,6 +345,13 @@ impl<R: ContainerRuntime> Executor<R> {
         }
         true
     }
+}
+
+/// A replacement that did not happen, and whether the old container runs again.
+#[derive(Debug)]
+struct ReplaceFailure {
+    message: String,
+    previous_restored: bool,
 }
 
 fn phase(phase: Phase, subject: &impl ToString) -> Progress {
@@ -348,6 +376,7 @@ fn result_for(
         image: desired.spec.image.to_string(),
         image_digest,
         error,
+        previous_restored: false,
     }
 }
 
@@ -514,6 +543,7 @@ mod tests {
             volumes: vec![],
             restart: RestartPolicy::UnlessStopped,
             stop_timeout_seconds: 1,
+            health: Default::default(),
         }
     }
 

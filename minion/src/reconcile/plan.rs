@@ -140,6 +140,7 @@ mod tests {
             volumes: vec![],
             restart: RestartPolicy::UnlessStopped,
             stop_timeout_seconds: 10,
+            health: Default::default(),
         };
         DesiredContainer {
             hash: spec.hash(),
