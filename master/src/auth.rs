@@ -30,6 +30,11 @@ const METHODS: &[(&str, Access)] = &[
     ("/brine.v1.Fleet/Highstate", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/ListMinions", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/CreateJoinToken", Access::Roles(&[Admin])),
+    ("/brine.v1.Fleet/GetLock", Access::Roles(&[Admin, Ci])),
+    ("/brine.v1.Fleet/AcquireLock", Access::Roles(&[Admin])),
+    ("/brine.v1.Fleet/ReleaseLock", Access::Roles(&[Admin])),
+    ("/brine.v1.Fleet/ListJobs", Access::Roles(&[Admin, Ci])),
+    ("/brine.v1.Fleet/GetJob", Access::Roles(&[Admin, Ci])),
     (
         "/grpc.health.v1.Health/Check",
         Access::Roles(&[Admin, Ci, Minion]),

@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use brine_common::outcome::{HighstateEvent, JobId};
 use brine_common::token::JoinToken;
 use brine_proto::pb;
 use futures::Stream;
@@ -16,11 +17,14 @@ use crate::auth::Caller;
 use crate::highstate::{self, HighstateError};
 use crate::rollout::{BatchSize, MAX_BATCH_WAIT, Rollout};
 use crate::state::{Master, now_unix_ms};
-use crate::store::TokenRecord;
+use crate::store::{JobRecord, LockRecord, TokenRecord};
 
 /// Join tokens live one hour unless the caller asks otherwise, and 30 days at most.
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// A lock taken by hand lasts an hour unless the caller asks otherwise, and 7 days at most.
+const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(3600);
+const MAX_LOCK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A highstate waits 24 hours at most, whatever the caller asks.
 const MAX_HIGHSTATE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
@@ -36,7 +40,8 @@ impl From<HighstateError> for Status {
         match err {
             HighstateError::Roles(_)
             | HighstateError::ImpossibleHosts(_)
-            | HighstateError::Registry(_) => Status::failed_precondition(err.to_string()),
+            | HighstateError::Registry(_)
+            | HighstateError::Locked(_) => Status::failed_precondition(err.to_string()),
             HighstateError::NoTargets(_) => Status::not_found(err.to_string()),
             HighstateError::Store(_) => {
                 tracing::error!("highstate: {err}");
@@ -98,7 +103,15 @@ impl pb::fleet_server::Fleet for FleetService {
             Some(rollout) => rollout_from_wire(rollout)?,
             None => Rollout::default(),
         };
-        let job = highstate::prepare(&self.master, target, timeout, rollout, caller).await?;
+        let job = highstate::prepare(
+            &self.master,
+            target,
+            timeout,
+            rollout,
+            caller,
+            request.lock_message,
+        )
+        .await?;
         let events = highstate::spawn(self.master.clone(), job);
         let stream = ReceiverStream::new(events).map(|event| Ok(pb::HighstateEvent::from(event)));
         Ok(Response::new(Box::pin(stream)))
@@ -163,5 +176,143 @@ impl pb::fleet_server::Fleet for FleetService {
             token: token.to_string(),
             expires_at_unix_ms,
         }))
+    }
+
+    async fn get_lock(
+        &self,
+        _request: Request<pb::GetLockRequest>,
+    ) -> Result<Response<pb::LockStatus>, Status> {
+        let lock = self
+            .master
+            .store
+            .current_lock(now_unix_ms())
+            .await
+            .map_err(store_failure)?;
+        Ok(Response::new(lock_status(lock)))
+    }
+
+    async fn acquire_lock(
+        &self,
+        request: Request<pb::AcquireLockRequest>,
+    ) -> Result<Response<pb::LockStatus>, Status> {
+        let caller = Caller::of(&request)?.identity()?.to_string();
+        let request = request.into_inner();
+        if request.message.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "message: say why the fleet is locked",
+            ));
+        }
+        let ttl = match request.ttl_seconds {
+            0 => DEFAULT_LOCK_TTL,
+            seconds => Duration::from_secs(seconds),
+        };
+        if ttl > MAX_LOCK_TTL {
+            return Err(Status::invalid_argument("ttl_seconds: at most 7 days"));
+        }
+        let now = now_unix_ms();
+        let lock = LockRecord {
+            holder: caller.clone(),
+            message: request.message,
+            acquired_at_unix_ms: now,
+            expires_at_unix_ms: now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+            job_id: None,
+        };
+        match self
+            .master
+            .store
+            .try_lock(lock.clone(), now)
+            .await
+            .map_err(store_failure)?
+        {
+            Ok(()) => {
+                tracing::info!(%caller, message = %lock.message, "fleet locked");
+                Ok(Response::new(lock_status(Some(lock))))
+            }
+            Err(held) => Err(Status::failed_precondition(highstate::describe_lock(&held))),
+        }
+    }
+
+    async fn release_lock(
+        &self,
+        request: Request<pb::ReleaseLockRequest>,
+    ) -> Result<Response<pb::ReleaseLockResponse>, Status> {
+        let caller = Caller::of(&request)?.identity()?.to_string();
+        let released = self
+            .master
+            .store
+            .release_lock(None)
+            .await
+            .map_err(store_failure)?;
+        if let Some(lock) = &released {
+            tracing::warn!(%caller, holder = %lock.holder, "fleet lock released");
+        }
+        Ok(Response::new(pb::ReleaseLockResponse {
+            released: Some(lock_status(released)),
+        }))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let limit = match request.into_inner().limit {
+            0 => 50,
+            n @ 1..=1000 => n,
+            _ => return Err(Status::invalid_argument("limit: at most 1000")),
+        };
+        let jobs = self
+            .master
+            .store
+            .jobs(usize::try_from(limit).unwrap_or(usize::MAX))
+            .await
+            .map_err(store_failure)?
+            .into_iter()
+            .map(job_to_wire)
+            .collect();
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::JobRecord>, Status> {
+        let id = JobId::new(request.into_inner().job_id)
+            .map_err(|err| Status::invalid_argument(format!("job_id: {err}")))?;
+        match self
+            .master
+            .store
+            .job(id.to_string())
+            .await
+            .map_err(store_failure)?
+        {
+            Some(job) => Ok(Response::new(job_to_wire(job))),
+            None => Err(Status::not_found(format!("no job {id}"))),
+        }
+    }
+}
+
+fn lock_status(lock: Option<LockRecord>) -> pb::LockStatus {
+    match lock {
+        Some(lock) => pb::LockStatus {
+            locked: true,
+            holder: lock.holder,
+            message: lock.message,
+            acquired_at_unix_ms: lock.acquired_at_unix_ms,
+            expires_at_unix_ms: lock.expires_at_unix_ms,
+            job_id: lock.job_id.unwrap_or_default(),
+        },
+        None => pb::LockStatus::default(),
+    }
+}
+
+fn job_to_wire(job: JobRecord) -> pb::JobRecord {
+    let summary = pb::HighstateEvent::from(HighstateEvent::Summary(job.summary));
+    pb::JobRecord {
+        caller: job.caller,
+        target: job.target,
+        summary: match summary.kind {
+            Some(pb::highstate_event::Kind::Summary(summary)) => Some(summary),
+            _ => None,
+        },
     }
 }

@@ -19,7 +19,7 @@ use crate::link::{Command, JobEvent};
 use crate::registry::{ResolveError, Resolver};
 use crate::rollout::Rollout;
 use crate::state::{Master, load_roles, now_unix_ms};
-use crate::store::JobRecord;
+use crate::store::{JobRecord, LockRecord};
 
 /// How many events may wait for a slow caller; progress beyond that is dropped, final statuses
 /// are not.
@@ -28,6 +28,28 @@ const CALLER_QUEUE: usize = 256;
 const JOB_QUEUE: usize = 1024;
 /// How long a command may wait for room in a minion's queue before the host counts unreachable.
 const DISPATCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How much longer than its longest possible run a job's lock lasts.
+const LOCK_MARGIN: Duration = Duration::from_secs(60);
+
+/// Says who holds the fleet lock, why, and what to do about it.
+pub fn describe_lock(lock: &LockRecord) -> String {
+    let since = humantime::format_rfc3339_seconds(unix_ms_to_time(lock.acquired_at_unix_ms));
+    let left = Duration::from_millis(
+        u64::try_from(lock.expires_at_unix_ms.saturating_sub(now_unix_ms())).unwrap_or(0),
+    );
+    format!(
+        "the fleet is locked by {} since {since}: {:?}; it expires in {} unless released with \
+         `brine-master lock release`",
+        lock.holder,
+        lock.message,
+        humantime::format_duration(Duration::from_secs(left.as_secs())),
+    )
+}
+
+fn unix_ms_to_time(ms: i64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
 
 /// Why a highstate could not start. Nothing was sent to any host.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +64,8 @@ pub enum HighstateError {
     ImpossibleHosts(String),
     #[error("cannot resolve image tags to digests; nothing was sent: {0}")]
     Registry(ResolveError),
+    #[error("{}", describe_lock(.0))]
+    Locked(LockRecord),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -86,6 +110,7 @@ pub async fn prepare(
     timeout: Duration,
     rollout: Rollout,
     caller: String,
+    lock_message: String,
 ) -> Result<PreparedJob, HighstateError> {
     let roles = load_roles(&master.config).await?;
     let targets: Vec<MinionId> = master
@@ -119,8 +144,40 @@ pub async fn prepare(
     }
     let resolver = Resolver::new(master.config.registries.clone());
     let (desired, blocked) = pin_images(&resolver, desired).await?;
+
+    // The lock lasts as long as the job can, so a master that dies mid-job cannot leave the
+    // fleet locked for good.
+    let job_id = new_job_id();
+    let batches = u32::try_from(
+        rollout
+            .batches(&desired.keys().cloned().collect::<Vec<_>>())
+            .len(),
+    )
+    .unwrap_or(u32::MAX)
+    .max(1);
+    let longest = timeout.saturating_mul(batches)
+        + rollout.batch_wait.saturating_mul(batches - 1)
+        + LOCK_MARGIN;
+    let now = now_unix_ms();
+    let lock = LockRecord {
+        holder: caller.clone(),
+        message: if lock_message.trim().is_empty() {
+            format!("highstate {job_id}")
+        } else {
+            lock_message
+        },
+        acquired_at_unix_ms: now,
+        expires_at_unix_ms: now
+            .saturating_add(i64::try_from(longest.as_millis()).unwrap_or(i64::MAX)),
+        job_id: Some(job_id.to_string()),
+    };
+    master
+        .store
+        .try_lock(lock, now)
+        .await?
+        .map_err(HighstateError::Locked)?;
     Ok(PreparedJob {
-        job_id: new_job_id(),
+        job_id,
         target: target_text,
         desired,
         blocked,
@@ -315,6 +372,13 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
     };
     if let Err(err) = master.store.record_job(record).await {
         tracing::error!("cannot record the job: {err}");
+    }
+    if let Err(err) = master
+        .store
+        .release_lock(Some(summary.job_id.to_string()))
+        .await
+    {
+        tracing::error!("cannot release the fleet lock (it expires by itself): {err}");
     }
     let _ = caller.send(HighstateEvent::Summary(summary)).await;
 }

@@ -74,12 +74,69 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
         output: OutputFormat,
     },
+    /// The history of highstates: who ran what, when, and every host's result.
+    #[command(args_conflicts_with_subcommands = true)]
+    Jobs {
+        #[command(subcommand)]
+        command: Option<JobsCommand>,
+        #[command(flatten)]
+        client: ClientArgs,
+        /// How many jobs to list, newest first.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        output: ListFormat,
+    },
+    /// The fleet lock: while it is held, every highstate is refused. A highstate holds it while
+    /// it runs; take it by hand to stop rollouts during maintenance.
+    Lock {
+        #[command(subcommand)]
+        command: LockCommand,
+    },
     /// List enrolled hosts, their link state, facts and containers.
     Minions {
         #[command(flatten)]
         client: ClientArgs,
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// Show one job with every host's containers, digests and errors.
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The job's id, as `jobs` lists it.
+        id: String,
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        output: ListFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LockCommand {
+    /// Who holds the lock, why, and until when.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Lock the fleet against rollouts.
+    Acquire {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Why; shown to anyone the lock turns away.
+        #[arg(long, short)]
+        message: String,
+        /// How long until it expires by itself (e.g. `2h`).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Release the lock, whoever holds it.
+    Release {
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 
@@ -171,6 +228,26 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 Verdict::HostsFailed => ExitCode::from(1),
             });
         }
+        Command::Jobs {
+            client,
+            command,
+            limit,
+            output,
+        } => match command {
+            None => brine_master::cli::jobs::list(&client, limit, output).await?,
+            Some(JobsCommand::Show { client, id, output }) => {
+                brine_master::cli::jobs::show(&client, id, output).await?;
+            }
+        },
+        Command::Lock { command } => match command {
+            LockCommand::Status { client } => brine_master::cli::lock::status(&client).await?,
+            LockCommand::Acquire {
+                client,
+                message,
+                ttl,
+            } => brine_master::cli::lock::acquire(&client, message, ttl).await?,
+            LockCommand::Release { client } => brine_master::cli::lock::release(&client).await?,
+        },
         Command::Minions { client, output } => {
             brine_master::cli::minions::list(&client, output).await?;
         }

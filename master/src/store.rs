@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 const MINIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("minions");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("join_tokens");
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+const LOCK: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_lock");
+/// The fleet has one lock, under this key.
+const LOCK_KEY: &str = "fleet";
 
 /// A store operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +81,24 @@ pub struct JobRecord {
     pub caller: String,
 }
 
+/// The fleet lock: while it is held and not expired, no rollout starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    /// The certificate identity of the holder.
+    pub holder: String,
+    pub message: String,
+    pub acquired_at_unix_ms: i64,
+    pub expires_at_unix_ms: i64,
+    /// The job holding it; `None` for a lock taken by hand.
+    pub job_id: Option<String>,
+}
+
+impl LockRecord {
+    pub fn is_expired(&self, now_unix_ms: i64) -> bool {
+        self.expires_at_unix_ms <= now_unix_ms
+    }
+}
+
 /// Why a join token was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenCheck {
@@ -117,6 +138,7 @@ impl Store {
         tx.open_table(MINIONS)?;
         tx.open_table(TOKENS)?;
         tx.open_table(JOBS)?;
+        tx.open_table(LOCK)?;
         tx.commit()?;
         Ok(Self { db: Arc::new(db) })
     }
@@ -270,6 +292,95 @@ impl Store {
         .await
     }
 
+    /// The newest `limit` jobs, newest first (job ids sort by start time).
+    pub async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(JOBS)?;
+            table
+                .iter()?
+                .rev()
+                .take(limit)
+                .map(|entry| {
+                    let (_, value) = entry?;
+                    decode("jobs", value.value())
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Takes the fleet lock unless someone holds it; an expired lock is taken over. Returns the
+    /// lock in force when it is held by someone else.
+    pub async fn try_lock(
+        &self,
+        lock: LockRecord,
+        now_unix_ms: i64,
+    ) -> Result<Result<(), LockRecord>, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let outcome = {
+                let mut table = tx.open_table(LOCK)?;
+                let current = match table.get(LOCK_KEY)? {
+                    Some(bytes) => Some(decode::<LockRecord>("fleet_lock", bytes.value())?),
+                    None => None,
+                };
+                match current {
+                    Some(held) if !held.is_expired(now_unix_ms) => Err(held),
+                    _ => {
+                        table.insert(LOCK_KEY, encode(&lock).as_slice())?;
+                        Ok(())
+                    }
+                }
+            };
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// The lock in force, if any (an expired lock is none).
+    pub async fn current_lock(&self, now_unix_ms: i64) -> Result<Option<LockRecord>, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(LOCK)?;
+            let lock = match table.get(LOCK_KEY)? {
+                Some(bytes) => Some(decode::<LockRecord>("fleet_lock", bytes.value())?),
+                None => None,
+            };
+            Ok(lock.filter(|l| !l.is_expired(now_unix_ms)))
+        })
+        .await
+    }
+
+    /// Releases the lock: any lock when `job_id` is `None`, else only the one that job holds.
+    /// Returns what was released.
+    pub async fn release_lock(
+        &self,
+        job_id: Option<String>,
+    ) -> Result<Option<LockRecord>, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let released = {
+                let mut table = tx.open_table(LOCK)?;
+                let current = match table.get(LOCK_KEY)? {
+                    Some(bytes) => Some(decode::<LockRecord>("fleet_lock", bytes.value())?),
+                    None => None,
+                };
+                match current {
+                    Some(held) if job_id.is_none() || held.job_id == job_id => {
+                        table.remove(LOCK_KEY)?;
+                        Some(held)
+                    }
+                    _ => None,
+                }
+            };
+            tx.commit()?;
+            Ok(released)
+        })
+        .await
+    }
+
     pub async fn job(&self, id: String) -> Result<Option<JobRecord>, StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_read()?;
@@ -412,5 +523,57 @@ mod tests {
             TokenCheck::Unknown
         );
         assert!(store.job("j-1".into()).await.unwrap().is_some());
+        assert_eq!(store.jobs(10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_lock_refuses_a_second_holder_until_released_or_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        let lock = |holder: &str, job: Option<&str>, expires| LockRecord {
+            holder: holder.into(),
+            message: "deploying".into(),
+            acquired_at_unix_ms: 0,
+            expires_at_unix_ms: expires,
+            job_id: job.map(Into::into),
+        };
+        assert_eq!(
+            store.try_lock(lock("a", Some("j1"), 100), 0).await.unwrap(),
+            Ok(())
+        );
+        let held = store
+            .try_lock(lock("b", Some("j2"), 100), 50)
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(held.holder, "a");
+        // Another job cannot release it; its own can.
+        assert!(
+            store
+                .release_lock(Some("j2".into()))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .release_lock(Some("j1".into()))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(store.current_lock(0).await.unwrap().is_none());
+        // An expired lock is taken over.
+        store
+            .try_lock(lock("a", None, 100), 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(store.current_lock(100).await.unwrap().is_none());
+        assert_eq!(
+            store.try_lock(lock("b", None, 500), 100).await.unwrap(),
+            Ok(())
+        );
+        assert_eq!(store.current_lock(100).await.unwrap().unwrap().holder, "b");
     }
 }

@@ -533,3 +533,137 @@ fn bad_rollout_options_are_usage_errors() {
         );
     }
 }
+
+/// Runs a CLI command of the master and returns (exit code, stdout, stderr).
+fn master_cli(fleet: &Fleet, args: &[&str]) -> (i32, String, String) {
+    let output = fleet.master.cli(args).output().expect("run brine-master");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_fleet_lock_refuses_a_second_rollout_until_released_or_expired() {
+    let fleet = Fleet::start(&["a", "b"]);
+    let every = format!("e2e-{}-*", fleet.uniq);
+    fleet.master.write_roles(
+        &(role("web", &fleet.app_v1.reference, "web", WEB_COMMAND)
+            + &assign(&[(&every, &["web"])])),
+    );
+
+    // A running rollout holds the lock: a second one is refused and names the holder and why.
+    let mut slow = fleet
+        .master
+        .cli(&[
+            "highstate",
+            "--batch",
+            "1",
+            "--batch-wait",
+            "4s",
+            "--message",
+            "release 42",
+            "--output",
+            "json",
+        ])
+        .spawn()
+        .expect("start a slow highstate");
+    wait_for_lock(&fleet, "release 42");
+    let second = fleet.master.highstate_run(None);
+    assert_eq!(second.code, 2, "{}", second.describe());
+    assert!(
+        second.stderr.contains("locked by admin") && second.stderr.contains("release 42"),
+        "the refusal does not say who holds the lock and why: {}",
+        second.describe()
+    );
+    assert!(slow.wait().expect("wait for the slow highstate").success());
+    let (_, status, _) = master_cli(&fleet, &["lock", "status"]);
+    assert_eq!(
+        status.trim(),
+        "unlocked",
+        "a finished rollout keeps the lock"
+    );
+
+    // A lock taken by hand blocks rollouts until released.
+    let (code, _, stderr) = master_cli(&fleet, &["lock", "acquire", "-m", "maintenance"]);
+    assert_eq!(code, 0, "{stderr}");
+    let refused = fleet.master.highstate_run(None);
+    assert_eq!(refused.code, 2, "{}", refused.describe());
+    assert!(
+        refused.stderr.contains("maintenance"),
+        "{}",
+        refused.describe()
+    );
+    let (code, released, _) = master_cli(&fleet, &["lock", "release"]);
+    assert_eq!(code, 0);
+    assert!(released.contains("maintenance"), "{released}");
+    assert_eq!(fleet.master.highstate_run(None).code, 0);
+
+    // A lock whose holder vanished expires and is taken over.
+    let (code, _, stderr) =
+        master_cli(&fleet, &["lock", "acquire", "-m", "crashed", "--ttl", "1s"]);
+    assert_eq!(code, 0, "{stderr}");
+    std::thread::sleep(Duration::from_millis(1_200));
+    let taken_over = fleet.master.highstate_run(None);
+    assert_eq!(taken_over.code, 0, "{}", taken_over.describe());
+}
+
+/// Waits until `lock status` shows the lock held with `message`.
+fn wait_for_lock(fleet: &Fleet, message: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, status, _) = master_cli(fleet, &["lock", "status"]);
+        if status.contains(message) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was never taken: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn jobs_record_who_ran_what_with_digests_and_results() {
+    let fleet = Fleet::start(&["a"]);
+    let a = fleet.minion_id("a");
+    fleet.master.write_roles(
+        &(role("web", &fleet.app_v1.reference, "web", WEB_COMMAND) + &assign(&[(&a, &["web"])])),
+    );
+    let first = highstate_expecting(&fleet, 0);
+    let second = highstate_expecting(&fleet, 0);
+
+    let (code, listed, stderr) = master_cli(&fleet, &["jobs", "--output", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let listed: Value = serde_json::from_str(&listed).expect("jobs prints JSON");
+    let ids: Vec<&str> = listed
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .filter_map(|j| j["job_id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            second.json["job_id"].as_str().unwrap_or_default(),
+            first.json["job_id"].as_str().unwrap_or_default()
+        ],
+        "jobs are not listed newest first: {listed:#}"
+    );
+
+    let id = first.json["job_id"].as_str().unwrap_or_default();
+    let (code, shown, stderr) = master_cli(&fleet, &["jobs", "show", id, "--output", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let shown: Value = serde_json::from_str(&shown).expect("jobs show prints JSON");
+    assert_eq!(shown["caller"], "admin (admin)", "{shown:#}");
+    assert_eq!(shown["success"], true, "{shown:#}");
+    assert_eq!(status(&shown, &a), "changed", "{shown:#}");
+    let web = container(host(&shown, &a), "web");
+    assert_eq!(web["image_digest"], fleet.app_v1.repo_digest, "{shown:#}");
+
+    let (code, _, stderr) = master_cli(&fleet, &["jobs", "show", "20990101T000000-00000000"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no job"), "{stderr}");
+}

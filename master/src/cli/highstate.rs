@@ -36,6 +36,9 @@ pub struct RolloutArgs {
     /// `skipped` and left untouched.
     #[arg(long, default_value_t = 0)]
     pub max_failures: u32,
+    /// Why this rollout runs; shown to anyone it locks out while it runs.
+    #[arg(long)]
+    pub message: Option<String>,
 }
 
 fn parse_batch(text: &str) -> Result<BatchSize, String> {
@@ -62,10 +65,10 @@ pub async fn run(
     client: &ClientArgs,
     target: Option<String>,
     timeout: Option<Duration>,
-    rollout: &RolloutArgs,
+    rollout_args: &RolloutArgs,
     format: OutputFormat,
 ) -> anyhow::Result<Verdict> {
-    let rollout = rollout.to_wire()?;
+    let rollout = rollout_args.to_wire()?;
     let channel = client.connect().await?;
     let timeout_seconds = match timeout {
         Some(timeout) => {
@@ -78,6 +81,7 @@ pub async fn run(
             target: target.unwrap_or_default(),
             timeout_seconds,
             rollout: Some(rollout),
+            lock_message: rollout_args.message.clone().unwrap_or_default(),
         })
         .await
         .map_err(super::status_error)

@@ -2,6 +2,8 @@
 
 pub mod client;
 pub mod highstate;
+pub mod jobs;
+pub mod lock;
 pub mod minions;
 pub mod output;
 pub mod token;

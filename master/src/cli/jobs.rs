@@ -1,0 +1,169 @@
+//! `brine-master jobs`: the history of highstates.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::Context;
+use brine_common::outcome::{HighstateEvent, JobSummary};
+use brine_proto::pb;
+use serde::Serialize;
+
+use super::client::ClientArgs;
+use super::minions::ListFormat;
+
+/// One job in `--output json`: who ran it, on what, and every host's report.
+#[derive(Debug, Serialize)]
+struct JobJson {
+    caller: String,
+    target: String,
+    success: bool,
+    #[serde(flatten)]
+    summary: JobSummary,
+}
+
+/// Reads a recorded job from the wire into the domain's summary.
+fn to_json(record: pb::JobRecord) -> anyhow::Result<JobJson> {
+    let summary = record
+        .summary
+        .context("the master sent a job without its summary")?;
+    let event = pb::HighstateEvent {
+        kind: Some(pb::highstate_event::Kind::Summary(summary)),
+    };
+    match HighstateEvent::try_from(event)? {
+        HighstateEvent::Summary(summary) => Ok(JobJson {
+            caller: record.caller,
+            target: record.target,
+            success: summary.is_success(),
+            summary,
+        }),
+        _ => anyhow::bail!("the master sent a job without its summary"),
+    }
+}
+
+/// Lists the newest jobs.
+pub async fn list(client: &ClientArgs, limit: u32, format: ListFormat) -> anyhow::Result<()> {
+    let records = pb::fleet_client::FleetClient::new(client.connect().await?)
+        .list_jobs(pb::ListJobsRequest { limit })
+        .await
+        .map_err(super::status_error)
+        .context("list jobs")?
+        .into_inner()
+        .jobs;
+    let jobs = records
+        .into_iter()
+        .map(to_json)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    match format {
+        ListFormat::Json => println!("{}", serde_json::to_string_pretty(&jobs)?),
+        ListFormat::Table if jobs.is_empty() => println!("no jobs recorded yet"),
+        ListFormat::Table => {
+            println!(
+                "{:<26}  {:<20}  {:>8}  {:<6}  {:<24}  HOSTS",
+                "JOB", "STARTED", "TOOK", "RESULT", "BY"
+            );
+            for job in &jobs {
+                println!(
+                    "{:<26}  {:<20}  {:>8}  {:<6}  {:<24}  {}",
+                    job.summary.job_id,
+                    started(&job.summary),
+                    took(&job.summary),
+                    if job.success { "ok" } else { "failed" },
+                    job.caller,
+                    counts(&job.summary),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Shows one job with every host.
+pub async fn show(client: &ClientArgs, id: String, format: ListFormat) -> anyhow::Result<()> {
+    let record = pb::fleet_client::FleetClient::new(client.connect().await?)
+        .get_job(pb::GetJobRequest { job_id: id })
+        .await
+        .map_err(super::status_error)
+        .context("read the job")?
+        .into_inner();
+    let job = to_json(record)?;
+    match format {
+        ListFormat::Json => println!("{}", serde_json::to_string_pretty(&job)?),
+        ListFormat::Table => {
+            let target = if job.target.is_empty() {
+                "*"
+            } else {
+                &job.target
+            };
+            println!("job      {}", job.summary.job_id);
+            println!("by       {}", job.caller);
+            println!("target   {target}");
+            println!(
+                "started  {} (took {})",
+                started(&job.summary),
+                took(&job.summary)
+            );
+            println!(
+                "result   {} ({})",
+                if job.success { "ok" } else { "failed" },
+                counts(&job.summary)
+            );
+            for host in &job.summary.hosts {
+                let error = host
+                    .error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default();
+                println!(
+                    "\n{}  {}{error}  ({} ms)",
+                    host.minion_id, host.status, host.duration_ms
+                );
+                for c in &host.containers {
+                    let error = c
+                        .error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default();
+                    println!(
+                        "  {:<20} {:<9} {}{error}",
+                        c.name.as_str(),
+                        c.action.as_str(),
+                        c.image_digest
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn started(summary: &JobSummary) -> String {
+    humantime::format_rfc3339_seconds(
+        UNIX_EPOCH + Duration::from_millis(u64::try_from(summary.started_at_unix_ms).unwrap_or(0)),
+    )
+    .to_string()
+}
+
+fn took(summary: &JobSummary) -> String {
+    let ms = summary
+        .finished_at_unix_ms
+        .saturating_sub(summary.started_at_unix_ms);
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+/// `2 changed, 1 failed`.
+fn counts(summary: &JobSummary) -> String {
+    let mut counts: Vec<(&str, usize)> = vec![];
+    for host in &summary.hosts {
+        match counts
+            .iter_mut()
+            .find(|(status, _)| *status == host.status.as_str())
+        {
+            Some((_, n)) => *n += 1,
+            None => counts.push((host.status.as_str(), 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(status, n)| format!("{n} {status}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
