@@ -35,6 +35,8 @@ const METHODS: &[(&str, Access)] = &[
     ("/brine.v1.Fleet/ReleaseLock", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/ListJobs", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/GetJob", Access::Roles(&[Admin, Ci])),
+    ("/brine.v1.Fleet/ListReleases", Access::Roles(&[Admin, Ci])),
+    ("/brine.v1.Fleet/Rollback", Access::Roles(&[Admin, Ci])),
     (
         "/grpc.health.v1.Health/Check",
         Access::Roles(&[Admin, Ci, Minion]),

@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use brine_common::names::RoleName;
 use brine_common::outcome::{HighstateEvent, JobId};
 use brine_common::token::JoinToken;
 use brine_proto::pb;
@@ -14,7 +15,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
-use crate::highstate::{self, HighstateError};
+use crate::highstate::{self, HighstateError, JobRequest};
+use crate::release;
 use crate::rollout::{BatchSize, MAX_BATCH_WAIT, Rollout};
 use crate::state::{Master, now_unix_ms};
 use crate::store::{JobRecord, LockRecord, TokenRecord};
@@ -76,6 +78,35 @@ fn store_failure(err: crate::store::StoreError) -> Status {
     Status::unavailable("the master's store failed; see the master's log")
 }
 
+impl FleetService {
+    /// Validates a job's timeout and rollout at the edge.
+    fn job_options(
+        &self,
+        timeout_seconds: u32,
+        rollout: Option<pb::Rollout>,
+    ) -> Result<(Duration, Rollout), Status> {
+        let timeout = match timeout_seconds {
+            0 => self.master.config.highstate_timeout,
+            seconds => Duration::from_secs(u64::from(seconds)),
+        };
+        if timeout > MAX_HIGHSTATE_TIMEOUT {
+            return Err(Status::invalid_argument("timeout_seconds: at most 86400"));
+        }
+        let rollout = match rollout {
+            Some(rollout) => rollout_from_wire(rollout)?,
+            None => Rollout::default(),
+        };
+        Ok((timeout, rollout))
+    }
+
+    /// Runs a prepared job and streams its events to the caller.
+    fn stream_job(&self, job: highstate::PreparedJob) -> Response<HighstateStream> {
+        let events = highstate::spawn(self.master.clone(), job);
+        let stream = ReceiverStream::new(events).map(|event| Ok(pb::HighstateEvent::from(event)));
+        Response::new(Box::pin(stream))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::fleet_server::Fleet for FleetService {
     type HighstateStream = HighstateStream;
@@ -92,29 +123,115 @@ impl pb::fleet_server::Fleet for FleetService {
                 Status::invalid_argument(format!("target: {glob:?} is not a valid glob: {err}"))
             })?),
         };
-        let timeout = match request.timeout_seconds {
-            0 => self.master.config.highstate_timeout,
-            seconds => Duration::from_secs(u64::from(seconds)),
+        let (timeout, rollout) = self.job_options(request.timeout_seconds, request.rollout)?;
+        let job = highstate::prepare(
+            &self.master,
+            JobRequest {
+                target,
+                timeout,
+                rollout,
+                caller,
+                lock_message: request.lock_message,
+                pins: None,
+            },
+        )
+        .await?;
+        Ok(self.stream_job(job))
+    }
+
+    type RollbackStream = HighstateStream;
+
+    async fn rollback(
+        &self,
+        request: Request<pb::RollbackRequest>,
+    ) -> Result<Response<Self::RollbackStream>, Status> {
+        let caller = Caller::of(&request)?.identity()?.to_string();
+        let request = request.into_inner();
+        let role = match request.role.trim() {
+            "" => None,
+            role => Some(
+                RoleName::new(role)
+                    .map_err(|err| Status::invalid_argument(format!("role: {err}")))?,
+            ),
         };
-        if timeout > MAX_HIGHSTATE_TIMEOUT {
-            return Err(Status::invalid_argument("timeout_seconds: at most 86400"));
+        let (timeout, rollout) = self.job_options(request.timeout_seconds, request.rollout)?;
+        let releases = self.master.store.releases().await.map_err(store_failure)?;
+        let current = releases.last().ok_or_else(|| {
+            Status::failed_precondition("no release is recorded yet; there is nothing to roll back")
+        })?;
+        let target = match request.to_release {
+            0 => release::previous_release(&releases, current, role.as_ref()).ok_or_else(|| {
+                Status::failed_precondition(match &role {
+                    Some(role) => format!("no earlier release ran anything else for role {role}"),
+                    None => "no earlier release ran anything else".into(),
+                })
+            })?,
+            id => releases.iter().find(|r| r.id == id).ok_or_else(|| {
+                Status::not_found(format!("to_release: there is no release {id}"))
+            })?,
+        };
+        if let Some(role) = &role
+            && !target.pins.contains_key(role)
+        {
+            return Err(Status::invalid_argument(format!(
+                "role: release {} has no role {role}",
+                target.id
+            )));
         }
-        let rollout = match request.rollout {
-            Some(rollout) => rollout_from_wire(rollout)?,
-            None => Rollout::default(),
+        let pins = release::rollback_pins(Some(current), target, role.as_ref());
+        tracing::info!(%caller, to = target.id, role = ?role.as_ref().map(ToString::to_string), "rollback");
+        let lock_message = if request.lock_message.trim().is_empty() {
+            format!("rollback to release {}", target.id)
+        } else {
+            request.lock_message
         };
         let job = highstate::prepare(
             &self.master,
-            target,
-            timeout,
-            rollout,
-            caller,
-            request.lock_message,
+            JobRequest {
+                target: None,
+                timeout,
+                rollout,
+                caller,
+                lock_message,
+                pins: Some(pins),
+            },
         )
         .await?;
-        let events = highstate::spawn(self.master.clone(), job);
-        let stream = ReceiverStream::new(events).map(|event| Ok(pb::HighstateEvent::from(event)));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(self.stream_job(job))
+    }
+
+    async fn list_releases(
+        &self,
+        _request: Request<pb::ListReleasesRequest>,
+    ) -> Result<Response<pb::ListReleasesResponse>, Status> {
+        let releases = self
+            .master
+            .store
+            .releases()
+            .await
+            .map_err(store_failure)?
+            .into_iter()
+            .map(|r| pb::Release {
+                id: r.id,
+                job_id: r.job_id,
+                caller: r.caller,
+                created_at_unix_ms: r.created_at_unix_ms,
+                pins: r
+                    .pins
+                    .into_iter()
+                    .flat_map(|(role, containers)| {
+                        containers
+                            .into_iter()
+                            .map(move |(container, image)| pb::Pin {
+                                role: role.to_string(),
+                                container: container.into(),
+                                image: image.into(),
+                            })
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListReleasesResponse { releases }))
     }
 
     async fn list_minions(

@@ -9,7 +9,7 @@ use brine_common::names::MinionId;
 use brine_common::outcome::{
     ContainerAction, ContainerResult, HighstateEvent, HostReport, HostStatus, JobId, JobSummary,
 };
-use brine_common::spec::{DesiredState, ImageRef};
+use brine_common::spec::{ContainerSpec, DesiredState, ImageRef};
 use futures::future::join_all;
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::link::{Command, JobEvent};
 use crate::registry::{ResolveError, Resolver};
+use crate::release::{Pins, next_pins, pins_of};
 use crate::rollout::Rollout;
 use crate::state::{Master, load_roles, now_unix_ms};
 use crate::store::{JobRecord, LockRecord};
@@ -78,12 +79,30 @@ pub struct PreparedJob {
     target: String,
     /// Every host that gets a command, with images pinned to digests.
     desired: BTreeMap<MinionId, DesiredState>,
+    /// What the job deploys, by role: the next release if every host succeeds.
+    deployed: Pins,
     /// Hosts that fail before any command: an image of theirs does not resolve.
     blocked: BTreeMap<MinionId, HostReport>,
     /// How long each batch may take.
     timeout: Duration,
     rollout: Rollout,
     caller: String,
+}
+
+/// What a caller asks of a highstate.
+#[derive(Debug)]
+pub struct JobRequest {
+    /// A glob over minion ids; `None` for every enrolled host.
+    pub target: Option<glob::Pattern>,
+    /// How long each batch may take.
+    pub timeout: Duration,
+    pub rollout: Rollout,
+    /// The certificate identity of the caller.
+    pub caller: String,
+    /// Why, for the fleet lock; empty for a default.
+    pub lock_message: String,
+    /// Images to use instead of resolving tags (a rollback); `None` resolves every tag.
+    pub pins: Option<Pins>,
 }
 
 /// A new job id: UTC start time, then random hex, so ids sort by time and never collide.
@@ -104,14 +123,15 @@ fn new_job_id() -> JobId {
 
 /// Reads the roles file and computes every target's desired state; refuses the whole job if any
 /// of that fails.
-pub async fn prepare(
-    master: &Master,
-    target: Option<glob::Pattern>,
-    timeout: Duration,
-    rollout: Rollout,
-    caller: String,
-    lock_message: String,
-) -> Result<PreparedJob, HighstateError> {
+pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob, HighstateError> {
+    let JobRequest {
+        target,
+        timeout,
+        rollout,
+        caller,
+        lock_message,
+        pins,
+    } = request;
     let roles = load_roles(&master.config).await?;
     let targets: Vec<MinionId> = master
         .store
@@ -143,7 +163,8 @@ pub async fn prepare(
         return Err(HighstateError::ImpossibleHosts(problems.join("\n")));
     }
     let resolver = Resolver::new(master.config.registries.clone());
-    let (desired, blocked) = pin_images(&resolver, desired).await?;
+    let (desired, blocked) = pin_images(&resolver, desired, &pins.unwrap_or_default()).await?;
+    let deployed = pins_of(&desired);
 
     // The lock lasts as long as the job can, so a master that dies mid-job cannot leave the
     // fleet locked for good.
@@ -180,6 +201,7 @@ pub async fn prepare(
         job_id,
         target: target_text,
         desired,
+        deployed,
         blocked,
         timeout,
         rollout,
@@ -193,6 +215,7 @@ pub async fn prepare(
 async fn pin_images(
     resolver: &Resolver,
     desired: BTreeMap<MinionId, DesiredState>,
+    overrides: &Pins,
 ) -> Result<
     (
         BTreeMap<MinionId, DesiredState>,
@@ -200,9 +223,17 @@ async fn pin_images(
     ),
     HighstateError,
 > {
+    let overridden = |spec: &ContainerSpec| {
+        overrides
+            .get(&spec.role)
+            .and_then(|containers| containers.get(&spec.name))
+            .cloned()
+    };
     let images: BTreeSet<&ImageRef> = desired
         .values()
-        .flat_map(|state| state.containers.iter().map(|c| &c.image))
+        .flat_map(|state| state.containers.iter())
+        .filter(|spec| overridden(spec).is_none())
+        .map(|spec| &spec.image)
         .collect();
     let resolved: BTreeMap<ImageRef, Result<ImageRef, ResolveError>> = join_all(
         images
@@ -225,6 +256,7 @@ async fn pin_images(
         let failures: Vec<ContainerResult> = state
             .containers
             .iter()
+            .filter(|spec| overridden(spec).is_none())
             .filter_map(|spec| match &resolved[&spec.image] {
                 Ok(_) => None,
                 Err(err) => Some(ContainerResult {
@@ -243,7 +275,9 @@ async fn pin_images(
                 .containers
                 .into_iter()
                 .map(|mut spec| {
-                    if let Ok(image) = &resolved[&spec.image] {
+                    if let Some(image) = overridden(&spec) {
+                        spec.image = image;
+                    } else if let Some(Ok(image)) = resolved.get(&spec.image) {
                         spec.image = image.clone();
                     }
                     spec
@@ -365,6 +399,7 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
         finished_at_unix_ms: now_unix_ms(),
     };
     log_summary(&summary);
+    let job_caller = job.caller.clone();
     let record = JobRecord {
         summary: summary.clone(),
         target: job.target,
@@ -372,6 +407,9 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
     };
     if let Err(err) = master.store.record_job(record).await {
         tracing::error!("cannot record the job: {err}");
+    }
+    if summary.is_success() {
+        record_release(&master, &summary.job_id, &job_caller, &job.deployed).await;
     }
     if let Err(err) = master
         .store
@@ -381,6 +419,28 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
         tracing::error!("cannot release the fleet lock (it expires by itself): {err}");
     }
     let _ = caller.send(HighstateEvent::Summary(summary)).await;
+}
+
+/// Records what a successful job deployed as the next release, if it changed anything.
+async fn record_release(master: &Master, job_id: &JobId, caller: &str, deployed: &Pins) {
+    let latest = match master.store.releases().await {
+        Ok(mut releases) => releases.pop(),
+        Err(err) => {
+            tracing::error!("cannot read the releases; none recorded for this job: {err}");
+            return;
+        }
+    };
+    let Some(pins) = next_pins(latest.as_ref(), deployed) else {
+        return;
+    };
+    match master
+        .store
+        .add_release(job_id.to_string(), caller.to_owned(), now_unix_ms(), pins)
+        .await
+    {
+        Ok(release) => tracing::info!(release = release.id, "release recorded"),
+        Err(err) => tracing::error!("cannot record the release: {err}"),
+    }
 }
 
 /// The hosts no batch has reached yet.

@@ -14,6 +14,7 @@ pub mod highstate;
 pub mod link;
 pub mod pki;
 pub mod registry;
+pub mod release;
 pub mod rollout;
 pub mod server;
 pub mod state;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use brine_master::cli::client::ClientArgs;
-use brine_master::cli::highstate::{RolloutArgs, Verdict};
+use brine_master::cli::highstate::RolloutArgs;
 use brine_master::cli::minions::ListFormat;
 use brine_master::cli::output::OutputFormat;
 use brine_master::config::{DEFAULT_PORT, MasterConfig};
@@ -92,6 +92,37 @@ enum Command {
     Lock {
         #[command(subcommand)]
         command: LockCommand,
+    },
+    /// The releases: after each successful highstate that changed something, which image
+    /// (pinned by digest) each container of each role runs. Rollback targets.
+    Releases {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only this role's images.
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        output: ListFormat,
+    },
+    /// Run a role (or every role) on the images of an earlier release, as a highstate. Every
+    /// other role keeps its current images; hosts that still have the old images need no
+    /// download. Exit codes as for highstate.
+    Rollback {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The role to roll back; default every role.
+        #[arg(long)]
+        role: Option<String>,
+        /// The release to go back to; default the newest earlier one that differs.
+        #[arg(long, value_name = "RELEASE")]
+        to: Option<u64>,
+        /// How long to wait for each batch of hosts (e.g. `90s`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+        #[command(flatten)]
+        rollout: RolloutArgs,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
+        output: OutputFormat,
     },
     /// List enrolled hosts, their link state, facts and containers.
     Minions {
@@ -223,10 +254,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let verdict =
                 brine_master::cli::highstate::run(&client, target, timeout, &rollout, output)
                     .await?;
-            return Ok(match verdict {
-                Verdict::Success => ExitCode::SUCCESS,
-                Verdict::HostsFailed => ExitCode::from(1),
-            });
+            return Ok(verdict.exit_code());
         }
         Command::Jobs {
             client,
@@ -248,6 +276,25 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             } => brine_master::cli::lock::acquire(&client, message, ttl).await?,
             LockCommand::Release { client } => brine_master::cli::lock::release(&client).await?,
         },
+        Command::Releases {
+            client,
+            role,
+            output,
+        } => brine_master::cli::releases::list(&client, role, output).await?,
+        Command::Rollback {
+            client,
+            role,
+            to,
+            timeout,
+            rollout,
+            output,
+        } => {
+            let verdict = brine_master::cli::highstate::rollback(
+                &client, role, to, timeout, &rollout, output,
+            )
+            .await?;
+            return Ok(verdict.exit_code());
+        }
         Command::Minions { client, output } => {
             brine_master::cli::minions::list(&client, output).await?;
         }

@@ -11,12 +11,15 @@ use brine_common::names::MinionId;
 use brine_common::outcome::{ContainerAction, JobSummary};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
+
+use crate::release::{Pins, Release};
 use serde::{Deserialize, Serialize};
 
 const MINIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("minions");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("join_tokens");
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const LOCK: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_lock");
+const RELEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("releases");
 /// The fleet has one lock, under this key.
 const LOCK_KEY: &str = "fleet";
 
@@ -139,6 +142,7 @@ impl Store {
         tx.open_table(TOKENS)?;
         tx.open_table(JOBS)?;
         tx.open_table(LOCK)?;
+        tx.open_table(RELEASES)?;
         tx.commit()?;
         Ok(Self { db: Arc::new(db) })
     }
@@ -381,6 +385,54 @@ impl Store {
         .await
     }
 
+    /// Every release, oldest first.
+    pub async fn releases(&self) -> Result<Vec<Release>, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(RELEASES)?;
+            table
+                .iter()?
+                .map(|entry| {
+                    let (_, value) = entry?;
+                    decode("releases", value.value())
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Records a release with the next id.
+    pub async fn add_release(
+        &self,
+        job_id: String,
+        caller: String,
+        created_at_unix_ms: i64,
+        pins: Pins,
+    ) -> Result<Release, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let release = {
+                let mut table = tx.open_table(RELEASES)?;
+                let id = match table.last()? {
+                    Some((key, _)) => key.value() + 1,
+                    None => 1,
+                };
+                let release = Release {
+                    id,
+                    job_id,
+                    caller,
+                    created_at_unix_ms,
+                    pins,
+                };
+                table.insert(id, encode(&release).as_slice())?;
+                release
+            };
+            tx.commit()?;
+            Ok(release)
+        })
+        .await
+    }
+
     pub async fn job(&self, id: String) -> Result<Option<JobRecord>, StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_read()?;
@@ -524,6 +576,23 @@ mod tests {
         );
         assert!(store.job("j-1".into()).await.unwrap().is_some());
         assert_eq!(store.jobs(10).await.unwrap().len(), 1);
+        let first = store
+            .add_release("j-1".into(), "admin".into(), 1, Pins::new())
+            .await
+            .unwrap();
+        let second = store
+            .add_release("j-2".into(), "admin".into(), 2, Pins::new())
+            .await
+            .unwrap();
+        assert_eq!((first.id, second.id), (1, 2));
+        let ids: Vec<u64> = store
+            .releases()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, [1, 2]);
     }
 
     #[tokio::test]

@@ -667,3 +667,73 @@ fn jobs_record_who_ran_what_with_digests_and_results() {
     assert_eq!(code, 2);
     assert!(stderr.contains("no job"), "{stderr}");
 }
+
+#[test]
+fn rollback_restores_the_previous_digest_on_every_host_of_the_role() {
+    let mut fleet = Fleet::start(&["a", "b"]);
+    let (a, b) = (fleet.minion_id("a"), fleet.minion_id("b"));
+    let every = format!("e2e-{}-*", fleet.uniq);
+    fleet.master.write_roles(
+        &(role("web", &fleet.app_v1.reference, "web", WEB_COMMAND)
+            + &assign(&[(&every, &["web"])])),
+    );
+    let (code, _, stderr) = master_cli(&fleet, &["rollback", "--output", "json"]);
+    assert_eq!(code, 2, "a rollback without releases must not run");
+    assert!(stderr.contains("no release"), "{stderr}");
+
+    highstate_expecting(&fleet, 0);
+    let v2 = fleet.images.push_variant("app", 2);
+    let second = highstate_expecting(&fleet, 0);
+    assert_every_host(&second.json, "changed");
+    for host in [&a, &b] {
+        assert_runs(host, "web", "web", &v2.id);
+    }
+
+    let (code, listed, stderr) = master_cli(&fleet, &["releases", "--output", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let releases: Value = serde_json::from_str(&listed).expect("releases prints JSON");
+    let web_image = |index: usize| {
+        releases[index]["roles"]["web"]["web"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(releases.as_array().map(Vec::len), Some(2), "{releases:#}");
+    let v1_digest = fleet
+        .app_v1
+        .repo_digest
+        .split_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or_default();
+    let v2_digest = v2
+        .repo_digest
+        .split_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or_default();
+    assert!(web_image(0).ends_with(v1_digest), "{releases:#}");
+    assert!(web_image(1).ends_with(v2_digest), "{releases:#}");
+
+    let (code, out, stderr) =
+        master_cli(&fleet, &["rollback", "--role", "web", "--output", "json"]);
+    assert_eq!(code, 0, "{out}\n{stderr}");
+    let report: Value = serde_json::from_str(&out).expect("rollback prints JSON");
+    assert_every_host(&report, "changed");
+    for id in [&a, &b] {
+        assert_runs(id, "web", "web", &fleet.app_v1.id);
+        let entry = container(host(&report, id), "web");
+        assert!(
+            entry["image"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with(v1_digest),
+            "{report:#}"
+        );
+    }
+    let (_, listed, _) = master_cli(&fleet, &["releases", "--output", "json"]);
+    let releases: Value = serde_json::from_str(&listed).expect("releases prints JSON");
+    assert_eq!(
+        releases.as_array().map(Vec::len),
+        Some(3),
+        "the rollback is the newest release"
+    );
+}

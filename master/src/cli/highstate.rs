@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use brine_common::outcome::HighstateEvent;
 use brine_proto::pb;
+use tonic::Streaming;
 
 use super::client::ClientArgs;
 use super::output::{OutputFormat, Renderer};
@@ -17,6 +18,16 @@ pub enum Verdict {
     Success,
     /// Some host failed, was unreachable or timed out, or the stream broke off.
     HostsFailed,
+}
+
+impl Verdict {
+    /// 0 when every host succeeded, 1 otherwise (2 is for jobs that could not run at all).
+    pub fn exit_code(self) -> std::process::ExitCode {
+        match self {
+            Verdict::Success => std::process::ExitCode::SUCCESS,
+            Verdict::HostsFailed => std::process::ExitCode::from(1),
+        }
+    }
 }
 
 /// How the highstate proceeds through the hosts.
@@ -60,6 +71,14 @@ impl RolloutArgs {
     }
 }
 
+/// `--timeout` as the wire's seconds (0 for the master's default).
+fn timeout_seconds(timeout: Option<Duration>) -> anyhow::Result<u32> {
+    match timeout {
+        Some(timeout) => u32::try_from(timeout.as_secs().max(1)).context("--timeout is too long"),
+        None => Ok(0),
+    }
+}
+
 /// Runs a highstate over `target` (a glob; `None` for every host) and renders it.
 pub async fn run(
     client: &ClientArgs,
@@ -68,26 +87,48 @@ pub async fn run(
     rollout_args: &RolloutArgs,
     format: OutputFormat,
 ) -> anyhow::Result<Verdict> {
-    let rollout = rollout_args.to_wire()?;
-    let channel = client.connect().await?;
-    let timeout_seconds = match timeout {
-        Some(timeout) => {
-            u32::try_from(timeout.as_secs().max(1)).context("--timeout is too long")?
-        }
-        None => 0,
+    let request = pb::HighstateRequest {
+        target: target.unwrap_or_default(),
+        timeout_seconds: timeout_seconds(timeout)?,
+        rollout: Some(rollout_args.to_wire()?),
+        lock_message: rollout_args.message.clone().unwrap_or_default(),
     };
-    let mut stream = pb::fleet_client::FleetClient::new(channel)
-        .highstate(pb::HighstateRequest {
-            target: target.unwrap_or_default(),
-            timeout_seconds,
-            rollout: Some(rollout),
-            lock_message: rollout_args.message.clone().unwrap_or_default(),
-        })
+    let stream = pb::fleet_client::FleetClient::new(client.connect().await?)
+        .highstate(request)
         .await
         .map_err(super::status_error)
         .context("start the highstate")?
         .into_inner();
+    Ok(watch(stream, format).await)
+}
 
+/// Rolls `role` (or every role) back to release `to` (or the previous one) and renders it.
+pub async fn rollback(
+    client: &ClientArgs,
+    role: Option<String>,
+    to: Option<u64>,
+    timeout: Option<Duration>,
+    rollout_args: &RolloutArgs,
+    format: OutputFormat,
+) -> anyhow::Result<Verdict> {
+    let request = pb::RollbackRequest {
+        role: role.unwrap_or_default(),
+        to_release: to.unwrap_or(0),
+        timeout_seconds: timeout_seconds(timeout)?,
+        rollout: Some(rollout_args.to_wire()?),
+        lock_message: rollout_args.message.clone().unwrap_or_default(),
+    };
+    let stream = pb::fleet_client::FleetClient::new(client.connect().await?)
+        .rollback(request)
+        .await
+        .map_err(super::status_error)
+        .context("start the rollback")?
+        .into_inner();
+    Ok(watch(stream, format).await)
+}
+
+/// Renders a job's events until its summary; the verdict is a failure without one.
+async fn watch(mut stream: Streaming<pb::HighstateEvent>, format: OutputFormat) -> Verdict {
     let mut renderer = Renderer::new(format);
     let mut verdict = Verdict::HostsFailed;
     loop {
@@ -95,7 +136,7 @@ pub async fn run(
             Ok(Some(message)) => message,
             Ok(None) => break,
             Err(status) => {
-                tracing::error!("the highstate stream broke off: {}", status.message());
+                tracing::error!("the job's stream broke off: {}", status.message());
                 break;
             }
         };
@@ -116,5 +157,5 @@ pub async fn run(
         renderer.event(&event);
     }
     renderer.finish();
-    Ok(verdict)
+    verdict
 }

@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod lock;
 pub mod minions;
 pub mod output;
+pub mod releases;
 pub mod token;
 
 /// Turns a gRPC status into an error that says what the master said, without gRPC jargon.

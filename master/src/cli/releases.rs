@@ -1,0 +1,85 @@
+//! `brine-master releases`: which images each role ran after each successful highstate.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::Context;
+use brine_proto::pb;
+use serde::Serialize;
+
+use super::client::ClientArgs;
+use super::minions::ListFormat;
+
+/// One release in `--output json`.
+#[derive(Debug, Serialize)]
+struct ReleaseJson {
+    id: u64,
+    job_id: String,
+    caller: String,
+    created_at_unix_ms: i64,
+    /// role → container → image pinned by digest.
+    roles: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Lists every release, oldest first; `role` keeps only that role's images.
+pub async fn list(
+    client: &ClientArgs,
+    role: Option<String>,
+    format: ListFormat,
+) -> anyhow::Result<()> {
+    let releases: Vec<ReleaseJson> = pb::fleet_client::FleetClient::new(client.connect().await?)
+        .list_releases(pb::ListReleasesRequest {})
+        .await
+        .map_err(super::status_error)
+        .context("list releases")?
+        .into_inner()
+        .releases
+        .into_iter()
+        .map(|r| {
+            let mut roles: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+            for pin in r.pins {
+                if role.as_ref().is_none_or(|wanted| *wanted == pin.role) {
+                    roles
+                        .entry(pin.role)
+                        .or_default()
+                        .insert(pin.container, pin.image);
+                }
+            }
+            ReleaseJson {
+                id: r.id,
+                job_id: r.job_id,
+                caller: r.caller,
+                created_at_unix_ms: r.created_at_unix_ms,
+                roles,
+            }
+        })
+        .collect();
+    match format {
+        ListFormat::Json => println!("{}", serde_json::to_string_pretty(&releases)?),
+        ListFormat::Table if releases.is_empty() => {
+            println!(
+                "no release yet: one is recorded after each successful highstate that changes something"
+            );
+        }
+        ListFormat::Table => {
+            for release in &releases {
+                let at = humantime::format_rfc3339_seconds(
+                    UNIX_EPOCH
+                        + Duration::from_millis(
+                            u64::try_from(release.created_at_unix_ms).unwrap_or(0),
+                        ),
+                );
+                println!(
+                    "release {}  {at}  by {}  job {}",
+                    release.id, release.caller, release.job_id
+                );
+                for (role, containers) in &release.roles {
+                    for (container, image) in containers {
+                        println!("  {role}/{container}  {image}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
