@@ -70,6 +70,7 @@ fn rollout_from_wire(rollout: pb::Rollout) -> Result<Rollout, Status> {
         batch_wait,
         canary: rollout.canary,
         max_failures: rollout.max_failures,
+        auto_revert: rollout.auto_revert,
     })
 }
 

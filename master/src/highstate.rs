@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::link::{Command, JobEvent};
 use crate::registry::{ResolveError, Resolver};
-use crate::release::{Pins, next_pins, pins_of};
+use crate::release::{Pins, Release, next_pins, pins_of};
 use crate::rollout::Rollout;
 use crate::state::{Master, load_roles, now_unix_ms};
 use crate::store::{JobRecord, LockRecord};
@@ -81,6 +81,10 @@ pub struct PreparedJob {
     desired: BTreeMap<MinionId, DesiredState>,
     /// What the job deploys, by role: the next release if every host succeeds.
     deployed: Pins,
+    /// What each host is sent, kept for an auto-revert.
+    sent: BTreeMap<MinionId, DesiredState>,
+    /// The release in force when the job started: what an auto-revert returns to.
+    previous_release: Option<Release>,
     /// Hosts that fail before any command: an image of theirs does not resolve.
     blocked: BTreeMap<MinionId, HostReport>,
     /// How long each batch may take.
@@ -165,6 +169,7 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
     let resolver = Resolver::new(master.config.registries.clone());
     let (desired, blocked) = pin_images(&resolver, desired, &pins.unwrap_or_default()).await?;
     let deployed = pins_of(&desired);
+    let previous_release = master.store.releases().await?.pop();
 
     // The lock lasts as long as the job can, so a master that dies mid-job cannot leave the
     // fleet locked for good.
@@ -200,8 +205,10 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
     Ok(PreparedJob {
         job_id,
         target: target_text,
+        sent: desired.clone(),
         desired,
         deployed,
+        previous_release,
         blocked,
         timeout,
         rollout,
@@ -390,6 +397,9 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
         )
         .await;
     }
+    if job.rollout.auto_revert && reports.values().any(|r| !r.status.is_success()) {
+        revert(&master, &job, &mut inbox, &caller, &mut reports).await;
+    }
     master.router.unregister(&job.job_id);
 
     let summary = JobSummary {
@@ -419,6 +429,95 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
         tracing::error!("cannot release the fleet lock (it expires by itself): {err}");
     }
     let _ = caller.send(HighstateEvent::Summary(summary)).await;
+}
+
+/// Returns the hosts a failed rollout changed to the release in force before it. Each gets a
+/// new final report, status failed, with the containers as the revert left them.
+async fn revert(
+    master: &Master,
+    job: &PreparedJob,
+    inbox: &mut mpsc::Receiver<JobEvent>,
+    caller: &mpsc::Sender<HighstateEvent>,
+    reports: &mut BTreeMap<MinionId, HostReport>,
+) {
+    let changed: Vec<MinionId> = reports
+        .values()
+        .filter(|r| r.status == HostStatus::Changed)
+        .map(|r| r.minion_id.clone())
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    let Some(previous) = &job.previous_release else {
+        tracing::warn!(
+            "auto-revert: no earlier release to return to; changed hosts keep the new images"
+        );
+        return;
+    };
+    let hosts: BTreeMap<MinionId, DesiredState> = changed
+        .iter()
+        .filter_map(|id| {
+            let state = job.sent.get(id)?;
+            Some((id.clone(), reverted_state(state, &previous.pins)))
+        })
+        .collect();
+    let revert_id = JobId::new(format!("{}-revert", job.job_id))
+        .expect("a job id with a suffix is still a valid job id");
+    tracing::info!(hosts = hosts.len(), release = previous.id, "auto-revert");
+    // The revert's results come back on the job's inbox under their own job id; its per-host
+    // reports are turned into the job's final ones below rather than sent as they come.
+    let (events, _) = mpsc::channel(1);
+    let mut reverted = BTreeMap::new();
+    if let Some(sender) = master.router.sender_of(&job.job_id) {
+        master.router.register(revert_id.clone(), sender);
+    }
+    run_batch(
+        master,
+        &revert_id,
+        job.timeout,
+        hosts,
+        inbox,
+        &events,
+        &mut reverted,
+    )
+    .await;
+    master.router.unregister(&revert_id);
+    for (id, revert) in reverted {
+        let first = reports.get(&id).map_or(0, |r| r.duration_ms);
+        let outcome = match (revert.status.is_success(), &revert.error) {
+            (true, _) => "the revert succeeded".to_owned(),
+            (false, Some(error)) => format!("the revert failed: {error}"),
+            (false, None) => format!("the revert ended {}", revert.status),
+        };
+        let report = HostReport {
+            minion_id: id,
+            status: HostStatus::Failed,
+            containers: revert.containers,
+            error: Some(format!(
+                "changed, then returned to release {} because the rollout failed; {outcome}",
+                previous.id
+            )),
+            duration_ms: first.saturating_add(revert.duration_ms),
+        };
+        finish(caller, reports, report).await;
+    }
+}
+
+/// A host's desired state with every container on its image of `pins`; a container that has
+/// none there did not exist then and is left out.
+fn reverted_state(state: &DesiredState, pins: &Pins) -> DesiredState {
+    let containers = state
+        .containers
+        .iter()
+        .filter_map(|spec| {
+            let image = pins.get(&spec.role)?.get(&spec.name)?;
+            let mut spec = spec.clone();
+            spec.image = image.clone();
+            Some(spec)
+        })
+        .collect();
+    // Fewer containers than a valid state, with the same names and ports: still valid.
+    DesiredState { containers }
 }
 
 /// Records what a successful job deployed as the next release, if it changed anything.

@@ -144,7 +144,8 @@ impl JobRouter {
         self.lock().remove(job);
     }
 
-    fn sender(&self, job: &JobId) -> Option<mpsc::Sender<JobEvent>> {
+    /// Where a job's messages go; a job's follow-up (an auto-revert) shares its inbox.
+    pub fn sender_of(&self, job: &JobId) -> Option<mpsc::Sender<JobEvent>> {
         self.lock().get(job).cloned()
     }
 
@@ -305,7 +306,7 @@ async fn route(master: &Master, minion_id: &MinionId, message: pb::MinionMessage
         tracing::warn!(minion.id = %minion_id, "ignored a message with an invalid job id");
         return;
     };
-    match master.router.sender(&job_id) {
+    match master.router.sender_of(&job_id) {
         Some(job) => {
             let _ = job.send(event).await;
         }

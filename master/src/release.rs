@@ -65,7 +65,7 @@ pub fn previous_release<'a>(
     role: Option<&RoleName>,
 ) -> Option<&'a Release> {
     let differs = |r: &Release| match role {
-        Some(role) => r.pins.get(role).is_some() && r.pins.get(role) != current.pins.get(role),
+        Some(role) => r.pins.contains_key(role) && r.pins.get(role) != current.pins.get(role),
         None => r.pins != current.pins,
     };
     releases

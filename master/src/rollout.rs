@@ -63,6 +63,8 @@ pub struct Rollout {
     pub canary: bool,
     /// Failed, unreachable or timed-out hosts tolerated before the rollout stops.
     pub max_failures: u32,
+    /// When the rollout fails, return the hosts it changed to the previous release.
+    pub auto_revert: bool,
 }
 
 impl Rollout {

@@ -737,3 +737,44 @@ fn rollback_restores_the_previous_digest_on_every_host_of_the_role() {
         "the rollback is the newest release"
     );
 }
+
+#[test]
+fn auto_revert_returns_changed_hosts_to_the_previous_release() {
+    let mut fleet = Fleet::start(&["a", "b", "c"]);
+    let (a, b, c) = (
+        fleet.minion_id("a"),
+        fleet.minion_id("b"),
+        fleet.minion_id("c"),
+    );
+    let app = fleet.app_v1.reference.clone();
+    let every = format!("e2e-{}-*", fleet.uniq);
+    fleet
+        .master
+        .write_roles(&(role("web", &app, "web", WEB_COMMAND) + &assign(&[(&every, &["web"])])));
+    highstate_expecting(&fleet, 0);
+
+    // v2 goes out to a and b, which succeed; c, last in order, fails.
+    fleet.images.push_variant("app", 2);
+    let missing = fleet.images.reference("app", "does-not-exist");
+    fleet.master.write_roles(
+        &(role("web", &app, "web", WEB_COMMAND)
+            + &role("webb", &missing, "web", WEB_COMMAND)
+            + &assign(&[(&a, &["web"]), (&b, &["web"]), (&c, &["webb"])])),
+    );
+    let run =
+        fleet
+            .master
+            .highstate_run_with(&["--batch", "1", "--max-failures", "1", "--auto-revert"]);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    let report = &run.json;
+    for id in [&a, &b] {
+        let h = host(report, id);
+        assert_eq!(h["status"], "failed", "{report:#}");
+        assert!(
+            errors_of(h).contains("returned to release 1"),
+            "{id} does not say it was reverted: {report:#}"
+        );
+        assert_runs(id, "web", "web", &fleet.app_v1.id);
+    }
+    assert_eq!(status(report, &c), "failed", "{report:#}");
+}

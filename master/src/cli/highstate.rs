@@ -47,6 +47,9 @@ pub struct RolloutArgs {
     /// `skipped` and left untouched.
     #[arg(long, default_value_t = 0)]
     pub max_failures: u32,
+    /// When the rollout fails, return the hosts it already changed to the previous release.
+    #[arg(long)]
+    pub auto_revert: bool,
     /// Why this rollout runs; shown to anyone it locks out while it runs.
     #[arg(long)]
     pub message: Option<String>,
@@ -67,6 +70,7 @@ impl RolloutArgs {
             batch_wait_ms: u64::try_from(batch_wait.as_millis()).unwrap_or(u64::MAX),
             canary: self.canary,
             max_failures: self.max_failures,
+            auto_revert: self.auto_revert,
         })
     }
 }
