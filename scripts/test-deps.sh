@@ -33,6 +33,14 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /tmp/brine-dockerd.log" >&2; exit 1; }
 fi
 
+# The CI-client test calls the gRPC API from Python, as a CI pipeline would.
+venv="$(dirname "$0")/../.venv-tests"
+if ! "$venv/bin/python" -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
+  echo "installing grpcio for the Python client test" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q -r "$(dirname "$0")/../tests/python/requirements.txt"
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest" >&2
   cargo install cargo-nextest --locked

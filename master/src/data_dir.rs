@@ -116,7 +116,7 @@ pub fn read(path: &Path) -> anyhow::Result<String> {
 
 /// Writes a file that must not exist yet, with `mode` from the start (a key is never readable by
 /// others, not even for a moment).
-fn write_new(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+pub fn write_new(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -4,8 +4,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
 use brine_common::names::RoleName;
 use brine_common::outcome::{HighstateEvent, JobId};
+use brine_common::spec::ImageRef;
 use brine_common::token::JoinToken;
 use brine_proto::pb;
 use futures::Stream;
@@ -45,6 +48,7 @@ impl From<HighstateError> for Status {
             | HighstateError::Registry(_)
             | HighstateError::Locked(_) => Status::failed_precondition(err.to_string()),
             HighstateError::NoTargets(_) => Status::not_found(err.to_string()),
+            HighstateError::UnknownRole(_) => Status::invalid_argument(err.to_string()),
             HighstateError::Store(_) => {
                 tracing::error!("highstate: {err}");
                 Status::unavailable("the master's store failed; see the master's log")
@@ -134,6 +138,62 @@ impl pb::fleet_server::Fleet for FleetService {
                 caller,
                 lock_message: request.lock_message,
                 pins: None,
+                deploy: None,
+            },
+        )
+        .await?;
+        Ok(self.stream_job(job))
+    }
+
+    type DeployStream = HighstateStream;
+
+    async fn deploy(
+        &self,
+        request: Request<pb::DeployRequest>,
+    ) -> Result<Response<Self::DeployStream>, Status> {
+        let caller = Caller::of(&request)?.identity()?.to_string();
+        let request = request.into_inner();
+        if request.roles.is_empty() {
+            return Err(Status::invalid_argument("roles: name at least one role"));
+        }
+        let roles = request
+            .roles
+            .iter()
+            .map(|role| {
+                RoleName::new(role.trim())
+                    .map_err(|err| Status::invalid_argument(format!("roles: {role:?} {err}")))
+            })
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        let image = ImageRef::new(request.image)
+            .map_err(|err| Status::invalid_argument(format!("image: {err}")))?;
+        let (timeout, rollout) = self.job_options(request.timeout_seconds, request.rollout)?;
+        // Every other role on the hosts keeps what the current release runs.
+        let mut pins = self
+            .master
+            .store
+            .releases()
+            .await
+            .map_err(store_failure)?
+            .pop()
+            .map(|r| r.pins)
+            .unwrap_or_default();
+        pins.retain(|role, _| !roles.contains(role));
+        let lock_message = if request.lock_message.trim().is_empty() {
+            format!("deploy {image}")
+        } else {
+            request.lock_message
+        };
+        tracing::info!(%caller, %image, roles = ?roles.iter().map(ToString::to_string).collect::<Vec<_>>(), "deploy");
+        let job = highstate::prepare(
+            &self.master,
+            JobRequest {
+                target: None,
+                timeout,
+                rollout,
+                caller,
+                lock_message,
+                pins: Some(pins),
+                deploy: Some((roles, image)),
             },
         )
         .await?;
@@ -195,6 +255,7 @@ impl pb::fleet_server::Fleet for FleetService {
                 caller,
                 lock_message,
                 pins: Some(pins),
+                deploy: None,
             },
         )
         .await?;

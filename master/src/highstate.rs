@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use brine_common::names::MinionId;
+use brine_common::names::{MinionId, RoleName};
 use brine_common::outcome::{
     ContainerAction, ContainerResult, HighstateEvent, HostReport, HostStatus, JobId, JobSummary,
 };
@@ -59,6 +59,8 @@ pub enum HighstateError {
     Roles(#[from] crate::state::RolesError),
     #[error("no enrolled minion matches {0:?}")]
     NoTargets(String),
+    #[error("roles: {0} is not declared in the roles file")]
+    UnknownRole(RoleName),
     #[error(
         "the roles file gives some hosts an impossible set of containers; nothing was sent:\n{0}"
     )]
@@ -107,6 +109,9 @@ pub struct JobRequest {
     pub lock_message: String,
     /// Images to use instead of resolving tags (a rollback); `None` resolves every tag.
     pub pins: Option<Pins>,
+    /// A deploy: only hosts running one of these roles, and these roles' containers run this
+    /// image instead of the roles file's.
+    pub deploy: Option<(BTreeSet<RoleName>, ImageRef)>,
 }
 
 /// A new job id: UTC start time, then random hex, so ids sort by time and never collide.
@@ -135,8 +140,16 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
         caller,
         lock_message,
         pins,
+        deploy,
     } = request;
     let roles = load_roles(&master.config).await?;
+    if let Some((deployed, _)) = &deploy
+        && let Some(unknown) = deployed
+            .iter()
+            .find(|r| !roles.role_names().any(|n| n == *r))
+    {
+        return Err(HighstateError::UnknownRole(unknown.clone()));
+    }
     let targets: Vec<MinionId> = master
         .store
         .minions()
@@ -165,6 +178,27 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
     }
     if !problems.is_empty() {
         return Err(HighstateError::ImpossibleHosts(problems.join("\n")));
+    }
+    if let Some((deployed, image)) = &deploy {
+        desired.retain(|_, state| state.containers.iter().any(|c| deployed.contains(&c.role)));
+        if desired.is_empty() {
+            return Err(HighstateError::NoTargets(format!(
+                "any host that runs {}",
+                deployed
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )));
+        }
+        for spec in desired
+            .values_mut()
+            .flat_map(|state| state.containers.iter_mut())
+        {
+            if deployed.contains(&spec.role) {
+                spec.image = image.clone();
+            }
+        }
     }
     let resolver = Resolver::new(master.config.registries.clone());
     let (desired, blocked) = pin_images(&resolver, desired, &pins.unwrap_or_default()).await?;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use brine_common::identity::CertRole;
 use brine_master::cli::client::ClientArgs;
 use brine_master::cli::highstate::RolloutArgs;
 use brine_master::cli::minions::ListFormat;
@@ -93,6 +94,31 @@ enum Command {
         #[command(subcommand)]
         command: LockCommand,
     },
+    /// Deploy an image to roles (what CI calls after pushing a tested image): a highstate over
+    /// the hosts of those roles, in which their containers run IMAGE and every other role keeps
+    /// its current images. The roles file is not changed. Exit codes as for highstate.
+    Deploy {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// A role to deploy; repeat for several.
+        #[arg(long = "role", required = true, value_name = "ROLE")]
+        roles: Vec<String>,
+        /// The image, e.g. `registry.example.com:5000/mynames/app:tested`.
+        #[arg(long)]
+        image: String,
+        /// How long to wait for each batch of hosts (e.g. `90s`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+        #[command(flatten)]
+        rollout: RolloutArgs,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
+        output: OutputFormat,
+    },
+    /// Issue certificates for CI pipelines and operators (run on the master host).
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
     /// The releases: after each successful highstate that changed something, which image
     /// (pinned by digest) each container of each role runs. Rollback targets.
     Releases {
@@ -130,6 +156,24 @@ enum Command {
         client: ClientArgs,
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Issue a certificate and write NAME.pem, NAME.key and ca.pem to a directory.
+    Issue {
+        #[arg(long, env = "BRINE_MASTER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// A certificate for a CI pipeline (may deploy, run highstates, read).
+        #[arg(long, value_name = "NAME", group = "role")]
+        ci: Option<String>,
+        /// A certificate for an operator (may do everything).
+        #[arg(long, value_name = "NAME", group = "role")]
+        admin: Option<String>,
+        /// Where to write the files.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -276,6 +320,36 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             } => brine_master::cli::lock::acquire(&client, message, ttl).await?,
             LockCommand::Release { client } => brine_master::cli::lock::release(&client).await?,
         },
+        Command::Deploy {
+            client,
+            roles,
+            image,
+            timeout,
+            rollout,
+            output,
+        } => {
+            let verdict = brine_master::cli::highstate::deploy(
+                &client, roles, image, timeout, &rollout, output,
+            )
+            .await?;
+            return Ok(verdict.exit_code());
+        }
+        Command::Cert {
+            command:
+                CertCommand::Issue {
+                    data_dir,
+                    ci,
+                    admin,
+                    out,
+                },
+        } => {
+            let (role, name) = match (ci, admin) {
+                (Some(name), None) => (CertRole::Ci, name),
+                (None, Some(name)) => (CertRole::Admin, name),
+                _ => anyhow::bail!("give either --ci NAME or --admin NAME"),
+            };
+            brine_master::cli::cert::issue(&DataDir::new(&data_dir), role, &name, &out)?;
+        }
         Command::Releases {
             client,
             role,

@@ -778,3 +778,71 @@ fn auto_revert_returns_changed_hosts_to_the_previous_release() {
     }
     assert_eq!(status(report, &c), "failed", "{report:#}");
 }
+
+/// The Python interpreter with grpcio that scripts/test-deps.sh installs.
+fn python() -> std::path::PathBuf {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-tests/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test-deps.sh to install grpcio",
+        python.display()
+    );
+    python
+}
+
+#[test]
+fn a_python_grpc_client_deploys_with_a_ci_certificate() {
+    let fleet = Fleet::start(&["a"]);
+    let a = fleet.minion_id("a");
+    fleet.master.write_roles(
+        &(role("web", &fleet.app_v1.reference, "web", WEB_COMMAND) + &assign(&[(&a, &["web"])])),
+    );
+    let certs = tempfile::tempdir().expect("a temp dir");
+    let out = certs.path().to_str().expect("a UTF-8 temp path");
+    let (code, _, stderr) =
+        master_cli(&fleet, &["cert", "issue", "--ci", "pipeline", "--out", out]);
+    assert_eq!(code, 0, "{stderr}");
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/deploy.py");
+    let deploy = |role: &str| {
+        std::process::Command::new(python())
+            .arg(&script)
+            .args(["--master", &fleet.master.address()])
+            .args(["--ca", &format!("{out}/ca.pem")])
+            .args(["--cert", &format!("{out}/pipeline.pem")])
+            .args(["--key", &format!("{out}/pipeline.key")])
+            .args(["--role", role, "--image", &fleet.app_v1.reference])
+            .output()
+            .expect("run the Python client")
+    };
+    let run = deploy("web");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let verdict: Value = serde_json::from_str(stdout.trim()).expect("the client prints JSON");
+    assert_eq!(verdict["success"], true, "{verdict:#}");
+    assert_eq!(verdict["hosts"][0]["minion_id"], a.as_str(), "{verdict:#}");
+    assert_eq!(
+        verdict["hosts"][0]["status"], "HOST_STATUS_CHANGED",
+        "{verdict:#}"
+    );
+    assert_runs(&a, "web", "web", &fleet.app_v1.id);
+    let (_, jobs, _) = master_cli(&fleet, &["jobs", "--output", "json"]);
+    assert!(
+        jobs.contains("pipeline (ci)"),
+        "the job does not record the CI caller: {jobs}"
+    );
+
+    // Bad input is refused before anything runs, with the field named.
+    let refused = deploy("nosuchrole");
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    assert_eq!(refused.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("INVALID_ARGUMENT") && stdout.contains("roles"),
+        "{stdout}"
+    );
+}

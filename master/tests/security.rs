@@ -474,6 +474,47 @@ async fn a_minion_certificate_cannot_call_fleet() {
     );
 
     let result = within(
+        "deploy",
+        fleet.deploy(pb::DeployRequest {
+            roles: vec!["web".into()],
+            image: "127.0.0.1:5000/app:tested".into(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    expect_refused(
+        "Deploy with a minion certificate",
+        result,
+        Code::PermissionDenied,
+        "minion role",
+    );
+    for (what, result) in [
+        (
+            "Rollback",
+            within("rollback", fleet.rollback(pb::RollbackRequest::default()))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "AcquireLock",
+            within(
+                "acquire_lock",
+                fleet.acquire_lock(pb::AcquireLockRequest::default()),
+            )
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "ListJobs",
+            within("list_jobs", fleet.list_jobs(pb::ListJobsRequest::default()))
+                .await
+                .map(|_| ()),
+        ),
+    ] {
+        expect_refused(what, result, Code::PermissionDenied, "minion role");
+    }
+
+    let result = within(
         "create_join_token",
         fleet.create_join_token(pb::CreateJoinTokenRequest::default()),
     )

@@ -131,6 +131,31 @@ pub async fn rollback(
     Ok(watch(stream, format).await)
 }
 
+/// Deploys `image` to `roles` (CI's call) and renders it.
+pub async fn deploy(
+    client: &ClientArgs,
+    roles: Vec<String>,
+    image: String,
+    timeout: Option<Duration>,
+    rollout_args: &RolloutArgs,
+    format: OutputFormat,
+) -> anyhow::Result<Verdict> {
+    let request = pb::DeployRequest {
+        roles,
+        image,
+        timeout_seconds: timeout_seconds(timeout)?,
+        rollout: Some(rollout_args.to_wire()?),
+        lock_message: rollout_args.message.clone().unwrap_or_default(),
+    };
+    let stream = pb::fleet_client::FleetClient::new(client.connect().await?)
+        .deploy(request)
+        .await
+        .map_err(super::status_error)
+        .context("start the deploy")?
+        .into_inner();
+    Ok(watch(stream, format).await)
+}
+
 /// Renders a job's events until its summary; the verdict is a failure without one.
 async fn watch(mut stream: Streaming<pb::HighstateEvent>, format: OutputFormat) -> Verdict {
     let mut renderer = Renderer::new(format);

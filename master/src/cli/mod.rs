@@ -1,5 +1,6 @@
 //! Operator subcommands that talk to a running master over gRPC.
 
+pub mod cert;
 pub mod client;
 pub mod highstate;
 pub mod jobs;

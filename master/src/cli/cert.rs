@@ -1,0 +1,35 @@
+//! `brine-master cert issue`: certificates for CI pipelines and operators, signed on the master
+//! host with the CA in its data directory.
+
+use std::path::Path;
+
+use anyhow::Context;
+use brine_common::identity::CertRole;
+use brine_common::names::MinionId;
+
+use crate::data_dir::{DataDir, write_new};
+
+/// Issues a certificate for `name` with `role` and writes `NAME.pem`, `NAME.key` (0600) and the
+/// CA's `ca.pem` into `out`, ready to hand to the caller.
+pub fn issue(data: &DataDir, role: CertRole, name: &str, out: &Path) -> anyhow::Result<()> {
+    // The same rules as host ids, so the name is safe as a file name and a certificate name.
+    let name = MinionId::new(name).with_context(|| format!("certificate name {name:?}"))?;
+    let ca = data.load_ca()?;
+    let issued = ca.issue(name.as_str(), role, &[])?;
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    let cert_path = out.join(format!("{name}.pem"));
+    let key_path = out.join(format!("{name}.key"));
+    write_new(&key_path, &issued.key_pem, 0o600)?;
+    write_new(&cert_path, &issued.cert_pem, 0o644)?;
+    let ca_path = out.join("ca.pem");
+    if !ca_path.exists() {
+        write_new(&ca_path, ca.cert_pem(), 0o644)?;
+    }
+    println!(
+        "issued a {role} certificate for {name}:\n  {}\n  {}\n  {}",
+        cert_path.display(),
+        key_path.display(),
+        ca_path.display()
+    );
+    Ok(())
+}
