@@ -8,9 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use brine_common::identity::CertRole;
 use brine_master::cli::client::ClientArgs;
-use brine_master::cli::highstate::RolloutArgs;
+use brine_master::cli::highstate::JobArgs;
 use brine_master::cli::minions::ListFormat;
-use brine_master::cli::output::OutputFormat;
 use brine_master::config::{DEFAULT_PORT, MasterConfig};
 use brine_master::data_dir::{DEFAULT_DATA_DIR, DataDir};
 use clap::{Parser, Subcommand};
@@ -61,19 +60,10 @@ enum Command {
     /// unreachable or timed out, 2 when the highstate could not run at all.
     Highstate {
         #[command(flatten)]
-        client: ClientArgs,
+        job: JobArgs,
         /// Only hosts whose minion id matches this glob (`web-*`, `db-[12]`).
         #[arg(long, value_name = "GLOB")]
         target: Option<String>,
-        /// How long to wait for each batch of hosts (e.g. `90s`, `10m`); defaults to
-        /// master.toml's.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        timeout: Option<Duration>,
-        #[command(flatten)]
-        rollout: RolloutArgs,
-        /// `auto`: progress bars on a terminal, plain lines otherwise.
-        #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
-        output: OutputFormat,
     },
     /// The history of highstates: who ran what, when, and every host's result.
     #[command(args_conflicts_with_subcommands = true)]
@@ -99,20 +89,13 @@ enum Command {
     /// its current images. The roles file is not changed. Exit codes as for highstate.
     Deploy {
         #[command(flatten)]
-        client: ClientArgs,
+        job: JobArgs,
         /// A role to deploy; repeat for several.
         #[arg(long = "role", required = true, value_name = "ROLE")]
         roles: Vec<String>,
         /// The image, e.g. `registry.example.com:5000/mynames/app:tested`.
         #[arg(long)]
         image: String,
-        /// How long to wait for each batch of hosts (e.g. `90s`).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        timeout: Option<Duration>,
-        #[command(flatten)]
-        rollout: RolloutArgs,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
-        output: OutputFormat,
     },
     /// Issue certificates for CI pipelines and operators (run on the master host).
     Cert {
@@ -135,20 +118,13 @@ enum Command {
     /// download. Exit codes as for highstate.
     Rollback {
         #[command(flatten)]
-        client: ClientArgs,
+        job: JobArgs,
         /// The role to roll back; default every role.
         #[arg(long)]
         role: Option<String>,
         /// The release to go back to; default the newest earlier one that differs.
         #[arg(long, value_name = "RELEASE")]
         to: Option<u64>,
-        /// How long to wait for each batch of hosts (e.g. `90s`).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        timeout: Option<Duration>,
-        #[command(flatten)]
-        rollout: RolloutArgs,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
-        output: OutputFormat,
     },
     /// List enrolled hosts, their link state, facts and containers.
     Minions {
@@ -288,16 +264,8 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Token {
             command: TokenCommand::Create { client, ttl },
         } => brine_master::cli::token::create(&client, ttl).await?,
-        Command::Highstate {
-            client,
-            target,
-            timeout,
-            rollout,
-            output,
-        } => {
-            let verdict =
-                brine_master::cli::highstate::run(&client, target, timeout, &rollout, output)
-                    .await?;
+        Command::Highstate { job, target } => {
+            let verdict = brine_master::cli::highstate::run(&job, target).await?;
             return Ok(verdict.exit_code());
         }
         Command::Jobs {
@@ -320,18 +288,8 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             } => brine_master::cli::lock::acquire(&client, message, ttl).await?,
             LockCommand::Release { client } => brine_master::cli::lock::release(&client).await?,
         },
-        Command::Deploy {
-            client,
-            roles,
-            image,
-            timeout,
-            rollout,
-            output,
-        } => {
-            let verdict = brine_master::cli::highstate::deploy(
-                &client, roles, image, timeout, &rollout, output,
-            )
-            .await?;
+        Command::Deploy { job, roles, image } => {
+            let verdict = brine_master::cli::highstate::deploy(&job, roles, image).await?;
             return Ok(verdict.exit_code());
         }
         Command::Cert {
@@ -355,18 +313,8 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             role,
             output,
         } => brine_master::cli::releases::list(&client, role, output).await?,
-        Command::Rollback {
-            client,
-            role,
-            to,
-            timeout,
-            rollout,
-            output,
-        } => {
-            let verdict = brine_master::cli::highstate::rollback(
-                &client, role, to, timeout, &rollout, output,
-            )
-            .await?;
+        Command::Rollback { job, role, to } => {
+            let verdict = brine_master::cli::highstate::rollback(&job, role, to).await?;
             return Ok(verdict.exit_code());
         }
         Command::Minions { client, output } => {

@@ -846,3 +846,51 @@ fn a_python_grpc_client_deploys_with_a_ci_certificate() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_tag_pushed_during_a_rollout_does_not_reach_the_remaining_hosts() {
+    let mut fleet = Fleet::start(&["a", "b"]);
+    let (a, b) = (fleet.minion_id("a"), fleet.minion_id("b"));
+    let every = format!("e2e-{}-*", fleet.uniq);
+    fleet.master.write_roles(
+        &(role("web", &fleet.app_v1.reference, "web", WEB_COMMAND)
+            + &assign(&[(&every, &["web"])])),
+    );
+    // Host a is converged first; while the rollout waits, CI pushes a new build under the tag.
+    let rollout = fleet
+        .master
+        .cli(&[
+            "highstate",
+            "--batch",
+            "1",
+            "--batch-wait",
+            "4s",
+            "--output",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the rollout");
+    wait_for_lock(&fleet, "highstate");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while containers(&a).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "host a was never converged"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v2 = fleet.images.push_variant("app", 2);
+    let output = rollout.wait_with_output().expect("wait for the rollout");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
+    // Both hosts run the digest resolved when the rollout began.
+    for id in [&a, &b] {
+        assert_runs(id, "web", "web", &fleet.app_v1.id);
+    }
+    assert_ne!(v2.id, fleet.app_v1.id);
+}

@@ -75,85 +75,116 @@ impl RolloutArgs {
     }
 }
 
-/// `--timeout` as the wire's seconds (0 for the master's default).
-fn timeout_seconds(timeout: Option<Duration>) -> anyhow::Result<u32> {
-    match timeout {
-        Some(timeout) => u32::try_from(timeout.as_secs().max(1)).context("--timeout is too long"),
-        None => Ok(0),
+/// Everything a job subcommand (highstate, deploy, rollback) shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// How long to wait for each batch of hosts (e.g. `90s`, `10m`); defaults to master.toml's.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+    /// `auto`: progress bars on a terminal, plain lines otherwise.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
+    pub output: OutputFormat,
+}
+
+/// The parts of a job request every job subcommand sends.
+struct JobWire {
+    timeout_seconds: u32,
+    rollout: pb::Rollout,
+    lock_message: String,
+}
+
+impl JobArgs {
+    fn wire(&self) -> anyhow::Result<JobWire> {
+        let timeout_seconds = match self.timeout {
+            Some(timeout) => {
+                u32::try_from(timeout.as_secs().max(1)).context("--timeout is too long")?
+            }
+            None => 0,
+        };
+        Ok(JobWire {
+            timeout_seconds,
+            rollout: self.rollout.to_wire()?,
+            lock_message: self.rollout.message.clone().unwrap_or_default(),
+        })
+    }
+
+    async fn fleet(
+        &self,
+    ) -> anyhow::Result<pb::fleet_client::FleetClient<tonic::transport::Channel>> {
+        Ok(pb::fleet_client::FleetClient::new(
+            self.client.connect().await?,
+        ))
     }
 }
 
 /// Runs a highstate over `target` (a glob; `None` for every host) and renders it.
-pub async fn run(
-    client: &ClientArgs,
-    target: Option<String>,
-    timeout: Option<Duration>,
-    rollout_args: &RolloutArgs,
-    format: OutputFormat,
-) -> anyhow::Result<Verdict> {
+pub async fn run(job: &JobArgs, target: Option<String>) -> anyhow::Result<Verdict> {
+    let wire = job.wire()?;
     let request = pb::HighstateRequest {
         target: target.unwrap_or_default(),
-        timeout_seconds: timeout_seconds(timeout)?,
-        rollout: Some(rollout_args.to_wire()?),
-        lock_message: rollout_args.message.clone().unwrap_or_default(),
+        timeout_seconds: wire.timeout_seconds,
+        rollout: Some(wire.rollout),
+        lock_message: wire.lock_message,
     };
-    let stream = pb::fleet_client::FleetClient::new(client.connect().await?)
+    let stream = job
+        .fleet()
+        .await?
         .highstate(request)
         .await
         .map_err(super::status_error)
         .context("start the highstate")?
         .into_inner();
-    Ok(watch(stream, format).await)
+    Ok(watch(stream, job.output).await)
 }
 
 /// Rolls `role` (or every role) back to release `to` (or the previous one) and renders it.
 pub async fn rollback(
-    client: &ClientArgs,
+    job: &JobArgs,
     role: Option<String>,
     to: Option<u64>,
-    timeout: Option<Duration>,
-    rollout_args: &RolloutArgs,
-    format: OutputFormat,
 ) -> anyhow::Result<Verdict> {
+    let wire = job.wire()?;
     let request = pb::RollbackRequest {
         role: role.unwrap_or_default(),
         to_release: to.unwrap_or(0),
-        timeout_seconds: timeout_seconds(timeout)?,
-        rollout: Some(rollout_args.to_wire()?),
-        lock_message: rollout_args.message.clone().unwrap_or_default(),
+        timeout_seconds: wire.timeout_seconds,
+        rollout: Some(wire.rollout),
+        lock_message: wire.lock_message,
     };
-    let stream = pb::fleet_client::FleetClient::new(client.connect().await?)
+    let stream = job
+        .fleet()
+        .await?
         .rollback(request)
         .await
         .map_err(super::status_error)
         .context("start the rollback")?
         .into_inner();
-    Ok(watch(stream, format).await)
+    Ok(watch(stream, job.output).await)
 }
 
 /// Deploys `image` to `roles` (CI's call) and renders it.
-pub async fn deploy(
-    client: &ClientArgs,
-    roles: Vec<String>,
-    image: String,
-    timeout: Option<Duration>,
-    rollout_args: &RolloutArgs,
-    format: OutputFormat,
-) -> anyhow::Result<Verdict> {
+pub async fn deploy(job: &JobArgs, roles: Vec<String>, image: String) -> anyhow::Result<Verdict> {
+    let wire = job.wire()?;
     let request = pb::DeployRequest {
         roles,
         image,
-        timeout_seconds: timeout_seconds(timeout)?,
-        rollout: Some(rollout_args.to_wire()?),
-        lock_message: rollout_args.message.clone().unwrap_or_default(),
+        timeout_seconds: wire.timeout_seconds,
+        rollout: Some(wire.rollout),
+        lock_message: wire.lock_message,
     };
-    let stream = pb::fleet_client::FleetClient::new(client.connect().await?)
+    let stream = job
+        .fleet()
+        .await?
         .deploy(request)
         .await
         .map_err(super::status_error)
         .context("start the deploy")?
         .into_inner();
-    Ok(watch(stream, format).await)
+    Ok(watch(stream, job.output).await)
 }
 
 /// Renders a job's events until its summary; the verdict is a failure without one.
