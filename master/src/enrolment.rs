@@ -1,6 +1,9 @@
 //! The `Enrolment` service: a join token and a CSR become a minion certificate.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use brine_common::names::MinionId;
 use brine_common::token::{JoinToken, sha256_hex};
@@ -13,9 +16,47 @@ use crate::auth::Caller;
 use crate::state::{Master, now_unix_ms};
 use crate::store::TokenCheck;
 
+/// Failed join attempts allowed per source address within [`THROTTLE_WINDOW`].
+const MAX_FAILED_JOINS: u32 = 10;
+const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses tracked at most; beyond that, stale entries are dropped first.
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
+
+/// Counts failed joins per source address, so guessing tokens is slow and cheap to refuse.
+#[derive(Debug, Default)]
+pub struct JoinThrottle {
+    // A std mutex: it is never held across an await.
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl JoinThrottle {
+    /// How long `address` must wait before it may try again, if it must.
+    fn wait_for(&self, address: IpAddr, now: Instant) -> Option<Duration> {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let (count, since) = failures.get(&address)?;
+        let left = THROTTLE_WINDOW
+            .checked_sub(now.duration_since(*since))
+            .filter(|left| !left.is_zero())?;
+        (*count >= MAX_FAILED_JOINS).then_some(left)
+    }
+
+    fn record_failure(&self, address: IpAddr, now: Instant) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() >= MAX_TRACKED_ADDRESSES {
+            failures.retain(|_, (_, since)| now.duration_since(*since) < THROTTLE_WINDOW);
+        }
+        let entry = failures.entry(address).or_insert((0, now));
+        if now.duration_since(entry.1) >= THROTTLE_WINDOW {
+            *entry = (0, now);
+        }
+        entry.0 = entry.0.saturating_add(1);
+    }
+}
+
 /// The `Enrolment` service.
 pub struct EnrolmentService {
     pub master: Arc<Master>,
+    pub throttle: JoinThrottle,
 }
 
 #[tonic::async_trait]
@@ -25,7 +66,31 @@ impl pb::enrolment_server::Enrolment for EnrolmentService {
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
         let peer = Caller::of(&request)?.peer;
-        let request = request.into_inner();
+        let address = peer.map(|p| p.ip());
+        if let Some(wait) = address.and_then(|a| self.throttle.wait_for(a, Instant::now())) {
+            tracing::warn!(peer = ?peer, "join refused: too many failed attempts");
+            return Err(Status::resource_exhausted(format!(
+                "too many failed join attempts from this address; try again in {} s",
+                wait.as_secs().max(1)
+            )));
+        }
+        let result = self.enrol(peer, request.into_inner()).await;
+        if result.is_err()
+            && let Some(address) = address
+        {
+            self.throttle.record_failure(address, Instant::now());
+        }
+        result.map(Response::new)
+    }
+}
+
+impl EnrolmentService {
+    /// Checks the token and signs the host's certificate.
+    async fn enrol(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        request: pb::JoinRequest,
+    ) -> Result<pb::JoinResponse, Status> {
         let refuse = |reason: &str| {
             tracing::warn!(peer = ?peer, minion.id = %request.minion_id, reason, "join refused");
             Status::unauthenticated(format!("join refused: {reason}"))
@@ -70,10 +135,40 @@ impl pb::enrolment_server::Enrolment for EnrolmentService {
                 Status::unavailable("the master's store failed")
             })?;
         tracing::info!(minion.id = %minion_id, peer = ?peer, "minion enrolled");
-        Ok(Response::new(pb::JoinResponse {
+        Ok(pb::JoinResponse {
             certificate_pem: cert_pem,
             ca_certificate_pem: self.master.ca.cert_pem().to_owned(),
             minion_id: minion_id.into(),
-        }))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_throttled_after_too_many_failures_for_a_while() {
+        let throttle = JoinThrottle::default();
+        let (guesser, other) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let start = Instant::now();
+        for _ in 0..MAX_FAILED_JOINS {
+            assert!(throttle.wait_for(guesser, start).is_none());
+            throttle.record_failure(guesser, start);
+        }
+        assert!(throttle.wait_for(guesser, start).is_some());
+        assert!(throttle.wait_for(other, start).is_none());
+        assert!(
+            throttle
+                .wait_for(guesser, start + THROTTLE_WINDOW)
+                .is_none()
+        );
+        // A new window starts counting afresh.
+        throttle.record_failure(guesser, start + THROTTLE_WINDOW);
+        assert!(
+            throttle
+                .wait_for(guesser, start + THROTTLE_WINDOW)
+                .is_none()
+        );
     }
 }

@@ -244,6 +244,32 @@ fn to_wire(minion_id: &MinionId, command: Command) -> pb::MasterMessage {
     pb::MasterMessage { kind: Some(kind) }
 }
 
+/// A minion reports a job's steps and throttled pull progress; far more than this in one
+/// window means a broken or hostile peer, whose link is closed.
+const MAX_MESSAGES_PER_WINDOW: u32 = 2_000;
+const MESSAGE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Counts a link's messages in fixed windows.
+#[derive(Debug, Default)]
+struct MessageRate {
+    window_start: Option<tokio::time::Instant>,
+    count: u32,
+}
+
+impl MessageRate {
+    fn allow(&mut self, now: tokio::time::Instant) -> bool {
+        match self.window_start {
+            Some(start) if now.duration_since(start) < MESSAGE_WINDOW => {}
+            _ => {
+                self.window_start = Some(now);
+                self.count = 0;
+            }
+        }
+        self.count = self.count.saturating_add(1);
+        self.count <= MAX_MESSAGES_PER_WINDOW
+    }
+}
+
 /// Reads what one minion sends until its stream ends, then tells the jobs it was part of.
 async fn inbound_loop(
     master: std::sync::Arc<Master>,
@@ -252,12 +278,17 @@ async fn inbound_loop(
     mut inbound: Streaming<pb::MinionMessage>,
     stop: CancellationToken,
 ) {
+    let mut rate = MessageRate::default();
     loop {
         let message = tokio::select! {
             () = stop.cancelled() => break,
             message = inbound.message() => message,
         };
         match message {
+            Ok(Some(_)) if !rate.allow(tokio::time::Instant::now()) => {
+                tracing::warn!(minion.id = %minion_id, "closed a link that sent more than {MAX_MESSAGES_PER_WINDOW} messages in {MESSAGE_WINDOW:?}");
+                break;
+            }
             Ok(Some(message)) => route(&master, &minion_id, message).await,
             Ok(None) => break,
             Err(status) => {
@@ -313,5 +344,21 @@ async fn route(master: &Master, minion_id: &MinionId, message: pb::MinionMessage
         None => {
             tracing::debug!(minion.id = %minion_id, job.id = %job_id, "message for a job that already ended")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flooding_link_is_cut_and_a_new_window_starts_afresh() {
+        let mut rate = MessageRate::default();
+        let start = tokio::time::Instant::now();
+        for _ in 0..MAX_MESSAGES_PER_WINDOW {
+            assert!(rate.allow(start));
+        }
+        assert!(!rate.allow(start));
+        assert!(rate.allow(start + MESSAGE_WINDOW));
     }
 }

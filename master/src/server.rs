@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::AuthorizeLayer;
 use crate::config::MasterConfig;
 use crate::data_dir::{DataDir, read};
-use crate::enrolment::EnrolmentService;
+use crate::enrolment::{EnrolmentService, JoinThrottle};
 use crate::fleet::FleetService;
 use crate::link::{JobRouter, Links, MinionLinkService};
 use crate::state::Master;
@@ -32,6 +32,11 @@ const ACCEPT_QUEUE: usize = 128;
 /// How often an idle connection is probed, and how long the probe may take.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest messages each service accepts: a join is a token and a CSR; a minion's hello
+/// lists its containers; a fleet request is small. Anything larger is refused before it is read.
+const ENROLMENT_MESSAGE_LIMIT: usize = 64 * 1024;
+const LINK_MESSAGE_LIMIT: usize = 1024 * 1024;
+const FLEET_MESSAGE_LIMIT: usize = 64 * 1024;
 /// How long in-flight requests get to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -154,19 +159,25 @@ pub async fn run(
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(AuthorizeLayer)
-        .add_service(pb::enrolment_server::EnrolmentServer::new(
-            EnrolmentService {
+        .add_service(
+            pb::enrolment_server::EnrolmentServer::new(EnrolmentService {
                 master: master.clone(),
-            },
-        ))
-        .add_service(pb::minion_link_server::MinionLinkServer::new(
-            MinionLinkService {
+                throttle: JoinThrottle::default(),
+            })
+            .max_decoding_message_size(ENROLMENT_MESSAGE_LIMIT),
+        )
+        .add_service(
+            pb::minion_link_server::MinionLinkServer::new(MinionLinkService {
                 master: master.clone(),
-            },
-        ))
-        .add_service(pb::fleet_server::FleetServer::new(FleetService {
-            master: master.clone(),
-        }))
+            })
+            .max_decoding_message_size(LINK_MESSAGE_LIMIT),
+        )
+        .add_service(
+            pb::fleet_server::FleetServer::new(FleetService {
+                master: master.clone(),
+            })
+            .max_decoding_message_size(FLEET_MESSAGE_LIMIT),
+        )
         .add_service(health_service)
         .serve_with_incoming_shutdown(incoming, stopping.clone().cancelled_owned());
 

@@ -709,3 +709,69 @@ async fn a_second_link_for_the_same_minion_replaces_the_first() {
     );
     master.shutdown().await;
 }
+
+#[tokio::test]
+async fn rapid_failed_joins_are_throttled_and_the_master_stays_responsive() {
+    install_crypto_provider();
+    let master = TestMaster::start().await;
+    let real = master.join_token(0).await;
+    let guess = JoinToken {
+        ca_digest: real.ca_digest.clone(),
+        secret: "0".repeat(40),
+    };
+    let mut enrolment =
+        pb::enrolment_client::EnrolmentClient::new(master.trusted_channel(None).await);
+    let started = std::time::Instant::now();
+    let mut codes = std::collections::BTreeMap::new();
+    for _ in 0..1000 {
+        let result = within(
+            "join",
+            enrolment.join(pb::JoinRequest {
+                token: guess.to_string(),
+                csr_pem: "unused".into(),
+                minion_id: "guesser".into(),
+            }),
+        )
+        .await;
+        let code = result.expect_err("a guessed token must not enrol").code();
+        *codes.entry(format!("{code:?}")).or_insert(0) += 1;
+    }
+    assert_eq!(
+        codes.get("Unauthenticated"),
+        Some(&10),
+        "only the first attempts may reach the token check: {codes:?}"
+    );
+    assert_eq!(codes.get("ResourceExhausted"), Some(&990), "{codes:?}");
+    println!("1000 refused joins in {:?}", started.elapsed());
+
+    // Operators are not affected.
+    let answered = std::time::Instant::now();
+    assert!(master.minion_ids().await.is_empty());
+    assert!(answered.elapsed() < Duration::from_secs(2));
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_messages_are_refused_before_they_are_read() {
+    install_crypto_provider();
+    let master = TestMaster::start().await;
+    let token = master.join_token(0).await.to_string();
+    let mut enrolment =
+        pb::enrolment_client::EnrolmentClient::new(master.trusted_channel(None).await);
+    let result = within(
+        "join",
+        enrolment.join(pb::JoinRequest {
+            token,
+            csr_pem: "x".repeat(1024 * 1024),
+            minion_id: "big".into(),
+        }),
+    )
+    .await;
+    let status = result.expect_err("a 1 MiB join must be refused");
+    assert!(
+        matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{status:?}"
+    );
+    assert!(master.minion_ids().await.is_empty());
+    master.shutdown().await;
+}
