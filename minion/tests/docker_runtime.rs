@@ -14,10 +14,14 @@ use std::time::{Duration, Instant};
 
 use brine_common::names::{ContainerName, RoleName};
 use brine_common::spec::{
-    ContainerSpec, HealthCheck, ImageRef, PortMapping, Protocol, RestartPolicy, VolumeMount,
+    ContainerSpec, HealthCheck, ImageRef, PortMapping, Probe, Protocol, RestartPolicy, VolumeMount,
 };
+use brine_minion::reconcile::health::{RuntimeTarget, Unhealthy, wait_until_healthy};
 use brine_minion::runtime::docker::DockerRuntime;
-use brine_minion::runtime::{ContainerRuntime, CreateRequest, PullProgress, RuntimeError, labels};
+use brine_minion::runtime::{
+    ContainerRuntime, ContainerStatus, CreateRequest, DockerHealth, PullProgress, RuntimeError,
+    labels,
+};
 use serde_json::Value;
 
 const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
@@ -69,6 +73,11 @@ impl Drop for Cleanup {
 /// `marker`, so no other test's image shares the layer (a pull must really download it) and
 /// removing this image never touches another test's.
 fn build_image(tag: &str, marker: &str, cleanup: &mut Cleanup) -> String {
+    build_image_with(tag, marker, "", cleanup)
+}
+
+/// [`build_image`] with `extra` Dockerfile instructions (a HEALTHCHECK, say).
+fn build_image_with(tag: &str, marker: &str, extra: &str, cleanup: &mut Cleanup) -> String {
     let context = tempfile::tempdir().expect("a temp dir");
     let root = context.path().join("rootfs");
     std::fs::create_dir_all(root.join("bin")).expect("rootfs/bin");
@@ -77,7 +86,7 @@ fn build_image(tag: &str, marker: &str, cleanup: &mut Cleanup) -> String {
     std::fs::write(root.join("etc/brine-test"), marker).expect("marker file");
     std::fs::write(
         context.path().join("Dockerfile"),
-        "FROM scratch\nCOPY rootfs/ /\nCMD [\"/bin/busybox\",\"sleep\",\"3600\"]\n",
+        format!("FROM scratch\nCOPY rootfs/ /\nCMD [\"/bin/busybox\",\"sleep\",\"3600\"]\n{extra}"),
     )
     .expect("Dockerfile");
     cleanup.images.push(tag.to_owned());
@@ -204,6 +213,20 @@ async fn container_lifecycle_against_the_engine() {
     assert_eq!(web.image, tag);
     assert_eq!(web.image_id, image_id);
     assert_eq!(web.labels, request.labels);
+    // Both bindings got a port from Docker; the one on every address overlaps any address.
+    assert!(
+        web.published
+            .iter()
+            .any(|p| p.host_ip == Some(Ipv4Addr::LOCALHOST.into()) && p.host_port.is_some()),
+        "{web:?}"
+    );
+    assert!(
+        web.published
+            .iter()
+            .all(|p| p.container_port == 8080 && p.protocol == Protocol::Tcp),
+        "{web:?}"
+    );
+    assert!(web.published.iter().any(|p| p.host_ip.is_none()), "{web:?}");
     assert!(
         observed.iter().all(|c| c.label(labels::MANAGED).is_some()),
         "only managed containers are listed"
@@ -230,6 +253,10 @@ async fn container_lifecycle_against_the_engine() {
     let stopped = runtime.list_managed().await.expect("list");
     let web = stopped.iter().find(|c| c.id == id).expect("still listed");
     assert_eq!(web.state, "exited");
+    assert!(
+        web.published.is_empty(),
+        "a stopped container holds no port: {web:?}"
+    );
 
     runtime.remove(&id).await.expect("remove");
     runtime
@@ -433,4 +460,311 @@ async fn pulling_from_a_registry_reports_progress_and_digest() {
         }
         other => panic!("expected a pull error, got {other:?}"),
     }
+}
+
+/// Creates and starts a container `NAME` from `tag` running `command` (the image's when empty),
+/// without ports or volumes, and returns its id.
+async fn run_container(
+    runtime: &DockerRuntime,
+    prefix: &str,
+    name: &str,
+    tag: &str,
+    command: &[&str],
+    restart: RestartPolicy,
+    cleanup: &mut Cleanup,
+) -> String {
+    let data_dir = tempfile::tempdir().expect("a temp dir");
+    let mut spec = spec(tag, data_dir.path());
+    spec.command = command.iter().map(|arg| (*arg).to_owned()).collect();
+    spec.ports.clear();
+    spec.volumes.clear();
+    spec.restart = restart;
+    let request = CreateRequest {
+        docker_name: format!("{prefix}.{name}"),
+        labels: brine_labels(prefix, &spec),
+        spec,
+    };
+    let id = runtime.create(&request).await.expect("create");
+    cleanup.containers.push(id.clone());
+    runtime.start(&id).await.expect("start");
+    id
+}
+
+/// Polls `inspect` until `done` holds (20 s at most) and returns that status.
+async fn inspect_until(
+    runtime: &DockerRuntime,
+    id: &str,
+    what: &str,
+    done: impl Fn(&ContainerStatus) -> bool,
+) -> ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = runtime.inspect(id).await.expect("inspect");
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last seen: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn inspect_reports_running_exit_code_and_address() {
+    let runtime = DockerRuntime::connect().await.expect("docker is reachable");
+    let prefix = unique_prefix();
+    let mut cleanup = Cleanup::default();
+    let tag = format!("{prefix}:1");
+    build_image(&tag, &prefix, &mut cleanup);
+
+    let up = run_container(
+        &runtime,
+        &prefix,
+        "up",
+        &tag,
+        &[],
+        RestartPolicy::No,
+        &mut cleanup,
+    )
+    .await;
+    let status = runtime.inspect(&up).await.expect("inspect");
+    assert!(status.running, "{status:?}");
+    assert_eq!(
+        (status.exit_code, status.restart_count, status.docker_health),
+        (0, 0, None)
+    );
+    let ip = status.ip_address.expect("an address on the bridge network");
+    let docker_ip = docker(&[
+        "inspect",
+        "--format",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &up,
+    ]);
+    assert_eq!(ip.to_string(), docker_ip);
+
+    let exits = ["/bin/busybox", "sh", "-c", "exit 3"];
+    let down = run_container(
+        &runtime,
+        &prefix,
+        "down",
+        &tag,
+        &exits,
+        RestartPolicy::No,
+        &mut cleanup,
+    )
+    .await;
+    let status = inspect_until(&runtime, &down, "the container to exit", |s| !s.running).await;
+    assert_eq!(status.exit_code, 3, "{status:?}");
+
+    // Docker brings it back by its restart policy: it is either restarting or counted.
+    let crashing = ["/bin/busybox", "sh", "-c", "exit 4"];
+    let looping = run_container(
+        &runtime,
+        &prefix,
+        "loop",
+        &tag,
+        &crashing,
+        RestartPolicy::Always,
+        &mut cleanup,
+    )
+    .await;
+    inspect_until(&runtime, &looping, "a restart", |s| s.restart_count > 0).await;
+
+    assert!(matches!(
+        runtime.inspect(&format!("{prefix}-missing")).await,
+        Err(RuntimeError::Other(message)) if message.contains("No such container")
+    ));
+}
+
+#[tokio::test]
+async fn inspect_follows_the_image_healthcheck() {
+    let runtime = DockerRuntime::connect().await.expect("docker is reachable");
+    let prefix = unique_prefix();
+    let mut cleanup = Cleanup::default();
+    let tag = format!("{prefix}:1");
+    build_image_with(
+        &tag,
+        &prefix,
+        "HEALTHCHECK --interval=1s CMD [\"/bin/busybox\",\"true\"]\n",
+        &mut cleanup,
+    );
+    let id = run_container(
+        &runtime,
+        &prefix,
+        "checked",
+        &tag,
+        &[],
+        RestartPolicy::No,
+        &mut cleanup,
+    )
+    .await;
+    let first = runtime.inspect(&id).await.expect("inspect");
+    assert!(
+        first.docker_health.is_some(),
+        "the HEALTHCHECK is not seen: {first:?}"
+    );
+    inspect_until(&runtime, &id, "healthy", |s| {
+        s.docker_health == Some(DockerHealth::Healthy)
+    })
+    .await;
+
+    // An image without a HEALTHCHECK has no Docker health.
+    let unchecked_tag = format!("{prefix}:plain");
+    build_image(&unchecked_tag, &format!("{prefix}-plain"), &mut cleanup);
+    let plain = run_container(
+        &runtime,
+        &prefix,
+        "plain",
+        &unchecked_tag,
+        &[],
+        RestartPolicy::No,
+        &mut cleanup,
+    )
+    .await;
+    assert_eq!(
+        runtime
+            .inspect(&plain)
+            .await
+            .expect("inspect")
+            .docker_health,
+        None
+    );
+}
+
+#[tokio::test]
+async fn exec_returns_the_exit_code() {
+    let runtime = DockerRuntime::connect().await.expect("docker is reachable");
+    let prefix = unique_prefix();
+    let mut cleanup = Cleanup::default();
+    let tag = format!("{prefix}:1");
+    build_image(&tag, &prefix, &mut cleanup);
+    let id = run_container(
+        &runtime,
+        &prefix,
+        "exec",
+        &tag,
+        &[],
+        RestartPolicy::No,
+        &mut cleanup,
+    )
+    .await;
+
+    let exec = |command: &[&str]| {
+        let command: Vec<String> = command.iter().map(|arg| (*arg).to_owned()).collect();
+        let runtime = runtime.clone();
+        let id = id.clone();
+        async move { runtime.exec(&id, &command).await }
+    };
+    assert_eq!(exec(&["/bin/busybox", "true"]).await, Ok(0));
+    assert_eq!(exec(&["/bin/busybox", "sh", "-c", "exit 7"]).await, Ok(7));
+    // Arguments are not split by a shell.
+    assert_eq!(
+        exec(&["/bin/busybox", "test", "a b", "=", "a b"]).await,
+        Ok(0)
+    );
+    let missing = exec(&["/does-not-exist"]).await;
+    assert!(!matches!(missing, Ok(0)), "{missing:?}");
+
+    runtime.stop(&id, 1).await.expect("stop");
+    assert!(
+        exec(&["/bin/busybox", "true"]).await.is_err(),
+        "exec in a stopped container"
+    );
+}
+
+fn health(probe: Probe, deadline_ms: u32) -> HealthCheck {
+    HealthCheck {
+        probe: Some(probe),
+        interval_ms: 200,
+        min_healthy_ms: 400,
+        deadline_ms,
+    }
+}
+
+#[tokio::test]
+async fn probes_reach_the_container_on_its_network() {
+    let runtime = DockerRuntime::connect().await.expect("docker is reachable");
+    let prefix = unique_prefix();
+    let mut cleanup = Cleanup::default();
+    let tag = format!("{prefix}:1");
+    build_image(&tag, &prefix, &mut cleanup);
+    let httpd = ["/bin/busybox", "httpd", "-f", "-p", "8080"];
+    let id = run_container(
+        &runtime,
+        &prefix,
+        "web",
+        &tag,
+        &httpd,
+        RestartPolicy::No,
+        &mut cleanup,
+    )
+    .await;
+    let wait = |probe: Probe, deadline_ms: u32| {
+        let runtime = runtime.clone();
+        let id = id.clone();
+        async move {
+            let check = health(probe, deadline_ms);
+            let target = RuntimeTarget {
+                runtime: &runtime,
+                id: &id,
+                probe: check.probe.as_ref(),
+            };
+            wait_until_healthy(&check, &target).await
+        }
+    };
+
+    let http = |path: &str| Probe::Http {
+        port: 8080,
+        path: path.into(),
+    };
+    // busybox httpd serves the root directory: /bin/busybox exists, / has no index.
+    assert_eq!(wait(http("/bin/busybox"), 10_000).await, Ok(()));
+    assert_eq!(wait(Probe::Tcp { port: 8080 }, 10_000).await, Ok(()));
+    let exec = |args: &[&str]| Probe::Exec {
+        command: args.iter().map(|arg| (*arg).to_owned()).collect(),
+    };
+    assert_eq!(wait(exec(&["/bin/busybox", "true"]), 10_000).await, Ok(()));
+
+    // The failing checks each wait out their deadline; side by side they take one.
+    let (not_found, refused, failing) = futures::join!(
+        wait(http("/"), 1_000),
+        wait(Probe::Tcp { port: 9 }, 1_000),
+        wait(exec(&["/bin/busybox", "false"]), 1_000),
+    );
+    assert!(
+        matches!(&not_found, Err(Unhealthy::Deadline { last, .. }) if last.contains("404")),
+        "{not_found:?}"
+    );
+    assert!(
+        matches!(&refused, Err(Unhealthy::Deadline { last, .. }) if last.to_lowercase().contains("refused")),
+        "{refused:?}"
+    );
+    assert!(
+        matches!(&failing, Err(Unhealthy::Deadline { last, .. }) if last.contains("status 1")),
+        "{failing:?}"
+    );
+
+    let exits = ["/bin/busybox", "sh", "-c", "sleep 1; exit 5"];
+    let short = run_container(
+        &runtime,
+        &prefix,
+        "short",
+        &tag,
+        &exits,
+        RestartPolicy::No,
+        &mut cleanup,
+    )
+    .await;
+    let check = health(Probe::Tcp { port: 8080 }, 20_000);
+    let target = RuntimeTarget {
+        runtime: &runtime,
+        id: &short,
+        probe: check.probe.as_ref(),
+    };
+    assert_eq!(
+        wait_until_healthy(&check, &target).await,
+        Err(Unhealthy::Exited(5))
+    );
 }

@@ -9,6 +9,7 @@ use brine_common::progress::{Phase, Progress};
 use brine_common::spec::{DesiredState, ImageRef};
 use futures::future::join_all;
 
+use super::health::{RuntimeTarget, wait_until_healthy};
 use super::plan::{Action, DesiredContainer, belongs_to, declared_identity, docker_name, plan};
 use crate::runtime::{ContainerRuntime, CreateRequest, ObservedContainer, PulledImage, labels};
 
@@ -180,9 +181,10 @@ impl<R: ContainerRuntime> Executor<R> {
                 None,
             ),
             Action::Create { desired } => {
-                let outcome = self.create_and_start(job_id, &desired, progress).await;
+                let name = docker_name(&self.namespace, &desired.spec.name);
+                let outcome = self.launch(job_id, &desired, &name, progress).await;
                 let (action, error) = match outcome {
-                    Ok(()) => (ContainerAction::Created, None),
+                    Ok(_) => (ContainerAction::Created, None),
                     Err(err) => (ContainerAction::Failed, Some(err)),
                 };
                 result_for(&desired, action, digest(&desired.spec.image), error)
@@ -235,7 +237,12 @@ impl<R: ContainerRuntime> Executor<R> {
         }
     }
 
-    fn create_request(&self, job_id: &JobId, desired: &DesiredContainer) -> CreateRequest {
+    fn create_request(
+        &self,
+        job_id: &JobId,
+        desired: &DesiredContainer,
+        docker_name: &str,
+    ) -> CreateRequest {
         let labels = HashMap::from([
             (labels::MANAGED.to_owned(), "true".to_owned()),
             (labels::NAMESPACE.to_owned(), self.namespace.clone()),
@@ -245,41 +252,150 @@ impl<R: ContainerRuntime> Executor<R> {
             (labels::JOB.to_owned(), job_id.to_string()),
         ]);
         CreateRequest {
-            docker_name: docker_name(&self.namespace, &desired.spec.name),
+            docker_name: docker_name.to_owned(),
             spec: desired.spec.clone(),
             labels,
         }
     }
 
-    /// Creates and starts a container; a container that does not start is removed again, so the
-    /// next highstate starts from a clean slate.
-    async fn create_and_start(
+    /// Creates and starts a container named `docker_name`, then waits until it is healthy, and
+    /// returns its id. A container that does not start or does not become healthy is stopped
+    /// and removed again, so that nothing half-working stays and the next highstate starts from
+    /// a clean slate.
+    async fn launch(
         &self,
         job_id: &JobId,
         desired: &DesiredContainer,
+        docker_name: &str,
         progress: ProgressSink<'_>,
-    ) -> Result<(), String> {
-        let request = self.create_request(job_id, desired);
+    ) -> Result<String, String> {
+        let request = self.create_request(job_id, desired, docker_name);
         progress(phase(Phase::Creating, &desired.spec.name));
         let id = self
             .runtime
             .create(&request)
             .await
             .map_err(|e| e.to_string())?;
+        // The phase lasts until the health check has decided.
         progress(phase(Phase::Starting, &desired.spec.name));
         if let Err(err) = self.runtime.start(&id).await {
             if let Err(cleanup) = self.runtime.remove(&id).await {
-                tracing::warn!(container = %request.docker_name, "cannot remove a container that failed to start: {cleanup}");
+                tracing::warn!(container = %docker_name, "cannot remove a container that failed to start: {cleanup}");
             }
             return Err(format!("start: {err}"));
         }
-        Ok(())
+        let target = RuntimeTarget {
+            runtime: &self.runtime,
+            id: &id,
+            probe: desired.spec.health.probe.as_ref(),
+        };
+        if let Err(unhealthy) = wait_until_healthy(&desired.spec.health, &target).await {
+            tracing::warn!(container = %docker_name, "the new container is unhealthy: {unhealthy}");
+            self.discard(&id, docker_name, desired.spec.stop_timeout_seconds)
+                .await;
+            return Err(format!("the new container is unhealthy: {unhealthy}"));
+        }
+        Ok(id)
     }
 
-    /// Replaces `old` with a new container. The old one is stopped and set aside under another
-    /// name (freeing its name and ports) and removed only once the new one runs; if the new one
-    /// cannot be created or started, the old one is put back and started again.
+    /// Stops and removes a container that failed its health check. Failures are only logged:
+    /// a leftover is removed by the next highstate, and a caller that needs the name back finds
+    /// out when it renames.
+    async fn discard(&self, id: &str, docker_name: &str, stop_timeout_seconds: u32) {
+        if let Err(err) = self.runtime.stop(id, stop_timeout_seconds).await {
+            tracing::warn!(container = %docker_name, "cannot stop an unhealthy container: {err}");
+        }
+        if let Err(err) = self.runtime.remove(id).await {
+            tracing::warn!(container = %docker_name, "cannot remove an unhealthy container: {err}");
+        }
+    }
+
+    /// Replaces `old` with a new container, keeping the old one running until the new one is
+    /// healthy whenever both can run at once, i.e. they publish no host port in common.
     async fn replace(
+        &self,
+        job_id: &JobId,
+        desired: &DesiredContainer,
+        old: &ObservedContainer,
+        progress: ProgressSink<'_>,
+    ) -> Result<(), ReplaceFailure> {
+        let conflict = desired
+            .spec
+            .ports
+            .iter()
+            .any(|new| old.published.iter().any(|held| new.conflicts_with(held)));
+        if conflict {
+            self.replace_stop_first(job_id, desired, old, progress)
+                .await
+        } else {
+            self.replace_start_first(job_id, desired, old, progress)
+                .await
+        }
+    }
+
+    /// The new container starts beside the old one under a temporary name and takes the name
+    /// over once healthy; until then the old one is not touched, so a new container that fails
+    /// costs no downtime.
+    async fn replace_start_first(
+        &self,
+        job_id: &JobId,
+        desired: &DesiredContainer,
+        old: &ObservedContainer,
+        progress: ProgressSink<'_>,
+    ) -> Result<(), ReplaceFailure> {
+        let name = docker_name(&self.namespace, &desired.spec.name);
+        let next = format!("{name}.next");
+        let new_id = self
+            .launch(job_id, desired, &next, progress)
+            .await
+            .map_err(|err| ReplaceFailure {
+                message: format!(
+                    "{err}; the previous container was restored (it was never stopped)"
+                ),
+                previous_restored: true,
+            })?;
+
+        progress(phase(Phase::Stopping, &desired.spec.name));
+        let handed_over = match self
+            .runtime
+            .stop(&old.id, desired.spec.stop_timeout_seconds)
+            .await
+        {
+            Err(err) => Err(format!("stop the previous container: {err}")),
+            Ok(()) => {
+                progress(phase(Phase::Removing, &old.docker_name));
+                self.runtime
+                    .remove(&old.id)
+                    .await
+                    .map_err(|err| format!("remove the previous container: {err}"))
+            }
+        };
+        if let Err(err) = handed_over {
+            // The old one still holds the name: it stays, the new one goes.
+            self.discard(&new_id, &next, desired.spec.stop_timeout_seconds)
+                .await;
+            return Err(ReplaceFailure::undone(
+                err,
+                self.restore(old, &name, false).await,
+            ));
+        }
+        self.runtime
+            .rename(&new_id, &name)
+            .await
+            .map_err(|err| ReplaceFailure {
+                // It runs and is healthy; the next highstate replaces it under the right name.
+                message: format!(
+                    "rename the new container to {name}: {err}; it runs as {next} and the previous container was removed"
+                ),
+                previous_restored: false,
+            })
+    }
+
+    /// The old container holds a host port the new one needs: it is stopped and set aside
+    /// under another name (freeing its name and ports), and removed only once the new one is
+    /// healthy. If the new one cannot be created or started, or is unhealthy, the old one is
+    /// put back and started again.
+    async fn replace_stop_first(
         &self,
         job_id: &JobId,
         desired: &DesiredContainer,
@@ -294,21 +410,19 @@ impl<R: ContainerRuntime> Executor<R> {
             .stop(&old.id, desired.spec.stop_timeout_seconds)
             .await
         {
-            let previous_restored = self.restore(old, &name, false).await;
-            return Err(ReplaceFailure {
-                message: format!("stop the old container: {err}"),
-                previous_restored,
-            });
+            return Err(ReplaceFailure::undone(
+                format!("stop the old container: {err}"),
+                self.restore(old, &name, false).await,
+            ));
         }
         if let Err(err) = self.runtime.rename(&old.id, &parked).await {
-            let previous_restored = self.restore(old, &name, false).await;
-            return Err(ReplaceFailure {
-                message: format!("set the old container aside: {err}"),
-                previous_restored,
-            });
+            return Err(ReplaceFailure::undone(
+                format!("set the old container aside: {err}"),
+                self.restore(old, &name, false).await,
+            ));
         }
-        match self.create_and_start(job_id, desired, progress).await {
-            Ok(()) => {
+        match self.launch(job_id, desired, &name, progress).await {
+            Ok(_) => {
                 progress(phase(Phase::Removing, &parked));
                 if let Err(err) = self.runtime.remove(&old.id).await {
                     // The new container runs; the leftover is removed by the next highstate.
@@ -316,34 +430,32 @@ impl<R: ContainerRuntime> Executor<R> {
                 }
                 Ok(())
             }
-            Err(err) => {
-                let previous_restored = self.restore(old, &name, true).await;
-                let outcome = if previous_restored {
-                    "the previous container was restored"
-                } else {
-                    "the previous container could not be restored"
-                };
-                Err(ReplaceFailure {
-                    message: format!("{err}; {outcome}"),
-                    previous_restored,
-                })
-            }
+            Err(err) => Err(ReplaceFailure::undone(
+                err,
+                self.restore(old, &name, true).await,
+            )),
         }
     }
 
-    /// Puts a set-aside container back under its name and starts it if it was running.
-    async fn restore(&self, old: &ObservedContainer, name: &str, renamed: bool) -> bool {
+    /// Puts the old container back as it was: under its name (when it was `renamed`) and
+    /// running if it was running. `Err` says what could not be done.
+    async fn restore(
+        &self,
+        old: &ObservedContainer,
+        name: &str,
+        renamed: bool,
+    ) -> Result<(), String> {
         if renamed && let Err(err) = self.runtime.rename(&old.id, name).await {
             tracing::error!(container = %name, "cannot restore the previous container's name: {err}");
-            return false;
+            return Err(format!("rename it back to {name}: {err}"));
         }
         if old.is_running()
             && let Err(err) = self.runtime.start(&old.id).await
         {
             tracing::error!(container = %name, "cannot restart the previous container: {err}");
-            return false;
+            return Err(format!("start it again: {err}"));
         }
-        true
+        Ok(())
     }
 }
 
@@ -352,6 +464,22 @@ impl<R: ContainerRuntime> Executor<R> {
 struct ReplaceFailure {
     message: String,
     previous_restored: bool,
+}
+
+impl ReplaceFailure {
+    /// `what` failed and the old container was (or could not be) brought back.
+    fn undone(what: String, restored: Result<(), String>) -> Self {
+        match restored {
+            Ok(()) => Self {
+                message: format!("{what}; the previous container was restored"),
+                previous_restored: true,
+            },
+            Err(why) => Self {
+                message: format!("{what}; the previous container could not be restored: {why}"),
+                previous_restored: false,
+            },
+        }
+    }
 }
 
 fn phase(phase: Phase, subject: &impl ToString) -> Progress {
@@ -386,10 +514,10 @@ mod tests {
 
     use brine_common::names::RoleName;
     use brine_common::outcome::HostStatus;
-    use brine_common::spec::{ContainerSpec, RestartPolicy};
+    use brine_common::spec::{ContainerSpec, HealthCheck, PortMapping, Probe, RestartPolicy};
 
     use super::*;
-    use crate::runtime::{PullProgress, RuntimeError};
+    use crate::runtime::{ContainerStatus, PullProgress, RuntimeError};
 
     /// A runtime that records every call and keeps containers in memory.
     #[derive(Default)]
@@ -406,6 +534,10 @@ mod tests {
         local: HashMap<String, String>,
         /// Containers created from this image fail to start.
         broken_image: Option<String>,
+        /// Containers created from this image fail their exec probe.
+        unhealthy_image: Option<String>,
+        /// The ports each container publishes once it runs, by id.
+        ports: HashMap<String, Vec<PortMapping>>,
         calls: Vec<String>,
         next_id: u32,
     }
@@ -489,7 +621,16 @@ mod tests {
                 image_id,
                 state: "created".into(),
                 labels: request.labels.clone(),
+                published: vec![],
             });
+            let ports = request
+                .spec
+                .ports
+                .iter()
+                .filter(|p| p.host_port.is_some())
+                .cloned()
+                .collect();
+            state.ports.insert(id.clone(), ports);
             Ok(id)
         }
 
@@ -497,11 +638,23 @@ mod tests {
             let mut state = self.state.lock().unwrap();
             state.calls.push(format!("start {id}"));
             let broken = state.broken_image.clone();
+            let ports = state.ports.get(id).cloned().unwrap_or_default();
+            // As Docker does, a host port another running container holds refuses the start.
+            let taken = state.containers.iter().any(|c| {
+                c.id != id
+                    && c.published
+                        .iter()
+                        .any(|held| ports.iter().any(|p| p.conflicts_with(held)))
+            });
             let container = state.containers.iter_mut().find(|c| c.id == id).unwrap();
             if broken.as_deref() == Some(container.image_id.as_str()) {
                 return Err(RuntimeError::Other("exec format error".into()));
             }
+            if taken {
+                return Err(RuntimeError::Other("port is already allocated".into()));
+            }
             container.state = "running".into();
+            container.published = ports;
             Ok(())
         }
 
@@ -510,6 +663,7 @@ mod tests {
             state.calls.push(format!("stop {id}"));
             if let Some(c) = state.containers.iter_mut().find(|c| c.id == id) {
                 c.state = "exited".into();
+                c.published.clear();
             }
             Ok(())
         }
@@ -524,9 +678,38 @@ mod tests {
         async fn rename(&self, id: &str, new_name: &str) -> Result<(), RuntimeError> {
             let mut state = self.state.lock().unwrap();
             state.calls.push(format!("rename {id} {new_name}"));
+            if state.containers.iter().any(|c| c.docker_name == new_name) {
+                return Err(RuntimeError::NameTaken(new_name.to_owned()));
+            }
             let container = state.containers.iter_mut().find(|c| c.id == id).unwrap();
             container.docker_name = new_name.to_owned();
             Ok(())
+        }
+
+        async fn inspect(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
+            let state = self.state.lock().unwrap();
+            let container = state
+                .containers
+                .iter()
+                .find(|c| c.id == id)
+                .ok_or_else(|| RuntimeError::Other(format!("No such container: {id}")))?;
+            Ok(ContainerStatus {
+                running: container.is_running(),
+                exit_code: 0,
+                restart_count: 0,
+                docker_health: None,
+                ip_address: None,
+            })
+        }
+
+        async fn exec(&self, id: &str, _command: &[String]) -> Result<i64, RuntimeError> {
+            let mut state = self.state.lock().unwrap();
+            state.calls.push(format!("exec {id}"));
+            let unhealthy = state.unhealthy_image.clone();
+            let container = state.containers.iter().find(|c| c.id == id).unwrap();
+            Ok(i64::from(
+                unhealthy.as_deref() == Some(container.image_id.as_str()),
+            ))
         }
     }
 
@@ -563,7 +746,7 @@ mod tests {
             .await
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn creates_then_keeps() {
         let exec = executor(&[("app:1", "sha256:a")]);
         let first = apply(&exec, vec![spec("web", "app:1")]).await;
@@ -577,7 +760,7 @@ mod tests {
         assert_eq!(exec.runtime.container("host.web").unwrap().id, id);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_pinned_image_already_present_is_not_pulled_again() {
         let pinned = format!("app:1@sha256:{}", "a".repeat(64));
         let exec = executor(&[(pinned.as_str(), "sha256:a"), ("app:1", "sha256:a")]);
@@ -600,7 +783,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_failed_pull_touches_no_container() {
         let exec = executor(&[("app:1", "sha256:a")]);
         apply(&exec, vec![spec("web", "app:1")]).await;
@@ -626,7 +809,7 @@ mod tests {
         assert_eq!(exec.runtime.container("host.web").unwrap().state, "running");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_new_image_replaces_and_removes_the_old_container() {
         let exec = executor(&[("app:1", "sha256:a")]);
         apply(&exec, vec![spec("web", "app:1")]).await;
@@ -646,7 +829,7 @@ mod tests {
         assert_eq!(exec.runtime.state.lock().unwrap().containers.len(), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_replacement_that_cannot_start_brings_the_old_container_back() {
         let exec = executor(&[("app:1", "sha256:a")]);
         apply(&exec, vec![spec("web", "app:1")]).await;
@@ -676,7 +859,189 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    /// `spec` with an exec probe, which the fake fails for `unhealthy_image`.
+    fn probed(name: &str, image: &str) -> ContainerSpec {
+        ContainerSpec {
+            health: HealthCheck {
+                probe: Some(Probe::Exec {
+                    command: vec!["/check".into()],
+                }),
+                ..HealthCheck::default()
+            },
+            ..spec(name, image)
+        }
+    }
+
+    /// Deploys `specs` from `app:1` as image `sha256:a`, then moves `app:1` to `sha256:b`
+    /// (unhealthy when `healthy` is false); returns the id of `host.web` before the change.
+    async fn deployed_then_moved(
+        exec: &Executor<Recording>,
+        specs: Vec<ContainerSpec>,
+        healthy: bool,
+    ) -> String {
+        let first = apply(exec, specs).await;
+        assert_eq!(first.status, HostStatus::Changed, "{first:?}");
+        let mut state = exec.runtime.state.lock().unwrap();
+        state.images.insert("app:1".into(), "sha256:b".into());
+        if !healthy {
+            state.unhealthy_image = Some("sha256:b".into());
+        }
+        state.calls.clear();
+        state.containers[0].id.clone()
+    }
+
+    /// The index of the first call equal to `call`; panics with every call if there is none.
+    fn position(calls: &[String], call: &str) -> usize {
+        calls
+            .iter()
+            .position(|c| c == call)
+            .unwrap_or_else(|| panic!("no {call:?} in {calls:?}"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replacement_starts_beside_the_old_one_and_takes_over_once_healthy() {
+        let exec = executor(&[("app:1", "sha256:a")]);
+        let old = deployed_then_moved(&exec, vec![probed("web", "app:1")], true).await;
+
+        let result = apply(&exec, vec![probed("web", "app:1")]).await;
+        assert_eq!(result.containers[0].action, ContainerAction::Replaced);
+        let calls = exec.runtime.calls();
+        let last_probe = calls
+            .iter()
+            .rposition(|c| c == "exec c2")
+            .unwrap_or_else(|| panic!("the new container was never probed: {calls:?}"));
+        // Every call names its container second: `stop c1`, `rename c1 NAME`.
+        let first_touch = calls
+            .iter()
+            .position(|c| c.split(' ').nth(1) == Some(old.as_str()))
+            .unwrap();
+        assert!(
+            position(&calls, "create host.web.next") < last_probe && last_probe < first_touch,
+            "the old container was touched before the new one was healthy: {calls:?}"
+        );
+        assert_eq!(
+            &calls[first_touch..],
+            [
+                format!("stop {old}"),
+                format!("remove {old}"),
+                "rename c2 host.web".into()
+            ]
+        );
+        let new = exec.runtime.container("host.web").unwrap();
+        assert_eq!((new.id.as_str(), new.state.as_str()), ("c2", "running"));
+        assert_eq!(exec.runtime.state.lock().unwrap().containers.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unhealthy_replacement_leaves_the_old_container_untouched() {
+        let exec = executor(&[("app:1", "sha256:a")]);
+        let old = deployed_then_moved(&exec, vec![probed("web", "app:1")], false).await;
+
+        let result = apply(&exec, vec![probed("web", "app:1")]).await;
+        assert_eq!(result.status, HostStatus::Failed);
+        let entry = &result.containers[0];
+        assert_eq!(entry.action, ContainerAction::Failed);
+        assert!(entry.previous_restored, "{entry:?}");
+        let error = entry.error.clone().unwrap();
+        assert!(
+            error.contains("unhealthy")
+                && error.contains("health check failed for 1m")
+                && error.contains("exited with status 1")
+                && error.contains("previous container was restored"),
+            "{error}"
+        );
+        let calls = exec.runtime.calls();
+        assert!(
+            calls.iter().all(|c| !c.contains(&old)),
+            "the old container was touched: {calls:?}"
+        );
+        assert!(position(&calls, "stop c2") < position(&calls, "remove c2"));
+        let still = exec.runtime.container("host.web").unwrap();
+        assert_eq!((still.id, still.state.as_str()), (old, "running"));
+        assert_eq!(exec.runtime.state.lock().unwrap().containers.len(), 1);
+    }
+
+    fn with_port(mut spec: ContainerSpec) -> ContainerSpec {
+        spec.ports = vec!["127.0.0.1:8080:80".parse().unwrap()];
+        spec
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_port_conflict_stops_the_old_one_first_and_restores_it_when_the_new_is_unhealthy() {
+        let exec = executor(&[("app:1", "sha256:a")]);
+        let spec = with_port(probed("web", "app:1"));
+        let old = deployed_then_moved(&exec, vec![spec.clone()], false).await;
+
+        let result = apply(&exec, vec![spec]).await;
+        assert_eq!(result.status, HostStatus::Failed);
+        let entry = &result.containers[0];
+        assert!(entry.previous_restored, "{entry:?}");
+        let error = entry.error.clone().unwrap();
+        assert!(
+            error.contains("unhealthy") && error.contains("previous container was restored"),
+            "{error}"
+        );
+        let calls = exec.runtime.calls();
+        let expected_order = [
+            format!("stop {old}"),
+            format!("rename {old} host.web.replaced"),
+            "create host.web".into(),
+            "start c2".into(),
+            "exec c2".into(),
+            "stop c2".into(),
+            "remove c2".into(),
+            format!("rename {old} host.web"),
+            format!("start {old}"),
+        ];
+        let positions: Vec<usize> = expected_order.iter().map(|c| position(&calls, c)).collect();
+        assert!(positions.is_sorted(), "{calls:?}");
+        let restored = exec.runtime.container("host.web").unwrap();
+        assert_eq!((restored.id, restored.state.as_str()), (old, "running"));
+        assert_eq!(exec.runtime.state.lock().unwrap().containers.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_port_conflict_replaces_stop_first_when_the_new_one_is_healthy() {
+        let exec = executor(&[("app:1", "sha256:a")]);
+        let spec = with_port(probed("web", "app:1"));
+        let old = deployed_then_moved(&exec, vec![spec.clone()], true).await;
+
+        let result = apply(&exec, vec![spec]).await;
+        assert_eq!(result.containers[0].action, ContainerAction::Replaced);
+        let calls = exec.runtime.calls();
+        assert!(
+            position(&calls, &format!("stop {old}")) < position(&calls, "create host.web"),
+            "{calls:?}"
+        );
+        assert!(
+            position(&calls, "exec c2") < position(&calls, &format!("remove {old}")),
+            "{calls:?}"
+        );
+        let new = exec.runtime.container("host.web").unwrap();
+        assert_eq!((new.id.as_str(), new.state.as_str()), ("c2", "running"));
+        assert_eq!(exec.runtime.state.lock().unwrap().containers.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_created_container_that_fails_its_health_check_is_removed() {
+        let exec = executor(&[("app:1", "sha256:a")]);
+        exec.runtime.state.lock().unwrap().unhealthy_image = Some("sha256:a".into());
+
+        let result = apply(&exec, vec![probed("web", "app:1")]).await;
+        assert_eq!(result.status, HostStatus::Failed);
+        let entry = &result.containers[0];
+        assert_eq!(entry.action, ContainerAction::Failed);
+        assert!(!entry.previous_restored);
+        assert!(
+            entry.error.as_deref().unwrap().contains("unhealthy"),
+            "{entry:?}"
+        );
+        let calls = exec.runtime.calls();
+        assert!(position(&calls, "stop c1") < position(&calls, "remove c1"));
+        assert!(exec.runtime.state.lock().unwrap().containers.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn undeclared_containers_are_removed_and_foreign_names_reported() {
         let exec = executor(&[("app:1", "sha256:a")]);
         apply(&exec, vec![spec("web", "app:1"), spec("old", "app:1")]).await;
@@ -692,6 +1057,7 @@ mod tests {
                 image_id: "sha256:p".into(),
                 state: "running".into(),
                 labels: HashMap::new(),
+                published: vec![],
             });
 
         let result = apply(&exec, vec![spec("web", "app:1"), spec("db", "app:1")]).await;

@@ -2,4 +2,5 @@
 //! container runtime.
 
 pub mod execute;
+pub mod health;
 pub mod plan;

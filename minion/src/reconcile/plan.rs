@@ -164,6 +164,7 @@ mod tests {
             image_id: d.image_id.clone(),
             state: state.into(),
             labels,
+            published: vec![],
         }
     }
 
@@ -240,18 +241,32 @@ mod tests {
     }
 
     #[test]
-    fn a_leftover_of_an_interrupted_replacement_is_removed() {
+    fn leftovers_of_an_interrupted_replacement_are_removed() {
+        // A start-first replacement leaves `NAME.next`, a stop-first one `NAME.replaced`; both
+        // carry the labels of the container they stand for.
         let d = desired("web", "sha256:1");
-        let mut leftover = observed(&d);
-        leftover.docker_name = "host-a.web-old".into();
-        leftover.id = "id-leftover".into();
+        let leftover = |suffix: &str| {
+            let mut o = observed(&d);
+            o.docker_name = format!("host-a.web.{suffix}");
+            o.id = format!("id-{suffix}");
+            o
+        };
         assert_eq!(
             kinds(&plan(
                 NS,
                 std::slice::from_ref(&d),
-                &[observed(&d), leftover]
+                &[leftover("next"), observed(&d), leftover("replaced")]
             )),
-            ["remove host-a.web-old", "keep web"]
+            [
+                "remove host-a.web.next",
+                "remove host-a.web.replaced",
+                "keep web"
+            ]
+        );
+        // Interrupted before the new container took the name: it is created again.
+        assert_eq!(
+            kinds(&plan(NS, std::slice::from_ref(&d), &[leftover("replaced")])),
+            ["remove host-a.web.replaced", "create web"]
         );
     }
 

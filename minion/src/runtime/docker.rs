@@ -2,11 +2,14 @@
 
 use std::collections::HashMap;
 use std::error::Error as _;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bollard::errors::Error as DockerError;
+use bollard::exec::{CreateExecOptions, StartExecOptions};
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, CreateImageInfo, HostConfig, PortBinding,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
+    CreateImageInfo, HealthStatusEnum, HostConfig, PortBinding, PortSummary, PortSummaryTypeEnum,
     RestartPolicy as DockerRestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
@@ -14,12 +17,12 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
-use brine_common::spec::{ImageRef, RestartPolicy};
+use brine_common::spec::{ImageRef, PortMapping, Protocol, RestartPolicy};
 use futures::StreamExt;
 
 use super::{
-    ContainerRuntime, CreateRequest, ObservedContainer, PullProgress, PulledImage, RuntimeError,
-    labels,
+    ContainerRuntime, ContainerStatus, CreateRequest, DockerHealth, ObservedContainer,
+    PullProgress, PulledImage, RuntimeError, labels,
 };
 
 /// A pull reports progress at most this often: enough for a live bar without flooding the master.
@@ -27,6 +30,11 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 
 /// bollard's timeout for a response to begin (streamed bodies are not limited by it).
 const REQUEST_TIMEOUT_SECONDS: u64 = 120;
+
+/// How often an exec is asked whether it ended: first soon (a probe command usually takes a few
+/// milliseconds), then less often, so a slow command does not flood the engine.
+const EXEC_POLL_FIRST: Duration = Duration::from_millis(10);
+const EXEC_POLL_MAX: Duration = Duration::from_millis(200);
 
 /// The Docker engine of this host. Clones share one connection pool.
 #[derive(Debug, Clone)]
@@ -212,6 +220,119 @@ impl ContainerRuntime for DockerRuntime {
             result => result.map_err(runtime_error),
         }
     }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
+        let inspected = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(runtime_error)?;
+        Ok(status(inspected))
+    }
+
+    async fn exec(&self, id: &str, command: &[String]) -> Result<i64, RuntimeError> {
+        let options = CreateExecOptions {
+            cmd: Some(command.to_vec()),
+            // Nothing reads the output; unattached, the engine discards it.
+            attach_stdout: Some(false),
+            attach_stderr: Some(false),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(id, options)
+            .await
+            .map_err(runtime_error)?;
+        // Detached, the engine answers at once; the end shows in the exec's own state.
+        let detached = StartExecOptions {
+            detach: true,
+            ..Default::default()
+        };
+        self.docker
+            .start_exec(&exec.id, Some(detached))
+            .await
+            .map_err(runtime_error)?;
+        let mut pause = EXEC_POLL_FIRST;
+        loop {
+            let state = self
+                .docker
+                .inspect_exec(&exec.id)
+                .await
+                .map_err(runtime_error)?;
+            // The exit code appears only once the process has ended.
+            if state.running != Some(true)
+                && let Some(code) = state.exit_code
+            {
+                return Ok(code);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(EXEC_POLL_MAX);
+        }
+    }
+}
+
+/// The health-relevant part of `docker inspect`. Missing fields read as "not running" and "no
+/// health check", which a health check then reports instead of passing.
+fn status(inspected: ContainerInspectResponse) -> ContainerStatus {
+    let state = inspected.state.unwrap_or_default();
+    // `Running` stays true while Docker restarts a crashed process; only the status tells.
+    let running = state.status == Some(ContainerStateStatusEnum::RUNNING);
+    // A HEALTHCHECK of the image is merged into the container's config when it is created;
+    // `["NONE"]` switches it off.
+    let configured = inspected
+        .config
+        .and_then(|config| config.healthcheck)
+        .and_then(|check| check.test)
+        .is_some_and(|test| test.first().is_some_and(|kind| kind != "NONE"));
+    let docker_health = match state.health.and_then(|health| health.status) {
+        Some(HealthStatusEnum::HEALTHY) => Some(DockerHealth::Healthy),
+        Some(HealthStatusEnum::UNHEALTHY) => Some(DockerHealth::Unhealthy),
+        Some(HealthStatusEnum::STARTING) => Some(DockerHealth::Starting),
+        Some(HealthStatusEnum::NONE | HealthStatusEnum::EMPTY) | None => {
+            configured.then_some(DockerHealth::Starting)
+        }
+    };
+    ContainerStatus {
+        running,
+        exit_code: state.exit_code.unwrap_or(0),
+        restart_count: inspected.restart_count.unwrap_or(0),
+        docker_health,
+        ip_address: ip_address(inspected.network_settings.and_then(|n| n.networks)),
+    }
+}
+
+/// The container's address: on the default `bridge` network when it is attached there (brine
+/// creates containers there), else on the first network by name that gave it one.
+fn ip_address(
+    networks: Option<HashMap<String, bollard::models::EndpointSettings>>,
+) -> Option<IpAddr> {
+    let mut networks: Vec<(String, bollard::models::EndpointSettings)> =
+        networks.unwrap_or_default().into_iter().collect();
+    networks.sort_by_key(|(name, _)| (name != "bridge", name.clone()));
+    networks
+        .into_iter()
+        .find_map(|(_, endpoint)| endpoint.ip_address.and_then(|ip| ip.parse::<IpAddr>().ok()))
+}
+
+/// A host port a running container holds, as a mapping its successor's can be compared with.
+/// Docker writes "every address" as `0.0.0.0` or `::`, which overlaps any other address.
+fn published(port: &PortSummary) -> Option<PortMapping> {
+    let protocol = match port.typ {
+        Some(PortSummaryTypeEnum::TCP) => Protocol::Tcp,
+        Some(PortSummaryTypeEnum::UDP) => Protocol::Udp,
+        _ => return None,
+    };
+    let host_ip = port
+        .ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<IpAddr>().ok())
+        .filter(|ip| !ip.is_unspecified());
+    Some(PortMapping {
+        host_ip,
+        host_port: Some(port.public_port?),
+        container_port: port.private_port,
+        protocol,
+    })
 }
 
 /// brine's view of a listed container; one without an id cannot be acted on, so it is skipped.
@@ -236,6 +357,12 @@ fn observed(summary: ContainerSummary) -> Option<ObservedContainer> {
             .map(|state| state.to_string())
             .unwrap_or_default(),
         labels: summary.labels.unwrap_or_default(),
+        published: summary
+            .ports
+            .unwrap_or_default()
+            .iter()
+            .filter_map(published)
+            .collect(),
     })
 }
 
@@ -454,6 +581,104 @@ mod tests {
             familiar("127.0.0.1:5000/library/app"),
             "127.0.0.1:5000/library/app"
         );
+    }
+
+    fn inspected(state: serde_json::Value, healthcheck: serde_json::Value) -> ContainerStatus {
+        let response: ContainerInspectResponse = serde_json::from_value(serde_json::json!({
+            "State": state,
+            "RestartCount": 2,
+            "Config": { "Healthcheck": healthcheck },
+            "NetworkSettings": { "Networks": {
+                "aaa": { "IPAddress": "10.0.0.5" },
+                "bridge": { "IPAddress": "172.17.0.9" },
+                "none": { "IPAddress": "" },
+            }},
+        }))
+        .unwrap();
+        status(response)
+    }
+
+    #[test]
+    fn inspect_reads_running_health_and_address() {
+        let up = inspected(
+            serde_json::json!({"Status": "running", "Running": true, "ExitCode": 0}),
+            serde_json::Value::Null,
+        );
+        assert_eq!(
+            up,
+            ContainerStatus {
+                running: true,
+                exit_code: 0,
+                restart_count: 2,
+                docker_health: None,
+                ip_address: Some("172.17.0.9".parse().unwrap()),
+            }
+        );
+        // Docker keeps `Running` true while it restarts a crashed process.
+        let restarting = inspected(
+            serde_json::json!({"Status": "restarting", "Running": true, "Restarting": true, "ExitCode": 3}),
+            serde_json::Value::Null,
+        );
+        assert_eq!((restarting.running, restarting.exit_code), (false, 3));
+
+        let checked = serde_json::json!({"Test": ["CMD", "/bin/busybox", "true"]});
+        let before_first_check =
+            inspected(serde_json::json!({"Status": "running"}), checked.clone());
+        assert_eq!(
+            before_first_check.docker_health,
+            Some(DockerHealth::Starting)
+        );
+        let healthy = inspected(
+            serde_json::json!({"Status": "running", "Health": {"Status": "healthy"}}),
+            checked,
+        );
+        assert_eq!(healthy.docker_health, Some(DockerHealth::Healthy));
+        let switched_off = inspected(
+            serde_json::json!({"Status": "running"}),
+            serde_json::json!({"Test": ["NONE"]}),
+        );
+        assert_eq!(switched_off.docker_health, None);
+
+        assert_eq!(
+            ip_address(Some(HashMap::from([(
+                "zzz".to_owned(),
+                bollard::models::EndpointSettings {
+                    ip_address: Some("10.1.2.3".into()),
+                    ..Default::default()
+                }
+            )]))),
+            Some("10.1.2.3".parse().unwrap()),
+            "without the bridge network, another one's address"
+        );
+        assert!(!status(ContainerInspectResponse::default()).running);
+    }
+
+    #[test]
+    fn published_ports_treat_every_address_as_overlapping() {
+        let port = |ip: &str, public: Option<u16>, typ| PortSummary {
+            ip: Some(ip.into()),
+            private_port: 8080,
+            public_port: public,
+            typ: Some(typ),
+        };
+        let everywhere = published(&port("0.0.0.0", Some(80), PortSummaryTypeEnum::TCP)).unwrap();
+        assert_eq!(everywhere.host_ip, None);
+        assert_eq!(everywhere.to_string(), "80:8080/tcp");
+        assert_eq!(
+            published(&port("::", Some(80), PortSummaryTypeEnum::TCP))
+                .unwrap()
+                .host_ip,
+            None
+        );
+        let loopback = published(&port("127.0.0.1", Some(81), PortSummaryTypeEnum::UDP)).unwrap();
+        assert_eq!(loopback.to_string(), "127.0.0.1:81:8080/udp");
+        assert_eq!(published(&port("", None, PortSummaryTypeEnum::TCP)), None);
+        assert_eq!(
+            published(&port("0.0.0.0", Some(80), PortSummaryTypeEnum::SCTP)),
+            None
+        );
+        let wanted: PortMapping = "127.0.0.1:80:9000".parse().unwrap();
+        assert!(wanted.conflicts_with(&everywhere));
     }
 
     fn layer(id: &str, status: &str, current: Option<i64>, total: Option<i64>) -> CreateImageInfo {

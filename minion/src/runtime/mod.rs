@@ -7,8 +7,9 @@ pub mod docker;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 
-use brine_common::spec::{ContainerSpec, ImageRef};
+use brine_common::spec::{ContainerSpec, ImageRef, PortMapping};
 
 /// Labels brine puts on every container it creates. Containers without `MANAGED` are never
 /// touched.
@@ -35,6 +36,9 @@ pub struct ObservedContainer {
     /// Docker's state: `running`, `exited`, `created`, ...
     pub state: String,
     pub labels: HashMap<String, String>,
+    /// The host ports it holds now (only a running container holds any), so a replacement knows
+    /// whether its successor can start beside it.
+    pub published: Vec<PortMapping>,
 }
 
 impl ObservedContainer {
@@ -61,6 +65,31 @@ pub struct PulledImage {
 pub struct PullProgress {
     pub bytes_done: u64,
     pub bytes_total: u64,
+}
+
+/// What a health check needs to know about a container, from `docker inspect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStatus {
+    /// Its process runs: not created, exited, restarting or paused.
+    pub running: bool,
+    /// The status its process last exited with; 0 when it never exited.
+    pub exit_code: i64,
+    /// How often Docker restarted it by its restart policy: a process that crashed and came
+    /// back between two looks still counts as having exited.
+    pub restart_count: i64,
+    /// The verdict of the image's HEALTHCHECK; `None` when the image has none.
+    pub docker_health: Option<DockerHealth>,
+    /// Its address on its Docker network, which the host can reach; `None` without a network.
+    pub ip_address: Option<IpAddr>,
+}
+
+/// Docker's verdict on a container whose image has a HEALTHCHECK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerHealth {
+    /// No check has passed yet (or none has run).
+    Starting,
+    Healthy,
+    Unhealthy,
 }
 
 /// Everything needed to create one container.
@@ -135,4 +164,18 @@ pub trait ContainerRuntime: Send + Sync {
         id: &str,
         new_name: &str,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Whether a container runs, how it last exited, its Docker health and its address.
+    fn inspect(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<ContainerStatus, RuntimeError>> + Send;
+
+    /// Runs `command` (no shell) inside a running container and returns its exit status. It
+    /// waits for the command to end: callers bound it with a timeout.
+    fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+    ) -> impl Future<Output = Result<i64, RuntimeError>> + Send;
 }
