@@ -137,6 +137,9 @@ pub struct ContainerResult {
     /// A replacement failed and the container that ran before was brought back.
     #[serde(default)]
     pub previous_restored: bool,
+    /// In a plan: the host lacks the image and would download it.
+    #[serde(default)]
+    pub needs_pull: bool,
 }
 
 /// The outcome a minion reports for a job.

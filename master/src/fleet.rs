@@ -139,6 +139,7 @@ impl pb::fleet_server::Fleet for FleetService {
                 lock_message: request.lock_message,
                 pins: None,
                 deploy: None,
+                plan: request.plan,
             },
         )
         .await?;
@@ -194,6 +195,7 @@ impl pb::fleet_server::Fleet for FleetService {
                 lock_message,
                 pins: Some(pins),
                 deploy: Some((roles, image)),
+                plan: false,
             },
         )
         .await?;
@@ -256,6 +258,7 @@ impl pb::fleet_server::Fleet for FleetService {
                 lock_message,
                 pins: Some(pins),
                 deploy: None,
+                plan: false,
             },
         )
         .await?;
@@ -489,6 +492,7 @@ fn job_to_wire(job: JobRecord) -> pb::JobRecord {
     pb::JobRecord {
         caller: job.caller,
         target: job.target,
+        plan: job.plan,
         summary: match summary.kind {
             Some(pb::highstate_event::Kind::Summary(summary)) => Some(summary),
             _ => None,

@@ -93,6 +93,7 @@ pub struct PreparedJob {
     timeout: Duration,
     rollout: Rollout,
     caller: String,
+    plan: bool,
 }
 
 /// What a caller asks of a highstate.
@@ -112,6 +113,8 @@ pub struct JobRequest {
     /// A deploy: only hosts running one of these roles, and these roles' containers run this
     /// image instead of the roles file's.
     pub deploy: Option<(BTreeSet<RoleName>, ImageRef)>,
+    /// A dry run: hosts report what they would do; no lock, no release.
+    pub plan: bool,
 }
 
 /// A new job id: UTC start time, then random hex, so ids sort by time and never collide.
@@ -141,6 +144,7 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
         lock_message,
         pins,
         deploy,
+        plan,
     } = request;
     let roles = load_roles(&master.config).await?;
     if let Some((deployed, _)) = &deploy
@@ -231,11 +235,14 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
             .saturating_add(i64::try_from(longest.as_millis()).unwrap_or(i64::MAX)),
         job_id: Some(job_id.to_string()),
     };
-    master
-        .store
-        .try_lock(lock, now)
-        .await?
-        .map_err(HighstateError::Locked)?;
+    // A plan changes nothing, so it neither needs nor blocks the lock.
+    if !plan {
+        master
+            .store
+            .try_lock(lock, now)
+            .await?
+            .map_err(HighstateError::Locked)?;
+    }
     Ok(PreparedJob {
         job_id,
         target: target_text,
@@ -247,6 +254,7 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
         timeout,
         rollout,
         caller,
+        plan,
     })
 }
 
@@ -308,6 +316,7 @@ async fn pin_images(
                     image_digest: String::new(),
                     error: Some(err.to_string()),
                     previous_restored: false,
+                    needs_pull: false,
                 }),
             })
             .collect();
@@ -420,18 +429,14 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
             .into_iter()
             .filter_map(|id| job.desired.remove_entry(&id))
             .collect();
-        run_batch(
-            &master,
-            &job.job_id,
-            job.timeout,
-            hosts,
-            &mut inbox,
-            &caller,
-            &mut reports,
-        )
-        .await;
+        let batch = Batch {
+            job_id: &job.job_id,
+            timeout: job.timeout,
+            dry_run: job.plan,
+        };
+        run_batch(&master, &batch, hosts, &mut inbox, &caller, &mut reports).await;
     }
-    if job.rollout.auto_revert && reports.values().any(|r| !r.status.is_success()) {
+    if job.rollout.auto_revert && !job.plan && reports.values().any(|r| !r.status.is_success()) {
         revert(&master, &job, &mut inbox, &caller, &mut reports).await;
     }
     master.router.unregister(&job.job_id);
@@ -448,11 +453,12 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
         summary: summary.clone(),
         target: job.target,
         caller: job.caller,
+        plan: job.plan,
     };
     if let Err(err) = master.store.record_job(record).await {
         tracing::error!("cannot record the job: {err}");
     }
-    if summary.is_success() {
+    if summary.is_success() && !job.plan {
         record_release(&master, &summary.job_id, &job_caller, &job.deployed).await;
     }
     if let Err(err) = master
@@ -505,16 +511,12 @@ async fn revert(
     if let Some(sender) = master.router.sender_of(&job.job_id) {
         master.router.register(revert_id.clone(), sender);
     }
-    run_batch(
-        master,
-        &revert_id,
-        job.timeout,
-        hosts,
-        inbox,
-        &events,
-        &mut reverted,
-    )
-    .await;
+    let batch = Batch {
+        job_id: &revert_id,
+        timeout: job.timeout,
+        dry_run: false,
+    };
+    run_batch(master, &batch, hosts, inbox, &events, &mut reverted).await;
     master.router.unregister(&revert_id);
     for (id, revert) in reverted {
         let first = reports.get(&id).map_or(0, |r| r.duration_ms);
@@ -587,26 +589,35 @@ fn batches_left(job: &PreparedJob) -> Vec<MinionId> {
         .collect()
 }
 
+/// What every command of a batch carries.
+struct Batch<'a> {
+    job_id: &'a JobId,
+    /// How long the batch may take.
+    timeout: Duration,
+    dry_run: bool,
+}
+
 /// Sends one batch its commands and waits until every host of it has a final status, or the
 /// batch's deadline passes.
 async fn run_batch(
     master: &Master,
-    job_id: &JobId,
-    timeout: Duration,
+    batch: &Batch<'_>,
     hosts: BTreeMap<MinionId, DesiredState>,
     inbox: &mut mpsc::Receiver<JobEvent>,
     caller: &mpsc::Sender<HighstateEvent>,
     reports: &mut BTreeMap<MinionId, HostReport>,
 ) {
+    let timeout = batch.timeout;
     let deadline = Instant::now() + timeout;
     let expires_at_unix_ms = now_unix_ms() + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
     let mut pending: BTreeMap<MinionId, Pending> = BTreeMap::new();
     for (id, desired) in hosts {
         let started = Instant::now();
         let command = Command::Apply {
-            job_id: job_id.clone(),
+            job_id: batch.job_id.clone(),
             expires_at_unix_ms,
             desired,
+            dry_run: batch.dry_run,
         };
         let sent = match master.links.get(&id) {
             Some(link) => link

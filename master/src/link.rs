@@ -38,6 +38,8 @@ pub enum Command {
         job_id: JobId,
         expires_at_unix_ms: i64,
         desired: DesiredState,
+        /// Only report what would change.
+        dry_run: bool,
     },
 }
 
@@ -234,11 +236,13 @@ fn to_wire(minion_id: &MinionId, command: Command) -> pb::MasterMessage {
             job_id,
             expires_at_unix_ms,
             desired,
+            dry_run,
         } => pb::master_message::Kind::Apply(pb::Apply {
             job_id: job_id.into(),
             minion_id: minion_id.to_string(),
             expires_at_unix_ms,
             desired: Some(desired.into()),
+            dry_run,
         }),
     };
     pb::MasterMessage { kind: Some(kind) }

@@ -64,6 +64,10 @@ enum Command {
         /// Only hosts whose minion id matches this glob (`web-*`, `db-[12]`).
         #[arg(long, value_name = "GLOB")]
         target: Option<String>,
+        /// A dry run: every host reports what it would pull, create, replace and remove against
+        /// what it really runs; nothing changes. `changed` then means "would change".
+        #[arg(long)]
+        plan: bool,
     },
     /// The history of highstates: who ran what, when, and every host's result.
     #[command(args_conflicts_with_subcommands = true)]
@@ -264,8 +268,8 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Token {
             command: TokenCommand::Create { client, ttl },
         } => brine_master::cli::token::create(&client, ttl).await?,
-        Command::Highstate { job, target } => {
-            let verdict = brine_master::cli::highstate::run(&job, target).await?;
+        Command::Highstate { job, target, plan } => {
+            let verdict = brine_master::cli::highstate::run(&job, target, plan).await?;
             return Ok(verdict.exit_code());
         }
         Command::Jobs {

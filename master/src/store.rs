@@ -82,6 +82,9 @@ pub struct JobRecord {
     pub target: String,
     /// The certificate identity of the caller.
     pub caller: String,
+    /// A plan (dry run) that changed nothing.
+    #[serde(default)]
+    pub plan: bool,
 }
 
 /// The fleet lock: while it is held and not expired, no rollout starts.
@@ -538,6 +541,7 @@ mod tests {
                     image_digest: "app@sha256:1".into(),
                     error: None,
                     previous_restored: false,
+                    needs_pull: false,
                 }],
                 error: None,
                 duration_ms: 3,
@@ -553,6 +557,7 @@ mod tests {
                     summary,
                     target: String::new(),
                     caller: "admin".into(),
+                    plan: false,
                 })
                 .await
                 .unwrap();

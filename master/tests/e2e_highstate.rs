@@ -894,3 +894,75 @@ fn a_tag_pushed_during_a_rollout_does_not_reach_the_remaining_hosts() {
     }
     assert_ne!(v2.id, fleet.app_v1.id);
 }
+
+/// Each container's action in a report, by host and name.
+fn actions(report: &Value) -> BTreeMap<String, String> {
+    let mut actions = BTreeMap::new();
+    for h in report["hosts"].as_array().into_iter().flatten() {
+        for c in h["containers"].as_array().into_iter().flatten() {
+            actions.insert(
+                format!(
+                    "{}/{}",
+                    h["minion_id"].as_str().unwrap_or_default(),
+                    c["name"].as_str().unwrap_or_default()
+                ),
+                c["action"].as_str().unwrap_or_default().to_owned(),
+            );
+        }
+    }
+    actions
+}
+
+#[test]
+fn a_plan_changes_nothing_and_predicts_the_highstate() {
+    let fleet = Fleet::start(&["a"]);
+    let a = fleet.minion_id("a");
+    let app = fleet.app_v1.reference.clone();
+    fleet.master.write_roles(
+        &(role("web", &app, "web", WEB_COMMAND)
+            + &role("worker", &app, "worker", WORKER_COMMAND)
+            + &assign(&[(&a, &["web", "worker"])])),
+    );
+    highstate_expecting(&fleet, 0);
+    let before = ids(&containers(&a)
+        .into_iter()
+        .map(|c| (c.name.clone(), c))
+        .collect());
+
+    // web changes, worker goes, cron arrives.
+    let changed: &[&str] = &["/bin/busybox", "httpd", "-f", "-p", "8081"];
+    fleet.master.write_roles(
+        &(role("web", &app, "web", changed)
+            + &role("cron", &app, "cron", WORKER_COMMAND)
+            + &assign(&[(&a, &["web", "cron"])])),
+    );
+    let plan = fleet.master.highstate_run_with(&["--plan"]);
+    assert_eq!(plan.code, 0, "{}", plan.describe());
+    let predicted = actions(&plan.json);
+    let after = ids(&containers(&a)
+        .into_iter()
+        .map(|c| (c.name.clone(), c))
+        .collect());
+    assert_eq!(after, before, "a plan changed containers");
+    assert_eq!(
+        predicted.values().map(String::as_str).collect::<Vec<_>>(),
+        ["created", "replaced", "removed"],
+        "{predicted:#?}"
+    );
+    let (_, status, _) = master_cli(&fleet, &["lock", "status"]);
+    assert_eq!(status.trim(), "unlocked");
+    let (_, releases, _) = master_cli(&fleet, &["releases", "--output", "json"]);
+    let releases: Value = serde_json::from_str(&releases).expect("releases prints JSON");
+    assert_eq!(
+        releases.as_array().map(Vec::len),
+        Some(1),
+        "a plan recorded a release"
+    );
+
+    let real = highstate_expecting(&fleet, 0);
+    assert_eq!(
+        actions(&real.json),
+        predicted,
+        "the highstate did not do what the plan said"
+    );
+}

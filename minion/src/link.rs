@@ -36,6 +36,8 @@ const COMMAND_QUEUE: usize = 8;
 struct Job {
     job_id: JobId,
     desired: DesiredState,
+    /// Only report what would change.
+    dry_run: bool,
     reply: mpsc::Sender<pb::MinionMessage>,
 }
 
@@ -173,10 +175,11 @@ async fn session<R: ContainerRuntime>(
             continue;
         };
         match accept(id, apply) {
-            Ok((job_id, desired)) => {
+            Ok((job_id, desired, dry_run)) => {
                 let job = Job {
                     job_id,
                     desired,
+                    dry_run,
                     reply: outbound.clone(),
                 };
                 jobs.send(job).await.context("queue a job")?;
@@ -194,7 +197,7 @@ async fn session<R: ContainerRuntime>(
 }
 
 /// Validates a command at the edge: addressed to this host, not expired, well formed.
-fn accept(id: &MinionId, apply: pb::Apply) -> Result<(JobId, DesiredState), JobResult> {
+fn accept(id: &MinionId, apply: pb::Apply) -> Result<(JobId, DesiredState, bool), JobResult> {
     let job_id = JobId::new(apply.job_id.clone()).map_err(|err| {
         JobResult::failed(
             JobId::new("invalid").expect("a valid literal id"),
@@ -215,7 +218,7 @@ fn accept(id: &MinionId, apply: pb::Apply) -> Result<(JobId, DesiredState), JobR
         .desired
         .ok_or_else(|| refuse("desired: is required".into()))
         .and_then(|d| DesiredState::try_from(d).map_err(|err| refuse(format!("desired.{err}"))))?;
-    Ok((job_id, desired))
+    Ok((job_id, desired, apply.dry_run))
 }
 
 fn result_message(result: JobResult) -> pb::MinionMessage {
@@ -245,11 +248,15 @@ async fn apply_jobs<R: ContainerRuntime>(
             });
         };
         drop(_entered);
-        let result = tracing::Instrument::instrument(
-            executor.apply(&job.job_id, &job.desired, &report),
-            span.clone(),
-        )
-        .await;
+        let result = if job.dry_run {
+            executor.plan_only(&job.job_id, &job.desired).await
+        } else {
+            tracing::Instrument::instrument(
+                executor.apply(&job.job_id, &job.desired, &report),
+                span.clone(),
+            )
+            .await
+        };
         span.in_scope(
             || tracing::info!(status = %result.status, error = result.error.as_deref(), "applied"),
         );
@@ -282,6 +289,7 @@ mod tests {
             minion_id: minion.into(),
             expires_at_unix_ms: crate::now_unix_ms() + expires_in_ms,
             desired: Some(pb::DesiredState::default()),
+            dry_run: false,
         }
     }
 

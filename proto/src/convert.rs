@@ -406,6 +406,7 @@ impl TryFrom<pb::ContainerResult> for ContainerResult {
             image_digest: c.image_digest,
             error: optional_string(c.error),
             previous_restored: c.previous_restored,
+            needs_pull: c.needs_pull,
         })
     }
 }
@@ -427,6 +428,7 @@ impl From<ContainerResult> for pb::ContainerResult {
             image_digest: c.image_digest,
             error: c.error.unwrap_or_default(),
             previous_restored: c.previous_restored,
+            needs_pull: c.needs_pull,
         }
     }
 }

@@ -121,14 +121,16 @@ impl JobArgs {
     }
 }
 
-/// Runs a highstate over `target` (a glob; `None` for every host) and renders it.
-pub async fn run(job: &JobArgs, target: Option<String>) -> anyhow::Result<Verdict> {
+/// Runs a highstate over `target` (a glob; `None` for every host) and renders it; a `plan`
+/// only reports what each host would do.
+pub async fn run(job: &JobArgs, target: Option<String>, plan: bool) -> anyhow::Result<Verdict> {
     let wire = job.wire()?;
     let request = pb::HighstateRequest {
         target: target.unwrap_or_default(),
         timeout_seconds: wire.timeout_seconds,
         rollout: Some(wire.rollout),
         lock_message: wire.lock_message,
+        plan,
     };
     let stream = job
         .fleet()

@@ -15,6 +15,8 @@ use super::minions::ListFormat;
 struct JobJson {
     caller: String,
     target: String,
+    /// A plan (dry run) that changed nothing.
+    plan: bool,
     success: bool,
     #[serde(flatten)]
     summary: JobSummary,
@@ -32,6 +34,7 @@ fn to_json(record: pb::JobRecord) -> anyhow::Result<JobJson> {
         HighstateEvent::Summary(summary) => Ok(JobJson {
             caller: record.caller,
             target: record.target,
+            plan: record.plan,
             success: summary.is_success(),
             summary,
         }),

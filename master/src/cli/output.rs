@@ -732,6 +732,7 @@ mod tests {
             image_digest: "127.0.0.1:5000/app@sha256:abc".to_owned(),
             error: (action == ContainerAction::Failed).then(|| "manifest unknown".to_owned()),
             previous_restored: false,
+            needs_pull: false,
         }
     }
 

@@ -6,7 +6,7 @@ use brine_common::host::RunningContainer;
 use brine_common::names::ContainerName;
 use brine_common::outcome::{ContainerAction, ContainerResult, JobId, JobResult};
 use brine_common::progress::{Phase, Progress};
-use brine_common::spec::{DesiredState, ImageRef};
+use brine_common::spec::{ContainerSpec, DesiredState, ImageRef};
 use futures::future::join_all;
 
 use super::health::{RuntimeTarget, wait_until_healthy};
@@ -83,6 +83,7 @@ impl<R: ContainerRuntime> Executor<R> {
                             image_digest: String::new(),
                             error: Some(err.clone()),
                             previous_restored: false,
+                            needs_pull: false,
                         })
                     })
                     .collect();
@@ -109,6 +110,62 @@ impl<R: ContainerRuntime> Executor<R> {
         for action in plan(&self.namespace, &wanted, &observed) {
             results.push(self.execute(job_id, action, &pulled, progress).await);
         }
+        JobResult::from_containers(job_id.clone(), results)
+    }
+
+    /// What [`Executor::apply`] would do, without doing any of it: nothing is pulled, created,
+    /// stopped or removed. An image the host lacks is reported as `needs_pull`, and a container
+    /// that would run it counts as created or replaced.
+    pub async fn plan_only(&self, job_id: &JobId, desired: &DesiredState) -> JobResult {
+        let observed = match self.runtime.list_managed().await {
+            Ok(observed) => observed,
+            Err(err) => {
+                return JobResult::failed(job_id.clone(), format!("list containers: {err}"));
+            }
+        };
+        let mut local: HashMap<&ImageRef, Option<PulledImage>> = HashMap::new();
+        for spec in &desired.containers {
+            if !local.contains_key(&spec.image) {
+                // Only a pinned reference says which bits it means; a bare tag may have moved.
+                let present = match spec.image.parts().digest {
+                    Some(_) => self.runtime.local_image(&spec.image).await.unwrap_or(None),
+                    None => None,
+                };
+                local.insert(&spec.image, present);
+            }
+        }
+        // An image the host lacks cannot be compared by id: a pinned one is new for sure, while
+        // for a bare tag the running container's image is the best guess.
+        let current_image = |spec: &ContainerSpec| {
+            let name = docker_name(&self.namespace, &spec.name);
+            observed
+                .iter()
+                .find(|o| o.docker_name == name && spec.image.parts().digest.is_none())
+                .map(|o| o.image_id.clone())
+                .unwrap_or_default()
+        };
+        let wanted: Vec<DesiredContainer> = desired
+            .containers
+            .iter()
+            .map(|spec| DesiredContainer {
+                hash: spec.hash(),
+                image_id: local[&spec.image]
+                    .as_ref()
+                    .map_or_else(|| current_image(spec), |p| p.image_id.clone()),
+                spec: spec.clone(),
+            })
+            .collect();
+        let results = plan(&self.namespace, &wanted, &observed)
+            .into_iter()
+            .map(|action| match action {
+                Action::Keep { desired, .. } => predicted(&desired, ContainerAction::Kept, &local),
+                Action::Create { desired } => predicted(&desired, ContainerAction::Created, &local),
+                Action::Replace { desired, .. } => {
+                    predicted(&desired, ContainerAction::Replaced, &local)
+                }
+                Action::Remove { observed } => removed(&observed, None),
+            })
+            .collect();
         JobResult::from_containers(job_id.clone(), results)
     }
 
@@ -206,7 +263,6 @@ impl<R: ContainerRuntime> Executor<R> {
                 }
             }
             Action::Remove { observed } => {
-                let (name, role) = declared_identity(&observed);
                 progress(phase(Phase::Removing, &observed.docker_name));
                 let error = self
                     .runtime
@@ -214,25 +270,7 @@ impl<R: ContainerRuntime> Executor<R> {
                     .await
                     .err()
                     .map(|e| e.to_string());
-                ContainerResult {
-                    // A managed container always carries its name label; the Docker name is a
-                    // fallback that is valid too.
-                    name: name
-                        .or_else(|| ContainerName::new(observed.docker_name.clone()).ok())
-                        .unwrap_or_else(|| {
-                            ContainerName::new("unnamed").expect("a valid literal name")
-                        }),
-                    role,
-                    action: if error.is_some() {
-                        ContainerAction::Failed
-                    } else {
-                        ContainerAction::Removed
-                    },
-                    image: observed.image.clone(),
-                    image_digest: observed.image_id.clone(),
-                    error,
-                    previous_restored: false,
-                }
+                removed(&observed, error)
             }
         }
     }
@@ -491,6 +529,49 @@ fn phase(phase: Phase, subject: &impl ToString) -> Progress {
     }
 }
 
+/// The result for a managed container that no role declares any more: removed, or `error`.
+fn removed(observed: &ObservedContainer, error: Option<String>) -> ContainerResult {
+    let (name, role) = declared_identity(observed);
+    ContainerResult {
+        // A managed container always carries its name label; the Docker name is a fallback
+        // that is valid too.
+        name: name
+            .or_else(|| ContainerName::new(observed.docker_name.clone()).ok())
+            .unwrap_or_else(|| ContainerName::new("unnamed").expect("a valid literal name")),
+        role,
+        action: if error.is_some() {
+            ContainerAction::Failed
+        } else {
+            ContainerAction::Removed
+        },
+        image: observed.image.clone(),
+        image_digest: observed.image_id.clone(),
+        error,
+        previous_restored: false,
+        needs_pull: false,
+    }
+}
+
+/// A planned action on a desired container.
+fn predicted(
+    desired: &DesiredContainer,
+    action: ContainerAction,
+    local: &HashMap<&ImageRef, Option<PulledImage>>,
+) -> ContainerResult {
+    let present = local.get(&desired.spec.image).and_then(Option::as_ref);
+    ContainerResult {
+        needs_pull: present.is_none(),
+        ..result_for(
+            desired,
+            action,
+            present
+                .map(|p| p.repo_digest.clone().unwrap_or_else(|| p.image_id.clone()))
+                .unwrap_or_default(),
+            None,
+        )
+    }
+}
+
 fn result_for(
     desired: &DesiredContainer,
     action: ContainerAction,
@@ -505,6 +586,7 @@ fn result_for(
         image_digest,
         error,
         previous_restored: false,
+        needs_pull: false,
     }
 }
 
@@ -514,7 +596,7 @@ mod tests {
 
     use brine_common::names::RoleName;
     use brine_common::outcome::HostStatus;
-    use brine_common::spec::{ContainerSpec, HealthCheck, PortMapping, Probe, RestartPolicy};
+    use brine_common::spec::{HealthCheck, PortMapping, Probe, RestartPolicy};
 
     use super::*;
     use crate::runtime::{ContainerStatus, PullProgress, RuntimeError};
@@ -758,6 +840,48 @@ mod tests {
         assert_eq!(second.status, HostStatus::Unchanged);
         assert_eq!(second.containers[0].action, ContainerAction::Kept);
         assert_eq!(exec.runtime.container("host.web").unwrap().id, id);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_plan_predicts_without_touching_anything() {
+        let exec = executor(&[("app:1", "sha256:a"), ("app:2", "sha256:b")]);
+        apply(
+            &exec,
+            vec![
+                spec("web", "app:1"),
+                spec("old", "app:1"),
+                spec("same", "app:1"),
+            ],
+        )
+        .await;
+        let before = exec.runtime.calls().len();
+
+        let mut changed = spec("web", "app:1");
+        changed.command = vec!["other".into()];
+        let desired =
+            DesiredState::new(vec![changed, spec("new", "app:2"), spec("same", "app:1")]).unwrap();
+        let result = exec.plan_only(&JobId::new("p").unwrap(), &desired).await;
+        let actions: Vec<(&str, ContainerAction)> = result
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c.action))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("old", ContainerAction::Removed),
+                ("new", ContainerAction::Created),
+                ("same", ContainerAction::Kept),
+                ("web", ContainerAction::Replaced),
+            ]
+        );
+        assert!(result.containers[1].needs_pull, "{result:?}");
+        assert_eq!(result.status, HostStatus::Changed);
+        assert_eq!(
+            exec.runtime.calls().len(),
+            before,
+            "a plan made runtime calls"
+        );
     }
 
     #[tokio::test(start_paused = true)]
