@@ -255,3 +255,112 @@ fn a_health_check_that_times_out_leaves_the_old_container_running() {
     assert_eq!(web.id, old.id, "the old container was replaced");
     assert_serves(&web);
 }
+
+/// A quick check, so that a failing replacement is noticed within seconds.
+const HEALTH_QUICK: &str = "{ http = \"http://127.0.0.1:8080/variant.txt\", deadline = \"4s\", min_healthy = \"500ms\", interval = \"250ms\" }";
+
+#[test]
+fn a_batched_rollout_of_an_unhealthy_build_stops_at_the_first_host() {
+    let fleet = Fleet::start(&["a", "b", "c"]);
+    let every = format!("e2e-{}-*", fleet.uniq);
+    let (a, b, c) = (
+        fleet.minion_id("a"),
+        fleet.minion_id("b"),
+        fleet.minion_id("c"),
+    );
+    fleet.master.write_roles(&roles(
+        &every,
+        &fleet.app_v1.reference,
+        WEB_COMMAND,
+        &[],
+        HEALTH_QUICK,
+    ));
+    highstate_expecting(&fleet, 0);
+    let before: Vec<Container> = [&a, &b, &c].iter().map(|id| the_running_web(id)).collect();
+
+    // The new build never answers its health check.
+    fleet.master.write_roles(&roles(
+        &every,
+        &fleet.app_v1.reference,
+        SILENT_COMMAND,
+        &[],
+        HEALTH_QUICK,
+    ));
+    let run = fleet.master.highstate_run_with(&["--batch", "1"]);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    assert_failed_and_restored(&run.json, &a);
+    for id in [&b, &c] {
+        assert_eq!(host(&run.json, id)["status"], "skipped", "{:#}", run.json);
+    }
+    // Every host still runs, and serves from, the container it had.
+    for old in &before {
+        let namespace = old.name.split('.').next().unwrap_or_default();
+        let web = the_running_web(namespace);
+        assert_eq!(web.id, old.id);
+        assert_serves(&web);
+    }
+}
+
+#[test]
+fn auto_revert_after_two_healthy_hosts_and_an_unhealthy_third() {
+    let mut fleet = Fleet::start(&["a", "b", "c"]);
+    let (a, b, c) = (
+        fleet.minion_id("a"),
+        fleet.minion_id("b"),
+        fleet.minion_id("c"),
+    );
+    let every = format!("e2e-{}-*", fleet.uniq);
+    fleet.master.write_roles(&roles(
+        &every,
+        &fleet.app_v1.reference,
+        WEB_COMMAND,
+        &[],
+        HEALTH_QUICK,
+    ));
+    highstate_expecting(&fleet, 0);
+    let old_c = the_running_web(&c);
+
+    // A new build goes out: on a and b it is healthy; on c, last in order, its role serves
+    // on another port than its health check probes, so it never becomes healthy there.
+    let v2 = fleet.images.push_variant("app", 2);
+    let other_port: &[&str] = &["/bin/busybox", "httpd", "-f", "-p", "8081"];
+    let text = format!(
+        "[roles.web]\nimage = {image}\n[[roles.web.containers]]\nname = \"web\"\ncommand = {web}\nhealth = {HEALTH_QUICK}\n\n\
+         [roles.webc]\nimage = {image}\n[[roles.webc.containers]]\nname = \"web\"\ncommand = {other}\nhealth = {HEALTH_QUICK}\n\n\
+         [assign]\n{a} = [\"web\"]\n{b} = [\"web\"]\n{c} = [\"webc\"]\n",
+        image = quoted(&fleet.app_v1.reference),
+        web = list(WEB_COMMAND),
+        other = list(other_port),
+        a = quoted(&a),
+        b = quoted(&b),
+        c = quoted(&c),
+    );
+    fleet.master.write_roles(&text);
+    let run =
+        fleet
+            .master
+            .highstate_run_with(&["--batch", "1", "--max-failures", "1", "--auto-revert"]);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    for id in [&a, &b] {
+        let h = host(&run.json, id);
+        assert_eq!(h["status"], "failed", "{h:#}");
+        assert!(
+            h["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("returned to release 1"),
+            "{h:#}"
+        );
+        // Back on the first build.
+        let web = the_running_web(id);
+        assert_eq!(
+            inspect_format(&web.id, "{{.Image}}"),
+            fleet.app_v1.id,
+            "{h:#}"
+        );
+        assert_ne!(v2.id, fleet.app_v1.id);
+        assert_serves(&web);
+    }
+    assert_failed_and_restored(&run.json, &c);
+    assert_eq!(the_running_web(&c).id, old_c.id);
+}
