@@ -142,6 +142,17 @@ pub struct ContainerResult {
     pub needs_pull: bool,
 }
 
+/// Where a host's time went in a job, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Checking images are present and downloading those that are not.
+    pub pull_ms: u64,
+    /// Docker creating, starting, stopping, renaming and removing containers.
+    pub containers_ms: u64,
+    /// Waiting for new containers to become healthy.
+    pub health_ms: u64,
+}
+
 /// The outcome a minion reports for a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobResult {
@@ -149,6 +160,8 @@ pub struct JobResult {
     pub status: HostStatus,
     pub containers: Vec<ContainerResult>,
     pub error: Option<String>,
+    #[serde(default)]
+    pub timings: Timings,
 }
 
 impl JobResult {
@@ -177,6 +190,7 @@ impl JobResult {
             status,
             containers,
             error: failure,
+            timings: Timings::default(),
         }
     }
 
@@ -187,6 +201,7 @@ impl JobResult {
             status: HostStatus::Failed,
             containers: vec![],
             error: Some(error),
+            timings: Timings::default(),
         }
     }
 }
@@ -199,6 +214,8 @@ pub struct HostReport {
     pub containers: Vec<ContainerResult>,
     pub error: Option<String>,
     pub duration_ms: u64,
+    #[serde(default)]
+    pub timings: Timings,
 }
 
 /// The record of a whole job: one report per targeted host.
@@ -209,6 +226,9 @@ pub struct JobSummary {
     pub hosts: Vec<HostReport>,
     pub started_at_unix_ms: i64,
     pub finished_at_unix_ms: i64,
+    /// Time the master spent resolving tags to digests.
+    #[serde(default)]
+    pub resolve_ms: u64,
 }
 
 impl JobSummary {

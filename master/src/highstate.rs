@@ -8,6 +8,7 @@ use std::time::Duration;
 use brine_common::names::{MinionId, RoleName};
 use brine_common::outcome::{
     ContainerAction, ContainerResult, HighstateEvent, HostReport, HostStatus, JobId, JobSummary,
+    Timings,
 };
 use brine_common::spec::{ContainerSpec, DesiredState, ImageRef};
 use futures::future::join_all;
@@ -94,6 +95,8 @@ pub struct PreparedJob {
     rollout: Rollout,
     caller: String,
     plan: bool,
+    /// Time spent resolving tags to digests.
+    resolve_ms: u64,
 }
 
 /// What a caller asks of a highstate.
@@ -205,7 +208,9 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
         }
     }
     let resolver = Resolver::new(master.config.registries.clone());
+    let resolving = Instant::now();
     let (desired, blocked) = pin_images(&resolver, desired, &pins.unwrap_or_default()).await?;
+    let resolve_ms = elapsed_ms(resolving);
     let deployed = pins_of(&desired);
     let previous_release = master.store.releases().await?.pop();
 
@@ -255,6 +260,7 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
         rollout,
         caller,
         plan,
+        resolve_ms,
     })
 }
 
@@ -350,6 +356,7 @@ async fn pin_images(
                     containers: failures,
                     error: Some(error),
                     duration_ms: 0,
+                    timings: Timings::default(),
                 },
             );
         }
@@ -446,6 +453,7 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
         hosts: reports.into_values().collect(),
         started_at_unix_ms,
         finished_at_unix_ms: now_unix_ms(),
+        resolve_ms: job.resolve_ms,
     };
     log_summary(&summary);
     let job_caller = job.caller.clone();
@@ -534,6 +542,7 @@ async fn revert(
                 previous.id
             )),
             duration_ms: first.saturating_add(revert.duration_ms),
+            timings: revert.timings,
         };
         finish(caller, reports, report).await;
     }
@@ -664,6 +673,7 @@ async fn run_batch(
                     containers: result.containers,
                     error: result.error,
                     duration_ms: elapsed_ms(host.started),
+                    timings: result.timings,
                 };
                 finish(caller, reports, report).await;
             }
@@ -694,6 +704,7 @@ fn no_answer(id: MinionId, status: HostStatus, reason: &str, started: Instant) -
         containers: vec![],
         error: Some(reason.to_owned()),
         duration_ms: elapsed_ms(started),
+        timings: Timings::default(),
     }
 }
 

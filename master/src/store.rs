@@ -545,12 +545,14 @@ mod tests {
                 }],
                 error: None,
                 duration_ms: 3,
+                timings: Default::default(),
             };
             let summary = JobSummary {
                 job_id: JobId::new("j-1").unwrap(),
                 hosts: vec![report],
                 started_at_unix_ms: 1,
                 finished_at_unix_ms: 2,
+                resolve_ms: 0,
             };
             store
                 .record_job(JobRecord {

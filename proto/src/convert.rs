@@ -5,7 +5,7 @@ use std::fmt::Display;
 use brine_common::host::{Facts, RunningContainer};
 use brine_common::names::{ContainerName, MinionId, RoleName};
 use brine_common::outcome::{
-    ContainerAction, ContainerResult, HostReport, HostStatus, JobId, JobResult,
+    ContainerAction, ContainerResult, HostReport, HostStatus, JobId, JobResult, Timings,
 };
 use brine_common::progress::{Phase, Progress};
 use brine_common::spec::{
@@ -445,6 +445,26 @@ fn container_results(
         .collect()
 }
 
+impl From<pb::Timings> for Timings {
+    fn from(t: pb::Timings) -> Self {
+        Timings {
+            pull_ms: t.pull_ms,
+            containers_ms: t.containers_ms,
+            health_ms: t.health_ms,
+        }
+    }
+}
+
+impl From<Timings> for pb::Timings {
+    fn from(t: Timings) -> Self {
+        pb::Timings {
+            pull_ms: t.pull_ms,
+            containers_ms: t.containers_ms,
+            health_ms: t.health_ms,
+        }
+    }
+}
+
 impl TryFrom<pb::JobResult> for JobResult {
     type Error = InvalidField;
 
@@ -464,6 +484,7 @@ impl TryFrom<pb::JobResult> for JobResult {
             status,
             containers: container_results(r.containers)?,
             error: optional_string(r.error),
+            timings: r.timings.map(Into::into).unwrap_or_default(),
         })
     }
 }
@@ -475,6 +496,7 @@ impl From<JobResult> for pb::JobResult {
             status: pb::HostStatus::from(r.status).into(),
             containers: r.containers.into_iter().map(Into::into).collect(),
             error: r.error.unwrap_or_default(),
+            timings: Some(r.timings.into()),
         }
     }
 }
@@ -489,6 +511,7 @@ impl TryFrom<pb::HostReport> for HostReport {
             containers: container_results(r.containers)?,
             error: optional_string(r.error),
             duration_ms: r.duration_ms,
+            timings: r.timings.map(Into::into).unwrap_or_default(),
         })
     }
 }
@@ -501,6 +524,7 @@ impl From<HostReport> for pb::HostReport {
             containers: r.containers.into_iter().map(Into::into).collect(),
             error: r.error.unwrap_or_default(),
             duration_ms: r.duration_ms,
+            timings: Some(r.timings.into()),
         }
     }
 }
@@ -613,6 +637,7 @@ mod events {
                         .collect::<Result<_, _>>()?,
                     started_at_unix_ms: summary.started_at_unix_ms,
                     finished_at_unix_ms: summary.finished_at_unix_ms,
+                    resolve_ms: summary.resolve_ms,
                 }),
             })
         }
@@ -638,6 +663,7 @@ mod events {
                     hosts: summary.hosts.into_iter().map(Into::into).collect(),
                     started_at_unix_ms: summary.started_at_unix_ms,
                     finished_at_unix_ms: summary.finished_at_unix_ms,
+                    resolve_ms: summary.resolve_ms,
                 }),
             };
             pb::HighstateEvent { kind: Some(kind) }

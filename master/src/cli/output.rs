@@ -44,6 +44,7 @@ pub enum OutputFormat {
 ///   "success": false,
 ///   "started_at_unix_ms": 1795687500000,
 ///   "finished_at_unix_ms": 1795687512345,
+///   "resolve_ms": 12,
 ///   "hosts": [
 ///     {
 ///       "minion_id": "web-1",
@@ -53,20 +54,23 @@ pub enum OutputFormat {
 ///           "name": "web",
 ///           "role": "web",
 ///           "action": "replaced",
-///           "image": "127.0.0.1:5000/app:tested",
+///           "image": "127.0.0.1:5000/app:tested@sha256:...",
 ///           "image_digest": "127.0.0.1:5000/app@sha256:...",
-///           "error": null
+///           "error": null,
+///           "previous_restored": false,
+///           "needs_pull": false
 ///         }
 ///       ],
 ///       "error": null,
-///       "duration_ms": 1234
+///       "duration_ms": 1234,
+///       "timings": { "pull_ms": 310, "containers_ms": 420, "health_ms": 2010 }
 ///     }
 ///   ],
 ///   "error": null
 /// }
 /// ```
 ///
-/// - `status` is one of `unchanged`, `changed`, `failed`, `unreachable`, `timed_out`; `action`
+/// - `status` is one of `unchanged`, `changed`, `failed`, `unreachable`, `timed_out`, `skipped`; `action`
 ///   one of `kept`, `created`, `replaced`, `removed`, `failed`; `role` may be null.
 /// - `success` is true only when the job finished and every host ended `unchanged` or `changed`.
 /// - `error` is null when the master sent the whole job. When the stream ended early it says so,
@@ -79,6 +83,8 @@ pub struct JsonReport {
     pub success: bool,
     pub started_at_unix_ms: i64,
     pub finished_at_unix_ms: i64,
+    /// Time the master spent resolving image tags to digests.
+    pub resolve_ms: u64,
     /// Sorted by minion id.
     pub hosts: Vec<HostReport>,
     pub error: Option<String>,
@@ -517,6 +523,7 @@ fn json_report(state: &JobState, now_unix_ms: i64) -> JsonReport {
             success: summary.is_success(),
             started_at_unix_ms: summary.started_at_unix_ms,
             finished_at_unix_ms: summary.finished_at_unix_ms,
+            resolve_ms: summary.resolve_ms,
             hosts: state.reports().into_iter().cloned().collect(),
             error: None,
         },
@@ -525,6 +532,7 @@ fn json_report(state: &JobState, now_unix_ms: i64) -> JsonReport {
             success: false,
             started_at_unix_ms: state.started_at_unix_ms,
             finished_at_unix_ms: now_unix_ms,
+            resolve_ms: 0,
             hosts: state.reports().into_iter().cloned().collect(),
             error: Some(STREAM_ENDED.to_owned()),
         },
@@ -748,6 +756,7 @@ mod tests {
             containers,
             error: error.map(str::to_owned),
             duration_ms: 1234,
+            timings: Default::default(),
         }
     }
 
@@ -827,6 +836,7 @@ mod tests {
             hosts,
             started_at_unix_ms: 1_000,
             finished_at_unix_ms: 2_234,
+            resolve_ms: 5,
         }
     }
 
@@ -976,6 +986,7 @@ mod tests {
                 "finished_at_unix_ms",
                 "hosts",
                 "job_id",
+                "resolve_ms",
                 "started_at_unix_ms",
                 "success"
             ]
@@ -989,7 +1000,14 @@ mod tests {
         let host = &value["hosts"][0];
         assert_eq!(
             keys(host),
-            ["containers", "duration_ms", "error", "minion_id", "status"]
+            [
+                "containers",
+                "duration_ms",
+                "error",
+                "minion_id",
+                "status",
+                "timings"
+            ]
         );
         assert_eq!(host["minion_id"], "web-1");
         assert_eq!(host["status"], "changed");
@@ -1004,6 +1022,7 @@ mod tests {
                 "image",
                 "image_digest",
                 "name",
+                "needs_pull",
                 "previous_restored",
                 "role"
             ]

@@ -1,13 +1,15 @@
 //! Applying a desired state: pull, plan, then create, replace and remove containers.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use brine_common::host::RunningContainer;
 use brine_common::names::ContainerName;
-use brine_common::outcome::{ContainerAction, ContainerResult, JobId, JobResult};
+use brine_common::outcome::{ContainerAction, ContainerResult, JobId, JobResult, Timings};
 use brine_common::progress::{Phase, Progress};
 use brine_common::spec::{ContainerSpec, DesiredState, ImageRef};
 use futures::future::join_all;
+use tokio::time::Instant;
 
 use super::health::{RuntimeTarget, wait_until_healthy};
 use super::plan::{Action, DesiredContainer, belongs_to, declared_identity, docker_name, plan};
@@ -21,11 +23,17 @@ pub type ProgressSink<'a> = &'a (dyn Fn(Progress) + Send + Sync);
 pub struct Executor<R> {
     runtime: R,
     namespace: String,
+    /// Milliseconds spent waiting for health in the current job; jobs run one at a time.
+    health_ms: AtomicU64,
 }
 
 impl<R: ContainerRuntime> Executor<R> {
     pub fn new(runtime: R, namespace: String) -> Self {
-        Self { runtime, namespace }
+        Self {
+            runtime,
+            namespace,
+            health_ms: AtomicU64::new(0),
+        }
     }
 
     pub fn runtime(&self) -> &R {
@@ -67,6 +75,7 @@ impl<R: ContainerRuntime> Executor<R> {
             }
         };
 
+        let pulling = Instant::now();
         let pulled = match self.pull_all(desired, progress).await {
             Ok(pulled) => pulled,
             Err(failures) => {
@@ -92,6 +101,10 @@ impl<R: ContainerRuntime> Executor<R> {
                     status: brine_common::outcome::HostStatus::Failed,
                     containers,
                     error: Some(format!("{error}; no container was changed")),
+                    timings: Timings {
+                        pull_ms: elapsed_ms(pulling),
+                        ..Timings::default()
+                    },
                 };
             }
         };
@@ -106,11 +119,22 @@ impl<R: ContainerRuntime> Executor<R> {
             })
             .collect();
 
+        let pull_ms = elapsed_ms(pulling);
+        self.health_ms.store(0, Ordering::Relaxed);
+        let acting = Instant::now();
         let mut results = vec![];
         for action in plan(&self.namespace, &wanted, &observed) {
             results.push(self.execute(job_id, action, &pulled, progress).await);
         }
-        JobResult::from_containers(job_id.clone(), results)
+        let health_ms = self.health_ms.load(Ordering::Relaxed);
+        JobResult {
+            timings: Timings {
+                pull_ms,
+                containers_ms: elapsed_ms(acting).saturating_sub(health_ms),
+                health_ms,
+            },
+            ..JobResult::from_containers(job_id.clone(), results)
+        }
     }
 
     /// What [`Executor::apply`] would do, without doing any of it: nothing is pulled, created,
@@ -327,13 +351,25 @@ impl<R: ContainerRuntime> Executor<R> {
             id: &id,
             probe: desired.spec.health.probe.as_ref(),
         };
-        if let Err(unhealthy) = wait_until_healthy(&desired.spec.health, &target).await {
+        if let Err(unhealthy) = self
+            .timed_health(wait_until_healthy(&desired.spec.health, &target))
+            .await
+        {
             tracing::warn!(container = %docker_name, "the new container is unhealthy: {unhealthy}");
             self.discard(&id, docker_name, desired.spec.stop_timeout_seconds)
                 .await;
             return Err(format!("the new container is unhealthy: {unhealthy}"));
         }
         Ok(id)
+    }
+
+    /// Runs a health wait and adds its duration to the job's health time.
+    async fn timed_health<T>(&self, wait: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let outcome = wait.await;
+        self.health_ms
+            .fetch_add(elapsed_ms(started), Ordering::Relaxed);
+        outcome
     }
 
     /// Stops and removes a container that failed its health check. Failures are only logged:
@@ -495,6 +531,10 @@ impl<R: ContainerRuntime> Executor<R> {
         }
         Ok(())
     }
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A replacement that did not happen, and whether the old container runs again.
