@@ -254,6 +254,12 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Self {
+        Self::start_with(None, None)
+    }
+
+    /// A registry that keeps its images in `storage` (which outlives it) and, with `auth`,
+    /// requires that user and password (htpasswd, basic authentication).
+    pub fn start_with(storage: Option<&Path>, auth: Option<(&str, &str)>) -> Self {
         assert!(
             Path::new(REGISTRY_BINARY).is_file(),
             "{REGISTRY_BINARY} is missing: apt-get install docker-registry"
@@ -265,17 +271,25 @@ impl Registry {
                 .tempdir()
                 .expect("a temp dir");
             let port = free_port();
-            let storage = dir.path().join("storage");
+            let storage = storage
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| dir.path().join("storage"));
             std::fs::create_dir_all(&storage).expect("registry storage dir");
             let config = dir.path().join("config.yml");
-            std::fs::write(
-                &config,
-                format!(
-                    "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                    storage.display()
-                ),
-            )
-            .expect("registry config");
+            let mut text = format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            );
+            if let Some((user, password)) = auth {
+                let htpasswd = dir.path().join("htpasswd");
+                let hash = bcrypt::hash(password, 4).expect("hash the test password");
+                std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("htpasswd");
+                text.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: brine-test\n    path: {}\n",
+                    htpasswd.display()
+                ));
+            }
+            std::fs::write(&config, text).expect("registry config");
             let log = dir.path().join("registry.log");
             let log_handle = log_file(&log);
             let mut child = Command::new(REGISTRY_BINARY)
@@ -292,7 +306,7 @@ impl Registry {
                     last_failure = format!("it exited ({status}): {}", tail(&log, 20));
                     break false;
                 }
-                if registry_answers(port) {
+                if registry_answers(port, auth.is_some()) {
                     // Another process could own the port: ours must still be alive.
                     break child.try_wait().map(|s| s.is_none()).unwrap_or(false);
                 }
@@ -335,7 +349,8 @@ impl Drop for Registry {
 }
 
 /// Whether `GET /v2/` on the port answers 200 (plain HTTP/1.0 over a TcpStream).
-fn registry_answers(port: u16) -> bool {
+/// Whether the registry answers `/v2/`: 200, or 401 when it requires authentication.
+fn registry_answers(port: u16, with_auth: bool) -> bool {
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) else {
         return false;
@@ -349,7 +364,12 @@ fn registry_answers(port: u16) -> bool {
     let mut response = vec![];
     let _ = stream.read_to_end(&mut response);
     let response = String::from_utf8_lossy(&response);
-    response.starts_with("HTTP/1.") && response.lines().next().is_some_and(|l| l.contains(" 200"))
+    let expected = if with_auth { " 401" } else { " 200" };
+    response.starts_with("HTTP/1.")
+        && response
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains(expected))
 }
 
 // ------------------------------------------------------------------------------------------------

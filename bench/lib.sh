@@ -1,0 +1,83 @@
+# Shared by the benchmarks: a private registry, images, a master and minions on this machine.
+# Source it; call bench_setup first. Everything started is stopped and removed at exit.
+set -euo pipefail
+
+bench_setup() {
+  cd "$(dirname "${BASH_SOURCE[0]}")/.."
+  scripts/test-deps.sh
+  cargo build --release --bins --quiet
+  bin="$PWD/target/release"
+  work=$(mktemp -d /tmp/brine-bench.XXXXXX)
+  role="bench$$"
+  pids=()
+  images=()
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  docker ps -aq --filter "label=io.brine.role=$role" | xargs -r docker rm -f >/dev/null
+  for image in "${images[@]}"; do docker rmi -f "$image" >/dev/null 2>&1 || true; done
+  rm -rf "$work"
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
+
+start_registry() {
+  registry_port=$(free_port)
+  cat >"$work/registry.yml" <<YAML
+version: 0.1
+log: {level: error}
+storage: {filesystem: {rootdirectory: $work/registry}}
+http: {addr: 127.0.0.1:$registry_port}
+YAML
+  docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$registry_port) 2>/dev/null && break; sleep 0.1; done
+  image="127.0.0.1:$registry_port/brine-bench/app:tested"
+}
+
+# push_image VARIANT: builds a busybox image FROM scratch (unique per variant), pushes it under
+# $image and removes it locally, as CI would.
+push_image() {
+  mkdir -p "$work/image"
+  cp /bin/busybox "$work/image/"
+  echo "variant $1" >"$work/image/variant.txt"
+  printf 'FROM scratch\nCOPY busybox /bin/busybox\nCOPY variant.txt /variant.txt\nCMD ["/bin/busybox","sleep","86400"]\n' >"$work/image/Dockerfile"
+  docker build -q -t "$image" "$work/image" >/dev/null 2>&1
+  docker push -q "$image" >/dev/null
+  images+=("$(docker image inspect --format '{{.Id}}' "$image")")
+  # As if CI had built it elsewhere: the hosts must pull it from the registry.
+  docker rmi "$image" >/dev/null
+}
+
+# start_master ROLES_TOML
+start_master() {
+  master_port=$(free_port)
+  "$bin/brine-master" init --data-dir "$work/master" --listen "127.0.0.1:$master_port" >/dev/null
+  printf '%s' "$1" >"$work/master/roles.toml"
+  RUST_LOG=warn "$bin/brine-master" serve --data-dir "$work/master" 2>"$work/master.log" &
+  master_pid=$!
+  pids+=($master_pid)
+  for _ in $(seq 1 50); do "$bin/brine-master" minions --data-dir "$work/master" >/dev/null 2>&1 && break; sleep 0.1; done
+}
+
+# start_minions N: bench-1 ... bench-N, each in its own namespace on this engine.
+start_minions() {
+  local token
+  token=$("$bin/brine-master" token create --data-dir "$work/master" 2>/dev/null)
+  minion_pids=()
+  for i in $(seq 1 "$1"); do
+    "$bin/brine-minion" join --master "127.0.0.1:$master_port" --token "$token" --id "bench-$i" \
+      --namespace "bench-$i-$$" --data-dir "$work/bench-$i" >/dev/null
+    RUST_LOG=warn "$bin/brine-minion" run --data-dir "$work/bench-$i" 2>"$work/bench-$i.log" &
+    minion_pids+=($!)
+    pids+=($!)
+  done
+  until [ "$("$bin/brine-master" minions --data-dir "$work/master" --output json | grep -c '"connected": true')" -eq "$1" ]; do
+    sleep 0.2
+  done
+}
