@@ -70,8 +70,9 @@ pub async fn run<R: ContainerRuntime + 'static>(
 
     let links = async {
         let mut attempt = 0;
+        let mut seen = SeenJobs::default();
         loop {
-            match session(&id, &config, &tls, &executor, &jobs).await {
+            match session(&id, &config, &tls, &executor, &jobs, &mut seen).await {
                 Ok(()) => {
                     tracing::info!("the master closed the link");
                     attempt = 0;
@@ -137,6 +138,7 @@ async fn session<R: ContainerRuntime>(
     tls: &ClientConfig,
     executor: &Executor<R>,
     jobs: &mpsc::Sender<Job>,
+    seen: &mut SeenJobs,
 ) -> anyhow::Result<()> {
     let channel = connect(&config.master, tls.clone(), CONNECT_TIMEOUT).await?;
     let (outbound, outbound_queue) = mpsc::channel(OUTBOUND_QUEUE);
@@ -174,7 +176,17 @@ async fn session<R: ContainerRuntime>(
         let Some(pb::master_message::Kind::Apply(apply)) = message.kind else {
             continue;
         };
-        match accept(id, apply) {
+        let accepted = accept(id, apply).and_then(|(job_id, desired, dry_run)| {
+            if seen.first_time(&job_id) {
+                Ok((job_id, desired, dry_run))
+            } else {
+                Err(JobResult::failed(
+                    job_id.clone(),
+                    format!("job {job_id} was already applied on this host; a replayed command is refused"),
+                ))
+            }
+        });
+        match accepted {
             Ok((job_id, desired, dry_run)) => {
                 let job = Job {
                     job_id,
@@ -194,6 +206,32 @@ async fn session<R: ContainerRuntime>(
         }
     }
     Ok(())
+}
+
+/// How many job ids a minion remembers to refuse replays; far more than run in one expiry.
+const REMEMBERED_JOBS: usize = 4096;
+
+/// The job ids this minion has accepted, newest last, so a replayed command is refused.
+#[derive(Debug, Default)]
+struct SeenJobs {
+    order: std::collections::VecDeque<JobId>,
+    ids: std::collections::HashSet<JobId>,
+}
+
+impl SeenJobs {
+    /// Records `id`; false if it was seen before.
+    fn first_time(&mut self, id: &JobId) -> bool {
+        if !self.ids.insert(id.clone()) {
+            return false;
+        }
+        self.order.push_back(id.clone());
+        if self.order.len() > REMEMBERED_JOBS
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        true
+    }
 }
 
 /// Validates a command at the edge: addressed to this host, not expired, well formed.
@@ -291,6 +329,20 @@ mod tests {
             desired: Some(pb::DesiredState::default()),
             dry_run: false,
         }
+    }
+
+    #[test]
+    fn a_job_id_is_accepted_once() {
+        let mut seen = SeenJobs::default();
+        let job = |n: usize| JobId::new(format!("j-{n}")).unwrap();
+        assert!(seen.first_time(&job(1)));
+        assert!(!seen.first_time(&job(1)));
+        for n in 2..=REMEMBERED_JOBS + 1 {
+            assert!(seen.first_time(&job(n)));
+        }
+        // The oldest is forgotten once the memory is full; its command expired long ago.
+        assert!(seen.first_time(&job(1)));
+        assert!(!seen.first_time(&job(REMEMBERED_JOBS + 1)));
     }
 
     #[test]
