@@ -30,6 +30,7 @@ const METHODS: &[(&str, Access)] = &[
     ("/brine.v1.Fleet/Highstate", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/Deploy", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/ListMinions", Access::Roles(&[Admin, Ci])),
+    ("/brine.v1.Fleet/RevokeMinion", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/CreateJoinToken", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/GetLock", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/AcquireLock", Access::Roles(&[Admin])),

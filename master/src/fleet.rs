@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use std::collections::BTreeSet;
 
-use brine_common::names::RoleName;
+use brine_common::names::{MinionId, RoleName};
 use brine_common::outcome::{HighstateEvent, JobId};
 use brine_common::spec::ImageRef;
 use brine_common::token::JoinToken;
@@ -317,6 +317,7 @@ impl pb::fleet_server::Fleet for FleetService {
                 facts: Some(m.facts.into()),
                 running: m.running.into_iter().map(Into::into).collect(),
                 certificate_sha256: m.certificate_sha256,
+                revoked: m.revoked,
             })
             .collect();
         Ok(Response::new(pb::ListMinionsResponse { minions }))
@@ -358,6 +359,28 @@ impl pb::fleet_server::Fleet for FleetService {
             token: token.to_string(),
             expires_at_unix_ms,
         }))
+    }
+
+    async fn revoke_minion(
+        &self,
+        request: Request<pb::RevokeMinionRequest>,
+    ) -> Result<Response<pb::RevokeMinionResponse>, Status> {
+        let caller = Caller::of(&request)?.identity()?.to_string();
+        let id = MinionId::new(request.into_inner().minion_id)
+            .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
+        // Revoked in the store first, so a reconnect racing with the drop is refused too.
+        if !self
+            .master
+            .store
+            .revoke_minion(id.clone())
+            .await
+            .map_err(store_failure)?
+        {
+            return Err(Status::not_found(format!("no enrolled minion {id}")));
+        }
+        let disconnected = self.master.links.disconnect(&id);
+        tracing::warn!(%caller, minion.id = %id, disconnected, "minion revoked");
+        Ok(Response::new(pb::RevokeMinionResponse { disconnected }))
     }
 
     async fn get_lock(

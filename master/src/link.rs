@@ -25,6 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Caller;
 use crate::state::{Master, now_unix_ms};
+use crate::store::HelloCheck;
 
 /// How many commands may wait for one minion before a job considers it unreachable.
 const COMMAND_QUEUE: usize = 16;
@@ -121,6 +122,17 @@ impl Links {
         })
     }
 
+    /// Ends `id`'s live stream, if it has one.
+    pub fn disconnect(&self, id: &MinionId) -> bool {
+        match self.lock().remove(id) {
+            Some(entry) => {
+                entry.stop.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn is_connected(&self, id: &MinionId) -> bool {
         self.lock().contains_key(id)
     }
@@ -197,19 +209,34 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| Status::invalid_argument(format!("hello.running: {err}")))?;
         let facts = hello.facts.unwrap_or_default().into();
-        let known = self
+        let certificate = caller.certificate_sha256.clone().unwrap_or_default();
+        let check = self
             .master
             .store
-            .record_hello(minion_id.clone(), facts, running, now_unix_ms())
+            .record_hello(
+                minion_id.clone(),
+                certificate,
+                facts,
+                running,
+                now_unix_ms(),
+            )
             .await
             .map_err(|err| {
                 tracing::error!(minion.id = %minion_id, "cannot record hello: {err}");
                 Status::unavailable("the master cannot record the connection")
             })?;
-        if !known {
-            tracing::warn!(minion.id = %minion_id, peer = ?caller.peer, "refused a link from a host that is not enrolled");
+        let refusal = match check {
+            HelloCheck::Recorded => None,
+            HelloCheck::NotEnrolled => Some("is not enrolled on this master"),
+            HelloCheck::Revoked => Some("was revoked on this master"),
+            HelloCheck::CertificateReplaced => {
+                Some("enrolled again since this certificate was issued; the old one is refused")
+            }
+        };
+        if let Some(reason) = refusal {
+            tracing::warn!(minion.id = %minion_id, peer = ?caller.peer, reason, "refused a link");
             return Err(Status::permission_denied(format!(
-                "{minion_id} is not enrolled on this master; join it with a token"
+                "{minion_id} {reason}; join it again with a token"
             )));
         }
 

@@ -131,11 +131,26 @@ enum Command {
         to: Option<u64>,
     },
     /// List enrolled hosts, their link state, facts and containers.
+    #[command(args_conflicts_with_subcommands = true)]
     Minions {
+        #[command(subcommand)]
+        command: Option<MinionsCommand>,
         #[command(flatten)]
         client: ClientArgs,
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MinionsCommand {
+    /// Refuse a host's certificate from now on and drop its link; it must join again with a
+    /// token to come back.
+    Revoke {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The host's id.
+        id: String,
     },
 }
 
@@ -321,9 +336,16 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let verdict = brine_master::cli::highstate::rollback(&job, role, to).await?;
             return Ok(verdict.exit_code());
         }
-        Command::Minions { client, output } => {
-            brine_master::cli::minions::list(&client, output).await?;
-        }
+        Command::Minions {
+            command,
+            client,
+            output,
+        } => match command {
+            None => brine_master::cli::minions::list(&client, output).await?,
+            Some(MinionsCommand::Revoke { client, id }) => {
+                brine_master::cli::minions::revoke(&client, id).await?;
+            }
+        },
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -65,6 +65,19 @@ pub struct MinionRecord {
     pub last_seen_unix_ms: i64,
     pub facts: Facts,
     pub running: Vec<RunningContainer>,
+    /// Its certificate is refused; it must enrol again with a token.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// What the store says of a host that connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelloCheck {
+    Recorded,
+    NotEnrolled,
+    Revoked,
+    /// The host enrolled again since this certificate was issued.
+    CertificateReplaced,
 }
 
 /// A join token; the store keys it by the hash of its secret and never holds the secret.
@@ -178,6 +191,7 @@ impl Store {
                     last_seen_unix_ms: 0,
                     facts: Facts::default(),
                     running: vec![],
+                    revoked: false,
                 };
                 table.insert(id.as_str(), encode(&record).as_slice())?;
             }
@@ -187,17 +201,51 @@ impl Store {
         .await
     }
 
-    /// Records what a host said when it connected. Returns false for a host that is not enrolled.
+    /// Records what a host said when it connected, if the certificate it connected with is the
+    /// one it enrolled with last and is not revoked.
     pub async fn record_hello(
         &self,
         id: MinionId,
+        certificate_sha256: String,
         facts: Facts,
         running: Vec<RunningContainer>,
         now_unix_ms: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<HelloCheck, StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_write()?;
-            let known = {
+            let check = {
+                let mut table = tx.open_table(MINIONS)?;
+                let existing = match table.get(id.as_str())? {
+                    Some(bytes) => Some(decode::<MinionRecord>("minions", bytes.value())?),
+                    None => None,
+                };
+                match existing {
+                    None => HelloCheck::NotEnrolled,
+                    Some(record) if record.revoked => HelloCheck::Revoked,
+                    Some(record) if record.certificate_sha256 != certificate_sha256 => {
+                        HelloCheck::CertificateReplaced
+                    }
+                    Some(mut record) => {
+                        record.facts = facts;
+                        record.running = running;
+                        record.last_seen_unix_ms = now_unix_ms;
+                        table.insert(id.as_str(), encode(&record).as_slice())?;
+                        HelloCheck::Recorded
+                    }
+                }
+            };
+            tx.commit()?;
+            Ok(check)
+        })
+        .await
+    }
+
+    /// Marks a host revoked: its certificate is refused from now on; it must enrol again with a
+    /// token. Returns false for an unknown host.
+    pub async fn revoke_minion(&self, id: MinionId) -> Result<bool, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let found = {
                 let mut table = tx.open_table(MINIONS)?;
                 let existing = match table.get(id.as_str())? {
                     Some(bytes) => Some(decode::<MinionRecord>("minions", bytes.value())?),
@@ -205,9 +253,7 @@ impl Store {
                 };
                 match existing {
                     Some(mut record) => {
-                        record.facts = facts;
-                        record.running = running;
-                        record.last_seen_unix_ms = now_unix_ms;
+                        record.revoked = true;
                         table.insert(id.as_str(), encode(&record).as_slice())?;
                         true
                     }
@@ -215,7 +261,7 @@ impl Store {
                 }
             };
             tx.commit()?;
-            Ok(known)
+            Ok(found)
         })
         .await
     }
@@ -508,18 +554,28 @@ mod tests {
                 .enrol_minion(id("web-1"), "ab".into(), 1)
                 .await
                 .unwrap();
-            assert!(
-                store
-                    .record_hello(id("web-1"), Facts::default(), vec![], 5)
-                    .await
-                    .unwrap()
+            let hello = |who: &str, cert: &str| {
+                store.record_hello(id(who), cert.into(), Facts::default(), vec![], 5)
+            };
+            assert_eq!(hello("web-1", "ab").await.unwrap(), HelloCheck::Recorded);
+            assert_eq!(hello("ghost", "ab").await.unwrap(), HelloCheck::NotEnrolled);
+            assert_eq!(
+                hello("web-1", "old").await.unwrap(),
+                HelloCheck::CertificateReplaced
             );
-            assert!(
-                !store
-                    .record_hello(id("ghost"), Facts::default(), vec![], 5)
-                    .await
-                    .unwrap()
+            assert!(store.revoke_minion(id("web-1")).await.unwrap());
+            assert_eq!(hello("web-1", "ab").await.unwrap(), HelloCheck::Revoked);
+            assert!(!store.revoke_minion(id("ghost")).await.unwrap());
+            // Enrolling again lifts the revocation, for the new certificate only.
+            store
+                .enrol_minion(id("web-1"), "new".into(), 6)
+                .await
+                .unwrap();
+            assert_eq!(
+                hello("web-1", "ab").await.unwrap(),
+                HelloCheck::CertificateReplaced
             );
+            assert_eq!(hello("web-1", "new").await.unwrap(), HelloCheck::Recorded);
             store
                 .add_token(
                     "h".into(),

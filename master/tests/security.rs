@@ -775,3 +775,108 @@ async fn oversized_messages_are_refused_before_they_are_read() {
     assert!(master.minion_ids().await.is_empty());
     master.shutdown().await;
 }
+
+/// Opens a minion link that stays open while the returned sender lives.
+async fn open_link(
+    master: &TestMaster,
+    data: &MinionDataDir,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<pb::MinionMessage>,
+        tonic::Streaming<pb::MasterMessage>,
+    ),
+    Status,
+> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender
+        .send(pb::MinionMessage {
+            kind: Some(pb::minion_message::Kind::Hello(pb::Hello {
+                version: "test".into(),
+                ..Default::default()
+            })),
+        })
+        .await
+        .expect("queue the hello");
+    let channel = master
+        .trusted_channel(Some(TestMaster::minion_identity(data)))
+        .await;
+    let inbound = within(
+        "open a link",
+        pb::minion_link_client::MinionLinkClient::new(channel)
+            .connect(tokio_stream::wrappers::ReceiverStream::new(receiver)),
+    )
+    .await?
+    .into_inner();
+    Ok((sender, inbound))
+}
+
+#[tokio::test]
+async fn a_revoked_host_loses_its_link_and_must_enrol_again() {
+    install_crypto_provider();
+    let master = TestMaster::start().await;
+    let (_dir, data) = master.enrolled_minion("web-1").await;
+    let (_sender, mut link) = open_link(&master, &data).await.expect("the link opens");
+
+    let revoked = within(
+        "revoke",
+        master.admin().await.revoke_minion(pb::RevokeMinionRequest {
+            minion_id: "web-1".into(),
+        }),
+    )
+    .await
+    .expect("the admin may revoke")
+    .into_inner();
+    assert!(revoked.disconnected);
+    let ended = within("the revoked link to end", link.message()).await;
+    assert!(matches!(ended, Ok(None) | Err(_)), "{ended:?}");
+
+    // Its certificate is refused from now on.
+    let refused = open_link(&master, &data)
+        .await
+        .err()
+        .expect("a revoked certificate is refused");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("revoked"), "{refused:?}");
+    let listed = master.minions().await;
+    assert!(
+        listed.iter().any(|m| m.id == "web-1" && m.revoked),
+        "{listed:?}"
+    );
+
+    // Enrolling again with a token gives a new certificate; the old one stays refused.
+    let (_again_dir, again) = master.enrolled_minion("web-1").await;
+    let (_sender, _link) = open_link(&master, &again)
+        .await
+        .expect("the new certificate works");
+    let old = open_link(&master, &data)
+        .await
+        .err()
+        .expect("the old certificate is refused");
+    assert_eq!(old.code(), Code::PermissionDenied, "{old:?}");
+
+    // A CI certificate may not revoke.
+    let ci_dir = tempfile::tempdir().expect("a temp dir");
+    brine_master::cli::cert::issue(&master.data, CertRole::Ci, "pipeline", ci_dir.path())
+        .expect("issue a ci certificate");
+    let ci = identity_from_files(
+        &ci_dir.path().join("pipeline.pem"),
+        &ci_dir.path().join("pipeline.key"),
+    );
+    let result = within(
+        "revoke as ci",
+        master
+            .fleet(Some(ci))
+            .await
+            .revoke_minion(pb::RevokeMinionRequest {
+                minion_id: "web-1".into(),
+            }),
+    )
+    .await;
+    expect_refused(
+        "RevokeMinion with a ci certificate",
+        result,
+        Code::PermissionDenied,
+        "ci role",
+    );
+    master.shutdown().await;
+}

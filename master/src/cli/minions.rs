@@ -29,6 +29,7 @@ struct MinionJson {
     memory_bytes: u64,
     labels: std::collections::BTreeMap<String, String>,
     certificate_sha256: String,
+    revoked: bool,
     containers: Vec<ContainerJson>,
 }
 
@@ -60,6 +61,26 @@ pub async fn list(client: &ClientArgs, format: ListFormat) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Revokes a host: its certificate is refused and its link dropped.
+pub async fn revoke(client: &ClientArgs, id: String) -> anyhow::Result<()> {
+    let channel = client.connect().await?;
+    let response = pb::fleet_client::FleetClient::new(channel)
+        .revoke_minion(pb::RevokeMinionRequest {
+            minion_id: id.clone(),
+        })
+        .await
+        .map_err(super::status_error)
+        .context("revoke the minion")?
+        .into_inner();
+    let link = if response.disconnected {
+        "its link was dropped"
+    } else {
+        "it was not connected"
+    };
+    println!("revoked {id}: {link}; it can come back only by joining again with a token");
+    Ok(())
+}
+
 fn to_json(m: pb::MinionInfo) -> MinionJson {
     let facts = m.facts.unwrap_or_default();
     MinionJson {
@@ -74,6 +95,7 @@ fn to_json(m: pb::MinionInfo) -> MinionJson {
         memory_bytes: facts.memory_bytes,
         labels: facts.labels.into_iter().collect(),
         certificate_sha256: m.certificate_sha256,
+        revoked: m.revoked,
         containers: m
             .running
             .into_iter()
@@ -104,7 +126,14 @@ fn print_table(minions: &[pb::MinionInfo]) {
                 .collect();
             [
                 m.id.clone(),
-                if m.connected { "up" } else { "down" }.to_owned(),
+                if m.revoked {
+                    "revoked"
+                } else if m.connected {
+                    "up"
+                } else {
+                    "down"
+                }
+                .to_owned(),
                 facts.os,
                 facts.docker_version,
                 containers.join(" "),
