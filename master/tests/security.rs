@@ -833,8 +833,7 @@ async fn a_revoked_host_loses_its_link_and_must_enrol_again() {
     // Its certificate is refused from now on.
     let refused = open_link(&master, &data)
         .await
-        .err()
-        .expect("a revoked certificate is refused");
+        .expect_err("a revoked certificate is refused");
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     assert!(refused.message().contains("revoked"), "{refused:?}");
     let listed = master.minions().await;
@@ -850,8 +849,7 @@ async fn a_revoked_host_loses_its_link_and_must_enrol_again() {
         .expect("the new certificate works");
     let old = open_link(&master, &data)
         .await
-        .err()
-        .expect("the old certificate is refused");
+        .expect_err("the old certificate is refused");
     assert_eq!(old.code(), Code::PermissionDenied, "{old:?}");
 
     // A CI certificate may not revoke.
