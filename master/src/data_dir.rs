@@ -142,6 +142,7 @@ const EXAMPLE_ROLES: &str = r#"# brine roles file: which containers each role ru
 # volumes = ["/srv/uploads:/app/uploads"]
 # restart = "unless-stopped"
 # stop_timeout = "10s"
+# health = { http = "http://127.0.0.1:8000/health", min_healthy = "5s", deadline = "60s" }
 #
 # [assign]
 # "web-*" = ["web"]
