@@ -32,6 +32,12 @@ impl JoinToken {
     pub fn secret_hash(&self) -> String {
         hex::encode(Sha256::digest(self.secret.as_bytes()))
     }
+
+    /// The id a token is listed and revoked by: the start of its secret's hash, which tells
+    /// nothing about the secret.
+    pub fn public_id(&self) -> String {
+        self.secret_hash()[..12].to_owned()
+    }
 }
 
 /// SHA-256 of DER bytes, lowercase hex: the form used for CA digests and fingerprints.

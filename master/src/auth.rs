@@ -32,6 +32,8 @@ const METHODS: &[(&str, Access)] = &[
     ("/brine.v1.Fleet/ListMinions", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/RevokeMinion", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/CreateJoinToken", Access::Roles(&[Admin])),
+    ("/brine.v1.Fleet/ListJoinTokens", Access::Roles(&[Admin])),
+    ("/brine.v1.Fleet/RevokeJoinToken", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/GetLock", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/AcquireLock", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/ReleaseLock", Access::Roles(&[Admin])),

@@ -102,19 +102,26 @@ impl EnrolmentService {
         if token.ca_digest != self.master.ca.digest() {
             return Err(refuse("the token was issued by another master"));
         }
+        let store_failure = |err: crate::store::StoreError| {
+            tracing::error!("{err}");
+            Status::unavailable("the master's store failed")
+        };
+        let token_refusal = |check: TokenCheck| match check {
+            TokenCheck::Valid => None,
+            TokenCheck::Unknown => Some("unknown token"),
+            TokenCheck::Expired => Some("the token has expired"),
+            TokenCheck::UsedUp => Some("the token has been used up"),
+        };
+        // Checked first, so that nothing is done for a bad token; used up only once the request
+        // is known to be good, in the same transaction that checks it again.
         let check = self
             .master
             .store
             .check_token(token.secret_hash(), now_unix_ms())
             .await
-            .map_err(|err| {
-                tracing::error!("{err}");
-                Status::unavailable("the master's store failed")
-            })?;
-        match check {
-            TokenCheck::Valid => {}
-            TokenCheck::Unknown => return Err(refuse("unknown token")),
-            TokenCheck::Expired => return Err(refuse("the token has expired")),
+            .map_err(store_failure)?;
+        if let Some(reason) = token_refusal(check) {
+            return Err(refuse(reason));
         }
         let minion_id = MinionId::new(request.minion_id.clone())
             .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
@@ -126,14 +133,20 @@ impl EnrolmentService {
         let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|err| {
             Status::internal(format!("the signed certificate is unreadable: {err}"))
         })?;
+        let check = self
+            .master
+            .store
+            .consume_token(token.secret_hash(), now_unix_ms())
+            .await
+            .map_err(store_failure)?;
+        if let Some(reason) = token_refusal(check) {
+            return Err(refuse(reason));
+        }
         self.master
             .store
             .enrol_minion(minion_id.clone(), sha256_hex(&der), now_unix_ms())
             .await
-            .map_err(|err| {
-                tracing::error!("{err}");
-                Status::unavailable("the master's store failed")
-            })?;
+            .map_err(store_failure)?;
         tracing::info!(minion.id = %minion_id, peer = ?peer, "minion enrolled");
         Ok(pb::JoinResponse {
             certificate_pem: cert_pem,

@@ -328,7 +328,8 @@ impl pb::fleet_server::Fleet for FleetService {
         request: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
         let caller = Caller::of(&request)?.identity()?.to_string();
-        let ttl = match request.into_inner().ttl_seconds {
+        let request = request.into_inner();
+        let ttl = match request.ttl_seconds {
             0 => DEFAULT_TOKEN_TTL,
             seconds => Duration::from_secs(seconds),
         };
@@ -350,15 +351,67 @@ impl pb::fleet_server::Fleet for FleetService {
                 TokenRecord {
                     created_at_unix_ms: now,
                     expires_at_unix_ms,
+                    uses_left: (request.uses > 0).then_some(request.uses),
+                    uses: 0,
                 },
             )
             .await
             .map_err(store_failure)?;
-        tracing::info!(%caller, ttl = %humantime::format_duration(ttl), "join token created");
+        let id = token.public_id();
+        tracing::info!(%caller, token.id = %id, ttl = %humantime::format_duration(ttl), uses = request.uses, "join token created");
         Ok(Response::new(pb::CreateJoinTokenResponse {
             token: token.to_string(),
             expires_at_unix_ms,
+            id,
         }))
+    }
+
+    async fn list_join_tokens(
+        &self,
+        _request: Request<pb::ListJoinTokensRequest>,
+    ) -> Result<Response<pb::ListJoinTokensResponse>, Status> {
+        let tokens = self
+            .master
+            .store
+            .tokens()
+            .await
+            .map_err(store_failure)?
+            .into_iter()
+            .map(|t| pb::JoinTokenInfo {
+                id: t.id,
+                created_at_unix_ms: t.record.created_at_unix_ms,
+                expires_at_unix_ms: t.record.expires_at_unix_ms,
+                uses: t.record.uses,
+                uses_left: t.record.uses_left,
+            })
+            .collect();
+        Ok(Response::new(pb::ListJoinTokensResponse { tokens }))
+    }
+
+    async fn revoke_join_token(
+        &self,
+        request: Request<pb::RevokeJoinTokenRequest>,
+    ) -> Result<Response<pb::RevokeJoinTokenResponse>, Status> {
+        let caller = Caller::of(&request)?.identity()?.to_string();
+        let id = request.into_inner().id;
+        if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Status::invalid_argument(
+                "id: a token id is 12 hex digits, as `token list` shows it",
+            ));
+        }
+        match self
+            .master
+            .store
+            .revoke_token(id.clone())
+            .await
+            .map_err(store_failure)?
+        {
+            0 => Err(Status::not_found(format!("no join token {id}"))),
+            _ => {
+                tracing::warn!(%caller, token.id = %id, "join token revoked");
+                Ok(Response::new(pb::RevokeJoinTokenResponse {}))
+            }
+        }
     }
 
     async fn revoke_minion(

@@ -219,6 +219,21 @@ enum TokenCommand {
         /// How long the token stays valid (e.g. `1h`, `30m`).
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
+        /// How many hosts may join with it; 0 means any number until it expires.
+        #[arg(long, default_value_t = 0)]
+        uses: u32,
+    },
+    /// List join tokens by id, with expiry and uses (never their secrets).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a join token so no more hosts can join with it.
+    Revoke {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The token's id, as `token list` shows it.
+        id: String,
     },
 }
 
@@ -280,9 +295,15 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("listen on {}", config.listen))?;
             brine_master::server::run(config, listener, shutdown_signal()).await?;
         }
-        Command::Token {
-            command: TokenCommand::Create { client, ttl },
-        } => brine_master::cli::token::create(&client, ttl).await?,
+        Command::Token { command } => match command {
+            TokenCommand::Create { client, ttl, uses } => {
+                brine_master::cli::token::create(&client, ttl, uses).await?;
+            }
+            TokenCommand::List { client } => brine_master::cli::token::list(&client).await?,
+            TokenCommand::Revoke { client, id } => {
+                brine_master::cli::token::revoke(&client, id).await?;
+            }
+        },
         Command::Highstate { job, target, plan } => {
             let verdict = brine_master::cli::highstate::run(&job, target, plan).await?;
             return Ok(verdict.exit_code());

@@ -85,7 +85,23 @@ pub enum HelloCheck {
 pub struct TokenRecord {
     pub created_at_unix_ms: i64,
     pub expires_at_unix_ms: i64,
+    /// How many more hosts may join with it; `None`: any number until it expires.
+    #[serde(default)]
+    pub uses_left: Option<u32>,
+    /// How many hosts joined with it.
+    #[serde(default)]
+    pub uses: u32,
 }
+
+/// A join token as listed: its public id (the start of its secret's hash) and its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedToken {
+    pub id: String,
+    pub record: TokenRecord,
+}
+
+/// How many hex digits of a token's secret hash identify it in listings.
+const TOKEN_ID_LEN: usize = 12;
 
 /// A finished job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +140,19 @@ pub enum TokenCheck {
     Valid,
     Unknown,
     Expired,
+    UsedUp,
+}
+
+impl TokenRecord {
+    fn check(&self, now_unix_ms: i64) -> TokenCheck {
+        if self.expires_at_unix_ms <= now_unix_ms {
+            TokenCheck::Expired
+        } else if self.uses_left == Some(0) {
+            TokenCheck::UsedUp
+        } else {
+            TokenCheck::Valid
+        }
+    }
 }
 
 /// The store; cheap to clone.
@@ -310,11 +339,87 @@ impl Store {
                 return Ok(TokenCheck::Unknown);
             };
             let record: TokenRecord = decode("join_tokens", bytes.value())?;
-            Ok(if record.expires_at_unix_ms <= now_unix_ms {
-                TokenCheck::Expired
-            } else {
-                TokenCheck::Valid
-            })
+            Ok(record.check(now_unix_ms))
+        })
+        .await
+    }
+
+    /// Uses a join token for one host, if it is still valid, in one transaction, so two hosts
+    /// cannot both take its last use.
+    pub async fn consume_token(
+        &self,
+        secret_hash: String,
+        now_unix_ms: i64,
+    ) -> Result<TokenCheck, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let check = {
+                let mut table = tx.open_table(TOKENS)?;
+                let record = match table.get(secret_hash.as_str())? {
+                    Some(bytes) => Some(decode::<TokenRecord>("join_tokens", bytes.value())?),
+                    None => None,
+                };
+                match record {
+                    None => TokenCheck::Unknown,
+                    Some(mut record) => {
+                        let check = record.check(now_unix_ms);
+                        if check == TokenCheck::Valid {
+                            record.uses = record.uses.saturating_add(1);
+                            record.uses_left = record.uses_left.map(|n| n - 1);
+                            table.insert(secret_hash.as_str(), encode(&record).as_slice())?;
+                        }
+                        check
+                    }
+                }
+            };
+            tx.commit()?;
+            Ok(check)
+        })
+        .await
+    }
+
+    /// Every join token, newest first, by public id.
+    pub async fn tokens(&self) -> Result<Vec<ListedToken>, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(TOKENS)?;
+            let mut tokens = table
+                .iter()?
+                .map(|entry| {
+                    let (key, value) = entry?;
+                    Ok(ListedToken {
+                        id: key.value().chars().take(TOKEN_ID_LEN).collect(),
+                        record: decode("join_tokens", value.value())?,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            tokens.sort_by_key(|t| std::cmp::Reverse(t.record.created_at_unix_ms));
+            Ok(tokens)
+        })
+        .await
+    }
+
+    /// Deletes the tokens whose public id is `id`; returns how many.
+    pub async fn revoke_token(&self, id: String) -> Result<usize, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let removed = {
+                let mut table = tx.open_table(TOKENS)?;
+                let keys: Vec<String> = table
+                    .iter()?
+                    .map(|entry| entry.map(|(key, _)| key.value().to_owned()))
+                    .filter(|key| {
+                        key.as_ref()
+                            .is_ok_and(|k| k.get(..TOKEN_ID_LEN) == Some(id.as_str()))
+                    })
+                    .collect::<Result<_, _>>()?;
+                for key in &keys {
+                    table.remove(key.as_str())?;
+                }
+                keys.len()
+            };
+            tx.commit()?;
+            Ok(removed)
         })
         .await
     }
@@ -582,6 +687,8 @@ mod tests {
                     TokenRecord {
                         created_at_unix_ms: 0,
                         expires_at_unix_ms: 100,
+                        uses_left: None,
+                        uses: 0,
                     },
                 )
                 .await
@@ -656,6 +763,47 @@ mod tests {
             .map(|r| r.id)
             .collect();
         assert_eq!(ids, [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_token_with_uses_is_used_up_and_a_revoked_one_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        let record = TokenRecord {
+            created_at_unix_ms: 0,
+            expires_at_unix_ms: 100,
+            uses_left: Some(2),
+            uses: 0,
+        };
+        let hash = "ab".repeat(32);
+        store.add_token(hash.clone(), record).await.unwrap();
+        assert_eq!(
+            store.consume_token(hash.clone(), 1).await.unwrap(),
+            TokenCheck::Valid
+        );
+        assert_eq!(
+            store.consume_token(hash.clone(), 1).await.unwrap(),
+            TokenCheck::Valid
+        );
+        assert_eq!(
+            store.consume_token(hash.clone(), 1).await.unwrap(),
+            TokenCheck::UsedUp
+        );
+        assert_eq!(
+            store.check_token(hash.clone(), 1).await.unwrap(),
+            TokenCheck::UsedUp
+        );
+        let listed = store.tokens().await.unwrap();
+        assert_eq!(
+            (listed[0].id.as_str(), listed[0].record.uses),
+            ("abababababab", 2)
+        );
+        assert_eq!(store.revoke_token("abababababab".into()).await.unwrap(), 1);
+        assert_eq!(
+            store.check_token(hash, 1).await.unwrap(),
+            TokenCheck::Unknown
+        );
+        assert_eq!(store.revoke_token("abababababab".into()).await.unwrap(), 0);
     }
 
     #[tokio::test]

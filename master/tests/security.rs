@@ -185,7 +185,10 @@ impl TestMaster {
             "create_join_token",
             self.admin()
                 .await
-                .create_join_token(pb::CreateJoinTokenRequest { ttl_seconds }),
+                .create_join_token(pb::CreateJoinTokenRequest {
+                    ttl_seconds,
+                    uses: 0,
+                }),
         )
         .await
         .unwrap_or_else(|status| panic!("the admin could not create a join token: {status:?}"))
@@ -876,5 +879,75 @@ async fn a_revoked_host_loses_its_link_and_must_enrol_again() {
         Code::PermissionDenied,
         "ci role",
     );
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_single_use_token_admits_one_host_and_a_revoked_token_none() {
+    install_crypto_provider();
+    let master = TestMaster::start().await;
+    let created = within(
+        "create a single-use token",
+        master
+            .admin()
+            .await
+            .create_join_token(pb::CreateJoinTokenRequest {
+                ttl_seconds: 0,
+                uses: 1,
+            }),
+    )
+    .await
+    .expect("the admin creates a token")
+    .into_inner();
+    let token: JoinToken = created.token.parse().expect("a token");
+
+    let (_first_dir, first) = minion_dir();
+    master
+        .enrol(&first, token.clone(), "web-1")
+        .await
+        .expect("the first host joins");
+    let (_second_dir, second) = minion_dir();
+    let err = master
+        .enrol(&second, token, "web-2")
+        .await
+        .expect_err("the token is used up");
+    assert!(format!("{err:#}").contains("used up"), "{err:#}");
+    assert_nothing_written(&second);
+
+    let listed = within(
+        "list tokens",
+        master
+            .admin()
+            .await
+            .list_join_tokens(pb::ListJoinTokensRequest {}),
+    )
+    .await
+    .expect("the admin lists tokens")
+    .into_inner()
+    .tokens;
+    let listed = listed
+        .iter()
+        .find(|t| t.id == created.id)
+        .expect("the token is listed");
+    assert_eq!((listed.uses, listed.uses_left), (1, Some(0)));
+
+    let revocable = master.join_token(0).await;
+    within(
+        "revoke the token",
+        master
+            .admin()
+            .await
+            .revoke_join_token(pb::RevokeJoinTokenRequest {
+                id: revocable.public_id(),
+            }),
+    )
+    .await
+    .expect("the admin revokes a token");
+    let (_third_dir, third) = minion_dir();
+    let err = master
+        .enrol(&third, revocable, "web-3")
+        .await
+        .expect_err("a revoked token is refused");
+    assert!(format!("{err:#}").contains("unknown token"), "{err:#}");
     master.shutdown().await;
 }

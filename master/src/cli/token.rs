@@ -1,6 +1,6 @@
-//! `brine-master token create`.
+//! `brine-master token`: join tokens for enrolling hosts.
 
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
 use brine_proto::pb;
@@ -8,21 +8,80 @@ use brine_proto::pb;
 use super::client::ClientArgs;
 
 /// Creates a join token and prints it alone on stdout, so scripts can capture it.
-pub async fn create(client: &ClientArgs, ttl: Duration) -> anyhow::Result<()> {
+pub async fn create(client: &ClientArgs, ttl: Duration, uses: u32) -> anyhow::Result<()> {
     let channel = client.connect().await?;
     let response = pb::fleet_client::FleetClient::new(channel)
         .create_join_token(pb::CreateJoinTokenRequest {
             ttl_seconds: ttl.as_secs().max(1),
+            uses,
         })
         .await
         .map_err(super::status_error)
         .context("create a join token")?
         .into_inner();
     println!("{}", response.token);
+    let uses = match uses {
+        0 => "any number of hosts".to_owned(),
+        1 => "one host".to_owned(),
+        n => format!("{n} hosts"),
+    };
     eprintln!(
-        "valid for {}; on each new host run:\n  brine-minion join --master {} --token <TOKEN>",
+        "token {} for {uses}, valid for {}; on each new host run:\n  brine-minion join --master {} --token <TOKEN>",
+        response.id,
         humantime::format_duration(ttl),
         client.address()?
     );
+    Ok(())
+}
+
+/// Lists the join tokens by id, with their expiry and uses; secrets are never shown.
+pub async fn list(client: &ClientArgs) -> anyhow::Result<()> {
+    let tokens = pb::fleet_client::FleetClient::new(client.connect().await?)
+        .list_join_tokens(pb::ListJoinTokensRequest {})
+        .await
+        .map_err(super::status_error)
+        .context("list join tokens")?
+        .into_inner()
+        .tokens;
+    if tokens.is_empty() {
+        println!("no join tokens; create one with `brine-master token create`");
+        return Ok(());
+    }
+    let now = crate::state::now_unix_ms();
+    println!(
+        "{:<12}  {:<20}  {:<8}  {:>4}  LEFT",
+        "ID", "EXPIRES", "STATE", "USED"
+    );
+    for token in tokens {
+        let expires = humantime::format_rfc3339_seconds(
+            UNIX_EPOCH
+                + Duration::from_millis(u64::try_from(token.expires_at_unix_ms).unwrap_or(0)),
+        );
+        let state = if token.expires_at_unix_ms <= now {
+            "expired"
+        } else if token.uses_left == Some(0) {
+            "used up"
+        } else {
+            "valid"
+        };
+        let left = token
+            .uses_left
+            .map_or_else(|| "any".to_owned(), |n| n.to_string());
+        println!(
+            "{:<12}  {expires:<20}  {state:<8}  {:>4}  {left}",
+            token.id, token.uses
+        );
+    }
+    Ok(())
+}
+
+/// Deletes a join token by id.
+pub async fn revoke(client: &ClientArgs, id: String) -> anyhow::Result<()> {
+    pb::fleet_client::FleetClient::new(client.connect().await?)
+        .revoke_join_token(pb::RevokeJoinTokenRequest { id: id.clone() })
+        .await
+        .map_err(super::status_error)
+        .context("revoke the join token")?;
+    println!("revoked join token {id}; hosts that joined with it stay enrolled");
     Ok(())
 }
