@@ -122,6 +122,20 @@ pub struct ConfigFileError {
 }
 
 impl ConfigFileError {
+    /// The TOML syntax error in `text`, located, if there is one. Configuration libraries report
+    /// syntax errors without a usable position, so files are checked with this first.
+    pub fn syntax(file: &str, text: &str) -> Option<Self> {
+        let err = text.parse::<toml::Table>().err()?;
+        let offset = err.span().map_or(0, |s| s.start).min(text.len());
+        let line = text[..offset].matches('\n').count() + 1;
+        Some(Self {
+            file: file.to_owned(),
+            line: Some(line),
+            key: None,
+            message: err.message().to_owned(),
+        })
+    }
+
     /// Locates a configuration error in `text`. `key` is the key the configuration library
     /// named, if any; otherwise the first backquoted word of serde's message (`unknown field
     /// `x``) is taken as the key.
@@ -145,6 +159,14 @@ impl ConfigFileError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syntax_errors_name_their_line() {
+        let err = ConfigFileError::syntax("m.toml", "a = 1\nb = 2\na = 3\n").unwrap();
+        assert_eq!(err.line, Some(3));
+        assert!(err.to_string().starts_with("m.toml:3: "), "{err}");
+        assert!(ConfigFileError::syntax("m.toml", "a = 1\n").is_none());
+    }
 
     #[test]
     fn finds_the_line_of_nested_keys() {

@@ -31,6 +31,8 @@ const METHODS: &[(&str, Access)] = &[
     ("/brine.v1.Fleet/Deploy", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/ListMinions", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/RevokeMinion", Access::Roles(&[Admin])),
+    ("/brine.v1.Fleet/AcceptMinion", Access::Roles(&[Admin])),
+    ("/brine.v1.Fleet/RejectMinion", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/CreateJoinToken", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/ListJoinTokens", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/RevokeJoinToken", Access::Roles(&[Admin])),

@@ -31,6 +31,19 @@ struct RawConfig {
     highstate_timeout: Duration,
     #[serde(default)]
     registries: BTreeMap<String, RegistrySettings>,
+    #[serde(default)]
+    join_approval: JoinApproval,
+}
+
+/// Whether a host that joins with a valid token is admitted at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JoinApproval {
+    /// A valid token is enough.
+    #[default]
+    Auto,
+    /// The host waits until `brine-master minions accept ID`.
+    Manual,
 }
 
 fn default_roles_file() -> PathBuf {
@@ -55,6 +68,7 @@ pub struct MasterConfig {
     pub highstate_timeout: Duration,
     /// Credentials and protocol per registry (`HOST:PORT`), for resolving tags to digests.
     pub registries: BTreeMap<String, RegistrySettings>,
+    pub join_approval: JoinApproval,
 }
 
 impl MasterConfig {
@@ -68,6 +82,9 @@ impl MasterConfig {
             key: None,
             message: format!("cannot read it ({err}); run `brine-master init` first"),
         })?;
+        if let Some(err) = ConfigFileError::syntax(&file, &text) {
+            return Err(err);
+        }
         let raw: RawConfig = config::Config::builder()
             .add_source(config::File::from_str(&text, config::FileFormat::Toml))
             .add_source(config::Environment::with_prefix("BRINE_MASTER").try_parsing(true))
@@ -84,6 +101,7 @@ impl MasterConfig {
             roles_file: data_dir.join(raw.roles_file),
             highstate_timeout: raw.highstate_timeout,
             registries: raw.registries,
+            join_approval: raw.join_approval,
         })
     }
 
@@ -101,6 +119,9 @@ impl MasterConfig {
              roles_file = \"roles.toml\"\n\n\
              # How long a highstate waits for the hosts to report.\n\
              highstate_timeout = \"10m\"\n\n\
+             # \"auto\": a host with a valid join token is admitted at once; \"manual\": it waits\n\
+             # for `brine-master minions accept ID`.\n\
+             join_approval = \"auto\"\n\n\
              # Registries that need credentials, or plain HTTP (registries on 127.0.0.0/8 always\n\
              # use plain HTTP). The master resolves each image's tag to a digest there once per\n\
              # highstate, so every host runs the same bits.\n\

@@ -13,8 +13,9 @@ use rustls::pki_types::pem::PemObject;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
+use crate::config::JoinApproval;
 use crate::state::{Master, now_unix_ms};
-use crate::store::TokenCheck;
+use crate::store::{Approval, TokenCheck};
 
 /// Failed join attempts allowed per source address within [`THROTTLE_WINDOW`].
 const MAX_FAILED_JOINS: u32 = 10;
@@ -130,6 +131,10 @@ impl EnrolmentService {
             .ca
             .sign_minion_csr(&request.csr_pem, &minion_id)
             .map_err(|err| Status::invalid_argument(format!("csr_pem: {err}")))?;
+        let approval = match self.master.config.join_approval {
+            JoinApproval::Auto => Approval::Accepted,
+            JoinApproval::Manual => Approval::Pending,
+        };
         let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|err| {
             Status::internal(format!("the signed certificate is unreadable: {err}"))
         })?;
@@ -144,10 +149,10 @@ impl EnrolmentService {
         }
         self.master
             .store
-            .enrol_minion(minion_id.clone(), sha256_hex(&der), now_unix_ms())
+            .enrol_minion(minion_id.clone(), sha256_hex(&der), now_unix_ms(), approval)
             .await
             .map_err(store_failure)?;
-        tracing::info!(minion.id = %minion_id, peer = ?peer, "minion enrolled");
+        tracing::info!(minion.id = %minion_id, peer = ?peer, ?approval, "minion enrolled");
         Ok(pb::JoinResponse {
             certificate_pem: cert_pem,
             ca_certificate_pem: self.master.ca.cert_pem().to_owned(),

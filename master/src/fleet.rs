@@ -22,7 +22,7 @@ use crate::highstate::{self, HighstateError, JobRequest};
 use crate::release;
 use crate::rollout::{BatchSize, MAX_BATCH_WAIT, Rollout};
 use crate::state::{Master, now_unix_ms};
-use crate::store::{JobRecord, LockRecord, TokenRecord};
+use crate::store::{Approval, JobRecord, LockRecord, TokenRecord};
 
 /// Join tokens live one hour unless the caller asks otherwise, and 30 days at most.
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -102,6 +102,31 @@ impl FleetService {
             None => Rollout::default(),
         };
         Ok((timeout, rollout))
+    }
+
+    /// Admits, rejects or revokes a host; a host no longer admitted loses its live link at once.
+    /// Returns whether a link was dropped.
+    async fn set_approval(
+        &self,
+        caller: &str,
+        id: String,
+        approval: Approval,
+    ) -> Result<bool, Status> {
+        let id = MinionId::new(id)
+            .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
+        // The store first, so a reconnect racing with the drop is refused too.
+        if !self
+            .master
+            .store
+            .set_approval(id.clone(), approval)
+            .await
+            .map_err(store_failure)?
+        {
+            return Err(Status::not_found(format!("no enrolled minion {id}")));
+        }
+        let disconnected = approval != Approval::Accepted && self.master.links.disconnect(&id);
+        tracing::warn!(%caller, minion.id = %id, ?approval, disconnected, "minion approval changed");
+        Ok(disconnected)
     }
 
     /// Runs a prepared job and streams its events to the caller.
@@ -317,7 +342,13 @@ impl pb::fleet_server::Fleet for FleetService {
                 facts: Some(m.facts.into()),
                 running: m.running.into_iter().map(Into::into).collect(),
                 certificate_sha256: m.certificate_sha256,
-                revoked: m.revoked,
+                approval: match m.approval {
+                    Approval::Accepted => pb::Approval::Accepted,
+                    Approval::Pending => pb::Approval::Pending,
+                    Approval::Rejected => pb::Approval::Rejected,
+                    Approval::Revoked => pb::Approval::Revoked,
+                }
+                .into(),
             })
             .collect();
         Ok(Response::new(pb::ListMinionsResponse { minions }))
@@ -419,21 +450,29 @@ impl pb::fleet_server::Fleet for FleetService {
         request: Request<pb::RevokeMinionRequest>,
     ) -> Result<Response<pb::RevokeMinionResponse>, Status> {
         let caller = Caller::of(&request)?.identity()?.to_string();
-        let id = MinionId::new(request.into_inner().minion_id)
-            .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
-        // Revoked in the store first, so a reconnect racing with the drop is refused too.
-        if !self
-            .master
-            .store
-            .revoke_minion(id.clone())
-            .await
-            .map_err(store_failure)?
-        {
-            return Err(Status::not_found(format!("no enrolled minion {id}")));
-        }
-        let disconnected = self.master.links.disconnect(&id);
-        tracing::warn!(%caller, minion.id = %id, disconnected, "minion revoked");
+        let id = request.into_inner().minion_id;
+        let disconnected = self.set_approval(&caller, id, Approval::Revoked).await?;
         Ok(Response::new(pb::RevokeMinionResponse { disconnected }))
+    }
+
+    async fn accept_minion(
+        &self,
+        request: Request<pb::MinionApprovalRequest>,
+    ) -> Result<Response<pb::MinionApprovalResponse>, Status> {
+        let caller = Caller::of(&request)?.identity()?.to_string();
+        let id = request.into_inner().minion_id;
+        self.set_approval(&caller, id, Approval::Accepted).await?;
+        Ok(Response::new(pb::MinionApprovalResponse {}))
+    }
+
+    async fn reject_minion(
+        &self,
+        request: Request<pb::MinionApprovalRequest>,
+    ) -> Result<Response<pb::MinionApprovalResponse>, Status> {
+        let caller = Caller::of(&request)?.identity()?.to_string();
+        let id = request.into_inner().minion_id;
+        self.set_approval(&caller, id, Approval::Rejected).await?;
+        Ok(Response::new(pb::MinionApprovalResponse {}))
     }
 
     async fn get_lock(

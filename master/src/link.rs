@@ -25,7 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Caller;
 use crate::state::{Master, now_unix_ms};
-use crate::store::HelloCheck;
+use crate::store::{Approval, HelloCheck};
 
 /// How many commands may wait for one minion before a job considers it unreachable.
 const COMMAND_QUEUE: usize = 16;
@@ -228,7 +228,13 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
         let refusal = match check {
             HelloCheck::Recorded => None,
             HelloCheck::NotEnrolled => Some("is not enrolled on this master"),
-            HelloCheck::Revoked => Some("was revoked on this master"),
+            HelloCheck::NotAdmitted(Approval::Pending) => {
+                Some("waits for approval; run `brine-master minions accept` for it on the master")
+            }
+            HelloCheck::NotAdmitted(Approval::Rejected) => Some("was rejected on this master"),
+            HelloCheck::NotAdmitted(Approval::Revoked | Approval::Accepted) => {
+                Some("was revoked on this master")
+            }
             HelloCheck::CertificateReplaced => {
                 Some("enrolled again since this certificate was issued; the old one is refused")
             }

@@ -144,6 +144,20 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum MinionsCommand {
+    /// Admit a host that waits for approval (`join_approval = "manual"` in master.toml).
+    Accept {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The host's id.
+        id: String,
+    },
+    /// Turn a host away; it must join again with a token to come back.
+    Reject {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The host's id.
+        id: String,
+    },
     /// Refuse a host's certificate from now on and drop its link; it must join again with a
     /// token to come back.
     Revoke {
@@ -363,6 +377,12 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             output,
         } => match command {
             None => brine_master::cli::minions::list(&client, output).await?,
+            Some(MinionsCommand::Accept { client, id }) => {
+                brine_master::cli::minions::approve(&client, id, true).await?;
+            }
+            Some(MinionsCommand::Reject { client, id }) => {
+                brine_master::cli::minions::approve(&client, id, false).await?;
+            }
             Some(MinionsCommand::Revoke { client, id }) => {
                 brine_master::cli::minions::revoke(&client, id).await?;
             }

@@ -65,9 +65,23 @@ pub struct MinionRecord {
     pub last_seen_unix_ms: i64,
     pub facts: Facts,
     pub running: Vec<RunningContainer>,
-    /// Its certificate is refused; it must enrol again with a token.
+    /// Whether its link is admitted.
     #[serde(default)]
-    pub revoked: bool,
+    pub approval: Approval,
+}
+
+/// Whether a host's link is admitted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Approval {
+    #[default]
+    Accepted,
+    /// Joined on a master that approves joins by hand.
+    Pending,
+    /// Turned away by an operator; must join again.
+    Rejected,
+    /// Its certificate is refused; must join again.
+    Revoked,
 }
 
 /// What the store says of a host that connects.
@@ -75,7 +89,8 @@ pub struct MinionRecord {
 pub enum HelloCheck {
     Recorded,
     NotEnrolled,
-    Revoked,
+    /// Pending, rejected or revoked.
+    NotAdmitted(Approval),
     /// The host enrolled again since this certificate was issued.
     CertificateReplaced,
 }
@@ -208,6 +223,7 @@ impl Store {
         id: MinionId,
         certificate_sha256: String,
         now_unix_ms: i64,
+        approval: Approval,
     ) -> Result<(), StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_write()?;
@@ -220,7 +236,7 @@ impl Store {
                     last_seen_unix_ms: 0,
                     facts: Facts::default(),
                     running: vec![],
-                    revoked: false,
+                    approval,
                 };
                 table.insert(id.as_str(), encode(&record).as_slice())?;
             }
@@ -250,7 +266,9 @@ impl Store {
                 };
                 match existing {
                     None => HelloCheck::NotEnrolled,
-                    Some(record) if record.revoked => HelloCheck::Revoked,
+                    Some(record) if record.approval != Approval::Accepted => {
+                        HelloCheck::NotAdmitted(record.approval)
+                    }
                     Some(record) if record.certificate_sha256 != certificate_sha256 => {
                         HelloCheck::CertificateReplaced
                     }
@@ -269,9 +287,8 @@ impl Store {
         .await
     }
 
-    /// Marks a host revoked: its certificate is refused from now on; it must enrol again with a
-    /// token. Returns false for an unknown host.
-    pub async fn revoke_minion(&self, id: MinionId) -> Result<bool, StoreError> {
+    /// Sets whether a host's link is admitted. Returns false for an unknown host.
+    pub async fn set_approval(&self, id: MinionId, approval: Approval) -> Result<bool, StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_write()?;
             let found = {
@@ -282,7 +299,7 @@ impl Store {
                 };
                 match existing {
                     Some(mut record) => {
-                        record.revoked = true;
+                        record.approval = approval;
                         table.insert(id.as_str(), encode(&record).as_slice())?;
                         true
                     }
@@ -656,7 +673,7 @@ mod tests {
         {
             let store = Store::open(&path).unwrap();
             store
-                .enrol_minion(id("web-1"), "ab".into(), 1)
+                .enrol_minion(id("web-1"), "ab".into(), 1, Approval::Accepted)
                 .await
                 .unwrap();
             let hello = |who: &str, cert: &str| {
@@ -668,12 +685,25 @@ mod tests {
                 hello("web-1", "old").await.unwrap(),
                 HelloCheck::CertificateReplaced
             );
-            assert!(store.revoke_minion(id("web-1")).await.unwrap());
-            assert_eq!(hello("web-1", "ab").await.unwrap(), HelloCheck::Revoked);
-            assert!(!store.revoke_minion(id("ghost")).await.unwrap());
+            assert!(
+                store
+                    .set_approval(id("web-1"), Approval::Revoked)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(
+                hello("web-1", "ab").await.unwrap(),
+                HelloCheck::NotAdmitted(Approval::Revoked)
+            );
+            assert!(
+                !store
+                    .set_approval(id("ghost"), Approval::Revoked)
+                    .await
+                    .unwrap()
+            );
             // Enrolling again lifts the revocation, for the new certificate only.
             store
-                .enrol_minion(id("web-1"), "new".into(), 6)
+                .enrol_minion(id("web-1"), "new".into(), 6, Approval::Accepted)
                 .await
                 .unwrap();
             assert_eq!(

@@ -121,8 +121,16 @@ struct TestMaster {
 
 impl TestMaster {
     async fn start() -> Self {
+        Self::start_with(("", "")).await
+    }
+
+    /// Starts a master whose master.toml has `from` replaced by `to`.
+    async fn start_with((from, to): (&str, &str)) -> Self {
         install_crypto_provider();
         let (dir, data) = init_master_dir();
+        let text = std::fs::read_to_string(data.config()).expect("read master.toml");
+        assert!(text.contains(from), "master.toml has no {from:?}");
+        std::fs::write(data.config(), text.replacen(from, to, 1)).expect("write master.toml");
         let config = MasterConfig::load(data.root()).expect("load master.toml");
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -841,7 +849,9 @@ async fn a_revoked_host_loses_its_link_and_must_enrol_again() {
     assert!(refused.message().contains("revoked"), "{refused:?}");
     let listed = master.minions().await;
     assert!(
-        listed.iter().any(|m| m.id == "web-1" && m.revoked),
+        listed
+            .iter()
+            .any(|m| m.id == "web-1" && m.approval == pb::Approval::Revoked as i32),
         "{listed:?}"
     );
 
@@ -949,5 +959,56 @@ async fn a_single_use_token_admits_one_host_and_a_revoked_token_none() {
         .await
         .expect_err("a revoked token is refused");
     assert!(format!("{err:#}").contains("unknown token"), "{err:#}");
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_manual_approval_a_joined_host_waits_until_accepted() {
+    let master =
+        TestMaster::start_with(("join_approval = \"auto\"", "join_approval = \"manual\"")).await;
+    let (_dir, data) = master.enrolled_minion("web-1").await;
+    let listed = master.minions().await;
+    assert_eq!(
+        listed[0].approval,
+        pb::Approval::Pending as i32,
+        "{listed:?}"
+    );
+
+    let waiting = open_link(&master, &data)
+        .await
+        .expect_err("a pending host's link is refused");
+    assert_eq!(waiting.code(), Code::PermissionDenied, "{waiting:?}");
+    assert!(waiting.message().contains("approval"), "{waiting:?}");
+
+    within(
+        "accept",
+        master
+            .admin()
+            .await
+            .accept_minion(pb::MinionApprovalRequest {
+                minion_id: "web-1".into(),
+            }),
+    )
+    .await
+    .expect("the admin accepts");
+    let (_sender, _link) = open_link(&master, &data)
+        .await
+        .expect("an accepted host connects");
+
+    within(
+        "reject",
+        master
+            .admin()
+            .await
+            .reject_minion(pb::MinionApprovalRequest {
+                minion_id: "web-1".into(),
+            }),
+    )
+    .await
+    .expect("the admin rejects");
+    let rejected = open_link(&master, &data)
+        .await
+        .expect_err("a rejected host is refused");
+    assert!(rejected.message().contains("rejected"), "{rejected:?}");
     master.shutdown().await;
 }

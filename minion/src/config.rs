@@ -72,6 +72,9 @@ impl MinionConfig {
             key: None,
             message: format!("cannot read it ({err}); run `brine-minion join` first"),
         })?;
+        if let Some(err) = ConfigFileError::syntax(&file, &text) {
+            return Err(err);
+        }
         let config: Self = config::Config::builder()
             .add_source(config::File::from_str(&text, config::FileFormat::Toml))
             .add_source(config::Environment::with_prefix("BRINE_MINION"))

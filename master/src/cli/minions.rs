@@ -29,7 +29,8 @@ struct MinionJson {
     memory_bytes: u64,
     labels: std::collections::BTreeMap<String, String>,
     certificate_sha256: String,
-    revoked: bool,
+    /// `accepted`, `pending`, `rejected` or `revoked`.
+    approval: &'static str,
     containers: Vec<ContainerJson>,
 }
 
@@ -81,6 +82,36 @@ pub async fn revoke(client: &ClientArgs, id: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn approval_name(approval: i32) -> &'static str {
+    match pb::Approval::try_from(approval) {
+        Ok(pb::Approval::Pending) => "pending",
+        Ok(pb::Approval::Rejected) => "rejected",
+        Ok(pb::Approval::Revoked) => "revoked",
+        _ => "accepted",
+    }
+}
+
+/// Admits a host that waits for approval, or turns it away.
+pub async fn approve(client: &ClientArgs, id: String, accept: bool) -> anyhow::Result<()> {
+    let mut fleet = pb::fleet_client::FleetClient::new(client.connect().await?);
+    let request = pb::MinionApprovalRequest {
+        minion_id: id.clone(),
+    };
+    if accept {
+        fleet.accept_minion(request).await
+    } else {
+        fleet.reject_minion(request).await
+    }
+    .map_err(super::status_error)
+    .context("change the minion's approval")?;
+    if accept {
+        println!("accepted {id}; its link is admitted when it next connects");
+    } else {
+        println!("rejected {id}; it can come back only by joining again with a token");
+    }
+    Ok(())
+}
+
 fn to_json(m: pb::MinionInfo) -> MinionJson {
     let facts = m.facts.unwrap_or_default();
     MinionJson {
@@ -95,7 +126,7 @@ fn to_json(m: pb::MinionInfo) -> MinionJson {
         memory_bytes: facts.memory_bytes,
         labels: facts.labels.into_iter().collect(),
         certificate_sha256: m.certificate_sha256,
-        revoked: m.revoked,
+        approval: approval_name(m.approval),
         containers: m
             .running
             .into_iter()
@@ -126,12 +157,10 @@ fn print_table(minions: &[pb::MinionInfo]) {
                 .collect();
             [
                 m.id.clone(),
-                if m.revoked {
-                    "revoked"
-                } else if m.connected {
-                    "up"
-                } else {
-                    "down"
+                match (approval_name(m.approval), m.connected) {
+                    ("accepted", true) => "up",
+                    ("accepted", false) => "down",
+                    (other, _) => other,
                 }
                 .to_owned(),
                 facts.os,
