@@ -104,6 +104,18 @@ impl FleetService {
         Ok((timeout, rollout))
     }
 
+    /// Answers `AcceptMinion` and `RejectMinion`.
+    async fn approve(
+        &self,
+        request: Request<pb::MinionApprovalRequest>,
+        approval: Approval,
+    ) -> Result<Response<pb::MinionApprovalResponse>, Status> {
+        let caller = Caller::of(&request)?.identity()?.to_string();
+        self.set_approval(&caller, request.into_inner().minion_id, approval)
+            .await?;
+        Ok(Response::new(pb::MinionApprovalResponse {}))
+    }
+
     /// Admits, rejects or revokes a host; a host no longer admitted loses its live link at once.
     /// Returns whether a link was dropped.
     async fn set_approval(
@@ -459,20 +471,14 @@ impl pb::fleet_server::Fleet for FleetService {
         &self,
         request: Request<pb::MinionApprovalRequest>,
     ) -> Result<Response<pb::MinionApprovalResponse>, Status> {
-        let caller = Caller::of(&request)?.identity()?.to_string();
-        let id = request.into_inner().minion_id;
-        self.set_approval(&caller, id, Approval::Accepted).await?;
-        Ok(Response::new(pb::MinionApprovalResponse {}))
+        self.approve(request, Approval::Accepted).await
     }
 
     async fn reject_minion(
         &self,
         request: Request<pb::MinionApprovalRequest>,
     ) -> Result<Response<pb::MinionApprovalResponse>, Status> {
-        let caller = Caller::of(&request)?.identity()?.to_string();
-        let id = request.into_inner().minion_id;
-        self.set_approval(&caller, id, Approval::Rejected).await?;
-        Ok(Response::new(pb::MinionApprovalResponse {}))
+        self.approve(request, Approval::Rejected).await
     }
 
     async fn get_lock(
