@@ -421,13 +421,18 @@ async fn a_certificate_from_another_ca_is_refused() {
     let master = TestMaster::start().await;
     let (_other_dir, other) = init_master_dir();
     // The other fleet's admin: same name, same role, wrong CA.
-    let foreign_admin = admin_identity(&other);
+    assert_refused_identity(&master, admin_identity(&other), "a foreign certificate").await;
+    master.shutdown().await;
+}
 
+/// Asserts that a caller presenting `identity` gets nothing from the master (the handshake or
+/// the call fails), and that the master still serves its own admin afterwards.
+async fn assert_refused_identity(master: &TestMaster, identity: ClientIdentity, what: &str) {
     match master
-        .channel(MasterTrust::Ca(master.ca()), Some(foreign_admin))
+        .channel(MasterTrust::Ca(master.ca()), Some(identity))
         .await
     {
-        Err(err) => eprintln!("connecting with a foreign certificate failed: {err}"),
+        Err(err) => eprintln!("connecting with {what} failed: {err}"),
         Ok(channel) => {
             let mut fleet = pb::fleet_client::FleetClient::new(channel);
             let result = within(
@@ -436,19 +441,77 @@ async fn a_certificate_from_another_ca_is_refused() {
             )
             .await;
             match result {
-                Ok(response) => panic!(
-                    "a certificate from another CA listed the minions: {:?}",
-                    response.into_inner()
-                ),
+                Ok(response) => panic!("{what} listed the minions: {:?}", response.into_inner()),
                 Err(status) => {
-                    eprintln!("ListMinions with a foreign certificate failed: {status:?}");
+                    eprintln!("ListMinions with {what} failed: {status:?}");
                     assert_ne!(status.code(), Code::Ok, "the call must fail: {status:?}");
                 }
             }
         }
     }
-    // The master still serves its own admin.
     assert!(master.minion_ids().await.is_empty());
+}
+
+/// A certificate and key with the admin role, signed by `issuer`'s key, valid `from`..`until`.
+fn admin_certificate(
+    issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
+    from: time::OffsetDateTime,
+    until: time::OffsetDateTime,
+) -> ClientIdentity {
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let mut params = rcgen::CertificateParams::default();
+    let mut subject = rcgen::DistinguishedName::new();
+    subject.push(rcgen::DnType::CommonName, "admin");
+    subject.push(rcgen::DnType::OrganizationalUnitName, "admin");
+    params.distinguished_name = subject;
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = from;
+    params.not_after = until;
+    let cert = params
+        .signed_by(&key, issuer)
+        .expect("sign the certificate");
+    ClientIdentity::from_pem(
+        "cert",
+        cert.pem().as_bytes(),
+        "key",
+        key.serialize_pem().as_bytes(),
+    )
+    .expect("a client identity")
+}
+
+#[tokio::test]
+async fn self_signed_and_expired_certificates_are_refused() {
+    let master = TestMaster::start().await;
+    let now = time::OffsetDateTime::now_utc();
+    let year = time::Duration::days(365);
+
+    // Claims the admin role, signed by itself.
+    let own_key = rcgen::KeyPair::generate().expect("a key");
+    let mut own = rcgen::CertificateParams::default();
+    own.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let self_issuer = rcgen::Issuer::new(own, own_key);
+    let self_signed = admin_certificate(&self_issuer, now - year, now + year);
+    assert_refused_identity(&master, self_signed, "a self-signed certificate").await;
+
+    // Signed by the master's own CA, but expired yesterday.
+    let ca_key = rcgen::KeyPair::from_pem(
+        &std::fs::read_to_string(master.data.ca_key()).expect("read ca.key"),
+    )
+    .expect("the CA key");
+    let ca_pem = std::fs::read_to_string(master.data.ca_cert()).expect("read ca.pem");
+    let ca = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("the CA");
+    let expired = admin_certificate(&ca, now - year, now - time::Duration::days(1));
+    assert_refused_identity(&master, expired, "an expired certificate").await;
+
+    // The same, still valid, is accepted: the refusals above are about signer and time.
+    let valid = admin_certificate(&ca, now - year, now + year);
+    let mut fleet = master.fleet(Some(valid)).await;
+    within(
+        "list_minions",
+        fleet.list_minions(pb::ListMinionsRequest {}),
+    )
+    .await
+    .expect("a valid certificate from the CA is served");
     master.shutdown().await;
 }
 
