@@ -499,11 +499,6 @@ pub struct ContainerSpec {
 pub struct SpecHash(String);
 
 impl SpecHash {
-    /// Wraps a hash read back from a container label.
-    pub fn from_label(label: &str) -> Self {
-        Self(label.to_owned())
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }

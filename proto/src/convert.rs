@@ -529,11 +529,6 @@ impl From<HostReport> for pb::HostReport {
     }
 }
 
-/// Reads a required sub-message.
-pub fn required_field<T>(name: &str, value: Option<T>) -> Result<T, InvalidField> {
-    required(name, value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

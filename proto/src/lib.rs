@@ -7,7 +7,7 @@
 mod convert;
 pub mod tls;
 
-pub use convert::{InvalidField, required_field};
+pub use convert::InvalidField;
 
 /// Generated code for package `brine.v1`.
 #[allow(clippy::all, missing_docs)]
