@@ -209,10 +209,9 @@ impl pb::fleet_server::Fleet for FleetService {
         let mut pins = self
             .master
             .store
-            .releases()
+            .latest_release()
             .await
             .map_err(store_failure)?
-            .pop()
             .map(|r| r.pins)
             .unwrap_or_default();
         pins.retain(|role, _| !roles.contains(role));

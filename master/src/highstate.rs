@@ -212,7 +212,7 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
     let (desired, blocked) = pin_images(&resolver, desired, &pins.unwrap_or_default()).await?;
     let resolve_ms = elapsed_ms(resolving);
     let deployed = pins_of(&desired);
-    let previous_release = master.store.releases().await?.pop();
+    let previous_release = master.store.latest_release().await?;
 
     // The lock lasts as long as the job can, so a master that dies mid-job cannot leave the
     // fleet locked for good.
@@ -567,8 +567,8 @@ fn reverted_state(state: &DesiredState, pins: &Pins) -> DesiredState {
 
 /// Records what a successful job deployed as the next release, if it changed anything.
 async fn record_release(master: &Master, job_id: &JobId, caller: &str, deployed: &Pins) {
-    let latest = match master.store.releases().await {
-        Ok(mut releases) => releases.pop(),
+    let latest = match master.store.latest_release().await {
+        Ok(latest) => latest,
         Err(err) => {
             tracing::error!("cannot read the releases; none recorded for this job: {err}");
             return;

@@ -189,6 +189,18 @@ fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, S
     })
 }
 
+/// Reads and decodes the record under `key` of `table` (named `name` in errors), if any.
+fn read<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &'static str,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    match table.get(key)? {
+        Some(bytes) => Ok(Some(decode(name, bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("store records always serialize")
 }
@@ -260,10 +272,7 @@ impl Store {
             let tx = db.begin_write()?;
             let check = {
                 let mut table = tx.open_table(MINIONS)?;
-                let existing = match table.get(id.as_str())? {
-                    Some(bytes) => Some(decode::<MinionRecord>("minions", bytes.value())?),
-                    None => None,
-                };
+                let existing = read::<MinionRecord>(&table, "minions", id.as_str())?;
                 match existing {
                     None => HelloCheck::NotEnrolled,
                     Some(record) if record.approval != Approval::Accepted => {
@@ -293,10 +302,7 @@ impl Store {
             let tx = db.begin_write()?;
             let found = {
                 let mut table = tx.open_table(MINIONS)?;
-                let existing = match table.get(id.as_str())? {
-                    Some(bytes) => Some(decode::<MinionRecord>("minions", bytes.value())?),
-                    None => None,
-                };
+                let existing = read::<MinionRecord>(&table, "minions", id.as_str())?;
                 match existing {
                     Some(mut record) => {
                         record.approval = approval;
@@ -352,11 +358,8 @@ impl Store {
         self.blocking(move |db| {
             let tx = db.begin_read()?;
             let table = tx.open_table(TOKENS)?;
-            let Some(bytes) = table.get(secret_hash.as_str())? else {
-                return Ok(TokenCheck::Unknown);
-            };
-            let record: TokenRecord = decode("join_tokens", bytes.value())?;
-            Ok(record.check(now_unix_ms))
+            Ok(read::<TokenRecord>(&table, "join_tokens", &secret_hash)?
+                .map_or(TokenCheck::Unknown, |record| record.check(now_unix_ms)))
         })
         .await
     }
@@ -372,10 +375,7 @@ impl Store {
             let tx = db.begin_write()?;
             let check = {
                 let mut table = tx.open_table(TOKENS)?;
-                let record = match table.get(secret_hash.as_str())? {
-                    Some(bytes) => Some(decode::<TokenRecord>("join_tokens", bytes.value())?),
-                    None => None,
-                };
+                let record = read::<TokenRecord>(&table, "join_tokens", secret_hash.as_str())?;
                 match record {
                     None => TokenCheck::Unknown,
                     Some(mut record) => {
@@ -448,10 +448,8 @@ impl Store {
             {
                 let mut minions = tx.open_table(MINIONS)?;
                 for host in &job.summary.hosts {
-                    let existing = match minions.get(host.minion_id.as_str())? {
-                        Some(bytes) => Some(decode::<MinionRecord>("minions", bytes.value())?),
-                        None => None,
-                    };
+                    let existing =
+                        read::<MinionRecord>(&minions, "minions", host.minion_id.as_str())?;
                     let Some(mut record) = existing else { continue };
                     if !apply_results(&mut record.running, host) {
                         continue;
@@ -496,10 +494,7 @@ impl Store {
             let tx = db.begin_write()?;
             let outcome = {
                 let mut table = tx.open_table(LOCK)?;
-                let current = match table.get(LOCK_KEY)? {
-                    Some(bytes) => Some(decode::<LockRecord>("fleet_lock", bytes.value())?),
-                    None => None,
-                };
+                let current = read::<LockRecord>(&table, "fleet_lock", LOCK_KEY)?;
                 match current {
                     Some(held) if !held.is_expired(now_unix_ms) => Err(held),
                     _ => {
@@ -519,10 +514,7 @@ impl Store {
         self.blocking(move |db| {
             let tx = db.begin_read()?;
             let table = tx.open_table(LOCK)?;
-            let lock = match table.get(LOCK_KEY)? {
-                Some(bytes) => Some(decode::<LockRecord>("fleet_lock", bytes.value())?),
-                None => None,
-            };
+            let lock = read::<LockRecord>(&table, "fleet_lock", LOCK_KEY)?;
             Ok(lock.filter(|l| !l.is_expired(now_unix_ms)))
         })
         .await
@@ -538,10 +530,7 @@ impl Store {
             let tx = db.begin_write()?;
             let released = {
                 let mut table = tx.open_table(LOCK)?;
-                let current = match table.get(LOCK_KEY)? {
-                    Some(bytes) => Some(decode::<LockRecord>("fleet_lock", bytes.value())?),
-                    None => None,
-                };
+                let current = read::<LockRecord>(&table, "fleet_lock", LOCK_KEY)?;
                 match current {
                     Some(held) if job_id.is_none() || held.job_id == job_id => {
                         table.remove(LOCK_KEY)?;
@@ -552,6 +541,19 @@ impl Store {
             };
             tx.commit()?;
             Ok(released)
+        })
+        .await
+    }
+
+    /// The newest release, if any.
+    pub async fn latest_release(&self) -> Result<Option<Release>, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(RELEASES)?;
+            match table.last()? {
+                Some((_, value)) => Ok(Some(decode("releases", value.value())?)),
+                None => Ok(None),
+            }
         })
         .await
     }
@@ -608,10 +610,7 @@ impl Store {
         self.blocking(move |db| {
             let tx = db.begin_read()?;
             let table = tx.open_table(JOBS)?;
-            match table.get(id.as_str())? {
-                Some(bytes) => Ok(Some(decode("jobs", bytes.value())?)),
-                None => Ok(None),
-            }
+            read(&table, "jobs", &id)
         })
         .await
     }
