@@ -260,13 +260,18 @@ impl TestMaster {
 }
 
 /// A stream that opens a minion link the way a minion does: one `Hello`.
-fn hello_stream() -> impl tonic::IntoStreamingRequest<Message = pb::MinionMessage> {
-    tokio_stream::iter(vec![pb::MinionMessage {
+/// The first message a minion sends.
+fn hello() -> pb::MinionMessage {
+    pb::MinionMessage {
         kind: Some(pb::minion_message::Kind::Hello(pb::Hello {
             version: "test".into(),
             ..Default::default()
         })),
-    }])
+    }
+}
+
+fn hello_stream() -> impl tonic::IntoStreamingRequest<Message = pb::MinionMessage> {
+    tokio_stream::iter(vec![hello()])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -736,34 +741,8 @@ async fn a_second_link_for_the_same_minion_replaces_the_first() {
     let master = TestMaster::start().await;
     let (_dir, data) = master.enrolled_minion("web-1").await;
 
-    // Links stay open as long as their sender lives, as a minion's do.
-    let open = || async {
-        let (sender, receiver) = tokio::sync::mpsc::channel(4);
-        sender
-            .send(pb::MinionMessage {
-                kind: Some(pb::minion_message::Kind::Hello(pb::Hello {
-                    version: "test".into(),
-                    ..Default::default()
-                })),
-            })
-            .await
-            .expect("queue the hello");
-        let channel = master
-            .trusted_channel(Some(TestMaster::minion_identity(&data)))
-            .await;
-        let inbound = within(
-            "open a link",
-            pb::minion_link_client::MinionLinkClient::new(channel)
-                .connect(tokio_stream::wrappers::ReceiverStream::new(receiver)),
-        )
-        .await
-        .unwrap_or_else(|status| panic!("the minion could not open its link: {status:?}"))
-        .into_inner();
-        (sender, inbound)
-    };
-
-    let (_first_sender, mut first) = open().await;
-    let (_second_sender, mut second) = open().await;
+    let (_first_sender, mut first) = open_link(&master, &data).await.expect("the first link");
+    let (_second_sender, mut second) = open_link(&master, &data).await.expect("the second link");
     let ended = within("the replaced link to end", first.message()).await;
     assert!(
         matches!(ended, Ok(None) | Err(_)),
@@ -850,7 +829,8 @@ async fn oversized_messages_are_refused_before_they_are_read() {
     master.shutdown().await;
 }
 
-/// Opens a minion link that stays open while the returned sender lives.
+/// Opens a minion link the way a minion does (a hello first); it stays open while the returned
+/// sender lives.
 async fn open_link(
     master: &TestMaster,
     data: &MinionDataDir,
@@ -862,15 +842,7 @@ async fn open_link(
     Status,
 > {
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
-    sender
-        .send(pb::MinionMessage {
-            kind: Some(pb::minion_message::Kind::Hello(pb::Hello {
-                version: "test".into(),
-                ..Default::default()
-            })),
-        })
-        .await
-        .expect("queue the hello");
+    sender.send(hello()).await.expect("queue the hello");
     let channel = master
         .trusted_channel(Some(TestMaster::minion_identity(data)))
         .await;
