@@ -11,7 +11,9 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Container, Fleet, HighstateRun, container, containers, docker, free_port, host};
+use support::{
+    Container, Fleet, container, containers, docker, free_port, highstate_expecting, host, quoted,
+};
 
 const WEB_COMMAND: &[&str] = &["/bin/busybox", "httpd", "-f", "-p", "8080"];
 /// Runs, but never listens.
@@ -19,11 +21,6 @@ const SILENT_COMMAND: &[&str] = &["/bin/busybox", "sleep", "3600"];
 /// busybox httpd serves the image's root, where the harness puts `/variant.txt` (`/` itself
 /// has no index and answers 404).
 const HEALTH_HTTP: &str = "{ http = \"http://127.0.0.1:8080/variant.txt\", deadline = \"10s\", min_healthy = \"1s\", interval = \"500ms\" }";
-
-/// A TOML basic string (JSON's escapes are valid TOML for these plain values).
-fn quoted(text: &str) -> String {
-    serde_json::to_string(text).expect("a string serializes")
-}
 
 fn list(items: &[&str]) -> String {
     let items: Vec<String> = items.iter().map(|item| quoted(item)).collect();
@@ -39,18 +36,6 @@ fn roles(minion: &str, image: &str, command: &[&str], ports: &[&str], health: &s
         list(ports),
         quoted(minion),
     )
-}
-
-/// Runs a highstate over every host and asserts its exit code.
-fn highstate_expecting(fleet: &Fleet, code: i32) -> HighstateRun {
-    let run = fleet.master.highstate_run(None);
-    assert_eq!(run.code, code, "unexpected exit code: {}", run.describe());
-    assert!(
-        run.json.is_object(),
-        "highstate printed no JSON document: {}",
-        run.describe()
-    );
-    run
 }
 
 /// The one container of the namespace, which must be `NAMESPACE.web` and running.

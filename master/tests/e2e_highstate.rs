@@ -12,17 +12,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    Container, Fleet, HighstateRun, LABEL_CONTAINER, LABEL_JOB, LABEL_MANAGED, LABEL_NAMESPACE,
-    LABEL_ROLE, LABEL_SPEC_HASH, container, containers, host, status,
+    Container, Fleet, LABEL_CONTAINER, LABEL_JOB, LABEL_MANAGED, LABEL_NAMESPACE, LABEL_ROLE,
+    LABEL_SPEC_HASH, container, containers, highstate_expecting, host, quoted, status,
 };
 
 const WEB_COMMAND: &[&str] = &["/bin/busybox", "httpd", "-f", "-p", "8080"];
 const WORKER_COMMAND: &[&str] = &["/bin/busybox", "sleep", "3600"];
-
-/// A TOML basic string (JSON's escapes are valid TOML for these plain values).
-fn quoted(text: &str) -> String {
-    serde_json::to_string(text).expect("a string serializes")
-}
 
 /// One `[roles.NAME]` table with a single container.
 fn role(name: &str, image: &str, container: &str, command: &[&str]) -> String {
@@ -43,18 +38,6 @@ fn assign(entries: &[(&str, &[&str])]) -> String {
         text.push_str(&format!("{} = [{}]\n", quoted(glob), roles.join(", ")));
     }
     text
-}
-
-/// Runs a highstate over every host and asserts its exit code.
-fn highstate_expecting(fleet: &Fleet, code: i32) -> HighstateRun {
-    let run = fleet.master.highstate_run(None);
-    assert_eq!(run.code, code, "unexpected exit code: {}", run.describe());
-    assert!(
-        run.json.is_object(),
-        "highstate printed no JSON document: {}",
-        run.describe()
-    );
-    run
 }
 
 /// Asserts every host of the report has `expected` as status.

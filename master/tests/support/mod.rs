@@ -1057,3 +1057,20 @@ pub fn status(report: &Value, minion_id: &str) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// A TOML basic string (JSON's escapes are valid TOML for these plain values).
+pub fn quoted(text: &str) -> String {
+    serde_json::to_string(text).expect("a string serializes")
+}
+
+/// Runs a highstate over every host and asserts its exit code.
+pub fn highstate_expecting(fleet: &Fleet, code: i32) -> HighstateRun {
+    let run = fleet.master.highstate_run(None);
+    assert_eq!(run.code, code, "unexpected exit code: {}", run.describe());
+    assert!(
+        run.json.is_object(),
+        "highstate printed no JSON document: {}",
+        run.describe()
+    );
+    run
+}
