@@ -58,8 +58,7 @@ pub async fn run<R: ContainerRuntime + 'static>(
     runtime: R,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let tls = load_tls(&data)?;
-    let id = own_id(&data)?;
+    let (tls, id) = load_identity(&data)?;
     let executor = Arc::new(Executor::new(runtime, config.namespace.clone()));
     let stop = CancellationToken::new();
 
@@ -103,7 +102,9 @@ pub async fn run<R: ContainerRuntime + 'static>(
     Ok(())
 }
 
-fn load_tls(data: &DataDir) -> anyhow::Result<ClientConfig> {
+/// Loads the TLS configuration and the minion's id, which is its certificate's identity (for
+/// checking where commands are addressed).
+fn load_identity(data: &DataDir) -> anyhow::Result<(ClientConfig, MinionId)> {
     let read = |path: std::path::PathBuf| {
         std::fs::read(&path)
             .with_context(|| format!("read {} (has this host joined?)", path.display()))
@@ -119,16 +120,9 @@ fn load_tls(data: &DataDir) -> anyhow::Result<ClientConfig> {
         &data.key().display().to_string(),
         &read(data.key())?,
     )?;
-    Ok(client_config(MasterTrust::Ca(ca), Some(identity))?)
-}
-
-/// The minion's id, as its certificate says (for checking where commands are addressed).
-fn own_id(data: &DataDir) -> anyhow::Result<MinionId> {
-    let pem =
-        std::fs::read(data.cert()).with_context(|| format!("read {}", data.cert().display()))?;
-    let cert = certs_from_pem(&data.cert().display().to_string(), &pem)?.remove(0);
-    let identity = brine_common::identity::identity_from_der(&cert)?;
-    Ok(MinionId::new(identity.name)?)
+    let name = brine_common::identity::identity_from_der(&identity.chain[0])?.name;
+    let id = MinionId::new(name)?;
+    Ok((client_config(MasterTrust::Ca(ca), Some(identity))?, id))
 }
 
 /// One connection: hello, then commands until the stream ends.
