@@ -57,6 +57,9 @@ pub struct CertIdentity {
     /// The certificate's common name: a minion id, or a name for other roles.
     pub name: String,
     pub role: CertRole,
+    /// When the certificate's validity begins and ends, in seconds since the Unix epoch.
+    pub not_before_unix_s: i64,
+    pub not_after_unix_s: i64,
 }
 
 impl fmt::Display for CertIdentity {
@@ -95,7 +98,13 @@ pub fn identity_from_der(der: &[u8]) -> Result<CertIdentity, IdentityError> {
         .and_then(|ou| ou.as_str().ok())
         .ok_or(IdentityError::NoRole)?
         .parse()?;
-    Ok(CertIdentity { name, role })
+    let validity = cert.validity();
+    Ok(CertIdentity {
+        name,
+        role,
+        not_before_unix_s: validity.not_before.timestamp(),
+        not_after_unix_s: validity.not_after.timestamp(),
+    })
 }
 
 #[cfg(test)]

@@ -36,6 +36,13 @@ fn check_name(name: &str) -> Result<(), NameError> {
     }
 }
 
+/// Checks a host label (`env=prod`): key and value follow the name syntax, so labels can be
+/// written in target expressions without quoting.
+pub fn check_label(key: &str, value: &str) -> Result<(), String> {
+    check_name(key).map_err(|err| format!("label key {key:?} {err}"))?;
+    check_name(value).map_err(|err| format!("label {key}: value {value:?} {err}"))
+}
+
 macro_rules! name_type {
     ($(#[$doc:meta])* $ty:ident) => {
         $(#[$doc])*

@@ -2,7 +2,9 @@
 //! call it. The layer runs before any handler; a request for a method that is not in the table,
 //! or from a caller whose certificate role is not allowed, never reaches one.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use brine_common::identity::{CertIdentity, CertRole, identity_from_der};
@@ -11,6 +13,8 @@ use futures::future::{BoxFuture, Either, Ready, ready};
 use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
+
+use crate::pki::LEAF_VALIDITY;
 
 /// Who may call a method.
 #[derive(Debug, Clone, Copy)]
@@ -27,12 +31,15 @@ use CertRole::{Admin, Ci, Minion};
 const METHODS: &[(&str, Access)] = &[
     ("/brine.v1.Enrolment/Join", Access::Anyone),
     ("/brine.v1.MinionLink/Connect", Access::Roles(&[Minion])),
+    ("/brine.v1.MinionLink/Renew", Access::Roles(&[Minion])),
     ("/brine.v1.Fleet/Highstate", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/Deploy", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/ListMinions", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/RevokeMinion", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/AcceptMinion", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/RejectMinion", Access::Roles(&[Admin])),
+    ("/brine.v1.Fleet/DeleteMinion", Access::Roles(&[Admin])),
+    ("/brine.v1.Fleet/RevokeCertificate", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/CreateJoinToken", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/ListJoinTokens", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/RevokeJoinToken", Access::Roles(&[Admin])),
@@ -52,6 +59,53 @@ const METHODS: &[(&str, Access)] = &[
         Access::Roles(&[Admin, Ci, Minion]),
     ),
 ];
+
+/// Revoked operator and CI certificates: for each role and name, the moment up to which issued
+/// certificates are refused. Minion certificates are checked against the store at every
+/// connection instead (see `link`).
+#[derive(Debug, Default)]
+pub struct CertificateRevocations {
+    // A std lock: it is never held across an await.
+    revoked_at_unix_ms: RwLock<HashMap<(CertRole, String), i64>>,
+}
+
+impl CertificateRevocations {
+    pub fn new(revocations: impl IntoIterator<Item = (CertRole, String, i64)>) -> Self {
+        let map = revocations
+            .into_iter()
+            .map(|(role, name, at)| ((role, name), at))
+            .collect();
+        Self {
+            revoked_at_unix_ms: RwLock::new(map),
+        }
+    }
+
+    /// Refuses `role` certificates for `name` issued up to `at_unix_ms`.
+    pub fn revoke(&self, role: CertRole, name: String, at_unix_ms: i64) {
+        self.revoked_at_unix_ms
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((role, name), at_unix_ms);
+    }
+
+    /// Whether `identity`'s certificate was issued before its name was revoked. Operator and CI
+    /// certificates are all issued for [`LEAF_VALIDITY`], so their issue time is their expiry
+    /// minus that.
+    fn is_revoked(&self, identity: &CertIdentity) -> bool {
+        let revoked = self
+            .revoked_at_unix_ms
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(identity.role, identity.name.clone()))
+            .copied();
+        let Some(revoked_at_unix_ms) = revoked else {
+            return false;
+        };
+        let lifetime_s = i64::try_from(LEAF_VALIDITY.as_secs()).unwrap_or(i64::MAX);
+        let issued_at_unix_s = identity.not_after_unix_s.saturating_sub(lifetime_s);
+        issued_at_unix_s.saturating_mul(1000) <= revoked_at_unix_ms
+    }
+}
 
 /// The authenticated caller of an RPC, for handlers (from the request extensions).
 #[derive(Debug, Clone)]
@@ -84,6 +138,7 @@ impl Caller {
 fn authorize(
     path: &str,
     connection: Option<&TlsConnectInfo<TcpConnectInfo>>,
+    revocations: &CertificateRevocations,
 ) -> Result<Caller, Status> {
     let peer = connection.and_then(|c| c.get_ref().remote_addr());
     let leaf = connection
@@ -125,6 +180,15 @@ fn authorize(
                 id.role
             )));
         }
+        (Access::Roles(_), Some(id))
+            if matches!(id.role, Admin | Ci) && revocations.is_revoked(id) =>
+        {
+            refused(path, peer, Some(id), "certificate revoked");
+            return Err(Status::unauthenticated(format!(
+                "this {} certificate for {} was revoked; ask an operator for a new one",
+                id.role, id.name
+            )));
+        }
         (Access::Roles(_), Some(_)) => {}
     }
     Ok(Caller {
@@ -144,15 +208,20 @@ fn refused(path: &str, peer: Option<SocketAddr>, identity: Option<&CertIdentity>
     );
 }
 
-/// The tower layer that applies [`METHODS`] to every request.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AuthorizeLayer;
+/// The tower layer that applies [`METHODS`] and the revocations to every request.
+#[derive(Debug, Clone)]
+pub struct AuthorizeLayer {
+    pub revocations: Arc<CertificateRevocations>,
+}
 
 impl<S> Layer<S> for AuthorizeLayer {
     type Service = Authorize<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Authorize { inner }
+        Authorize {
+            inner,
+            revocations: self.revocations.clone(),
+        }
     }
 }
 
@@ -160,6 +229,7 @@ impl<S> Layer<S> for AuthorizeLayer {
 #[derive(Debug, Clone)]
 pub struct Authorize<S> {
     inner: S,
+    revocations: Arc<CertificateRevocations>,
 }
 
 impl<S, B, R> Service<http::Request<B>> for Authorize<S>
@@ -181,7 +251,7 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let connection = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
-        match authorize(request.uri().path(), connection) {
+        match authorize(request.uri().path(), connection, &self.revocations) {
             Ok(caller) => {
                 request.extensions_mut().insert(caller);
                 Either::Left(Box::pin(self.inner.call(request)))
@@ -197,18 +267,47 @@ mod tests {
 
     #[test]
     fn unknown_methods_are_refused_even_without_checking_the_caller() {
-        let err = authorize("/brine.v1.Fleet/DropEverything", None).unwrap_err();
+        let err =
+            authorize("/brine.v1.Fleet/DropEverything", None, &Default::default()).unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied);
     }
 
     #[test]
     fn only_enrolment_is_open_without_a_certificate() {
-        assert!(authorize("/brine.v1.Enrolment/Join", None).is_ok());
+        let revocations = CertificateRevocations::default();
+        assert!(authorize("/brine.v1.Enrolment/Join", None, &revocations).is_ok());
         for (method, access) in METHODS {
             if matches!(access, Access::Roles(_)) {
-                let err = authorize(method, None).unwrap_err();
+                let err = authorize(method, None, &revocations).unwrap_err();
                 assert_eq!(err.code(), tonic::Code::Unauthenticated, "{method}");
             }
         }
+    }
+
+    #[test]
+    fn a_revocation_refuses_certificates_issued_before_it_only() {
+        let lifetime_s = i64::try_from(LEAF_VALIDITY.as_secs()).unwrap();
+        let issued_at = |unix_s: i64| CertIdentity {
+            name: "gitlab".into(),
+            role: Ci,
+            not_before_unix_s: unix_s - 300,
+            not_after_unix_s: unix_s + lifetime_s,
+        };
+        let revocations = CertificateRevocations::default();
+        assert!(!revocations.is_revoked(&issued_at(1_000)));
+        revocations.revoke(Ci, "gitlab".into(), 2_000_000);
+        assert!(revocations.is_revoked(&issued_at(1_000)));
+        assert!(revocations.is_revoked(&issued_at(2_000)));
+        assert!(!revocations.is_revoked(&issued_at(2_001)));
+        let other = CertIdentity {
+            name: "jenkins".into(),
+            ..issued_at(1_000)
+        };
+        assert!(!revocations.is_revoked(&other));
+        let admin = CertIdentity {
+            role: Admin,
+            ..issued_at(1_000)
+        };
+        assert!(!revocations.is_revoked(&admin));
     }
 }

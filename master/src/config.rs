@@ -33,6 +33,11 @@ struct RawConfig {
     registries: BTreeMap<String, RegistrySettings>,
     #[serde(default)]
     join_approval: JoinApproval,
+    #[serde(
+        default = "default_minion_certificate_lifetime",
+        with = "humantime_serde"
+    )]
+    minion_certificate_lifetime: Duration,
 }
 
 /// Whether a host that joins with a valid token is admitted at once.
@@ -49,6 +54,14 @@ pub enum JoinApproval {
 fn default_roles_file() -> PathBuf {
     PathBuf::from("roles.toml")
 }
+
+fn default_minion_certificate_lifetime() -> Duration {
+    crate::pki::MINION_VALIDITY
+}
+
+/// Minions renew between half and four fifths of their certificate's lifetime; anything
+/// shorter than this would keep them renewing more than they work.
+const SHORTEST_MINION_CERTIFICATE_LIFETIME: Duration = Duration::from_secs(10);
 
 fn default_highstate_timeout() -> Duration {
     Duration::from_secs(600)
@@ -69,6 +82,8 @@ pub struct MasterConfig {
     /// Credentials and protocol per registry (`HOST:PORT`), for resolving tags to digests.
     pub registries: BTreeMap<String, RegistrySettings>,
     pub join_approval: JoinApproval,
+    /// How long the certificates signed for minions (at join and at renewal) are valid.
+    pub minion_certificate_lifetime: Duration,
 }
 
 impl MasterConfig {
@@ -91,6 +106,17 @@ impl MasterConfig {
             .build()
             .and_then(config::Config::try_deserialize)
             .map_err(|err| located(&file, &text, err))?;
+        if raw.minion_certificate_lifetime < SHORTEST_MINION_CERTIFICATE_LIFETIME {
+            return Err(ConfigFileError::locate(
+                &file,
+                &text,
+                Some("minion_certificate_lifetime".into()),
+                format!(
+                    "must be at least {}",
+                    humantime::format_duration(SHORTEST_MINION_CERTIFICATE_LIFETIME)
+                ),
+            ));
+        }
         let address = raw
             .address
             .unwrap_or_else(|| local_address(raw.listen).to_string());
@@ -102,6 +128,7 @@ impl MasterConfig {
             highstate_timeout: raw.highstate_timeout,
             registries: raw.registries,
             join_approval: raw.join_approval,
+            minion_certificate_lifetime: raw.minion_certificate_lifetime,
         })
     }
 
@@ -122,6 +149,10 @@ impl MasterConfig {
              # \"auto\": a host with a valid join token is admitted at once; \"manual\": it waits\n\
              # for `brine-master minions accept ID`.\n\
              join_approval = \"auto\"\n\n\
+             # How long minion certificates are valid. Each minion renews its own over its\n\
+             # link, at a random point between half and four fifths of that time; a host that\n\
+             # stays offline past the end must join again with a token.\n\
+             minion_certificate_lifetime = \"30d\"\n\n\
              # Registries that need credentials, or plain HTTP (registries on 127.0.0.0/8 always\n\
              # use plain HTTP). The master resolves each image's tag to a digest there once per\n\
              # highstate, so every host runs the same bits.\n\
@@ -189,6 +220,25 @@ mod tests {
         assert_eq!(registry.password.as_deref(), Some("p"));
         let err = load("listen = \"127.0.0.1:1\"\n[registries.x]\nuser = \"u\"\n").unwrap_err();
         assert!(err.to_string().contains("user"), "{err}");
+    }
+
+    #[test]
+    fn minion_certificates_last_thirty_days_unless_configured() {
+        let config = load("listen = \"127.0.0.1:1\"\n").unwrap();
+        assert_eq!(
+            config.minion_certificate_lifetime,
+            crate::pki::MINION_VALIDITY
+        );
+        let config =
+            load("listen = \"127.0.0.1:1\"\nminion_certificate_lifetime = \"2h\"\n").unwrap();
+        assert_eq!(
+            config.minion_certificate_lifetime,
+            Duration::from_secs(7200)
+        );
+        let err =
+            load("listen = \"127.0.0.1:1\"\nminion_certificate_lifetime = \"1s\"\n").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.to_string().contains("at least"), "{err}");
     }
 
     #[test]

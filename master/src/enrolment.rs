@@ -6,10 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use brine_common::names::MinionId;
-use brine_common::token::{JoinToken, sha256_hex};
+use brine_common::token::JoinToken;
 use brine_proto::pb;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
@@ -126,35 +124,43 @@ impl EnrolmentService {
         }
         let minion_id = MinionId::new(request.minion_id.clone())
             .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
-        let cert_pem = self
+        let certificate = self
             .master
             .ca
-            .sign_minion_csr(&request.csr_pem, &minion_id)
+            .sign_minion_csr(
+                &request.csr_pem,
+                &minion_id,
+                self.master.config.minion_certificate_lifetime,
+            )
             .map_err(|err| Status::invalid_argument(format!("csr_pem: {err}")))?;
         let approval = match self.master.config.join_approval {
             JoinApproval::Auto => Approval::Accepted,
             JoinApproval::Manual => Approval::Pending,
         };
-        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|err| {
-            Status::internal(format!("the signed certificate is unreadable: {err}"))
-        })?;
-        let check = self
+        let join_labels = match self
             .master
             .store
             .consume_token(token.secret_hash(), now_unix_ms())
             .await
-            .map_err(store_failure)?;
-        if let Some(reason) = token_refusal(check) {
-            return Err(refuse(reason));
-        }
+            .map_err(store_failure)?
+        {
+            Ok(labels) => labels,
+            Err(check) => return Err(refuse(token_refusal(check).unwrap_or("invalid token"))),
+        };
         self.master
             .store
-            .enrol_minion(minion_id.clone(), sha256_hex(&der), now_unix_ms(), approval)
+            .enrol_minion(
+                minion_id.clone(),
+                certificate.signed,
+                now_unix_ms(),
+                approval,
+                join_labels,
+            )
             .await
             .map_err(store_failure)?;
         tracing::info!(minion.id = %minion_id, peer = ?peer, ?approval, "minion enrolled");
         Ok(pb::JoinResponse {
-            certificate_pem: cert_pem,
+            certificate_pem: certificate.pem,
             ca_certificate_pem: self.master.ca.cert_pem().to_owned(),
             minion_id: minion_id.into(),
         })

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use std::collections::BTreeSet;
 
-use brine_common::names::{MinionId, RoleName};
+use brine_common::identity::CertRole;
+use brine_common::names::{MinionId, RoleName, check_label};
 use brine_common::outcome::{HighstateEvent, JobId};
 use brine_common::spec::ImageRef;
 use brine_common::token::JoinToken;
@@ -22,7 +23,7 @@ use crate::highstate::{self, HighstateError, JobRequest};
 use crate::release;
 use crate::rollout::{BatchSize, MAX_BATCH_WAIT, Rollout};
 use crate::state::{Master, now_unix_ms};
-use crate::store::{Approval, JobRecord, LockRecord, TokenRecord};
+use crate::store::{Approval, ApprovalChange, JobRecord, LockRecord, TokenRecord};
 
 /// Join tokens live one hour unless the caller asks otherwise, and 30 days at most.
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -127,14 +128,26 @@ impl FleetService {
         let id = MinionId::new(id)
             .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
         // The store first, so a reconnect racing with the drop is refused too.
-        if !self
+        match self
             .master
             .store
             .set_approval(id.clone(), approval)
             .await
             .map_err(store_failure)?
         {
-            return Err(Status::not_found(format!("no enrolled minion {id}")));
+            ApprovalChange::Changed => {}
+            ApprovalChange::NotFound => {
+                return Err(Status::not_found(format!("no enrolled minion {id}")));
+            }
+            ApprovalChange::Refused(current) => {
+                return Err(Status::failed_precondition(format!(
+                    "{id} is {}; it must join again with a token",
+                    match current {
+                        Approval::Rejected => "rejected",
+                        _ => "revoked",
+                    }
+                )));
+            }
         }
         let disconnected = approval != Approval::Accepted && self.master.links.disconnect(&id);
         tracing::warn!(%caller, minion.id = %id, ?approval, disconnected, "minion approval changed");
@@ -353,6 +366,8 @@ impl pb::fleet_server::Fleet for FleetService {
                 facts: Some(m.facts.into()),
                 running: m.running.into_iter().map(Into::into).collect(),
                 certificate_sha256: m.certificate_sha256,
+                certificate_expires_unix_ms: m.certificate_expires_unix_ms,
+                join_labels: m.join_labels.into_iter().collect(),
                 approval: match m.approval {
                     Approval::Accepted => pb::Approval::Accepted,
                     Approval::Pending => pb::Approval::Pending,
@@ -378,6 +393,10 @@ impl pb::fleet_server::Fleet for FleetService {
         if ttl > MAX_TOKEN_TTL {
             return Err(Status::invalid_argument("ttl_seconds: at most 30 days"));
         }
+        for (key, value) in &request.labels {
+            check_label(key, value)
+                .map_err(|err| Status::invalid_argument(format!("labels: {err}")))?;
+        }
         let mut secret = [0u8; 20];
         rand::rng().fill_bytes(&mut secret);
         let token = JoinToken {
@@ -388,15 +407,14 @@ impl pb::fleet_server::Fleet for FleetService {
         let expires_at_unix_ms = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         self.master
             .store
-            .add_token(
-                token.secret_hash(),
-                TokenRecord {
-                    created_at_unix_ms: now,
-                    expires_at_unix_ms,
-                    uses_left: (request.uses > 0).then_some(request.uses),
-                    uses: 0,
-                },
-            )
+            .add_token(TokenRecord {
+                secret_sha256: token.secret_hash(),
+                created_at_unix_ms: now,
+                expires_at_unix_ms,
+                uses_left: (request.uses > 0).then_some(request.uses),
+                uses: 0,
+                labels: request.labels.into_iter().collect(),
+            })
             .await
             .map_err(store_failure)?;
         let id = token.public_id();
@@ -425,6 +443,7 @@ impl pb::fleet_server::Fleet for FleetService {
                 expires_at_unix_ms: t.record.expires_at_unix_ms,
                 uses: t.record.uses,
                 uses_left: t.record.uses_left,
+                labels: t.record.labels.into_iter().collect(),
             })
             .collect();
         Ok(Response::new(pb::ListJoinTokensResponse { tokens }))
@@ -448,8 +467,8 @@ impl pb::fleet_server::Fleet for FleetService {
             .await
             .map_err(store_failure)?
         {
-            0 => Err(Status::not_found(format!("no join token {id}"))),
-            _ => {
+            false => Err(Status::not_found(format!("no join token {id}"))),
+            true => {
                 tracing::warn!(%caller, token.id = %id, "join token revoked");
                 Ok(Response::new(pb::RevokeJoinTokenResponse {}))
             }
@@ -464,6 +483,57 @@ impl pb::fleet_server::Fleet for FleetService {
         let id = request.into_inner().minion_id;
         let disconnected = self.set_approval(&caller, id, Approval::Revoked).await?;
         Ok(Response::new(pb::RevokeMinionResponse { disconnected }))
+    }
+
+    async fn delete_minion(
+        &self,
+        request: Request<pb::DeleteMinionRequest>,
+    ) -> Result<Response<pb::RevokeMinionResponse>, Status> {
+        let caller = Caller::of(&request)?.identity()?.to_string();
+        let id = MinionId::new(request.into_inner().minion_id)
+            .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
+        // The store first, so a reconnect racing with the drop is refused too.
+        if !self
+            .master
+            .store
+            .delete_minion(id.clone())
+            .await
+            .map_err(store_failure)?
+        {
+            return Err(Status::not_found(format!("no enrolled minion {id}")));
+        }
+        let disconnected = self.master.links.disconnect(&id);
+        tracing::warn!(%caller, minion.id = %id, disconnected, "minion deleted");
+        Ok(Response::new(pb::RevokeMinionResponse { disconnected }))
+    }
+
+    async fn revoke_certificate(
+        &self,
+        request: Request<pb::RevokeCertificateRequest>,
+    ) -> Result<Response<pb::RevokeCertificateResponse>, Status> {
+        let caller = Caller::of(&request)?.identity()?.to_string();
+        let request = request.into_inner();
+        let role = match request.role.parse() {
+            Ok(role @ (CertRole::Admin | CertRole::Ci)) => role,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "role: `admin` or `ci` (revoke a minion with RevokeMinion)",
+                ));
+            }
+        };
+        let name = MinionId::new(request.name)
+            .map_err(|err| Status::invalid_argument(format!("name: {err}")))?;
+        let now = now_unix_ms();
+        self.master
+            .store
+            .revoke_certificates(role, name.to_string(), now)
+            .await
+            .map_err(store_failure)?;
+        self.master.revocations.revoke(role, name.to_string(), now);
+        tracing::warn!(%caller, name = %name, %role, "certificates revoked");
+        Ok(Response::new(pb::RevokeCertificateResponse {
+            revoked_at_unix_ms: now,
+        }))
     }
 
     async fn accept_minion(

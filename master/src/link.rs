@@ -25,7 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Caller;
 use crate::state::{Master, now_unix_ms};
-use crate::store::{Approval, HelloCheck};
+use crate::store::{Approval, CertificateCheck};
 
 /// How many commands may wait for one minion before a job considers it unreachable.
 const COMMAND_QUEUE: usize = 16;
@@ -225,21 +225,7 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
                 tracing::error!(minion.id = %minion_id, "cannot record hello: {err}");
                 Status::unavailable("the master cannot record the connection")
             })?;
-        let refusal = match check {
-            HelloCheck::Recorded => None,
-            HelloCheck::NotEnrolled => Some("is not enrolled on this master"),
-            HelloCheck::NotAdmitted(Approval::Pending) => {
-                Some("waits for approval; run `brine-master minions accept` for it on the master")
-            }
-            HelloCheck::NotAdmitted(Approval::Rejected) => Some("was rejected on this master"),
-            HelloCheck::NotAdmitted(Approval::Revoked | Approval::Accepted) => {
-                Some("was revoked on this master")
-            }
-            HelloCheck::CertificateReplaced => {
-                Some("enrolled again since this certificate was issued; the old one is refused")
-            }
-        };
-        if let Some(reason) = refusal {
+        if let Some(reason) = refusal(check) {
             tracing::warn!(minion.id = %minion_id, peer = ?caller.peer, reason, "refused a link");
             return Err(Status::permission_denied(format!(
                 "{minion_id} {reason}; join it again with a token"
@@ -260,6 +246,63 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
             .map(move |command| Ok(to_wire(&minion_id, command)))
             .take_until(stop.cancelled_owned());
         Ok(Response::new(Box::pin(outbound)))
+    }
+
+    async fn renew(
+        &self,
+        request: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
+        let caller = Caller::of(&request)?.clone();
+        let minion_id = MinionId::new(caller.identity()?.name.clone()).map_err(|err| {
+            Status::permission_denied(format!("the certificate's name is not a minion id: {err}"))
+        })?;
+        let lifetime = self.master.config.minion_certificate_lifetime;
+        let renewed = self
+            .master
+            .ca
+            .sign_minion_csr(&request.get_ref().csr_pem, &minion_id, lifetime)
+            .map_err(|err| Status::invalid_argument(format!("csr_pem: {err}")))?;
+        let check = self
+            .master
+            .store
+            .renew_certificate(
+                minion_id.clone(),
+                caller.certificate_sha256.clone().unwrap_or_default(),
+                renewed.signed,
+            )
+            .await
+            .map_err(|err| {
+                tracing::error!(minion.id = %minion_id, "cannot record a renewal: {err}");
+                Status::unavailable("the master cannot record the renewal")
+            })?;
+        if let Some(reason) = refusal(check) {
+            tracing::warn!(minion.id = %minion_id, peer = ?caller.peer, reason, "refused a renewal");
+            return Err(Status::permission_denied(format!(
+                "{minion_id} {reason}; join it again with a token"
+            )));
+        }
+        tracing::info!(minion.id = %minion_id, peer = ?caller.peer, "minion certificate renewed");
+        Ok(Response::new(pb::RenewResponse {
+            certificate_pem: renewed.pem,
+        }))
+    }
+}
+
+/// Why a host's certificate is refused, if it is.
+fn refusal(check: CertificateCheck) -> Option<&'static str> {
+    match check {
+        CertificateCheck::Recorded => None,
+        CertificateCheck::NotEnrolled => Some("is not enrolled on this master"),
+        CertificateCheck::NotAdmitted(Approval::Pending) => {
+            Some("waits for approval; run `brine-master minions accept` for it on the master")
+        }
+        CertificateCheck::NotAdmitted(Approval::Rejected) => Some("was rejected on this master"),
+        CertificateCheck::NotAdmitted(Approval::Revoked | Approval::Accepted) => {
+            Some("was revoked on this master")
+        }
+        CertificateCheck::CertificateReplaced => {
+            Some("has a newer certificate (it joined again or renewed); this one is refused")
+        }
     }
 }
 

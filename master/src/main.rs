@@ -9,7 +9,7 @@ use anyhow::Context;
 use brine_common::identity::CertRole;
 use brine_master::cli::client::ClientArgs;
 use brine_master::cli::highstate::JobArgs;
-use brine_master::cli::minions::ListFormat;
+use brine_master::cli::minions::{ListFormat, MinionAction};
 use brine_master::config::{DEFAULT_PORT, MasterConfig};
 use brine_master::data_dir::{DEFAULT_DATA_DIR, DataDir};
 use clap::{Parser, Subcommand};
@@ -101,7 +101,8 @@ enum Command {
         #[arg(long)]
         image: String,
     },
-    /// Issue certificates for CI pipelines and operators (run on the master host).
+    /// Certificates for CI pipelines and operators: issue them (on the master host) and revoke
+    /// them.
     Cert {
         #[command(subcommand)]
         command: CertCommand,
@@ -142,30 +143,32 @@ enum Command {
     },
 }
 
+/// Hosts to act on: ids, or globs such as `web-*` (quote them from the shell). A glob is shown
+/// and confirmed on the terminal before anything happens, unless `--yes`.
+#[derive(Debug, clap::Args)]
+struct MinionSelection {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Host ids or globs.
+    #[arg(required = true, value_name = "ID_OR_GLOB")]
+    ids: Vec<String>,
+    /// Do not ask for confirmation (for scripts).
+    #[arg(long, short)]
+    yes: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum MinionsCommand {
-    /// Admit a host that waits for approval (`join_approval = "manual"` in master.toml).
-    Accept {
-        #[command(flatten)]
-        client: ClientArgs,
-        /// The host's id.
-        id: String,
-    },
-    /// Turn a host away; it must join again with a token to come back.
-    Reject {
-        #[command(flatten)]
-        client: ClientArgs,
-        /// The host's id.
-        id: String,
-    },
-    /// Refuse a host's certificate from now on and drop its link; it must join again with a
-    /// token to come back.
-    Revoke {
-        #[command(flatten)]
-        client: ClientArgs,
-        /// The host's id.
-        id: String,
-    },
+    /// Admit hosts that wait for approval (`join_approval = "manual"` in master.toml).
+    Accept(MinionSelection),
+    /// Turn hosts away; they must join again with a token to come back.
+    Reject(MinionSelection),
+    /// Refuse hosts' certificates from now on and drop their links; they must join again with a
+    /// token to come back. They stay listed as revoked.
+    Revoke(MinionSelection),
+    /// Forget hosts: drop their links, refuse their certificates and remove them from the
+    /// list. A host that comes back under the same id must join again with a token.
+    Delete(MinionSelection),
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +186,18 @@ enum CertCommand {
         /// Where to write the files.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Refuse every certificate issued so far for a CI pipeline or an operator (a leaked key,
+    /// someone who left), from now on. Certificates issued for the name afterwards work.
+    Revoke {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// A CI pipeline's certificates.
+        #[arg(long, value_name = "NAME", group = "role")]
+        ci: Option<String>,
+        /// An operator's certificates.
+        #[arg(long, value_name = "NAME", group = "role")]
+        admin: Option<String>,
     },
 }
 
@@ -236,6 +251,10 @@ enum TokenCommand {
         /// How many hosts may join with it; 0 means any number until it expires.
         #[arg(long, default_value_t = 0)]
         uses: u32,
+        /// A label every host that joins with it carries, for targeting (`env=prod`); repeat
+        /// or separate with commas for several.
+        #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',', value_parser = brine_master::cli::token::parse_label)]
+        labels: Vec<(String, String)>,
     },
     /// List join tokens by id, with expiry and uses (never their secrets).
     List {
@@ -310,8 +329,13 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             brine_master::server::run(config, listener, shutdown_signal()).await?;
         }
         Command::Token { command } => match command {
-            TokenCommand::Create { client, ttl, uses } => {
-                brine_master::cli::token::create(&client, ttl, uses).await?;
+            TokenCommand::Create {
+                client,
+                ttl,
+                uses,
+                labels,
+            } => {
+                brine_master::cli::token::create(&client, ttl, uses, labels).await?;
             }
             TokenCommand::List { client } => brine_master::cli::token::list(&client).await?,
             TokenCommand::Revoke { client, id } => {
@@ -355,12 +379,14 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                     out,
                 },
         } => {
-            let (role, name) = match (ci, admin) {
-                (Some(name), None) => (CertRole::Ci, name),
-                (None, Some(name)) => (CertRole::Admin, name),
-                _ => anyhow::bail!("give either --ci NAME or --admin NAME"),
-            };
+            let (role, name) = role_and_name(ci, admin)?;
             brine_master::cli::cert::issue(&DataDir::new(&data_dir), role, &name, &out)?;
+        }
+        Command::Cert {
+            command: CertCommand::Revoke { client, ci, admin },
+        } => {
+            let (role, name) = role_and_name(ci, admin)?;
+            brine_master::cli::cert::revoke(&client, role, name).await?;
         }
         Command::Releases {
             client,
@@ -377,18 +403,33 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             output,
         } => match command {
             None => brine_master::cli::minions::list(&client, output).await?,
-            Some(MinionsCommand::Accept { client, id }) => {
-                brine_master::cli::minions::approve(&client, id, true).await?;
-            }
-            Some(MinionsCommand::Reject { client, id }) => {
-                brine_master::cli::minions::approve(&client, id, false).await?;
-            }
-            Some(MinionsCommand::Revoke { client, id }) => {
-                brine_master::cli::minions::revoke(&client, id).await?;
+            Some(command) => {
+                let (action, selection) = match command {
+                    MinionsCommand::Accept(selection) => (MinionAction::Accept, selection),
+                    MinionsCommand::Reject(selection) => (MinionAction::Reject, selection),
+                    MinionsCommand::Revoke(selection) => (MinionAction::Revoke, selection),
+                    MinionsCommand::Delete(selection) => (MinionAction::Delete, selection),
+                };
+                brine_master::cli::minions::act(
+                    &selection.client,
+                    action,
+                    &selection.ids,
+                    selection.yes,
+                )
+                .await?;
             }
         },
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The role and name of `--ci NAME` or `--admin NAME`.
+fn role_and_name(ci: Option<String>, admin: Option<String>) -> anyhow::Result<(CertRole, String)> {
+    match (ci, admin) {
+        (Some(name), None) => Ok((CertRole::Ci, name)),
+        (None, Some(name)) => Ok((CertRole::Admin, name)),
+        _ => anyhow::bail!("give either --ci NAME or --admin NAME"),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM (what systemd sends).

@@ -20,8 +20,14 @@ use time::OffsetDateTime;
 
 /// How long the CA certificate is valid.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-/// How long leaf certificates (master, admin, ci, minion) are valid.
+/// How long the certificates of the master, operators and CI are valid.
 pub const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long minion certificates are valid unless master.toml says otherwise. Minions renew
+/// theirs over their link well before that.
+pub const MINION_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How far back validity starts, so that hosts with a slightly slow clock accept a new
+/// certificate; never more than a tenth of the lifetime, so short-lived certificates stay useful.
+const MAX_BACKDATE: Duration = Duration::from_secs(300);
 
 /// A failure to create or use a certificate.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +45,21 @@ pub enum PkiError {
 pub struct IssuedCertificate {
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+/// A minion certificate this CA signed: PEM for the host, fingerprint and expiry for the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinionCertificate {
+    pub pem: String,
+    pub signed: SignedCertificate,
+}
+
+/// What the master remembers of a certificate it signed for a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCertificate {
+    /// SHA-256 of the certificate (DER), hex.
+    pub sha256: String,
+    pub expires_unix_ms: i64,
 }
 
 /// The CA: its certificate and the issuer that signs with its key.
@@ -63,14 +84,19 @@ fn subject(name: &str, role: CertRole) -> DistinguishedName {
     dn
 }
 
-/// Backdates validity a little so that hosts with a slightly slow clock accept new certificates.
+/// Sets validity from now for `lifetime`, backdated a little (see [`MAX_BACKDATE`]).
 fn validity(params: &mut CertificateParams, lifetime: Duration) {
     let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::from_secs(300);
+    params.not_before = now - MAX_BACKDATE.min(lifetime / 10);
     params.not_after = now + lifetime;
 }
 
-fn leaf_params(name: &str, role: CertRole, sans: &[String]) -> Result<CertificateParams, PkiError> {
+fn leaf_params(
+    name: &str,
+    role: CertRole,
+    sans: &[String],
+    lifetime: Duration,
+) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::new(sans.to_vec())?;
     params.distinguished_name = subject(name, role);
     params.is_ca = IsCa::ExplicitNoCa;
@@ -85,7 +111,7 @@ fn leaf_params(name: &str, role: CertRole, sans: &[String]) -> Result<Certificat
         }
     };
     params.use_authority_key_identifier_extension = true;
-    validity(&mut params, LEAF_VALIDITY);
+    validity(&mut params, lifetime);
     Ok(params)
 }
 
@@ -146,23 +172,39 @@ impl CertificateAuthority {
         sans: &[String],
     ) -> Result<IssuedCertificate, PkiError> {
         let key = KeyPair::generate()?;
-        let cert = leaf_params(name, role, sans)?.signed_by(&key, &self.issuer)?;
+        let cert = leaf_params(name, role, sans, LEAF_VALIDITY)?.signed_by(&key, &self.issuer)?;
         Ok(IssuedCertificate {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
     }
 
-    /// Signs a minion's certificate signing request for `minion`. Only the public key is taken
-    /// from the request: subject, role, extensions and validity are the CA's decision.
-    pub fn sign_minion_csr(&self, csr_pem: &str, minion: &MinionId) -> Result<String, PkiError> {
+    /// Signs a minion's certificate signing request for `minion`, valid for `lifetime`. Only the
+    /// public key is taken from the request: subject, role, extensions and validity are the
+    /// CA's decision.
+    pub fn sign_minion_csr(
+        &self,
+        csr_pem: &str,
+        minion: &MinionId,
+        lifetime: Duration,
+    ) -> Result<MinionCertificate, PkiError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| PkiError::InvalidCsr(e.to_string()))?;
+        let params = leaf_params(minion.as_str(), CertRole::Minion, &[], lifetime)?;
+        let expires_unix_ms =
+            i64::try_from(params.not_after.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
         let request = CertificateSigningRequestParams {
-            params: leaf_params(minion.as_str(), CertRole::Minion, &[])?,
+            params,
             public_key: csr.public_key,
         };
-        Ok(request.signed_by(&self.issuer)?.pem())
+        let cert = request.signed_by(&self.issuer)?;
+        Ok(MinionCertificate {
+            pem: cert.pem(),
+            signed: SignedCertificate {
+                sha256: sha256_hex(cert.der()),
+                expires_unix_ms,
+            },
+        })
     }
 }
 
@@ -192,8 +234,14 @@ mod tests {
         params.distinguished_name = subject("evil", CertRole::Admin);
         let csr = params.serialize_request(&key).unwrap().pem().unwrap();
         let minion = MinionId::new("web-1").unwrap();
-        let cert = ca.sign_minion_csr(&csr, &minion).unwrap();
-        let id = identity_from_der(&der(&cert)).unwrap();
+        let cert = ca.sign_minion_csr(&csr, &minion, MINION_VALIDITY).unwrap();
+        let id = identity_from_der(&der(&cert.pem)).unwrap();
+        assert_eq!(cert.signed.sha256, sha256_hex(&der(&cert.pem)));
+        assert_eq!(
+            cert.signed.expires_unix_ms / 1000,
+            id.not_after_unix_s,
+            "the recorded expiry is the certificate's"
+        );
         assert_eq!((id.name.as_str(), id.role), ("web-1", CertRole::Minion));
     }
 
@@ -204,7 +252,7 @@ mod tests {
         assert_eq!(again.digest(), ca.digest());
         assert!(CertificateAuthority::load("junk", &key).is_err());
         assert!(
-            ca.sign_minion_csr("junk", &MinionId::new("a").unwrap())
+            ca.sign_minion_csr("junk", &MinionId::new("a").unwrap(), MINION_VALIDITY)
                 .is_err()
         );
     }

@@ -16,7 +16,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::AuthorizeLayer;
+use crate::auth::{AuthorizeLayer, CertificateRevocations};
 use crate::config::MasterConfig;
 use crate::data_dir::{DataDir, read};
 use crate::enrolment::{EnrolmentService, JoinThrottle};
@@ -126,6 +126,13 @@ pub async fn run(
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
         .await
         .context("open the store")??;
+    let revocations = Arc::new(CertificateRevocations::new(
+        store
+            .certificate_revocations()
+            .await?
+            .into_iter()
+            .map(|r| (r.role, r.name, r.revoked_at_unix_ms)),
+    ));
 
     let stopping = CancellationToken::new();
     let master = Arc::new(Master {
@@ -134,6 +141,7 @@ pub async fn run(
         store,
         links: Links::new(stopping.clone()),
         router: JobRouter::default(),
+        revocations: revocations.clone(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -158,7 +166,7 @@ pub async fn run(
         // a highstate reports them unreachable instead of waiting for its deadline.
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .layer(AuthorizeLayer)
+        .layer(AuthorizeLayer { revocations })
         .add_service(
             pb::enrolment_server::EnrolmentServer::new(EnrolmentService {
                 master: master.clone(),

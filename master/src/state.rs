@@ -4,6 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use brine_common::roles_file::{RolesFile, RolesFileError};
 
+use crate::auth::CertificateRevocations;
 use crate::config::MasterConfig;
 use crate::link::{JobRouter, Links};
 use crate::pki::CertificateAuthority;
@@ -16,6 +17,8 @@ pub struct Master {
     pub store: Store,
     pub links: Links,
     pub router: JobRouter,
+    /// Shared with the authorization layer.
+    pub revocations: std::sync::Arc<CertificateRevocations>,
 }
 
 /// Why the roles file could not be used.

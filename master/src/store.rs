@@ -3,15 +3,19 @@
 //! Records are JSON so they can grow fields without migrations. Every write commits before the
 //! caller is answered. redb calls block, so every call runs on tokio's blocking pool.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use brine_common::host::{Facts, RunningContainer};
+use brine_common::identity::CertRole;
 use brine_common::names::MinionId;
 use brine_common::outcome::{ContainerAction, JobSummary};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
 
+use crate::pki::SignedCertificate;
 use crate::release::{Pins, Release};
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +24,8 @@ const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("join_tokens")
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const LOCK: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_lock");
 const RELEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("releases");
+/// Operator and CI certificate revocations, keyed `ROLE/NAME`.
+const REVOCATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("certificate_revocations");
 /// The fleet has one lock, under this key.
 const LOCK_KEY: &str = "fleet";
 
@@ -59,8 +65,18 @@ from_redb!(
 pub struct MinionRecord {
     pub id: MinionId,
     pub enrolled_at_unix_ms: i64,
-    /// SHA-256 of its current certificate (DER), hex.
+    /// SHA-256 of its newest certificate (DER), hex.
     pub certificate_sha256: String,
+    /// The certificate it renewed last, still accepted until the newest one is first used (the
+    /// host may not have received the renewal's answer).
+    #[serde(default)]
+    pub previous_certificate_sha256: Option<String>,
+    /// When the newest certificate expires.
+    #[serde(default)]
+    pub certificate_expires_unix_ms: i64,
+    /// Labels from the token it joined with.
+    #[serde(default)]
+    pub join_labels: BTreeMap<String, String>,
     /// 0 until it first connects.
     pub last_seen_unix_ms: i64,
     pub facts: Facts,
@@ -84,20 +100,33 @@ pub enum Approval {
     Revoked,
 }
 
-/// What the store says of a host that connects.
+/// What became of a change of approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HelloCheck {
+pub enum ApprovalChange {
+    Changed,
+    NotFound,
+    /// The host is rejected or revoked and cannot be accepted again.
+    Refused(Approval),
+}
+
+/// What the store says of a host's certificate when it connects or renews.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateCheck {
+    /// Accepted, and what the host sent was recorded.
     Recorded,
     NotEnrolled,
     /// Pending, rejected or revoked.
     NotAdmitted(Approval),
-    /// The host enrolled again since this certificate was issued.
+    /// The host has a newer certificate: it enrolled again or renewed since.
     CertificateReplaced,
 }
 
-/// A join token; the store keys it by the hash of its secret and never holds the secret.
+/// A join token; the store keys it by its public id and never holds the secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
+    /// SHA-256 of the secret, hex; compared in constant time.
+    #[serde(default)]
+    pub secret_sha256: String,
     pub created_at_unix_ms: i64,
     pub expires_at_unix_ms: i64,
     /// How many more hosts may join with it; `None`: any number until it expires.
@@ -106,6 +135,22 @@ pub struct TokenRecord {
     /// How many hosts joined with it.
     #[serde(default)]
     pub uses: u32,
+    /// Labels every host that joins with it gets.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Operator or CI certificates refused from a moment on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRevocation {
+    pub role: CertRole,
+    pub name: String,
+    /// Certificates issued up to this moment are refused.
+    pub revoked_at_unix_ms: i64,
+}
+
+fn revocation_key(role: CertRole, name: &str) -> String {
+    format!("{role}/{name}")
 }
 
 /// A join token as listed: its public id (the start of its secret's hash) and its record.
@@ -115,8 +160,30 @@ pub struct ListedToken {
     pub record: TokenRecord,
 }
 
-/// How many hex digits of a token's secret hash identify it in listings.
+/// How many hex digits of a token's secret hash identify it: its key in the store and its id in
+/// listings.
 const TOKEN_ID_LEN: usize = 12;
+
+/// Finds the token whose secret hashes to `secret_hash`: looked up by its public id, then the
+/// whole hash compared in constant time.
+fn find_token(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    secret_hash: &str,
+) -> Result<Option<TokenRecord>, StoreError> {
+    let Some(id) = secret_hash.get(..TOKEN_ID_LEN) else {
+        return Ok(None);
+    };
+    Ok(
+        read::<TokenRecord>(table, "join_tokens", id)?.filter(|record| {
+            bool::from(
+                record
+                    .secret_sha256
+                    .as_bytes()
+                    .ct_eq(secret_hash.as_bytes()),
+            )
+        }),
+    )
+}
 
 /// A finished job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +282,7 @@ impl Store {
         tx.open_table(JOBS)?;
         tx.open_table(LOCK)?;
         tx.open_table(RELEASES)?;
+        tx.open_table(REVOCATIONS)?;
         tx.commit()?;
         Ok(Self { db: Arc::new(db) })
     }
@@ -233,9 +301,10 @@ impl Store {
     pub async fn enrol_minion(
         &self,
         id: MinionId,
-        certificate_sha256: String,
+        certificate: SignedCertificate,
         now_unix_ms: i64,
         approval: Approval,
+        join_labels: BTreeMap<String, String>,
     ) -> Result<(), StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_write()?;
@@ -244,7 +313,10 @@ impl Store {
                 let record = MinionRecord {
                     id: id.clone(),
                     enrolled_at_unix_ms: now_unix_ms,
-                    certificate_sha256,
+                    certificate_sha256: certificate.sha256,
+                    previous_certificate_sha256: None,
+                    certificate_expires_unix_ms: certificate.expires_unix_ms,
+                    join_labels,
                     last_seen_unix_ms: 0,
                     facts: Facts::default(),
                     running: vec![],
@@ -259,7 +331,7 @@ impl Store {
     }
 
     /// Records what a host said when it connected, if the certificate it connected with is the
-    /// one it enrolled with last and is not revoked.
+    /// newest issued to it (or the one it renewed last) and the host is accepted.
     pub async fn record_hello(
         &self,
         id: MinionId,
@@ -267,26 +339,65 @@ impl Store {
         facts: Facts,
         running: Vec<RunningContainer>,
         now_unix_ms: i64,
-    ) -> Result<HelloCheck, StoreError> {
+    ) -> Result<CertificateCheck, StoreError> {
+        self.update_admitted(id, certificate_sha256.clone(), move |record| {
+            if record.certificate_sha256 == certificate_sha256 {
+                // The newest certificate is in use: the one before it is no longer needed.
+                record.previous_certificate_sha256 = None;
+            }
+            record.facts = facts;
+            record.running = running;
+            record.last_seen_unix_ms = now_unix_ms;
+        })
+        .await
+    }
+
+    /// Records a renewed certificate for a host that called with its newest certificate (or the
+    /// one before, whose renewal it may not have received) and is accepted. The certificate it
+    /// called with stays valid until the new one is first used.
+    pub async fn renew_certificate(
+        &self,
+        id: MinionId,
+        caller_sha256: String,
+        renewed: SignedCertificate,
+    ) -> Result<CertificateCheck, StoreError> {
+        self.update_admitted(id, caller_sha256.clone(), move |record| {
+            record.previous_certificate_sha256 = Some(caller_sha256);
+            record.certificate_sha256 = renewed.sha256;
+            record.certificate_expires_unix_ms = renewed.expires_unix_ms;
+        })
+        .await
+    }
+
+    /// Applies `update` to host `id`'s record if it is accepted and `certificate_sha256` is its
+    /// newest or previous certificate, in one transaction.
+    async fn update_admitted(
+        &self,
+        id: MinionId,
+        certificate_sha256: String,
+        update: impl FnOnce(&mut MinionRecord) + Send + 'static,
+    ) -> Result<CertificateCheck, StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_write()?;
             let check = {
                 let mut table = tx.open_table(MINIONS)?;
                 let existing = read::<MinionRecord>(&table, "minions", id.as_str())?;
                 match existing {
-                    None => HelloCheck::NotEnrolled,
+                    None => CertificateCheck::NotEnrolled,
                     Some(record) if record.approval != Approval::Accepted => {
-                        HelloCheck::NotAdmitted(record.approval)
+                        CertificateCheck::NotAdmitted(record.approval)
                     }
-                    Some(record) if record.certificate_sha256 != certificate_sha256 => {
-                        HelloCheck::CertificateReplaced
+                    Some(record)
+                        if record.certificate_sha256 != certificate_sha256
+                            && record.previous_certificate_sha256.as_ref()
+                                != Some(&certificate_sha256) =>
+                    {
+                        CertificateCheck::CertificateReplaced
                     }
                     Some(mut record) => {
-                        record.facts = facts;
-                        record.running = running;
-                        record.last_seen_unix_ms = now_unix_ms;
+                        update(&mut record);
                         table.insert(id.as_str(), encode(&record).as_slice())?;
-                        HelloCheck::Recorded
+                        CertificateCheck::Recorded
                     }
                 }
             };
@@ -296,24 +407,92 @@ impl Store {
         .await
     }
 
-    /// Sets whether a host's link is admitted. Returns false for an unknown host.
-    pub async fn set_approval(&self, id: MinionId, approval: Approval) -> Result<bool, StoreError> {
+    /// Forgets a host. Returns false for an unknown host.
+    pub async fn delete_minion(&self, id: MinionId) -> Result<bool, StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_write()?;
-            let found = {
+            let found = tx.open_table(MINIONS)?.remove(id.as_str())?.is_some();
+            tx.commit()?;
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Refuses every `role` certificate for `name` issued up to `now_unix_ms`.
+    pub async fn revoke_certificates(
+        &self,
+        role: CertRole,
+        name: String,
+        now_unix_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            tx.open_table(REVOCATIONS)?.insert(
+                revocation_key(role, &name).as_str(),
+                encode(&now_unix_ms).as_slice(),
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every operator and CI certificate revocation.
+    pub async fn certificate_revocations(&self) -> Result<Vec<CertificateRevocation>, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(REVOCATIONS)?;
+            table
+                .iter()?
+                .map(|entry| {
+                    let (key, value) = entry?;
+                    let corrupt = || StoreError::Corrupt {
+                        table: "certificate_revocations",
+                        message: format!("bad key {:?}", key.value()),
+                    };
+                    let (role, name) = key.value().split_once('/').ok_or_else(corrupt)?;
+                    Ok(CertificateRevocation {
+                        role: role.parse().map_err(|_| corrupt())?,
+                        name: name.to_owned(),
+                        revoked_at_unix_ms: decode("certificate_revocations", value.value())?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Sets whether a host's link is admitted. Only a waiting host can be accepted: a rejected
+    /// or revoked one must join again, with a new certificate.
+    pub async fn set_approval(
+        &self,
+        id: MinionId,
+        approval: Approval,
+    ) -> Result<ApprovalChange, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let change = {
                 let mut table = tx.open_table(MINIONS)?;
-                let existing = read::<MinionRecord>(&table, "minions", id.as_str())?;
-                match existing {
+                match read::<MinionRecord>(&table, "minions", id.as_str())? {
+                    None => ApprovalChange::NotFound,
+                    Some(record)
+                        if approval == Approval::Accepted
+                            && matches!(
+                                record.approval,
+                                Approval::Rejected | Approval::Revoked
+                            ) =>
+                    {
+                        ApprovalChange::Refused(record.approval)
+                    }
                     Some(mut record) => {
                         record.approval = approval;
                         table.insert(id.as_str(), encode(&record).as_slice())?;
-                        true
+                        ApprovalChange::Changed
                     }
-                    None => false,
                 }
             };
             tx.commit()?;
-            Ok(found)
+            Ok(change)
         })
         .await
     }
@@ -334,15 +513,20 @@ impl Store {
         .await
     }
 
-    pub async fn add_token(
-        &self,
-        secret_hash: String,
-        record: TokenRecord,
-    ) -> Result<(), StoreError> {
+    /// Stores a new join token under its public id.
+    pub async fn add_token(&self, record: TokenRecord) -> Result<(), StoreError> {
         self.blocking(move |db| {
+            let id = record
+                .secret_sha256
+                .get(..TOKEN_ID_LEN)
+                .ok_or_else(|| StoreError::Corrupt {
+                    table: "join_tokens",
+                    message: "a token's hash is too short".into(),
+                })?
+                .to_owned();
             let tx = db.begin_write()?;
             tx.open_table(TOKENS)?
-                .insert(secret_hash.as_str(), encode(&record).as_slice())?;
+                .insert(id.as_str(), encode(&record).as_slice())?;
             tx.commit()?;
             Ok(())
         })
@@ -358,35 +542,35 @@ impl Store {
         self.blocking(move |db| {
             let tx = db.begin_read()?;
             let table = tx.open_table(TOKENS)?;
-            Ok(read::<TokenRecord>(&table, "join_tokens", &secret_hash)?
+            Ok(find_token(&table, &secret_hash)?
                 .map_or(TokenCheck::Unknown, |record| record.check(now_unix_ms)))
         })
         .await
     }
 
     /// Uses a join token for one host, if it is still valid, in one transaction, so two hosts
-    /// cannot both take its last use.
+    /// cannot both take its last use. A valid token's labels come with the answer.
     pub async fn consume_token(
         &self,
         secret_hash: String,
         now_unix_ms: i64,
-    ) -> Result<TokenCheck, StoreError> {
+    ) -> Result<Result<BTreeMap<String, String>, TokenCheck>, StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_write()?;
             let check = {
                 let mut table = tx.open_table(TOKENS)?;
-                let record = read::<TokenRecord>(&table, "join_tokens", secret_hash.as_str())?;
-                match record {
-                    None => TokenCheck::Unknown,
-                    Some(mut record) => {
-                        let check = record.check(now_unix_ms);
-                        if check == TokenCheck::Valid {
+                match find_token(&table, &secret_hash)? {
+                    None => Err(TokenCheck::Unknown),
+                    Some(mut record) => match record.check(now_unix_ms) {
+                        TokenCheck::Valid => {
                             record.uses = record.uses.saturating_add(1);
                             record.uses_left = record.uses_left.map(|n| n - 1);
-                            table.insert(secret_hash.as_str(), encode(&record).as_slice())?;
+                            let id = &record.secret_sha256[..TOKEN_ID_LEN];
+                            table.insert(id, encode(&record).as_slice())?;
+                            Ok(record.labels)
                         }
-                        check
-                    }
+                        refused => Err(refused),
+                    },
                 }
             };
             tx.commit()?;
@@ -405,7 +589,7 @@ impl Store {
                 .map(|entry| {
                     let (key, value) = entry?;
                     Ok(ListedToken {
-                        id: key.value().chars().take(TOKEN_ID_LEN).collect(),
+                        id: key.value().to_owned(),
                         record: decode("join_tokens", value.value())?,
                     })
                 })
@@ -416,25 +600,11 @@ impl Store {
         .await
     }
 
-    /// Deletes the tokens whose public id is `id`; returns how many.
-    pub async fn revoke_token(&self, id: String) -> Result<usize, StoreError> {
+    /// Deletes the token whose public id is `id`; returns whether there was one.
+    pub async fn revoke_token(&self, id: String) -> Result<bool, StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_write()?;
-            let removed = {
-                let mut table = tx.open_table(TOKENS)?;
-                let keys: Vec<String> = table
-                    .iter()?
-                    .map(|entry| entry.map(|(key, _)| key.value().to_owned()))
-                    .filter(|key| {
-                        key.as_ref()
-                            .is_ok_and(|k| k.get(..TOKEN_ID_LEN) == Some(id.as_str()))
-                    })
-                    .collect::<Result<_, _>>()?;
-                for key in &keys {
-                    table.remove(key.as_str())?;
-                }
-                keys.len()
-            };
+            let removed = tx.open_table(TOKENS)?.remove(id.as_str())?.is_some();
             tx.commit()?;
             Ok(removed)
         })
@@ -665,6 +835,24 @@ mod tests {
         MinionId::new(s).unwrap()
     }
 
+    fn cert(sha256: &str) -> SignedCertificate {
+        SignedCertificate {
+            sha256: sha256.into(),
+            expires_unix_ms: 1_000,
+        }
+    }
+
+    fn token(secret_sha256: &str, uses_left: Option<u32>) -> TokenRecord {
+        TokenRecord {
+            secret_sha256: secret_sha256.into(),
+            created_at_unix_ms: 0,
+            expires_at_unix_ms: 100,
+            uses_left,
+            uses: 0,
+            labels: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
+        }
+    }
+
     #[tokio::test]
     async fn minions_tokens_and_jobs_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -672,54 +860,77 @@ mod tests {
         {
             let store = Store::open(&path).unwrap();
             store
-                .enrol_minion(id("web-1"), "ab".into(), 1, Approval::Accepted)
+                .enrol_minion(
+                    id("web-1"),
+                    cert("ab"),
+                    1,
+                    Approval::Accepted,
+                    BTreeMap::new(),
+                )
                 .await
                 .unwrap();
             let hello = |who: &str, cert: &str| {
                 store.record_hello(id(who), cert.into(), Facts::default(), vec![], 5)
             };
-            assert_eq!(hello("web-1", "ab").await.unwrap(), HelloCheck::Recorded);
-            assert_eq!(hello("ghost", "ab").await.unwrap(), HelloCheck::NotEnrolled);
+            assert_eq!(
+                hello("web-1", "ab").await.unwrap(),
+                CertificateCheck::Recorded
+            );
+            assert_eq!(
+                hello("ghost", "ab").await.unwrap(),
+                CertificateCheck::NotEnrolled
+            );
             assert_eq!(
                 hello("web-1", "old").await.unwrap(),
-                HelloCheck::CertificateReplaced
+                CertificateCheck::CertificateReplaced
             );
-            assert!(
+            assert_eq!(
                 store
                     .set_approval(id("web-1"), Approval::Revoked)
                     .await
-                    .unwrap()
+                    .unwrap(),
+                ApprovalChange::Changed
+            );
+            // A revoked host cannot be let back in without joining again.
+            assert_eq!(
+                store
+                    .set_approval(id("web-1"), Approval::Accepted)
+                    .await
+                    .unwrap(),
+                ApprovalChange::Refused(Approval::Revoked)
             );
             assert_eq!(
                 hello("web-1", "ab").await.unwrap(),
-                HelloCheck::NotAdmitted(Approval::Revoked)
+                CertificateCheck::NotAdmitted(Approval::Revoked)
             );
-            assert!(
-                !store
+            assert_eq!(
+                store
                     .set_approval(id("ghost"), Approval::Revoked)
                     .await
-                    .unwrap()
+                    .unwrap(),
+                ApprovalChange::NotFound
             );
             // Enrolling again lifts the revocation, for the new certificate only.
             store
-                .enrol_minion(id("web-1"), "new".into(), 6, Approval::Accepted)
+                .enrol_minion(
+                    id("web-1"),
+                    cert("new"),
+                    6,
+                    Approval::Accepted,
+                    BTreeMap::new(),
+                )
                 .await
                 .unwrap();
             assert_eq!(
                 hello("web-1", "ab").await.unwrap(),
-                HelloCheck::CertificateReplaced
+                CertificateCheck::CertificateReplaced
             );
-            assert_eq!(hello("web-1", "new").await.unwrap(), HelloCheck::Recorded);
+            assert_eq!(
+                hello("web-1", "new").await.unwrap(),
+                CertificateCheck::Recorded
+            );
             store
-                .add_token(
-                    "h".into(),
-                    TokenRecord {
-                        created_at_unix_ms: 0,
-                        expires_at_unix_ms: 100,
-                        uses_left: None,
-                        uses: 0,
-                    },
-                )
+                .add_token(token(&"0d".repeat(32), None))
                 .await
                 .unwrap();
             let report = HostReport {
@@ -762,15 +973,23 @@ mod tests {
         assert_eq!(minions[0].last_seen_unix_ms, 5);
         assert_eq!(minions[0].running[0].image_digest, "app@sha256:1");
         assert_eq!(
-            store.check_token("h".into(), 50).await.unwrap(),
+            store.check_token("0d".repeat(32), 50).await.unwrap(),
             TokenCheck::Valid
         );
         assert_eq!(
-            store.check_token("h".into(), 100).await.unwrap(),
+            store.check_token("0d".repeat(32), 100).await.unwrap(),
             TokenCheck::Expired
         );
         assert_eq!(
             store.check_token("x".into(), 0).await.unwrap(),
+            TokenCheck::Unknown
+        );
+        // The same public id with another secret is not the token.
+        assert_eq!(
+            store
+                .check_token(format!("{}{}", "0d".repeat(6), "ff".repeat(26)), 0)
+                .await
+                .unwrap(),
             TokenCheck::Unknown
         );
         assert!(store.job("j-1".into()).await.unwrap().is_some());
@@ -798,25 +1017,14 @@ mod tests {
     async fn a_token_with_uses_is_used_up_and_a_revoked_one_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.redb")).unwrap();
-        let record = TokenRecord {
-            created_at_unix_ms: 0,
-            expires_at_unix_ms: 100,
-            uses_left: Some(2),
-            uses: 0,
-        };
         let hash = "ab".repeat(32);
-        store.add_token(hash.clone(), record).await.unwrap();
+        store.add_token(token(&hash, Some(2))).await.unwrap();
+        let labels = store.consume_token(hash.clone(), 1).await.unwrap().unwrap();
+        assert_eq!(labels["env"], "prod");
+        assert!(store.consume_token(hash.clone(), 1).await.unwrap().is_ok());
         assert_eq!(
             store.consume_token(hash.clone(), 1).await.unwrap(),
-            TokenCheck::Valid
-        );
-        assert_eq!(
-            store.consume_token(hash.clone(), 1).await.unwrap(),
-            TokenCheck::Valid
-        );
-        assert_eq!(
-            store.consume_token(hash.clone(), 1).await.unwrap(),
-            TokenCheck::UsedUp
+            Err(TokenCheck::UsedUp)
         );
         assert_eq!(
             store.check_token(hash.clone(), 1).await.unwrap(),
@@ -827,12 +1035,97 @@ mod tests {
             (listed[0].id.as_str(), listed[0].record.uses),
             ("abababababab", 2)
         );
-        assert_eq!(store.revoke_token("abababababab".into()).await.unwrap(), 1);
+        assert!(store.revoke_token("abababababab".into()).await.unwrap());
         assert_eq!(
             store.check_token(hash, 1).await.unwrap(),
             TokenCheck::Unknown
         );
-        assert_eq!(store.revoke_token("abababababab".into()).await.unwrap(), 0);
+        assert!(!store.revoke_token("abababababab".into()).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_renewed_certificate_replaces_the_old_one_once_it_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        let web = || id("web-1");
+        store
+            .enrol_minion(web(), cert("one"), 1, Approval::Accepted, BTreeMap::new())
+            .await
+            .unwrap();
+        let renew =
+            |caller: &str, new: &str| store.renew_certificate(web(), caller.into(), cert(new));
+        let hello =
+            |cert: &str| store.record_hello(web(), cert.into(), Facts::default(), vec![], 5);
+        assert_eq!(
+            renew("stranger", "x").await.unwrap(),
+            CertificateCheck::CertificateReplaced
+        );
+        assert_eq!(
+            renew("one", "two").await.unwrap(),
+            CertificateCheck::Recorded
+        );
+        // The answer may have been lost: the old certificate still connects and renews.
+        assert_eq!(hello("one").await.unwrap(), CertificateCheck::Recorded);
+        assert_eq!(
+            renew("one", "three").await.unwrap(),
+            CertificateCheck::Recorded
+        );
+        assert_eq!(
+            hello("two").await.unwrap(),
+            CertificateCheck::CertificateReplaced
+        );
+        // Once the newest is used, the one before is refused.
+        assert_eq!(hello("three").await.unwrap(), CertificateCheck::Recorded);
+        assert_eq!(
+            hello("one").await.unwrap(),
+            CertificateCheck::CertificateReplaced
+        );
+        assert_eq!(
+            renew("one", "four").await.unwrap(),
+            CertificateCheck::CertificateReplaced
+        );
+        store.set_approval(web(), Approval::Revoked).await.unwrap();
+        assert_eq!(
+            renew("three", "five").await.unwrap(),
+            CertificateCheck::NotAdmitted(Approval::Revoked)
+        );
+        assert!(store.delete_minion(web()).await.unwrap());
+        assert!(!store.delete_minion(web()).await.unwrap());
+        assert_eq!(hello("three").await.unwrap(), CertificateCheck::NotEnrolled);
+        assert_eq!(
+            renew("three", "six").await.unwrap(),
+            CertificateCheck::NotEnrolled
+        );
+    }
+
+    #[tokio::test]
+    async fn certificate_revocations_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .revoke_certificates(CertRole::Ci, "gitlab".into(), 7)
+                .await
+                .unwrap();
+            store
+                .revoke_certificates(CertRole::Ci, "gitlab".into(), 9)
+                .await
+                .unwrap();
+        }
+        let revocations = Store::open(&path)
+            .unwrap()
+            .certificate_revocations()
+            .await
+            .unwrap();
+        assert_eq!(
+            revocations,
+            [CertificateRevocation {
+                role: CertRole::Ci,
+                name: "gitlab".into(),
+                revoked_at_unix_ms: 9
+            }]
+        );
     }
 
     #[tokio::test]

@@ -195,7 +195,7 @@ impl TestMaster {
                 .await
                 .create_join_token(pb::CreateJoinTokenRequest {
                     ttl_seconds,
-                    uses: 0,
+                    ..Default::default()
                 }),
         )
         .await
@@ -257,6 +257,54 @@ impl TestMaster {
             .expect("the master's task panicked")
             .unwrap_or_else(|err| panic!("the master failed: {err:#}"));
     }
+
+    /// Stops the master and starts it again on the same data directory (on a new port).
+    async fn restart(self) -> Self {
+        self.stop.cancel();
+        within("master shutdown", self.server)
+            .await
+            .expect("the master's task panicked")
+            .unwrap_or_else(|err| panic!("the master failed: {err:#}"));
+        let config = MasterConfig::load(self.data.root()).expect("load master.toml");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let address = listener
+            .local_addr()
+            .expect("the listener's address")
+            .to_string();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(brine_master::server::run(
+            config,
+            listener,
+            stop.clone().cancelled_owned(),
+        ));
+        Self {
+            _dir: self._dir,
+            data: self.data,
+            address,
+            stop,
+            server,
+        }
+    }
+
+    /// Issues a `role` certificate for `name` into a new directory, as `cert issue` does.
+    fn operator_identity(&self, role: CertRole, name: &str) -> (TempDir, ClientIdentity) {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        brine_master::cli::cert::issue(&self.data, role, name, dir.path())
+            .expect("issue a certificate");
+        let identity = identity_from_files(
+            &dir.path().join(format!("{name}.pem")),
+            &dir.path().join(format!("{name}.key")),
+        );
+        (dir, identity)
+    }
+}
+
+/// SHA-256 of the certificate in a PEM file, as the master lists it.
+fn fingerprint(cert: &Path) -> String {
+    let pem = std::fs::read(cert).expect("read the certificate");
+    sha256_hex(&certs_from_pem("certificate", &pem).expect("a certificate")[0])
 }
 
 /// A stream that opens a minion link the way a minion does: one `Hello`.
@@ -937,8 +985,8 @@ async fn a_single_use_token_admits_one_host_and_a_revoked_token_none() {
             .admin()
             .await
             .create_join_token(pb::CreateJoinTokenRequest {
-                ttl_seconds: 0,
                 uses: 1,
+                ..Default::default()
             }),
     )
     .await
@@ -1045,5 +1093,341 @@ async fn with_manual_approval_a_joined_host_waits_until_accepted() {
         .await
         .expect_err("a rejected host is refused");
     assert!(rejected.message().contains("rejected"), "{rejected:?}");
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minion_renews_over_its_open_link_without_a_token() {
+    let master = TestMaster::start().await;
+    let (_dir, data) = master.enrolled_minion("web-1").await;
+    let old = fingerprint(&data.cert());
+    let old_dir = tempfile::tempdir().expect("a temp dir");
+    let old_data = MinionDataDir::new(old_dir.path());
+    std::fs::copy(data.cert(), old_data.cert()).expect("keep the old certificate");
+    std::fs::copy(data.key(), old_data.key()).expect("keep the old key");
+    let (_sender, mut link) = open_link(&master, &data).await.expect("the link opens");
+
+    let channel = master
+        .trusted_channel(Some(TestMaster::minion_identity(&data)))
+        .await;
+    let id = MinionId::new("web-1").expect("an id");
+    let renewed = within("renew", brine_minion::renewal::renew(&data, &id, channel))
+        .await
+        .unwrap_or_else(|err| panic!("the renewal failed: {err:#}"));
+    assert_eq!(renewed.name, "web-1");
+    let new = fingerprint(&data.cert());
+    assert_ne!(new, old, "a new certificate was installed");
+
+    // The link opened with the old certificate stays up.
+    let still_open = tokio::time::timeout(Duration::from_millis(300), link.message()).await;
+    assert!(still_open.is_err(), "the link ended: {still_open:?}");
+    let listed = master.minions().await;
+    assert!(listed[0].connected, "{listed:?}");
+    assert_eq!(listed[0].certificate_sha256, new, "{listed:?}");
+    assert!(listed[0].certificate_expires_unix_ms > 0, "{listed:?}");
+
+    // The new certificate connects; once it has, the old one is refused.
+    let (_sender, _link) = open_link(&master, &data)
+        .await
+        .expect("the renewed certificate connects");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let old_data = MinionDataDir::new(dir.path());
+    master.shutdown().await;
+    drop(old_data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_or_revoked_certificate_cannot_renew() {
+    let master = TestMaster::start().await;
+    let (_old_dir, old) = master.enrolled_minion("web-1").await;
+    // The host enrols again: the first certificate is replaced and may not renew.
+    let (_dir, data) = master.enrolled_minion("web-1").await;
+    let id = MinionId::new("web-1").expect("an id");
+    let renew_with = |data: MinionDataDir| {
+        let id = id.clone();
+        let master = &master;
+        async move {
+            let channel = master
+                .trusted_channel(Some(TestMaster::minion_identity(&data)))
+                .await;
+            within("renew", brine_minion::renewal::renew(&data, &id, channel)).await
+        }
+    };
+    let err = renew_with(old.clone())
+        .await
+        .expect_err("a replaced certificate cannot renew");
+    assert!(format!("{err:#}").contains("newer certificate"), "{err:#}");
+
+    within(
+        "revoke",
+        master.admin().await.revoke_minion(pb::RevokeMinionRequest {
+            minion_id: "web-1".into(),
+        }),
+    )
+    .await
+    .expect("the admin revokes");
+    let before = fingerprint(&data.cert());
+    let err = renew_with(data.clone())
+        .await
+        .expect_err("a revoked host cannot renew");
+    assert!(format!("{err:#}").contains("revoked"), "{err:#}");
+    assert_eq!(fingerprint(&data.cert()), before, "nothing was installed");
+
+    // Nor can an operator accept it back: it must join again.
+    let result = within(
+        "accept a revoked host",
+        master
+            .admin()
+            .await
+            .accept_minion(pb::MinionApprovalRequest {
+                minion_id: "web-1".into(),
+            }),
+    )
+    .await;
+    expect_refused(
+        "AcceptMinion on a revoked host",
+        result,
+        Code::FailedPrecondition,
+        "join again",
+    );
+
+    // An admin certificate is not a minion's: it cannot renew.
+    let channel = master
+        .trusted_channel(Some(admin_identity(&master.data)))
+        .await;
+    let result = within(
+        "renew as admin",
+        pb::minion_link_client::MinionLinkClient::new(channel).renew(pb::RenewRequest::default()),
+    )
+    .await;
+    expect_refused(
+        "Renew with an admin certificate",
+        result,
+        Code::PermissionDenied,
+        "admin role",
+    );
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_host_loses_its_link_and_must_join_again() {
+    let master = TestMaster::start().await;
+    let (_dir, data) = master.enrolled_minion("web-1").await;
+    let (_sender, mut link) = open_link(&master, &data).await.expect("the link opens");
+    let deleted = within(
+        "delete",
+        master.admin().await.delete_minion(pb::DeleteMinionRequest {
+            minion_id: "web-1".into(),
+        }),
+    )
+    .await
+    .expect("the admin deletes")
+    .into_inner();
+    assert!(deleted.disconnected);
+    let ended = within("the deleted link to end", link.message()).await;
+    assert!(matches!(ended, Ok(None) | Err(_)), "{ended:?}");
+    assert!(master.minion_ids().await.is_empty());
+    let refused = open_link(&master, &data)
+        .await
+        .expect_err("a deleted host's certificate is refused");
+    assert!(refused.message().contains("not enrolled"), "{refused:?}");
+    let again = within(
+        "delete again",
+        master.admin().await.delete_minion(pb::DeleteMinionRequest {
+            minion_id: "web-1".into(),
+        }),
+    )
+    .await;
+    expect_refused(
+        "deleting an unknown host",
+        again,
+        Code::NotFound,
+        "no enrolled minion",
+    );
+
+    let (_again_dir, again) = master.enrolled_minion("web-1").await;
+    open_link(&master, &again)
+        .await
+        .expect("a host that joined again connects");
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_ci_certificate_stays_refused_across_restarts_and_a_new_one_works() {
+    let master = TestMaster::start().await;
+    let (_ci_dir, ci) = master.operator_identity(CertRole::Ci, "pipeline");
+    let list_jobs = |identity: ClientIdentity| {
+        let master = &master;
+        async move {
+            within(
+                "list_jobs",
+                master
+                    .fleet(Some(identity))
+                    .await
+                    .list_jobs(pb::ListJobsRequest::default()),
+            )
+            .await
+        }
+    };
+    list_jobs(ci.clone())
+        .await
+        .expect("a ci certificate may list jobs");
+
+    // CI may neither revoke certificates nor delete or accept hosts.
+    let mut as_ci = master.fleet(Some(ci.clone())).await;
+    let revoke_as_ci = within(
+        "revoke as ci",
+        as_ci.revoke_certificate(pb::RevokeCertificateRequest {
+            name: "pipeline".into(),
+            role: "ci".into(),
+        }),
+    )
+    .await;
+    expect_refused(
+        "RevokeCertificate as ci",
+        revoke_as_ci,
+        Code::PermissionDenied,
+        "ci role",
+    );
+    let delete_as_ci = within(
+        "delete as ci",
+        as_ci.delete_minion(pb::DeleteMinionRequest {
+            minion_id: "web-1".into(),
+        }),
+    )
+    .await;
+    expect_refused(
+        "DeleteMinion as ci",
+        delete_as_ci,
+        Code::PermissionDenied,
+        "ci role",
+    );
+    let accept_as_ci = within(
+        "accept as ci",
+        as_ci.accept_minion(pb::MinionApprovalRequest {
+            minion_id: "web-1".into(),
+        }),
+    )
+    .await;
+    expect_refused(
+        "AcceptMinion as ci",
+        accept_as_ci,
+        Code::PermissionDenied,
+        "ci role",
+    );
+    drop(as_ci);
+
+    let minion_role = within(
+        "revoke a minion role",
+        master
+            .admin()
+            .await
+            .revoke_certificate(pb::RevokeCertificateRequest {
+                name: "web-1".into(),
+                role: "minion".into(),
+            }),
+    )
+    .await;
+    expect_refused(
+        "RevokeCertificate for a minion",
+        minion_role,
+        Code::InvalidArgument,
+        "RevokeMinion",
+    );
+    within(
+        "revoke",
+        master
+            .admin()
+            .await
+            .revoke_certificate(pb::RevokeCertificateRequest {
+                name: "pipeline".into(),
+                role: "ci".into(),
+            }),
+    )
+    .await
+    .expect("the admin revokes");
+    let refused = list_jobs(ci.clone()).await;
+    expect_refused(
+        "a revoked ci certificate",
+        refused,
+        Code::Unauthenticated,
+        "revoked",
+    );
+    let master = master.restart().await;
+    let refused = within(
+        "list_jobs after a restart",
+        master
+            .fleet(Some(ci))
+            .await
+            .list_jobs(pb::ListJobsRequest::default()),
+    )
+    .await;
+    expect_refused(
+        "a revoked ci certificate after a restart",
+        refused,
+        Code::Unauthenticated,
+        "revoked",
+    );
+
+    // Certificates are stamped to the second: a new one, issued after, works.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_new_dir, new_ci) = master.operator_identity(CertRole::Ci, "pipeline");
+    within(
+        "list_jobs with a new certificate",
+        master
+            .fleet(Some(new_ci))
+            .await
+            .list_jobs(pb::ListJobsRequest::default()),
+    )
+    .await
+    .expect("a certificate issued after the revocation works");
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_token_labels_reach_the_hosts_that_join_with_it() {
+    let master = TestMaster::start().await;
+    let mut admin = master.admin().await;
+    let bad = within(
+        "a token with a bad label",
+        admin.create_join_token(pb::CreateJoinTokenRequest {
+            labels: [("env".to_owned(), "pro d".to_owned())].into(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    expect_refused("a bad label", bad, Code::InvalidArgument, "labels");
+    let created = within(
+        "create a labelled token",
+        admin.create_join_token(pb::CreateJoinTokenRequest {
+            labels: [("env".to_owned(), "prod".to_owned())].into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("the admin creates a token")
+    .into_inner();
+    let (_dir, data) = minion_dir();
+    master
+        .enrol(&data, created.token.parse().expect("a token"), "web-1")
+        .await
+        .expect("the host joins");
+    let listed = master.minions().await;
+    assert_eq!(
+        listed[0].join_labels.get("env").map(String::as_str),
+        Some("prod")
+    );
+    let tokens = within(
+        "list tokens",
+        admin.list_join_tokens(pb::ListJoinTokensRequest {}),
+    )
+    .await
+    .expect("the admin lists tokens")
+    .into_inner()
+    .tokens;
+    assert_eq!(
+        tokens[0].labels.get("env").map(String::as_str),
+        Some("prod")
+    );
     master.shutdown().await;
 }

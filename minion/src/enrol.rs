@@ -1,9 +1,7 @@
 //! `brine-minion join`: enrol this host with a join token.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::os::unix::fs::DirBuilderExt;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -11,9 +9,9 @@ use brine_common::names::MinionId;
 use brine_common::token::{JoinToken, sha256_hex};
 use brine_proto::pb;
 use brine_proto::tls::{MasterTrust, certs_from_pem, client_config, connect};
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 
 use crate::config::{DataDir, MinionConfig};
+use crate::identity::{new_key_and_csr, write_synced};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -38,15 +36,7 @@ pub async fn join(data: &DataDir, request: JoinRequest) -> anyhow::Result<()> {
             data.root().display()
         );
     }
-    let key = KeyPair::generate().context("generate the host's key")?;
-    let mut params = CertificateParams::default();
-    let mut subject = DistinguishedName::new();
-    subject.push(DnType::CommonName, request.id.as_str());
-    params.distinguished_name = subject;
-    let csr_pem = params
-        .serialize_request(&key)
-        .and_then(|csr| csr.pem())
-        .context("create the certificate signing request")?;
+    let (key, csr_pem) = new_key_and_csr(&request.id)?;
 
     let tls = client_config(
         MasterTrust::PinnedDigest(request.token.ca_digest.clone()),
@@ -83,24 +73,10 @@ pub async fn join(data: &DataDir, request: JoinRequest) -> anyhow::Result<()> {
         namespace: request.namespace,
         labels: request.labels,
     };
-    write_file(&data.key(), &key.serialize_pem(), 0o600)?;
-    write_file(&data.ca_cert(), &response.ca_certificate_pem, 0o644)?;
-    write_file(&data.config(), &config.to_file(), 0o644)?;
+    write_synced(&data.key(), &key.serialize_pem(), 0o600)?;
+    write_synced(&data.ca_cert(), &response.ca_certificate_pem, 0o644)?;
+    write_synced(&data.config(), &config.to_file(), 0o644)?;
     // The certificate last: its presence marks a completed join.
-    write_file(&data.cert(), &response.certificate_pem, 0o644)?;
+    write_synced(&data.cert(), &response.certificate_pem, 0o644)?;
     Ok(())
-}
-
-/// Writes a file with `mode` from the start, replacing a leftover of an interrupted join.
-fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
-    file.write_all(contents.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("write {}", path.display()))
 }

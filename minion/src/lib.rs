@@ -7,8 +7,10 @@
 pub mod config;
 pub mod enrol;
 pub mod facts;
+pub mod identity;
 pub mod link;
 pub mod reconcile;
+pub mod renewal;
 pub mod runtime;
 
 /// Milliseconds since the Unix epoch.

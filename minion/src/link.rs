@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use brine_common::names::MinionId;
@@ -11,15 +11,16 @@ use brine_common::outcome::{JobId, JobResult};
 use brine_common::spec::DesiredState;
 use brine_proto::pb;
 use brine_proto::pb::minion_message::Kind;
-use brine_proto::tls::{ClientIdentity, MasterTrust, certs_from_pem, client_config, connect};
+use brine_proto::tls::connect;
 use rand::Rng;
-use rustls::ClientConfig;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DataDir, MinionConfig};
+use crate::identity::{self, Identity};
 use crate::reconcile::execute::Executor;
+use crate::renewal;
 use crate::runtime::ContainerRuntime;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,7 +59,8 @@ pub async fn run<R: ContainerRuntime + 'static>(
     runtime: R,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let (tls, id) = load_identity(&data)?;
+    // Fail fast on a host that has not joined; later sessions reload it (a renewal changes it).
+    identity::load(&data)?;
     let executor = Arc::new(Executor::new(runtime, config.namespace.clone()));
     let stop = CancellationToken::new();
 
@@ -71,7 +73,7 @@ pub async fn run<R: ContainerRuntime + 'static>(
         let mut attempt = 0;
         let mut seen = SeenJobs::default();
         loop {
-            match session(&id, &config, &tls, &executor, &jobs, &mut seen).await {
+            match session(&data, &config, &executor, &jobs, &mut seen).await {
                 Ok(()) => {
                     tracing::info!("the master closed the link");
                     attempt = 0;
@@ -102,39 +104,28 @@ pub async fn run<R: ContainerRuntime + 'static>(
     Ok(())
 }
 
-/// Loads the TLS configuration and the minion's id, which is its certificate's identity (for
-/// checking where commands are addressed).
-fn load_identity(data: &DataDir) -> anyhow::Result<(ClientConfig, MinionId)> {
-    let read = |path: std::path::PathBuf| {
-        std::fs::read(&path)
-            .with_context(|| format!("read {} (has this host joined?)", path.display()))
-    };
-    let ca = certs_from_pem(
-        &data.ca_cert().display().to_string(),
-        &read(data.ca_cert())?,
-    )?
-    .remove(0);
-    let identity = ClientIdentity::from_pem(
-        &data.cert().display().to_string(),
-        &read(data.cert())?,
-        &data.key().display().to_string(),
-        &read(data.key())?,
-    )?;
-    let name = brine_common::identity::identity_from_der(&identity.chain[0])?.name;
-    let id = MinionId::new(name)?;
-    Ok((client_config(MasterTrust::Ca(ca), Some(identity))?, id))
-}
-
 /// One connection: hello, then commands until the stream ends.
 async fn session<R: ContainerRuntime>(
-    id: &MinionId,
+    data: &DataDir,
     config: &MinionConfig,
-    tls: &ClientConfig,
     executor: &Executor<R>,
     jobs: &mpsc::Sender<Job>,
     seen: &mut SeenJobs,
 ) -> anyhow::Result<()> {
-    let channel = connect(&config.master, tls.clone(), CONNECT_TIMEOUT).await?;
+    let Identity {
+        tls,
+        id,
+        mut certificate,
+    } = identity::load(data)?;
+    let expiry = renewal::expiry(&certificate);
+    if expiry <= SystemTime::now() {
+        tracing::error!(
+            "this host's certificate expired at {}; the master will refuse it. Join again with a \
+             new token: brine-minion join",
+            humantime::format_rfc3339_seconds(expiry)
+        );
+    }
+    let channel = connect(&config.master, tls, CONNECT_TIMEOUT).await?;
     let (outbound, outbound_queue) = mpsc::channel(OUTBOUND_QUEUE);
     let facts = crate::facts::gather(executor.runtime(), &config.labels).await;
     let running = match executor.running().await {
@@ -154,7 +145,7 @@ async fn session<R: ContainerRuntime>(
         })
         .await
         .context("queue the hello")?;
-    let mut inbound = pb::minion_link_client::MinionLinkClient::new(channel)
+    let mut inbound = pb::minion_link_client::MinionLinkClient::new(channel.clone())
         .connect(ReceiverStream::new(outbound_queue))
         .await
         .map_err(|status| anyhow::anyhow!("{}", status.message()))
@@ -162,15 +153,42 @@ async fn session<R: ContainerRuntime>(
         .into_inner();
     tracing::info!(master = %config.master, "connected");
 
-    while let Some(message) = inbound
-        .message()
-        .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-    {
+    let mut renew_at = renewal::renewal_time(&certificate);
+    loop {
+        let wait = renew_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let message = tokio::select! {
+            message = inbound.message() => message,
+            () = tokio::time::sleep(wait) => {
+                // Renewed over this link, which stays open: the new certificate serves the
+                // connections after this one.
+                match renewal::renew(data, &id, channel.clone()).await {
+                    Ok(renewed) => {
+                        let expires = humantime::format_rfc3339_seconds(renewal::expiry(&renewed));
+                        tracing::info!(%expires, "certificate renewed");
+                        certificate = renewed;
+                        renew_at = renewal::renewal_time(&certificate);
+                    }
+                    Err(err) => {
+                        let now = SystemTime::now();
+                        renew_at = renewal::retry_time(renewal::expiry(&certificate), now);
+                        tracing::warn!(
+                            retry_in = ?renew_at.duration_since(now).unwrap_or_default(),
+                            "cannot renew the certificate: {err:#}"
+                        );
+                    }
+                }
+                continue;
+            }
+        };
+        let Some(message) = message.map_err(|s| anyhow::anyhow!("{}", s.message()))? else {
+            break;
+        };
         let Some(pb::master_message::Kind::Apply(apply)) = message.kind else {
             continue;
         };
-        let accepted = accept(id, apply).and_then(|(job_id, desired, dry_run)| {
+        let accepted = accept(&id, apply).and_then(|(job_id, desired, dry_run)| {
             if seen.first_time(&job_id) {
                 Ok((job_id, desired, dry_run))
             } else {

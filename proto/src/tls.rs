@@ -90,6 +90,15 @@ pub struct ClientIdentity {
     pub key: PrivateKeyDer<'static>,
 }
 
+impl Clone for ClientIdentity {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
 impl ClientIdentity {
     /// Loads a PEM certificate and key; the names appear in errors.
     pub fn from_pem(

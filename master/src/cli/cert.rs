@@ -1,5 +1,5 @@
-//! `brine-master cert issue`: certificates for CI pipelines and operators, signed on the master
-//! host with the CA in its data directory.
+//! `brine-master cert`: certificates for CI pipelines and operators, issued on the master host
+//! with the CA in its data directory, and revoked through the running master.
 
 use std::path::Path;
 
@@ -30,6 +30,27 @@ pub fn issue(data: &DataDir, role: CertRole, name: &str, out: &Path) -> anyhow::
         cert_path.display(),
         key_path.display(),
         ca_path.display()
+    );
+    Ok(())
+}
+
+/// Has the master refuse every `role` certificate issued so far for `name`.
+pub async fn revoke(
+    client: &super::client::ClientArgs,
+    role: CertRole,
+    name: String,
+) -> anyhow::Result<()> {
+    brine_proto::pb::fleet_client::FleetClient::new(client.connect().await?)
+        .revoke_certificate(brine_proto::pb::RevokeCertificateRequest {
+            name: name.clone(),
+            role: role.to_string(),
+        })
+        .await
+        .map_err(super::status_error)
+        .context("revoke the certificates")?;
+    println!(
+        "revoked every {role} certificate issued so far for {name}; issue a new one with\n  \
+         brine-master cert issue --{role} {name} --out DIR"
     );
     Ok(())
 }

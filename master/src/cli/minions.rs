@@ -28,7 +28,10 @@ struct MinionJson {
     cpus: u32,
     memory_bytes: u64,
     labels: std::collections::BTreeMap<String, String>,
+    /// Labels from the join token.
+    join_labels: std::collections::BTreeMap<String, String>,
     certificate_sha256: String,
+    certificate_expires_unix_ms: i64,
     /// `accepted`, `pending`, `rejected` or `revoked`.
     approval: &'static str,
     containers: Vec<ContainerJson>,
@@ -62,26 +65,6 @@ pub async fn list(client: &ClientArgs, format: ListFormat) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Revokes a host: its certificate is refused and its link dropped.
-pub async fn revoke(client: &ClientArgs, id: String) -> anyhow::Result<()> {
-    let channel = client.connect().await?;
-    let response = pb::fleet_client::FleetClient::new(channel)
-        .revoke_minion(pb::RevokeMinionRequest {
-            minion_id: id.clone(),
-        })
-        .await
-        .map_err(super::status_error)
-        .context("revoke the minion")?
-        .into_inner();
-    let link = if response.disconnected {
-        "its link was dropped"
-    } else {
-        "it was not connected"
-    };
-    println!("revoked {id}: {link}; it can come back only by joining again with a token");
-    Ok(())
-}
-
 fn approval_name(approval: i32) -> &'static str {
     match pb::Approval::try_from(approval) {
         Ok(pb::Approval::Pending) => "pending",
@@ -91,23 +74,157 @@ fn approval_name(approval: i32) -> &'static str {
     }
 }
 
-/// Admits a host that waits for approval, or turns it away.
-pub async fn approve(client: &ClientArgs, id: String, accept: bool) -> anyhow::Result<()> {
-    let mut fleet = pb::fleet_client::FleetClient::new(client.connect().await?);
-    let request = pb::MinionApprovalRequest {
-        minion_id: id.clone(),
-    };
-    if accept {
-        fleet.accept_minion(request).await
-    } else {
-        fleet.reject_minion(request).await
+/// What an operator does to hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinionAction {
+    Accept,
+    Reject,
+    Revoke,
+    Delete,
+}
+
+impl MinionAction {
+    fn verb(self) -> &'static str {
+        match self {
+            MinionAction::Accept => "accept",
+            MinionAction::Reject => "reject",
+            MinionAction::Revoke => "revoke",
+            MinionAction::Delete => "delete",
+        }
     }
-    .map_err(super::status_error)
-    .context("change the minion's approval")?;
-    if accept {
-        println!("accepted {id}; its link is admitted when it next connects");
+
+    /// Whether a glob picks a host in this approval state: accepting concerns waiting hosts,
+    /// rejecting waiting or admitted ones, revoking any not yet revoked, deleting any.
+    fn applies_to(self, approval: &str) -> bool {
+        match self {
+            MinionAction::Accept => approval == "pending",
+            MinionAction::Reject => matches!(approval, "pending" | "accepted"),
+            MinionAction::Revoke => approval != "revoked",
+            MinionAction::Delete => true,
+        }
+    }
+}
+
+/// Whether `pattern` is a glob rather than one host id.
+fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '['])
+}
+
+/// The hosts `patterns` name: ids as given, globs matched against the enrolled hosts `action`
+/// applies to. Errors on a bad glob or a glob that matches nothing.
+fn expand(
+    patterns: &[String],
+    minions: &[pb::MinionInfo],
+    action: MinionAction,
+) -> anyhow::Result<Vec<String>> {
+    let mut ids: Vec<String> = Vec::new();
+    for pattern in patterns {
+        if !is_glob(pattern) {
+            ids.push(pattern.clone());
+            continue;
+        }
+        let glob = glob::Pattern::new(pattern)
+            .with_context(|| format!("{pattern:?} is not a valid glob"))?;
+        let matched: Vec<String> = minions
+            .iter()
+            .filter(|m| glob.matches(&m.id) && action.applies_to(approval_name(m.approval)))
+            .map(|m| m.id.clone())
+            .collect();
+        if matched.is_empty() {
+            anyhow::bail!("{pattern:?} matches no host to {}", action.verb());
+        }
+        ids.extend(matched);
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// Asks on the terminal whether to go on; refuses when there is no terminal to ask.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("{question}: refusing without --yes, as there is no terminal to confirm on");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+/// Accepts, rejects, revokes or deletes hosts by id or glob. Globs are confirmed on the terminal
+/// unless `yes`.
+pub async fn act(
+    client: &ClientArgs,
+    action: MinionAction,
+    patterns: &[String],
+    yes: bool,
+) -> anyhow::Result<()> {
+    let mut fleet = pb::fleet_client::FleetClient::new(client.connect().await?);
+    let ids = if patterns.iter().any(|p| is_glob(p)) {
+        let minions = fleet
+            .list_minions(pb::ListMinionsRequest {})
+            .await
+            .map_err(super::status_error)
+            .context("list minions")?
+            .into_inner()
+            .minions;
+        let ids = expand(patterns, &minions, action)?;
+        let question = format!(
+            "{} {} host(s): {}?",
+            action.verb(),
+            ids.len(),
+            ids.join(" ")
+        );
+        if !yes && !confirm(&question)? {
+            anyhow::bail!("nothing was done");
+        }
+        ids
     } else {
-        println!("rejected {id}; it can come back only by joining again with a token");
+        expand(patterns, &[], action)?
+    };
+    for id in ids {
+        let minion_id = id.clone();
+        let dropped = match action {
+            MinionAction::Accept => fleet
+                .accept_minion(pb::MinionApprovalRequest { minion_id })
+                .await
+                .map(|_| false),
+            MinionAction::Reject => fleet
+                .reject_minion(pb::MinionApprovalRequest { minion_id })
+                .await
+                .map(|_| false),
+            MinionAction::Revoke => fleet
+                .revoke_minion(pb::RevokeMinionRequest { minion_id })
+                .await
+                .map(|r| r.into_inner().disconnected),
+            MinionAction::Delete => fleet
+                .delete_minion(pb::DeleteMinionRequest { minion_id })
+                .await
+                .map(|r| r.into_inner().disconnected),
+        }
+        .map_err(super::status_error)
+        .with_context(|| format!("{} {id}", action.verb()))?;
+        let link = if dropped {
+            "; its link was dropped"
+        } else {
+            ""
+        };
+        match action {
+            MinionAction::Accept => {
+                println!("accepted {id}; its link is admitted when it next connects");
+            }
+            MinionAction::Reject => {
+                println!("rejected {id}{link}; it can come back only by joining again with a token")
+            }
+            MinionAction::Revoke => {
+                println!("revoked {id}{link}; it can come back only by joining again with a token")
+            }
+            MinionAction::Delete => {
+                println!("deleted {id}{link}; it can come back only by joining again with a token")
+            }
+        }
     }
     Ok(())
 }
@@ -125,7 +242,9 @@ fn to_json(m: pb::MinionInfo) -> MinionJson {
         cpus: facts.cpus,
         memory_bytes: facts.memory_bytes,
         labels: facts.labels.into_iter().collect(),
+        join_labels: m.join_labels.into_iter().collect(),
         certificate_sha256: m.certificate_sha256,
+        certificate_expires_unix_ms: m.certificate_expires_unix_ms,
         approval: approval_name(m.approval),
         containers: m
             .running
@@ -146,7 +265,7 @@ fn print_table(minions: &[pb::MinionInfo]) {
         println!("no minions enrolled; create a token with `brine-master token create`");
         return;
     }
-    let rows: Vec<[String; 5]> = minions
+    let rows: Vec<[String; 6]> = minions
         .iter()
         .map(|m| {
             let facts = m.facts.clone().unwrap_or_default();
@@ -163,20 +282,21 @@ fn print_table(minions: &[pb::MinionInfo]) {
                     (other, _) => other,
                 }
                 .to_owned(),
+                m.certificate_sha256.chars().take(16).collect(),
                 facts.os,
                 facts.docker_version,
                 containers.join(" "),
             ]
         })
         .collect();
-    let header = ["ID", "LINK", "OS", "DOCKER", "CONTAINERS"];
+    let header = ["ID", "LINK", "CERTIFICATE", "OS", "DOCKER", "CONTAINERS"];
     let mut widths = header.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let line = |cells: [&str; 5]| {
+    let line = |cells: [&str; 6]| {
         let mut out = String::new();
         for (i, cell) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
@@ -189,6 +309,47 @@ fn print_table(minions: &[pb::MinionInfo]) {
     };
     line(header);
     for row in &rows {
-        line([&row[0], &row[1], &row[2], &row[3], &row[4]]);
+        line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minion(id: &str, approval: pb::Approval) -> pb::MinionInfo {
+        pb::MinionInfo {
+            id: id.into(),
+            approval: approval.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn globs_pick_the_hosts_an_action_applies_to() {
+        let minions = [
+            minion("web-1", pb::Approval::Pending),
+            minion("web-2", pb::Approval::Accepted),
+            minion("web-3", pb::Approval::Revoked),
+            minion("db-1", pb::Approval::Pending),
+        ];
+        let expand = |patterns: &[&str], action| {
+            let patterns: Vec<String> = patterns.iter().map(|p| (*p).to_owned()).collect();
+            expand(&patterns, &minions, action)
+        };
+        assert_eq!(expand(&["web-*"], MinionAction::Accept).unwrap(), ["web-1"]);
+        assert_eq!(
+            expand(&["web-*"], MinionAction::Revoke).unwrap(),
+            ["web-1", "web-2"]
+        );
+        assert_eq!(
+            expand(&["*", "web-1"], MinionAction::Delete).unwrap(),
+            ["db-1", "web-1", "web-2", "web-3"]
+        );
+        // Plain ids go as given; the master says if they are unknown.
+        assert_eq!(expand(&["ghost"], MinionAction::Delete).unwrap(), ["ghost"]);
+        let err = expand(&["cache-*"], MinionAction::Revoke).unwrap_err();
+        assert!(err.to_string().contains("matches no host"), "{err}");
+        assert!(expand(&["web-[1"], MinionAction::Delete).is_err());
     }
 }

@@ -8,12 +8,18 @@ use brine_proto::pb;
 use super::client::ClientArgs;
 
 /// Creates a join token and prints it alone on stdout, so scripts can capture it.
-pub async fn create(client: &ClientArgs, ttl: Duration, uses: u32) -> anyhow::Result<()> {
+pub async fn create(
+    client: &ClientArgs,
+    ttl: Duration,
+    uses: u32,
+    labels: Vec<(String, String)>,
+) -> anyhow::Result<()> {
     let channel = client.connect().await?;
     let response = pb::fleet_client::FleetClient::new(channel)
         .create_join_token(pb::CreateJoinTokenRequest {
             ttl_seconds: ttl.as_secs().max(1),
             uses,
+            labels: labels.into_iter().collect(),
         })
         .await
         .map_err(super::status_error)
@@ -49,8 +55,8 @@ pub async fn list(client: &ClientArgs) -> anyhow::Result<()> {
     }
     let now = crate::state::now_unix_ms();
     println!(
-        "{:<12}  {:<20}  {:<8}  {:>4}  LEFT",
-        "ID", "EXPIRES", "STATE", "USED"
+        "{:<12}  {:<20}  {:<8}  {:>4}  {:<4}  LABELS",
+        "ID", "EXPIRES", "STATE", "USED", "LEFT"
     );
     for token in tokens {
         let expires = humantime::format_rfc3339_seconds(
@@ -67,9 +73,16 @@ pub async fn list(client: &ClientArgs) -> anyhow::Result<()> {
         let left = token
             .uses_left
             .map_or_else(|| "any".to_owned(), |n| n.to_string());
+        let labels: Vec<String> = token
+            .labels
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
         println!(
-            "{:<12}  {expires:<20}  {state:<8}  {:>4}  {left}",
-            token.id, token.uses
+            "{:<12}  {expires:<20}  {state:<8}  {:>4}  {left:<4}  {}",
+            token.id,
+            token.uses,
+            labels.join(",")
         );
     }
     Ok(())
@@ -84,4 +97,13 @@ pub async fn revoke(client: &ClientArgs, id: String) -> anyhow::Result<()> {
         .context("revoke the join token")?;
     println!("revoked join token {id}; hosts that joined with it stay enrolled");
     Ok(())
+}
+
+/// Parses `KEY=VALUE` for `--labels`.
+pub fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    brine_common::names::check_label(key, value)?;
+    Ok((key.to_owned(), value.to_owned()))
 }
