@@ -128,6 +128,24 @@ pub fn write_new(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("write {}", path.display()))
 }
 
+/// Replaces a file atomically: the new contents are written and flushed beside it with `mode`,
+/// then renamed over it, so a reader sees the old file or the new one, never a mix.
+pub fn replace(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+    let mut next = path.as_os_str().to_owned();
+    next.push(".next");
+    let next = PathBuf::from(next);
+    let _ = fs::remove_file(&next);
+    write_new(&next, contents, mode)?;
+    fs::rename(&next, path)
+        .with_context(|| format!("move {} to {}", next.display(), path.display()))?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("sync {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 const EXAMPLE_ROLES: &str = r#"# brine roles file: which containers each role runs, and which hosts run which roles.
 # It is read again at every highstate; a file with errors is refused and nothing is sent.
 #

@@ -17,5 +17,6 @@ pub mod registry;
 pub mod release;
 pub mod rollout;
 pub mod server;
+pub mod server_cert;
 pub mod state;
 pub mod store;

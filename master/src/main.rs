@@ -187,6 +187,18 @@ enum CertCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Renew the master's own server certificate (with a new key) in the data directory. A
+    /// running master serves it within seconds, without a restart; minions and clients need
+    /// nothing new, as it comes from the same CA. The master also renews it by itself once two
+    /// thirds of its lifetime have passed.
+    Renew {
+        #[arg(long, env = "BRINE_MASTER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// The host names and IP addresses it is valid for, replacing the current ones; repeat
+        /// for several. `localhost` and `127.0.0.1` are always included.
+        #[arg(long, value_name = "HOST_OR_IP")]
+        advertise: Vec<String>,
+    },
     /// Refuse every certificate issued so far for a CI pipeline or an operator (a leaked key,
     /// someone who left), from now on. Certificates issued for the name afterwards work.
     Revoke {
@@ -308,10 +320,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             advertise,
             listen,
         } => {
-            let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-            names.extend(advertise);
-            names.dedup();
-            DataDir::new(&data_dir).init(&names, listen)?;
+            DataDir::new(&data_dir).init(&advertised_names(advertise), listen)?;
             println!(
                 "initialized {}; start the master with:\n  brine-master serve --data-dir {}",
                 data_dir.display(),
@@ -383,6 +392,21 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             brine_master::cli::cert::issue(&DataDir::new(&data_dir), role, &name, &out)?;
         }
         Command::Cert {
+            command:
+                CertCommand::Renew {
+                    data_dir,
+                    advertise,
+                },
+        } => {
+            let names = (!advertise.is_empty()).then(|| advertised_names(advertise));
+            let names = brine_master::server_cert::renew(&DataDir::new(&data_dir), names)?;
+            println!(
+                "renewed the master's certificate for {}; a running master serves it within {} s",
+                names.join(", "),
+                brine_master::server_cert::RELOAD_INTERVAL.as_secs()
+            );
+        }
+        Command::Cert {
             command: CertCommand::Revoke { client, ci, admin },
         } => {
             let (role, name) = role_and_name(ci, admin)?;
@@ -421,6 +445,17 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         },
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The names a master certificate is valid for: the local ones and `advertise`.
+fn advertised_names(advertise: Vec<String>) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    for name in advertise {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 /// The role and name of `--ci NAME` or `--admin NAME`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use brine_proto::pb;
-use brine_proto::tls::{certs_from_pem, crypto_provider, key_from_pem};
+use brine_proto::tls::{certs_from_pem, crypto_provider};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::{TcpListener, TcpStream};
@@ -22,6 +22,7 @@ use crate::data_dir::{DataDir, read};
 use crate::enrolment::{EnrolmentService, JoinThrottle};
 use crate::fleet::FleetService;
 use crate::link::{JobRouter, Links, MinionLinkService};
+use crate::server_cert::ServerCertificate;
 use crate::state::Master;
 use crate::store::Store;
 
@@ -40,10 +41,13 @@ const FLEET_MESSAGE_LIMIT: usize = 64 * 1024;
 /// How long in-flight requests get to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Builds the server TLS configuration: the master's certificate (sent with the CA, so joining
-/// hosts can check the CA against their token) and optional client certificates, which
-/// authorization then requires for everything but enrolment.
-fn tls_acceptor(data: &DataDir) -> anyhow::Result<TlsAcceptor> {
+/// Builds the server TLS configuration: the master's certificate (reloaded when it is renewed)
+/// and optional client certificates, which authorization then requires for everything but
+/// enrolment.
+fn tls_acceptor(
+    data: &DataDir,
+    certificate: Arc<ServerCertificate>,
+) -> anyhow::Result<TlsAcceptor> {
     let provider = crypto_provider();
     let ca_pem = read(&data.ca_cert())?;
     let ca = certs_from_pem(&data.ca_cert().display().to_string(), ca_pem.as_bytes())?;
@@ -55,20 +59,10 @@ fn tls_acceptor(data: &DataDir) -> anyhow::Result<TlsAcceptor> {
         .allow_unauthenticated()
         .build()
         .context("build the client certificate verifier")?;
-    let mut chain = certs_from_pem(
-        &data.server_cert().display().to_string(),
-        read(&data.server_cert())?.as_bytes(),
-    )?;
-    chain.extend(ca);
-    let key = key_from_pem(
-        &data.server_key().display().to_string(),
-        read(&data.server_key())?.as_bytes(),
-    )?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .context("load the master's certificate and key")?;
+        .with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -120,7 +114,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let data = DataDir::new(&config.data_dir);
-    let acceptor = tls_acceptor(&data)?;
+    let certificate = Arc::new(ServerCertificate::load(&data)?);
+    let acceptor = tls_acceptor(&data, certificate.clone())?;
     let ca = data.load_ca()?;
     let store_path = data.store();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
@@ -151,6 +146,7 @@ pub async fn run(
 
     let address = listener.local_addr().context("read the listen address")?;
     let incoming = tls_incoming(listener, acceptor, stopping.clone());
+    tokio::spawn(certificate.keep_fresh(data.clone(), stopping.clone()));
     {
         let stopping = stopping.clone();
         tokio::spawn(async move {

@@ -1431,3 +1431,56 @@ async fn join_token_labels_reach_the_hosts_that_join_with_it() {
     );
     master.shutdown().await;
 }
+
+/// The leaf certificate the master presents in a fresh TLS handshake.
+async fn served_certificate(master: &TestMaster) -> CertificateDer<'static> {
+    let config = client_config(MasterTrust::Ca(master.ca()), None).expect("a client config");
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = within(
+        "tcp connect",
+        tokio::net::TcpStream::connect(&master.address),
+    )
+    .await
+    .expect("connect to the master");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("a server name");
+    let tls = within("tls handshake", connector.connect(name, tcp))
+        .await
+        .expect("the handshake succeeds");
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .expect("a server certificate")[0]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_server_certificate_is_served_without_a_restart() {
+    let master = TestMaster::start().await;
+    let before = served_certificate(&master).await;
+    let mut admin = master.admin().await;
+    brine_master::server_cert::renew(&master.data, None).expect("renew the certificate");
+    let renewed = certs_from_pem(
+        "master.pem",
+        &std::fs::read(master.data.server_cert()).expect("read master.pem"),
+    )
+    .expect("a certificate")
+    .remove(0);
+    assert_ne!(renewed, before);
+    let deadline = tokio::time::Instant::now() + brine_master::server_cert::RELOAD_INTERVAL * 3;
+    while served_certificate(&master).await != renewed {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the master still serves its old certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Clients trust it as they trusted the old one, and open connections carry on.
+    within(
+        "list_minions",
+        admin.list_minions(pb::ListMinionsRequest {}),
+    )
+    .await
+    .expect("the open connection still works");
+    master.minions().await;
+    master.shutdown().await;
+}

@@ -628,6 +628,11 @@ pub struct Master {
 
 impl Master {
     pub fn start() -> Self {
+        Self::start_with_env(&[])
+    }
+
+    /// Starts a master whose daemon has `env` set (`BRINE_MASTER_*` overrides master.toml).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Self {
         let binary = master_binary();
         let mut last_failure = String::new();
         for _attempt in 0..3 {
@@ -649,6 +654,7 @@ impl Master {
             assert!(init.code == 0, "{}", init.describe("brine-master init"));
             let log = root.path().join("master.log");
             let child = brine_command(&binary)
+                .envs(env.iter().copied())
                 .args(["serve", "--data-dir"])
                 .arg(&data)
                 .stdout(log_file(&root.path().join("master.stdout")))
@@ -891,6 +897,12 @@ impl Minion {
     /// The containers of this minion's namespace.
     pub fn containers(&self) -> Vec<Container> {
         containers(&self.id)
+    }
+
+    /// Starts the daemon again after [`Minion::stop`].
+    pub fn start_again(&mut self) {
+        self.stop();
+        self.spawn();
     }
 
     /// Kills the daemon (as a crash would); its containers stay.
