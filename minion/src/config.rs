@@ -59,6 +59,15 @@ pub struct MinionConfig {
     /// Labels reported to the master with the host's facts.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// How often the minion checks its containers against its desired state even without an
+    /// event from Docker (which it follows for died, stopped and removed containers).
+    #[serde(default = "default_reconcile_interval", with = "humantime_serde")]
+    pub reconcile_interval: std::time::Duration,
+}
+
+/// How often the minion checks its containers unless minion.toml says otherwise.
+pub fn default_reconcile_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
 }
 
 impl MinionConfig {
@@ -126,6 +135,7 @@ mod tests {
             master: "127.0.0.1:4700".into(),
             namespace: "web-1".into(),
             labels: [("zone".to_owned(), "a".to_owned())].into(),
+            reconcile_interval: std::time::Duration::from_secs(45),
         };
         std::fs::write(data.config(), config.to_file()).unwrap();
         assert_eq!(MinionConfig::load(&data).unwrap(), config);

@@ -72,6 +72,7 @@ pub async fn join(data: &DataDir, request: JoinRequest) -> anyhow::Result<()> {
         master: request.master,
         namespace: request.namespace,
         labels: request.labels,
+        reconcile_interval: crate::config::default_reconcile_interval(),
     };
     write_synced(&data.key(), &key.serialize_pem(), 0o600)?;
     write_synced(&data.ca_cert(), &response.ca_certificate_pem, 0o644)?;

@@ -128,6 +128,14 @@ fn rename(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Replaces `path` atomically with `contents`: written beside it and flushed with `mode`, then
+/// renamed over it.
+pub fn replace(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+    let next = next(path);
+    write_synced(&next, contents, mode)?;
+    rename(&next, path)
+}
+
 /// Writes a file with `mode` from the start and flushes it to disk, replacing any leftover.
 pub fn write_synced(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
     let mut file = fs::OpenOptions::new()

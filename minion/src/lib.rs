@@ -2,12 +2,15 @@
 //!
 //! It dials the master ([`link`]), and converges the host's containers to what the master sends
 //! ([`reconcile`]) through a narrow container runtime trait ([`runtime`]) whose only real
-//! implementation talks to Docker.
+//! implementation talks to Docker. Between jobs it keeps them there on its own ([`keeper`]),
+//! from the last desired state it cached ([`desired_cache`]).
 
 pub mod config;
+pub mod desired_cache;
 pub mod enrol;
 pub mod facts;
 pub mod identity;
+pub mod keeper;
 pub mod link;
 pub mod reconcile;
 pub mod renewal;

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{DataDir, MinionConfig};
 use crate::identity::{self, Identity};
+use crate::keeper::{Check, Job, check_periodically, keep_host, watch_engine};
 use crate::reconcile::execute::Executor;
 use crate::renewal;
 use crate::runtime::ContainerRuntime;
@@ -32,15 +33,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const OUTBOUND_QUEUE: usize = 64;
 /// How many commands may wait while one is being applied.
 const COMMAND_QUEUE: usize = 8;
-
-/// A command to apply, and the link to report on.
-struct Job {
-    job_id: JobId,
-    desired: DesiredState,
-    /// Only report what would change.
-    dry_run: bool,
-    reply: mpsc::Sender<pb::MinionMessage>,
-}
 
 /// The delay before reconnect attempt `attempt` (0-based): a uniformly random duration up to an
 /// exponentially growing cap ("full jitter"), so a fleet that lost its master does not come back
@@ -67,7 +59,23 @@ pub async fn run<R: ContainerRuntime + 'static>(
     // One applier for the whole life of the minion: jobs run one at a time and finish even if
     // the link that brought them drops.
     let (jobs, job_queue) = mpsc::channel(COMMAND_QUEUE);
-    let applier = tokio::spawn(apply_jobs(executor.clone(), job_queue));
+    // Requests to look for drift; one waiting is enough, as a check looks at everything.
+    let (checks, check_queue) = mpsc::channel(1);
+    let _ = checks.try_send(Check::Startup);
+    let applier = tokio::spawn(keep_host(
+        executor.clone(),
+        data.clone(),
+        job_queue,
+        check_queue,
+    ));
+    let watchers = [
+        tokio::spawn(watch_engine(
+            executor.clone(),
+            config.namespace.clone(),
+            checks.clone(),
+        )),
+        tokio::spawn(check_periodically(config.reconcile_interval, checks)),
+    ];
 
     let links = async {
         let mut attempt = 0;
@@ -92,6 +100,9 @@ pub async fn run<R: ContainerRuntime + 'static>(
     }
     tracing::info!("stopping");
     stop.cancel();
+    for watcher in watchers {
+        watcher.abort();
+    }
     drop(jobs);
     // A job in the middle of replacing a container is allowed to finish, so no container is
     // left set aside.
@@ -271,48 +282,9 @@ fn accept(id: &MinionId, apply: pb::Apply) -> Result<(JobId, DesiredState, bool)
     Ok((job_id, desired, apply.dry_run))
 }
 
-fn result_message(result: JobResult) -> pb::MinionMessage {
+pub(crate) fn result_message(result: JobResult) -> pb::MinionMessage {
     pb::MinionMessage {
         kind: Some(Kind::Result(result.into())),
-    }
-}
-
-/// Applies jobs one at a time, reporting progress and results on the link that brought each.
-async fn apply_jobs<R: ContainerRuntime>(
-    executor: Arc<Executor<R>>,
-    mut jobs: mpsc::Receiver<Job>,
-) {
-    while let Some(job) = jobs.recv().await {
-        let span = tracing::info_span!("job", job.id = %job.job_id);
-        let _entered = span.enter();
-        tracing::info!(containers = job.desired.containers.len(), "applying");
-        let reply = job.reply.clone();
-        let job_id = job.job_id.clone();
-        let report = move |progress: brine_common::progress::Progress| {
-            // Progress is advisory: when the link is slow it is dropped, never waited for.
-            let _ = reply.try_send(pb::MinionMessage {
-                kind: Some(Kind::Progress(pb::JobProgress {
-                    job_id: job_id.to_string(),
-                    progress: Some(progress.into()),
-                })),
-            });
-        };
-        drop(_entered);
-        let result = if job.dry_run {
-            executor.plan_only(&job.job_id, &job.desired).await
-        } else {
-            tracing::Instrument::instrument(
-                executor.apply(&job.job_id, &job.desired, &report),
-                span.clone(),
-            )
-            .await
-        };
-        span.in_scope(
-            || tracing::info!(status = %result.status, error = result.error.as_deref(), "applied"),
-        );
-        if job.reply.send(result_message(result)).await.is_err() {
-            span.in_scope(|| tracing::warn!("the link closed before the result could be sent"));
-        }
     }
 }
 

@@ -572,10 +572,15 @@ async fn inspect_reports_running_exit_code_and_address() {
     .await;
     inspect_until(&runtime, &looping, "a restart", |s| s.restart_count > 0).await;
 
-    assert!(matches!(
-        runtime.inspect(&format!("{prefix}-missing")).await,
-        Err(RuntimeError::Other(message)) if message.contains("No such container")
-    ));
+    // A missing container is told apart from other failures, so a health wait ends at once.
+    let missing = runtime.inspect(&format!("{prefix}-missing")).await;
+    assert!(
+        matches!(&missing, Err(RuntimeError::Gone(_)))
+            && missing
+                .as_ref()
+                .is_err_and(|err| err.to_string().contains("no such container")),
+        "{missing:?}"
+    );
 }
 
 #[tokio::test]

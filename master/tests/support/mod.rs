@@ -811,6 +811,13 @@ impl Master {
     }
 }
 
+impl Master {
+    /// Stops the daemon (SIGTERM, then SIGKILL after 5 s).
+    pub fn stop(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(5));
+    }
+}
+
 impl Drop for Master {
     fn drop(&mut self) {
         terminate(&mut self.child, Duration::from_secs(5));

@@ -74,7 +74,64 @@ impl<R: ContainerRuntime> Executor<R> {
                 return JobResult::failed(job_id.clone(), format!("list containers: {err}"));
             }
         };
+        self.converge(job_id, desired, &observed, progress).await
+    }
 
+    /// Brings back the containers of `desired` that are missing or stopped (died, stopped or
+    /// removed by hand), and nothing else: a running container is never replaced and nothing is
+    /// removed, so a repair cannot deploy or undo a deploy; only the master's jobs do. Returns
+    /// `None` when nothing needed repair.
+    pub async fn repair(&self, job_id: &JobId, desired: &DesiredState) -> Option<JobResult> {
+        let observed = match self.runtime.list_managed().await {
+            Ok(observed) => observed,
+            Err(err) => {
+                return Some(JobResult::failed(
+                    job_id.clone(),
+                    format!("list containers: {err}"),
+                ));
+            }
+        };
+        let ours: Vec<&ObservedContainer> = observed
+            .iter()
+            .filter(|o| belongs_to(&self.namespace, o))
+            .collect();
+        let broken: Vec<ContainerSpec> = desired
+            .containers
+            .iter()
+            .filter(|spec| {
+                let name = docker_name(&self.namespace, &spec.name);
+                // Docker restarts a container with a restart policy by itself.
+                !ours.iter().any(|o| {
+                    o.docker_name == name && matches!(o.state.as_str(), "running" | "restarting")
+                })
+            })
+            .cloned()
+            .collect();
+        if broken.is_empty() {
+            return None;
+        }
+        let names: Vec<String> = broken
+            .iter()
+            .map(|spec| docker_name(&self.namespace, &spec.name))
+            .collect();
+        // Only the broken containers are planned, so nothing else is replaced or removed.
+        let subset: Vec<ObservedContainer> = ours
+            .into_iter()
+            .filter(|o| names.contains(&o.docker_name))
+            .cloned()
+            .collect();
+        let broken = DesiredState { containers: broken };
+        Some(self.converge(job_id, &broken, &subset, &|_| {}).await)
+    }
+
+    /// Makes `observed` (the managed containers considered) match `desired`.
+    async fn converge(
+        &self,
+        job_id: &JobId,
+        desired: &DesiredState,
+        observed: &[ObservedContainer],
+        progress: ProgressSink<'_>,
+    ) -> JobResult {
         let pulling = Instant::now();
         let pulled = match self.pull_all(desired, progress).await {
             Ok(pulled) => pulled,
@@ -123,7 +180,7 @@ impl<R: ContainerRuntime> Executor<R> {
         self.health_ms.store(0, Ordering::Relaxed);
         let acting = Instant::now();
         let mut results = vec![];
-        for action in plan(&self.namespace, &wanted, &observed) {
+        for action in plan(&self.namespace, &wanted, observed) {
             results.push(self.execute(job_id, action, &pulled, progress).await);
         }
         let health_ms = self.health_ms.load(Ordering::Relaxed);
@@ -814,7 +871,7 @@ mod tests {
                 .containers
                 .iter()
                 .find(|c| c.id == id)
-                .ok_or_else(|| RuntimeError::Other(format!("No such container: {id}")))?;
+                .ok_or_else(|| RuntimeError::Gone(id.to_owned()))?;
             Ok(ContainerStatus {
                 running: container.is_running(),
                 exit_code: 0,
@@ -822,6 +879,14 @@ mod tests {
                 docker_health: None,
                 ip_address: None,
             })
+        }
+
+        async fn watch_changes(
+            &self,
+            _namespace: &str,
+            _changed: &(dyn Fn(String) + Send + Sync),
+        ) -> Result<(), RuntimeError> {
+            Err(RuntimeError::Unavailable("no events in tests".into()))
         }
 
         async fn exec(&self, id: &str, _command: &[String]) -> Result<i64, RuntimeError> {
@@ -971,6 +1036,67 @@ mod tests {
         let calls = &exec.runtime.calls()[before..];
         assert!(calls.iter().all(|c| c.starts_with("pull ")), "{calls:?}");
         assert_eq!(exec.runtime.container("host.web").unwrap().state, "running");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repair_brings_back_stopped_and_removed_containers_and_nothing_else() {
+        let exec = executor(&[("app:1", "sha256:a"), ("app:2", "sha256:b")]);
+        let desired =
+            DesiredState::new(vec![spec("web", "app:1"), spec("worker", "app:1")]).unwrap();
+        let job = JobId::new("repair-1").unwrap();
+        exec.apply(&job, &desired, &|_| {}).await;
+        assert!(
+            exec.repair(&job, &desired).await.is_none(),
+            "nothing to repair"
+        );
+
+        // The registry moved on: a repair does not deploy it.
+        exec.runtime
+            .state
+            .lock()
+            .unwrap()
+            .images
+            .insert("app:1".into(), "sha256:new".into());
+        let web = exec.runtime.container("host.web").unwrap().id;
+        assert!(exec.repair(&job, &desired).await.is_none());
+        assert_eq!(exec.runtime.container("host.web").unwrap().id, web);
+
+        // Stopped by hand, and removed by hand; an undeclared container stays.
+        {
+            let mut state = exec.runtime.state.lock().unwrap();
+            state.containers.retain(|c| c.docker_name != "host.worker");
+            let web = state
+                .containers
+                .iter_mut()
+                .find(|c| c.docker_name == "host.web")
+                .unwrap();
+            web.state = "exited".into();
+            let mut extra = web.clone();
+            extra.docker_name = "host.extra".into();
+            extra.id = "extra".into();
+            extra
+                .labels
+                .insert(labels::CONTAINER.into(), "extra".into());
+            extra.state = "running".into();
+            state.containers.push(extra);
+        }
+        let repaired = exec.repair(&job, &desired).await.expect("a repair");
+        assert_eq!(repaired.status, HostStatus::Changed, "{repaired:?}");
+        let mut actions: Vec<_> = repaired
+            .containers
+            .iter()
+            .map(|c| (c.name.to_string(), c.action))
+            .collect();
+        actions.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            actions,
+            [
+                ("web".to_owned(), ContainerAction::Replaced),
+                ("worker".to_owned(), ContainerAction::Created)
+            ]
+        );
+        assert_eq!(exec.runtime.container("host.web").unwrap().state, "running");
+        assert!(exec.runtime.container("host.extra").is_some());
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use crate::runtime::{ContainerRuntime, ContainerStatus, DockerHealth};
+use crate::runtime::{ContainerRuntime, ContainerStatus, DockerHealth, RuntimeError};
 
 /// The longest one probe attempt may take, however long the interval: a probe that needs more
 /// is as good as failed for a service about to take traffic.
@@ -35,12 +35,15 @@ pub enum Unhealthy {
     Restarted,
     #[error("health check failed for {}: {last}", humantime::format_duration(*.deadline))]
     Deadline { deadline: Duration, last: String },
+    /// Removed while the wait looked at it (by hand, or by another program).
+    #[error("the container was removed")]
+    Removed,
 }
 
 /// What the wait looks at: a real container in production, a script in tests.
 pub trait Target: Sync {
     /// The container's state now; `Err` says why it could not be seen.
-    fn status(&self) -> impl Future<Output = Result<ContainerStatus, String>> + Send;
+    fn status(&self) -> impl Future<Output = Result<ContainerStatus, RuntimeError>> + Send;
 
     /// One probe attempt against the running container `status` describes; `Err` says why it
     /// failed.
@@ -82,6 +85,7 @@ pub async fn wait_until_healthy(
                     )),
                 }
             }
+            Ok(Err(RuntimeError::Gone(_))) => return Err(Unhealthy::Removed),
             Ok(Err(err)) => Err(format!("inspect the container: {err}")),
             Err(_) => Err(format!(
                 "docker did not answer an inspect within {}",
@@ -127,11 +131,8 @@ pub struct RuntimeTarget<'a, R> {
 }
 
 impl<R: ContainerRuntime> Target for RuntimeTarget<'_, R> {
-    async fn status(&self) -> Result<ContainerStatus, String> {
-        self.runtime
-            .inspect(self.id)
-            .await
-            .map_err(|err| err.to_string())
+    async fn status(&self) -> Result<ContainerStatus, RuntimeError> {
+        self.runtime.inspect(self.id).await
     }
 
     async fn probe(&self, status: &ContainerStatus) -> Result<(), String> {
@@ -250,6 +251,8 @@ mod tests {
         Exited(i64),
         /// Running again after Docker restarted it.
         Restarted,
+        /// Removed.
+        Gone,
     }
 
     /// Answers each look with the next step (the last one repeats) and records when.
@@ -288,9 +291,10 @@ mod tests {
     }
 
     impl Target for Script {
-        async fn status(&self) -> Result<ContainerStatus, String> {
+        async fn status(&self) -> Result<ContainerStatus, RuntimeError> {
             self.looks.lock().unwrap().push(Instant::now());
             Ok(match self.current() {
+                Step::Gone => return Err(RuntimeError::Gone("c1".into())),
                 Step::Exited(code) => ContainerStatus {
                     running: false,
                     exit_code: code,
@@ -316,7 +320,7 @@ mod tests {
             match step {
                 Step::Probe(verdict) => verdict.map_err(str::to_owned),
                 Step::Hang => std::future::pending().await,
-                Step::Exited(_) | Step::Restarted => unreachable!("not probed"),
+                Step::Exited(_) | Step::Restarted | Step::Gone => unreachable!("not probed"),
             }
         }
     }
@@ -384,6 +388,15 @@ mod tests {
             "the container exited with status 1"
         );
         assert_eq!(started.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_container_removed_during_the_wait_fails_at_once() {
+        let script = Script::new(&[PASS, Step::Gone]);
+        let started = Instant::now();
+        let result = wait_until_healthy(&check(1_000, 5_000, 60_000), &script).await;
+        assert_eq!(result, Err(Unhealthy::Removed));
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -538,7 +551,7 @@ mod tests {
     struct HttpOnce(SocketAddr);
 
     impl Target for HttpOnce {
-        async fn status(&self) -> Result<ContainerStatus, String> {
+        async fn status(&self) -> Result<ContainerStatus, RuntimeError> {
             Ok(ContainerStatus {
                 ip_address: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
                 ..running()

@@ -226,8 +226,49 @@ impl ContainerRuntime for DockerRuntime {
             .docker
             .inspect_container(id, None)
             .await
-            .map_err(runtime_error)?;
+            .map_err(|err| match err {
+                DockerError::DockerResponseServerError {
+                    status_code: 404, ..
+                } => RuntimeError::Gone(id.to_owned()),
+                other => runtime_error(other),
+            })?;
         Ok(status(inspected))
+    }
+
+    async fn watch_changes(
+        &self,
+        namespace: &str,
+        changed: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<(), RuntimeError> {
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            (
+                "label".to_owned(),
+                vec![
+                    format!("{}=true", labels::MANAGED),
+                    format!("{}={namespace}", labels::NAMESPACE),
+                ],
+            ),
+            (
+                "event".to_owned(),
+                vec!["die".to_owned(), "stop".to_owned(), "destroy".to_owned()],
+            ),
+        ]);
+        let options = bollard::query_parameters::EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let mut events = std::pin::pin!(self.docker.events(Some(options)));
+        while let Some(event) = events.next().await {
+            let event = event.map_err(runtime_error)?;
+            let name = event
+                .actor
+                .and_then(|actor| actor.attributes)
+                .and_then(|attributes| attributes.get("name").cloned())
+                .unwrap_or_default();
+            changed(name);
+        }
+        Err(RuntimeError::Unavailable("the event stream ended".into()))
     }
 
     async fn exec(&self, id: &str, command: &[String]) -> Result<i64, RuntimeError> {

@@ -111,6 +111,9 @@ pub enum RuntimeError {
     /// The image reference does not exist in its registry, or access was denied.
     #[error("image {image} could not be pulled: {message}")]
     Pull { image: String, message: String },
+    /// The container does not exist (any more).
+    #[error("no such container: {0}")]
+    Gone(String),
     /// A container name is taken by a container brine does not manage.
     #[error("a container named {0} already exists and brine does not manage it")]
     NameTaken(String),
@@ -165,7 +168,8 @@ pub trait ContainerRuntime: Send + Sync {
         new_name: &str,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
-    /// Whether a container runs, how it last exited, its Docker health and its address.
+    /// Whether a container runs, how it last exited, its Docker health and its address;
+    /// [`RuntimeError::Gone`] if it does not exist.
     fn inspect(
         &self,
         id: &str,
@@ -178,4 +182,13 @@ pub trait ContainerRuntime: Send + Sync {
         id: &str,
         command: &[String],
     ) -> impl Future<Output = Result<i64, RuntimeError>> + Send;
+
+    /// Follows the engine's events and calls `changed` with the Docker name of each managed
+    /// container of `namespace` that dies, stops or is removed. Returns when the event stream
+    /// ends or fails (the engine went away); callers watch again after a pause.
+    fn watch_changes(
+        &self,
+        namespace: &str,
+        changed: &(dyn Fn(String) + Send + Sync),
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 }

@@ -1,0 +1,128 @@
+//! End to end: a minion keeps its host on its last desired state by itself. Containers stopped
+//! or removed by hand come back, with the master up or down, and a minion restarted while the
+//! master is down converges from its cached desired state.
+//!
+//! Needs Docker, Debian's `docker-registry` and `busybox-static`, and the binaries.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::{Fleet, containers, docker, highstate_expecting, quoted, tail, wait_for};
+
+/// Repairs follow Docker's events within a second; this leaves room for a slow machine.
+const REPAIR_DEADLINE: Duration = Duration::from_secs(20);
+
+fn running_id(namespace: &str, docker_name: &str) -> Result<String, String> {
+    containers(namespace)
+        .into_iter()
+        .find(|c| c.name == docker_name)
+        .map_or_else(
+            || Err(format!("{docker_name} does not exist")),
+            |c| match c.state.as_str() {
+                "running" => Ok(c.id),
+                other => Err(format!("{docker_name} is {other}")),
+            },
+        )
+}
+
+/// Deploys one `web` container to the fleet's only host; returns the host's id, the
+/// container's Docker name and its id.
+fn deploy_web(fleet: &Fleet) -> (String, String, String) {
+    let id = fleet.minion_id("a");
+    fleet.master.write_roles(&format!(
+        "[roles.web]\nimage = {}\n[[roles.web.containers]]\nname = \"web\"\n\
+         command = [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\"]\n\n\
+         [assign]\n{} = [\"web\"]\n",
+        quoted(&fleet.app_v1.reference),
+        quoted(&id)
+    ));
+    highstate_expecting(fleet, 0);
+    let name = format!("{id}.web");
+    let deployed = running_id(&id, &name).expect("the highstate started it");
+    (id, name, deployed)
+}
+
+#[test]
+fn stopped_and_removed_containers_come_back_with_or_without_the_master() {
+    let mut fleet = Fleet::start(&["a"]);
+    let (id, name, deployed) = deploy_web(&fleet);
+
+    let log = fleet.minions[0].log_path();
+    docker(&["stop", "-t", "1", &name]);
+    let restarted = wait_repaired(&log, 1, &id, &name);
+    assert_ne!(
+        restarted, deployed,
+        "a stopped container is recreated from its spec"
+    );
+
+    docker(&["rm", "-f", &name]);
+    wait_repaired(&log, 2, &id, &name);
+
+    // The master goes away, and the minion restarts while it is away.
+    fleet.minions[0].stop();
+    fleet.master.stop();
+    docker(&["rm", "-f", &name]);
+    fleet.minions[0].start_again();
+    wait_repaired(&log, 3, &id, &name);
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("repaired drift check=Startup"),
+        "the restarted minion converged from its cache:\n{}",
+        tail(&log, 40)
+    );
+    docker(&["rm", "-f", &name]);
+    wait_repaired(&log, 4, &id, &name);
+}
+
+/// Waits until the minion has logged `repairs` finished repairs and the container runs; returns
+/// its id. A repair is logged once its container has passed its health gate.
+fn wait_repaired(log: &Path, repairs: usize, namespace: &str, docker_name: &str) -> String {
+    wait_for(
+        &format!("repair {repairs} of {docker_name}"),
+        REPAIR_DEADLINE,
+        || {
+            let logged = std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .matches("repaired drift")
+                .count();
+            if logged < repairs {
+                return Err(format!("{logged} repairs logged"));
+            }
+            running_id(namespace, docker_name)
+        },
+    )
+}
+
+#[test]
+fn a_corrupt_cache_is_reported_and_nothing_is_removed() {
+    let mut fleet = Fleet::start(&["a"]);
+    let (id, name, deployed) = deploy_web(&fleet);
+
+    let minion = &mut fleet.minions[0];
+    minion.stop();
+    let cache = minion.data_dir().join("desired.json");
+    let text = std::fs::read_to_string(&cache).expect("the minion cached its desired state");
+    std::fs::write(&cache, &text[..text.len() / 3]).expect("truncate the cache");
+    minion.start_again();
+    wait_for(
+        "the minion to report its unreadable cache",
+        REPAIR_DEADLINE,
+        || {
+            let log = std::fs::read_to_string(minion.log_path()).unwrap_or_default();
+            if log.contains("desired.json is unreadable") {
+                Ok(())
+            } else {
+                Err("not reported yet".into())
+            }
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        running_id(&id, &name).as_deref(),
+        Ok(deployed.as_str()),
+        "the container was left as it was"
+    );
+}

@@ -1,0 +1,294 @@
+//! The host keeper: runs the master's jobs one at a time, caches each desired state before it
+//! is applied, and between jobs repairs drift: managed containers that died, were stopped or
+//! were removed are brought back, following Docker's events with a periodic check as a
+//! backstop, and backing off when a container keeps dying.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use brine_common::names::ContainerName;
+use brine_common::outcome::{ContainerAction, HostStatus, JobId, JobResult};
+use brine_common::spec::DesiredState;
+use brine_proto::pb;
+use brine_proto::pb::minion_message::Kind;
+use tokio::sync::mpsc;
+
+use crate::config::DataDir;
+use crate::desired_cache;
+use crate::link::result_message;
+use crate::reconcile::execute::Executor;
+use crate::runtime::ContainerRuntime;
+
+/// A command to apply, and the link to report on.
+pub(crate) struct Job {
+    pub job_id: JobId,
+    pub desired: DesiredState,
+    /// Only report what would change.
+    pub dry_run: bool,
+    pub reply: mpsc::Sender<pb::MinionMessage>,
+}
+
+/// Why the minion looks for drift on its own.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Check {
+    /// It just started: converge to the cached desired state, master or no master.
+    Startup,
+    /// Docker says a managed container died, stopped or was removed.
+    ContainerChanged,
+    /// The periodic backstop, in case an event was missed.
+    Periodic,
+}
+
+/// Follows Docker's events and asks for a check on every change to a managed container; while
+/// Docker is unreachable, tries again every few seconds.
+pub(crate) async fn watch_engine<R: ContainerRuntime>(
+    executor: Arc<Executor<R>>,
+    namespace: String,
+    checks: mpsc::Sender<Check>,
+) {
+    loop {
+        let ask = |_name: String| {
+            let _ = checks.try_send(Check::ContainerChanged);
+        };
+        if let Err(err) = executor.runtime().watch_changes(&namespace, &ask).await {
+            tracing::debug!("not following Docker's events: {err}");
+        }
+        tokio::time::sleep(ENGINE_RETRY).await;
+        // Whatever happened while the events were not followed is found by a full check.
+        let _ = checks.try_send(Check::Periodic);
+    }
+}
+
+pub(crate) async fn check_periodically(interval: Duration, checks: mpsc::Sender<Check>) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let _ = checks.try_send(Check::Periodic);
+    }
+}
+
+/// How long after a first event the check waits, so a burst of events makes one check.
+const EVENT_SETTLE: Duration = Duration::from_millis(500);
+/// How long to wait before following Docker's events again.
+const ENGINE_RETRY: Duration = Duration::from_secs(5);
+
+/// Runs the host: the master's jobs one at a time, each desired state cached before it is
+/// applied, and between jobs the repairs that keep the host on its last desired state.
+pub(crate) async fn keep_host<R: ContainerRuntime>(
+    executor: Arc<Executor<R>>,
+    data: DataDir,
+    mut jobs: mpsc::Receiver<Job>,
+    mut checks: mpsc::Receiver<Check>,
+) {
+    let mut cached = match desired_cache::load(&data) {
+        Ok(cached) => cached,
+        Err(err) => {
+            tracing::warn!(
+                "{err}; every container is left as it is until the master sends a desired state"
+            );
+            None
+        }
+    };
+    let mut backoff = RepairBackoff::default();
+    loop {
+        tokio::select! {
+            biased;
+            job = jobs.recv() => {
+                let Some(job) = job else { break };
+                if let Some(updated) = run_job(&executor, &data, job).await {
+                    cached = Some(updated);
+                    backoff = RepairBackoff::default();
+                }
+            }
+            Some(check) = checks.recv() => {
+                if matches!(check, Check::ContainerChanged) {
+                    tokio::time::sleep(EVENT_SETTLE).await;
+                    while checks.try_recv().is_ok() {}
+                }
+                let Some(cached) = &cached else { continue };
+                repair(&executor, cached, check, &mut backoff).await;
+            }
+        }
+    }
+}
+
+/// Brings back what drifted from `cached`, unless repairs are backing off.
+async fn repair<R: ContainerRuntime>(
+    executor: &Executor<R>,
+    cached: &desired_cache::CachedDesired,
+    check: Check,
+    backoff: &mut RepairBackoff,
+) {
+    let now = tokio::time::Instant::now();
+    if !backoff.allows(now) {
+        return;
+    }
+    let Ok(job_id) = JobId::new(format!("repair-{}", crate::now_unix_ms())) else {
+        return;
+    };
+    let Some(result) = executor.repair(&job_id, &cached.to_repair()).await else {
+        return;
+    };
+    let containers: Vec<String> = result
+        .containers
+        .iter()
+        .map(|c| format!("{} {}", c.name, c.action.as_str()))
+        .collect();
+    match result.status {
+        HostStatus::Failed => tracing::warn!(
+            ?check,
+            containers = %containers.join(", "),
+            error = result.error.as_deref(),
+            "a repair failed"
+        ),
+        _ => tracing::info!(?check, containers = %containers.join(", "), "repaired drift"),
+    }
+    if let Some(wait) = backoff.record(now) {
+        tracing::warn!(
+            "containers keep needing repair (crash-looping); next repair in {}",
+            humantime::format_duration(wait)
+        );
+    }
+}
+
+/// Repairs needed again and again within a short time mean a container that keeps dying: after
+/// a few, wait longer and longer before the next, up to a cap.
+#[derive(Debug, Default)]
+struct RepairBackoff {
+    /// Repairs in a row, each within [`REPAIR_STREAK`] of the one before.
+    streak: u32,
+    last: Option<tokio::time::Instant>,
+    not_before: Option<tokio::time::Instant>,
+}
+
+const REPAIR_STREAK: Duration = Duration::from_secs(120);
+const FREE_REPAIRS: u32 = 3;
+const REPAIR_BACKOFF_BASE: Duration = Duration::from_secs(10);
+const REPAIR_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+impl RepairBackoff {
+    fn allows(&self, now: tokio::time::Instant) -> bool {
+        self.not_before.is_none_or(|t| now >= t)
+    }
+
+    /// Records a repair at `now`; returns the wait before the next one, if there is one.
+    fn record(&mut self, now: tokio::time::Instant) -> Option<Duration> {
+        self.streak = match self.last {
+            Some(last) if now.duration_since(last) < REPAIR_STREAK => self.streak + 1,
+            _ => 1,
+        };
+        self.last = Some(now);
+        let over = self.streak.checked_sub(FREE_REPAIRS + 1)?;
+        let wait = REPAIR_BACKOFF_BASE
+            .saturating_mul(2u32.saturating_pow(over.min(16)))
+            .min(REPAIR_BACKOFF_MAX);
+        self.not_before = Some(now + wait);
+        Some(wait)
+    }
+}
+
+/// Runs one job from the master and reports on the link that brought it. A real (not dry) run
+/// caches its desired state before touching anything, and again with the containers that failed
+/// once it is done; returns that cache entry.
+async fn run_job<R: ContainerRuntime>(
+    executor: &Executor<R>,
+    data: &DataDir,
+    job: Job,
+) -> Option<desired_cache::CachedDesired> {
+    let span = tracing::info_span!("job", job.id = %job.job_id);
+    span.in_scope(|| tracing::info!(containers = job.desired.containers.len(), "applying"));
+    let reply = job.reply.clone();
+    let job_id = job.job_id.clone();
+    let report = move |progress: brine_common::progress::Progress| {
+        // Progress is advisory: when the link is slow it is dropped, never waited for.
+        let _ = reply.try_send(pb::MinionMessage {
+            kind: Some(Kind::Progress(pb::JobProgress {
+                job_id: job_id.to_string(),
+                progress: Some(progress.into()),
+            })),
+        });
+    };
+    let mut cached = None;
+    let result = if job.dry_run {
+        executor.plan_only(&job.job_id, &job.desired).await
+    } else {
+        match save_desired(data, &job, BTreeSet::new()).await {
+            Err(err) => JobResult::failed(
+                job.job_id.clone(),
+                format!(
+                    "cannot store the desired state on this host ({err:#}); nothing was changed"
+                ),
+            ),
+            Ok(_) => {
+                let result = tracing::Instrument::instrument(
+                    executor.apply(&job.job_id, &job.desired, &report),
+                    span.clone(),
+                )
+                .await;
+                let failed = result
+                    .containers
+                    .iter()
+                    .filter(|c| c.action == ContainerAction::Failed)
+                    .map(|c| c.name.clone())
+                    .collect();
+                match save_desired(data, &job, failed).await {
+                    Ok(saved) => cached = Some(saved),
+                    Err(err) => {
+                        span.in_scope(|| tracing::warn!("cannot store the job's outcome: {err:#}"))
+                    }
+                }
+                result
+            }
+        }
+    };
+    span.in_scope(
+        || tracing::info!(status = %result.status, error = result.error.as_deref(), "applied"),
+    );
+    if job.reply.send(result_message(result)).await.is_err() {
+        span.in_scope(|| tracing::warn!("the link closed before the result could be sent"));
+    }
+    cached
+}
+
+/// Writes the cache off the async runtime (it flushes to disk).
+async fn save_desired(
+    data: &DataDir,
+    job: &Job,
+    failed: BTreeSet<ContainerName>,
+) -> anyhow::Result<desired_cache::CachedDesired> {
+    let (data, job_id, desired) = (data.clone(), job.job_id.clone(), job.desired.clone());
+    tokio::task::spawn_blocking(move || desired_cache::save(&data, &job_id, &desired, failed))
+        .await
+        .context("the cache task failed")?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repairs_back_off_when_they_keep_coming() {
+        let start = tokio::time::Instant::now();
+        let mut backoff = RepairBackoff::default();
+        for n in 0..FREE_REPAIRS {
+            let at = start + Duration::from_secs(u64::from(n));
+            assert!(backoff.allows(at));
+            assert_eq!(backoff.record(at), None);
+        }
+        let fourth = start + Duration::from_secs(10);
+        assert_eq!(backoff.record(fourth), Some(REPAIR_BACKOFF_BASE));
+        assert!(!backoff.allows(fourth + Duration::from_secs(5)));
+        assert!(backoff.allows(fourth + REPAIR_BACKOFF_BASE));
+        assert_eq!(
+            backoff.record(fourth + REPAIR_BACKOFF_BASE),
+            Some(REPAIR_BACKOFF_BASE * 2)
+        );
+        // A quiet spell starts afresh.
+        let later = fourth + REPAIR_BACKOFF_BASE + REPAIR_STREAK * 2;
+        assert_eq!(backoff.record(later), None);
+    }
+}
