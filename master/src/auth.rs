@@ -65,19 +65,18 @@ const METHODS: &[(&str, Access)] = &[
 /// connection instead (see `link`).
 #[derive(Debug, Default)]
 pub struct CertificateRevocations {
-    // A std lock: it is never held across an await.
-    revoked_at_unix_ms: RwLock<HashMap<(CertRole, String), i64>>,
+    // A std lock: it is never held across an await. Keyed by role, then name, so a request is
+    // checked without building a key.
+    revoked_at_unix_ms: RwLock<HashMap<CertRole, HashMap<String, i64>>>,
 }
 
 impl CertificateRevocations {
     pub fn new(revocations: impl IntoIterator<Item = (CertRole, String, i64)>) -> Self {
-        let map = revocations
-            .into_iter()
-            .map(|(role, name, at)| ((role, name), at))
-            .collect();
-        Self {
-            revoked_at_unix_ms: RwLock::new(map),
+        let this = Self::default();
+        for (role, name, at) in revocations {
+            this.revoke(role, name, at);
         }
+        this
     }
 
     /// Refuses `role` certificates for `name` issued up to `at_unix_ms`.
@@ -85,7 +84,9 @@ impl CertificateRevocations {
         self.revoked_at_unix_ms
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert((role, name), at_unix_ms);
+            .entry(role)
+            .or_default()
+            .insert(name, at_unix_ms);
     }
 
     /// Whether `identity`'s certificate was issued before its name was revoked. Operator and CI
@@ -96,7 +97,8 @@ impl CertificateRevocations {
             .revoked_at_unix_ms
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(identity.role, identity.name.clone()))
+            .get(&identity.role)
+            .and_then(|names| names.get(&identity.name))
             .copied();
         let Some(revoked_at_unix_ms) = revoked else {
             return false;

@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use brine_proto::pb;
+use brine_proto::pb::fleet_client::FleetClient;
 use serde::Serialize;
+use tonic::transport::Channel;
 
 use super::client::ClientArgs;
 
@@ -46,15 +48,19 @@ struct ContainerJson {
     state: String,
 }
 
-pub async fn list(client: &ClientArgs, format: ListFormat) -> anyhow::Result<()> {
-    let channel = client.connect().await?;
-    let minions = pb::fleet_client::FleetClient::new(channel)
+/// Every enrolled host, as the master lists it.
+async fn fetch(fleet: &mut FleetClient<Channel>) -> anyhow::Result<Vec<pb::MinionInfo>> {
+    Ok(fleet
         .list_minions(pb::ListMinionsRequest {})
         .await
         .map_err(super::status_error)
         .context("list minions")?
         .into_inner()
-        .minions;
+        .minions)
+}
+
+pub async fn list(client: &ClientArgs, format: ListFormat) -> anyhow::Result<()> {
+    let minions = fetch(&mut FleetClient::new(client.connect().await?)).await?;
     match format {
         ListFormat::Json => {
             let json: Vec<MinionJson> = minions.into_iter().map(to_json).collect();
@@ -161,15 +167,9 @@ pub async fn act(
     patterns: &[String],
     yes: bool,
 ) -> anyhow::Result<()> {
-    let mut fleet = pb::fleet_client::FleetClient::new(client.connect().await?);
+    let mut fleet = FleetClient::new(client.connect().await?);
     let ids = if patterns.iter().any(|p| is_glob(p)) {
-        let minions = fleet
-            .list_minions(pb::ListMinionsRequest {})
-            .await
-            .map_err(super::status_error)
-            .context("list minions")?
-            .into_inner()
-            .minions;
+        let minions = fetch(&mut fleet).await?;
         let ids = expand(patterns, &minions, action)?;
         let question = format!(
             "{} {} host(s): {}?",
