@@ -31,3 +31,58 @@ pub struct RunningContainer {
     pub state: String,
     pub container_id: String,
 }
+
+/// Something that happened on a host outside a job, reported to the master and kept in the
+/// host's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEvent {
+    /// When, by the host's clock.
+    pub at_unix_ms: i64,
+    pub kind: HostEventKind,
+    /// What happened, for people (at most [`MAX_EVENT_MESSAGE`] bytes).
+    pub message: String,
+}
+
+/// The longest event message the master keeps; longer ones are cut.
+pub const MAX_EVENT_MESSAGE: usize = 2048;
+
+/// What kind of thing happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostEventKind {
+    /// Containers that died, were stopped or were removed were brought back.
+    Repaired,
+    /// A repair did not bring everything back.
+    RepairFailed,
+    /// Containers keep needing repair; the minion waits longer between repairs.
+    CrashLooping,
+}
+
+impl HostEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostEventKind::Repaired => "repaired",
+            HostEventKind::RepairFailed => "repair_failed",
+            HostEventKind::CrashLooping => "crash_looping",
+        }
+    }
+}
+
+impl HostEvent {
+    /// An event now, its message cut to [`MAX_EVENT_MESSAGE`] bytes.
+    pub fn new(at_unix_ms: i64, kind: HostEventKind, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.len() > MAX_EVENT_MESSAGE {
+            let mut end = MAX_EVENT_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        Self {
+            at_unix_ms,
+            kind,
+            message,
+        }
+    }
+}

@@ -35,6 +35,7 @@ const METHODS: &[(&str, Access)] = &[
     ("/brine.v1.Fleet/Highstate", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/Deploy", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/ListMinions", Access::Roles(&[Admin, Ci])),
+    ("/brine.v1.Fleet/GetMinion", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/RevokeMinion", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/AcceptMinion", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/RejectMinion", Access::Roles(&[Admin])),

@@ -23,7 +23,9 @@ use crate::highstate::{self, HighstateError, JobRequest};
 use crate::release;
 use crate::rollout::{BatchSize, MAX_BATCH_WAIT, Rollout};
 use crate::state::{Master, now_unix_ms};
-use crate::store::{Approval, ApprovalChange, JobRecord, LockRecord, TokenRecord};
+use crate::store::{
+    Approval, ApprovalChange, EVENTS_KEPT, JobRecord, LockRecord, MinionRecord, TokenRecord,
+};
 
 /// Join tokens live one hour unless the caller asks otherwise, and 30 days at most.
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -152,6 +154,27 @@ impl FleetService {
         let disconnected = approval != Approval::Accepted && self.master.links.disconnect(&id);
         tracing::warn!(%caller, minion.id = %id, ?approval, disconnected, "minion approval changed");
         Ok(disconnected)
+    }
+
+    /// A host as the fleet API shows it.
+    fn minion_info(&self, m: MinionRecord) -> pb::MinionInfo {
+        pb::MinionInfo {
+            connected: self.master.links.is_connected(&m.id),
+            id: m.id.into(),
+            last_seen_unix_ms: m.last_seen_unix_ms,
+            facts: Some(m.facts.into()),
+            running: m.running.into_iter().map(Into::into).collect(),
+            certificate_sha256: m.certificate_sha256,
+            certificate_expires_unix_ms: m.certificate_expires_unix_ms,
+            join_labels: m.join_labels.into_iter().collect(),
+            approval: match m.approval {
+                Approval::Accepted => pb::Approval::Accepted,
+                Approval::Pending => pb::Approval::Pending,
+                Approval::Rejected => pb::Approval::Rejected,
+                Approval::Revoked => pb::Approval::Revoked,
+            }
+            .into(),
+        }
     }
 
     /// Runs a prepared job and streams its events to the caller.
@@ -359,25 +382,34 @@ impl pb::fleet_server::Fleet for FleetService {
             .await
             .map_err(store_failure)?
             .into_iter()
-            .map(|m| pb::MinionInfo {
-                connected: self.master.links.is_connected(&m.id),
-                id: m.id.into(),
-                last_seen_unix_ms: m.last_seen_unix_ms,
-                facts: Some(m.facts.into()),
-                running: m.running.into_iter().map(Into::into).collect(),
-                certificate_sha256: m.certificate_sha256,
-                certificate_expires_unix_ms: m.certificate_expires_unix_ms,
-                join_labels: m.join_labels.into_iter().collect(),
-                approval: match m.approval {
-                    Approval::Accepted => pb::Approval::Accepted,
-                    Approval::Pending => pb::Approval::Pending,
-                    Approval::Rejected => pb::Approval::Rejected,
-                    Approval::Revoked => pb::Approval::Revoked,
-                }
-                .into(),
-            })
+            .map(|m| self.minion_info(m))
             .collect();
         Ok(Response::new(pb::ListMinionsResponse { minions }))
+    }
+
+    async fn get_minion(
+        &self,
+        request: Request<pb::GetMinionRequest>,
+    ) -> Result<Response<pb::MinionDetail>, Status> {
+        let id = MinionId::new(request.into_inner().minion_id)
+            .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
+        let record = self
+            .master
+            .store
+            .minion(id.clone())
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(|| Status::not_found(format!("no enrolled minion {id}")))?;
+        let events = self
+            .master
+            .store
+            .host_events(id, EVENTS_KEPT)
+            .await
+            .map_err(store_failure)?;
+        Ok(Response::new(pb::MinionDetail {
+            minion: Some(self.minion_info(record)),
+            events: events.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn create_join_token(

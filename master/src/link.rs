@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use brine_common::host::RunningContainer;
+use brine_common::host::{HostEvent, RunningContainer};
 use brine_common::names::MinionId;
 use brine_common::outcome::{JobId, JobResult};
 use brine_common::progress::Progress;
@@ -288,6 +288,25 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
     }
 }
 
+/// Keeps what a host did between jobs in its history.
+async fn record_event(master: &Master, minion_id: &MinionId, event: pb::HostEvent) {
+    let event = match HostEvent::try_from(event) {
+        Ok(event) => event,
+        Err(err) => {
+            tracing::warn!(minion.id = %minion_id, "ignored invalid event: {err}");
+            return;
+        }
+    };
+    tracing::info!(minion.id = %minion_id, kind = event.kind.as_str(), message = %event.message, "host event");
+    if let Err(err) = master
+        .store
+        .record_host_event(minion_id.clone(), event)
+        .await
+    {
+        tracing::error!(minion.id = %minion_id, "cannot record a host event: {err}");
+    }
+}
+
 /// Why a host's certificate is refused, if it is.
 fn refusal(check: CertificateCheck) -> Option<&'static str> {
     match check {
@@ -388,6 +407,10 @@ async fn inbound_loop(
 
 async fn route(master: &Master, minion_id: &MinionId, message: pb::MinionMessage) {
     let (job_id, event) = match message.kind {
+        Some(Kind::Event(event)) => {
+            record_event(master, minion_id, event).await;
+            return;
+        }
         Some(Kind::Progress(pb::JobProgress {
             job_id,
             progress: Some(progress),

@@ -159,6 +159,16 @@ struct MinionSelection {
 
 #[derive(Debug, Subcommand)]
 enum MinionsCommand {
+    /// One host in detail: link, certificate, facts, labels, containers, and what it did on its
+    /// own (repairs of containers that died, were stopped or removed), newest first.
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The host's id.
+        id: String,
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        output: ListFormat,
+    },
     /// Admit hosts that wait for approval (`join_approval = "manual"` in master.toml).
     Accept(MinionSelection),
     /// Turn hosts away; they must join again with a token to come back.
@@ -427,24 +437,28 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             output,
         } => match command {
             None => brine_master::cli::minions::list(&client, output).await?,
-            Some(command) => {
-                let (action, selection) = match command {
-                    MinionsCommand::Accept(selection) => (MinionAction::Accept, selection),
-                    MinionsCommand::Reject(selection) => (MinionAction::Reject, selection),
-                    MinionsCommand::Revoke(selection) => (MinionAction::Revoke, selection),
-                    MinionsCommand::Delete(selection) => (MinionAction::Delete, selection),
-                };
-                brine_master::cli::minions::act(
-                    &selection.client,
-                    action,
-                    &selection.ids,
-                    selection.yes,
-                )
-                .await?;
+            Some(MinionsCommand::Show { client, id, output }) => {
+                brine_master::cli::minions::show(&client, id, output).await?;
+            }
+            Some(MinionsCommand::Accept(selection)) => {
+                act_on_minions(MinionAction::Accept, selection).await?;
+            }
+            Some(MinionsCommand::Reject(selection)) => {
+                act_on_minions(MinionAction::Reject, selection).await?;
+            }
+            Some(MinionsCommand::Revoke(selection)) => {
+                act_on_minions(MinionAction::Revoke, selection).await?;
+            }
+            Some(MinionsCommand::Delete(selection)) => {
+                act_on_minions(MinionAction::Delete, selection).await?;
             }
         },
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn act_on_minions(action: MinionAction, selection: MinionSelection) -> anyhow::Result<()> {
+    brine_master::cli::minions::act(&selection.client, action, &selection.ids, selection.yes).await
 }
 
 /// The names a master certificate is valid for: the local ones and `advertise`.

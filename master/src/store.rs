@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use brine_common::host::{Facts, RunningContainer};
+use brine_common::host::{Facts, HostEvent, RunningContainer};
 use brine_common::identity::CertRole;
 use brine_common::names::MinionId;
 use brine_common::outcome::{ContainerAction, JobSummary};
@@ -24,6 +24,10 @@ const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("join_tokens")
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const LOCK: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet_lock");
 const RELEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("releases");
+/// What hosts did between jobs, keyed by host id and a sequence number per host.
+const HOST_EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("host_events");
+/// How many events the store keeps per host; older ones go.
+pub const EVENTS_KEPT: usize = 200;
 /// Operator and CI certificate revocations, keyed `ROLE/NAME`.
 const REVOCATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("certificate_revocations");
 /// The fleet has one lock, under this key.
@@ -283,6 +287,7 @@ impl Store {
         tx.open_table(LOCK)?;
         tx.open_table(RELEASES)?;
         tx.open_table(REVOCATIONS)?;
+        tx.open_table(HOST_EVENTS)?;
         tx.commit()?;
         Ok(Self { db: Arc::new(db) })
     }
@@ -407,13 +412,61 @@ impl Store {
         .await
     }
 
-    /// Forgets a host. Returns false for an unknown host.
+    /// Forgets a host and its events. Returns false for an unknown host.
     pub async fn delete_minion(&self, id: MinionId) -> Result<bool, StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_write()?;
             let found = tx.open_table(MINIONS)?.remove(id.as_str())?.is_some();
+            tx.open_table(HOST_EVENTS)?
+                .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)?;
             tx.commit()?;
             Ok(found)
+        })
+        .await
+    }
+
+    /// Records an event of an enrolled host, keeping its newest [`EVENTS_KEPT`]. Returns false
+    /// (and records nothing) for an unknown host.
+    pub async fn record_host_event(
+        &self,
+        id: MinionId,
+        event: HostEvent,
+    ) -> Result<bool, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let known = tx.open_table(MINIONS)?.get(id.as_str())?.is_some();
+            if known {
+                let mut table = tx.open_table(HOST_EVENTS)?;
+                let range = (id.as_str(), 0)..=(id.as_str(), u64::MAX);
+                let next = match table.range(range.clone())?.next_back() {
+                    Some(last) => last?.0.value().1 + 1,
+                    None => 0,
+                };
+                table.insert((id.as_str(), next), encode(&event).as_slice())?;
+                let oldest_kept = (next + 1).saturating_sub(EVENTS_KEPT as u64);
+                table.retain_in(range, |(_, seq), _| seq >= oldest_kept)?;
+            }
+            tx.commit()?;
+            Ok(known)
+        })
+        .await
+    }
+
+    /// A host's newest `limit` events, newest first.
+    pub async fn host_events(
+        &self,
+        id: MinionId,
+        limit: usize,
+    ) -> Result<Vec<HostEvent>, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(HOST_EVENTS)?;
+            table
+                .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?
+                .rev()
+                .take(limit)
+                .map(|entry| decode("host_events", entry?.1.value()))
+                .collect()
         })
         .await
     }
@@ -493,6 +546,15 @@ impl Store {
             };
             tx.commit()?;
             Ok(change)
+        })
+        .await
+    }
+
+    /// One enrolled host.
+    pub async fn minion(&self, id: MinionId) -> Result<Option<MinionRecord>, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            read(&tx.open_table(MINIONS)?, "minions", id.as_str())
         })
         .await
     }
@@ -1096,6 +1158,47 @@ mod tests {
             renew("three", "six").await.unwrap(),
             CertificateCheck::NotEnrolled
         );
+    }
+
+    #[tokio::test]
+    async fn host_events_keep_the_newest_and_go_with_their_host() {
+        use brine_common::host::HostEventKind;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        let event = |n: i64| HostEvent::new(n, HostEventKind::Repaired, format!("repair {n}"));
+        assert!(
+            !store
+                .record_host_event(id("ghost"), event(0))
+                .await
+                .unwrap()
+        );
+        for host in ["web-1", "web-10"] {
+            store
+                .enrol_minion(id(host), cert(host), 1, Approval::Accepted, BTreeMap::new())
+                .await
+                .unwrap();
+        }
+        let total = i64::try_from(EVENTS_KEPT).unwrap() + 5;
+        for n in 0..total {
+            assert!(
+                store
+                    .record_host_event(id("web-1"), event(n))
+                    .await
+                    .unwrap()
+            );
+        }
+        store
+            .record_host_event(id("web-10"), event(-1))
+            .await
+            .unwrap();
+        let events = store.host_events(id("web-1"), 1_000).await.unwrap();
+        assert_eq!(events.len(), EVENTS_KEPT);
+        assert_eq!(events[0].at_unix_ms, total - 1, "newest first");
+        assert_eq!(events.last().unwrap().at_unix_ms, 5, "the oldest went");
+        assert_eq!(store.host_events(id("web-1"), 3).await.unwrap().len(), 3);
+        assert!(store.delete_minion(id("web-1")).await.unwrap());
+        assert!(store.host_events(id("web-1"), 10).await.unwrap().is_empty());
+        assert_eq!(store.host_events(id("web-10"), 10).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

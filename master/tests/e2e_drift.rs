@@ -1,6 +1,7 @@
 //! End to end: a minion keeps its host on its last desired state by itself. Containers stopped
-//! or removed by hand come back, with the master up or down, and a minion restarted while the
-//! master is down converges from its cached desired state.
+//! or removed by hand come back, with the master up or down, a minion restarted while the
+//! master is down converges from its cached desired state, and every repair reaches the
+//! master's history of the host once the master is back.
 //!
 //! Needs Docker, Debian's `docker-registry` and `busybox-static`, and the binaries.
 
@@ -9,7 +10,10 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use support::{Fleet, containers, docker, highstate_expecting, quoted, tail, wait_for};
+use serde_json::Value;
+use support::{
+    Fleet, containers, docker, highstate_expecting, quoted, run_with_deadline, tail, wait_for,
+};
 
 /// Repairs follow Docker's events within a second; this leaves room for a slow machine.
 const REPAIR_DEADLINE: Duration = Duration::from_secs(20);
@@ -75,6 +79,39 @@ fn stopped_and_removed_containers_come_back_with_or_without_the_master() {
     );
     docker(&["rm", "-f", &name]);
     wait_repaired(&log, 4, &id, &name);
+
+    // The master comes back; the repairs made without it reach the host's history.
+    fleet.master.start_again();
+    fleet.minions[0].wait_connected(&fleet.master);
+    let show = || {
+        let run = run_with_deadline(
+            &mut fleet
+                .master
+                .cli(&["minions", "show", &id, "--output", "json"]),
+            Duration::from_secs(20),
+            "brine-master minions show",
+        );
+        assert_eq!(run.code, 0, "{}", run.describe("minions show"));
+        serde_json::from_str::<Value>(&run.stdout).expect("minions show prints JSON")
+    };
+    let detail = wait_for("all four repairs in the history", REPAIR_DEADLINE, || {
+        let detail = show();
+        let repaired = detail["events"].as_array().map_or(0, |events| {
+            events.iter().filter(|e| e["kind"] == "repaired").count()
+        });
+        if repaired >= 4 {
+            Ok(detail)
+        } else {
+            Err(format!("{repaired} repairs in {detail:#}"))
+        }
+    });
+    assert_eq!(detail["id"], id.as_str(), "{detail:#}");
+    assert!(
+        detail["events"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("web: ")),
+        "{detail:#}"
+    );
 }
 
 /// Waits until the minion has logged `repairs` finished repairs and the container runs; returns

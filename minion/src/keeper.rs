@@ -3,17 +3,18 @@
 //! were removed are brought back, following Docker's events with a periodic check as a
 //! backstop, and backing off when a container keeps dying.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use brine_common::host::{HostEvent, HostEventKind};
 use brine_common::names::ContainerName;
 use brine_common::outcome::{ContainerAction, HostStatus, JobId, JobResult};
 use brine_common::spec::DesiredState;
 use brine_proto::pb;
 use brine_proto::pb::minion_message::Kind;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::config::DataDir;
 use crate::desired_cache;
@@ -83,6 +84,7 @@ pub(crate) async fn keep_host<R: ContainerRuntime>(
     data: DataDir,
     mut jobs: mpsc::Receiver<Job>,
     mut checks: mpsc::Receiver<Check>,
+    events: Arc<PendingEvents>,
 ) {
     let mut cached = match desired_cache::load(&data) {
         Ok(cached) => cached,
@@ -110,7 +112,7 @@ pub(crate) async fn keep_host<R: ContainerRuntime>(
                     while checks.try_recv().is_ok() {}
                 }
                 let Some(cached) = &cached else { continue };
-                repair(&executor, cached, check, &mut backoff).await;
+                repair(&executor, cached, check, &mut backoff, &events).await;
             }
         }
     }
@@ -122,6 +124,7 @@ async fn repair<R: ContainerRuntime>(
     cached: &desired_cache::CachedDesired,
     check: Check,
     backoff: &mut RepairBackoff,
+    events: &PendingEvents,
 ) {
     let now = tokio::time::Instant::now();
     if !backoff.allows(now) {
@@ -136,22 +139,79 @@ async fn repair<R: ContainerRuntime>(
     let containers: Vec<String> = result
         .containers
         .iter()
-        .map(|c| format!("{} {}", c.name, c.action.as_str()))
+        .map(|c| format!("{}: {}", c.name, c.action.as_str()))
         .collect();
+    let containers = containers.join(", ");
     match result.status {
-        HostStatus::Failed => tracing::warn!(
-            ?check,
-            containers = %containers.join(", "),
-            error = result.error.as_deref(),
-            "a repair failed"
-        ),
-        _ => tracing::info!(?check, containers = %containers.join(", "), "repaired drift"),
+        HostStatus::Failed => {
+            let error = result.error.as_deref().unwrap_or("");
+            tracing::warn!(?check, %containers, error, "a repair failed");
+            events.push(
+                HostEventKind::RepairFailed,
+                format!("{containers} ({error})"),
+            );
+        }
+        _ => {
+            tracing::info!(?check, %containers, "repaired drift");
+            events.push(HostEventKind::Repaired, containers.clone());
+        }
     }
     if let Some(wait) = backoff.record(now) {
-        tracing::warn!(
-            "containers keep needing repair (crash-looping); next repair in {}",
-            humantime::format_duration(wait)
+        let wait = humantime::format_duration(wait);
+        tracing::warn!("containers keep needing repair (crash-looping); next repair in {wait}");
+        events.push(
+            HostEventKind::CrashLooping,
+            format!("{containers} keep needing repair; next repair in {wait}"),
         );
+    }
+}
+
+/// How many events wait for the master at most; the oldest go first.
+const EVENTS_QUEUED: usize = 100;
+
+/// Events on their way to the master, kept while it is unreachable.
+#[derive(Debug, Default)]
+pub(crate) struct PendingEvents {
+    // A std mutex: it is never held across an await.
+    queue: Mutex<VecDeque<HostEvent>>,
+    added: Notify,
+}
+
+impl PendingEvents {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<HostEvent>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, kind: HostEventKind, message: String) {
+        {
+            let mut queue = self.lock();
+            queue.push_back(HostEvent::new(crate::now_unix_ms(), kind, message));
+            while queue.len() > EVENTS_QUEUED {
+                queue.pop_front();
+            }
+        }
+        self.added.notify_one();
+    }
+
+    /// Takes every waiting event, oldest first.
+    pub(crate) fn take(&self) -> Vec<HostEvent> {
+        self.lock().drain(..).collect()
+    }
+
+    /// Puts back events that could not be sent, before any that came since.
+    pub(crate) fn put_back(&self, events: Vec<HostEvent>) {
+        let mut queue = self.lock();
+        for event in events.into_iter().rev() {
+            queue.push_front(event);
+        }
+        while queue.len() > EVENTS_QUEUED {
+            queue.pop_front();
+        }
+    }
+
+    /// Resolves when an event was added since the last call.
+    pub(crate) async fn added(&self) {
+        self.added.notified().await;
     }
 }
 
@@ -269,6 +329,21 @@ async fn save_desired(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_events_keep_the_newest_in_order() {
+        let events = PendingEvents::default();
+        for n in 0..EVENTS_QUEUED + 2 {
+            events.push(HostEventKind::Repaired, n.to_string());
+        }
+        let taken = events.take();
+        assert_eq!(taken.len(), EVENTS_QUEUED);
+        assert_eq!(taken[0].message, "2");
+        events.push(HostEventKind::Repaired, "later".into());
+        events.put_back(taken[..2].to_vec());
+        let messages: Vec<String> = events.take().into_iter().map(|e| e.message).collect();
+        assert_eq!(messages, ["2", "3", "later"]);
+    }
 
     #[test]
     fn repairs_back_off_when_they_keep_coming() {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{DataDir, MinionConfig};
 use crate::identity::{self, Identity};
-use crate::keeper::{Check, Job, check_periodically, keep_host, watch_engine};
+use crate::keeper::{Check, Job, PendingEvents, check_periodically, keep_host, watch_engine};
 use crate::reconcile::execute::Executor;
 use crate::renewal;
 use crate::runtime::ContainerRuntime;
@@ -62,11 +62,13 @@ pub async fn run<R: ContainerRuntime + 'static>(
     // Requests to look for drift; one waiting is enough, as a check looks at everything.
     let (checks, check_queue) = mpsc::channel(1);
     let _ = checks.try_send(Check::Startup);
+    let events = Arc::new(PendingEvents::default());
     let applier = tokio::spawn(keep_host(
         executor.clone(),
         data.clone(),
         job_queue,
         check_queue,
+        events.clone(),
     ));
     let watchers = [
         tokio::spawn(watch_engine(
@@ -81,7 +83,7 @@ pub async fn run<R: ContainerRuntime + 'static>(
         let mut attempt = 0;
         let mut seen = SeenJobs::default();
         loop {
-            match session(&data, &config, &executor, &jobs, &mut seen).await {
+            match session(&data, &config, &executor, &jobs, &events, &mut seen).await {
                 Ok(()) => {
                     tracing::info!("the master closed the link");
                     attempt = 0;
@@ -121,6 +123,7 @@ async fn session<R: ContainerRuntime>(
     config: &MinionConfig,
     executor: &Executor<R>,
     jobs: &mpsc::Sender<Job>,
+    events: &PendingEvents,
     seen: &mut SeenJobs,
 ) -> anyhow::Result<()> {
     let Identity {
@@ -164,6 +167,7 @@ async fn session<R: ContainerRuntime>(
         .into_inner();
     tracing::info!(master = %config.master, "connected");
 
+    send_events(events, &outbound).await?;
     let mut renew_at = renewal::renewal_time(&certificate);
     loop {
         let wait = renew_at
@@ -171,6 +175,10 @@ async fn session<R: ContainerRuntime>(
             .unwrap_or_default();
         let message = tokio::select! {
             message = inbound.message() => message,
+            () = events.added() => {
+                send_events(events, &outbound).await?;
+                continue;
+            }
             () = tokio::time::sleep(wait) => {
                 // Renewed over this link, which stays open: the new certificate serves the
                 // connections after this one.
@@ -226,6 +234,24 @@ async fn session<R: ContainerRuntime>(
                 );
                 let _ = outbound.send(result_message(refusal)).await;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Sends the events that waited for the link; puts them back if it closed meanwhile.
+async fn send_events(
+    events: &PendingEvents,
+    outbound: &mpsc::Sender<pb::MinionMessage>,
+) -> anyhow::Result<()> {
+    let mut waiting = events.take().into_iter();
+    while let Some(event) = waiting.next() {
+        let message = pb::MinionMessage {
+            kind: Some(Kind::Event(event.clone().into())),
+        };
+        if outbound.send(message).await.is_err() {
+            events.put_back(std::iter::once(event).chain(waiting).collect());
+            anyhow::bail!("the link closed while sending events");
         }
     }
     Ok(())

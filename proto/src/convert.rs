@@ -2,7 +2,7 @@
 
 use std::fmt::Display;
 
-use brine_common::host::{Facts, RunningContainer};
+use brine_common::host::{Facts, HostEvent, HostEventKind, RunningContainer};
 use brine_common::names::{ContainerName, MinionId, RoleName};
 use brine_common::outcome::{
     ContainerAction, ContainerResult, HostReport, HostStatus, JobId, JobResult, Timings,
@@ -351,6 +351,40 @@ impl From<Progress> for pb::Progress {
             subject: p.subject,
             bytes_done: p.bytes_done,
             bytes_total: p.bytes_total,
+        }
+    }
+}
+
+impl TryFrom<pb::HostEvent> for HostEvent {
+    type Error = InvalidField;
+
+    fn try_from(event: pb::HostEvent) -> Result<Self, InvalidField> {
+        let kind = match pb::HostEventKind::try_from(event.kind) {
+            Ok(pb::HostEventKind::Repaired) => HostEventKind::Repaired,
+            Ok(pb::HostEventKind::RepairFailed) => HostEventKind::RepairFailed,
+            Ok(pb::HostEventKind::CrashLooping) => HostEventKind::CrashLooping,
+            _ => {
+                return Err(InvalidField::new(
+                    "kind",
+                    format!("unknown event kind {}", event.kind),
+                ));
+            }
+        };
+        Ok(HostEvent::new(event.at_unix_ms, kind, event.message))
+    }
+}
+
+impl From<HostEvent> for pb::HostEvent {
+    fn from(event: HostEvent) -> Self {
+        pb::HostEvent {
+            at_unix_ms: event.at_unix_ms,
+            kind: match event.kind {
+                HostEventKind::Repaired => pb::HostEventKind::Repaired,
+                HostEventKind::RepairFailed => pb::HostEventKind::RepairFailed,
+                HostEventKind::CrashLooping => pb::HostEventKind::CrashLooping,
+            }
+            .into(),
+            message: event.message,
         }
     }
 }

@@ -1,7 +1,5 @@
 //! `brine-master jobs`: the history of highstates.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use anyhow::Context;
 use brine_common::outcome::{HighstateEvent, JobSummary};
 use brine_proto::pb;
@@ -139,10 +137,7 @@ pub async fn show(client: &ClientArgs, id: String, format: ListFormat) -> anyhow
 }
 
 fn started(summary: &JobSummary) -> String {
-    humantime::format_rfc3339_seconds(
-        UNIX_EPOCH + Duration::from_millis(u64::try_from(summary.started_at_unix_ms).unwrap_or(0)),
-    )
-    .to_string()
+    super::time_of(summary.started_at_unix_ms).to_string()
 }
 
 fn took(summary: &JobSummary) -> String {

@@ -1,6 +1,6 @@
 //! `brine-master lock`: see, take and release the fleet lock.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use brine_proto::pb;
@@ -53,11 +53,7 @@ fn describe(lock: &pb::LockStatus) -> String {
     if !lock.locked {
         return "unlocked".into();
     }
-    let at = |ms: i64| {
-        humantime::format_rfc3339_seconds(
-            UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
-        )
-    };
+    let at = super::time_of;
     let job = if lock.job_id.is_empty() {
         String::new()
     } else {

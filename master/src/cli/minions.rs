@@ -39,6 +39,22 @@ struct MinionJson {
     containers: Vec<ContainerJson>,
 }
 
+/// `minions show --output json`: the host and its events, newest first.
+#[derive(Debug, Serialize)]
+struct DetailJson {
+    #[serde(flatten)]
+    minion: MinionJson,
+    events: Vec<EventJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct EventJson {
+    at_unix_ms: i64,
+    /// `repaired`, `repair_failed` or `crash_looping`.
+    kind: &'static str,
+    message: String,
+}
+
 #[derive(Debug, Serialize)]
 struct ContainerJson {
     name: String,
@@ -77,6 +93,106 @@ fn approval_name(approval: i32) -> &'static str {
         Ok(pb::Approval::Rejected) => "rejected",
         Ok(pb::Approval::Revoked) => "revoked",
         _ => "accepted",
+    }
+}
+
+fn event_kind(kind: i32) -> &'static str {
+    match pb::HostEventKind::try_from(kind) {
+        Ok(pb::HostEventKind::Repaired) => "repaired",
+        Ok(pb::HostEventKind::RepairFailed) => "repair_failed",
+        Ok(pb::HostEventKind::CrashLooping) => "crash_looping",
+        _ => "unknown",
+    }
+}
+
+/// Shows one host: link, certificate, facts, labels, containers and its recent events.
+pub async fn show(client: &ClientArgs, id: String, format: ListFormat) -> anyhow::Result<()> {
+    let detail = FleetClient::new(client.connect().await?)
+        .get_minion(pb::GetMinionRequest { minion_id: id })
+        .await
+        .map_err(super::status_error)
+        .context("show the minion")?
+        .into_inner();
+    let minion = detail.minion.unwrap_or_default();
+    match format {
+        ListFormat::Json => {
+            let json = DetailJson {
+                minion: to_json(minion),
+                events: detail
+                    .events
+                    .into_iter()
+                    .map(|e| EventJson {
+                        at_unix_ms: e.at_unix_ms,
+                        kind: event_kind(e.kind),
+                        message: e.message,
+                    })
+                    .collect(),
+            };
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+        ListFormat::Table => print_detail(&minion, &detail.events),
+    }
+    Ok(())
+}
+
+fn print_detail(m: &pb::MinionInfo, events: &[pb::HostEvent]) {
+    let facts = m.facts.clone().unwrap_or_default();
+    let labels = |labels: &std::collections::HashMap<String, String>| {
+        let mut pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        pairs.sort();
+        pairs.join(",")
+    };
+    let link = match (approval_name(m.approval), m.connected) {
+        ("accepted", true) => "up",
+        ("accepted", false) => "down",
+        (other, _) => other,
+    };
+    println!("id:           {}", m.id);
+    println!("link:         {link}");
+    if m.last_seen_unix_ms > 0 {
+        println!("last seen:    {}", super::time_of(m.last_seen_unix_ms));
+    }
+    println!("certificate:  {}", m.certificate_sha256);
+    if m.certificate_expires_unix_ms > 0 {
+        println!(
+            "expires:      {}",
+            super::time_of(m.certificate_expires_unix_ms)
+        );
+    }
+    println!(
+        "host:         {} ({}, kernel {})",
+        facts.hostname, facts.os, facts.kernel
+    );
+    println!(
+        "docker:       {}",
+        if facts.docker_version.is_empty() {
+            "unavailable"
+        } else {
+            &facts.docker_version
+        }
+    );
+    println!(
+        "resources:    {} CPUs, {} MiB",
+        facts.cpus,
+        facts.memory_bytes / (1024 * 1024)
+    );
+    println!("labels:       {}", labels(&facts.labels));
+    println!("join labels:  {}", labels(&m.join_labels));
+    println!("containers:");
+    for c in &m.running {
+        println!("  {} ({}): {} {}", c.name, c.role, c.state, c.image);
+    }
+    println!("events (newest first):");
+    if events.is_empty() {
+        println!("  none");
+    }
+    for e in events {
+        println!(
+            "  {}  {:<13}  {}",
+            super::time_of(e.at_unix_ms),
+            event_kind(e.kind),
+            e.message
+        );
     }
 }
 

@@ -20,3 +20,11 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
         _ => anyhow::anyhow!("{}", status.message()),
     }
 }
+
+/// A time from the master, in milliseconds since the Unix epoch, as RFC 3339 to the second.
+fn time_of(unix_ms: i64) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0)),
+    )
+}

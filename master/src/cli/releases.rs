@@ -1,7 +1,6 @@
 //! `brine-master releases`: which images each role ran after each successful highstate.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
 use brine_proto::pb;
@@ -63,12 +62,7 @@ pub async fn list(
         }
         ListFormat::Table => {
             for release in &releases {
-                let at = humantime::format_rfc3339_seconds(
-                    UNIX_EPOCH
-                        + Duration::from_millis(
-                            u64::try_from(release.created_at_unix_ms).unwrap_or(0),
-                        ),
-                );
+                let at = super::time_of(release.created_at_unix_ms);
                 println!(
                     "release {}  {at}  by {}  job {}",
                     release.id, release.caller, release.job_id

@@ -1,6 +1,6 @@
 //! `brine-master token`: join tokens for enrolling hosts.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use brine_proto::pb;
@@ -59,10 +59,7 @@ pub async fn list(client: &ClientArgs) -> anyhow::Result<()> {
         "ID", "EXPIRES", "STATE", "USED", "LEFT"
     );
     for token in tokens {
-        let expires = humantime::format_rfc3339_seconds(
-            UNIX_EPOCH
-                + Duration::from_millis(u64::try_from(token.expires_at_unix_ms).unwrap_or(0)),
-        );
+        let expires = super::time_of(token.expires_at_unix_ms);
         let state = if token.expires_at_unix_ms <= now {
             "expired"
         } else if token.uses_left == Some(0) {

@@ -816,6 +816,26 @@ impl Master {
     pub fn stop(&mut self) {
         terminate(&mut self.child, Duration::from_secs(5));
     }
+
+    /// Starts the daemon again on the same data directory and port, appending to its log.
+    pub fn start_again(&mut self) {
+        self.stop();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open the master log");
+        self.child = brine_command(&master_binary())
+            .args(["serve", "--data-dir"])
+            .arg(self.data_dir())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start brine-master serve again: {err}"));
+        if let Err(failure) = self.wait_ready() {
+            panic!("brine-master serve did not start again: {failure}");
+        }
+    }
 }
 
 impl Drop for Master {
