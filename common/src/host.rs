@@ -11,6 +11,9 @@ use crate::names::{ContainerName, RoleName};
 pub struct Facts {
     pub hostname: String,
     pub os: String,
+    /// The OS's short id, e.g. `debian` (`ID` in os-release).
+    #[serde(default)]
+    pub os_id: String,
     pub kernel: String,
     /// Empty when Docker could not be reached.
     pub docker_version: String,

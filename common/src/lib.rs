@@ -10,5 +10,6 @@ pub mod outcome;
 pub mod progress;
 pub mod roles_file;
 pub mod spec;
+pub mod target;
 pub mod token;
 pub mod toml_span;

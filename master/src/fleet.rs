@@ -10,6 +10,7 @@ use brine_common::identity::CertRole;
 use brine_common::names::{MinionId, RoleName, check_label};
 use brine_common::outcome::{HighstateEvent, JobId};
 use brine_common::spec::ImageRef;
+use brine_common::target::Target;
 use brine_common::token::JoinToken;
 use brine_proto::pb;
 use futures::Stream;
@@ -79,6 +80,16 @@ fn rollout_from_wire(rollout: pb::Rollout) -> Result<Rollout, Status> {
         max_failures: rollout.max_failures,
         auto_revert: rollout.auto_revert,
     })
+}
+
+/// Parses a request's target expression; an empty one targets every host.
+fn parse_target(text: &str) -> Result<Option<Target>, Status> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    Target::parse(text)
+        .map(Some)
+        .map_err(|err| Status::invalid_argument(format!("target: {err}")))
 }
 
 fn store_failure(err: crate::store::StoreError) -> Status {
@@ -195,12 +206,7 @@ impl pb::fleet_server::Fleet for FleetService {
     ) -> Result<Response<Self::HighstateStream>, Status> {
         let caller = Caller::of(&request)?.identity()?.to_string();
         let request = request.into_inner();
-        let target = match request.target.trim() {
-            "" => None,
-            glob => Some(glob::Pattern::new(glob).map_err(|err| {
-                Status::invalid_argument(format!("target: {glob:?} is not a valid glob: {err}"))
-            })?),
-        };
+        let target = parse_target(&request.target)?;
         let (timeout, rollout) = self.job_options(request.timeout_seconds, request.rollout)?;
         let job = highstate::prepare(
             &self.master,
@@ -260,7 +266,7 @@ impl pb::fleet_server::Fleet for FleetService {
         let job = highstate::prepare(
             &self.master,
             JobRequest {
-                target: None,
+                target: parse_target(&request.target)?,
                 timeout,
                 rollout,
                 caller,
@@ -323,7 +329,7 @@ impl pb::fleet_server::Fleet for FleetService {
         let job = highstate::prepare(
             &self.master,
             JobRequest {
-                target: None,
+                target: parse_target(&request.target)?,
                 timeout,
                 rollout,
                 caller,

@@ -10,7 +10,9 @@ use brine_common::outcome::{
     ContainerAction, ContainerResult, HighstateEvent, HostReport, HostStatus, JobId, JobSummary,
     Timings,
 };
+use brine_common::roles_file::RolesFile;
 use brine_common::spec::{ContainerSpec, DesiredState, ImageRef};
+use brine_common::target::{HostView, Target};
 use futures::future::join_all;
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -21,7 +23,7 @@ use crate::registry::{ResolveError, Resolver};
 use crate::release::{Pins, Release, next_pins, pins_of};
 use crate::rollout::Rollout;
 use crate::state::{Master, load_roles, now_unix_ms};
-use crate::store::{JobRecord, LockRecord};
+use crate::store::{JobRecord, LockRecord, MinionRecord};
 
 /// How many events may wait for a slow caller; progress beyond that is dropped, final statuses
 /// are not.
@@ -102,8 +104,8 @@ pub struct PreparedJob {
 /// What a caller asks of a highstate.
 #[derive(Debug)]
 pub struct JobRequest {
-    /// A glob over minion ids; `None` for every enrolled host.
-    pub target: Option<glob::Pattern>,
+    /// Which hosts; `None` for every enrolled host.
+    pub target: Option<Target>,
     /// How long each batch may take.
     pub timeout: Duration,
     pub rollout: Rollout,
@@ -136,6 +138,20 @@ fn new_job_id() -> JobId {
     JobId::new(id).expect("a formatted job id is valid")
 }
 
+/// Whether `target` picks `host`: by id, its labels (its join token's over its own), its facts
+/// or the roles the roles file assigns it.
+fn is_targeted(target: &Target, host: &MinionRecord, roles: &RolesFile) -> bool {
+    let mut labels = host.facts.labels.clone();
+    labels.extend(host.join_labels.clone());
+    let assigned: Vec<&RoleName> = roles.roles_for(&host.id).into_iter().collect();
+    target.matches(&HostView {
+        id: host.id.as_str(),
+        facts: &host.facts,
+        labels: &labels,
+        roles: &assigned,
+    })
+}
+
 /// Reads the roles file and computes every target's desired state; refuses the whole job if any
 /// of that fails.
 pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob, HighstateError> {
@@ -162,10 +178,10 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
         .minions()
         .await?
         .into_iter()
+        .filter(|m| target.as_ref().is_none_or(|t| is_targeted(t, m, &roles)))
         .map(|m| m.id)
-        .filter(|id| target.as_ref().is_none_or(|p| p.matches(id.as_str())))
         .collect();
-    let target_text = target.map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let target_text = target.map(|t| t.as_str().to_owned()).unwrap_or_default();
     if targets.is_empty() {
         return Err(HighstateError::NoTargets(if target_text.is_empty() {
             "*".into()

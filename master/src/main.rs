@@ -61,8 +61,11 @@ enum Command {
     Highstate {
         #[command(flatten)]
         job: JobArgs,
-        /// Only hosts whose minion id matches this glob (`web-*`, `db-[12]`).
-        #[arg(long, value_name = "GLOB")]
+        /// Only these hosts: a minion id glob (`web-*`), a list (`web-1,web-2`), or an expression
+        /// of `id:GLOB`, `label:KEY=GLOB`, `fact:NAME=GLOB` (hostname, os, kernel, docker, cpus)
+        /// and `role:ROLE` with `and`, `or`, `not` and parentheses, e.g.
+        /// 'role:web and label:env=prod and not web-3'.
+        #[arg(long, value_name = "EXPRESSION")]
         target: Option<String>,
         /// A dry run: every host reports what it would pull, create, replace and remove against
         /// what it really runs; nothing changes. `changed` then means "would change".
@@ -100,6 +103,10 @@ enum Command {
         /// The image, e.g. `registry.example.com:5000/mynames/app:tested`.
         #[arg(long)]
         image: String,
+        /// Only these hosts among those that run the roles; the same expressions as for
+        /// highstate (e.g. 'label:env=staging').
+        #[arg(long, value_name = "EXPRESSION")]
+        target: Option<String>,
     },
     /// Certificates for CI pipelines and operators: issue them (on the master host) and revoke
     /// them.
@@ -130,6 +137,9 @@ enum Command {
         /// The release to go back to; default the newest earlier one that differs.
         #[arg(long, value_name = "RELEASE")]
         to: Option<u64>,
+        /// Only these hosts; the same expressions as for highstate.
+        #[arg(long, value_name = "EXPRESSION")]
+        target: Option<String>,
     },
     /// List enrolled hosts, their link state, facts and containers.
     #[command(args_conflicts_with_subcommands = true)]
@@ -385,8 +395,13 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             } => brine_master::cli::lock::acquire(&client, message, ttl).await?,
             LockCommand::Release { client } => brine_master::cli::lock::release(&client).await?,
         },
-        Command::Deploy { job, roles, image } => {
-            let verdict = brine_master::cli::highstate::deploy(&job, roles, image).await?;
+        Command::Deploy {
+            job,
+            roles,
+            image,
+            target,
+        } => {
+            let verdict = brine_master::cli::highstate::deploy(&job, roles, image, target).await?;
             return Ok(verdict.exit_code());
         }
         Command::Cert {
@@ -427,8 +442,13 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             role,
             output,
         } => brine_master::cli::releases::list(&client, role, output).await?,
-        Command::Rollback { job, role, to } => {
-            let verdict = brine_master::cli::highstate::rollback(&job, role, to).await?;
+        Command::Rollback {
+            job,
+            role,
+            to,
+            target,
+        } => {
+            let verdict = brine_master::cli::highstate::rollback(&job, role, to, target).await?;
             return Ok(verdict.exit_code());
         }
         Command::Minions {

@@ -949,3 +949,58 @@ fn a_plan_changes_nothing_and_predicts_the_highstate() {
         "the highstate did not do what the plan said"
     );
 }
+
+#[test]
+fn a_target_expression_picks_hosts_by_label_role_and_id() {
+    let mut fleet = Fleet::start(&["a", "b"]);
+    let (a, b) = (fleet.minion_id("a"), fleet.minion_id("b"));
+    let c = fleet.minion_id("c");
+    let mut front = support::Minion::start_labelled(&fleet.master, &c, &["tier=front"]);
+    front.wait_connected(&fleet.master);
+    fleet.minions.push(front);
+    let app = fleet.app_v1.reference.clone();
+    let every = format!("e2e-{}-*", fleet.uniq);
+    fleet.master.write_roles(
+        &(role("web", &app, "web", WEB_COMMAND)
+            + &role("worker", &app, "worker", WORKER_COMMAND)
+            + &assign(&[(&every, &["web"]), (&a, &["worker"])])),
+    );
+    let targeted = |expression: &str| {
+        let run = fleet.master.highstate_run_with(&["--target", expression]);
+        assert_eq!(run.code, 0, "{}", run.describe());
+        let mut hosts: Vec<String> = run.json["hosts"]
+            .as_array()
+            .expect("hosts")
+            .iter()
+            .map(|h| h["minion_id"].as_str().expect("an id").to_owned())
+            .collect();
+        hosts.sort();
+        hosts
+    };
+
+    assert_eq!(targeted("label:tier=front"), vec![c.clone()]);
+    assert!(containers(&a).is_empty() && containers(&b).is_empty());
+    assert_eq!(
+        targeted("role:worker or label:tier=FRONT"),
+        [a.clone(), c.clone()]
+    );
+    assert_eq!(
+        targeted(&format!("role:web and not ({a} or label:tier=front)")),
+        vec![b.clone()]
+    );
+    assert_eq!(containers(&b).len(), 1);
+
+    let bad = fleet
+        .master
+        .highstate_run_with(&["--target", "role:web label:tier=front"]);
+    assert_eq!(bad.code, 2, "{}", bad.describe());
+    assert!(
+        bad.stderr.contains("join matchers with `and` or `or`"),
+        "{}",
+        bad.describe()
+    );
+    let none = fleet
+        .master
+        .highstate_run_with(&["--target", "label:tier=back"]);
+    assert_eq!(none.code, 2, "{}", none.describe());
+}

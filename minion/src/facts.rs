@@ -29,6 +29,7 @@ pub async fn gather(runtime: &impl ContainerRuntime, labels: &BTreeMap<String, S
     Facts {
         hostname: System::host_name().unwrap_or_default(),
         os: System::long_os_version().unwrap_or_default(),
+        os_id: System::distribution_id(),
         kernel: System::kernel_version().unwrap_or_default(),
         docker_version,
         cpus: std::thread::available_parallelism()

@@ -57,10 +57,11 @@ enum Command {
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(format!("{text:?} is not KEY=VALUE")),
-    }
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    brine_common::names::check_label(key, value)?;
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 fn main() -> ExitCode {

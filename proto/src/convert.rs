@@ -265,6 +265,7 @@ impl From<pb::Facts> for Facts {
         Facts {
             hostname: facts.hostname,
             os: facts.os,
+            os_id: facts.os_id,
             kernel: facts.kernel,
             docker_version: facts.docker_version,
             cpus: facts.cpus,
@@ -279,6 +280,7 @@ impl From<Facts> for pb::Facts {
         pb::Facts {
             hostname: facts.hostname,
             os: facts.os,
+            os_id: facts.os_id,
             kernel: facts.kernel,
             docker_version: facts.docker_version,
             cpus: facts.cpus,

@@ -121,7 +121,7 @@ impl JobArgs {
     }
 }
 
-/// Runs a highstate over `target` (a glob; `None` for every host) and renders it; a `plan`
+/// Runs a highstate over `target` (an expression; `None` for every host) and renders it; a `plan`
 /// only reports what each host would do.
 pub async fn run(job: &JobArgs, target: Option<String>, plan: bool) -> anyhow::Result<Verdict> {
     let wire = job.wire()?;
@@ -148,6 +148,7 @@ pub async fn rollback(
     job: &JobArgs,
     role: Option<String>,
     to: Option<u64>,
+    target: Option<String>,
 ) -> anyhow::Result<Verdict> {
     let wire = job.wire()?;
     let request = pb::RollbackRequest {
@@ -156,6 +157,7 @@ pub async fn rollback(
         timeout_seconds: wire.timeout_seconds,
         rollout: Some(wire.rollout),
         lock_message: wire.lock_message,
+        target: target.unwrap_or_default(),
     };
     let stream = job
         .fleet()
@@ -169,7 +171,12 @@ pub async fn rollback(
 }
 
 /// Deploys `image` to `roles` (CI's call) and renders it.
-pub async fn deploy(job: &JobArgs, roles: Vec<String>, image: String) -> anyhow::Result<Verdict> {
+pub async fn deploy(
+    job: &JobArgs,
+    roles: Vec<String>,
+    image: String,
+    target: Option<String>,
+) -> anyhow::Result<Verdict> {
     let wire = job.wire()?;
     let request = pb::DeployRequest {
         roles,
@@ -177,6 +184,7 @@ pub async fn deploy(job: &JobArgs, roles: Vec<String>, image: String) -> anyhow:
         timeout_seconds: wire.timeout_seconds,
         rollout: Some(wire.rollout),
         lock_message: wire.lock_message,
+        target: target.unwrap_or_default(),
     };
     let stream = job
         .fleet()

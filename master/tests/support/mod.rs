@@ -861,6 +861,11 @@ pub struct Minion {
 impl Minion {
     /// Joins `master` as `id` and starts the daemon; see [`Minion::wait_connected`].
     pub fn start(master: &Master, id: &str) -> Self {
+        Self::start_labelled(master, id, &[])
+    }
+
+    /// As [`Minion::start`], with `KEY=VALUE` labels in the minion's configuration.
+    pub fn start_labelled(master: &Master, id: &str, labels: &[&str]) -> Self {
         let binary = minion_binary();
         let root = tempfile::Builder::new()
             .prefix("brine-e2e-minion-")
@@ -878,7 +883,8 @@ impl Minion {
                 .args(["join", "--master", &master.address(), "--token", &token])
                 .args(["--id", id, "--data-dir"])
                 .arg(&data)
-                .args(["--namespace", id]),
+                .args(["--namespace", id])
+                .args(labels.iter().flat_map(|label| ["--label", label])),
             Duration::from_secs(30),
             "brine-minion join",
         );
