@@ -59,6 +59,10 @@ pub enum HostEventKind {
     RepairFailed,
     /// Containers keep needing repair; the minion waits longer between repairs.
     CrashLooping,
+    /// The Docker engine stopped answering; the minion keeps its link and retries.
+    DockerUnavailable,
+    /// The Docker engine answers again; the minion checks its containers.
+    DockerAvailable,
 }
 
 impl HostEventKind {
@@ -67,6 +71,8 @@ impl HostEventKind {
             HostEventKind::Repaired => "repaired",
             HostEventKind::RepairFailed => "repair_failed",
             HostEventKind::CrashLooping => "crash_looping",
+            HostEventKind::DockerUnavailable => "docker_unavailable",
+            HostEventKind::DockerAvailable => "docker_available",
         }
     }
 }

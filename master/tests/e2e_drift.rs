@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    Fleet, containers, docker, highstate_expecting, quoted, run_with_deadline, tail, wait_for,
+    DockerProxy, Fleet, Minion, containers, docker, highstate_expecting, quoted, run_with_deadline,
+    tail, wait_for,
 };
 
 /// Repairs follow Docker's events within a second; this leaves room for a slow machine.
@@ -161,5 +162,94 @@ fn a_corrupt_cache_is_reported_and_nothing_is_removed() {
         running_id(&id, &name).as_deref(),
         Ok(deployed.as_str()),
         "the container was left as it was"
+    );
+}
+
+/// The kinds of the host's events as `minions show` lists them, oldest first.
+fn event_kinds(fleet: &Fleet, id: &str) -> Vec<String> {
+    let run = run_with_deadline(
+        &mut fleet
+            .master
+            .cli(&["minions", "show", id, "--output", "json"]),
+        Duration::from_secs(20),
+        "brine-master minions show",
+    );
+    assert_eq!(run.code, 0, "{}", run.describe("minions show"));
+    let detail: Value = serde_json::from_str(&run.stdout).expect("minions show prints JSON");
+    let mut kinds: Vec<String> = detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    kinds.reverse();
+    kinds
+}
+
+fn wait_for_event(fleet: &Fleet, id: &str, kind: &str, count: usize) {
+    wait_for(&format!("{count} {kind} events"), REPAIR_DEADLINE, || {
+        let kinds = event_kinds(fleet, id);
+        if kinds.iter().filter(|k| *k == kind).count() >= count {
+            Ok(())
+        } else {
+            Err(format!("events so far: {kinds:?}"))
+        }
+    });
+}
+
+#[test]
+fn a_minion_rides_out_docker_going_away_and_coming_back() {
+    let fleet = Fleet::start(&[]);
+    let id = fleet.minion_id("a");
+    let mut docker_proxy = DockerProxy::new();
+    let host = docker_proxy.docker_host();
+    // Docker is not there when the minion starts: it runs and links up all the same.
+    let mut minion = Minion::start_with(&fleet.master, &id, &[], &[("DOCKER_HOST", &host)]);
+    minion.wait_connected(&fleet.master);
+    wait_for_event(&fleet, &id, "docker_unavailable", 1);
+
+    fleet.master.write_roles(&format!(
+        "[roles.web]\nimage = {}\n[[roles.web.containers]]\nname = \"web\"\n\
+         command = [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\"]\n\n\
+         [assign]\n{} = [\"web\"]\n",
+        quoted(&fleet.app_v1.reference),
+        quoted(&id)
+    ));
+    let refused = fleet.master.highstate_run(None);
+    assert_eq!(refused.code, 1, "{}", refused.describe());
+    let error = refused.json["hosts"][0]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.contains("docker is unavailable"),
+        "{}",
+        refused.describe()
+    );
+
+    docker_proxy.up();
+    wait_for_event(&fleet, &id, "docker_available", 1);
+    let deployed = fleet.master.highstate_run(None);
+    assert_eq!(deployed.code, 0, "{}", deployed.describe());
+    let name = format!("{id}.web");
+    let first = running_id(&id, &name).expect("deployed");
+
+    // Docker goes away under the running minion and comes back: the link stays, the container
+    // is untouched, and drift is repaired again once it is back.
+    docker_proxy.down();
+    wait_for_event(&fleet, &id, "docker_unavailable", 2);
+    assert_eq!(fleet.master.connected(&id), Some(true));
+    docker_proxy.up();
+    wait_for_event(&fleet, &id, "docker_available", 2);
+    assert_eq!(running_id(&id, &name).as_deref(), Ok(first.as_str()));
+    docker(&["rm", "-f", &name]);
+    wait_repaired(&minion.log_path(), 1, &id, &name);
+    assert_eq!(
+        std::fs::read_to_string(minion.log_path())
+            .unwrap_or_default()
+            .matches("brine_minion::link: connected")
+            .count(),
+        1,
+        "the link never dropped:\n{}",
+        tail(&minion.log_path(), 40)
     );
 }

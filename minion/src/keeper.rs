@@ -42,23 +42,46 @@ pub(crate) enum Check {
     Periodic,
 }
 
-/// Follows Docker's events and asks for a check on every change to a managed container; while
-/// Docker is unreachable, tries again every few seconds.
+/// Follows Docker's events and asks for a check on every change to a managed container. While
+/// Docker does not answer, looks again every few seconds; its going away and coming back are
+/// reported as events, and its coming back asks for a full check.
 pub(crate) async fn watch_engine<R: ContainerRuntime>(
     executor: Arc<Executor<R>>,
     namespace: String,
     checks: mpsc::Sender<Check>,
+    events: Arc<PendingEvents>,
 ) {
+    let mut available = true;
     loop {
-        let ask = |_name: String| {
-            let _ = checks.try_send(Check::ContainerChanged);
-        };
-        if let Err(err) = executor.runtime().watch_changes(&namespace, &ask).await {
-            tracing::debug!("not following Docker's events: {err}");
+        match executor.runtime().version().await {
+            Ok(version) => {
+                if !available {
+                    tracing::info!(%version, "Docker answers again");
+                    events.push(
+                        HostEventKind::DockerAvailable,
+                        format!("Docker {version} answers again"),
+                    );
+                    let _ = checks.try_send(Check::Periodic);
+                }
+                available = true;
+                let ask = |_name: String| {
+                    let _ = checks.try_send(Check::ContainerChanged);
+                };
+                if let Err(err) = executor.runtime().watch_changes(&namespace, &ask).await {
+                    tracing::debug!("stopped following Docker's events: {err}");
+                }
+            }
+            Err(err) => {
+                if available {
+                    tracing::warn!(
+                        "{err}; retrying every {ENGINE_RETRY:?}, containers are left as they are"
+                    );
+                    events.push(HostEventKind::DockerUnavailable, err.to_string());
+                }
+                available = false;
+            }
         }
         tokio::time::sleep(ENGINE_RETRY).await;
-        // Whatever happened while the events were not followed is found by a full check.
-        let _ = checks.try_send(Check::Periodic);
     }
 }
 

@@ -75,6 +75,7 @@ pub async fn run<R: ContainerRuntime + 'static>(
             executor.clone(),
             config.namespace.clone(),
             checks.clone(),
+            events.clone(),
         )),
         tokio::spawn(check_periodically(config.reconcile_interval, checks)),
     ];

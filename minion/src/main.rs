@@ -136,9 +136,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 config.namespace = namespace;
             }
             validate_namespace(&config.namespace)?;
-            let docker = DockerRuntime::connect()
-                .await
-                .context("connect to Docker")?;
+            let docker = DockerRuntime::from_environment();
             brine_minion::link::run(data, config, docker, shutdown_signal()).await?;
         }
     }

@@ -144,7 +144,7 @@ fn inspect_container(id: &str) -> Value {
 
 #[tokio::test]
 async fn container_lifecycle_against_the_engine() {
-    let runtime = DockerRuntime::connect().await.expect("docker is reachable");
+    let runtime = DockerRuntime::from_environment();
     let version = runtime.version().await.expect("engine version");
     assert!(!version.is_empty());
 
@@ -273,7 +273,7 @@ async fn container_lifecycle_against_the_engine() {
 
 #[tokio::test]
 async fn renaming_onto_a_taken_name_is_reported() {
-    let runtime = DockerRuntime::connect().await.expect("docker is reachable");
+    let runtime = DockerRuntime::from_environment();
     let prefix = unique_prefix();
     let mut cleanup = Cleanup::default();
     let tag = format!("{prefix}:1");
@@ -316,7 +316,7 @@ async fn renaming_onto_a_taken_name_is_reported() {
 
 #[tokio::test]
 async fn pulling_from_an_unreachable_registry_fails_readably() {
-    let runtime = DockerRuntime::connect().await.expect("docker is reachable");
+    let runtime = DockerRuntime::from_environment();
     let image = ImageRef::new("127.0.0.1:1/nope/nope:missing").expect("image reference");
     match runtime.pull(&image, &|_| {}).await {
         Err(RuntimeError::Pull {
@@ -332,8 +332,10 @@ async fn pulling_from_an_unreachable_registry_fails_readably() {
 
 #[tokio::test]
 async fn an_absent_engine_is_unavailable() {
+    // Nothing is asked of the engine until a call: the runtime is made, calls fail.
+    let absent = DockerRuntime::at_socket("/nonexistent.sock");
     assert!(matches!(
-        DockerRuntime::connect_with_socket("/nonexistent.sock").await,
+        absent.version().await,
         Err(RuntimeError::Unavailable(message)) if message.contains("/nonexistent.sock")
     ));
 
@@ -342,7 +344,8 @@ async fn an_absent_engine_is_unavailable() {
     let path = dir.path().join("docker.sock");
     drop(std::os::unix::net::UnixListener::bind(&path).expect("bind a unix socket"));
     let path = path.to_str().expect("a UTF-8 temp path");
-    match DockerRuntime::connect_with_socket(path).await {
+    let refused = DockerRuntime::at_socket(path);
+    match refused.version().await {
         Err(RuntimeError::Unavailable(message)) => {
             assert!(message.to_lowercase().contains("refused"), "{message}");
         }
@@ -407,7 +410,7 @@ async fn pulling_from_a_registry_reports_progress_and_digest() {
         Path::new(REGISTRY_BINARY).exists(),
         "{REGISTRY_BINARY} is missing: run scripts/test-deps.sh (apt-get install docker-registry)"
     );
-    let runtime = DockerRuntime::connect().await.expect("docker is reachable");
+    let runtime = DockerRuntime::from_environment();
     let registry = Registry::start();
     let prefix = unique_prefix();
     let repository = format!("127.0.0.1:{}/{prefix}/app", registry.port);
@@ -513,7 +516,7 @@ async fn inspect_until(
 
 #[tokio::test]
 async fn inspect_reports_running_exit_code_and_address() {
-    let runtime = DockerRuntime::connect().await.expect("docker is reachable");
+    let runtime = DockerRuntime::from_environment();
     let prefix = unique_prefix();
     let mut cleanup = Cleanup::default();
     let tag = format!("{prefix}:1");
@@ -585,7 +588,7 @@ async fn inspect_reports_running_exit_code_and_address() {
 
 #[tokio::test]
 async fn inspect_follows_the_image_healthcheck() {
-    let runtime = DockerRuntime::connect().await.expect("docker is reachable");
+    let runtime = DockerRuntime::from_environment();
     let prefix = unique_prefix();
     let mut cleanup = Cleanup::default();
     let tag = format!("{prefix}:1");
@@ -640,7 +643,7 @@ async fn inspect_follows_the_image_healthcheck() {
 
 #[tokio::test]
 async fn exec_returns_the_exit_code() {
-    let runtime = DockerRuntime::connect().await.expect("docker is reachable");
+    let runtime = DockerRuntime::from_environment();
     let prefix = unique_prefix();
     let mut cleanup = Cleanup::default();
     let tag = format!("{prefix}:1");
@@ -690,7 +693,7 @@ fn health(probe: Probe, deadline_ms: u32) -> HealthCheck {
 
 #[tokio::test]
 async fn probes_reach_the_container_on_its_network() {
-    let runtime = DockerRuntime::connect().await.expect("docker is reachable");
+    let runtime = DockerRuntime::from_environment();
     let prefix = unique_prefix();
     let mut cleanup = Cleanup::default();
     let tag = format!("{prefix}:1");

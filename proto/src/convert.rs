@@ -365,6 +365,8 @@ impl TryFrom<pb::HostEvent> for HostEvent {
             Ok(pb::HostEventKind::Repaired) => HostEventKind::Repaired,
             Ok(pb::HostEventKind::RepairFailed) => HostEventKind::RepairFailed,
             Ok(pb::HostEventKind::CrashLooping) => HostEventKind::CrashLooping,
+            Ok(pb::HostEventKind::DockerUnavailable) => HostEventKind::DockerUnavailable,
+            Ok(pb::HostEventKind::DockerAvailable) => HostEventKind::DockerAvailable,
             _ => {
                 return Err(InvalidField::new(
                     "kind",
@@ -384,6 +386,8 @@ impl From<HostEvent> for pb::HostEvent {
                 HostEventKind::Repaired => pb::HostEventKind::Repaired,
                 HostEventKind::RepairFailed => pb::HostEventKind::RepairFailed,
                 HostEventKind::CrashLooping => pb::HostEventKind::CrashLooping,
+                HostEventKind::DockerUnavailable => pb::HostEventKind::DockerUnavailable,
+                HostEventKind::DockerAvailable => pb::HostEventKind::DockerAvailable,
             }
             .into(),
             message: event.message,

@@ -51,7 +51,8 @@ struct DetailJson {
 #[derive(Debug, Serialize)]
 struct EventJson {
     at_unix_ms: i64,
-    /// `repaired`, `repair_failed` or `crash_looping`.
+    /// `repaired`, `repair_failed`, `crash_looping`, `docker_unavailable` or
+    /// `docker_available`.
     kind: &'static str,
     message: String,
 }
@@ -102,6 +103,8 @@ fn event_kind(kind: i32) -> &'static str {
         Ok(pb::HostEventKind::Repaired) => "repaired",
         Ok(pb::HostEventKind::RepairFailed) => "repair_failed",
         Ok(pb::HostEventKind::CrashLooping) => "crash_looping",
+        Ok(pb::HostEventKind::DockerUnavailable) => "docker_unavailable",
+        Ok(pb::HostEventKind::DockerAvailable) => "docker_available",
         _ => "unknown",
     }
 }
@@ -189,7 +192,7 @@ fn print_detail(m: &pb::MinionInfo, events: &[pb::HostEvent]) {
     }
     for e in events {
         println!(
-            "  {}  {:<13}  {}",
+            "  {}  {:<18}  {}",
             super::time_of(e.at_unix_ms),
             event_kind(e.kind),
             e.message

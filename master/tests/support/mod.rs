@@ -15,9 +15,11 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -856,6 +858,8 @@ pub struct Minion {
     id: String,
     root: TempDir,
     child: Option<Child>,
+    /// Set for the daemon (not for `join`).
+    env: Vec<(String, String)>,
 }
 
 impl Minion {
@@ -866,6 +870,11 @@ impl Minion {
 
     /// As [`Minion::start`], with `KEY=VALUE` labels in the minion's configuration.
     pub fn start_labelled(master: &Master, id: &str, labels: &[&str]) -> Self {
+        Self::start_with(master, id, labels, &[])
+    }
+
+    /// As [`Minion::start`], with labels and `env` set for the daemon (e.g. `DOCKER_HOST`).
+    pub fn start_with(master: &Master, id: &str, labels: &[&str], env: &[(&str, &str)]) -> Self {
         let binary = minion_binary();
         let root = tempfile::Builder::new()
             .prefix("brine-e2e-minion-")
@@ -876,6 +885,10 @@ impl Minion {
             id: id.to_owned(),
             root,
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         let token = master.token();
         let join = run_with_deadline(
@@ -905,6 +918,7 @@ impl Minion {
             .open(&log)
             .unwrap_or_else(|err| panic!("cannot open {}: {err}", log.display()));
         let child = brine_command(&minion_binary())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["run", "--data-dir"])
             .arg(self.data_dir())
             .args(["--namespace", &self.id])
@@ -1118,4 +1132,124 @@ pub fn highstate_expecting(fleet: &Fleet, code: i32) -> HighstateRun {
         run.describe()
     );
     run
+}
+
+// ------------------------------------------------------------------------------------------------
+// A Docker engine that can go away
+
+/// A unix socket that forwards to the host's Docker engine while it is up: a minion pointed at
+/// it (`DOCKER_HOST`) sees Docker go away and come back, while the real engine and its
+/// containers stay untouched.
+pub struct DockerProxy {
+    dir: TempDir,
+    running: Option<ProxyRun>,
+}
+
+struct ProxyRun {
+    stop: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<UnixStream>>>,
+    acceptor: thread::JoinHandle<()>,
+}
+
+const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+impl DockerProxy {
+    /// A proxy that is down until [`DockerProxy::up`].
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("brine-e2e-docker-")
+                .tempdir()
+                .expect("a temp dir"),
+            running: None,
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("docker.sock")
+    }
+
+    /// `DOCKER_HOST` for clients of the proxy.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// Starts forwarding.
+    pub fn up(&mut self) {
+        assert!(self.running.is_none(), "the proxy is already up");
+        let listener = UnixListener::bind(self.socket()).expect("bind the proxy socket");
+        let stop = Arc::new(AtomicBool::new(false));
+        let connections: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
+        let acceptor = {
+            let (stop, connections) = (stop.clone(), connections.clone());
+            thread::spawn(move || {
+                for client in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(client) = client else { continue };
+                    let Ok(engine) = UnixStream::connect(DOCKER_SOCKET) else {
+                        continue;
+                    };
+                    let mut held = connections.lock().expect("the connection list");
+                    for stream in [&client, &engine] {
+                        if let Ok(clone) = stream.try_clone() {
+                            held.push(clone);
+                        }
+                    }
+                    drop(held);
+                    forward(&client, &engine);
+                    forward(&engine, &client);
+                }
+            })
+        };
+        self.running = Some(ProxyRun {
+            stop,
+            connections,
+            acceptor,
+        });
+    }
+
+    /// Stops forwarding: open connections are cut and the socket disappears.
+    pub fn down(&mut self) {
+        let Some(run) = self.running.take() else {
+            return;
+        };
+        run.stop.store(true, Ordering::SeqCst);
+        // Wakes the acceptor so it sees the flag.
+        let _ = UnixStream::connect(self.socket());
+        let _ = run.acceptor.join();
+        for stream in run
+            .connections
+            .lock()
+            .expect("the connection list")
+            .drain(..)
+        {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        let _ = std::fs::remove_file(self.socket());
+    }
+}
+
+impl Default for DockerProxy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for DockerProxy {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// Copies `from` to `to` on a thread of its own until either side closes.
+fn forward(from: &UnixStream, to: &UnixStream) {
+    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+        return;
+    };
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
 }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::errors::Error as DockerError;
@@ -19,6 +20,7 @@ use bollard::query_parameters::{
 use bollard::{API_DEFAULT_VERSION, Docker};
 use brine_common::spec::{ImageRef, PortMapping, Protocol, RestartPolicy};
 use futures::StreamExt;
+use tokio::sync::OnceCell;
 
 use super::{
     ContainerRuntime, ContainerStatus, CreateRequest, DockerHealth, ObservedContainer,
@@ -37,42 +39,72 @@ const EXEC_POLL_FIRST: Duration = Duration::from_millis(10);
 const EXEC_POLL_MAX: Duration = Duration::from_millis(200);
 
 /// The Docker engine of this host. Clones share one connection pool.
+///
+/// Nothing is asked of the engine until the first call, so the minion starts (and keeps its
+/// link to the master) while Docker is down.
 #[derive(Debug, Clone)]
 pub struct DockerRuntime {
-    docker: Docker,
+    endpoint: Arc<Endpoint>,
+    /// The client once the engine has answered and said which API version it speaks.
+    negotiated: Arc<OnceCell<Docker>>,
+}
+
+/// Where the engine listens.
+#[derive(Debug)]
+enum Endpoint {
+    /// Where the docker CLI would look: `DOCKER_HOST` when it is set, else the local socket.
+    Environment,
+    Socket(String),
 }
 
 impl DockerRuntime {
-    /// Connects where the docker CLI would: `DOCKER_HOST` when it is set, else the local socket.
-    pub async fn connect() -> Result<Self, RuntimeError> {
-        Self::negotiated(Docker::connect_with_defaults()).await
+    /// The engine where the docker CLI would find it: `DOCKER_HOST` when it is set, else the
+    /// local socket.
+    pub fn from_environment() -> Self {
+        Self::new(Endpoint::Environment)
     }
 
-    /// Connects to the engine listening on the unix socket at `path`.
-    pub async fn connect_with_socket(path: &str) -> Result<Self, RuntimeError> {
-        Self::negotiated(Docker::connect_with_socket(
-            path,
-            REQUEST_TIMEOUT_SECONDS,
-            API_DEFAULT_VERSION,
-        ))
-        .await
+    /// The engine listening on the unix socket at `path`.
+    pub fn at_socket(path: &str) -> Self {
+        Self::new(Endpoint::Socket(path.to_owned()))
     }
 
-    /// bollard speaks a newer API than older engines accept (Debian's 20.10 stops at 1.41), so the
-    /// version is settled once, before any other call; this also proves the engine answers.
-    async fn negotiated(docker: Result<Docker, DockerError>) -> Result<Self, RuntimeError> {
-        let docker = docker
-            .map_err(runtime_error)?
-            .negotiate_version()
+    fn new(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint: Arc::new(endpoint),
+            negotiated: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// The client, made on the first call that reaches the engine. bollard speaks a newer API
+    /// than older engines accept (Debian's 20.10 stops at 1.41), so the version is settled then,
+    /// once; until the engine answers, every call fails as unavailable and the next one tries
+    /// again.
+    async fn docker(&self) -> Result<&Docker, RuntimeError> {
+        self.negotiated
+            .get_or_try_init(|| async {
+                let client = match self.endpoint.as_ref() {
+                    Endpoint::Environment => Docker::connect_with_defaults(),
+                    Endpoint::Socket(path) => Docker::connect_with_socket(
+                        path,
+                        REQUEST_TIMEOUT_SECONDS,
+                        API_DEFAULT_VERSION,
+                    ),
+                };
+                client
+                    .map_err(runtime_error)?
+                    .negotiate_version()
+                    .await
+                    .map_err(runtime_error)
+            })
             .await
-            .map_err(runtime_error)?;
-        Ok(Self { docker })
     }
 }
 
 impl ContainerRuntime for DockerRuntime {
     async fn version(&self) -> Result<String, RuntimeError> {
-        self.docker
+        self.docker()
+            .await?
             .version()
             .await
             .map_err(runtime_error)?
@@ -87,7 +119,8 @@ impl ContainerRuntime for DockerRuntime {
             .filters(&filters)
             .build();
         let containers = self
-            .docker
+            .docker()
+            .await?
             .list_containers(Some(options))
             .await
             .map_err(runtime_error)?;
@@ -112,7 +145,7 @@ impl ContainerRuntime for DockerRuntime {
             .from_image(&engine.repository)
             .tag(&engine.tag_or_digest)
             .build();
-        let mut stream = self.docker.create_image(Some(options), None, None);
+        let mut stream = self.docker().await?.create_image(Some(options), None, None);
         let mut tally = PullTally::default();
         let mut last_report: Option<Instant> = None;
         while let Some(info) = stream.next().await {
@@ -134,7 +167,12 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn local_image(&self, image: &ImageRef) -> Result<Option<PulledImage>, RuntimeError> {
         let engine = EngineReference::of(image);
-        let inspected = match self.docker.inspect_image(&engine.to_string()).await {
+        let inspected = match self
+            .docker()
+            .await?
+            .inspect_image(&engine.to_string())
+            .await
+        {
             Ok(inspected) => inspected,
             Err(DockerError::DockerResponseServerError {
                 status_code: 404, ..
@@ -165,7 +203,8 @@ impl ContainerRuntime for DockerRuntime {
             .name(&request.docker_name)
             .build();
         match self
-            .docker
+            .docker()
+            .await?
             .create_container(Some(options), container_body(request))
             .await
         {
@@ -178,7 +217,8 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        self.docker
+        self.docker()
+            .await?
             .start_container(id, None)
             .await
             .map_err(runtime_error)
@@ -191,9 +231,13 @@ impl ContainerRuntime for DockerRuntime {
         // The engine answers only once the container is down, which can take the whole grace
         // period; the request timeout must not cut that short. bollard treats the engine's
         // 304 for an already stopped container as success.
-        let docker = self.docker.clone().with_timeout(Duration::from_secs(
-            REQUEST_TIMEOUT_SECONDS + u64::from(timeout_seconds),
-        ));
+        let docker = self
+            .docker()
+            .await?
+            .clone()
+            .with_timeout(Duration::from_secs(
+                REQUEST_TIMEOUT_SECONDS + u64::from(timeout_seconds),
+            ));
         docker
             .stop_container(id, Some(options))
             .await
@@ -202,7 +246,12 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let options = RemoveContainerOptionsBuilder::new().force(true).build();
-        match self.docker.remove_container(id, Some(options)).await {
+        match self
+            .docker()
+            .await?
+            .remove_container(id, Some(options))
+            .await
+        {
             Ok(())
             | Err(DockerError::DockerResponseServerError {
                 status_code: 404, ..
@@ -213,7 +262,7 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn rename(&self, id: &str, new_name: &str) -> Result<(), RuntimeError> {
         let options = RenameContainerOptionsBuilder::new().name(new_name).build();
-        match self.docker.rename_container(id, options).await {
+        match self.docker().await?.rename_container(id, options).await {
             Err(DockerError::DockerResponseServerError {
                 status_code: 409, ..
             }) => Err(RuntimeError::NameTaken(new_name.to_owned())),
@@ -223,7 +272,8 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn inspect(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
         let inspected = self
-            .docker
+            .docker()
+            .await?
             .inspect_container(id, None)
             .await
             .map_err(|err| match err {
@@ -258,7 +308,7 @@ impl ContainerRuntime for DockerRuntime {
             filters: Some(filters),
             ..Default::default()
         };
-        let mut events = std::pin::pin!(self.docker.events(Some(options)));
+        let mut events = std::pin::pin!(self.docker().await?.events(Some(options)));
         while let Some(event) = events.next().await {
             let event = event.map_err(runtime_error)?;
             let name = event
@@ -280,7 +330,8 @@ impl ContainerRuntime for DockerRuntime {
             ..Default::default()
         };
         let exec = self
-            .docker
+            .docker()
+            .await?
             .create_exec(id, options)
             .await
             .map_err(runtime_error)?;
@@ -289,14 +340,16 @@ impl ContainerRuntime for DockerRuntime {
             detach: true,
             ..Default::default()
         };
-        self.docker
+        self.docker()
+            .await?
             .start_exec(&exec.id, Some(detached))
             .await
             .map_err(runtime_error)?;
         let mut pause = EXEC_POLL_FIRST;
         loop {
             let state = self
-                .docker
+                .docker()
+                .await?
                 .inspect_exec(&exec.id)
                 .await
                 .map_err(runtime_error)?;
