@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{
     Container, Fleet, LABEL_CONTAINER, LABEL_JOB, LABEL_MANAGED, LABEL_NAMESPACE, LABEL_ROLE,
-    LABEL_SPEC_HASH, container, containers, highstate_expecting, host, quoted, status,
+    LABEL_SPEC_HASH, container, containers, docker, highstate_expecting, host, quoted, status,
 };
 
 const WEB_COMMAND: &[&str] = &["/bin/busybox", "httpd", "-f", "-p", "8080"];
@@ -1003,4 +1003,55 @@ fn a_target_expression_picks_hosts_by_label_role_and_id() {
         .master
         .highstate_run_with(&["--target", "label:tier=back"]);
     assert_eq!(none.code, 2, "{}", none.describe());
+}
+
+#[test]
+fn an_unassigned_role_is_removed_and_hand_made_containers_are_untouched() {
+    let fleet = Fleet::start(&["a"]);
+    let a = fleet.minion_id("a");
+    let app = fleet.app_v1.reference.clone();
+    let roles =
+        role("web", &app, "web", WEB_COMMAND) + &role("worker", &app, "worker", WORKER_COMMAND);
+    fleet
+        .master
+        .write_roles(&(roles.clone() + &assign(&[(&a, &["web", "worker"])])));
+    highstate_expecting(&fleet, 0);
+
+    // Made by hand: a similar name and brine-looking labels, but not brine's.
+    let hand_made = format!("{a}.worker-2");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &hand_made,
+        "--label",
+        &format!("{LABEL_NAMESPACE}={a}"),
+        "--label",
+        &format!("{LABEL_CONTAINER}=worker"),
+        &fleet.app_v1.id,
+        "/bin/busybox",
+        "sleep",
+        "3600",
+    ]);
+
+    fleet
+        .master
+        .write_roles(&(roles + &assign(&[(&a, &["web"])])));
+    let run = highstate_expecting(&fleet, 0);
+    let h = host(&run.json, &a);
+    assert_eq!(h["status"], "changed", "{h:#}");
+    assert_eq!(container(h, "worker")["action"], "removed", "{h:#}");
+    assert_eq!(container(h, "web")["action"], "kept", "{h:#}");
+    let left: Vec<(String, String)> = containers(&a)
+        .into_iter()
+        .map(|c| (c.name, c.state))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            (format!("{a}.web"), "running".to_owned()),
+            (hand_made, "running".to_owned())
+        ],
+        "the unassigned role's container went, the hand-made one stayed"
+    );
 }
