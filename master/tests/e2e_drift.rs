@@ -32,17 +32,35 @@ fn running_id(namespace: &str, docker_name: &str) -> Result<String, String> {
         )
 }
 
-/// Deploys one `web` container to the fleet's only host; returns the host's id, the
-/// container's Docker name and its id.
-fn deploy_web(fleet: &Fleet) -> (String, String, String) {
-    let id = fleet.minion_id("a");
-    fleet.master.write_roles(&format!(
+/// A roles file that runs one busybox `web` container on host `id`.
+fn web_roles(fleet: &Fleet, id: &str) -> String {
+    format!(
         "[roles.web]\nimage = {}\n[[roles.web.containers]]\nname = \"web\"\n\
          command = [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\"]\n\n\
          [assign]\n{} = [\"web\"]\n",
         quoted(&fleet.app_v1.reference),
-        quoted(&id)
-    ));
+        quoted(id)
+    )
+}
+
+/// `brine-master minions show ID --output json`.
+fn minion_detail(fleet: &Fleet, id: &str) -> Value {
+    let run = run_with_deadline(
+        &mut fleet
+            .master
+            .cli(&["minions", "show", id, "--output", "json"]),
+        Duration::from_secs(20),
+        "brine-master minions show",
+    );
+    assert_eq!(run.code, 0, "{}", run.describe("minions show"));
+    serde_json::from_str(&run.stdout).expect("minions show prints JSON")
+}
+
+/// Deploys one `web` container to the fleet's only host; returns the host's id, the
+/// container's Docker name and its id.
+fn deploy_web(fleet: &Fleet) -> (String, String, String) {
+    let id = fleet.minion_id("a");
+    fleet.master.write_roles(&web_roles(fleet, &id));
     highstate_expecting(fleet, 0);
     let name = format!("{id}.web");
     let deployed = running_id(&id, &name).expect("the highstate started it");
@@ -84,19 +102,8 @@ fn stopped_and_removed_containers_come_back_with_or_without_the_master() {
     // The master comes back; the repairs made without it reach the host's history.
     fleet.master.start_again();
     fleet.minions[0].wait_connected(&fleet.master);
-    let show = || {
-        let run = run_with_deadline(
-            &mut fleet
-                .master
-                .cli(&["minions", "show", &id, "--output", "json"]),
-            Duration::from_secs(20),
-            "brine-master minions show",
-        );
-        assert_eq!(run.code, 0, "{}", run.describe("minions show"));
-        serde_json::from_str::<Value>(&run.stdout).expect("minions show prints JSON")
-    };
     let detail = wait_for("all four repairs in the history", REPAIR_DEADLINE, || {
-        let detail = show();
+        let detail = minion_detail(&fleet, &id);
         let repaired = detail["events"].as_array().map_or(0, |events| {
             events.iter().filter(|e| e["kind"] == "repaired").count()
         });
@@ -208,13 +215,7 @@ fn a_minion_rides_out_docker_going_away_and_coming_back() {
     minion.wait_connected(&fleet.master);
     wait_for_event(&fleet, &id, "docker_unavailable", 1);
 
-    fleet.master.write_roles(&format!(
-        "[roles.web]\nimage = {}\n[[roles.web.containers]]\nname = \"web\"\n\
-         command = [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\"]\n\n\
-         [assign]\n{} = [\"web\"]\n",
-        quoted(&fleet.app_v1.reference),
-        quoted(&id)
-    ));
+    fleet.master.write_roles(&web_roles(&fleet, &id));
     let refused = fleet.master.highstate_run(None);
     assert_eq!(refused.code, 1, "{}", refused.describe());
     let error = refused.json["hosts"][0]["error"]
