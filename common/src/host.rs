@@ -63,6 +63,10 @@ pub enum HostEventKind {
     DockerUnavailable,
     /// The Docker engine answers again; the minion checks its containers.
     DockerAvailable,
+    /// Images of releases older than the ones kept were removed after a successful job.
+    ImagesRemoved,
+    /// Removing old images failed; the job they followed is not affected.
+    PruneFailed,
 }
 
 impl HostEventKind {
@@ -73,6 +77,8 @@ impl HostEventKind {
             HostEventKind::CrashLooping => "crash_looping",
             HostEventKind::DockerUnavailable => "docker_unavailable",
             HostEventKind::DockerAvailable => "docker_available",
+            HostEventKind::ImagesRemoved => "images_removed",
+            HostEventKind::PruneFailed => "prune_failed",
         }
     }
 }

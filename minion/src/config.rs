@@ -63,6 +63,15 @@ pub struct MinionConfig {
     /// event from Docker (which it follows for died, stopped and removed containers).
     #[serde(default = "default_reconcile_interval", with = "humantime_serde")]
     pub reconcile_interval: std::time::Duration,
+    /// How many releases before the current one keep their images on the host (rollback
+    /// targets that need no download); older images are removed after a successful job.
+    #[serde(default = "default_keep_releases")]
+    pub keep_releases: usize,
+}
+
+/// How many previous releases keep their images unless minion.toml says otherwise.
+pub fn default_keep_releases() -> usize {
+    3
 }
 
 /// How often the minion checks its containers unless minion.toml says otherwise.
@@ -136,6 +145,7 @@ mod tests {
             namespace: "web-1".into(),
             labels: [("zone".to_owned(), "a".to_owned())].into(),
             reconcile_interval: std::time::Duration::from_secs(45),
+            keep_releases: 5,
         };
         std::fs::write(data.config(), config.to_file()).unwrap();
         assert_eq!(MinionConfig::load(&data).unwrap(), config);

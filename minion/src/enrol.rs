@@ -73,6 +73,7 @@ pub async fn join(data: &DataDir, request: JoinRequest) -> anyhow::Result<()> {
         namespace: request.namespace,
         labels: request.labels,
         reconcile_interval: crate::config::default_reconcile_interval(),
+        keep_releases: crate::config::default_keep_releases(),
     };
     write_synced(&data.key(), &key.serialize_pem(), 0o600)?;
     write_synced(&data.ca_cert(), &response.ca_certificate_pem, 0o644)?;

@@ -20,7 +20,8 @@ use crate::config::DataDir;
 use crate::desired_cache;
 use crate::link::result_message;
 use crate::reconcile::execute::Executor;
-use crate::runtime::ContainerRuntime;
+use crate::retention::ImageHistory;
+use crate::runtime::{ContainerRuntime, ImageRemoval};
 
 /// A command to apply, and the link to report on.
 pub(crate) struct Job {
@@ -108,7 +109,9 @@ pub(crate) async fn keep_host<R: ContainerRuntime>(
     mut jobs: mpsc::Receiver<Job>,
     mut checks: mpsc::Receiver<Check>,
     events: Arc<PendingEvents>,
+    keep_releases: usize,
 ) {
+    let mut history = ImageHistory::load(&data);
     let mut cached = match desired_cache::load(&data) {
         Ok(cached) => cached,
         Err(err) => {
@@ -124,7 +127,11 @@ pub(crate) async fn keep_host<R: ContainerRuntime>(
             biased;
             job = jobs.recv() => {
                 let Some(job) = job else { break };
-                if let Some(updated) = run_job(&executor, &data, job).await {
+                if let Some((updated, succeeded)) = run_job(&executor, &data, job).await {
+                    if succeeded {
+                        let prune = Prune { data: &data, keep_releases, events: &events };
+                        prune.after(&executor, &mut history, &updated.desired).await;
+                    }
                     cached = Some(updated);
                     backoff = RepairBackoff::default();
                 }
@@ -274,14 +281,60 @@ impl RepairBackoff {
     }
 }
 
+/// Where old images go after a successful job.
+struct Prune<'a> {
+    data: &'a DataDir,
+    keep_releases: usize,
+    events: &'a PendingEvents,
+}
+
+impl Prune<'_> {
+    /// Records `desired` in the image history and removes the images no kept release uses, best
+    /// effort: what fails is reported, and the job that came before is not affected.
+    async fn after<R: ContainerRuntime>(
+        &self,
+        executor: &Executor<R>,
+        history: &mut ImageHistory,
+        desired: &DesiredState,
+    ) {
+        let removable = history.record(desired, self.keep_releases);
+        let (data, saved) = (self.data.clone(), history.clone());
+        match tokio::task::spawn_blocking(move || saved.save(&data)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!("cannot store the image history: {err:#}"),
+            Err(err) => tracing::warn!("cannot store the image history: {err}"),
+        }
+        let (mut removed, mut failed) = (vec![], vec![]);
+        for image in removable {
+            match executor.runtime().remove_image(&image).await {
+                Ok(ImageRemoval::Removed) => removed.push(image.to_string()),
+                Ok(ImageRemoval::InUse | ImageRemoval::Absent) => {
+                    tracing::debug!(%image, "an old image stays: in use or already gone");
+                }
+                Err(err) => failed.push(format!("{image}: {err}")),
+            }
+        }
+        if !removed.is_empty() {
+            tracing::info!(images = %removed.join(", "), "removed images of old releases");
+            self.events
+                .push(HostEventKind::ImagesRemoved, removed.join(", "));
+        }
+        if !failed.is_empty() {
+            tracing::warn!(errors = %failed.join("; "), "cannot remove images of old releases");
+            self.events
+                .push(HostEventKind::PruneFailed, failed.join("; "));
+        }
+    }
+}
+
 /// Runs one job from the master and reports on the link that brought it. A real (not dry) run
 /// caches its desired state before touching anything, and again with the containers that failed
-/// once it is done; returns that cache entry.
+/// once it is done; returns that cache entry and whether the job succeeded.
 async fn run_job<R: ContainerRuntime>(
     executor: &Executor<R>,
     data: &DataDir,
     job: Job,
-) -> Option<desired_cache::CachedDesired> {
+) -> Option<(desired_cache::CachedDesired, bool)> {
     let span = tracing::info_span!("job", job.id = %job.job_id);
     span.in_scope(|| tracing::info!(containers = job.desired.containers.len(), "applying"));
     let reply = job.reply.clone();
@@ -319,7 +372,7 @@ async fn run_job<R: ContainerRuntime>(
                     .map(|c| c.name.clone())
                     .collect();
                 match save_desired(data, &job, failed).await {
-                    Ok(saved) => cached = Some(saved),
+                    Ok(saved) => cached = Some((saved, result.status.is_success())),
                     Err(err) => {
                         span.in_scope(|| tracing::warn!("cannot store the job's outcome: {err:#}"))
                     }

@@ -14,6 +14,7 @@ pub mod keeper;
 pub mod link;
 pub mod reconcile;
 pub mod renewal;
+pub mod retention;
 pub mod runtime;
 
 /// Milliseconds since the Unix epoch.

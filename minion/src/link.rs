@@ -69,6 +69,7 @@ pub async fn run<R: ContainerRuntime + 'static>(
         job_queue,
         check_queue,
         events.clone(),
+        config.keep_releases,
     ));
     let watchers = [
         tokio::spawn(watch_engine(

@@ -367,6 +367,8 @@ impl TryFrom<pb::HostEvent> for HostEvent {
             Ok(pb::HostEventKind::CrashLooping) => HostEventKind::CrashLooping,
             Ok(pb::HostEventKind::DockerUnavailable) => HostEventKind::DockerUnavailable,
             Ok(pb::HostEventKind::DockerAvailable) => HostEventKind::DockerAvailable,
+            Ok(pb::HostEventKind::ImagesRemoved) => HostEventKind::ImagesRemoved,
+            Ok(pb::HostEventKind::PruneFailed) => HostEventKind::PruneFailed,
             _ => {
                 return Err(InvalidField::new(
                     "kind",
@@ -388,6 +390,8 @@ impl From<HostEvent> for pb::HostEvent {
                 HostEventKind::CrashLooping => pb::HostEventKind::CrashLooping,
                 HostEventKind::DockerUnavailable => pb::HostEventKind::DockerUnavailable,
                 HostEventKind::DockerAvailable => pb::HostEventKind::DockerAvailable,
+                HostEventKind::ImagesRemoved => pb::HostEventKind::ImagesRemoved,
+                HostEventKind::PruneFailed => pb::HostEventKind::PruneFailed,
             }
             .into(),
             message: event.message,

@@ -51,8 +51,8 @@ struct DetailJson {
 #[derive(Debug, Serialize)]
 struct EventJson {
     at_unix_ms: i64,
-    /// `repaired`, `repair_failed`, `crash_looping`, `docker_unavailable` or
-    /// `docker_available`.
+    /// `repaired`, `repair_failed`, `crash_looping`, `docker_unavailable`,
+    /// `docker_available`, `images_removed` or `prune_failed`.
     kind: &'static str,
     message: String,
 }
@@ -105,6 +105,8 @@ fn event_kind(kind: i32) -> &'static str {
         Ok(pb::HostEventKind::CrashLooping) => "crash_looping",
         Ok(pb::HostEventKind::DockerUnavailable) => "docker_unavailable",
         Ok(pb::HostEventKind::DockerAvailable) => "docker_available",
+        Ok(pb::HostEventKind::ImagesRemoved) => "images_removed",
+        Ok(pb::HostEventKind::PruneFailed) => "prune_failed",
         _ => "unknown",
     }
 }

@@ -339,6 +339,14 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Stops the registry, as if it became unreachable.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         if thread::panicking() {

@@ -696,7 +696,7 @@ mod tests {
     use brine_common::spec::{HealthCheck, PortMapping, Probe, RestartPolicy};
 
     use super::*;
-    use crate::runtime::{ContainerStatus, PullProgress, RuntimeError};
+    use crate::runtime::{ContainerStatus, ImageRemoval, PullProgress, RuntimeError};
 
     /// A runtime that records every call and keeps containers in memory.
     #[derive(Default)]
@@ -878,6 +878,15 @@ mod tests {
                 restart_count: 0,
                 docker_health: None,
                 ip_address: None,
+            })
+        }
+
+        async fn remove_image(&self, image: &ImageRef) -> Result<ImageRemoval, RuntimeError> {
+            let mut state = self.state.lock().unwrap();
+            state.calls.push(format!("remove_image {image}"));
+            Ok(match state.local.remove(image.as_str()) {
+                Some(_) => ImageRemoval::Removed,
+                None => ImageRemoval::Absent,
             })
         }
 

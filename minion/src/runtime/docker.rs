@@ -23,8 +23,8 @@ use futures::StreamExt;
 use tokio::sync::OnceCell;
 
 use super::{
-    ContainerRuntime, ContainerStatus, CreateRequest, DockerHealth, ObservedContainer,
-    PullProgress, PulledImage, RuntimeError, labels,
+    ContainerRuntime, ContainerStatus, CreateRequest, DockerHealth, ImageRemoval,
+    ObservedContainer, PullProgress, PulledImage, RuntimeError, labels,
 };
 
 /// A pull reports progress at most this often: enough for a live bar without flooding the master.
@@ -283,6 +283,26 @@ impl ContainerRuntime for DockerRuntime {
                 other => runtime_error(other),
             })?;
         Ok(status(inspected))
+    }
+
+    async fn remove_image(&self, image: &ImageRef) -> Result<ImageRemoval, RuntimeError> {
+        let engine = EngineReference::of(image).to_string();
+        let options: Option<bollard::query_parameters::RemoveImageOptions> = None;
+        match self
+            .docker()
+            .await?
+            .remove_image(&engine, options, None)
+            .await
+        {
+            Ok(_) => Ok(ImageRemoval::Removed),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(ImageRemoval::Absent),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(ImageRemoval::InUse),
+            Err(err) => Err(runtime_error(err)),
+        }
     }
 
     async fn watch_changes(

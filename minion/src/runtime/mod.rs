@@ -102,6 +102,16 @@ pub struct CreateRequest {
     pub labels: HashMap<String, String>,
 }
 
+/// What became of an image brine asked to remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageRemoval {
+    Removed,
+    /// A container (any, managed or not) still uses it; it stays.
+    InUse,
+    /// It was not on the host.
+    Absent,
+}
+
 /// A runtime call that failed. The message is Docker's, made readable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuntimeError {
@@ -182,6 +192,12 @@ pub trait ContainerRuntime: Send + Sync {
         id: &str,
         command: &[String],
     ) -> impl Future<Output = Result<i64, RuntimeError>> + Send;
+
+    /// Removes the local image `image` names, unless a container uses it.
+    fn remove_image(
+        &self,
+        image: &ImageRef,
+    ) -> impl Future<Output = Result<ImageRemoval, RuntimeError>> + Send;
 
     /// Follows the engine's events and calls `changed` with the Docker name of each managed
     /// container of `namespace` that dies, stops or is removed. Returns when the event stream
