@@ -211,7 +211,7 @@ fn a_minion_rides_out_docker_going_away_and_coming_back() {
     let mut docker_proxy = DockerProxy::new();
     let host = docker_proxy.docker_host();
     // Docker is not there when the minion starts: it runs and links up all the same.
-    let mut minion = Minion::start_with(&fleet.master, &id, &[], &[("DOCKER_HOST", &host)]);
+    let mut minion = Minion::start_with(&fleet.master, &id, &[], &[("DOCKER_HOST", &host)], "");
     minion.wait_connected(&fleet.master);
     wait_for_event(&fleet, &id, "docker_unavailable", 1);
 

@@ -1,5 +1,6 @@
-//! The master resolves tags through a registry that requires credentials, taken from the
-//! `[registries."HOST:PORT"]` settings, and says clearly when they are wrong.
+//! Registries that require credentials: the master resolves tags with the accounts in its
+//! `[registries."HOST:PORT"]` settings, each minion pulls with the ones in its own minion.toml,
+//! and wrong credentials are reported clearly without leaking the password.
 //!
 //! Needs Docker and Debian's `docker-registry` (see scripts/test-deps.sh).
 
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 
 use brine_common::spec::ImageRef;
 use brine_master::registry::{RegistrySettings, ResolveError, Resolver};
-use support::{Images, Registry, unique_id};
+use support::{Fleet, Images, Minion, Registry, containers, host, quoted, status, unique_id};
 
 fn resolver(registry: &Registry, user: &str, password: &str) -> Resolver {
     Resolver::new(BTreeMap::from([(
@@ -72,4 +73,88 @@ async fn tags_resolve_through_a_registry_that_requires_credentials() {
         anonymous.to_string().contains("refused access"),
         "{anonymous}"
     );
+}
+
+/// A registry that requires a password, serving `app:tested` pushed through an open registry on
+/// the same storage; returns it, the image's reference on it, and the storage (kept alive).
+fn guarded_registry(user: &str, password: &str) -> (Registry, String, tempfile::TempDir) {
+    let storage = tempfile::tempdir().expect("a temp dir");
+    let pushed = {
+        let open = Registry::start_with(Some(storage.path()), None);
+        let mut images = Images::new(&open, &unique_id());
+        let pushed = images.push_variant("app", 7);
+        drop(images);
+        pushed
+    };
+    let guarded = Registry::start_with(Some(storage.path()), Some((user, password)));
+    let open_host = pushed.reference.split('/').next().unwrap_or_default();
+    let reference = pushed.reference.replacen(open_host, &guarded.host(), 1);
+    (guarded, reference, storage)
+}
+
+#[test]
+fn minions_pull_with_their_own_credentials_and_a_wrong_password_keeps_the_old_container() {
+    let mut fleet = Fleet::start(&[]);
+    let (guarded, guarded_image, _storage) = guarded_registry("deploy", "s3cret");
+    let login = |password: &str| {
+        format!(
+            "\n[registries.{}]\nusername = \"deploy\"\npassword = \"{password}\"\n",
+            quoted(&guarded.host())
+        )
+    };
+    // The master resolves tags with its own account.
+    let master_toml = fleet.master.data_dir().join("master.toml");
+    let mut text = std::fs::read_to_string(&master_toml).expect("read master.toml");
+    text.push_str(&login("s3cret"));
+    std::fs::write(&master_toml, text).expect("write master.toml");
+    fleet.master.start_again();
+
+    let (good_id, bad_id) = (fleet.minion_id("good"), fleet.minion_id("bad"));
+    for (id, password) in [(&good_id, "s3cret"), (&bad_id, "not-the-password")] {
+        let mut minion = Minion::start_with(&fleet.master, id, &[], &[], &login(password));
+        minion.wait_connected(&fleet.master);
+        fleet.minions.push(minion);
+    }
+    let roles = |image: &str| {
+        format!(
+            "[roles.web]\nimage = {}\n[[roles.web.containers]]\nname = \"web\"\n\
+             command = [\"/bin/busybox\", \"sleep\", \"3600\"]\n\n[assign]\n{} = [\"web\"]\n",
+            quoted(image),
+            quoted(&format!("e2e-{}-*", fleet.uniq))
+        )
+    };
+    fleet.master.write_roles(&roles(&fleet.app_v1.reference));
+    let first = fleet.master.highstate_run(None);
+    assert_eq!(first.code, 0, "{}", first.describe());
+    let before = containers(&bad_id);
+
+    fleet.master.write_roles(&roles(&guarded_image));
+    let run = fleet.master.highstate_run(None);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    assert_eq!(status(&run.json, &good_id), "changed", "{}", run.describe());
+    assert_eq!(status(&run.json, &bad_id), "failed", "{}", run.describe());
+    let error = host(&run.json, &bad_id)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("could not be pulled"), "{error}");
+    assert!(!error.contains("not-the-password"), "{error}");
+    let after = containers(&bad_id);
+    assert_eq!(
+        after.iter().map(|c| (&c.id, &c.state)).collect::<Vec<_>>(),
+        before.iter().map(|c| (&c.id, &c.state)).collect::<Vec<_>>(),
+        "the host with the wrong password keeps its container running"
+    );
+    let logs = fleet
+        .minions
+        .iter()
+        .map(Minion::log_path)
+        .chain([fleet.master.log_path()]);
+    for log in logs {
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(
+            !log.contains("s3cret") && !log.contains("not-the-password"),
+            "a password reached a log"
+        );
+    }
 }

@@ -67,6 +67,27 @@ pub struct MinionConfig {
     /// targets that need no download); older images are removed after a successful job.
     #[serde(default = "default_keep_releases")]
     pub keep_releases: usize,
+    /// Credentials for registries that require them, by `HOST[:PORT]` as image references
+    /// name them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub registries: BTreeMap<String, RegistryLogin>,
+}
+
+/// A registry account. Its password is never printed (see the `Debug` impl).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryLogin {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLogin")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// How many previous releases keep their images unless minion.toml says otherwise.
@@ -146,9 +167,18 @@ mod tests {
             labels: [("zone".to_owned(), "a".to_owned())].into(),
             reconcile_interval: std::time::Duration::from_secs(45),
             keep_releases: 5,
+            registries: BTreeMap::from([(
+                "registry.example.com:5000".to_owned(),
+                RegistryLogin {
+                    username: "deploy".into(),
+                    password: "s3cret".into(),
+                },
+            )]),
         };
         std::fs::write(data.config(), config.to_file()).unwrap();
-        assert_eq!(MinionConfig::load(&data).unwrap(), config);
+        let loaded = MinionConfig::load(&data).unwrap();
+        assert_eq!(loaded, config);
+        assert!(!format!("{loaded:?}").contains("s3cret"), "{loaded:?}");
     }
 
     #[test]

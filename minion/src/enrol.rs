@@ -74,10 +74,12 @@ pub async fn join(data: &DataDir, request: JoinRequest) -> anyhow::Result<()> {
         labels: request.labels,
         reconcile_interval: crate::config::default_reconcile_interval(),
         keep_releases: crate::config::default_keep_releases(),
+        registries: Default::default(),
     };
     write_synced(&data.key(), &key.serialize_pem(), 0o600)?;
     write_synced(&data.ca_cert(), &response.ca_certificate_pem, 0o644)?;
-    write_synced(&data.config(), &config.to_file(), 0o644)?;
+    // Readable by the minion's user only: it may get registry passwords.
+    write_synced(&data.config(), &config.to_file(), 0o600)?;
     // The certificate last: its presence marks a completed join.
     write_synced(&data.cert(), &response.certificate_pem, 0o644)?;
     Ok(())

@@ -136,7 +136,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 config.namespace = namespace;
             }
             validate_namespace(&config.namespace)?;
-            let docker = DockerRuntime::from_environment();
+            let docker = DockerRuntime::from_environment().with_logins(config.registries.clone());
             brine_minion::link::run(data, config, docker, shutdown_signal()).await?;
         }
     }

@@ -878,11 +878,18 @@ impl Minion {
 
     /// As [`Minion::start`], with `KEY=VALUE` labels in the minion's configuration.
     pub fn start_labelled(master: &Master, id: &str, labels: &[&str]) -> Self {
-        Self::start_with(master, id, labels, &[])
+        Self::start_with(master, id, labels, &[], "")
     }
 
-    /// As [`Minion::start`], with labels and `env` set for the daemon (e.g. `DOCKER_HOST`).
-    pub fn start_with(master: &Master, id: &str, labels: &[&str], env: &[(&str, &str)]) -> Self {
+    /// As [`Minion::start`], with labels, `env` set for the daemon (e.g. `DOCKER_HOST`) and
+    /// `extra_config` appended to its minion.toml after the join.
+    pub fn start_with(
+        master: &Master,
+        id: &str,
+        labels: &[&str],
+        env: &[(&str, &str)],
+        extra_config: &str,
+    ) -> Self {
         let binary = minion_binary();
         let root = tempfile::Builder::new()
             .prefix("brine-e2e-minion-")
@@ -914,6 +921,12 @@ impl Minion {
             "{}",
             join.describe(&format!("brine-minion join --id {id}"))
         );
+        if !extra_config.is_empty() {
+            let path = data.join("minion.toml");
+            let mut config = std::fs::read_to_string(&path).expect("read minion.toml");
+            config.push_str(extra_config);
+            std::fs::write(&path, config).expect("write minion.toml");
+        }
         minion.spawn();
         minion
     }

@@ -1,11 +1,12 @@
 //! [`ContainerRuntime`] over the Docker Engine API, through bollard.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::error::Error as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecOptions};
 use bollard::models::{
@@ -21,6 +22,8 @@ use bollard::{API_DEFAULT_VERSION, Docker};
 use brine_common::spec::{ImageRef, PortMapping, Protocol, RestartPolicy};
 use futures::StreamExt;
 use tokio::sync::OnceCell;
+
+use crate::config::RegistryLogin;
 
 use super::{
     ContainerRuntime, ContainerStatus, CreateRequest, DockerHealth, ImageRemoval,
@@ -45,6 +48,8 @@ const EXEC_POLL_MAX: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone)]
 pub struct DockerRuntime {
     endpoint: Arc<Endpoint>,
+    /// Registry accounts by `HOST[:PORT]`, for pulls.
+    logins: Arc<BTreeMap<String, RegistryLogin>>,
     /// The client once the engine has answered and said which API version it speaks.
     negotiated: Arc<OnceCell<Docker>>,
 }
@@ -72,8 +77,15 @@ impl DockerRuntime {
     fn new(endpoint: Endpoint) -> Self {
         Self {
             endpoint: Arc::new(endpoint),
+            logins: Arc::default(),
             negotiated: Arc::new(OnceCell::new()),
         }
+    }
+
+    /// Pulls from these registries (by `HOST[:PORT]`) with these accounts.
+    pub fn with_logins(mut self, logins: BTreeMap<String, RegistryLogin>) -> Self {
+        self.logins = Arc::new(logins);
+        self
     }
 
     /// The client, made on the first call that reaches the engine. bollard speaks a newer API
@@ -145,7 +157,20 @@ impl ContainerRuntime for DockerRuntime {
             .from_image(&engine.repository)
             .tag(&engine.tag_or_digest)
             .build();
-        let mut stream = self.docker().await?.create_image(Some(options), None, None);
+        let credentials = image
+            .parts()
+            .domain
+            .and_then(|domain| self.logins.get(domain).map(|login| (domain, login)))
+            .map(|(domain, login)| DockerCredentials {
+                username: Some(login.username.clone()),
+                password: Some(login.password.clone()),
+                serveraddress: Some(domain.to_owned()),
+                ..Default::default()
+            });
+        let mut stream = self
+            .docker()
+            .await?
+            .create_image(Some(options), None, credentials);
         let mut tally = PullTally::default();
         let mut last_report: Option<Instant> = None;
         while let Some(info) = stream.next().await {
