@@ -395,6 +395,20 @@ pub fn spawn(master: Arc<Master>, job: PreparedJob) -> mpsc::Receiver<HighstateE
 /// The per-host bookkeeping of a running job.
 struct Pending {
     started: Instant,
+    /// When its link dropped, if it did: it has [`RECONNECT_GRACE`] to report on a new one.
+    link_lost: Option<Instant>,
+}
+
+/// How long a job waits for a host whose link dropped to come back and report; a minion
+/// reconnects within a second or two, and sends a result it could not send before.
+const RECONNECT_GRACE: Duration = Duration::from_secs(15);
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<HighstateEvent>) {
@@ -654,7 +668,13 @@ async fn run_batch(
         };
         match sent {
             Ok(()) => {
-                pending.insert(id, Pending { started });
+                pending.insert(
+                    id,
+                    Pending {
+                        started,
+                        link_lost: None,
+                    },
+                );
             }
             Err(reason) => {
                 let report = no_answer(id, HostStatus::Unreachable, reason, started);
@@ -664,9 +684,34 @@ async fn run_batch(
     }
 
     while !pending.is_empty() {
+        let grace_over = pending
+            .values()
+            .filter_map(|host| host.link_lost)
+            .min()
+            .map(|lost| lost + RECONNECT_GRACE);
         let event = tokio::select! {
             event = inbox.recv() => event,
             () = tokio::time::sleep_until(deadline) => None,
+            () = sleep_until_some(grace_over) => {
+                let now = Instant::now();
+                let gone: Vec<MinionId> = pending
+                    .iter()
+                    .filter(|(_, host)| host.link_lost.is_some_and(|at| at + RECONNECT_GRACE <= now))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in gone {
+                    if let Some(host) = pending.remove(&id) {
+                        let report = no_answer(
+                            id,
+                            HostStatus::Unreachable,
+                            "the minion's link dropped before it reported, and it did not come back",
+                            host.started,
+                        );
+                        finish(caller, reports, report).await;
+                    }
+                }
+                continue;
+            }
         };
         let Some(event) = event else { break };
         match event {
@@ -694,14 +739,9 @@ async fn run_batch(
                 finish(caller, reports, report).await;
             }
             JobEvent::LinkLost(id) => {
-                if let Some(host) = pending.remove(&id) {
-                    let report = no_answer(
-                        id,
-                        HostStatus::Unreachable,
-                        "the minion's link dropped before it reported",
-                        host.started,
-                    );
-                    finish(caller, reports, report).await;
+                // The minion keeps working and reports on its next link; wait a little for it.
+                if let Some(host) = pending.get_mut(&id) {
+                    host.link_lost.get_or_insert(Instant::now());
                 }
             }
         }

@@ -18,17 +18,18 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::config::DataDir;
 use crate::desired_cache;
-use crate::link::result_message;
 use crate::reconcile::execute::Executor;
 use crate::retention::ImageHistory;
 use crate::runtime::{ContainerRuntime, ImageRemoval};
 
-/// A command to apply, and the link to report on.
+/// A command to apply. Its progress goes to the link that brought it (best effort); its
+/// result goes through the outbox, on whichever link is up when it is ready.
 pub(crate) struct Job {
     pub job_id: JobId,
     pub desired: DesiredState,
     /// Only report what would change.
     pub dry_run: bool,
+    /// The link that brought it, for progress.
     pub reply: mpsc::Sender<pb::MinionMessage>,
 }
 
@@ -50,7 +51,7 @@ pub(crate) async fn watch_engine<R: ContainerRuntime>(
     executor: Arc<Executor<R>>,
     namespace: String,
     checks: mpsc::Sender<Check>,
-    events: Arc<PendingEvents>,
+    events: Arc<Outbox>,
 ) {
     let mut available = true;
     loop {
@@ -58,7 +59,7 @@ pub(crate) async fn watch_engine<R: ContainerRuntime>(
             Ok(version) => {
                 if !available {
                     tracing::info!(%version, "Docker answers again");
-                    events.push(
+                    events.event(
                         HostEventKind::DockerAvailable,
                         format!("Docker {version} answers again"),
                     );
@@ -77,7 +78,7 @@ pub(crate) async fn watch_engine<R: ContainerRuntime>(
                     tracing::warn!(
                         "{err}; retrying every {ENGINE_RETRY:?}, containers are left as they are"
                     );
-                    events.push(HostEventKind::DockerUnavailable, err.to_string());
+                    events.event(HostEventKind::DockerUnavailable, err.to_string());
                 }
                 available = false;
             }
@@ -108,7 +109,7 @@ pub(crate) async fn keep_host<R: ContainerRuntime>(
     data: DataDir,
     mut jobs: mpsc::Receiver<Job>,
     mut checks: mpsc::Receiver<Check>,
-    events: Arc<PendingEvents>,
+    events: Arc<Outbox>,
     keep_releases: usize,
 ) {
     let mut history = ImageHistory::load(&data);
@@ -127,7 +128,7 @@ pub(crate) async fn keep_host<R: ContainerRuntime>(
             biased;
             job = jobs.recv() => {
                 let Some(job) = job else { break };
-                if let Some((updated, succeeded)) = run_job(&executor, &data, job).await {
+                if let Some((updated, succeeded)) = run_job(&executor, &data, job, &events).await {
                     if succeeded {
                         let prune = Prune { data: &data, keep_releases, events: &events };
                         prune.after(&executor, &mut history, &updated.desired).await;
@@ -154,7 +155,7 @@ async fn repair<R: ContainerRuntime>(
     cached: &desired_cache::CachedDesired,
     check: Check,
     backoff: &mut RepairBackoff,
-    events: &PendingEvents,
+    events: &Outbox,
 ) {
     let now = tokio::time::Instant::now();
     if !backoff.allows(now) {
@@ -176,72 +177,99 @@ async fn repair<R: ContainerRuntime>(
         HostStatus::Failed => {
             let error = result.error.as_deref().unwrap_or("");
             tracing::warn!(?check, %containers, error, "a repair failed");
-            events.push(
+            events.event(
                 HostEventKind::RepairFailed,
                 format!("{containers} ({error})"),
             );
         }
         _ => {
             tracing::info!(?check, %containers, "repaired drift");
-            events.push(HostEventKind::Repaired, containers.clone());
+            events.event(HostEventKind::Repaired, containers.clone());
         }
     }
     if let Some(wait) = backoff.record(now) {
         let wait = humantime::format_duration(wait);
         tracing::warn!("containers keep needing repair (crash-looping); next repair in {wait}");
-        events.push(
+        events.event(
             HostEventKind::CrashLooping,
             format!("{containers} keep needing repair; next repair in {wait}"),
         );
     }
 }
 
-/// How many events wait for the master at most; the oldest go first.
-const EVENTS_QUEUED: usize = 100;
+/// How many messages wait for the master at most; beyond that the oldest event goes first.
+const OUTBOX_LIMIT: usize = 200;
 
-/// Events on their way to the master, kept while it is unreachable.
+/// A message for the master that must not be lost while the link is down.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Outgoing {
+    /// A job's final result: sent on whichever link is up when it is ready, so a job that
+    /// outlives its link still reports.
+    Result(JobResult),
+    Event(HostEvent),
+}
+
+/// Results and events on their way to the master, kept while it is unreachable.
 #[derive(Debug, Default)]
-pub(crate) struct PendingEvents {
+pub(crate) struct Outbox {
     // A std mutex: it is never held across an await.
-    queue: Mutex<VecDeque<HostEvent>>,
+    queue: Mutex<VecDeque<Outgoing>>,
     added: Notify,
 }
 
-impl PendingEvents {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<HostEvent>> {
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Outgoing>> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push(&self, kind: HostEventKind, message: String) {
+    fn push(&self, message: Outgoing) {
         {
             let mut queue = self.lock();
-            queue.push_back(HostEvent::new(crate::now_unix_ms(), kind, message));
-            while queue.len() > EVENTS_QUEUED {
-                queue.pop_front();
-            }
+            queue.push_back(message);
+            trim(&mut queue);
         }
         self.added.notify_one();
     }
 
-    /// Takes every waiting event, oldest first.
-    pub(crate) fn take(&self) -> Vec<HostEvent> {
+    fn event(&self, kind: HostEventKind, message: String) {
+        self.push(Outgoing::Event(HostEvent::new(
+            crate::now_unix_ms(),
+            kind,
+            message,
+        )));
+    }
+
+    /// Takes every waiting message, oldest first.
+    pub(crate) fn take(&self) -> Vec<Outgoing> {
         self.lock().drain(..).collect()
     }
 
-    /// Puts back events that could not be sent, before any that came since.
-    pub(crate) fn put_back(&self, events: Vec<HostEvent>) {
+    /// Puts back messages that could not be sent, before any that came since.
+    pub(crate) fn put_back(&self, messages: Vec<Outgoing>) {
         let mut queue = self.lock();
-        for event in events.into_iter().rev() {
-            queue.push_front(event);
+        for message in messages.into_iter().rev() {
+            queue.push_front(message);
         }
-        while queue.len() > EVENTS_QUEUED {
-            queue.pop_front();
-        }
+        trim(&mut queue);
     }
 
-    /// Resolves when an event was added since the last call.
+    /// Resolves when a message was added since the last call.
     pub(crate) async fn added(&self) {
         self.added.notified().await;
+    }
+}
+
+/// Keeps the queue within [`OUTBOX_LIMIT`], dropping events before results, oldest first.
+fn trim(queue: &mut VecDeque<Outgoing>) {
+    while queue.len() > OUTBOX_LIMIT {
+        match queue.iter().position(|m| matches!(m, Outgoing::Event(_))) {
+            Some(oldest_event) => {
+                queue.remove(oldest_event);
+            }
+            None => {
+                queue.pop_front();
+            }
+        }
     }
 }
 
@@ -285,7 +313,7 @@ impl RepairBackoff {
 struct Prune<'a> {
     data: &'a DataDir,
     keep_releases: usize,
-    events: &'a PendingEvents,
+    events: &'a Outbox,
 }
 
 impl Prune<'_> {
@@ -317,12 +345,12 @@ impl Prune<'_> {
         if !removed.is_empty() {
             tracing::info!(images = %removed.join(", "), "removed images of old releases");
             self.events
-                .push(HostEventKind::ImagesRemoved, removed.join(", "));
+                .event(HostEventKind::ImagesRemoved, removed.join(", "));
         }
         if !failed.is_empty() {
             tracing::warn!(errors = %failed.join("; "), "cannot remove images of old releases");
             self.events
-                .push(HostEventKind::PruneFailed, failed.join("; "));
+                .event(HostEventKind::PruneFailed, failed.join("; "));
         }
     }
 }
@@ -334,6 +362,7 @@ async fn run_job<R: ContainerRuntime>(
     executor: &Executor<R>,
     data: &DataDir,
     job: Job,
+    outbox: &Outbox,
 ) -> Option<(desired_cache::CachedDesired, bool)> {
     let span = tracing::info_span!("job", job.id = %job.job_id);
     span.in_scope(|| tracing::info!(containers = job.desired.containers.len(), "applying"));
@@ -384,9 +413,7 @@ async fn run_job<R: ContainerRuntime>(
     span.in_scope(
         || tracing::info!(status = %result.status, error = result.error.as_deref(), "applied"),
     );
-    if job.reply.send(result_message(result)).await.is_err() {
-        span.in_scope(|| tracing::warn!("the link closed before the result could be sent"));
-    }
+    outbox.push(Outgoing::Result(result));
     cached
 }
 
@@ -407,18 +434,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn waiting_events_keep_the_newest_in_order() {
-        let events = PendingEvents::default();
-        for n in 0..EVENTS_QUEUED + 2 {
-            events.push(HostEventKind::Repaired, n.to_string());
+    fn the_outbox_keeps_results_over_events_and_order() {
+        let outbox = Outbox::default();
+        let result = |n: usize| {
+            Outgoing::Result(JobResult::failed(
+                JobId::new(format!("j-{n}")).unwrap(),
+                "x".into(),
+            ))
+        };
+        outbox.push(result(0));
+        for n in 0..OUTBOX_LIMIT {
+            outbox.event(HostEventKind::Repaired, n.to_string());
         }
-        let taken = events.take();
-        assert_eq!(taken.len(), EVENTS_QUEUED);
-        assert_eq!(taken[0].message, "2");
-        events.push(HostEventKind::Repaired, "later".into());
-        events.put_back(taken[..2].to_vec());
-        let messages: Vec<String> = events.take().into_iter().map(|e| e.message).collect();
-        assert_eq!(messages, ["2", "3", "later"]);
+        let taken = outbox.take();
+        assert_eq!(taken.len(), OUTBOX_LIMIT);
+        assert_eq!(taken[0], result(0), "a result outlives newer events");
+        let Outgoing::Event(first_event) = &taken[1] else {
+            panic!("{:?}", taken[1]);
+        };
+        assert_eq!(first_event.message, "1", "the oldest event went");
+        outbox.push(result(1));
+        outbox.put_back(taken[..2].to_vec());
+        let again = outbox.take();
+        assert_eq!(again, [taken[0].clone(), taken[1].clone(), result(1)]);
     }
 
     #[test]

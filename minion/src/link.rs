@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{DataDir, MinionConfig};
 use crate::identity::{self, Identity};
-use crate::keeper::{Check, Job, PendingEvents, check_periodically, keep_host, watch_engine};
+use crate::keeper::{Check, Job, Outbox, Outgoing, check_periodically, keep_host, watch_engine};
 use crate::reconcile::execute::Executor;
 use crate::renewal;
 use crate::runtime::ContainerRuntime;
@@ -62,7 +62,7 @@ pub async fn run<R: ContainerRuntime + 'static>(
     // Requests to look for drift; one waiting is enough, as a check looks at everything.
     let (checks, check_queue) = mpsc::channel(1);
     let _ = checks.try_send(Check::Startup);
-    let events = Arc::new(PendingEvents::default());
+    let events = Arc::new(Outbox::default());
     let applier = tokio::spawn(keep_host(
         executor.clone(),
         data.clone(),
@@ -125,7 +125,7 @@ async fn session<R: ContainerRuntime>(
     config: &MinionConfig,
     executor: &Executor<R>,
     jobs: &mpsc::Sender<Job>,
-    events: &PendingEvents,
+    events: &Outbox,
     seen: &mut SeenJobs,
 ) -> anyhow::Result<()> {
     let Identity {
@@ -169,7 +169,7 @@ async fn session<R: ContainerRuntime>(
         .into_inner();
     tracing::info!(master = %config.master, "connected");
 
-    send_events(events, &outbound).await?;
+    send_outbox(events, &outbound).await?;
     let mut renew_at = renewal::renewal_time(&certificate);
     loop {
         let wait = renew_at
@@ -178,7 +178,7 @@ async fn session<R: ContainerRuntime>(
         let message = tokio::select! {
             message = inbound.message() => message,
             () = events.added() => {
-                send_events(events, &outbound).await?;
+                send_outbox(events, &outbound).await?;
                 continue;
             }
             () = tokio::time::sleep(wait) => {
@@ -241,19 +241,22 @@ async fn session<R: ContainerRuntime>(
     Ok(())
 }
 
-/// Sends the events that waited for the link; puts them back if it closed meanwhile.
-async fn send_events(
-    events: &PendingEvents,
+/// Sends the results and events that waited for the link; puts them back if it closed
+/// meanwhile.
+async fn send_outbox(
+    outbox: &Outbox,
     outbound: &mpsc::Sender<pb::MinionMessage>,
 ) -> anyhow::Result<()> {
-    let mut waiting = events.take().into_iter();
-    while let Some(event) = waiting.next() {
-        let message = pb::MinionMessage {
-            kind: Some(Kind::Event(event.clone().into())),
+    let mut waiting = outbox.take().into_iter();
+    while let Some(outgoing) = waiting.next() {
+        let kind = match outgoing.clone() {
+            Outgoing::Result(result) => Kind::Result(result.into()),
+            Outgoing::Event(event) => Kind::Event(event.into()),
         };
+        let message = pb::MinionMessage { kind: Some(kind) };
         if outbound.send(message).await.is_err() {
-            events.put_back(std::iter::once(event).chain(waiting).collect());
-            anyhow::bail!("the link closed while sending events");
+            outbox.put_back(std::iter::once(outgoing).chain(waiting).collect());
+            anyhow::bail!("the link closed while sending what waited for it");
         }
     }
     Ok(())
@@ -310,7 +313,7 @@ fn accept(id: &MinionId, apply: pb::Apply) -> Result<(JobId, DesiredState, bool)
     Ok((job_id, desired, apply.dry_run))
 }
 
-pub(crate) fn result_message(result: JobResult) -> pb::MinionMessage {
+fn result_message(result: JobResult) -> pb::MinionMessage {
     pb::MinionMessage {
         kind: Some(Kind::Result(result.into())),
     }

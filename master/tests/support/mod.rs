@@ -1274,3 +1274,94 @@ fn forward(from: &UnixStream, to: &UnixStream) {
         let _ = to.shutdown(std::net::Shutdown::Write);
     });
 }
+
+// ------------------------------------------------------------------------------------------------
+// A network path that can be cut
+
+/// A TCP forwarder on a free loopback port: a minion dialling it reaches `target`, and
+/// [`TcpProxy::cut`] drops every open connection (as a network blip would) while new ones still
+/// get through.
+pub struct TcpProxy {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<TcpStream>>>,
+    acceptor: Option<thread::JoinHandle<()>>,
+}
+
+impl TcpProxy {
+    pub fn start(target: &str) -> Self {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the proxy");
+        let port = listener.local_addr().expect("the proxy's address").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let connections: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let target = target.to_owned();
+        let acceptor = {
+            let (stop, connections) = (stop.clone(), connections.clone());
+            thread::spawn(move || {
+                for client in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(client) = client else { continue };
+                    let Ok(server) = TcpStream::connect(&target) else {
+                        continue;
+                    };
+                    let mut held = connections.lock().expect("the connection list");
+                    for stream in [&client, &server] {
+                        if let Ok(clone) = stream.try_clone() {
+                            held.push(clone);
+                        }
+                    }
+                    drop(held);
+                    forward_tcp(&client, &server);
+                    forward_tcp(&server, &client);
+                }
+            })
+        };
+        Self {
+            port,
+            stop,
+            connections,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Drops every connection open now.
+    pub fn cut(&self) {
+        for stream in self
+            .connections
+            .lock()
+            .expect("the connection list")
+            .drain(..)
+        {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        self.cut();
+    }
+}
+
+/// Copies `from` to `to` on a thread of its own until either side closes.
+fn forward_tcp(from: &TcpStream, to: &TcpStream) {
+    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+        return;
+    };
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
+}
