@@ -65,6 +65,8 @@ pub enum HostStatus {
     TimedOut,
     /// The rollout stopped before it reached this host; nothing was sent to it.
     Skipped,
+    /// The master stopped before this host's report was recorded; the host may have finished.
+    Interrupted,
 }
 
 impl HostStatus {
@@ -81,6 +83,7 @@ impl HostStatus {
             HostStatus::Unreachable => "unreachable",
             HostStatus::TimedOut => "timed_out",
             HostStatus::Skipped => "skipped",
+            HostStatus::Interrupted => "interrupted",
         }
     }
 }

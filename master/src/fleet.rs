@@ -721,6 +721,7 @@ fn job_to_wire(job: JobRecord) -> pb::JobRecord {
         caller: job.caller,
         target: job.target,
         plan: job.plan,
+        running: job.running,
         summary: match summary.kind {
             Some(pb::highstate_event::Kind::Summary(summary)) => Some(summary),
             _ => None,

@@ -426,6 +426,31 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
     master.router.register(job.job_id.clone(), job_events);
 
     let mut reports: BTreeMap<MinionId, HostReport> = BTreeMap::new();
+    // Recorded as it goes, so a master that stops mid-job can tell, when it starts again, which
+    // hosts never reported (their reports are recorded at the end of each batch).
+    let record_progress = |reports: &BTreeMap<MinionId, HostReport>| {
+        let record = JobRecord {
+            summary: JobSummary {
+                job_id: job.job_id.clone(),
+                hosts: reports.values().cloned().collect(),
+                started_at_unix_ms,
+                finished_at_unix_ms: 0,
+                resolve_ms: job.resolve_ms,
+            },
+            target: job.target.clone(),
+            caller: job.caller.clone(),
+            plan: job.plan,
+            running: true,
+            targets: targets.clone(),
+        };
+        let store = master.store.clone();
+        async move {
+            if let Err(err) = store.record_job_progress(record).await {
+                tracing::warn!("cannot record the job's progress: {err}");
+            }
+        }
+    };
+    record_progress(&reports).await;
     let batches = job.rollout.batches(&targets);
     let batch_count = batches.len();
     for (index, batch) in batches.into_iter().enumerate() {
@@ -472,6 +497,7 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
             dry_run: job.plan,
         };
         run_batch(&master, &batch, hosts, &mut inbox, &caller, &mut reports).await;
+        record_progress(&reports).await;
     }
     if job.rollout.auto_revert && !job.plan && reports.values().any(|r| !r.status.is_success()) {
         revert(&master, &job, &mut inbox, &caller, &mut reports).await;
@@ -492,6 +518,8 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
         target: job.target,
         caller: job.caller,
         plan: job.plan,
+        running: false,
+        targets,
     };
     if let Err(err) = master.store.record_job(record).await {
         tracing::error!("cannot record the job: {err}");

@@ -121,6 +121,15 @@ pub async fn run(
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
         .await
         .context("open the store")??;
+    for job in store
+        .interrupt_running_jobs(crate::state::now_unix_ms())
+        .await?
+    {
+        tracing::warn!(
+            job.id = %job,
+            "a job was still running when the master stopped; its hosts that had not reported are marked interrupted"
+        );
+    }
     let revocations = Arc::new(CertificateRevocations::new(
         store
             .certificate_revocations()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use brine_common::host::{Facts, HostEvent, RunningContainer};
 use brine_common::identity::CertRole;
 use brine_common::names::MinionId;
-use brine_common::outcome::{ContainerAction, JobSummary};
+use brine_common::outcome::{ContainerAction, HostReport, HostStatus, JobSummary};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
@@ -200,6 +200,12 @@ pub struct JobRecord {
     /// A plan (dry run) that changed nothing.
     #[serde(default)]
     pub plan: bool,
+    /// Still running: the summary holds the reports recorded so far.
+    #[serde(default)]
+    pub running: bool,
+    /// Every host the job targets.
+    #[serde(default)]
+    pub targets: Vec<MinionId>,
 }
 
 /// The fleet lock: while it is held and not expired, no rollout starts.
@@ -697,6 +703,73 @@ impl Store {
         .await
     }
 
+    /// Records how far a running job got (it must have `running` set); the final record
+    /// replaces it through [`Store::record_job`].
+    pub async fn record_job_progress(&self, job: JobRecord) -> Result<(), StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            tx.open_table(JOBS)?
+                .insert(job.summary.job_id.as_str(), encode(&job).as_slice())?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Finishes the jobs a stopped master left running: every target without a recorded report
+    /// is `interrupted`, and the fleet lock such a job held is released. Returns their ids.
+    pub async fn interrupt_running_jobs(
+        &self,
+        now_unix_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let interrupted = {
+                let mut jobs = tx.open_table(JOBS)?;
+                let running: Vec<JobRecord> = jobs
+                    .iter()?
+                    .map(|entry| decode::<JobRecord>("jobs", entry?.1.value()))
+                    .filter(|job| job.as_ref().map_or(true, |job| job.running))
+                    .collect::<Result<_, _>>()?;
+                let mut ids = vec![];
+                for mut job in running {
+                    for target in &job.targets {
+                        if !job.summary.hosts.iter().any(|h| &h.minion_id == target) {
+                            job.summary.hosts.push(HostReport {
+                                minion_id: target.clone(),
+                                status: HostStatus::Interrupted,
+                                containers: vec![],
+                                error: Some(
+                                    "the master stopped before this host's report was recorded"
+                                        .into(),
+                                ),
+                                duration_ms: 0,
+                                timings: Default::default(),
+                            });
+                        }
+                    }
+                    job.summary
+                        .hosts
+                        .sort_by(|a, b| a.minion_id.cmp(&b.minion_id));
+                    job.summary.finished_at_unix_ms = now_unix_ms;
+                    job.running = false;
+                    let id = job.summary.job_id.to_string();
+                    jobs.insert(id.as_str(), encode(&job).as_slice())?;
+                    ids.push(id);
+                }
+                let mut lock = tx.open_table(LOCK)?;
+                let held = read::<LockRecord>(&lock, "fleet_lock", LOCK_KEY)?;
+                if held.is_some_and(|held| held.job_id.is_some_and(|job| ids.contains(&job))) {
+                    lock.remove(LOCK_KEY)?;
+                }
+                ids
+            };
+            tx.commit()?;
+            Ok(interrupted)
+        })
+        .await
+    }
+
     /// The newest `limit` jobs, newest first (job ids sort by start time).
     pub async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
         self.blocking(move |db| {
@@ -1025,6 +1098,8 @@ mod tests {
                     target: String::new(),
                     caller: "admin".into(),
                     plan: false,
+                    running: false,
+                    targets: vec![id("web-1")],
                 })
                 .await
                 .unwrap();
@@ -1199,6 +1274,63 @@ mod tests {
         assert!(store.delete_minion(id("web-1")).await.unwrap());
         assert!(store.host_events(id("web-1"), 10).await.unwrap().is_empty());
         assert_eq!(store.host_events(id("web-10"), 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_job_left_running_is_interrupted_for_the_hosts_without_a_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        let reported = HostReport {
+            minion_id: id("web-1"),
+            status: HostStatus::Changed,
+            containers: vec![],
+            error: None,
+            duration_ms: 1,
+            timings: Default::default(),
+        };
+        let job = |job_id: &str, running: bool| JobRecord {
+            summary: JobSummary {
+                job_id: JobId::new(job_id).unwrap(),
+                hosts: vec![reported.clone()],
+                started_at_unix_ms: 1,
+                finished_at_unix_ms: 0,
+                resolve_ms: 0,
+            },
+            target: String::new(),
+            caller: "admin".into(),
+            plan: false,
+            running,
+            targets: vec![id("web-1"), id("web-2")],
+        };
+        store.record_job_progress(job("j-1", true)).await.unwrap();
+        store.record_job(job("j-2", false)).await.unwrap();
+        let lock = LockRecord {
+            holder: "admin".into(),
+            message: "highstate".into(),
+            acquired_at_unix_ms: 0,
+            expires_at_unix_ms: i64::MAX,
+            job_id: Some("j-1".into()),
+        };
+        assert!(store.try_lock(lock, 0).await.unwrap().is_ok());
+
+        assert_eq!(store.interrupt_running_jobs(9).await.unwrap(), ["j-1"]);
+        let interrupted = store.job("j-1".into()).await.unwrap().unwrap();
+        assert!(!interrupted.running);
+        assert_eq!(interrupted.summary.finished_at_unix_ms, 9);
+        let statuses: Vec<HostStatus> =
+            interrupted.summary.hosts.iter().map(|h| h.status).collect();
+        assert_eq!(statuses, [HostStatus::Changed, HostStatus::Interrupted]);
+        assert!(
+            store.current_lock(0).await.unwrap().is_none(),
+            "its lock was released"
+        );
+        let finished = store.job("j-2".into()).await.unwrap().unwrap();
+        assert_eq!(
+            finished.summary.hosts.len(),
+            1,
+            "a finished job is left alone"
+        );
+        assert!(store.interrupt_running_jobs(10).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -407,6 +407,7 @@ fn host_status_from_wire(status: i32) -> Result<HostStatus, InvalidField> {
         Ok(pb::HostStatus::Unreachable) => Ok(HostStatus::Unreachable),
         Ok(pb::HostStatus::TimedOut) => Ok(HostStatus::TimedOut),
         Ok(pb::HostStatus::Skipped) => Ok(HostStatus::Skipped),
+        Ok(pb::HostStatus::Interrupted) => Ok(HostStatus::Interrupted),
         _ => Err(InvalidField::new(
             "status",
             format!("unknown host status {status}"),
@@ -423,6 +424,7 @@ impl From<HostStatus> for pb::HostStatus {
             HostStatus::Unreachable => pb::HostStatus::Unreachable,
             HostStatus::TimedOut => pb::HostStatus::TimedOut,
             HostStatus::Skipped => pb::HostStatus::Skipped,
+            HostStatus::Interrupted => pb::HostStatus::Interrupted,
         }
     }
 }

@@ -15,6 +15,8 @@ struct JobJson {
     target: String,
     /// A plan (dry run) that changed nothing.
     plan: bool,
+    /// Still running; the hosts listed so far have reported.
+    running: bool,
     success: bool,
     #[serde(flatten)]
     summary: JobSummary,
@@ -33,7 +35,8 @@ fn to_json(record: pb::JobRecord) -> anyhow::Result<JobJson> {
             caller: record.caller,
             target: record.target,
             plan: record.plan,
-            success: summary.is_success(),
+            running: record.running,
+            success: !record.running && summary.is_success(),
             summary,
         }),
         _ => anyhow::bail!("the master sent a job without its summary"),

@@ -632,13 +632,14 @@ fn describe_progress(progress: &Progress) -> String {
 /// The count line, e.g. `3 hosts: 1 unchanged, 1 changed, 1 failed`: non-zero statuses only, in
 /// order from best to worst, then the hosts that never reported.
 fn status_counts(statuses: impl IntoIterator<Item = HostStatus>, without_result: usize) -> String {
-    const ORDER: [HostStatus; 6] = [
+    const ORDER: [HostStatus; 7] = [
         HostStatus::Unchanged,
         HostStatus::Changed,
         HostStatus::Failed,
         HostStatus::Unreachable,
         HostStatus::TimedOut,
         HostStatus::Skipped,
+        HostStatus::Interrupted,
     ];
     let statuses: Vec<HostStatus> = statuses.into_iter().collect();
     let mut parts: Vec<String> = ORDER
