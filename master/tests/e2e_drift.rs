@@ -194,7 +194,11 @@ fn event_kinds(fleet: &Fleet, id: &str) -> Vec<String> {
 }
 
 fn wait_for_event(fleet: &Fleet, id: &str, kind: &str, count: usize) {
-    wait_for(&format!("{count} {kind} events"), REPAIR_DEADLINE, || {
+    wait_for_event_within(fleet, id, kind, count, REPAIR_DEADLINE);
+}
+
+fn wait_for_event_within(fleet: &Fleet, id: &str, kind: &str, count: usize, deadline: Duration) {
+    wait_for(&format!("{count} {kind} events"), deadline, || {
         let kinds = event_kinds(fleet, id);
         if kinds.iter().filter(|k| *k == kind).count() >= count {
             Ok(())
@@ -252,5 +256,43 @@ fn a_minion_rides_out_docker_going_away_and_coming_back() {
         1,
         "the link never dropped:\n{}",
         tail(&minion.log_path(), 40)
+    );
+}
+
+#[test]
+fn a_container_that_keeps_dying_is_repaired_with_backoff_and_shown_crash_looping() {
+    let fleet = Fleet::start(&["a"]);
+    let id = fleet.minion_id("a");
+    // Healthy long enough to deploy, then it dies; Docker does not restart it.
+    fleet.master.write_roles(&format!(
+        "[roles.web]\nimage = {}\n[[roles.web.containers]]\nname = \"web\"\n\
+         command = [\"/bin/busybox\", \"sh\", \"-c\", \"sleep 2; exit 1\"]\n\
+         restart = \"no\"\nhealth = {{ min_healthy = \"1s\", deadline = \"30s\" }}\n\n\
+         [assign]\n{} = [\"web\"]\n",
+        quoted(&fleet.app_v1.reference),
+        quoted(&id)
+    ));
+    highstate_expecting(&fleet, 0);
+    wait_for_event_within(&fleet, &id, "crash_looping", 1, Duration::from_secs(60));
+    let log = fleet.minions[0].log_path();
+    let repairs = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("repaired drift")
+            .count()
+    };
+    let before = repairs();
+    assert!(
+        before >= 4,
+        "it was repaired a few times first:\n{}",
+        tail(&log, 30)
+    );
+    // The first wait is 10 s: the container stays dead meanwhile.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        repairs(),
+        before,
+        "no repair during the backoff:\n{}",
+        tail(&log, 30)
     );
 }
