@@ -128,7 +128,9 @@ pub(crate) async fn keep_host<R: ContainerRuntime>(
             biased;
             job = jobs.recv() => {
                 let Some(job) = job else { break };
-                if let Some((updated, succeeded)) = run_job(&executor, &data, job, &events).await {
+                if let Some((updated, succeeded)) =
+                    run_job(&executor, &data, job, &events, cached.as_ref()).await
+                {
                     if succeeded {
                         let prune = Prune { data: &data, keep_releases, events: &events };
                         prune.after(&executor, &mut history, &updated.desired).await;
@@ -325,12 +327,15 @@ impl Prune<'_> {
         history: &mut ImageHistory,
         desired: &DesiredState,
     ) {
+        let before = history.clone();
         let removable = history.record(desired, self.keep_releases);
-        let (data, saved) = (self.data.clone(), history.clone());
-        match tokio::task::spawn_blocking(move || saved.save(&data)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::warn!("cannot store the image history: {err:#}"),
-            Err(err) => tracing::warn!("cannot store the image history: {err}"),
+        if *history != before {
+            let (data, saved) = (self.data.clone(), history.clone());
+            match tokio::task::spawn_blocking(move || saved.save(&data)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::warn!("cannot store the image history: {err:#}"),
+                Err(err) => tracing::warn!("cannot store the image history: {err}"),
+            }
         }
         let (mut removed, mut failed) = (vec![], vec![]);
         for image in removable {
@@ -363,6 +368,7 @@ async fn run_job<R: ContainerRuntime>(
     data: &DataDir,
     job: Job,
     outbox: &Outbox,
+    current: Option<&desired_cache::CachedDesired>,
 ) -> Option<(desired_cache::CachedDesired, bool)> {
     let span = tracing::info_span!("job", job.id = %job.job_id);
     span.in_scope(|| tracing::info!(containers = job.desired.containers.len(), "applying"));
@@ -377,11 +383,18 @@ async fn run_job<R: ContainerRuntime>(
             })),
         });
     };
+    // The cache is written (and flushed) only when it changes: a highstate that changes nothing
+    // touches no disk.
+    let cached_already = current.filter(|c| c.desired == job.desired);
     let mut cached = None;
     let result = if job.dry_run {
         executor.plan_only(&job.job_id, &job.desired).await
     } else {
-        match save_desired(data, &job, BTreeSet::new()).await {
+        let saved = match cached_already {
+            Some(current) => Ok(current.clone()),
+            None => save_desired(data, &job, BTreeSet::new()).await,
+        };
+        match saved {
             Err(err) => JobResult::failed(
                 job.job_id.clone(),
                 format!(
@@ -394,13 +407,17 @@ async fn run_job<R: ContainerRuntime>(
                     span.clone(),
                 )
                 .await;
-                let failed = result
+                let failed: BTreeSet<ContainerName> = result
                     .containers
                     .iter()
                     .filter(|c| c.action == ContainerAction::Failed)
                     .map(|c| c.name.clone())
                     .collect();
-                match save_desired(data, &job, failed).await {
+                let outcome = match cached_already.filter(|c| c.failed == failed) {
+                    Some(current) => Ok(current.clone()),
+                    None => save_desired(data, &job, failed).await,
+                };
+                match outcome {
                     Ok(saved) => cached = Some((saved, result.status.is_success())),
                     Err(err) => {
                         span.in_scope(|| tracing::warn!("cannot store the job's outcome: {err:#}"))
