@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use brine_common::toml_span::ConfigFileError;
+use brine_daemon::config::Overrides;
 use serde::Deserialize;
 
 use crate::registry::RegistrySettings;
@@ -16,6 +17,12 @@ pub const DEFAULT_PORT: u16 = 4700;
 
 /// The file name of the configuration inside the data directory.
 pub const CONFIG_FILE: &str = "master.toml";
+
+/// `BRINE_MASTER_<KEY>` overrides `<key>` of master.toml.
+pub const ENV_PREFIX: &str = "BRINE_MASTER";
+/// `BRINE_MASTER_*` variables that are not keys of master.toml: the data directory is where
+/// master.toml is, given to every subcommand (`--data-dir`).
+pub const NOT_CONFIG_VARIABLES: &[&str] = &["DATA_DIR"];
 
 /// A configuration that could not be loaded, located in its file where possible.
 pub type ConfigError = ConfigFileError;
@@ -87,8 +94,16 @@ pub struct MasterConfig {
 }
 
 impl MasterConfig {
-    /// Loads `DATA_DIR/master.toml` and the environment.
+    /// Loads `DATA_DIR/master.toml` and the `BRINE_MASTER_*` environment variables.
     pub fn load(data_dir: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(
+            data_dir,
+            &Overrides::from_environment(ENV_PREFIX, NOT_CONFIG_VARIABLES),
+        )
+    }
+
+    /// Loads `DATA_DIR/master.toml` with `overrides` instead of the process's environment.
+    pub fn load_with(data_dir: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
         let path = data_dir.join(CONFIG_FILE);
         let file = path.display().to_string();
         let text = std::fs::read_to_string(&path).map_err(|err| ConfigError {
@@ -97,20 +112,13 @@ impl MasterConfig {
             key: None,
             message: format!("cannot read it ({err}); run `brine-master init` first"),
         })?;
-        if let Some(err) = ConfigFileError::syntax(&file, &text) {
-            return Err(err);
-        }
-        let raw: RawConfig = config::Config::builder()
-            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
-            .add_source(config::Environment::with_prefix("BRINE_MASTER").try_parsing(true))
-            .build()
-            .and_then(config::Config::try_deserialize)
-            .map_err(|err| located(&file, &text, err))?;
+        let raw: RawConfig = brine_daemon::config::load(&file, &text, overrides)?;
         if raw.minion_certificate_lifetime < SHORTEST_MINION_CERTIFICATE_LIFETIME {
-            return Err(ConfigFileError::locate(
+            return Err(brine_daemon::config::invalid(
                 &file,
                 &text,
-                Some("minion_certificate_lifetime".into()),
+                overrides,
+                "minion_certificate_lifetime",
                 format!(
                     "must be at least {}",
                     humantime::format_duration(SHORTEST_MINION_CERTIFICATE_LIFETIME)
@@ -130,6 +138,61 @@ impl MasterConfig {
             join_approval: raw.join_approval,
             minion_certificate_lifetime: raw.minion_certificate_lifetime,
         })
+    }
+
+    /// The configuration in effect, as TOML, naming the variables that set keys (for
+    /// `brine-master config`). Registry passwords are shown as `<redacted>`.
+    pub fn describe(&self, overrides: &Overrides) -> String {
+        let mut table = toml::Table::new();
+        let mut put = |key: &str, value: toml::Value| {
+            table.insert(key.to_owned(), value);
+        };
+        let text = |value: String| toml::Value::String(value);
+        put("listen", text(self.listen.to_string()));
+        put("address", text(self.address.clone()));
+        put("roles_file", text(self.roles_file.display().to_string()));
+        let duration = |d: Duration| text(humantime::format_duration(d).to_string());
+        put("highstate_timeout", duration(self.highstate_timeout));
+        put(
+            "join_approval",
+            text(
+                match self.join_approval {
+                    JoinApproval::Auto => "auto",
+                    JoinApproval::Manual => "manual",
+                }
+                .to_owned(),
+            ),
+        );
+        put(
+            "minion_certificate_lifetime",
+            duration(self.minion_certificate_lifetime),
+        );
+        let registries = self
+            .registries
+            .iter()
+            .map(|(host, settings)| {
+                let mut entry = toml::Table::new();
+                if let Some(username) = &settings.username {
+                    entry.insert("username".into(), text(username.clone()));
+                }
+                if settings.password.is_some() {
+                    entry.insert("password".into(), text("<redacted>".into()));
+                }
+                entry.insert("insecure".into(), toml::Value::Boolean(settings.insecure));
+                (host.clone(), toml::Value::Table(entry))
+            })
+            .collect();
+        put("registries", toml::Value::Table(registries));
+        let mut out = format!(
+            "# The configuration in effect: {}",
+            self.data_dir.join(CONFIG_FILE).display()
+        );
+        for (key, variable) in overrides.keys() {
+            out.push_str(&format!("\n# {key}: from {variable}"));
+        }
+        out.push_str("\n\n");
+        out.push_str(&toml::to_string(&table).expect("a table of strings serializes"));
+        out
     }
 
     /// The configuration `brine-master init` writes.
@@ -172,16 +235,6 @@ fn local_address(listen: SocketAddr) -> SocketAddr {
         local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     local
-}
-
-/// Names the file, line and key of a configuration error.
-fn located(file: &str, text: &str, err: config::ConfigError) -> ConfigError {
-    let key = match &err {
-        config::ConfigError::Type { key, .. } | config::ConfigError::At { key, .. } => key.clone(),
-        config::ConfigError::NotFound(key) => Some(key.clone()),
-        _ => None,
-    };
-    ConfigFileError::locate(file, text, key, err.to_string())
 }
 
 #[cfg(test)]

@@ -1,13 +1,13 @@
 //! The master's data directory: CA, certificates, configuration, roles file and store.
 
 use std::fs;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use brine_common::identity::CertRole;
+use brine_daemon::files::write_new;
 
 use crate::config::MasterConfig;
 use crate::pki::CertificateAuthority;
@@ -112,38 +112,6 @@ impl DataDir {
 /// Reads a text file, naming it in the error.
 pub fn read(path: &Path) -> anyhow::Result<String> {
     fs::read_to_string(path).with_context(|| format!("read {}", path.display()))
-}
-
-/// Writes a file that must not exist yet, with `mode` from the start (a key is never readable by
-/// others, not even for a moment).
-pub fn write_new(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
-    file.write_all(contents.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("write {}", path.display()))
-}
-
-/// Replaces a file atomically: the new contents are written and flushed beside it with `mode`,
-/// then renamed over it, so a reader sees the old file or the new one, never a mix.
-pub fn replace(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
-    let mut next = path.as_os_str().to_owned();
-    next.push(".next");
-    let next = PathBuf::from(next);
-    let _ = fs::remove_file(&next);
-    write_new(&next, contents, mode)?;
-    fs::rename(&next, path)
-        .with_context(|| format!("move {} to {}", next.display(), path.display()))?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("sync {}", dir.display()))?;
-    }
-    Ok(())
 }
 
 const EXAMPLE_ROLES: &str = r#"# brine roles file: which containers each role runs, and which hosts run which roles.

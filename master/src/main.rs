@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use brine_common::identity::CertRole;
+use brine_daemon::config::Overrides;
+use brine_daemon::logging::LogFormat;
 use brine_master::cli::client::ClientArgs;
 use brine_master::cli::highstate::JobArgs;
 use brine_master::cli::minions::{ListFormat, MinionAction};
-use brine_master::config::{DEFAULT_PORT, MasterConfig};
+use brine_master::config::{DEFAULT_PORT, ENV_PREFIX, MasterConfig, NOT_CONFIG_VARIABLES};
 use brine_master::data_dir::{DEFAULT_DATA_DIR, DataDir};
 use clap::{Parser, Subcommand};
 
@@ -25,6 +27,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on standard error look: `auto` (colour on a terminal, plain lines for the
+    /// systemd journal or a file), `plain`, or `json` (one object per line, for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "BRINE_LOG_FORMAT")]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +47,12 @@ enum Command {
         /// The address the master will listen on (written to master.toml).
         #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
         listen: SocketAddr,
+    },
+    /// Show the configuration in effect: master.toml with the BRINE_MASTER_* environment
+    /// variables applied (registry passwords redacted).
+    Config {
+        #[arg(long, env = "BRINE_MASTER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
     },
     /// Run the master daemon.
     Serve {
@@ -306,13 +318,7 @@ fn main() -> ExitCode {
     brine_proto::tls::install_crypto_provider();
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve { .. });
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| if serving { "info" } else { "warn" }.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    brine_daemon::logging::init(cli.log_format, if serving { "info" } else { "warn" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -347,6 +353,16 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 data_dir.display()
             );
         }
+        Command::Config { data_dir } => {
+            let config = MasterConfig::load(&data_dir)?;
+            print!(
+                "{}",
+                config.describe(&Overrides::from_environment(
+                    ENV_PREFIX,
+                    NOT_CONFIG_VARIABLES
+                ))
+            );
+        }
         Command::Serve { data_dir, listen } => {
             let mut config = MasterConfig::load(&data_dir)?;
             if let Some(listen) = listen {
@@ -355,7 +371,8 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("listen on {}", config.listen))?;
-            brine_master::server::run(config, listener, shutdown_signal()).await?;
+            brine_master::server::run(config, listener, brine_daemon::shutdown::signal_received())
+                .await?;
         }
         Command::Token { command } => match command {
             TokenCommand::Create {
@@ -498,22 +515,5 @@ fn role_and_name(ci: Option<String>, admin: Option<String>) -> anyhow::Result<(C
         (Some(name), None) => Ok((CertRole::Ci, name)),
         (None, Some(name)) => Ok((CertRole::Admin, name)),
         _ => anyhow::bail!("give either --ci NAME or --admin NAME"),
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM (what systemd sends).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        Err(err) => {
-            tracing::warn!("cannot watch SIGTERM ({err}); stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }

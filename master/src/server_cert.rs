@@ -19,7 +19,9 @@ use rustls::sign::CertifiedKey;
 use tokio_util::sync::CancellationToken;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::data_dir::{DataDir, read, replace};
+use brine_daemon::files::replace;
+
+use crate::data_dir::{DataDir, read};
 
 /// How often the master looks at its certificate files and its certificate's age.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(5);

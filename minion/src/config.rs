@@ -6,11 +6,18 @@ use std::path::{Path, PathBuf};
 
 use brine_common::names::ContainerName;
 use brine_common::toml_span::ConfigFileError;
+use brine_daemon::config::Overrides;
 use serde::{Deserialize, Serialize};
 
 /// Where the data directory is unless `--data-dir` or `BRINE_MINION_DATA_DIR` says otherwise.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/brine-minion";
 const CONFIG_FILE: &str = "minion.toml";
+
+/// `BRINE_MINION_<KEY>` overrides `<key>` of minion.toml.
+pub const ENV_PREFIX: &str = "BRINE_MINION";
+/// `BRINE_MINION_*` variables that are not keys of minion.toml: the data directory is where
+/// minion.toml is, given to every subcommand (`--data-dir`).
+pub const NOT_CONFIG_VARIABLES: &[&str] = &["DATA_DIR"];
 
 /// The files of a minion's data directory.
 #[derive(Debug, Clone)]
@@ -101,8 +108,16 @@ pub fn default_reconcile_interval() -> std::time::Duration {
 }
 
 impl MinionConfig {
-    /// Loads `DATA_DIR/minion.toml` and the environment.
+    /// Loads `DATA_DIR/minion.toml` and the `BRINE_MINION_*` environment variables.
     pub fn load(data: &DataDir) -> Result<Self, ConfigFileError> {
+        Self::load_with(
+            data,
+            &Overrides::from_environment(ENV_PREFIX, NOT_CONFIG_VARIABLES),
+        )
+    }
+
+    /// Loads `DATA_DIR/minion.toml` with `overrides` instead of the process's environment.
+    pub fn load_with(data: &DataDir, overrides: &Overrides) -> Result<Self, ConfigFileError> {
         let path = data.config();
         let file = path.display().to_string();
         let text = std::fs::read_to_string(&path).map_err(|err| ConfigFileError {
@@ -111,35 +126,35 @@ impl MinionConfig {
             key: None,
             message: format!("cannot read it ({err}); run `brine-minion join` first"),
         })?;
-        if let Some(err) = ConfigFileError::syntax(&file, &text) {
-            return Err(err);
-        }
-        let config: Self = config::Config::builder()
-            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
-            .add_source(config::Environment::with_prefix("BRINE_MINION"))
-            .build()
-            .and_then(config::Config::try_deserialize)
-            .map_err(|err| {
-                let key = match &err {
-                    config::ConfigError::Type { key, .. } | config::ConfigError::At { key, .. } => {
-                        key.clone()
-                    }
-                    config::ConfigError::NotFound(key) => Some(key.clone()),
-                    _ => None,
-                };
-                ConfigFileError::locate(&file, &text, key, err.to_string())
-            })?;
+        let config: Self = brine_daemon::config::load(&file, &text, overrides)?;
         if !config.namespace.is_empty()
             && let Err(err) = ContainerName::new(config.namespace.clone())
         {
-            return Err(ConfigFileError::locate(
+            return Err(brine_daemon::config::invalid(
                 &file,
                 &text,
-                Some("namespace".into()),
+                overrides,
+                "namespace",
                 format!("{:?} {err}", config.namespace),
             ));
         }
         Ok(config)
+    }
+
+    /// The configuration in effect, as TOML, naming the variables that set keys (for
+    /// `brine-minion config`). Registry passwords are shown as `<redacted>`.
+    pub fn describe(&self, data: &DataDir, overrides: &Overrides) -> String {
+        let mut shown = self.clone();
+        for login in shown.registries.values_mut() {
+            login.password = "<redacted>".into();
+        }
+        let mut out = format!("# The configuration in effect: {}", data.config().display());
+        for (key, variable) in overrides.keys() {
+            out.push_str(&format!("\n# {key}: from {variable}"));
+        }
+        out.push_str("\n\n");
+        out.push_str(&toml::to_string(&shown).expect("the minion configuration serializes"));
+        out
     }
 
     /// The file `join` writes.

@@ -76,7 +76,7 @@ pub fn save(
         failed,
     };
     let json = serde_json::to_string_pretty(&cached).context("encode the desired state")?;
-    crate::identity::replace(&path(data), &json, 0o600)?;
+    brine_daemon::files::replace(&path(data), &json, 0o600)?;
     Ok(cached)
 }
 

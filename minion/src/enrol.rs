@@ -11,7 +11,9 @@ use brine_proto::pb;
 use brine_proto::tls::{MasterTrust, certs_from_pem, client_config, connect};
 
 use crate::config::{DataDir, MinionConfig};
-use crate::identity::{new_key_and_csr, write_synced};
+use brine_daemon::files::write_synced;
+
+use crate::identity::new_key_and_csr;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

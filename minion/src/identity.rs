@@ -6,13 +6,12 @@
 //! belong together.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use brine_common::identity::{CertIdentity, CertRole, identity_from_der};
 use brine_common::names::MinionId;
+use brine_daemon::files::{next_path, rename_synced, write_synced};
 use brine_proto::tls::{ClientIdentity, MasterTrust, certs_from_pem, client_config};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData};
 use rustls::ClientConfig;
@@ -39,12 +38,6 @@ pub fn new_key_and_csr(id: &MinionId) -> anyhow::Result<(KeyPair, String)> {
         .and_then(|csr| csr.pem())
         .context("create the certificate signing request")?;
     Ok((key, csr_pem))
-}
-
-fn next(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".next");
-    PathBuf::from(name)
 }
 
 /// Loads the identity, first finishing a renewal a crash interrupted.
@@ -78,12 +71,12 @@ pub fn load(data: &DataDir) -> anyhow::Result<Identity> {
 /// whatever of the pair is still waiting into place. A lone key is from a renewal that never
 /// got its certificate, and goes.
 fn finish_interrupted_renewal(data: &DataDir) -> anyhow::Result<()> {
-    let (key_next, cert_next) = (next(&data.key()), next(&data.cert()));
+    let (key_next, cert_next) = (next_path(&data.key()), next_path(&data.cert()));
     if cert_next.exists() {
         if key_next.exists() {
-            rename(&key_next, &data.key())?;
+            rename_synced(&key_next, &data.key())?;
         }
-        rename(&cert_next, &data.cert())?;
+        rename_synced(&cert_next, &data.cert())?;
         tracing::info!("finished installing a renewed certificate");
     } else if key_next.exists() {
         fs::remove_file(&key_next).with_context(|| format!("remove {}", key_next.display()))?;
@@ -109,45 +102,12 @@ pub fn install_renewed(
     if parsed.public_key().raw != key.subject_public_key_info() {
         bail!("the renewed certificate does not hold this host's new key");
     }
-    let (key_next, cert_next) = (next(&data.key()), next(&data.cert()));
+    let (key_next, cert_next) = (next_path(&data.key()), next_path(&data.cert()));
     write_synced(&key_next, &key.serialize_pem(), 0o600)?;
     write_synced(&cert_next, cert_pem, 0o644)?;
-    rename(&key_next, &data.key())?;
-    rename(&cert_next, &data.cert())?;
+    rename_synced(&key_next, &data.key())?;
+    rename_synced(&cert_next, &data.cert())?;
     Ok(certificate)
-}
-
-fn rename(from: &Path, to: &Path) -> anyhow::Result<()> {
-    fs::rename(from, to).with_context(|| format!("move {} to {}", from.display(), to.display()))?;
-    if let Some(dir) = to.parent() {
-        // The rename itself must survive a power cut.
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("sync {}", dir.display()))?;
-    }
-    Ok(())
-}
-
-/// Replaces `path` atomically with `contents`: written beside it and flushed with `mode`, then
-/// renamed over it.
-pub fn replace(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
-    let next = next(path);
-    write_synced(&next, contents, mode)?;
-    rename(&next, path)
-}
-
-/// Writes a file with `mode` from the start and flushes it to disk, replacing any leftover.
-pub fn write_synced(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
-    file.write_all(contents.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("write {}", path.display()))
 }
 
 #[cfg(test)]
@@ -180,11 +140,11 @@ mod tests {
         let new_cert = self_signed("web-1", &new);
         // Crashed after moving the key but before moving the certificate.
         fs::write(data.key(), new.serialize_pem()).unwrap();
-        fs::write(next(&data.cert()), &new_cert).unwrap();
+        fs::write(next_path(&data.cert()), &new_cert).unwrap();
         let identity = load(&data).unwrap();
         assert_eq!(identity.id.as_str(), "web-1");
         assert_eq!(fs::read_to_string(data.cert()).unwrap(), new_cert);
-        assert!(!next(&data.cert()).exists());
+        assert!(!next_path(&data.cert()).exists());
     }
 
     #[test]
@@ -193,9 +153,9 @@ mod tests {
         let old = KeyPair::generate().unwrap();
         fs::write(data.key(), old.serialize_pem()).unwrap();
         fs::write(data.cert(), self_signed("web-1", &old)).unwrap();
-        fs::write(next(&data.key()), "half a key").unwrap();
+        fs::write(next_path(&data.key()), "half a key").unwrap();
         load(&data).unwrap();
-        assert!(!next(&data.key()).exists());
+        assert!(!next_path(&data.key()).exists());
         assert_eq!(fs::read_to_string(data.key()).unwrap(), old.serialize_pem());
     }
 

@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use brine_common::names::MinionId;
 use brine_common::token::JoinToken;
-use brine_minion::config::{DEFAULT_DATA_DIR, DataDir, MinionConfig};
+use brine_daemon::config::Overrides;
+use brine_daemon::logging::LogFormat;
+use brine_minion::config::{
+    DEFAULT_DATA_DIR, DataDir, ENV_PREFIX, MinionConfig, NOT_CONFIG_VARIABLES,
+};
 use brine_minion::enrol::{JoinRequest, join};
 use brine_minion::runtime::docker::DockerRuntime;
 use clap::{Parser, Subcommand};
@@ -22,6 +26,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on standard error look: `auto` (colour on a terminal, plain lines for the
+    /// systemd journal or a file), `plain`, or `json` (one object per line, for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "BRINE_LOG_FORMAT")]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +54,12 @@ enum Command {
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
     },
+    /// Show the configuration in effect: minion.toml with the BRINE_MINION_* environment
+    /// variables applied (registry passwords redacted).
+    Config {
+        #[arg(long, env = "BRINE_MINION_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
     /// Run the agent: connect to the master and apply what it sends, reconnecting forever.
     Run {
         #[arg(long, env = "BRINE_MINION_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
@@ -67,12 +81,7 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 fn main() -> ExitCode {
     brine_proto::tls::install_crypto_provider();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    brine_daemon::logging::init(cli.log_format, "info");
     // One thread is plenty for one stream and one Docker engine, and keeps the agent small.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -126,6 +135,17 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 data_dir.display()
             );
         }
+        Command::Config { data_dir } => {
+            let data = DataDir::new(&data_dir);
+            let config = MinionConfig::load(&data)?;
+            print!(
+                "{}",
+                config.describe(
+                    &data,
+                    &Overrides::from_environment(ENV_PREFIX, NOT_CONFIG_VARIABLES)
+                )
+            );
+        }
         Command::Run {
             data_dir,
             namespace,
@@ -137,7 +157,13 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             }
             validate_namespace(&config.namespace)?;
             let docker = DockerRuntime::from_environment().with_logins(config.registries.clone());
-            brine_minion::link::run(data, config, docker, shutdown_signal()).await?;
+            brine_minion::link::run(
+                data,
+                config,
+                docker,
+                brine_daemon::shutdown::signal_received(),
+            )
+            .await?;
         }
     }
     Ok(())
@@ -150,21 +176,4 @@ fn validate_namespace(namespace: &str) -> anyhow::Result<()> {
             .with_context(|| format!("namespace {namespace:?}"))?;
     }
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM (what systemd sends).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        Err(err) => {
-            tracing::warn!("cannot watch SIGTERM ({err}); stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -74,7 +74,7 @@ impl ImageHistory {
 
     pub fn save(&self, data: &DataDir) -> anyhow::Result<()> {
         let json = serde_json::to_string_pretty(self)?;
-        crate::identity::replace(&data.root().join(FILE), &json, 0o644)
+        brine_daemon::files::replace(&data.root().join(FILE), &json, 0o644)
     }
 }
 

@@ -7,7 +7,9 @@ use anyhow::Context;
 use brine_common::identity::CertRole;
 use brine_common::names::MinionId;
 
-use crate::data_dir::{DataDir, write_new};
+use brine_daemon::files::write_new;
+
+use crate::data_dir::DataDir;
 
 /// Issues a certificate for `name` with `role` and writes `NAME.pem`, `NAME.key` (0600) and the
 /// CA's `ca.pem` into `out`, ready to hand to the caller.

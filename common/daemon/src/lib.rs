@@ -1,0 +1,13 @@
+//! brine-daemon: what both brine binaries share with the operating system.
+//!
+//! Configuration files with environment overrides ([`config`]), logging shaped for a
+//! terminal, a file or the systemd journal ([`logging`]), the signals that stop a daemon
+//! ([`shutdown`]), readiness, status and watchdog notifications to systemd ([`systemd`]), and
+//! files written privately and atomically ([`files`]). The domain model in `brine-common` stays
+//! free of all of this.
+
+pub mod config;
+pub mod files;
+pub mod logging;
+pub mod shutdown;
+pub mod systemd;
