@@ -8,6 +8,8 @@ missing=()
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || missing+=(busybox-static)
 command -v docker >/dev/null 2>&1 || missing+=(docker.io)
+# The systemd tests build a Debian machine image with debootstrap.
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing Debian packages: ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2
@@ -32,6 +34,10 @@ if ! docker info >/dev/null 2>&1; then
   done
   docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /tmp/brine-dockerd.log" >&2; exit 1; }
 fi
+
+# The systemd tests run brine in a Debian machine with systemd as PID 1; building its image
+# takes a minute or two, once per machine.
+"$(dirname "$0")/systemd-test-image.sh"
 
 # The CI-client test calls the gRPC API from Python, as a CI pipeline would.
 venv="$(dirname "$0")/../.venv-tests"

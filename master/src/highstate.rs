@@ -424,6 +424,7 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
 
     let (job_events, mut inbox) = mpsc::channel(JOB_QUEUE);
     master.router.register(job.job_id.clone(), job_events);
+    master.activity.job_started(&job.job_id);
 
     let mut reports: BTreeMap<MinionId, HostReport> = BTreeMap::new();
     // Recorded as it goes, so a master that stops mid-job can tell, when it starts again, which
@@ -512,6 +513,7 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
         resolve_ms: job.resolve_ms,
     };
     log_summary(&summary);
+    master.activity.job_finished(&summary);
     let job_caller = job.caller.clone();
     let record = JobRecord {
         summary: summary.clone(),

@@ -19,4 +19,5 @@ pub mod rollout;
 pub mod server;
 pub mod server_cert;
 pub mod state;
+pub mod status;
 pub mod store;

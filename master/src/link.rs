@@ -133,6 +133,11 @@ impl Links {
         }
     }
 
+    /// How many hosts are linked now.
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
     pub fn is_connected(&self, id: &MinionId) -> bool {
         self.lock().contains_key(id)
     }

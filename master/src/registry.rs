@@ -12,6 +12,7 @@ use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::Deserialize;
+use tokio::sync::OnceCell;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
@@ -59,9 +60,12 @@ pub enum ResolveError {
 }
 
 /// Resolves tags with the registry settings of the master's configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Resolver {
     registries: BTreeMap<String, RegistrySettings>,
+    /// Whether the system's trust roots could be loaded, checked once per resolver (one per job,
+    /// so installing them helps the next job).
+    trust_roots: OnceCell<bool>,
 }
 
 /// Docker Hub's names for references that name no registry.
@@ -69,7 +73,25 @@ const DOCKER_HUB: &str = "docker.io";
 
 impl Resolver {
     pub fn new(registries: BTreeMap<String, RegistrySettings>) -> Self {
-        Self { registries }
+        Self {
+            registries,
+            trust_roots: OnceCell::new(),
+        }
+    }
+
+    /// The registry client panics when it is created on a machine without CA certificates,
+    /// whatever the protocol; this looks first, so a job fails with a clear error instead.
+    async fn trust_roots_available(&self) -> bool {
+        *self
+            .trust_roots
+            .get_or_init(|| async {
+                tokio::task::spawn_blocking(|| {
+                    !rustls_native_certs::load_native_certs().certs.is_empty()
+                })
+                .await
+                .unwrap_or(false)
+            })
+            .await
     }
 
     /// Returns `image` pinned to the digest its tag points to now. A reference that already
@@ -90,7 +112,16 @@ impl Resolver {
             parts.tag.unwrap_or("latest").to_owned(),
         );
         let settings = self.registries.get(registry).cloned().unwrap_or_default();
-        let client = Client::new(ClientConfig {
+        if !self.trust_roots_available().await {
+            return Err(ResolveError::Unreachable {
+                image: image.to_string(),
+                registry: registry.to_owned(),
+                message: "this machine has no CA certificates, which the registry client needs \
+                          even for plain-HTTP registries: install Debian's ca-certificates"
+                    .to_owned(),
+            });
+        }
+        let client = Client::try_from(ClientConfig {
             protocol: if settings.insecure || is_loopback(registry) {
                 ClientProtocol::Http
             } else {
@@ -99,7 +130,12 @@ impl Resolver {
             connect_timeout: Some(CONNECT_TIMEOUT),
             read_timeout: Some(READ_TIMEOUT),
             ..ClientConfig::default()
-        });
+        })
+        .map_err(|err| ResolveError::Unreachable {
+            image: image.to_string(),
+            registry: registry.to_owned(),
+            message: format!("cannot set up a client for it: {err}"),
+        })?;
         let auth = match (settings.username, settings.password) {
             (Some(user), Some(password)) => RegistryAuth::Basic(user, password),
             _ => RegistryAuth::Anonymous,

@@ -146,6 +146,7 @@ pub async fn run(
         links: Links::new(stopping.clone()),
         router: JobRouter::default(),
         revocations: revocations.clone(),
+        activity: crate::status::Activity::default(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -161,10 +162,17 @@ pub async fn run(
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down");
+            brine_daemon::systemd::stopping("shutting down: ending minion links");
             stopping.cancel();
         });
     }
     tracing::info!(%address, "brine-master serving");
+    tokio::spawn(crate::status::report_to_systemd(
+        master.clone(),
+        address.to_string(),
+        stopping.clone(),
+    ));
+    brine_daemon::systemd::spawn_watchdog();
 
     let server = tonic::transport::Server::builder()
         // Detects links whose host vanished without closing them (power loss, network cut), so

@@ -19,6 +19,8 @@ pub struct Master {
     pub router: JobRouter,
     /// Shared with the authorization layer.
     pub revocations: std::sync::Arc<CertificateRevocations>,
+    /// The job running or the last one, for the status line.
+    pub activity: crate::status::Activity,
 }
 
 /// Why the roles file could not be used.

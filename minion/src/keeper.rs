@@ -21,6 +21,7 @@ use crate::desired_cache;
 use crate::reconcile::execute::Executor;
 use crate::retention::ImageHistory;
 use crate::runtime::{ContainerRuntime, ImageRemoval};
+use crate::status::StatusLine;
 
 /// A command to apply. Its progress goes to the link that brought it (best effort); its
 /// result goes through the outbox, on whichever link is up when it is ready.
@@ -111,6 +112,7 @@ pub(crate) async fn keep_host<R: ContainerRuntime>(
     mut checks: mpsc::Receiver<Check>,
     events: Arc<Outbox>,
     keep_releases: usize,
+    status: Arc<StatusLine>,
 ) {
     let mut history = ImageHistory::load(&data);
     let mut cached = match desired_cache::load(&data) {
@@ -129,7 +131,7 @@ pub(crate) async fn keep_host<R: ContainerRuntime>(
             job = jobs.recv() => {
                 let Some(job) = job else { break };
                 if let Some((updated, succeeded)) =
-                    run_job(&executor, &data, job, &events, cached.as_ref()).await
+                    run_job(&executor, &data, job, &events, cached.as_ref(), &status).await
                 {
                     if succeeded {
                         let prune = Prune { data: &data, keep_releases, events: &events };
@@ -369,6 +371,7 @@ async fn run_job<R: ContainerRuntime>(
     job: Job,
     outbox: &Outbox,
     current: Option<&desired_cache::CachedDesired>,
+    status: &StatusLine,
 ) -> Option<(desired_cache::CachedDesired, bool)> {
     let span = tracing::info_span!("job", job.id = %job.job_id);
     span.in_scope(|| tracing::info!(containers = job.desired.containers.len(), "applying"));
@@ -430,6 +433,7 @@ async fn run_job<R: ContainerRuntime>(
     span.in_scope(
         || tracing::info!(status = %result.status, error = result.error.as_deref(), "applied"),
     );
+    status.job_finished(&result);
     outbox.push(Outgoing::Result(result));
     cached
 }

@@ -16,6 +16,7 @@ pub mod reconcile;
 pub mod renewal;
 pub mod retention;
 pub mod runtime;
+pub mod status;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_unix_ms() -> i64 {

@@ -23,6 +23,7 @@ use crate::keeper::{Check, Job, Outbox, Outgoing, check_periodically, keep_host,
 use crate::reconcile::execute::Executor;
 use crate::renewal;
 use crate::runtime::ContainerRuntime;
+use crate::status::StatusLine;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reconnect delays grow from this...
@@ -63,6 +64,7 @@ pub async fn run<R: ContainerRuntime + 'static>(
     let (checks, check_queue) = mpsc::channel(1);
     let _ = checks.try_send(Check::Startup);
     let events = Arc::new(Outbox::default());
+    let status = Arc::new(StatusLine::default());
     let applier = tokio::spawn(keep_host(
         executor.clone(),
         data.clone(),
@@ -70,6 +72,7 @@ pub async fn run<R: ContainerRuntime + 'static>(
         check_queue,
         events.clone(),
         config.keep_releases,
+        status.clone(),
     ));
     let watchers = [
         tokio::spawn(watch_engine(
@@ -81,11 +84,17 @@ pub async fn run<R: ContainerRuntime + 'static>(
         tokio::spawn(check_periodically(config.reconcile_interval, checks)),
     ];
 
+    // Ready once the keeper runs: from here the host is looked after, master or no master.
+    status.connecting(&config.master);
+    brine_daemon::systemd::ready(&status.line());
+    brine_daemon::systemd::spawn_watchdog();
+
     let links = async {
         let mut attempt = 0;
         let mut seen = SeenJobs::default();
         loop {
-            match session(&data, &config, &executor, &jobs, &events, &mut seen).await {
+            let linked = || status.linked(&config.master);
+            match session(&data, &config, &executor, &jobs, &events, &mut seen, linked).await {
                 Ok(()) => {
                     tracing::info!("the master closed the link");
                     attempt = 0;
@@ -95,6 +104,7 @@ pub async fn run<R: ContainerRuntime + 'static>(
             let delay = backoff(attempt);
             attempt = attempt.saturating_add(1);
             tracing::info!("reconnecting in {delay:?}");
+            status.lost(&config.master, delay);
             tokio::time::sleep(delay).await;
         }
     };
@@ -103,6 +113,7 @@ pub async fn run<R: ContainerRuntime + 'static>(
         () = links => {}
     }
     tracing::info!("stopping");
+    brine_daemon::systemd::stopping("stopping: letting a running job finish");
     stop.cancel();
     for watcher in watchers {
         watcher.abort();
@@ -127,6 +138,7 @@ async fn session<R: ContainerRuntime>(
     jobs: &mpsc::Sender<Job>,
     events: &Outbox,
     seen: &mut SeenJobs,
+    linked: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let Identity {
         tls,
@@ -168,6 +180,7 @@ async fn session<R: ContainerRuntime>(
         .context("open the link")?
         .into_inner();
     tracing::info!(master = %config.master, "connected");
+    linked();
 
     send_outbox(events, &outbound).await?;
     let mut renew_at = renewal::renewal_time(&certificate);

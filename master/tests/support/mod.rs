@@ -11,6 +11,8 @@
 
 #![allow(dead_code)] // every test file uses a different part of the harness
 
+pub mod systemd;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};

@@ -1,0 +1,323 @@
+//! A machine with systemd as PID 1, for testing brine the way it is installed: a container of
+//! the image `scripts/systemd-test-image.sh` builds (Debian with systemd), with this machine's
+//! Docker engine behind its `docker.service` and this test's registry forwarded to the same
+//! loopback address inside, so an image reference means the same thing on both sides.
+//!
+//! brine goes in as the README tells users: a checkout (here: `deploy/`, `README.md` and the
+//! binaries this test run built, in `target/release/`) and the README's install commands.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::{
+    Finished, Registry, docker, master_binary, minion_binary, run_with_deadline, try_docker,
+};
+
+/// The image the build script makes; bump with the script's tag.
+pub const IMAGE: &str = "brine-test-systemd:bookworm-1";
+/// Where the checkout is staged inside the machine.
+pub const CHECKOUT: &str = "/root/brine";
+/// The master's name in the README's commands; it resolves to the machine itself.
+pub const MASTER_NAME: &str = "brine-master.example.com";
+
+/// The workspace root (the checkout running this test).
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the master crate lives in the workspace")
+        .to_path_buf()
+}
+
+/// Builds the image unless this machine has it.
+fn ensure_image() {
+    let script = workspace().join("scripts/systemd-test-image.sh");
+    let built = run_with_deadline(
+        &mut Command::new(&script),
+        Duration::from_secs(600),
+        "scripts/systemd-test-image.sh",
+    );
+    assert!(
+        built.code == 0,
+        "{}",
+        built.describe("scripts/systemd-test-image.sh")
+    );
+}
+
+/// A running container with systemd as PID 1. Removed on drop, after printing the journal of
+/// brine's units when the test failed.
+pub struct SystemdHost {
+    name: String,
+    hostname: String,
+    dir: TempDir,
+    forwarders: Vec<UnixForwarder>,
+}
+
+impl SystemdHost {
+    /// Boots a machine named `sd-UNIQ` and waits until systemd reports it running.
+    pub fn boot(uniq: &str) -> Self {
+        ensure_image();
+        let dir = tempfile::Builder::new()
+            .prefix("brine-e2e-systemd-")
+            .tempdir()
+            .expect("a temp dir");
+        let sockets = dir.path().join("sockets");
+        std::fs::create_dir(&sockets).expect("a sockets dir");
+        let name = format!("brine-e2e-systemd-{uniq}");
+        let hostname = format!("sd-{uniq}");
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--hostname",
+            &hostname,
+            "--label",
+            "io.brine.test=systemd",
+            "--cap-add",
+            "SYS_ADMIN",
+            "--security-opt",
+            "seccomp=unconfined",
+            "-v",
+            "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+            "--tmpfs",
+            "/run",
+            "--tmpfs",
+            "/run/lock",
+            "-v",
+            "/var/run/docker.sock:/host/docker.sock",
+            "-v",
+            &format!("{}:/host/sockets", sockets.display()),
+            "--add-host",
+            &format!("{MASTER_NAME}:127.0.0.1"),
+            IMAGE,
+        ]);
+        let host = Self {
+            name,
+            hostname,
+            dir,
+            forwarders: vec![],
+        };
+        let mut last = String::new();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            let state = host.sh("systemctl is-system-running");
+            last = state.stdout.trim().to_owned();
+            match last.as_str() {
+                "running" => return host,
+                "degraded" => panic!(
+                    "systemd in the test machine is degraded:\n{}",
+                    host.sh("systemctl --failed --no-pager").stdout
+                ),
+                _ => thread::sleep(Duration::from_millis(200)),
+            }
+        }
+        panic!("systemd in the test machine did not finish booting: {last}");
+    }
+
+    /// The machine's host name: the id a minion on it joins with by default.
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    /// Runs `script` with bash inside the machine (two minutes at most).
+    pub fn sh(&self, script: &str) -> Finished {
+        self.sh_in("/", script)
+    }
+
+    /// Runs `script` with bash inside the machine, in directory `cwd`.
+    pub fn sh_in(&self, cwd: &str, script: &str) -> Finished {
+        run_with_deadline(
+            Command::new("docker").args(["exec", "-w", cwd, &self.name, "bash", "-c", script]),
+            Duration::from_secs(120),
+            &format!("`{script}` in the systemd machine"),
+        )
+    }
+
+    /// As [`SystemdHost::sh`], panicking unless it exits 0; returns stdout.
+    pub fn sh_ok(&self, script: &str) -> String {
+        let finished = self.sh(script);
+        assert!(finished.code == 0, "{}", finished.describe(script));
+        finished.stdout
+    }
+
+    /// A property of a unit, as `systemctl show -p NAME --value` prints it.
+    pub fn property(&self, unit: &str, name: &str) -> String {
+        self.sh_ok(&format!("systemctl show -p {name} --value {unit}"))
+            .trim()
+            .to_owned()
+    }
+
+    /// Writes `contents` to `path` inside the machine (mode 0644, owned by root).
+    pub fn write_file(&self, path: &str, contents: &str) {
+        let local = self.dir.path().join("upload");
+        std::fs::write(&local, contents).expect("write the upload");
+        docker(&[
+            "cp",
+            local.to_str().expect("a UTF-8 temp path"),
+            &format!("{}:{path}", self.name),
+        ]);
+    }
+
+    /// Copies `local` (a file of this machine) to `path` inside the machine.
+    pub fn copy_in(&self, local: &Path, path: &str) {
+        docker(&[
+            "cp",
+            "-L",
+            local.to_str().expect("a UTF-8 path"),
+            &format!("{}:{path}", self.name),
+        ]);
+    }
+
+    /// Stages a checkout of brine at [`CHECKOUT`]: `deploy/`, `README.md`, and the binaries this
+    /// test run built where `cargo build --release` puts them.
+    pub fn stage_checkout(&self) {
+        self.sh_ok(&format!("mkdir -p {CHECKOUT}/target/release"));
+        let root = workspace();
+        let copy = |from: &Path, to: &str| {
+            docker(&[
+                "cp",
+                from.to_str().expect("a UTF-8 path"),
+                &format!("{}:{to}", self.name),
+            ]);
+        };
+        copy(&root.join("deploy"), &format!("{CHECKOUT}/deploy"));
+        copy(&root.join("README.md"), &format!("{CHECKOUT}/README.md"));
+        copy(&master_binary(), &format!("{CHECKOUT}/target/release/"));
+        copy(&minion_binary(), &format!("{CHECKOUT}/target/release/"));
+    }
+
+    /// Makes `registry` answer on its own address inside the machine too.
+    pub fn forward_registry(&mut self, registry: &Registry) {
+        let socket = self.dir.path().join("sockets/registry.sock");
+        let target = registry.host();
+        self.forwarders
+            .push(UnixForwarder::start(&socket, target.clone()));
+        let port = target.rsplit(':').next().expect("HOST:PORT");
+        self.sh_ok(&format!(
+            "systemd-run --unit registry-forward --property Type=simple /usr/bin/socat \
+             TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:/host/sockets/registry.sock"
+        ));
+    }
+
+    /// The journal of `units` as `journalctl -o cat` shows it.
+    pub fn journal(&self, units: &[&str]) -> String {
+        let units: Vec<String> = units.iter().map(|u| format!("-u {u}")).collect();
+        self.sh(&format!("journalctl --no-pager -o cat {}", units.join(" ")))
+            .stdout
+    }
+}
+
+impl Drop for SystemdHost {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let journal =
+                self.sh("journalctl --no-pager -u brine-master -u brine-minion -u docker -n 80");
+            eprintln!(
+                "----- journal of the systemd machine -----\n{}\n----- end of journal -----",
+                journal.stdout
+            );
+        }
+        let _ = try_docker(&["rm", "-f", "-v", &self.name]);
+        for forwarder in &mut self.forwarders {
+            forwarder.stop();
+        }
+    }
+}
+
+/// Forwards connections on a unix socket to a TCP address, one thread pair per connection.
+struct UnixForwarder {
+    socket: PathBuf,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<thread::JoinHandle<()>>,
+}
+
+impl UnixForwarder {
+    fn start(socket: &Path, target: String) -> Self {
+        let listener = UnixListener::bind(socket).expect("bind the forwarder's socket");
+        let stop = Arc::new(AtomicBool::new(false));
+        let acceptor = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                for client in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let (Ok(client), Ok(server)) = (client, TcpStream::connect(&target)) else {
+                        continue;
+                    };
+                    copy_between(client, server);
+                }
+            })
+        };
+        Self {
+            socket: socket.to_path_buf(),
+            stop,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the acceptor so it sees the flag.
+        let _ = UnixStream::connect(&self.socket);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+/// Copies both ways between a unix and a TCP stream until either side closes.
+fn copy_between(client: UnixStream, server: TcpStream) {
+    let (Ok(mut client_read), Ok(mut server_read)) = (client.try_clone(), server.try_clone())
+    else {
+        return;
+    };
+    let (mut client_write, mut server_write) = (client, server);
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut client_read, &mut server_write);
+        let _ = server_write.shutdown(std::net::Shutdown::Write);
+    });
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut server_read, &mut client_write);
+        let _ = client_write.shutdown(std::net::Shutdown::Write);
+    });
+}
+
+/// The shell commands of the README's "Installing on real hosts" section, block by block
+/// (comments dropped).
+pub fn readme_install_blocks() -> Vec<Vec<String>> {
+    let mut readme = String::new();
+    std::fs::File::open(workspace().join("README.md"))
+        .and_then(|mut f| f.read_to_string(&mut readme))
+        .expect("read README.md");
+    let section = readme
+        .split("\n## Installing on real hosts\n")
+        .nth(1)
+        .expect("README.md has a section `## Installing on real hosts`");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    let mut blocks = vec![];
+    let mut current: Option<Vec<String>> = None;
+    for line in section.lines() {
+        match (&mut current, line.trim()) {
+            (None, "```sh") => current = Some(vec![]),
+            (Some(_), "```") => blocks.extend(current.take()),
+            (Some(block), line) => {
+                let command = line.split(" #").next().unwrap_or(line).trim();
+                if !command.is_empty() && !command.starts_with('#') {
+                    block.push(command.to_owned());
+                }
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
