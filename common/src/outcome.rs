@@ -248,6 +248,9 @@ pub enum HighstateEvent {
     Started {
         job_id: JobId,
         targets: Vec<MinionId>,
+        /// Hosts the target picked that were left out because they are not accepted (pending,
+        /// rejected or revoked): they get no command and are not counted as unreachable.
+        not_accepted: u32,
     },
     Progress {
         minion_id: MinionId,

@@ -149,6 +149,15 @@ impl FleetService {
             .map_err(store_failure)?
         {
             ApprovalChange::Changed => {}
+            ApprovalChange::ReplacementAccepted => {
+                let disconnected = self.master.links.disconnect(&id);
+                tracing::warn!(%caller, minion.id = %id, disconnected, "the replacing machine is accepted; the host's previous certificate is refused");
+                return Ok(disconnected);
+            }
+            ApprovalChange::ReplacementRejected => {
+                tracing::warn!(%caller, minion.id = %id, "the replacing machine is turned away; the host keeps its certificate");
+                return Ok(false);
+            }
             ApprovalChange::NotFound => {
                 return Err(Status::not_found(format!("no enrolled minion {id}")));
             }
@@ -177,6 +186,7 @@ impl FleetService {
             running: m.running.into_iter().map(Into::into).collect(),
             certificate_sha256: m.certificate_sha256,
             certificate_expires_unix_ms: m.certificate_expires_unix_ms,
+            replacement_pending: m.pending_replacement.is_some(),
             join_labels: m.join_labels.into_iter().collect(),
             approval: match m.approval {
                 Approval::Accepted => pb::Approval::Accepted,
@@ -435,6 +445,15 @@ impl pb::fleet_server::Fleet for FleetService {
             check_label(key, value)
                 .map_err(|err| Status::invalid_argument(format!("labels: {err}")))?;
         }
+        let replaces =
+            match request.replaces_minion_id.as_str() {
+                "" => None,
+                id => Some(MinionId::new(id).map_err(|err| {
+                    Status::invalid_argument(format!("replaces_minion_id: {err}"))
+                })?),
+            };
+        // A replacing token re-enrols one machine.
+        let uses = if replaces.is_some() { 1 } else { request.uses };
         let mut secret = [0u8; 20];
         rand::rng().fill_bytes(&mut secret);
         let token = JoinToken {
@@ -449,14 +468,15 @@ impl pb::fleet_server::Fleet for FleetService {
                 secret_sha256: token.secret_hash(),
                 created_at_unix_ms: now,
                 expires_at_unix_ms,
-                uses_left: (request.uses > 0).then_some(request.uses),
+                uses_left: (uses > 0).then_some(uses),
                 uses: 0,
                 labels: request.labels.into_iter().collect(),
+                replaces: replaces.clone(),
             })
             .await
             .map_err(store_failure)?;
         let id = token.public_id();
-        tracing::info!(%caller, token.id = %id, ttl = %humantime::format_duration(ttl), uses = request.uses, "join token created");
+        tracing::info!(%caller, token.id = %id, ttl = %humantime::format_duration(ttl), uses, replaces = replaces.as_ref().map(MinionId::as_str), "join token created");
         Ok(Response::new(pb::CreateJoinTokenResponse {
             token: token.to_string(),
             expires_at_unix_ms,
@@ -482,6 +502,7 @@ impl pb::fleet_server::Fleet for FleetService {
                 uses: t.record.uses,
                 uses_left: t.record.uses_left,
                 labels: t.record.labels.into_iter().collect(),
+                replaces_minion_id: t.record.replaces.map(String::from).unwrap_or_default(),
             })
             .collect();
         Ok(Response::new(pb::ListJoinTokensResponse { tokens }))

@@ -23,7 +23,7 @@ use crate::registry::{ResolveError, Resolver};
 use crate::release::{Pins, Release, next_pins, pins_of};
 use crate::rollout::Rollout;
 use crate::state::{Master, load_roles, now_unix_ms};
-use crate::store::{JobRecord, LockRecord, MinionRecord};
+use crate::store::{Approval, JobRecord, LockRecord, MinionRecord};
 
 /// How many events may wait for a slow caller; progress beyond that is dropped, final statuses
 /// are not.
@@ -99,6 +99,8 @@ pub struct PreparedJob {
     plan: bool,
     /// Time spent resolving tags to digests.
     resolve_ms: u64,
+    /// Hosts the target picked that were left out because they are not accepted.
+    not_accepted: u32,
 }
 
 /// What a caller asks of a highstate.
@@ -173,20 +175,28 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
     {
         return Err(HighstateError::UnknownRole(unknown.clone()));
     }
-    let targets: Vec<MinionId> = master
+    // Only accepted hosts get commands: a pending, rejected or revoked one is neither sent
+    // anything nor counted as unreachable, only counted as left out.
+    let (targets, not_accepted): (Vec<MinionRecord>, Vec<MinionRecord>) = master
         .store
         .minions()
         .await?
         .into_iter()
         .filter(|m| target.as_ref().is_none_or(|t| is_targeted(t, m, &roles)))
-        .map(|m| m.id)
-        .collect();
+        .partition(|m| m.approval == Approval::Accepted);
+    let targets: Vec<MinionId> = targets.into_iter().map(|m| m.id).collect();
+    let not_accepted = u32::try_from(not_accepted.len()).unwrap_or(u32::MAX);
     let target_text = target.map(|t| t.as_str().to_owned()).unwrap_or_default();
     if targets.is_empty() {
-        return Err(HighstateError::NoTargets(if target_text.is_empty() {
-            "*".into()
+        let picked = if target_text.is_empty() {
+            "*".to_owned()
         } else {
             target_text
+        };
+        return Err(HighstateError::NoTargets(if not_accepted > 0 {
+            format!("{picked} ({not_accepted} matching hosts are not accepted)")
+        } else {
+            picked
         }));
     }
     let mut desired = BTreeMap::new();
@@ -277,6 +287,7 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
         caller,
         plan,
         resolve_ms,
+        not_accepted,
     })
 }
 
@@ -419,6 +430,7 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
         .send(HighstateEvent::Started {
             job_id: job.job_id.clone(),
             targets: targets.clone(),
+            not_accepted: job.not_accepted,
         })
         .await;
 

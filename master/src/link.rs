@@ -220,7 +220,7 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
             .store
             .record_hello(
                 minion_id.clone(),
-                certificate,
+                certificate.clone(),
                 facts,
                 running,
                 now_unix_ms(),
@@ -237,7 +237,36 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
             )));
         }
 
+        // Tests widen the gap between the check above and the registration below here, to show
+        // that a revocation falling into it is honoured.
+        #[cfg(feature = "failpoints")]
+        if let Some(Some(ms)) = fail::eval("link::before_register", |delay| {
+            delay.and_then(|ms| ms.parse::<u64>().ok())
+        }) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         let (session, commands, stop) = self.master.links.register(&minion_id);
+        // A revocation (or replacement, or deletion) between the check above and the
+        // registration would have found no link to drop; looking again after registering
+        // closes that gap, as every such change writes the store before it drops links.
+        let still = self
+            .master
+            .store
+            .certificate_check(minion_id.clone(), certificate)
+            .await;
+        if let Some(reason) = match still {
+            Ok(check) => refusal(check),
+            Err(err) => {
+                tracing::error!(minion.id = %minion_id, "cannot check the connection: {err}");
+                Some("could not be checked")
+            }
+        } {
+            self.master.links.unregister(&minion_id, session);
+            tracing::warn!(minion.id = %minion_id, peer = ?caller.peer, reason, "refused a link");
+            return Err(Status::permission_denied(format!(
+                "{minion_id} {reason}; join it again with a token"
+            )));
+        }
         tracing::info!(minion.id = %minion_id, peer = ?caller.peer, version = %hello.version, "minion connected");
         tokio::spawn(inbound_loop(
             self.master.clone(),

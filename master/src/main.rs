@@ -293,8 +293,14 @@ enum TokenCommand {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
         /// How many hosts may join with it; 0 means any number until it expires.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, conflicts_with = "replace")]
         uses: u32,
+        /// Re-enrol a rebuilt host: the token is for this host id only, once. An enrolled id
+        /// cannot be joined again with any other token. When the join takes effect (at once,
+        /// or at `minions accept ID` with manual approval), the host's previous certificate is
+        /// refused and its live link dropped.
+        #[arg(long, value_name = "ID")]
+        replace: Option<String>,
         /// A label every host that joins with it carries, for targeting (`env=prod`); repeat
         /// or separate with commas for several.
         #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',', value_parser = brine_master::cli::token::parse_label)]
@@ -380,8 +386,9 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 ttl,
                 uses,
                 labels,
+                replace,
             } => {
-                brine_master::cli::token::create(&client, ttl, uses, labels).await?;
+                brine_master::cli::token::create(&client, ttl, uses, labels, replace).await?;
             }
             TokenCommand::List { client } => brine_master::cli::token::list(&client).await?,
             TokenCommand::Revoke { client, id } => {

@@ -88,6 +88,20 @@ pub struct MinionRecord {
     /// Whether its link is admitted.
     #[serde(default)]
     pub approval: Approval,
+    /// A machine that joined with a token made to replace this host (`token create --replace`)
+    /// on a master that approves joins by hand: it takes the host's place once an operator
+    /// accepts it. Until then the host as it is keeps its certificate and its link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_replacement: Option<PendingEnrolment>,
+}
+
+/// A joined machine waiting for approval to take over an enrolled host's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingEnrolment {
+    pub certificate_sha256: String,
+    pub certificate_expires_unix_ms: i64,
+    pub joined_at_unix_ms: i64,
+    pub join_labels: BTreeMap<String, String>,
 }
 
 /// Whether a host's link is admitted.
@@ -108,6 +122,12 @@ pub enum Approval {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApprovalChange {
     Changed,
+    /// Accepting a host with a pending replacement: the replacing machine's certificate is now
+    /// the host's, and the one before is refused.
+    ReplacementAccepted,
+    /// Rejecting a host with a pending replacement: the replacing machine is turned away, the
+    /// host keeps its certificate and approval.
+    ReplacementRejected,
     NotFound,
     /// The host is rejected or revoked and cannot be accepted again.
     Refused(Approval),
@@ -142,6 +162,10 @@ pub struct TokenRecord {
     /// Labels every host that joins with it gets.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Set for a token that re-enrols exactly this host id (a rebuilt machine); no other id may
+    /// join with it, and it is the only way to join under an id that is enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<MinionId>,
 }
 
 /// Operator or CI certificates refused from a moment on.
@@ -189,6 +213,123 @@ fn find_token(
     )
 }
 
+/// Why `record`'s host is not admitted with `certificate_sha256`, if it is not: it must be
+/// accepted, and the certificate its newest (or the one it renewed last, until the newest is
+/// used); a machine waiting to replace it is told it waits.
+fn admits(record: Option<&MinionRecord>, certificate_sha256: &str) -> Option<CertificateCheck> {
+    let Some(record) = record else {
+        return Some(CertificateCheck::NotEnrolled);
+    };
+    if record
+        .pending_replacement
+        .as_ref()
+        .is_some_and(|p| p.certificate_sha256 == certificate_sha256)
+    {
+        return Some(CertificateCheck::NotAdmitted(Approval::Pending));
+    }
+    if record.approval != Approval::Accepted {
+        return Some(CertificateCheck::NotAdmitted(record.approval));
+    }
+    if record.certificate_sha256 != certificate_sha256
+        && record.previous_certificate_sha256.as_deref() != Some(certificate_sha256)
+    {
+        return Some(CertificateCheck::CertificateReplaced);
+    }
+    None
+}
+
+/// The decision of [`Store::join`], inside its transaction.
+fn admit(
+    tokens: &mut redb::Table<&'static str, &'static [u8]>,
+    minions: &mut redb::Table<&'static str, &'static [u8]>,
+    attempt: JoinAttempt,
+) -> Result<JoinOutcome, StoreError> {
+    let JoinAttempt {
+        secret_hash,
+        id,
+        certificate,
+        now_unix_ms,
+        approval,
+    } = attempt;
+    let Some(mut token) = find_token(tokens, &secret_hash)? else {
+        return Ok(JoinOutcome::Refused(JoinRefusal::Token(
+            TokenCheck::Unknown,
+        )));
+    };
+    match token.check(now_unix_ms) {
+        TokenCheck::Valid => {}
+        refused => return Ok(JoinOutcome::Refused(JoinRefusal::Token(refused))),
+    }
+    if let Some(only) = &token.replaces
+        && *only != id
+    {
+        return Ok(JoinOutcome::Refused(JoinRefusal::TokenForAnotherHost(
+            only.clone(),
+        )));
+    }
+    let existing = read::<MinionRecord>(minions, "minions", id.as_str())?;
+    let labels = token.labels.clone();
+    let (record, outcome) = match existing {
+        Some(_) if token.replaces.is_none() => {
+            return Ok(JoinOutcome::Refused(JoinRefusal::AlreadyEnrolled));
+        }
+        Some(mut record) if approval == Approval::Pending => {
+            record.pending_replacement = Some(PendingEnrolment {
+                certificate_sha256: certificate.sha256,
+                certificate_expires_unix_ms: certificate.expires_unix_ms,
+                joined_at_unix_ms: now_unix_ms,
+                join_labels: labels.clone(),
+            });
+            (record, JoinOutcome::ReplacementPending { labels })
+        }
+        Some(mut record) => {
+            record.replace_with(PendingEnrolment {
+                certificate_sha256: certificate.sha256,
+                certificate_expires_unix_ms: certificate.expires_unix_ms,
+                joined_at_unix_ms: now_unix_ms,
+                join_labels: labels.clone(),
+            });
+            (record, JoinOutcome::Replaced { labels })
+        }
+        None => (
+            MinionRecord {
+                id: id.clone(),
+                enrolled_at_unix_ms: now_unix_ms,
+                certificate_sha256: certificate.sha256,
+                previous_certificate_sha256: None,
+                certificate_expires_unix_ms: certificate.expires_unix_ms,
+                join_labels: labels.clone(),
+                last_seen_unix_ms: 0,
+                facts: Facts::default(),
+                running: vec![],
+                approval,
+                pending_replacement: None,
+            },
+            JoinOutcome::Enrolled { approval, labels },
+        ),
+    };
+    token.uses = token.uses.saturating_add(1);
+    token.uses_left = token.uses_left.map(|n| n.saturating_sub(1));
+    let token_id = token.secret_sha256[..TOKEN_ID_LEN].to_owned();
+    tokens.insert(token_id.as_str(), encode(&token).as_slice())?;
+    minions.insert(id.as_str(), encode(&record).as_slice())?;
+    Ok(outcome)
+}
+
+impl MinionRecord {
+    /// Makes `replacement` this host: its certificate, the only one accepted from now on, its
+    /// labels, accepted. What the old machine reported is kept until the new one says hello.
+    fn replace_with(&mut self, replacement: PendingEnrolment) {
+        self.certificate_sha256 = replacement.certificate_sha256;
+        self.previous_certificate_sha256 = None;
+        self.certificate_expires_unix_ms = replacement.certificate_expires_unix_ms;
+        self.enrolled_at_unix_ms = replacement.joined_at_unix_ms;
+        self.join_labels = replacement.join_labels;
+        self.approval = Approval::Accepted;
+        self.pending_replacement = None;
+    }
+}
+
 /// A finished job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -224,6 +365,48 @@ impl LockRecord {
     pub fn is_expired(&self, now_unix_ms: i64) -> bool {
         self.expires_at_unix_ms <= now_unix_ms
     }
+}
+
+/// What a join asks of the store: the token it came with, the id it claims and the certificate
+/// signed for it.
+#[derive(Debug, Clone)]
+pub struct JoinAttempt {
+    pub secret_hash: String,
+    pub id: MinionId,
+    pub certificate: SignedCertificate,
+    pub now_unix_ms: i64,
+    /// Accepted or pending, as the master's `join_approval` says.
+    pub approval: Approval,
+}
+
+/// What became of a join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// A new host, accepted or pending, with its token's labels.
+    Enrolled {
+        approval: Approval,
+        labels: BTreeMap<String, String>,
+    },
+    /// A replacement of an enrolled host took effect: the new certificate is the host's, the
+    /// old one is refused (its live link must be dropped).
+    Replaced {
+        labels: BTreeMap<String, String>,
+    },
+    /// A replacement waits for an operator; the enrolled host is untouched.
+    ReplacementPending {
+        labels: BTreeMap<String, String>,
+    },
+    Refused(JoinRefusal),
+}
+
+/// Why a join was refused. The token is not used up by a refused join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinRefusal {
+    Token(TokenCheck),
+    /// The id is enrolled, and the token was not made to replace it.
+    AlreadyEnrolled,
+    /// The token re-enrols another host id only.
+    TokenForAnotherHost(MinionId),
 }
 
 /// Why a join token was not accepted.
@@ -308,35 +491,19 @@ impl Store {
             .map_err(|err| StoreError::Task(err.to_string()))?
     }
 
-    /// Records a newly enrolled host, or a host that enrolled again with a new certificate.
-    pub async fn enrol_minion(
-        &self,
-        id: MinionId,
-        certificate: SignedCertificate,
-        now_unix_ms: i64,
-        approval: Approval,
-        join_labels: BTreeMap<String, String>,
-    ) -> Result<(), StoreError> {
+    /// Enrols a host with a join token, in one transaction: the token is checked and used, and
+    /// an id that is enrolled already is taken over only with a token made to replace it, never
+    /// by a join with any other token.
+    pub async fn join(&self, attempt: JoinAttempt) -> Result<JoinOutcome, StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_write()?;
-            {
-                let mut table = tx.open_table(MINIONS)?;
-                let record = MinionRecord {
-                    id: id.clone(),
-                    enrolled_at_unix_ms: now_unix_ms,
-                    certificate_sha256: certificate.sha256,
-                    previous_certificate_sha256: None,
-                    certificate_expires_unix_ms: certificate.expires_unix_ms,
-                    join_labels,
-                    last_seen_unix_ms: 0,
-                    facts: Facts::default(),
-                    running: vec![],
-                    approval,
-                };
-                table.insert(id.as_str(), encode(&record).as_slice())?;
-            }
+            let outcome = {
+                let mut tokens = tx.open_table(TOKENS)?;
+                let mut minions = tx.open_table(MINIONS)?;
+                admit(&mut tokens, &mut minions, attempt)?
+            };
             tx.commit()?;
-            Ok(())
+            Ok(outcome)
         })
         .await
     }
@@ -392,28 +559,33 @@ impl Store {
             let tx = db.begin_write()?;
             let check = {
                 let mut table = tx.open_table(MINIONS)?;
-                let existing = read::<MinionRecord>(&table, "minions", id.as_str())?;
-                match existing {
-                    None => CertificateCheck::NotEnrolled,
-                    Some(record) if record.approval != Approval::Accepted => {
-                        CertificateCheck::NotAdmitted(record.approval)
-                    }
-                    Some(record)
-                        if record.certificate_sha256 != certificate_sha256
-                            && record.previous_certificate_sha256.as_ref()
-                                != Some(&certificate_sha256) =>
-                    {
-                        CertificateCheck::CertificateReplaced
-                    }
-                    Some(mut record) => {
+                match read::<MinionRecord>(&table, "minions", id.as_str())? {
+                    Some(mut record) if admits(Some(&record), &certificate_sha256).is_none() => {
                         update(&mut record);
                         table.insert(id.as_str(), encode(&record).as_slice())?;
                         CertificateCheck::Recorded
                     }
+                    existing => admits(existing.as_ref(), &certificate_sha256)
+                        .unwrap_or(CertificateCheck::Recorded),
                 }
             };
             tx.commit()?;
             Ok(check)
+        })
+        .await
+    }
+
+    /// Whether host `id` is admitted with this certificate now (as a connect or renewal would
+    /// be), without recording anything: `Recorded` if it is.
+    pub async fn certificate_check(
+        &self,
+        id: MinionId,
+        certificate_sha256: String,
+    ) -> Result<CertificateCheck, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let record = read::<MinionRecord>(&tx.open_table(MINIONS)?, "minions", id.as_str())?;
+            Ok(admits(record.as_ref(), &certificate_sha256).unwrap_or(CertificateCheck::Recorded))
         })
         .await
     }
@@ -534,6 +706,21 @@ impl Store {
                 let mut table = tx.open_table(MINIONS)?;
                 match read::<MinionRecord>(&table, "minions", id.as_str())? {
                     None => ApprovalChange::NotFound,
+                    Some(mut record)
+                        if record.pending_replacement.is_some()
+                            && matches!(approval, Approval::Accepted | Approval::Rejected) =>
+                    {
+                        let replacement = record.pending_replacement.take();
+                        let change = match replacement {
+                            Some(replacement) if approval == Approval::Accepted => {
+                                record.replace_with(replacement);
+                                ApprovalChange::ReplacementAccepted
+                            }
+                            _ => ApprovalChange::ReplacementRejected,
+                        };
+                        table.insert(id.as_str(), encode(&record).as_slice())?;
+                        change
+                    }
                     Some(record)
                         if approval == Approval::Accepted
                             && matches!(
@@ -545,6 +732,8 @@ impl Store {
                     }
                     Some(mut record) => {
                         record.approval = approval;
+                        // Revoking a host turns away a machine waiting to replace it too.
+                        record.pending_replacement = None;
                         table.insert(id.as_str(), encode(&record).as_slice())?;
                         ApprovalChange::Changed
                     }
@@ -612,37 +801,6 @@ impl Store {
             let table = tx.open_table(TOKENS)?;
             Ok(find_token(&table, &secret_hash)?
                 .map_or(TokenCheck::Unknown, |record| record.check(now_unix_ms)))
-        })
-        .await
-    }
-
-    /// Uses a join token for one host, if it is still valid, in one transaction, so two hosts
-    /// cannot both take its last use. A valid token's labels come with the answer.
-    pub async fn consume_token(
-        &self,
-        secret_hash: String,
-        now_unix_ms: i64,
-    ) -> Result<Result<BTreeMap<String, String>, TokenCheck>, StoreError> {
-        self.blocking(move |db| {
-            let tx = db.begin_write()?;
-            let check = {
-                let mut table = tx.open_table(TOKENS)?;
-                match find_token(&table, &secret_hash)? {
-                    None => Err(TokenCheck::Unknown),
-                    Some(mut record) => match record.check(now_unix_ms) {
-                        TokenCheck::Valid => {
-                            record.uses = record.uses.saturating_add(1);
-                            record.uses_left = record.uses_left.map(|n| n - 1);
-                            let id = &record.secret_sha256[..TOKEN_ID_LEN];
-                            table.insert(id, encode(&record).as_slice())?;
-                            Ok(record.labels)
-                        }
-                        refused => Err(refused),
-                    },
-                }
-            };
-            tx.commit()?;
-            Ok(check)
         })
         .await
     }
@@ -985,7 +1143,42 @@ mod tests {
             uses_left,
             uses: 0,
             labels: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
+            replaces: None,
         }
+    }
+
+    /// Joins `who` with certificate `sha` through a fresh single-use token (made to replace
+    /// `who` if `replacing`), as the enrolment service does.
+    async fn join_with_new_token(
+        store: &Store,
+        who: &str,
+        sha: &str,
+        replacing: bool,
+        approval: Approval,
+    ) -> JoinOutcome {
+        let secret_hash = brine_common::token::sha256_hex(format!("{who}/{sha}").as_bytes());
+        let mut record = token(&secret_hash, Some(1));
+        record.replaces = replacing.then(|| id(who));
+        store.add_token(record).await.unwrap();
+        store
+            .join(JoinAttempt {
+                secret_hash,
+                id: id(who),
+                certificate: cert(sha),
+                now_unix_ms: 1,
+                approval,
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Enrols a new host `who`, accepted, with certificate `sha`.
+    async fn enrol(store: &Store, who: &str, sha: &str) {
+        let outcome = join_with_new_token(store, who, sha, false, Approval::Accepted).await;
+        assert!(
+            matches!(outcome, JoinOutcome::Enrolled { .. }),
+            "{outcome:?}"
+        );
     }
 
     #[tokio::test]
@@ -994,16 +1187,7 @@ mod tests {
         let path = dir.path().join("state.redb");
         {
             let store = Store::open(&path).unwrap();
-            store
-                .enrol_minion(
-                    id("web-1"),
-                    cert("ab"),
-                    1,
-                    Approval::Accepted,
-                    BTreeMap::new(),
-                )
-                .await
-                .unwrap();
+            enrol(&store, "web-1", "ab").await;
             let hello = |who: &str, cert: &str| {
                 store.record_hello(id(who), cert.into(), Facts::default(), vec![], 5)
             };
@@ -1045,17 +1229,12 @@ mod tests {
                     .unwrap(),
                 ApprovalChange::NotFound
             );
-            // Enrolling again lifts the revocation, for the new certificate only.
-            store
-                .enrol_minion(
-                    id("web-1"),
-                    cert("new"),
-                    6,
-                    Approval::Accepted,
-                    BTreeMap::new(),
-                )
-                .await
-                .unwrap();
+            // Enrolling again with a token made to replace it lifts the revocation, for the
+            // new certificate only.
+            assert!(matches!(
+                join_with_new_token(&store, "web-1", "new", true, Approval::Accepted).await,
+                JoinOutcome::Replaced { .. }
+            ));
             assert_eq!(
                 hello("web-1", "ab").await.unwrap(),
                 CertificateCheck::CertificateReplaced
@@ -1156,12 +1335,30 @@ mod tests {
         let store = Store::open(&dir.path().join("state.redb")).unwrap();
         let hash = "ab".repeat(32);
         store.add_token(token(&hash, Some(2))).await.unwrap();
-        let labels = store.consume_token(hash.clone(), 1).await.unwrap().unwrap();
+        let attempt = |who: &str| JoinAttempt {
+            secret_hash: hash.clone(),
+            id: id(who),
+            certificate: cert(who),
+            now_unix_ms: 1,
+            approval: Approval::Accepted,
+        };
+        let JoinOutcome::Enrolled { labels, .. } = store.join(attempt("web-1")).await.unwrap()
+        else {
+            panic!("the first join enrols");
+        };
         assert_eq!(labels["env"], "prod");
-        assert!(store.consume_token(hash.clone(), 1).await.unwrap().is_ok());
+        // A refused join does not use the token up.
         assert_eq!(
-            store.consume_token(hash.clone(), 1).await.unwrap(),
-            Err(TokenCheck::UsedUp)
+            store.join(attempt("web-1")).await.unwrap(),
+            JoinOutcome::Refused(JoinRefusal::AlreadyEnrolled)
+        );
+        assert!(matches!(
+            store.join(attempt("web-2")).await.unwrap(),
+            JoinOutcome::Enrolled { .. }
+        ));
+        assert_eq!(
+            store.join(attempt("web-3")).await.unwrap(),
+            JoinOutcome::Refused(JoinRefusal::Token(TokenCheck::UsedUp))
         );
         assert_eq!(
             store.check_token(hash.clone(), 1).await.unwrap(),
@@ -1185,10 +1382,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.redb")).unwrap();
         let web = || id("web-1");
-        store
-            .enrol_minion(web(), cert("one"), 1, Approval::Accepted, BTreeMap::new())
-            .await
-            .unwrap();
+        enrol(&store, "web-1", "one").await;
         let renew =
             |caller: &str, new: &str| store.renew_certificate(web(), caller.into(), cert(new));
         let hello =
@@ -1236,6 +1430,111 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_enrolled_id_is_taken_over_only_with_a_token_made_to_replace_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        let hello =
+            |cert: &str| store.record_hello(id("victim"), cert.into(), Facts::default(), vec![], 5);
+        enrol(&store, "victim", "real").await;
+        for approval in [Approval::Accepted, Approval::Pending] {
+            assert_eq!(
+                join_with_new_token(&store, "victim", "thief", false, approval).await,
+                JoinOutcome::Refused(JoinRefusal::AlreadyEnrolled)
+            );
+        }
+        assert_eq!(hello("real").await.unwrap(), CertificateCheck::Recorded);
+        assert_eq!(
+            hello("thief").await.unwrap(),
+            CertificateCheck::CertificateReplaced
+        );
+
+        // A replacing token is for its host only.
+        let secret_hash = brine_common::token::sha256_hex(b"for web-9");
+        let mut only_web_9 = token(&secret_hash, Some(1));
+        only_web_9.replaces = Some(id("web-9"));
+        store.add_token(only_web_9).await.unwrap();
+        assert_eq!(
+            store
+                .join(JoinAttempt {
+                    secret_hash,
+                    id: id("victim"),
+                    certificate: cert("thief"),
+                    now_unix_ms: 1,
+                    approval: Approval::Accepted,
+                })
+                .await
+                .unwrap(),
+            JoinOutcome::Refused(JoinRefusal::TokenForAnotherHost(id("web-9")))
+        );
+
+        // With one, the new certificate is the host's and the old one is refused at once.
+        assert!(matches!(
+            join_with_new_token(&store, "victim", "rebuilt", true, Approval::Accepted).await,
+            JoinOutcome::Replaced { .. }
+        ));
+        assert_eq!(
+            hello("real").await.unwrap(),
+            CertificateCheck::CertificateReplaced
+        );
+        assert_eq!(hello("rebuilt").await.unwrap(), CertificateCheck::Recorded);
+    }
+
+    #[tokio::test]
+    async fn a_pending_replacement_leaves_the_host_alone_until_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        let hello =
+            |cert: &str| store.record_hello(id("web-1"), cert.into(), Facts::default(), vec![], 5);
+        enrol(&store, "web-1", "old").await;
+        assert!(matches!(
+            join_with_new_token(&store, "web-1", "new", true, Approval::Pending).await,
+            JoinOutcome::ReplacementPending { .. }
+        ));
+        assert_eq!(hello("old").await.unwrap(), CertificateCheck::Recorded);
+        assert_eq!(
+            hello("new").await.unwrap(),
+            CertificateCheck::NotAdmitted(Approval::Pending)
+        );
+        let record = store.minion(id("web-1")).await.unwrap().unwrap();
+        assert_eq!(
+            (record.approval, record.certificate_sha256.as_str()),
+            (Approval::Accepted, "old")
+        );
+
+        // Rejected: the machine is turned away, the host keeps going.
+        assert_eq!(
+            store
+                .set_approval(id("web-1"), Approval::Rejected)
+                .await
+                .unwrap(),
+            ApprovalChange::ReplacementRejected
+        );
+        assert_eq!(hello("old").await.unwrap(), CertificateCheck::Recorded);
+        assert_eq!(
+            hello("new").await.unwrap(),
+            CertificateCheck::CertificateReplaced
+        );
+
+        // Accepted: the new machine is the host, the old certificate is refused.
+        assert!(matches!(
+            join_with_new_token(&store, "web-1", "newer", true, Approval::Pending).await,
+            JoinOutcome::ReplacementPending { .. }
+        ));
+        assert_eq!(
+            store
+                .set_approval(id("web-1"), Approval::Accepted)
+                .await
+                .unwrap(),
+            ApprovalChange::ReplacementAccepted
+        );
+        assert_eq!(hello("newer").await.unwrap(), CertificateCheck::Recorded);
+        assert_eq!(
+            hello("old").await.unwrap(),
+            CertificateCheck::CertificateReplaced
+        );
+    }
+
+    #[tokio::test]
     async fn host_events_keep_the_newest_and_go_with_their_host() {
         use brine_common::host::HostEventKind;
         let dir = tempfile::tempdir().unwrap();
@@ -1248,10 +1547,7 @@ mod tests {
                 .unwrap()
         );
         for host in ["web-1", "web-10"] {
-            store
-                .enrol_minion(id(host), cert(host), 1, Approval::Accepted, BTreeMap::new())
-                .await
-                .unwrap();
+            enrol(&store, host, host).await;
         }
         let total = i64::try_from(EVENTS_KEPT).unwrap() + 5;
         for n in 0..total {

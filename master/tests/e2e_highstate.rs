@@ -1055,3 +1055,74 @@ fn an_unassigned_role_is_removed_and_hand_made_containers_are_untouched() {
         "the unassigned role's container went, the hand-made one stayed"
     );
 }
+
+/// A host that waits for approval (or was rejected or revoked) gets no command and is not
+/// counted as unreachable: the highstate over the accepted ones succeeds and says how many it
+/// left out.
+#[test]
+fn hosts_not_accepted_are_left_out_and_the_highstate_succeeds() {
+    let uniq = support::unique_id();
+    let registry = support::Registry::start();
+    let mut images = support::Images::new(&registry, &uniq);
+    let app = images.push_variant("app", 1);
+    let master = support::Master::start_with_env(&[("BRINE_MASTER_JOIN_APPROVAL", "manual")]);
+    let (accepted_id, pending_id) = (format!("e2e-{uniq}-ok"), format!("e2e-{uniq}-wait"));
+    let mut accepted = support::Minion::start(&master, &accepted_id);
+    let accept = support::run_with_deadline(
+        &mut master.cli(&["minions", "accept", &accepted_id]),
+        Duration::from_secs(30),
+        "minions accept",
+    );
+    assert_eq!(accept.code, 0, "{}", accept.describe("minions accept"));
+    accepted.wait_connected(&master);
+    let pending = support::Minion::start(&master, &pending_id);
+    master.write_roles(&format!(
+        "{}{}",
+        role("app", &app.reference, "app", WORKER_COMMAND),
+        assign(&[("*", &["app"])])
+    ));
+
+    let run = master.highstate_run(None);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    let hosts: Vec<&str> = run.json["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .map(|h| h["minion_id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(hosts, [accepted_id.as_str()], "{}", run.describe());
+    assert_eq!(run.json["not_accepted"], 1, "{}", run.describe());
+    assert_eq!(accepted.containers().len(), 1);
+    assert!(
+        pending.containers().is_empty(),
+        "a pending host got containers"
+    );
+
+    let plain = support::run_with_deadline(
+        &mut master.cli(&["highstate", "--output", "plain"]),
+        Duration::from_secs(90),
+        "highstate --output plain",
+    );
+    assert_eq!(plain.code, 0, "{}", plain.describe("highstate"));
+    assert!(
+        plain
+            .stdout
+            .lines()
+            .next()
+            .unwrap_or("")
+            .contains("1 host left out: not accepted"),
+        "{}",
+        plain.describe("highstate")
+    );
+
+    // Only hosts that are not accepted: nothing to do, said so.
+    let only_pending = master.highstate_run_with(&["--target", &pending_id]);
+    assert_eq!(only_pending.code, 2, "{}", only_pending.describe());
+    assert!(
+        only_pending
+            .stderr
+            .contains("1 matching hosts are not accepted"),
+        "{}",
+        only_pending.describe()
+    );
+}

@@ -207,6 +207,25 @@ impl TestMaster {
             .unwrap_or_else(|err| panic!("the master created an unreadable token: {err}"))
     }
 
+    /// A token that re-enrols `id` only (`token create --replace ID`).
+    async fn replacing_token(&self, id: &str) -> JoinToken {
+        within(
+            "create a replacing token",
+            self.admin()
+                .await
+                .create_join_token(pb::CreateJoinTokenRequest {
+                    replaces_minion_id: id.into(),
+                    ..Default::default()
+                }),
+        )
+        .await
+        .unwrap_or_else(|status| panic!("the admin could not create a token: {status:?}"))
+        .into_inner()
+        .token
+        .parse()
+        .expect("a readable token")
+    }
+
     /// Runs `brine-minion join` against this master.
     async fn enrol(&self, data: &MinionDataDir, token: JoinToken, id: &str) -> anyhow::Result<()> {
         let request = JoinRequest {
@@ -938,8 +957,14 @@ async fn a_revoked_host_loses_its_link_and_must_enrol_again() {
         "{listed:?}"
     );
 
-    // Enrolling again with a token gives a new certificate; the old one stays refused.
-    let (_again_dir, again) = master.enrolled_minion("web-1").await;
+    // Enrolling again with a token made to replace it gives a new certificate; the old one
+    // stays refused.
+    let (_again_dir, again) = minion_dir();
+    let token = master.replacing_token("web-1").await;
+    master
+        .enrol(&again, token, "web-1")
+        .await
+        .expect("the replacing token re-enrols web-1");
     let (_sender, _link) = open_link(&master, &again)
         .await
         .expect("the new certificate works");
@@ -1140,8 +1165,13 @@ async fn a_minion_renews_over_its_open_link_without_a_token() {
 async fn a_replaced_or_revoked_certificate_cannot_renew() {
     let master = TestMaster::start().await;
     let (_old_dir, old) = master.enrolled_minion("web-1").await;
-    // The host enrols again: the first certificate is replaced and may not renew.
-    let (_dir, data) = master.enrolled_minion("web-1").await;
+    // The host is rebuilt and enrols again: the first certificate is replaced and may not
+    // renew.
+    let (_dir, data) = minion_dir();
+    master
+        .enrol(&data, master.replacing_token("web-1").await, "web-1")
+        .await
+        .expect("the rebuilt host re-enrols");
     let id = MinionId::new("web-1").expect("an id");
     let renew_with = |data: MinionDataDir| {
         let id = id.clone();
@@ -1482,5 +1512,243 @@ async fn a_renewed_server_certificate_is_served_without_a_restart() {
     .await
     .expect("the open connection still works");
     master.minions().await;
+    master.shutdown().await;
+}
+
+/// Salt's minion id reuse (CVE-2016-9639): a second join under an enrolled id once replaced
+/// the host's certificate, after which the real host was refused and the newcomer received its
+/// desired state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_join_as_an_enrolled_id_is_refused_and_the_host_keeps_its_link() {
+    for approval in ["auto", "manual"] {
+        let master = TestMaster::start_with((
+            "join_approval = \"auto\"",
+            &format!("join_approval = \"{approval}\""),
+        ))
+        .await;
+        let (_dir, victim) = master.enrolled_minion("victim").await;
+        if approval == "manual" {
+            within(
+                "accept",
+                master
+                    .admin()
+                    .await
+                    .accept_minion(pb::MinionApprovalRequest {
+                        minion_id: "victim".into(),
+                    }),
+            )
+            .await
+            .expect("the admin accepts");
+        }
+        let (_sender, mut link) = open_link(&master, &victim).await.expect("the link opens");
+        let before = master.minions().await;
+
+        // Even a single-use token, fresh from the admin.
+        let created = within(
+            "create a single-use token",
+            master
+                .admin()
+                .await
+                .create_join_token(pb::CreateJoinTokenRequest {
+                    uses: 1,
+                    ..Default::default()
+                }),
+        )
+        .await
+        .expect("a token")
+        .into_inner();
+        let (_thief_dir, thief) = minion_dir();
+        let err = master
+            .enrol(&thief, created.token.parse().expect("a token"), "victim")
+            .await
+            .expect_err("a second join as an enrolled id is refused");
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("victim is already enrolled")
+                && message.contains("token create --replace victim"),
+            "{approval}: the refusal names the remedy: {message}"
+        );
+        assert_nothing_written(&thief);
+
+        // Nothing changed for the real host: same record, same live link, same certificate.
+        assert_eq!(master.minions().await, before, "{approval}");
+        let still_open = tokio::time::timeout(Duration::from_millis(500), link.message()).await;
+        assert!(
+            still_open.is_err(),
+            "{approval}: the link ended: {still_open:?}"
+        );
+        let (_again, _link) = open_link(&master, &victim)
+            .await
+            .expect("the real host's certificate still works");
+        // The refused join did not use up the token.
+        let tokens = within(
+            "list tokens",
+            master
+                .admin()
+                .await
+                .list_join_tokens(pb::ListJoinTokensRequest {}),
+        )
+        .await
+        .expect("tokens")
+        .into_inner()
+        .tokens;
+        let listed = tokens.iter().find(|t| t.id == created.id).expect("listed");
+        assert_eq!((listed.uses, listed.uses_left), (0, Some(1)), "{approval}");
+        master.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacing_token_re_enrols_its_host_only_and_drops_the_old_link() {
+    let master = TestMaster::start().await;
+    let (_dir, old) = master.enrolled_minion("web-1").await;
+    let (_other_dir, _other) = master.enrolled_minion("web-2").await;
+    let (_sender, mut link) = open_link(&master, &old).await.expect("the link opens");
+
+    let token = master.replacing_token("web-1").await;
+    let (_thief_dir, thief) = minion_dir();
+    let err = master
+        .enrol(&thief, token.clone(), "web-2")
+        .await
+        .expect_err("a token for web-1 does not take over web-2");
+    assert!(
+        format!("{err:#}").contains("re-enrols web-1 only"),
+        "{err:#}"
+    );
+    assert_nothing_written(&thief);
+
+    let (_new_dir, rebuilt) = minion_dir();
+    master
+        .enrol(&rebuilt, token.clone(), "web-1")
+        .await
+        .expect("the rebuilt host joins as web-1");
+    let ended = within("the old link to end", link.message()).await;
+    assert!(matches!(ended, Ok(None) | Err(_)), "{ended:?}");
+    let refused = open_link(&master, &old)
+        .await
+        .expect_err("the old certificate is refused");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let (_sender, _link) = open_link(&master, &rebuilt)
+        .await
+        .expect("the new certificate works");
+
+    // The token was for one join.
+    let (_again_dir, again) = minion_dir();
+    let err = master
+        .enrol(&again, token, "web-1")
+        .await
+        .expect_err("a replacing token works once");
+    assert!(format!("{err:#}").contains("used up"), "{err:#}");
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_manual_approval_a_replacement_waits_and_the_host_keeps_its_link() {
+    let master =
+        TestMaster::start_with(("join_approval = \"auto\"", "join_approval = \"manual\"")).await;
+    let (_dir, old) = master.enrolled_minion("web-1").await;
+    let accept = || async {
+        within(
+            "accept",
+            master
+                .admin()
+                .await
+                .accept_minion(pb::MinionApprovalRequest {
+                    minion_id: "web-1".into(),
+                }),
+        )
+        .await
+        .expect("the admin accepts")
+    };
+    accept().await;
+    let (_sender, mut link) = open_link(&master, &old).await.expect("the link opens");
+    let before = master.minions().await[0].clone();
+
+    let (_new_dir, rebuilt) = minion_dir();
+    master
+        .enrol(&rebuilt, master.replacing_token("web-1").await, "web-1")
+        .await
+        .expect("the rebuilt host joins and waits");
+    let waiting = open_link(&master, &rebuilt)
+        .await
+        .expect_err("the replacement waits for approval");
+    assert!(waiting.message().contains("approval"), "{waiting:?}");
+    let now = master.minions().await[0].clone();
+    assert!(now.replacement_pending, "{now:?}");
+    assert_eq!(
+        (now.certificate_sha256.as_str(), now.approval),
+        (
+            before.certificate_sha256.as_str(),
+            pb::Approval::Accepted as i32
+        ),
+        "the accepted record is untouched"
+    );
+    let still_open = tokio::time::timeout(Duration::from_millis(500), link.message()).await;
+    assert!(still_open.is_err(), "the old link ended: {still_open:?}");
+
+    accept().await;
+    let ended = within("the old link to end", link.message()).await;
+    assert!(matches!(ended, Ok(None) | Err(_)), "{ended:?}");
+    let refused = open_link(&master, &old)
+        .await
+        .expect_err("the old certificate is refused once the replacement is accepted");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let (_sender, _link) = open_link(&master, &rebuilt)
+        .await
+        .expect("the replacing machine is the host now");
+    master.shutdown().await;
+}
+
+/// A link that registers just after a revocation found nothing to drop must not survive it:
+/// the connect is held between its admission check and its registration (a fail point) while
+/// the host is revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_link_survives_a_revocation_that_races_its_connect() {
+    let master = TestMaster::start().await;
+    let (_dir, data) = master.enrolled_minion("web-1").await;
+    fail::cfg("link::before_register", "return(1000)").expect("configure the fail point");
+    let connecting = {
+        let channel = master
+            .trusted_channel(Some(TestMaster::minion_identity(&data)))
+            .await;
+        tokio::spawn(async move {
+            let (sender, receiver) = tokio::sync::mpsc::channel(4);
+            sender.send(hello()).await.expect("queue the hello");
+            let opened = pb::minion_link_client::MinionLinkClient::new(channel)
+                .connect(tokio_stream::wrappers::ReceiverStream::new(receiver))
+                .await;
+            (sender, opened)
+        })
+    };
+    // The connect has passed its check and waits at the fail point.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let revoked = within(
+        "revoke",
+        master.admin().await.revoke_minion(pb::RevokeMinionRequest {
+            minion_id: "web-1".into(),
+        }),
+    )
+    .await
+    .expect("the admin revokes")
+    .into_inner();
+    assert!(!revoked.disconnected, "no link was registered yet to drop");
+    fail::remove("link::before_register");
+
+    let (_sender, opened) = within("the raced connect", connecting)
+        .await
+        .expect("the connect task");
+    match opened {
+        Err(status) => {
+            assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+            assert!(status.message().contains("revoked"), "{status:?}");
+        }
+        Ok(response) => {
+            let mut link = response.into_inner();
+            let ended = within("the raced link to end", link.message()).await;
+            panic!("a link outlived the revocation: its first message was {ended:?}");
+        }
+    }
+    let listed = master.minions().await;
+    assert!(!listed[0].connected, "{listed:?}");
     master.shutdown().await;
 }

@@ -660,6 +660,7 @@ mod events {
                         .into_iter()
                         .map(|t| field("started.targets", MinionId::new(t)))
                         .collect::<Result<_, _>>()?,
+                    not_accepted: started.not_accepted,
                 },
                 Kind::Progress(p) => HighstateEvent::Progress {
                     minion_id: field("progress.minion_id", MinionId::new(p.minion_id))?,
@@ -687,9 +688,14 @@ mod events {
     impl From<HighstateEvent> for pb::HighstateEvent {
         fn from(event: HighstateEvent) -> Self {
             let kind = match event {
-                HighstateEvent::Started { job_id, targets } => Kind::Started(pb::JobStarted {
+                HighstateEvent::Started {
+                    job_id,
+                    targets,
+                    not_accepted,
+                } => Kind::Started(pb::JobStarted {
                     job_id: job_id.into(),
                     targets: targets.into_iter().map(Into::into).collect(),
+                    not_accepted,
                 }),
                 HighstateEvent::Progress {
                     minion_id,

@@ -37,6 +37,8 @@ struct MinionJson {
     certificate_expires_unix_ms: i64,
     /// `accepted`, `pending`, `rejected` or `revoked`.
     approval: &'static str,
+    /// A machine joined with a token made to replace this host and waits for `minions accept`.
+    replacement_pending: bool,
     containers: Vec<ContainerJson>,
 }
 
@@ -155,6 +157,12 @@ fn print_detail(m: &pb::MinionInfo, events: &[pb::HostEvent]) {
     };
     println!("id:           {}", m.id);
     println!("link:         {link}");
+    if m.replacement_pending {
+        println!(
+            "replacement:  a machine joined to replace this host; `minions accept {}` lets it take over, `minions reject {}` turns it away",
+            m.id, m.id
+        );
+    }
     if m.last_seen_unix_ms > 0 {
         println!("last seen:    {}", super::time_of(m.last_seen_unix_ms));
     }
@@ -369,6 +377,7 @@ fn to_json(m: pb::MinionInfo) -> MinionJson {
         certificate_sha256: m.certificate_sha256,
         certificate_expires_unix_ms: m.certificate_expires_unix_ms,
         approval: approval_name(m.approval),
+        replacement_pending: m.replacement_pending,
         containers: m
             .running
             .into_iter()
@@ -404,7 +413,12 @@ fn print_table(minions: &[pb::MinionInfo]) {
                     ("accepted", false) => "down",
                     (other, _) => other,
                 }
-                .to_owned(),
+                .to_owned()
+                    + if m.replacement_pending {
+                        " (replacement pending)"
+                    } else {
+                        ""
+                    },
                 m.certificate_sha256.chars().take(16).collect(),
                 facts.os,
                 facts.docker_version,

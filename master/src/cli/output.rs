@@ -85,6 +85,8 @@ pub struct JsonReport {
     pub finished_at_unix_ms: i64,
     /// Time the master spent resolving image tags to digests.
     pub resolve_ms: u64,
+    /// Hosts the target picked that were left out because they are not accepted.
+    pub not_accepted: u32,
     /// Sorted by minion id.
     pub hosts: Vec<HostReport>,
     pub error: Option<String>,
@@ -179,6 +181,7 @@ struct JobState {
     hosts: BTreeSet<MinionId>,
     finished: BTreeMap<MinionId, HostReport>,
     summary: Option<JobSummary>,
+    not_accepted: u32,
     /// This process's clock when the job started (or when rendering began, until it does); only
     /// reported when no summary brings the master's own times.
     started_at_unix_ms: i64,
@@ -191,13 +194,19 @@ impl JobState {
             hosts: BTreeSet::new(),
             finished: BTreeMap::new(),
             summary: None,
+            not_accepted: 0,
             started_at_unix_ms: now_unix_ms,
         }
     }
 
     fn record(&mut self, event: &HighstateEvent, now_unix_ms: i64) {
         match event {
-            HighstateEvent::Started { job_id, targets } => {
+            HighstateEvent::Started {
+                job_id,
+                targets,
+                not_accepted,
+            } => {
+                self.not_accepted = *not_accepted;
                 self.job_id = Some(job_id.clone());
                 self.hosts.extend(targets.iter().cloned());
                 self.started_at_unix_ms = now_unix_ms;
@@ -313,10 +322,16 @@ impl BarsMode {
 
     fn event(&mut self, event: &HighstateEvent) {
         match event {
-            HighstateEvent::Started { job_id, targets } => {
+            HighstateEvent::Started {
+                job_id,
+                targets,
+                not_accepted,
+            } => {
                 // Printed through the MultiProgress so it stays above the bars however early
                 // they draw; a closed terminal leaves nobody to tell.
-                let _ = self.multi.println(started_line(job_id, targets.len()));
+                let _ = self
+                    .multi
+                    .println(started_line(job_id, targets.len(), *not_accepted));
                 self.width = self.width.max(id_width(targets));
                 let sorted: BTreeSet<&MinionId> = targets.iter().collect();
                 for id in sorted {
@@ -448,8 +463,12 @@ impl PlainMode {
 
     fn event(&mut self, event: &HighstateEvent) {
         match event {
-            HighstateEvent::Started { job_id, targets } => {
-                self.line(&started_line(job_id, targets.len()));
+            HighstateEvent::Started {
+                job_id,
+                targets,
+                not_accepted,
+            } => {
+                self.line(&started_line(job_id, targets.len(), *not_accepted));
             }
             HighstateEvent::Progress {
                 minion_id,
@@ -524,6 +543,7 @@ fn json_report(state: &JobState, now_unix_ms: i64) -> JsonReport {
             started_at_unix_ms: summary.started_at_unix_ms,
             finished_at_unix_ms: summary.finished_at_unix_ms,
             resolve_ms: summary.resolve_ms,
+            not_accepted: state.not_accepted,
             hosts: state.reports().into_iter().cloned().collect(),
             error: None,
         },
@@ -533,6 +553,7 @@ fn json_report(state: &JobState, now_unix_ms: i64) -> JsonReport {
             started_at_unix_ms: state.started_at_unix_ms,
             finished_at_unix_ms: now_unix_ms,
             resolve_ms: 0,
+            not_accepted: state.not_accepted,
             hosts: state.reports().into_iter().cloned().collect(),
             error: Some(STREAM_ENDED.to_owned()),
         },
@@ -569,9 +590,17 @@ fn summary_lines(state: &JobState) -> Vec<String> {
     lines
 }
 
-/// `job ID: N hosts`, the first line of the terminal and plain modes.
-fn started_line(job_id: &JobId, targets: usize) -> String {
-    format!("job {job_id}: {}", hosts(targets))
+/// `job ID: N hosts`, the first line of the terminal and plain modes, with the hosts left out
+/// as not accepted if there are any.
+fn started_line(job_id: &JobId, targets: usize, not_accepted: u32) -> String {
+    let mut line = format!("job {job_id}: {}", hosts(targets));
+    if not_accepted > 0 {
+        line.push_str(&format!(
+            " ({} left out: not accepted)",
+            hosts(usize::try_from(not_accepted).unwrap_or(usize::MAX))
+        ));
+    }
+    line
 }
 
 /// A host's verdict: status, the error if any, then what happened to each container, e.g.
@@ -987,6 +1016,7 @@ mod tests {
                 "finished_at_unix_ms",
                 "hosts",
                 "job_id",
+                "not_accepted",
                 "resolve_ms",
                 "started_at_unix_ms",
                 "success"
@@ -1051,6 +1081,7 @@ mod tests {
             &HighstateEvent::Started {
                 job_id: job_id(),
                 targets: vec![id("web-1"), id("web-2")],
+                not_accepted: 0,
             },
             10,
         );
@@ -1079,6 +1110,7 @@ mod tests {
         renderer.event(&HighstateEvent::Started {
             job_id: job_id(),
             targets: vec![id("a")],
+            not_accepted: 0,
         });
         renderer.event(&pulling("a", "app:1", 10));
         renderer.event(&HighstateEvent::HostFinished(changed("a")));
@@ -1097,6 +1129,7 @@ mod tests {
             HighstateEvent::Started {
                 job_id: job_id(),
                 targets: vec![id("web-2"), id("web-1"), id("db")],
+                not_accepted: 0,
             },
             pulling("web-1", "127.0.0.1:5000/app:tested", 0),
             pulling("web-1", "127.0.0.1:5000/app:tested", 500),
@@ -1170,6 +1203,7 @@ web-2: failed: manifest unknown
         renderer.event(&HighstateEvent::Started {
             job_id: job_id(),
             targets: vec![id("a"), id("b")],
+            not_accepted: 0,
         });
         renderer.event(&HighstateEvent::HostFinished(changed("a")));
         renderer.finish();

@@ -13,6 +13,7 @@ pub async fn create(
     ttl: Duration,
     uses: u32,
     labels: Vec<(String, String)>,
+    replace: Option<String>,
 ) -> anyhow::Result<()> {
     let channel = client.connect().await?;
     let response = pb::fleet_client::FleetClient::new(channel)
@@ -20,16 +21,20 @@ pub async fn create(
             ttl_seconds: ttl.as_secs().max(1),
             uses,
             labels: labels.into_iter().collect(),
+            replaces_minion_id: replace.clone().unwrap_or_default(),
         })
         .await
         .map_err(super::status_error)
         .context("create a join token")?
         .into_inner();
     println!("{}", response.token);
-    let uses = match uses {
-        0 => "any number of hosts".to_owned(),
-        1 => "one host".to_owned(),
-        n => format!("{n} hosts"),
+    let uses = match (&replace, uses) {
+        (Some(id), _) => format!(
+            "re-enrolling {id} once (its current certificate is refused when it takes effect)"
+        ),
+        (None, 0) => "any number of hosts".to_owned(),
+        (None, 1) => "one host".to_owned(),
+        (None, n) => format!("{n} hosts"),
     };
     eprintln!(
         "token {} for {uses}, valid for {}; on each new host run:\n  brine-minion join --master {} --token <TOKEN>",
@@ -70,11 +75,14 @@ pub async fn list(client: &ClientArgs) -> anyhow::Result<()> {
         let left = token
             .uses_left
             .map_or_else(|| "any".to_owned(), |n| n.to_string());
-        let labels: Vec<String> = token
+        let mut labels: Vec<String> = token
             .labels
             .iter()
             .map(|(key, value)| format!("{key}={value}"))
             .collect();
+        if !token.replaces_minion_id.is_empty() {
+            labels.insert(0, format!("(replaces {})", token.replaces_minion_id));
+        }
         println!(
             "{:<12}  {expires:<20}  {state:<8}  {:>4}  {left:<4}  {}",
             token.id,
