@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod data_dir;
 pub mod enrolment;
 pub mod fleet;

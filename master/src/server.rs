@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthorizeLayer, CertificateRevocations};
 use crate::config::MasterConfig;
+use crate::connections::{ConnectionLimits, HANDSHAKE_TIMEOUT, Limited};
 use crate::data_dir::{DataDir, read};
 use crate::enrolment::{EnrolmentService, JoinThrottle};
 use crate::fleet::FleetService;
@@ -26,8 +27,6 @@ use crate::server_cert::ServerCertificate;
 use crate::state::Master;
 use crate::store::Store;
 
-/// How long a TLS handshake may take before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many accepted connections may wait for the gRPC server.
 const ACCEPT_QUEUE: usize = 128;
 /// How often an idle connection is probed, and how long the probe may take.
@@ -38,6 +37,13 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 const ENROLMENT_MESSAGE_LIMIT: usize = 64 * 1024;
 const LINK_MESSAGE_LIMIT: usize = 1024 * 1024;
 const FLEET_MESSAGE_LIMIT: usize = 64 * 1024;
+/// Streams one connection may have open at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 32;
+/// The largest request headers accepted (gRPC's are small).
+const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+/// How long a handler may take to answer (a highstate answers once it has resolved its images
+/// and taken the lock).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long in-flight requests get to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -67,15 +73,17 @@ fn tls_acceptor(
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts TCP connections and completes TLS handshakes off the accept loop, so a slow or
-/// hostile client delays only itself.
+/// Accepts TCP connections within the [`ConnectionLimits`] and completes TLS handshakes off
+/// the accept loop, so a slow or hostile client delays only itself.
 fn tls_incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    limits: Arc<ConnectionLimits>,
     stop: CancellationToken,
-) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+) -> ReceiverStream<Result<Limited<TlsStream<TcpStream>>, std::io::Error>> {
     let (connections, incoming) = mpsc::channel(ACCEPT_QUEUE);
     tokio::spawn(async move {
+        let mut refusals = RefusalLog::default();
         loop {
             let accepted = tokio::select! {
                 () = stop.cancelled() => break,
@@ -90,12 +98,30 @@ fn tls_incoming(
                     continue;
                 }
             };
+            let admitted = match limits.admit(peer.ip()) {
+                Ok(admitted) => admitted,
+                Err(refused) => {
+                    refusals.note(peer, refused);
+                    continue;
+                }
+            };
             let (acceptor, connections) = (acceptor.clone(), connections.clone());
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                let tls = tokio::select! {
+                    done = handshake => done,
+                    () = admitted.cut() => {
+                        tracing::debug!(%peer, "TLS handshake cut to make room");
+                        return;
+                    }
+                };
+                match tls {
                     Ok(Ok(tls)) => {
-                        let _ = connections.send(Ok(tls)).await;
+                        let authenticated = tls.get_ref().1.peer_certificates().is_some();
+                        let _ = connections
+                            .send(Ok(admitted.into_stream(tls, authenticated)))
+                            .await;
                     }
                     Ok(Err(err)) => tracing::warn!(%peer, "TLS handshake refused: {err}"),
                     Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
@@ -104,6 +130,31 @@ fn tls_incoming(
         }
     });
     ReceiverStream::new(incoming)
+}
+
+/// Logs refused connections at most once per [`REFUSAL_LOG_INTERVAL`], with how many there
+/// were, so a flood does not flood the log too.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    since: Option<tokio::time::Instant>,
+    count: u64,
+}
+
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl RefusalLog {
+    fn note(&mut self, peer: std::net::SocketAddr, refused: crate::connections::Refused) {
+        self.count += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .since
+            .is_none_or(|since| now.duration_since(since) >= REFUSAL_LOG_INTERVAL)
+        {
+            tracing::warn!(%peer, refused = self.count, "connection refused: {refused}");
+            self.since = Some(now);
+            self.count = 0;
+        }
+    }
 }
 
 /// Serves the master on `listener` until `shutdown` resolves, then shuts down in order: stop
@@ -155,7 +206,8 @@ pub async fn run(
         .await;
 
     let address = listener.local_addr().context("read the listen address")?;
-    let incoming = tls_incoming(listener, acceptor, stopping.clone());
+    let limits = Arc::new(ConnectionLimits::default());
+    let incoming = tls_incoming(listener, acceptor, limits, stopping.clone());
     tokio::spawn(certificate.keep_fresh(data.clone(), stopping.clone()));
     {
         let stopping = stopping.clone();
@@ -179,6 +231,12 @@ pub async fn run(
         // a highstate reports them unreachable instead of waiting for its deadline.
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        // A link uses two streams at most, the CLI one or two: many more is a peer that wants
+        // to tie the master up.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .http2_max_header_list_size(Some(MAX_HEADER_LIST_SIZE))
+        // Until a handler answers; streams (links, job progress) then run as long as they need.
+        .timeout(REQUEST_TIMEOUT)
         .layer(AuthorizeLayer { revocations })
         .add_service(
             pb::enrolment_server::EnrolmentServer::new(EnrolmentService {

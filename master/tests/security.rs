@@ -1752,3 +1752,175 @@ async fn no_link_survives_a_revocation_that_races_its_connect() {
     assert!(!listed[0].connected, "{listed:?}");
     master.shutdown().await;
 }
+
+/// Guesses sent all at once cannot slip past the throttle before their failures are counted:
+/// at most its allowance reaches the token check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_wrong_joins_are_throttled_as_they_arrive() {
+    let master = TestMaster::start().await;
+    let real = master.join_token(0).await;
+    let guess = JoinToken {
+        ca_digest: real.ca_digest.clone(),
+        secret: "0".repeat(40),
+    };
+    let enrolment = pb::enrolment_client::EnrolmentClient::new(master.trusted_channel(None).await);
+    let attempts: Vec<_> = (0..100)
+        .map(|_| {
+            let mut enrolment = enrolment.clone();
+            let token = guess.to_string();
+            tokio::spawn(async move {
+                enrolment
+                    .join(pb::JoinRequest {
+                        token,
+                        csr_pem: "unused".into(),
+                        minion_id: "guesser".into(),
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut codes = std::collections::BTreeMap::new();
+    for attempt in attempts {
+        let result = within("a concurrent join", attempt)
+            .await
+            .expect("the task");
+        let status = result.expect_err("a guessed token must not enrol");
+        if status.code() == Code::ResourceExhausted {
+            assert!(
+                status.message().contains("too many failed join attempts"),
+                "{status:?}"
+            );
+        }
+        *codes.entry(format!("{:?}", status.code())).or_insert(0) += 1;
+    }
+    let reached = codes.get("Unauthenticated").copied().unwrap_or(0);
+    assert!(
+        (1..=10).contains(&reached),
+        "at most the throttle's allowance may reach the token check: {codes:?}"
+    );
+    assert_eq!(
+        codes.get("ResourceExhausted").copied().unwrap_or(0),
+        100 - reached,
+        "{codes:?}"
+    );
+    master.shutdown().await;
+}
+
+/// Whether the peer keeps `stream` open: it reads what the peer sent (the master greets TLS
+/// peers with its HTTP/2 settings) until the peer closes or stays quiet for a moment.
+async fn still_open(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+            Err(_) => return true,
+            Ok(Ok(0) | Err(_)) => return false,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// 2,000 connections from one address that complete a TLS handshake without a certificate and
+/// then say nothing, plus 500 that never even start TLS, must not keep a host from linking up
+/// again or an operator from being answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_unauthenticated_connections_do_not_crowd_out_hosts_or_operators() {
+    use tokio::io::AsyncReadExt;
+    let master = TestMaster::start().await;
+    let (_dir, host) = master.enrolled_minion("web-1").await;
+    let config = std::sync::Arc::new(
+        client_config(MasterTrust::Ca(master.ca()), None).expect("a client configuration"),
+    );
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let server_name = rustls::pki_types::ServerName::try_from("localhost").expect("a server name");
+    let mut silent = vec![];
+    for _ in 0..500 {
+        if let Ok(tcp) = tokio::net::TcpStream::connect(&master.address).await {
+            silent.push(tcp);
+        }
+    }
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let attackers: Vec<_> = (0..2_000)
+        .map(|_| {
+            let (connector, server_name, address) = (
+                connector.clone(),
+                server_name.clone(),
+                master.address.clone(),
+            );
+            let opened = opened.clone();
+            tokio::spawn(async move {
+                let tcp = tokio::net::TcpStream::connect(address).await.ok()?;
+                let tls = tokio::time::timeout(STEP_TIMEOUT, connector.connect(server_name, tcp))
+                    .await
+                    .ok()?
+                    .ok()?;
+                opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(tls)
+            })
+        })
+        .collect();
+    let mut idle = vec![];
+    for attacker in attackers {
+        if let Some(tls) = within("an idle connection", attacker).await.expect("task") {
+            idle.push(tls);
+        }
+    }
+    let handshakes = opened.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "{} silent TCP connections held, {handshakes} of 2000 TLS handshakes completed",
+        silent.len()
+    );
+    // The attackers now sit idle, as idle peers do.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The master holds no more of them than its per-source limit (64); it closed the rest.
+    let mut open = 0;
+    for chunk in idle.chunks_mut(100) {
+        let checks = chunk.iter_mut().map(still_open);
+        open += futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .filter(|&alive| alive)
+            .count();
+    }
+    for chunk in silent.chunks_mut(100) {
+        let checks = chunk.iter_mut().map(still_open);
+        open += futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .filter(|&alive| alive)
+            .count();
+    }
+    assert!(
+        open <= 64,
+        "the master still holds {open} connections of a peer without a certificate"
+    );
+
+    let answered = std::time::Instant::now();
+    let (_sender, _link) = open_link(&master, &host)
+        .await
+        .expect("the host links up again");
+    assert!(master.minion_ids().await.contains(&"web-1".to_owned()));
+    let took = answered.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the host and the operator waited {took:?}"
+    );
+
+    // A peer without a certificate that says nothing is let go within seconds.
+    // (The master greets with its HTTP/2 settings first; the connection then ends.)
+    let mut held = idle.pop().expect("at least one handshake completed");
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 256];
+        loop {
+            match held.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "an idle anonymous connection stayed open");
+    drop((idle, silent));
+    master.shutdown().await;
+}
