@@ -86,18 +86,50 @@ impl HostEventKind {
 impl HostEvent {
     /// An event now, its message cut to [`MAX_EVENT_MESSAGE`] bytes.
     pub fn new(at_unix_ms: i64, kind: HostEventKind, message: impl Into<String>) -> Self {
-        let mut message = message.into();
-        if message.len() > MAX_EVENT_MESSAGE {
-            let mut end = MAX_EVENT_MESSAGE;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-        }
         Self {
             at_unix_ms,
             kind,
-            message,
+            message: crate::limits::truncate(message.into(), MAX_EVENT_MESSAGE),
         }
+    }
+}
+
+/// The version a minion says it runs: at most 64 letters, digits, `.`, `-`, `+` and `_`, so it
+/// can be shown and logged as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentVersion(String);
+
+impl AgentVersion {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() || text.len() > 64 {
+            return Err(format!("must be 1 to 64 characters, not {}", text.len()));
+        }
+        if let Some(bad) = text
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+' | '_')))
+        {
+            return Err(format!("contains {bad:?}"));
+        }
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl std::fmt::Display for AgentVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn a_version_is_a_short_plain_word() {
+        assert!(AgentVersion::parse("0.1.0").is_ok());
+        assert!(AgentVersion::parse("1.2.3-rc.1+g1234abc").is_ok());
+        assert!(AgentVersion::parse("").is_err());
+        assert!(AgentVersion::parse("1.0\n INFO fake line").is_err());
+        assert!(AgentVersion::parse(&"9".repeat(65)).is_err());
     }
 }

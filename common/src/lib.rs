@@ -5,6 +5,7 @@
 
 pub mod host;
 pub mod identity;
+pub mod limits;
 pub mod names;
 pub mod outcome;
 pub mod progress;

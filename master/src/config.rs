@@ -11,6 +11,7 @@ use brine_daemon::config::Overrides;
 use serde::Deserialize;
 
 use crate::registry::RegistrySettings;
+use crate::store::JobRetention;
 
 /// The default port of the master.
 pub const DEFAULT_PORT: u16 = 4700;
@@ -45,6 +46,18 @@ struct RawConfig {
         with = "humantime_serde"
     )]
     minion_certificate_lifetime: Duration,
+    #[serde(default = "default_keep_jobs")]
+    keep_jobs: usize,
+    #[serde(default = "default_keep_jobs_for", with = "humantime_serde")]
+    keep_jobs_for: Duration,
+}
+
+fn default_keep_jobs() -> usize {
+    1000
+}
+
+fn default_keep_jobs_for() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
 }
 
 /// Whether a host that joins with a valid token is admitted at once.
@@ -91,6 +104,8 @@ pub struct MasterConfig {
     pub join_approval: JoinApproval,
     /// How long the certificates signed for minions (at join and at renewal) are valid.
     pub minion_certificate_lifetime: Duration,
+    /// How much job history is kept.
+    pub job_retention: JobRetention,
 }
 
 impl MasterConfig {
@@ -113,6 +128,15 @@ impl MasterConfig {
             message: format!("cannot read it ({err}); run `brine-master init` first"),
         })?;
         let raw: RawConfig = brine_daemon::config::load(&file, &text, overrides)?;
+        if raw.keep_jobs == 0 {
+            return Err(brine_daemon::config::invalid(
+                &file,
+                &text,
+                overrides,
+                "keep_jobs",
+                "must be at least 1".to_owned(),
+            ));
+        }
         if raw.minion_certificate_lifetime < SHORTEST_MINION_CERTIFICATE_LIFETIME {
             return Err(brine_daemon::config::invalid(
                 &file,
@@ -137,6 +161,10 @@ impl MasterConfig {
             registries: raw.registries,
             join_approval: raw.join_approval,
             minion_certificate_lifetime: raw.minion_certificate_lifetime,
+            job_retention: JobRetention {
+                keep: raw.keep_jobs,
+                max_age: raw.keep_jobs_for,
+            },
         })
     }
 
@@ -167,6 +195,11 @@ impl MasterConfig {
             "minion_certificate_lifetime",
             duration(self.minion_certificate_lifetime),
         );
+        put(
+            "keep_jobs",
+            toml::Value::Integer(i64::try_from(self.job_retention.keep).unwrap_or(i64::MAX)),
+        );
+        put("keep_jobs_for", duration(self.job_retention.max_age));
         let registries = self
             .registries
             .iter()
@@ -216,6 +249,10 @@ impl MasterConfig {
              # link, at a random point between half and four fifths of that time; a host that\n\
              # stays offline past the end must join again with a token.\n\
              minion_certificate_lifetime = \"30d\"\n\n\
+             # How much job history is kept: the newest keep_jobs jobs, of those only the ones\n\
+             # that finished within keep_jobs_for.\n\
+             keep_jobs = 1000\n\
+             keep_jobs_for = \"90d\"\n\n\
              # Registries that need credentials, or plain HTTP (registries on 127.0.0.0/8 always\n\
              # use plain HTTP). The master resolves each image's tag to a digest there once per\n\
              # highstate, so every host runs the same bits.\n\

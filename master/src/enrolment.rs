@@ -154,8 +154,11 @@ impl EnrolmentService {
         peer: Option<std::net::SocketAddr>,
         request: pb::JoinRequest,
     ) -> Result<pb::JoinResponse, Status> {
+        // Validated first, so that only a valid id is ever logged.
+        let minion_id = MinionId::new(request.minion_id.clone())
+            .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
         let refuse = |reason: &str| {
-            tracing::warn!(peer = ?peer, minion.id = %request.minion_id, reason, "join refused");
+            tracing::warn!(peer = ?peer, minion.id = %minion_id, reason, "join refused");
             Status::unauthenticated(format!("join refused: {reason}"))
         };
         let token: JoinToken = request
@@ -186,8 +189,6 @@ impl EnrolmentService {
         if let Some(reason) = token_refusal(check) {
             return Err(refuse(reason));
         }
-        let minion_id = MinionId::new(request.minion_id.clone())
-            .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
         let certificate = self
             .master
             .ca

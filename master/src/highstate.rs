@@ -535,7 +535,11 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
         running: false,
         targets,
     };
-    if let Err(err) = master.store.record_job(record).await {
+    if let Err(err) = master
+        .store
+        .record_job(record, master.config.job_retention)
+        .await
+    {
         tracing::error!("cannot record the job: {err}");
     }
     if summary.is_success() && !job.plan {
@@ -815,7 +819,8 @@ async fn finish(
     reports: &mut BTreeMap<MinionId, HostReport>,
     report: HostReport,
 ) {
-    tracing::info!(minion.id = %report.minion_id, status = %report.status, error = report.error.as_deref(), "host finished");
+    // A host's error text is its own: recorded with the job, not written to the master's log.
+    tracing::info!(minion.id = %report.minion_id, status = %report.status, "host finished");
     reports.insert(report.minion_id.clone(), report.clone());
     let _ = caller.send(HighstateEvent::HostFinished(report)).await;
 }

@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use brine_common::host::{HostEvent, RunningContainer};
+use brine_common::host::{AgentVersion, Facts, HostEvent, RunningContainer};
+use brine_common::limits::MAX_CONTAINERS;
 use brine_common::names::MinionId;
 use brine_common::outcome::{JobId, JobResult};
 use brine_common::progress::Progress;
@@ -207,13 +208,22 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
             Ok(Err(status)) => return Err(status),
             Err(_) => return Err(Status::deadline_exceeded("no hello within 15 s")),
         };
+        if hello.running.len() > MAX_CONTAINERS {
+            return Err(Status::invalid_argument(format!(
+                "hello.running: {} containers; at most {MAX_CONTAINERS} are accepted",
+                hello.running.len()
+            )));
+        }
         let running = hello
             .running
             .into_iter()
             .map(RunningContainer::try_from)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| Status::invalid_argument(format!("hello.running: {err}")))?;
-        let facts = hello.facts.unwrap_or_default().into();
+        let facts = Facts::try_from(hello.facts.unwrap_or_default())
+            .map_err(|err| Status::invalid_argument(format!("hello.facts.{err}")))?;
+        let version = AgentVersion::parse(&hello.version)
+            .map_err(|err| Status::invalid_argument(format!("hello.version: {err}")))?;
         let certificate = caller.certificate_sha256.clone().unwrap_or_default();
         let check = self
             .master
@@ -267,7 +277,7 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
                 "{minion_id} {reason}; join it again with a token"
             )));
         }
-        tracing::info!(minion.id = %minion_id, peer = ?caller.peer, version = %hello.version, "minion connected");
+        tracing::info!(minion.id = %minion_id, peer = ?caller.peer, %version, "minion connected");
         tokio::spawn(inbound_loop(
             self.master.clone(),
             minion_id.clone(),
@@ -331,7 +341,8 @@ async fn record_event(master: &Master, minion_id: &MinionId, event: pb::HostEven
             return;
         }
     };
-    tracing::info!(minion.id = %minion_id, kind = event.kind.as_str(), message = %event.message, "host event");
+    // The message is the host's text: kept in its history, not written to the master's log.
+    tracing::info!(minion.id = %minion_id, kind = event.kind.as_str(), "host event");
     if let Err(err) = master
         .store
         .record_host_event(minion_id.clone(), event)
@@ -466,7 +477,12 @@ async fn route(master: &Master, minion_id: &MinionId, message: pb::MinionMessage
             }
         },
         other => {
-            tracing::warn!(minion.id = %minion_id, "ignored unexpected message: {other:?}");
+            let what = match other {
+                Some(Kind::Hello(_)) => "a second hello",
+                Some(Kind::Progress(_)) => "progress without details",
+                _ => "an empty message",
+            };
+            tracing::warn!(minion.id = %minion_id, "ignored {what}");
             return;
         }
     };

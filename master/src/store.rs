@@ -6,12 +6,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use brine_common::host::{Facts, HostEvent, RunningContainer};
 use brine_common::identity::CertRole;
 use brine_common::names::MinionId;
 use brine_common::outcome::{ContainerAction, HostReport, HostStatus, JobSummary};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
@@ -236,6 +237,46 @@ fn admits(record: Option<&MinionRecord>, certificate_sha256: &str) -> Option<Cer
         return Some(CertificateCheck::CertificateReplaced);
     }
     None
+}
+
+/// How much job history the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobRetention {
+    /// The newest this many jobs are kept (a job still running counts, and is never
+    /// forgotten)...
+    pub keep: usize,
+    /// ...and of those, only the ones that finished within this long.
+    pub max_age: Duration,
+}
+
+/// Forgets the jobs beyond `retention`, oldest first (job ids sort by their start time). A
+/// job still running is never forgotten.
+fn prune_jobs(
+    jobs: &mut redb::Table<&'static str, &'static [u8]>,
+    retention: JobRetention,
+    now_unix_ms: i64,
+) -> Result<(), StoreError> {
+    let total = usize::try_from(jobs.len()?).unwrap_or(usize::MAX);
+    let mut excess = total.saturating_sub(retention.keep.max(1));
+    let cutoff = now_unix_ms
+        .saturating_sub(i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX));
+    let mut forgotten = vec![];
+    for entry in jobs.iter()? {
+        let (key, value) = entry?;
+        let record: JobRecord = decode("jobs", value.value())?;
+        if record.running {
+            continue;
+        }
+        if excess == 0 && record.summary.finished_at_unix_ms >= cutoff {
+            break;
+        }
+        excess = excess.saturating_sub(1);
+        forgotten.push(key.value().to_owned());
+    }
+    for key in forgotten {
+        jobs.remove(key.as_str())?;
+    }
+    Ok(())
 }
 
 /// The decision of [`Store::join`], inside its transaction.
@@ -838,7 +879,11 @@ impl Store {
     }
 
     /// Stores a finished job and what each host now runs, in one transaction.
-    pub async fn record_job(&self, job: JobRecord) -> Result<(), StoreError> {
+    pub async fn record_job(
+        &self,
+        job: JobRecord,
+        retention: JobRetention,
+    ) -> Result<(), StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_write()?;
             {
@@ -852,8 +897,9 @@ impl Store {
                     }
                     minions.insert(host.minion_id.as_str(), encode(&record).as_slice())?;
                 }
-                tx.open_table(JOBS)?
-                    .insert(job.summary.job_id.as_str(), encode(&job).as_slice())?;
+                let mut jobs = tx.open_table(JOBS)?;
+                jobs.insert(job.summary.job_id.as_str(), encode(&job).as_slice())?;
+                prune_jobs(&mut jobs, retention, job.summary.finished_at_unix_ms)?;
             }
             tx.commit()?;
             Ok(())
@@ -1128,6 +1174,11 @@ mod tests {
         MinionId::new(s).unwrap()
     }
 
+    const KEEP_ALL: JobRetention = JobRetention {
+        keep: usize::MAX,
+        max_age: Duration::MAX,
+    };
+
     fn cert(sha256: &str) -> SignedCertificate {
         SignedCertificate {
             sha256: sha256.into(),
@@ -1272,14 +1323,17 @@ mod tests {
                 resolve_ms: 0,
             };
             store
-                .record_job(JobRecord {
-                    summary,
-                    target: String::new(),
-                    caller: "admin".into(),
-                    plan: false,
-                    running: false,
-                    targets: vec![id("web-1")],
-                })
+                .record_job(
+                    JobRecord {
+                        summary,
+                        target: String::new(),
+                        caller: "admin".into(),
+                        plan: false,
+                        running: false,
+                        targets: vec![id("web-1")],
+                    },
+                    KEEP_ALL,
+                )
                 .await
                 .unwrap();
         }
@@ -1599,7 +1653,7 @@ mod tests {
             targets: vec![id("web-1"), id("web-2")],
         };
         store.record_job_progress(job("j-1", true)).await.unwrap();
-        store.record_job(job("j-2", false)).await.unwrap();
+        store.record_job(job("j-2", false), KEEP_ALL).await.unwrap();
         let lock = LockRecord {
             holder: "admin".into(),
             message: "highstate".into(),
@@ -1627,6 +1681,59 @@ mod tests {
             "a finished job is left alone"
         );
         assert!(store.interrupt_running_jobs(10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn job_history_keeps_the_newest_and_the_recent_but_never_a_running_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        let job = |n: u32, finished: i64, running: bool| JobRecord {
+            summary: JobSummary {
+                job_id: JobId::new(format!("20260101T0000{n:02}-0000")).unwrap(),
+                hosts: vec![],
+                started_at_unix_ms: finished,
+                finished_at_unix_ms: finished,
+                resolve_ms: 0,
+            },
+            target: String::new(),
+            caller: "admin".into(),
+            plan: false,
+            running,
+            targets: vec![],
+        };
+        let day = 24 * 3600 * 1000;
+        let retention = JobRetention {
+            keep: 3,
+            max_age: Duration::from_secs(10 * 24 * 3600),
+        };
+        store.record_job_progress(job(0, 0, true)).await.unwrap();
+        for n in 1..=5 {
+            store
+                .record_job(job(n, i64::from(n) * day, false), retention)
+                .await
+                .unwrap();
+        }
+        let kept = |jobs: Vec<JobRecord>| -> Vec<String> {
+            jobs.iter().map(|j| j.summary.job_id.to_string()).collect()
+        };
+        assert_eq!(
+            kept(store.jobs(100).await.unwrap()),
+            [
+                "20260101T000005-0000",
+                "20260101T000004-0000",
+                "20260101T000000-0000"
+            ],
+            "three: the newest, and the running one however old"
+        );
+        // Forty days on, only what finished within ten days stays.
+        store
+            .record_job(job(6, 40 * day, false), retention)
+            .await
+            .unwrap();
+        assert_eq!(
+            kept(store.jobs(100).await.unwrap()),
+            ["20260101T000006-0000", "20260101T000000-0000"]
+        );
     }
 
     #[tokio::test]

@@ -1924,3 +1924,114 @@ async fn idle_unauthenticated_connections_do_not_crowd_out_hosts_or_operators() 
     drop((idle, silent));
     master.shutdown().await;
 }
+
+/// A hello with the given facts, on a link opened as `data`'s host.
+async fn open_link_with_facts(
+    master: &TestMaster,
+    data: &MinionDataDir,
+    facts: pb::Facts,
+) -> Result<tonic::Streaming<pb::MasterMessage>, Status> {
+    let channel = master
+        .trusted_channel(Some(TestMaster::minion_identity(data)))
+        .await;
+    let hello = pb::MinionMessage {
+        kind: Some(pb::minion_message::Kind::Hello(pb::Hello {
+            version: "0.1.0".into(),
+            facts: Some(facts),
+            running: vec![],
+        })),
+    };
+    within(
+        "open a link",
+        pb::minion_link_client::MinionLinkClient::new(channel)
+            .connect(tokio_stream::iter(vec![hello])),
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_facts_are_refused_and_nothing_is_recorded() {
+    let master = TestMaster::start().await;
+    let (_dir, data) = master.enrolled_minion("web-1").await;
+    let before = master.minions().await;
+    let refused = open_link_with_facts(
+        &master,
+        &data,
+        pb::Facts {
+            hostname: "h".repeat(10_000),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect_err("a 10 kB host name is refused");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("hello.facts.hostname"),
+        "{refused:?}"
+    );
+    let labels = (0..100)
+        .map(|n| (format!("k{n}"), "v".to_owned()))
+        .collect();
+    let refused = open_link_with_facts(
+        &master,
+        &data,
+        pb::Facts {
+            labels,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect_err("100 labels are refused");
+    assert!(
+        refused.message().contains("hello.facts.labels"),
+        "{refused:?}"
+    );
+    assert_eq!(master.minions().await, before, "nothing was recorded");
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escape_sequences_from_a_host_are_shown_escaped_by_the_cli() {
+    let master = TestMaster::start().await;
+    let (_dir, data) = master.enrolled_minion("web-1").await;
+    let forged = "evil\u{1b}[2J\u{1b}[H\r\nweb-2  up  0000  Debian  20.10";
+    let _link = open_link_with_facts(
+        &master,
+        &data,
+        pb::Facts {
+            hostname: forged.into(),
+            os: forged.into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("the link opens");
+    for args in [&["minions"][..], &["minions", "show", "web-1"][..]] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_brine-master"))
+            .args(args)
+            .arg("--master")
+            .arg(&master.address)
+            .arg("--ca")
+            .arg(master.data.ca_cert())
+            .arg("--cert")
+            .arg(master.data.admin_cert())
+            .arg("--key")
+            .arg(master.data.admin_key())
+            .env_remove("BRINE_MASTER_DATA_DIR")
+            .output()
+            .expect("run brine-master");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{args:?}: {stdout}");
+        assert!(
+            !stdout.contains('\u{1b}') && !stdout.contains('\r'),
+            "{args:?} printed a host's control characters: {stdout:?}"
+        );
+        assert!(stdout.contains("evil\\u{1b}[2J"), "{args:?}: {stdout}");
+        assert!(
+            !stdout.lines().any(|l| l.starts_with("web-2")),
+            "{args:?} printed a forged line: {stdout}"
+        );
+    }
+    master.shutdown().await;
+}

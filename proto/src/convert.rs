@@ -3,7 +3,11 @@
 use std::fmt::Display;
 
 use brine_common::host::{Facts, HostEvent, HostEventKind, RunningContainer};
-use brine_common::names::{ContainerName, MinionId, RoleName};
+use brine_common::limits::{
+    MAX_CONTAINERS, MAX_ERROR_TEXT, MAX_FACT_TEXT, MAX_IMAGE_TEXT, MAX_LABELS, MAX_SHORT_TEXT,
+    check_len, truncate,
+};
+use brine_common::names::{ContainerName, MinionId, RoleName, check_label};
 use brine_common::outcome::{
     ContainerAction, ContainerResult, HostReport, HostStatus, JobId, JobResult, Timings,
 };
@@ -56,6 +60,23 @@ fn required<T>(name: &str, value: Option<T>) -> Result<T, InvalidField> {
 
 fn optional_string(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
+}
+
+/// `text` from the wire, if it fits `max` bytes.
+fn bounded(name: &str, text: String, max: usize) -> Result<String, InvalidField> {
+    check_len(&text, max).map_err(|err| InvalidField::new(name, err))?;
+    Ok(text)
+}
+
+/// A list from the wire, if it holds at most `max` items.
+fn bounded_list<T>(name: &str, items: Vec<T>, max: usize) -> Result<Vec<T>, InvalidField> {
+    if items.len() > max {
+        return Err(InvalidField::new(
+            name,
+            format!("holds {} items; at most {max} are accepted", items.len()),
+        ));
+    }
+    Ok(items)
 }
 
 impl TryFrom<pb::ContainerSpec> for ContainerSpec {
@@ -260,29 +281,43 @@ impl From<DesiredState> for pb::DesiredState {
     }
 }
 
-impl From<pb::Facts> for Facts {
-    fn from(facts: pb::Facts) -> Self {
-        Facts {
-            hostname: facts.hostname,
-            os: facts.os,
-            os_id: facts.os_id,
-            kernel: facts.kernel,
-            docker_version: facts.docker_version,
+impl TryFrom<pb::Facts> for Facts {
+    type Error = InvalidField;
+
+    fn try_from(facts: pb::Facts) -> Result<Self, InvalidField> {
+        if facts.labels.len() > MAX_LABELS {
+            return Err(InvalidField::new(
+                "labels",
+                format!(
+                    "{} labels; at most {MAX_LABELS} are accepted",
+                    facts.labels.len()
+                ),
+            ));
+        }
+        for (key, value) in &facts.labels {
+            check_label(key, value).map_err(|err| InvalidField::new("labels", err))?;
+        }
+        Ok(Facts {
+            hostname: bounded("hostname", facts.hostname, MAX_FACT_TEXT)?,
+            os: bounded("os", facts.os, MAX_FACT_TEXT)?,
+            os_id: bounded("os_id", facts.os_id, MAX_FACT_TEXT)?,
+            kernel: bounded("kernel", facts.kernel, MAX_FACT_TEXT)?,
+            docker_version: bounded("docker_version", facts.docker_version, MAX_FACT_TEXT)?,
             cpus: facts.cpus,
             memory_bytes: facts.memory_bytes,
             labels: facts.labels.into_iter().collect(),
-        }
+        })
     }
 }
 
 impl From<Facts> for pb::Facts {
     fn from(facts: Facts) -> Self {
         pb::Facts {
-            hostname: facts.hostname,
-            os: facts.os,
-            os_id: facts.os_id,
-            kernel: facts.kernel,
-            docker_version: facts.docker_version,
+            hostname: truncate(facts.hostname, MAX_FACT_TEXT),
+            os: truncate(facts.os, MAX_FACT_TEXT),
+            os_id: truncate(facts.os_id, MAX_FACT_TEXT),
+            kernel: truncate(facts.kernel, MAX_FACT_TEXT),
+            docker_version: truncate(facts.docker_version, MAX_FACT_TEXT),
             cpus: facts.cpus,
             memory_bytes: facts.memory_bytes,
             labels: facts.labels.into_iter().collect(),
@@ -297,10 +332,10 @@ impl TryFrom<pb::RunningContainer> for RunningContainer {
         Ok(RunningContainer {
             name: field("name", ContainerName::new(c.name))?,
             role: field("role", RoleName::new(c.role))?,
-            image: c.image,
-            image_digest: c.image_digest,
-            state: c.state,
-            container_id: c.container_id,
+            image: bounded("image", c.image, MAX_IMAGE_TEXT)?,
+            image_digest: bounded("image_digest", c.image_digest, MAX_IMAGE_TEXT)?,
+            state: bounded("state", c.state, MAX_SHORT_TEXT)?,
+            container_id: bounded("container_id", c.container_id, MAX_SHORT_TEXT)?,
         })
     }
 }
@@ -332,7 +367,7 @@ impl TryFrom<pb::Progress> for Progress {
         };
         Ok(Progress {
             phase,
-            subject: p.subject,
+            subject: bounded("subject", p.subject, MAX_IMAGE_TEXT)?,
             bytes_done: p.bytes_done,
             bytes_total: p.bytes_total,
         })
@@ -448,9 +483,9 @@ impl TryFrom<pb::ContainerResult> for ContainerResult {
                 None => None,
             },
             action,
-            image: c.image,
-            image_digest: c.image_digest,
-            error: optional_string(c.error),
+            image: bounded("image", c.image, MAX_IMAGE_TEXT)?,
+            image_digest: bounded("image_digest", c.image_digest, MAX_IMAGE_TEXT)?,
+            error: optional_string(bounded("error", c.error, MAX_ERROR_TEXT)?),
             previous_restored: c.previous_restored,
             needs_pull: c.needs_pull,
         })
@@ -472,7 +507,7 @@ impl From<ContainerResult> for pb::ContainerResult {
             .into(),
             image: c.image,
             image_digest: c.image_digest,
-            error: c.error.unwrap_or_default(),
+            error: truncate(c.error.unwrap_or_default(), MAX_ERROR_TEXT),
             previous_restored: c.previous_restored,
             needs_pull: c.needs_pull,
         }
@@ -482,7 +517,7 @@ impl From<ContainerResult> for pb::ContainerResult {
 fn container_results(
     results: Vec<pb::ContainerResult>,
 ) -> Result<Vec<ContainerResult>, InvalidField> {
-    results
+    bounded_list("containers", results, MAX_CONTAINERS)?
         .into_iter()
         .enumerate()
         .map(|(i, c)| {
@@ -529,7 +564,7 @@ impl TryFrom<pb::JobResult> for JobResult {
             job_id: field("job_id", JobId::new(r.job_id))?,
             status,
             containers: container_results(r.containers)?,
-            error: optional_string(r.error),
+            error: optional_string(bounded("error", r.error, MAX_ERROR_TEXT)?),
             timings: r.timings.map(Into::into).unwrap_or_default(),
         })
     }
@@ -541,7 +576,7 @@ impl From<JobResult> for pb::JobResult {
             job_id: r.job_id.into(),
             status: pb::HostStatus::from(r.status).into(),
             containers: r.containers.into_iter().map(Into::into).collect(),
-            error: r.error.unwrap_or_default(),
+            error: truncate(r.error.unwrap_or_default(), MAX_ERROR_TEXT),
             timings: Some(r.timings.into()),
         }
     }

@@ -114,7 +114,7 @@ pub async fn show(client: &ClientArgs, id: String, format: ListFormat) -> anyhow
                 let error = host
                     .error
                     .as_deref()
-                    .map(|e| format!(": {e}"))
+                    .map(|e| format!(": {}", super::printable(e)))
                     .unwrap_or_default();
                 println!(
                     "\n{}  {}{error}  ({} ms)",
@@ -124,13 +124,13 @@ pub async fn show(client: &ClientArgs, id: String, format: ListFormat) -> anyhow
                     let error = c
                         .error
                         .as_deref()
-                        .map(|e| format!(": {e}"))
+                        .map(|e| format!(": {}", super::printable(e)))
                         .unwrap_or_default();
                     println!(
                         "  {:<20} {:<9} {}{error}",
                         c.name.as_str(),
                         c.action.as_str(),
-                        c.image_digest
+                        super::printable(&c.image_digest)
                     );
                 }
             }

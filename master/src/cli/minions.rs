@@ -7,6 +7,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 use super::client::ClientArgs;
+use super::printable;
 
 /// How the minion list is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -175,14 +176,16 @@ fn print_detail(m: &pb::MinionInfo, events: &[pb::HostEvent]) {
     }
     println!(
         "host:         {} ({}, kernel {})",
-        facts.hostname, facts.os, facts.kernel
+        printable(&facts.hostname),
+        printable(&facts.os),
+        printable(&facts.kernel)
     );
     println!(
         "docker:       {}",
         if facts.docker_version.is_empty() {
-            "unavailable"
+            "unavailable".into()
         } else {
-            &facts.docker_version
+            printable(&facts.docker_version)
         }
     );
     println!(
@@ -194,7 +197,13 @@ fn print_detail(m: &pb::MinionInfo, events: &[pb::HostEvent]) {
     println!("join labels:  {}", labels(&m.join_labels));
     println!("containers:");
     for c in &m.running {
-        println!("  {} ({}): {} {}", c.name, c.role, c.state, c.image);
+        println!(
+            "  {} ({}): {} {}",
+            c.name,
+            c.role,
+            printable(&c.state),
+            printable(&c.image)
+        );
     }
     println!("events (newest first):");
     if events.is_empty() {
@@ -205,7 +214,7 @@ fn print_detail(m: &pb::MinionInfo, events: &[pb::HostEvent]) {
             "  {}  {:<18}  {}",
             super::time_of(e.at_unix_ms),
             event_kind(e.kind),
-            e.message
+            printable(&e.message)
         );
     }
 }
@@ -420,8 +429,8 @@ fn print_table(minions: &[pb::MinionInfo]) {
                         ""
                     },
                 m.certificate_sha256.chars().take(16).collect(),
-                facts.os,
-                facts.docker_version,
+                printable(&facts.os).into_owned(),
+                printable(&facts.docker_version).into_owned(),
                 containers.join(" "),
             ]
         })
