@@ -549,6 +549,35 @@ ports = ["80:81"]
     }
 
     #[test]
+    fn a_dotted_container_name_is_refused_where_it_is_written() {
+        // `web.next` would be the temporary name of `web` during a replacement.
+        let text = r#"
+[roles.web]
+image = "app:1"
+[[roles.web.containers]]
+name = "web"
+[[roles.web.containers]]
+name = "web.next"
+"#;
+        let p = problems(text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(
+            (p[0].file.as_str(), p[0].line, p[0].key.as_str()),
+            ("roles.toml", 7, "roles.web.containers[1].name")
+        );
+        assert!(
+            p[0].to_string().starts_with(
+                "roles.toml:7:8: roles.web.containers[1].name: contains '.', which separates"
+            ),
+            "{}",
+            p[0]
+        );
+        // A role's name keeps the dot: it never becomes part of a Docker name.
+        let role = "[roles.\"web.v2\"]\nimage = \"app:1\"\n[[roles.\"web.v2\".containers]]\nname = \"web-v2\"\n";
+        assert!(RolesFile::parse("roles.toml", role).is_ok());
+    }
+
+    #[test]
     fn clashes_across_roles_surface_per_host() {
         let text = r#"
 [roles.a]

@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -92,13 +92,63 @@ impl DataDir {
         write_new(&self.server_cert(), &server.cert_pem, 0o644)?;
         write_new(&self.admin_key(), &admin.key_pem, 0o600)?;
         write_new(&self.admin_cert(), &admin.cert_pem, 0o644)?;
+        // Both can hold secrets: registry passwords, containers' environment values.
         if !self.config().exists() {
-            write_new(&self.config(), &MasterConfig::default_file(listen), 0o644)?;
+            write_new(&self.config(), &MasterConfig::default_file(listen), 0o600)?;
         }
         if !self.roles().exists() {
-            write_new(&self.roles(), EXAMPLE_ROLES, 0o644)?;
+            write_new(&self.roles(), EXAMPLE_ROLES, 0o600)?;
         }
         Ok(())
+    }
+
+    /// Takes away from the data directory (0700) and from `master.toml` and `roles_file` (0600)
+    /// whatever access they give beyond the master's own user: a directory made by hand, files
+    /// copied in, or an older `init` (which wrote the files 0644) may let anyone on the host read
+    /// the CA key or the secrets. Returns a warning for each change, or for each that was not
+    /// allowed; a file that does not exist is left to whatever reads it.
+    pub fn tighten_permissions(&self, roles_file: &Path) -> anyhow::Result<Vec<String>> {
+        let private = [
+            (self.root.clone(), 0o700, "it holds the CA key"),
+            (self.config(), 0o600, "it can hold registry passwords"),
+            (
+                roles_file.to_path_buf(),
+                0o600,
+                "it can hold containers' environment values",
+            ),
+        ];
+        let mut warnings = Vec::new();
+        for (path, allowed, why) in private {
+            let mode = match fs::metadata(&path) {
+                Ok(metadata) => metadata.permissions().mode(),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => {
+                    return Err(err).with_context(|| format!("inspect {}", path.display()));
+                }
+            };
+            let extra = mode & 0o777 & !allowed;
+            if extra == 0 {
+                continue;
+            }
+            let tightened = mode & !extra;
+            let (before, after) = (mode & 0o7777, tightened & 0o7777);
+            // A file someone else owns (edited as root, say) cannot be changed; refusing to
+            // start would not make it private either, so the operator is told what to do.
+            warnings.push(
+                match fs::set_permissions(&path, fs::Permissions::from_mode(tightened)) {
+                    Ok(()) => format!(
+                        "{} was mode {before:04o}; set to {after:04o}: {why}",
+                        path.display()
+                    ),
+                    Err(err) => format!(
+                        "{} is mode {before:04o} and cannot be set to {after:04o} ({err}): {why}; \
+                         make it private to the master's user",
+                        path.display()
+                    ),
+                },
+            );
+        }
+        Ok(warnings)
     }
 
     /// Loads the CA for signing.
@@ -136,9 +186,15 @@ const EXAMPLE_ROLES: &str = r#"# brine roles file: which containers each role ru
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn set_mode(path: &Path, mode: u32) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
 
     #[test]
     fn init_writes_private_keys_and_refuses_to_run_twice() {
@@ -147,10 +203,17 @@ mod tests {
         let listen = "127.0.0.1:4700".parse().unwrap();
         data.init(&["localhost".into(), "127.0.0.1".into()], listen)
             .unwrap();
-        for key in [data.ca_key(), data.server_key(), data.admin_key()] {
-            let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "{}", key.display());
+        for private in [
+            data.ca_key(),
+            data.server_key(),
+            data.admin_key(),
+            data.config(),
+            data.roles(),
+        ] {
+            assert_eq!(mode(&private), 0o600, "{}", private.display());
         }
+        assert_eq!(mode(data.root()), 0o700);
+        assert!(data.tighten_permissions(&data.roles()).unwrap().is_empty());
         assert!(data.load_ca().is_ok());
         assert!(MasterConfig::load(data.root()).is_ok());
         brine_common::roles_file::RolesFile::parse("roles.toml", &read(&data.roles()).unwrap())
@@ -159,5 +222,59 @@ mod tests {
         let err = data.init(&[], listen).unwrap_err();
         assert!(err.to_string().contains("refusing to overwrite"), "{err}");
         assert_eq!(read(&data.ca_cert()).unwrap(), ca_before);
+    }
+
+    #[test]
+    fn open_permissions_are_tightened_with_a_warning_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path().join("master"));
+        fs::create_dir(data.root()).unwrap();
+        set_mode(data.root(), 0o755);
+        let roles = dir.path().join("elsewhere-roles.toml");
+        for file in [data.config(), roles.clone()] {
+            fs::write(&file, "").unwrap();
+            set_mode(&file, 0o644);
+        }
+
+        let warnings = data.tighten_permissions(&roles).unwrap();
+        assert_eq!(
+            warnings,
+            [
+                format!(
+                    "{} was mode 0755; set to 0700: it holds the CA key",
+                    data.root().display()
+                ),
+                format!(
+                    "{} was mode 0644; set to 0600: it can hold registry passwords",
+                    data.config().display()
+                ),
+                format!(
+                    "{} was mode 0644; set to 0600: it can hold containers' environment values",
+                    roles.display()
+                ),
+            ]
+        );
+        assert_eq!(mode(data.root()), 0o700);
+        assert_eq!(mode(&data.config()), 0o600);
+        assert_eq!(mode(&roles), 0o600);
+        assert!(data.tighten_permissions(&roles).unwrap().is_empty());
+    }
+
+    #[test]
+    fn tight_permissions_and_missing_files_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        set_mode(data.root(), 0o700);
+        fs::write(data.config(), "").unwrap();
+        // Only what goes beyond the owner is taken away; a read-only file stays read-only.
+        set_mode(&data.config(), 0o400);
+        assert!(data.tighten_permissions(&data.roles()).unwrap().is_empty());
+        assert_eq!(mode(&data.config()), 0o400);
+        assert!(!data.roles().exists());
+
+        set_mode(&data.config(), 0o640);
+        let warnings = data.tighten_permissions(&data.roles()).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(mode(&data.config()), 0o600);
     }
 }

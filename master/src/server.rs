@@ -165,6 +165,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let data = DataDir::new(&config.data_dir);
+    for warning in data.tighten_permissions(&config.roles_file)? {
+        tracing::warn!("{warning}");
+    }
     let certificate = Arc::new(ServerCertificate::load(&data)?);
     let acceptor = tls_acceptor(&data, certificate.clone())?;
     let ca = data.load_ca()?;

@@ -211,4 +211,21 @@ mod tests {
         let err = MinionConfig::load(&data).unwrap_err();
         assert_eq!(err.line, Some(2), "{err}");
     }
+
+    #[test]
+    fn a_namespace_follows_the_container_name_grammar() {
+        // `a` with container `b.c` and `a.b` with container `c` would share a Docker name.
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        std::fs::write(data.config(), "master = \"m:1\"\nnamespace = \"a.b\"\n").unwrap();
+        let err = MinionConfig::load(&data).unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(2), Some("namespace")),
+            "{err}"
+        );
+        assert!(err.message.contains("contains '.'"), "{err}");
+        std::fs::write(data.config(), "master = \"m:1\"\nnamespace = \"a-b\"\n").unwrap();
+        assert_eq!(MinionConfig::load(&data).unwrap().namespace, "a-b");
+    }
 }

@@ -5,6 +5,7 @@
 //! implementation talks to Docker. Between jobs it keeps them there on its own ([`keeper`]),
 //! from the last desired state it cached ([`desired_cache`]).
 
+pub mod applied_jobs;
 pub mod config;
 pub mod desired_cache;
 pub mod enrol;

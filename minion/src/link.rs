@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::applied_jobs::AppliedJobs;
 use crate::config::{DataDir, MinionConfig};
 use crate::identity::{self, Identity};
 use crate::keeper::{Check, Job, Outbox, Outgoing, check_periodically, keep_host, watch_engine};
@@ -91,10 +92,20 @@ pub async fn run<R: ContainerRuntime + 'static>(
 
     let links = async {
         let mut attempt = 0;
-        let mut seen = SeenJobs::default();
+        let mut applied = AppliedJobs::load(&data, crate::now_unix_ms());
         loop {
             let linked = || status.linked(&config.master);
-            match session(&data, &config, &executor, &jobs, &events, &mut seen, linked).await {
+            match session(
+                &data,
+                &config,
+                &executor,
+                &jobs,
+                &events,
+                &mut applied,
+                linked,
+            )
+            .await
+            {
                 Ok(()) => {
                     tracing::info!("the master closed the link");
                     attempt = 0;
@@ -137,7 +148,7 @@ async fn session<R: ContainerRuntime>(
     executor: &Executor<R>,
     jobs: &mpsc::Sender<Job>,
     events: &Outbox,
-    seen: &mut SeenJobs,
+    applied: &mut AppliedJobs,
     linked: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let Identity {
@@ -222,22 +233,41 @@ async fn session<R: ContainerRuntime>(
         let Some(pb::master_message::Kind::Apply(apply)) = message.kind else {
             continue;
         };
-        let accepted = accept(&id, apply).and_then(|(job_id, desired, dry_run)| {
-            if seen.first_time(&job_id) {
-                Ok((job_id, desired, dry_run))
-            } else {
-                Err(JobResult::failed(
-                    job_id.clone(),
-                    format!("job {job_id} was already applied on this host; a replayed command is refused"),
-                ))
-            }
-        });
+        let accepted = match accept(&id, apply) {
+            // Recorded before the keeper sees it: once a job may have changed anything, its
+            // command is refused even after a crash.
+            Ok(command) => match applied
+                .record(
+                    &command.job_id,
+                    command.expires_at_unix_ms,
+                    crate::now_unix_ms(),
+                )
+                .await
+            {
+                Ok(true) => Ok(command),
+                Ok(false) => Err(JobResult::failed(
+                    command.job_id.clone(),
+                    format!(
+                        "job {} was already applied on this host; a replayed command is refused",
+                        command.job_id
+                    ),
+                )),
+                Err(err) => Err(JobResult::failed(
+                    command.job_id.clone(),
+                    format!(
+                        "cannot record the job on this host ({err:#}), so a replay could not be \
+                         refused; nothing was changed"
+                    ),
+                )),
+            },
+            Err(refusal) => Err(refusal),
+        };
         match accepted {
-            Ok((job_id, desired, dry_run)) => {
+            Ok(command) => {
                 let job = Job {
-                    job_id,
-                    desired,
-                    dry_run,
+                    job_id: command.job_id,
+                    desired: command.desired,
+                    dry_run: command.dry_run,
                     reply: outbound.clone(),
                 };
                 jobs.send(job).await.context("queue a job")?;
@@ -275,34 +305,18 @@ async fn send_outbox(
     Ok(())
 }
 
-/// How many job ids a minion remembers to refuse replays; far more than run in one expiry.
-const REMEMBERED_JOBS: usize = 4096;
-
-/// The job ids this minion has accepted, newest last, so a replayed command is refused.
-#[derive(Debug, Default)]
-struct SeenJobs {
-    order: std::collections::VecDeque<JobId>,
-    ids: std::collections::HashSet<JobId>,
-}
-
-impl SeenJobs {
-    /// Records `id`; false if it was seen before.
-    fn first_time(&mut self, id: &JobId) -> bool {
-        if !self.ids.insert(id.clone()) {
-            return false;
-        }
-        self.order.push_back(id.clone());
-        if self.order.len() > REMEMBERED_JOBS
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.ids.remove(&oldest);
-        }
-        true
-    }
+/// A command that passed the checks at the edge.
+#[derive(Debug)]
+struct Command {
+    job_id: JobId,
+    desired: DesiredState,
+    dry_run: bool,
+    /// Until when the master allows it to be applied.
+    expires_at_unix_ms: i64,
 }
 
 /// Validates a command at the edge: addressed to this host, not expired, well formed.
-fn accept(id: &MinionId, apply: pb::Apply) -> Result<(JobId, DesiredState, bool), JobResult> {
+fn accept(id: &MinionId, apply: pb::Apply) -> Result<Command, JobResult> {
     let job_id = JobId::new(apply.job_id.clone()).map_err(|err| {
         JobResult::failed(
             JobId::new("invalid").expect("a valid literal id"),
@@ -323,7 +337,12 @@ fn accept(id: &MinionId, apply: pb::Apply) -> Result<(JobId, DesiredState, bool)
         .desired
         .ok_or_else(|| refuse("desired: is required".into()))
         .and_then(|d| DesiredState::try_from(d).map_err(|err| refuse(format!("desired.{err}"))))?;
-    Ok((job_id, desired, apply.dry_run))
+    Ok(Command {
+        job_id,
+        desired,
+        dry_run: apply.dry_run,
+        expires_at_unix_ms: apply.expires_at_unix_ms,
+    })
 }
 
 fn result_message(result: JobResult) -> pb::MinionMessage {
@@ -357,20 +376,6 @@ mod tests {
             desired: Some(pb::DesiredState::default()),
             dry_run: false,
         }
-    }
-
-    #[test]
-    fn a_job_id_is_accepted_once() {
-        let mut seen = SeenJobs::default();
-        let job = |n: usize| JobId::new(format!("j-{n}")).unwrap();
-        assert!(seen.first_time(&job(1)));
-        assert!(!seen.first_time(&job(1)));
-        for n in 2..=REMEMBERED_JOBS + 1 {
-            assert!(seen.first_time(&job(n)));
-        }
-        // The oldest is forgotten once the memory is full; its command expired long ago.
-        assert!(seen.first_time(&job(1)));
-        assert!(!seen.first_time(&job(REMEMBERED_JOBS + 1)));
     }
 
     #[test]

@@ -169,7 +169,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A namespace prefixes Docker container names, so it follows the same rules as a name.
+/// A namespace prefixes Docker container names, so it follows the rules of a container name.
 fn validate_namespace(namespace: &str) -> anyhow::Result<()> {
     if !namespace.is_empty() {
         brine_common::names::ContainerName::new(namespace)

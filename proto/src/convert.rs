@@ -330,7 +330,8 @@ impl TryFrom<pb::RunningContainer> for RunningContainer {
 
     fn try_from(c: pb::RunningContainer) -> Result<Self, InvalidField> {
         Ok(RunningContainer {
-            name: field("name", ContainerName::new(c.name))?,
+            // A report describes containers that exist, maybe from before '.' was reserved.
+            name: field("name", ContainerName::existing(c.name))?,
             role: field("role", RoleName::new(c.role))?,
             image: bounded("image", c.image, MAX_IMAGE_TEXT)?,
             image_digest: bounded("image_digest", c.image_digest, MAX_IMAGE_TEXT)?,
@@ -477,7 +478,8 @@ impl TryFrom<pb::ContainerResult> for ContainerResult {
             _ => return Err(InvalidField::new("action", "unknown container action")),
         };
         Ok(ContainerResult {
-            name: field("name", ContainerName::new(c.name))?,
+            // A removed container may have been made before '.' was reserved.
+            name: field("name", ContainerName::existing(c.name))?,
             role: match optional_string(c.role) {
                 Some(role) => Some(field("role", RoleName::new(role))?),
                 None => None,
@@ -661,6 +663,31 @@ mod tests {
         state.containers[0].name = "../etc".into();
         let err = DesiredState::try_from(state).unwrap_err();
         assert_eq!(err.field, "containers[0].name");
+    }
+
+    #[test]
+    fn only_reports_may_name_a_container_made_before_dots_were_reserved() {
+        let mut wire = pb::ContainerSpec::from(spec());
+        wire.name = "web.v2".into();
+        assert_eq!(ContainerSpec::try_from(wire).unwrap_err().field, "name");
+        let running = pb::RunningContainer {
+            name: "web.v2".into(),
+            role: "web".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            RunningContainer::try_from(running).unwrap().name.as_str(),
+            "web.v2"
+        );
+        let removed = pb::ContainerResult {
+            name: "web.v2".into(),
+            action: pb::ContainerAction::Removed.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            ContainerResult::try_from(removed).unwrap().name.as_str(),
+            "web.v2"
+        );
     }
 
     #[test]

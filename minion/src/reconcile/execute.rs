@@ -12,7 +12,10 @@ use futures::future::join_all;
 use tokio::time::Instant;
 
 use super::health::{RuntimeTarget, wait_until_healthy};
-use super::plan::{Action, DesiredContainer, belongs_to, declared_identity, docker_name, plan};
+use super::plan::{
+    Action, DesiredContainer, belongs_to, declared_identity, docker_name, next_name, plan,
+    replaced_name,
+};
 use crate::runtime::{ContainerRuntime, CreateRequest, ObservedContainer, PulledImage, labels};
 
 /// Where progress goes; reporting is best effort and must never block the executor.
@@ -475,7 +478,7 @@ impl<R: ContainerRuntime> Executor<R> {
         progress: ProgressSink<'_>,
     ) -> Result<(), ReplaceFailure> {
         let name = docker_name(&self.namespace, &desired.spec.name);
-        let next = format!("{name}.next");
+        let next = next_name(&self.namespace, &desired.spec.name);
         let new_id = self
             .launch(job_id, desired, &next, progress)
             .await
@@ -534,7 +537,7 @@ impl<R: ContainerRuntime> Executor<R> {
         progress: ProgressSink<'_>,
     ) -> Result<(), ReplaceFailure> {
         let name = docker_name(&self.namespace, &desired.spec.name);
-        let parked = format!("{name}.replaced");
+        let parked = replaced_name(&self.namespace, &desired.spec.name);
         progress(phase(Phase::Stopping, &desired.spec.name));
         if let Err(err) = self
             .runtime
@@ -633,7 +636,7 @@ fn removed(observed: &ObservedContainer, error: Option<String>) -> ContainerResu
         // A managed container always carries its name label; the Docker name is a fallback
         // that is valid too.
         name: name
-            .or_else(|| ContainerName::new(observed.docker_name.clone()).ok())
+            .or_else(|| ContainerName::existing(observed.docker_name.clone()).ok())
             .unwrap_or_else(|| ContainerName::new("unnamed").expect("a valid literal name")),
         role,
         action: if error.is_some() {

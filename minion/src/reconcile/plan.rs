@@ -1,6 +1,6 @@
 //! `plan(desired, observed)`: what to do to make a host match its desired state. Pure.
 
-use brine_common::names::{ContainerName, RoleName};
+use brine_common::names::{ContainerName, NEXT_SUFFIX, REPLACED_SUFFIX, RoleName};
 use brine_common::spec::{ContainerSpec, SpecHash};
 
 use crate::runtime::{ObservedContainer, labels};
@@ -43,13 +43,26 @@ pub fn docker_name(namespace: &str, name: &ContainerName) -> String {
     }
 }
 
+/// The temporary Docker name of the new container a start-first replacement starts beside the
+/// old one. The name grammar keeps every declared container's Docker name from equalling it.
+pub fn next_name(namespace: &str, name: &ContainerName) -> String {
+    format!("{}.{NEXT_SUFFIX}", docker_name(namespace, name))
+}
+
+/// The temporary Docker name a stop-first replacement sets the old container aside under. The
+/// name grammar keeps every declared container's Docker name from equalling it.
+pub fn replaced_name(namespace: &str, name: &ContainerName) -> String {
+    format!("{}.{REPLACED_SUFFIX}", docker_name(namespace, name))
+}
+
 /// The container name and role an observed container was created for, from its labels.
 pub fn declared_identity(
     observed: &ObservedContainer,
 ) -> (Option<ContainerName>, Option<RoleName>) {
+    // It may have been created when container names could contain '.'.
     let name = observed
         .label(labels::CONTAINER)
-        .and_then(|n| ContainerName::new(n).ok());
+        .and_then(|n| ContainerName::existing(n).ok());
     let role = observed
         .label(labels::ROLE)
         .and_then(|r| RoleName::new(r).ok());
@@ -267,6 +280,74 @@ mod tests {
         assert_eq!(
             kinds(&plan(NS, std::slice::from_ref(&d), &[leftover("replaced")])),
             ["remove host-a.web.replaced", "create web"]
+        );
+    }
+
+    #[test]
+    fn no_declared_name_equals_a_temporary_or_namespaced_name_of_another() {
+        // Namespaces and container names a minion could be given, including every kind that
+        // used to collide; the grammar refuses some, and what it accepts must never give two
+        // containers (of one minion, or of minions sharing an engine) the same Docker name.
+        let candidates = [
+            "a",
+            "b",
+            "c",
+            "a.b",
+            "b.c",
+            "web",
+            "web.next",
+            "web.replaced",
+            "next",
+            "replaced",
+            "web-next",
+            "a-b",
+            "a_b",
+            "a.b.c",
+            "Web",
+        ];
+        let names: Vec<ContainerName> = candidates
+            .iter()
+            .filter_map(|n| ContainerName::new(*n).ok())
+            .collect();
+        let namespaces: Vec<&str> = std::iter::once("")
+            .chain(names.iter().map(ContainerName::as_str))
+            .collect();
+        assert!(
+            names.len() > 5 && names.len() < candidates.len(),
+            "{names:?}"
+        );
+
+        let mut owners: HashMap<String, (&str, &ContainerName, &str)> = HashMap::new();
+        for namespace in &namespaces {
+            for name in &names {
+                for (purpose, docker) in [
+                    ("declared", docker_name(namespace, name)),
+                    ("next", next_name(namespace, name)),
+                    ("replaced", replaced_name(namespace, name)),
+                ] {
+                    if let Some(other) = owners.insert(docker.clone(), (namespace, name, purpose)) {
+                        panic!(
+                            "{docker:?} is both {other:?} and {:?}",
+                            (namespace, name, purpose)
+                        );
+                    }
+                }
+            }
+        }
+
+        // What the grammar rules out: names created before it could meet.
+        let before = |n: &str| ContainerName::existing(n).unwrap();
+        assert_eq!(
+            docker_name("a", &before("b.c")),
+            docker_name("a.b", &before("c"))
+        );
+        assert_eq!(
+            docker_name("", &before("web.next")),
+            next_name("", &before("web"))
+        );
+        assert_eq!(
+            docker_name("web", &before("next")),
+            next_name("", &before("web"))
         );
     }
 
