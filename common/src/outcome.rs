@@ -232,6 +232,9 @@ pub struct JobSummary {
     /// Time the master spent resolving tags to digests.
     #[serde(default)]
     pub resolve_ms: u64,
+    /// Who cancelled the job (`jobs cancel`), if someone did: no batch started after that.
+    #[serde(default)]
+    pub cancelled_by: Option<String>,
 }
 
 impl JobSummary {

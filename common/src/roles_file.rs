@@ -35,6 +35,9 @@ use crate::toml_span::{Problem, locate};
 pub struct RolesFile {
     roles: BTreeMap<RoleName, Vec<ContainerSpec>>,
     assignments: Vec<Assignment>,
+    /// The repositories each role may be deployed from (`brine-master deploy`): those of its
+    /// images, and those its `deploy_from` adds.
+    deployable: BTreeMap<RoleName, BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +79,9 @@ struct RawFile {
 struct RawRole {
     image: Spanned<String>,
     containers: Spanned<Vec<RawContainer>>,
+    /// More repositories a deploy may bring this role's image from.
+    #[serde(default)]
+    deploy_from: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -137,10 +143,14 @@ impl RolesFile {
             locate(vec![(span, err.message().to_owned())])
         })?;
         let mut problems = Problems::default();
-        let roles = check_roles(raw.roles, &mut problems);
+        let (roles, deployable) = check_roles(raw.roles, &mut problems);
         let assignments = check_assignments(raw.assign, &roles, &mut problems);
         if problems.0.is_empty() {
-            Ok(Self { roles, assignments })
+            Ok(Self {
+                roles,
+                assignments,
+                deployable,
+            })
         } else {
             problems.0.sort_by_key(|(span, _)| span.start);
             Err(locate(problems.0))
@@ -170,13 +180,23 @@ impl RolesFile {
     pub fn role_names(&self) -> impl Iterator<Item = &RoleName> {
         self.roles.keys()
     }
+
+    /// The repositories `role` may be deployed from: those of the images the roles file gives
+    /// it, and those its `deploy_from` lists. Empty for an undeclared role.
+    pub fn deployable_from(&self, role: &RoleName) -> BTreeSet<String> {
+        self.deployable.get(role).cloned().unwrap_or_default()
+    }
 }
 
-fn check_roles(
-    raw: BTreeMap<Spanned<String>, RawRole>,
-    problems: &mut Problems,
-) -> BTreeMap<RoleName, Vec<ContainerSpec>> {
+/// The roles' containers, and the repositories each may be deployed from.
+type CheckedRoles = (
+    BTreeMap<RoleName, Vec<ContainerSpec>>,
+    BTreeMap<RoleName, BTreeSet<String>>,
+);
+
+fn check_roles(raw: BTreeMap<Spanned<String>, RawRole>, problems: &mut Problems) -> CheckedRoles {
     let mut roles = BTreeMap::new();
+    let mut deployable = BTreeMap::new();
     for (name, role) in raw {
         let span = name.span();
         let Some(name) = problems.check(span, RoleName::new(name.into_inner())) else {
@@ -213,9 +233,28 @@ fn check_roles(
             }
             specs.push(spec);
         }
+        let mut sources: BTreeSet<String> = specs
+            .iter()
+            .map(|spec| spec.image.parts().repository())
+            .collect();
+        for source in role.deploy_from {
+            let span = source.span();
+            let text = source.into_inner();
+            match ImageRef::new(text.clone()) {
+                Ok(image) if image.parts().tag.is_none() && image.parts().digest.is_none() => {
+                    sources.insert(image.parts().repository());
+                }
+                Ok(_) => problems.push(
+                    span,
+                    format!("{text:?}: a repository, without a tag or digest"),
+                ),
+                Err(err) => problems.push(span, err.to_string()),
+            }
+        }
+        deployable.insert(name.clone(), sources);
         roles.insert(name, specs);
     }
-    roles
+    (roles, deployable)
 }
 
 fn check_container(

@@ -69,6 +69,17 @@ pub struct ImageParts<'a> {
     pub digest: Option<&'a str>,
 }
 
+impl ImageParts<'_> {
+    /// The repository as written, registry included (`registry.example.com:5000/mynames/app`),
+    /// without tag or digest.
+    pub fn repository(&self) -> String {
+        match self.domain {
+            Some(domain) => format!("{domain}/{}", self.path),
+            None => self.path.to_owned(),
+        }
+    }
+}
+
 /// Checks the grammar of Docker's distribution references:
 ///
 /// ```text

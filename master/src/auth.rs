@@ -49,6 +49,7 @@ const METHODS: &[(&str, Access)] = &[
     ("/brine.v1.Fleet/ReleaseLock", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/ListJobs", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/GetJob", Access::Roles(&[Admin, Ci])),
+    ("/brine.v1.Fleet/CancelJob", Access::Roles(&[Admin])),
     ("/brine.v1.Fleet/ListReleases", Access::Roles(&[Admin, Ci])),
     ("/brine.v1.Fleet/Rollback", Access::Roles(&[Admin, Ci])),
     (

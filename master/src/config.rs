@@ -46,10 +46,16 @@ struct RawConfig {
         with = "humantime_serde"
     )]
     minion_certificate_lifetime: Duration,
+    #[serde(default = "default_ci_lock_limit", with = "humantime_serde")]
+    ci_lock_limit: Duration,
     #[serde(default = "default_keep_jobs")]
     keep_jobs: usize,
     #[serde(default = "default_keep_jobs_for", with = "humantime_serde")]
     keep_jobs_for: Duration,
+}
+
+fn default_ci_lock_limit() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_keep_jobs() -> usize {
@@ -104,6 +110,8 @@ pub struct MasterConfig {
     pub join_approval: JoinApproval,
     /// How long the certificates signed for minions (at join and at renewal) are valid.
     pub minion_certificate_lifetime: Duration,
+    /// How long a job started with a `ci` certificate may hold the fleet lock at most.
+    pub ci_lock_limit: Duration,
     /// How much job history is kept.
     pub job_retention: JobRetention,
 }
@@ -161,6 +169,7 @@ impl MasterConfig {
             registries: raw.registries,
             join_approval: raw.join_approval,
             minion_certificate_lifetime: raw.minion_certificate_lifetime,
+            ci_lock_limit: raw.ci_lock_limit,
             job_retention: JobRetention {
                 keep: raw.keep_jobs,
                 max_age: raw.keep_jobs_for,
@@ -179,7 +188,7 @@ impl MasterConfig {
         put("listen", text(self.listen.to_string()));
         put("address", text(self.address.clone()));
         put("roles_file", text(self.roles_file.display().to_string()));
-        let duration = |d: Duration| text(humantime::format_duration(d).to_string());
+        let duration = |d: Duration| text(whole_units(d));
         put("highstate_timeout", duration(self.highstate_timeout));
         put(
             "join_approval",
@@ -200,6 +209,7 @@ impl MasterConfig {
             toml::Value::Integer(i64::try_from(self.job_retention.keep).unwrap_or(i64::MAX)),
         );
         put("keep_jobs_for", duration(self.job_retention.max_age));
+        put("ci_lock_limit", duration(self.ci_lock_limit));
         let registries = self
             .registries
             .iter()
@@ -215,7 +225,9 @@ impl MasterConfig {
                 (host.clone(), toml::Value::Table(entry))
             })
             .collect();
-        put("registries", toml::Value::Table(registries));
+        if !self.registries.is_empty() {
+            put("registries", toml::Value::Table(registries));
+        }
         let mut out = format!(
             "# The configuration in effect: {}",
             self.data_dir.join(CONFIG_FILE).display()
@@ -253,6 +265,9 @@ impl MasterConfig {
              # that finished within keep_jobs_for.\n\
              keep_jobs = 1000\n\
              keep_jobs_for = \"90d\"\n\n\
+             # The longest a job started with a ci certificate may hold the fleet lock (its\n\
+             # timeout times its batches, plus the waits between them); longer ones are refused.\n\
+             ci_lock_limit = \"1h\"\n\n\
              # Registries that need credentials, or plain HTTP (registries on 127.0.0.0/8 always\n\
              # use plain HTTP). The master resolves each image's tag to a digest there once per\n\
              # highstate, so every host runs the same bits.\n\
@@ -262,6 +277,22 @@ impl MasterConfig {
              # insecure = false\n",
             local = local_address(listen)
         )
+    }
+}
+
+/// A duration in the largest unit that divides it (`90d`, `36h`, `90s`), as written in
+/// configuration files; humantime's own rendering counts months of 30.44 days.
+fn whole_units(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    if duration.subsec_nanos() != 0 {
+        return format!("{}ms", duration.as_millis());
+    }
+    match seconds {
+        0 => "0s".to_owned(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 

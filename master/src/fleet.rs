@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::collections::BTreeSet;
 
@@ -42,6 +42,44 @@ type HighstateStream = Pin<Box<dyn Stream<Item = Result<pb::HighstateEvent, Stat
 /// The `Fleet` service.
 pub struct FleetService {
     pub master: Arc<Master>,
+    /// Plans take no lock, so nothing else stops a caller from running them back to back.
+    pub plan_rate: PlanRate,
+}
+
+/// How many plans may start per minute, fleet-wide: each one asks every targeted host's
+/// Docker engine about its containers.
+const PLANS_PER_MINUTE: usize = 12;
+
+/// The plans started within the last minute.
+#[derive(Debug, Default)]
+pub struct PlanRate {
+    // A std mutex: never held across an await.
+    started: std::sync::Mutex<std::collections::VecDeque<Instant>>,
+}
+
+impl PlanRate {
+    /// Lets a plan start now, or says when one may.
+    fn admit(&self, now: Instant) -> Result<(), Status> {
+        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        while started
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= Duration::from_secs(60))
+        {
+            started.pop_front();
+        }
+        if let Some(oldest) = started
+            .front()
+            .filter(|_| started.len() >= PLANS_PER_MINUTE)
+        {
+            let wait = Duration::from_secs(60).saturating_sub(now.duration_since(*oldest));
+            return Err(Status::resource_exhausted(format!(
+                "{PLANS_PER_MINUTE} plans started within the last minute; try again in {} s",
+                wait.as_secs().max(1)
+            )));
+        }
+        started.push_back(now);
+        Ok(())
+    }
 }
 
 impl From<HighstateError> for Status {
@@ -53,6 +91,9 @@ impl From<HighstateError> for Status {
             | HighstateError::Locked(_) => Status::failed_precondition(err.to_string()),
             HighstateError::NoTargets(_) => Status::not_found(err.to_string()),
             HighstateError::UnknownRole(_) => Status::invalid_argument(err.to_string()),
+            HighstateError::NotDeployable { .. } | HighstateError::TooLongForCi { .. } => {
+                Status::permission_denied(err.to_string())
+            }
             HighstateError::Store(_) => {
                 tracing::error!("highstate: {err}");
                 Status::unavailable("the master's store failed; see the master's log")
@@ -214,8 +255,11 @@ impl pb::fleet_server::Fleet for FleetService {
         &self,
         request: Request<pb::HighstateRequest>,
     ) -> Result<Response<Self::HighstateStream>, Status> {
-        let caller = Caller::of(&request)?.identity()?.to_string();
+        let identity = Caller::of(&request)?.identity()?.clone();
         let request = request.into_inner();
+        if request.plan {
+            self.plan_rate.admit(Instant::now())?;
+        }
         let target = parse_target(&request.target)?;
         let (timeout, rollout) = self.job_options(request.timeout_seconds, request.rollout)?;
         let job = highstate::prepare(
@@ -224,7 +268,8 @@ impl pb::fleet_server::Fleet for FleetService {
                 target,
                 timeout,
                 rollout,
-                caller,
+                caller: identity.to_string(),
+                caller_role: identity.role,
                 lock_message: request.lock_message,
                 pins: None,
                 deploy: None,
@@ -241,7 +286,8 @@ impl pb::fleet_server::Fleet for FleetService {
         &self,
         request: Request<pb::DeployRequest>,
     ) -> Result<Response<Self::DeployStream>, Status> {
-        let caller = Caller::of(&request)?.identity()?.to_string();
+        let identity = Caller::of(&request)?.identity()?.clone();
+        let caller = identity.to_string();
         let request = request.into_inner();
         if request.roles.is_empty() {
             return Err(Status::invalid_argument("roles: name at least one role"));
@@ -280,6 +326,7 @@ impl pb::fleet_server::Fleet for FleetService {
                 timeout,
                 rollout,
                 caller,
+                caller_role: identity.role,
                 lock_message,
                 pins: Some(pins),
                 deploy: Some((roles, image)),
@@ -296,7 +343,8 @@ impl pb::fleet_server::Fleet for FleetService {
         &self,
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<Self::RollbackStream>, Status> {
-        let caller = Caller::of(&request)?.identity()?.to_string();
+        let identity = Caller::of(&request)?.identity()?.clone();
+        let caller = identity.to_string();
         let request = request.into_inner();
         let role = match request.role.trim() {
             "" => None,
@@ -343,6 +391,7 @@ impl pb::fleet_server::Fleet for FleetService {
                 timeout,
                 rollout,
                 caller,
+                caller_role: identity.role,
                 lock_message,
                 pins: Some(pins),
                 deploy: None,
@@ -701,6 +750,20 @@ impl pb::fleet_server::Fleet for FleetService {
             .map(job_to_wire)
             .collect();
         Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let caller = Caller::of(&request)?.identity()?.to_string();
+        let id = JobId::new(request.into_inner().job_id)
+            .map_err(|err| Status::invalid_argument(format!("job_id: {err}")))?;
+        if !self.master.router.cancel(&id, &caller) {
+            return Err(Status::not_found(format!("no job {id} is running")));
+        }
+        tracing::warn!(%caller, job.id = %id, "job cancelled");
+        Ok(Response::new(pb::CancelJobResponse {}))
     }
 
     async fn get_job(

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use brine_common::identity::CertRole;
 use brine_common::names::{MinionId, RoleName};
 use brine_common::outcome::{
     ContainerAction, ContainerResult, HighstateEvent, HostReport, HostStatus, JobId, JobSummary,
@@ -65,6 +66,23 @@ pub enum HighstateError {
     #[error("roles: {0} is not declared in the roles file")]
     UnknownRole(RoleName),
     #[error(
+        "role {role} may be deployed from {} only, not from {repository}; to allow it, add it to \
+         deploy_from in [roles.{role}] of the roles file",
+        allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+    )]
+    NotDeployable {
+        role: RoleName,
+        repository: String,
+        allowed: BTreeSet<String>,
+    },
+    #[error(
+        "this job could hold the fleet lock for {}, and a ci certificate may hold it for {} at \
+         most (ci_lock_limit in master.toml): lower --timeout, --batch-wait, or use bigger batches",
+        humantime::format_duration(*.longest),
+        humantime::format_duration(*.limit)
+    )]
+    TooLongForCi { longest: Duration, limit: Duration },
+    #[error(
         "the roles file gives some hosts an impossible set of containers; nothing was sent:\n{0}"
     )]
     ImpossibleHosts(String),
@@ -113,6 +131,8 @@ pub struct JobRequest {
     pub rollout: Rollout,
     /// The certificate identity of the caller.
     pub caller: String,
+    /// The caller's certificate role: a `ci` caller may hold the lock for a limited time.
+    pub caller_role: CertRole,
     /// Why, for the fleet lock; empty for a default.
     pub lock_message: String,
     /// Images to use instead of resolving tags (a rollback); `None` resolves every tag.
@@ -162,18 +182,32 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
         timeout,
         rollout,
         caller,
+        caller_role,
         lock_message,
         pins,
         deploy,
         plan,
     } = request;
     let roles = load_roles(&master.config).await?;
-    if let Some((deployed, _)) = &deploy
-        && let Some(unknown) = deployed
+    if let Some((deployed, image)) = &deploy {
+        if let Some(unknown) = deployed
             .iter()
             .find(|r| !roles.role_names().any(|n| n == *r))
-    {
-        return Err(HighstateError::UnknownRole(unknown.clone()));
+        {
+            return Err(HighstateError::UnknownRole(unknown.clone()));
+        }
+        // A deploy brings only images the roles file allows for the role, whoever calls it.
+        let repository = image.parts().repository();
+        for role in deployed {
+            let allowed = roles.deployable_from(role);
+            if !allowed.contains(&repository) {
+                return Err(HighstateError::NotDeployable {
+                    role: role.clone(),
+                    repository,
+                    allowed,
+                });
+            }
+        }
     }
     // Only accepted hosts get commands: a pending, rejected or revoked one is neither sent
     // anything nor counted as unreachable, only counted as left out.
@@ -212,7 +246,7 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
     if !problems.is_empty() {
         return Err(HighstateError::ImpossibleHosts(problems.join("\n")));
     }
-    if let Some((deployed, image)) = &deploy {
+    if let Some((deployed, _)) = &deploy {
         desired.retain(|_, state| state.containers.iter().any(|c| deployed.contains(&c.role)));
         if desired.is_empty() {
             return Err(HighstateError::NoTargets(format!(
@@ -224,22 +258,7 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
                     .join(" or ")
             )));
         }
-        for spec in desired
-            .values_mut()
-            .flat_map(|state| state.containers.iter_mut())
-        {
-            if deployed.contains(&spec.role) {
-                spec.image = image.clone();
-            }
-        }
     }
-    let resolver = Resolver::new(master.config.registries.clone());
-    let resolving = Instant::now();
-    let (desired, blocked) = pin_images(&resolver, desired, &pins.unwrap_or_default()).await?;
-    let resolve_ms = elapsed_ms(resolving);
-    let deployed = pins_of(&desired);
-    let previous_release = master.store.latest_release().await?;
-
     // The lock lasts as long as the job can, so a master that dies mid-job cannot leave the
     // fleet locked for good.
     let job_id = new_job_id();
@@ -253,6 +272,33 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
     let longest = timeout.saturating_mul(batches)
         + rollout.batch_wait.saturating_mul(batches - 1)
         + LOCK_MARGIN;
+    let limit = master.config.ci_lock_limit;
+    if caller_role == CertRole::Ci && !plan && longest > limit {
+        return Err(HighstateError::TooLongForCi { longest, limit });
+    }
+    let resolver = Resolver::new(master.config.registries.clone());
+    let resolving = Instant::now();
+    if let Some((deployed, image)) = &deploy {
+        // The deployed image must resolve (or its digest be one the registry holds), or the
+        // deploy is refused as a whole before anything is sent.
+        let image = resolver
+            .resolve(image)
+            .await
+            .map_err(HighstateError::Registry)?;
+        for spec in desired
+            .values_mut()
+            .flat_map(|state| state.containers.iter_mut())
+        {
+            if deployed.contains(&spec.role) {
+                spec.image = image.clone();
+            }
+        }
+    }
+    let (desired, blocked) = pin_images(&resolver, desired, &pins.unwrap_or_default()).await?;
+    let resolve_ms = elapsed_ms(resolving);
+    let deployed = pins_of(&desired);
+    let previous_release = master.store.latest_release().await?;
+
     let now = now_unix_ms();
     let lock = LockRecord {
         holder: caller.clone(),
@@ -436,6 +482,7 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
 
     let (job_events, mut inbox) = mpsc::channel(JOB_QUEUE);
     master.router.register(job.job_id.clone(), job_events);
+    let cancel = master.router.cancellable(job.job_id.clone());
     master.activity.job_started(&job.job_id);
 
     let mut reports: BTreeMap<MinionId, HostReport> = BTreeMap::new();
@@ -449,6 +496,7 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
                 started_at_unix_ms,
                 finished_at_unix_ms: 0,
                 resolve_ms: job.resolve_ms,
+                cancelled_by: None,
             },
             target: job.target.clone(),
             caller: job.caller.clone(),
@@ -486,7 +534,22 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
             break;
         }
         if index > 0 && !job.rollout.batch_wait.is_zero() {
-            tokio::time::sleep(job.rollout.batch_wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(job.rollout.batch_wait) => {}
+                () = cancel.cancelled() => {}
+            }
+        }
+        if let Some(by) = cancel.by() {
+            let reason = format!("the job was cancelled by {by}; nothing was sent to this host");
+            for id in batches_left(&job) {
+                finish(
+                    &caller,
+                    &mut reports,
+                    no_answer(id, HostStatus::Skipped, &reason, Instant::now()),
+                )
+                .await;
+            }
+            break;
         }
         tracing::info!(
             batch = index + 1,
@@ -512,10 +575,16 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
         run_batch(&master, &batch, hosts, &mut inbox, &caller, &mut reports).await;
         record_progress(&reports).await;
     }
-    if job.rollout.auto_revert && !job.plan && reports.values().any(|r| !r.status.is_success()) {
+    // A cancelled job is left where it stopped: the operator who cancelled it decides what next.
+    if job.rollout.auto_revert
+        && !job.plan
+        && cancel.by().is_none()
+        && reports.values().any(|r| !r.status.is_success())
+    {
         revert(&master, &job, &mut inbox, &caller, &mut reports).await;
     }
     master.router.unregister(&job.job_id);
+    master.router.forget_cancel(&job.job_id);
 
     let summary = JobSummary {
         job_id: job.job_id,
@@ -523,6 +592,7 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
         started_at_unix_ms,
         finished_at_unix_ms: now_unix_ms(),
         resolve_ms: job.resolve_ms,
+        cancelled_by: cancel.by().map(str::to_owned),
     };
     log_summary(&summary);
     master.activity.job_finished(&summary);

@@ -144,11 +144,36 @@ impl Links {
     }
 }
 
-/// Routes minion messages to the job they belong to.
+/// Routes minion messages to the job they belong to, and cancels from operators.
 #[derive(Default)]
 pub struct JobRouter {
     // A std mutex: it is never held across an await.
     jobs: Mutex<HashMap<JobId, mpsc::Sender<JobEvent>>>,
+    cancels: Mutex<HashMap<JobId, Cancel>>,
+}
+
+/// How a running job learns it was cancelled, and by whom.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel {
+    token: CancellationToken,
+    by: std::sync::Arc<std::sync::OnceLock<String>>,
+}
+
+impl Cancel {
+    /// Who cancelled the job, once someone has.
+    pub fn by(&self) -> Option<&str> {
+        self.by.get().map(String::as_str)
+    }
+
+    /// Resolves when the job is cancelled.
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await;
+    }
+
+    fn cancel(&self, by: &str) {
+        let _ = self.by.set(by.to_owned());
+        self.token.cancel();
+    }
 }
 
 impl JobRouter {
@@ -162,6 +187,35 @@ impl JobRouter {
 
     pub fn unregister(&self, job: &JobId) {
         self.lock().remove(job);
+    }
+
+    /// Lets operators cancel `job` until [`JobRouter::forget_cancel`].
+    pub fn cancellable(&self, job: JobId) -> Cancel {
+        let cancel = Cancel::default();
+        self.cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job, cancel.clone());
+        cancel
+    }
+
+    pub fn forget_cancel(&self, job: &JobId) {
+        self.cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(job);
+    }
+
+    /// Cancels a running job on behalf of `by`; false if no such job runs.
+    pub fn cancel(&self, job: &JobId, by: &str) -> bool {
+        let cancels = self.cancels.lock().unwrap_or_else(|p| p.into_inner());
+        match cancels.get(job) {
+            Some(cancel) => {
+                cancel.cancel(by);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Where a job's messages go; a job's follow-up (an auto-revert) shares its inbox.

@@ -247,6 +247,15 @@ enum CertCommand {
 
 #[derive(Debug, Subcommand)]
 enum JobsCommand {
+    /// Cancel a running job: no batch starts after this (nor an auto-revert); the hosts of the
+    /// batch under way finish their step and report; the hosts not reached are skipped. The
+    /// job records who cancelled it.
+    Cancel {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The job's id, as `jobs` lists it.
+        id: String,
+    },
     /// Show one job with every host's containers, digests and errors.
     Show {
         #[command(flatten)]
@@ -406,6 +415,9 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             output,
         } => match command {
             None => brine_master::cli::jobs::list(&client, limit, output).await?,
+            Some(JobsCommand::Cancel { client, id }) => {
+                brine_master::cli::jobs::cancel(&client, id).await?;
+            }
             Some(JobsCommand::Show { client, id, output }) => {
                 brine_master::cli::jobs::show(&client, id, output).await?;
             }

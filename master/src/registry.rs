@@ -95,22 +95,26 @@ impl Resolver {
     }
 
     /// Returns `image` pinned to the digest its tag points to now. A reference that already
-    /// carries a digest is returned as it is.
+    /// carries a digest is returned as it is once the registry confirms it holds it.
     pub async fn resolve(&self, image: &ImageRef) -> Result<ImageRef, ResolveError> {
         let parts = image.parts();
-        if parts.digest.is_some() {
-            return Ok(image.clone());
-        }
         let registry = parts.domain.unwrap_or(DOCKER_HUB);
         let repository = match (parts.domain, parts.path.contains('/')) {
             (None, false) => format!("library/{}", parts.path),
             _ => parts.path.to_owned(),
         };
-        let reference = Reference::with_tag(
-            registry.to_owned(),
-            repository,
-            parts.tag.unwrap_or("latest").to_owned(),
-        );
+        // A reference that carries a digest is checked too: the registry must hold exactly
+        // that manifest, so nobody can send hosts a digest the registry never had.
+        let reference = match parts.digest {
+            Some(digest) => {
+                Reference::with_digest(registry.to_owned(), repository, digest.to_owned())
+            }
+            None => Reference::with_tag(
+                registry.to_owned(),
+                repository,
+                parts.tag.unwrap_or("latest").to_owned(),
+            ),
+        };
         let settings = self.registries.get(registry).cloned().unwrap_or_default();
         if !self.trust_roots_available().await {
             return Err(ResolveError::Unreachable {
@@ -144,6 +148,15 @@ impl Resolver {
             .fetch_manifest_digest(&reference, &auth)
             .await
             .map_err(|err| classify(image, registry, err))?;
+        if let Some(pinned) = parts.digest {
+            if digest != pinned {
+                return Err(ResolveError::Refused {
+                    image: image.to_string(),
+                    message: format!("the registry holds {digest} under that digest"),
+                });
+            }
+            return Ok(image.clone());
+        }
         image.pinned(&digest).map_err(|err| ResolveError::Refused {
             image: image.to_string(),
             message: format!("the registry returned an unusable digest: {err}"),
@@ -230,9 +243,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pinned_references_are_not_looked_up() {
+    async fn a_pinned_reference_is_checked_with_its_registry_too() {
+        brine_proto::tls::install_crypto_provider();
         let digest = format!("sha256:{}", "a".repeat(64));
         let image = ImageRef::new(format!("127.0.0.1:1/app:tested@{digest}")).unwrap();
-        assert_eq!(Resolver::default().resolve(&image).await.unwrap(), image);
+        let err = Resolver::default().resolve(&image).await.unwrap_err();
+        assert!(
+            matches!(err, ResolveError::Unreachable { .. }),
+            "a digest nobody confirmed is not passed on: {err}"
+        );
     }
 }

@@ -21,7 +21,7 @@ use crate::config::MasterConfig;
 use crate::connections::{ConnectionLimits, HANDSHAKE_TIMEOUT, Limited};
 use crate::data_dir::{DataDir, read};
 use crate::enrolment::{EnrolmentService, JoinThrottle};
-use crate::fleet::FleetService;
+use crate::fleet::{FleetService, PlanRate};
 use crate::link::{JobRouter, Links, MinionLinkService};
 use crate::server_cert::ServerCertificate;
 use crate::state::Master;
@@ -257,6 +257,7 @@ pub async fn run(
         .add_service(
             pb::fleet_server::FleetServer::new(FleetService {
                 master: master.clone(),
+                plan_rate: PlanRate::default(),
             })
             .max_decoding_message_size(FLEET_MESSAGE_LIMIT),
         )

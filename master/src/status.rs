@@ -98,6 +98,7 @@ mod tests {
             started_at_unix_ms: 0,
             finished_at_unix_ms: 0,
             resolve_ms: 0,
+            cancelled_by: None,
         });
         assert!(activity.job().unwrap().contains("succeeded on 0 hosts"));
     }

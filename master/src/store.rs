@@ -1321,6 +1321,7 @@ mod tests {
                 started_at_unix_ms: 1,
                 finished_at_unix_ms: 2,
                 resolve_ms: 0,
+                cancelled_by: None,
             };
             store
                 .record_job(
@@ -1645,6 +1646,7 @@ mod tests {
                 started_at_unix_ms: 1,
                 finished_at_unix_ms: 0,
                 resolve_ms: 0,
+                cancelled_by: None,
             },
             target: String::new(),
             caller: "admin".into(),
@@ -1694,6 +1696,7 @@ mod tests {
                 started_at_unix_ms: finished,
                 finished_at_unix_ms: finished,
                 resolve_ms: 0,
+                cancelled_by: None,
             },
             target: String::new(),
             caller: "admin".into(),

@@ -1126,3 +1126,151 @@ fn hosts_not_accepted_are_left_out_and_the_highstate_succeeds() {
         only_pending.describe()
     );
 }
+
+/// A CI certificate deploys only what the roles file allows for a role: images from the role's
+/// own repositories (or those `deploy_from` adds), and digests the registry really holds.
+/// Anything else is refused before a host hears of it.
+#[test]
+fn a_ci_deploy_is_confined_to_the_roles_repositories_and_known_digests() {
+    let mut fleet = Fleet::start(&["a"]);
+    let a = fleet.minion_id("a");
+    let other = fleet.images.push_variant("other", 1);
+    let roles =
+        role("web", &fleet.app_v1.reference, "web", WEB_COMMAND) + &assign(&[(&a, &["web"])]);
+    fleet.master.write_roles(&roles);
+    let certs = tempfile::tempdir().expect("a temp dir");
+    let out = certs.path().to_str().expect("a UTF-8 temp path");
+    let (code, _, stderr) =
+        master_cli(&fleet, &["cert", "issue", "--ci", "pipeline", "--out", out]);
+    assert_eq!(code, 0, "{stderr}");
+    let (ca, cert, key) = (
+        format!("{out}/ca.pem"),
+        format!("{out}/pipeline.pem"),
+        format!("{out}/pipeline.key"),
+    );
+    let deploy = |image: &str| {
+        master_cli(
+            &fleet,
+            &[
+                "deploy",
+                "--role",
+                "web",
+                "--image",
+                image,
+                "--master",
+                &fleet.master.address(),
+                "--ca",
+                &ca,
+                "--cert",
+                &cert,
+                "--key",
+                &key,
+                "--output",
+                "json",
+            ],
+        )
+    };
+
+    let (code, _, stderr) = deploy(&other.reference);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("role web may be deployed from")
+            && stderr.contains(&fleet.images.repo("app"))
+            && stderr.contains("deploy_from"),
+        "{stderr}"
+    );
+    let unknown = format!("{}@sha256:{}", fleet.images.repo("app"), "0".repeat(64));
+    let (code, _, stderr) = deploy(&unknown);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("sha256:0000"), "{stderr}");
+    assert!(
+        containers(&a).is_empty(),
+        "a refused deploy reached the host"
+    );
+    let (_, jobs, _) = master_cli(&fleet, &["jobs", "--output", "json"]);
+    assert_eq!(jobs.trim(), "[]", "a refused deploy recorded a job: {jobs}");
+
+    // Widened by the roles file, the other repository deploys; a real digest does too.
+    fleet.master.write_roles(&roles.replace(
+        "[[roles.web.containers]]",
+        &format!(
+            "deploy_from = [{}]\n[[roles.web.containers]]",
+            quoted(&fleet.images.repo("other"))
+        ),
+    ));
+    let (code, report, stderr) = deploy(&other.reference);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+    let (code, report, stderr) = deploy(&fleet.app_v1.repo_digest);
+    assert_eq!(code, 0, "{report}\n{stderr}");
+}
+
+/// `jobs cancel` stops a rollout between batches: the host reached keeps what it got, the
+/// others are skipped with nothing sent, and the job says who cancelled it.
+#[test]
+fn a_cancelled_rollout_starts_no_further_batch() {
+    let fleet = Fleet::start(&["a", "b"]);
+    let (a, b) = (fleet.minion_id("a"), fleet.minion_id("b"));
+    let every = format!("e2e-{}-*", fleet.uniq);
+    fleet.master.write_roles(
+        &(role("web", &fleet.app_v1.reference, "web", WEB_COMMAND)
+            + &assign(&[(&every, &["web"])])),
+    );
+    let rollout = fleet
+        .master
+        .cli(&[
+            "highstate",
+            "--batch",
+            "1",
+            "--batch-wait",
+            "30s",
+            "--output",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the rollout");
+    wait_for_lock(&fleet, "highstate");
+    let (_, lock, _) = master_cli(&fleet, &["lock", "status"]);
+    let job_id = lock
+        .split("(job ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no job id in the lock status: {lock}"))
+        .to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while containers(&a).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "host a was never converged"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (code, stdout, stderr) = master_cli(&fleet, &["jobs", "cancel", &job_id]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let cancelled_at = std::time::Instant::now();
+    let output = rollout.wait_with_output().expect("the rollout ends");
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(10),
+        "the rollout sat out its batch wait after the cancel"
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    assert_eq!(output.status.code(), Some(1), "{report:#}");
+    assert_eq!(report["cancelled_by"], "admin (admin)", "{report:#}");
+    assert_eq!(status(&report, &a), "changed", "{report:#}");
+    assert_eq!(status(&report, &b), "skipped", "{report:#}");
+    assert!(
+        host(&report, &b)["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cancelled by admin"),
+        "{report:#}"
+    );
+    assert!(containers(&b).is_empty(), "a cancelled job reached host b");
+    let (_, shown, _) = master_cli(&fleet, &["jobs", "show", &job_id]);
+    assert!(shown.contains("cancelled by admin (admin)"), "{shown}");
+    let (code, _, stderr) = master_cli(&fleet, &["jobs", "cancel", &job_id]);
+    assert_eq!(code, 2, "a finished job cannot be cancelled: {stderr}");
+    assert!(stderr.contains("is running"), "{stderr}");
+}

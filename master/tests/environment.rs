@@ -130,7 +130,7 @@ fn each_master_key_can_be_set_by_its_variable() {
     assert_eq!(table["address"].as_str(), Some("brine.example.com:4799"));
     let roles = table["roles_file"].as_str().unwrap();
     assert_eq!(roles, path(&data.join("other-roles.toml")));
-    assert_eq!(table["highstate_timeout"].as_str(), Some("1m 30s"));
+    assert_eq!(table["highstate_timeout"].as_str(), Some("90s"));
     assert_eq!(table["join_approval"].as_str(), Some("manual"));
     assert_eq!(table["minion_certificate_lifetime"].as_str(), Some("2h"));
     for (variable, _) in &vars[1..] {

@@ -2035,3 +2035,71 @@ async fn escape_sequences_from_a_host_are_shown_escaped_by_the_cli() {
     }
     master.shutdown().await;
 }
+
+/// A CI pipeline cannot hold the fleet lock for longer than `ci_lock_limit`: a job that could
+/// (a long timeout, many batches) is refused before it takes the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ci_job_that_could_hold_the_lock_too_long_is_refused() {
+    let master = TestMaster::start_with(("ci_lock_limit = \"1h\"", "ci_lock_limit = \"5m\"")).await;
+    let (_dir, _host) = master.enrolled_minion("web-1").await;
+    std::fs::write(
+        master.data.roles(),
+        "[roles.web]\nimage = \"127.0.0.1:1/app:tested\"\n[[roles.web.containers]]\nname = \"web\"\n\n[assign]\n\"web-*\" = [\"web\"]\n",
+    )
+    .expect("write roles.toml");
+    let (_ci_dir, ci) = master.operator_identity(CertRole::Ci, "pipeline");
+    let mut fleet = master.fleet(Some(ci)).await;
+    let result = within(
+        "a long ci highstate",
+        fleet.highstate(pb::HighstateRequest {
+            timeout_seconds: 3600,
+            ..Default::default()
+        }),
+    )
+    .await;
+    expect_refused(
+        "a ci highstate that could hold the lock for an hour",
+        result,
+        Code::PermissionDenied,
+        "ci_lock_limit",
+    );
+    let lock = within(
+        "get lock",
+        master.admin().await.get_lock(pb::GetLockRequest {}),
+    )
+    .await
+    .expect("the lock state")
+    .into_inner();
+    assert!(!lock.locked, "{lock:?}");
+    master.shutdown().await;
+}
+
+/// Plans take no lock; they are limited in rate instead, so a caller cannot keep every host's
+/// Docker engine busy answering them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_are_limited_in_rate() {
+    let master = TestMaster::start().await;
+    let (_ci_dir, ci) = master.operator_identity(CertRole::Ci, "pipeline");
+    let mut fleet = master.fleet(Some(ci)).await;
+    let plan = || pb::HighstateRequest {
+        plan: true,
+        ..Default::default()
+    };
+    for n in 0..12 {
+        let result = within("a plan", fleet.highstate(plan())).await;
+        let status = result.expect_err("no hosts: the plan itself fails");
+        assert_ne!(
+            status.code(),
+            Code::ResourceExhausted,
+            "plan {n}: {status:?}"
+        );
+    }
+    let result = within("one plan too many", fleet.highstate(plan())).await;
+    expect_refused(
+        "the 13th plan in a minute",
+        result,
+        Code::ResourceExhausted,
+        "plans started within the last minute",
+    );
+    master.shutdown().await;
+}

@@ -742,6 +742,7 @@ mod events {
                     started_at_unix_ms: summary.started_at_unix_ms,
                     finished_at_unix_ms: summary.finished_at_unix_ms,
                     resolve_ms: summary.resolve_ms,
+                    cancelled_by: super::optional_string(summary.cancelled_by),
                 }),
             })
         }
@@ -773,6 +774,7 @@ mod events {
                     started_at_unix_ms: summary.started_at_unix_ms,
                     finished_at_unix_ms: summary.finished_at_unix_ms,
                     resolve_ms: summary.resolve_ms,
+                    cancelled_by: summary.cancelled_by.unwrap_or_default(),
                 }),
             };
             pb::HighstateEvent { kind: Some(kind) }

@@ -43,6 +43,30 @@ fn to_json(record: pb::JobRecord) -> anyhow::Result<JobJson> {
     }
 }
 
+/// How a job ended, in a word.
+fn result_word(job: &JobJson) -> &'static str {
+    match (job.running, job.success, job.summary.cancelled_by.is_some()) {
+        (true, _, _) => "running",
+        (_, _, true) => "cancelled",
+        (_, true, _) => "ok",
+        (_, false, _) => "failed",
+    }
+}
+
+/// Cancels a running job: no batch starts after this, and the hosts not reached are skipped.
+pub async fn cancel(client: &ClientArgs, id: String) -> anyhow::Result<()> {
+    pb::fleet_client::FleetClient::new(client.connect().await?)
+        .cancel_job(pb::CancelJobRequest { job_id: id.clone() })
+        .await
+        .map_err(super::status_error)
+        .context("cancel the job")?;
+    println!(
+        "cancelled {id}: no batch starts after this; the hosts of the batch under way finish \
+         their step, the others are skipped"
+    );
+    Ok(())
+}
+
 /// Lists the newest jobs.
 pub async fn list(client: &ClientArgs, limit: u32, format: ListFormat) -> anyhow::Result<()> {
     let records = pb::fleet_client::FleetClient::new(client.connect().await?)
@@ -70,7 +94,7 @@ pub async fn list(client: &ClientArgs, limit: u32, format: ListFormat) -> anyhow
                     job.summary.job_id,
                     started(&job.summary),
                     took(&job.summary),
-                    if job.success { "ok" } else { "failed" },
+                    result_word(job),
                     job.caller,
                     counts(&job.summary),
                 );
@@ -105,11 +129,10 @@ pub async fn show(client: &ClientArgs, id: String, format: ListFormat) -> anyhow
                 started(&job.summary),
                 took(&job.summary)
             );
-            println!(
-                "result   {} ({})",
-                if job.success { "ok" } else { "failed" },
-                counts(&job.summary)
-            );
+            if let Some(by) = &job.summary.cancelled_by {
+                println!("cancelled by {by}");
+            }
+            println!("result   {} ({})", result_word(&job), counts(&job.summary));
             for host in &job.summary.hosts {
                 let error = host
                     .error

@@ -87,6 +87,8 @@ pub struct JsonReport {
     pub resolve_ms: u64,
     /// Hosts the target picked that were left out because they are not accepted.
     pub not_accepted: u32,
+    /// Who cancelled the job, if someone did (`jobs cancel`).
+    pub cancelled_by: Option<String>,
     /// Sorted by minion id.
     pub hosts: Vec<HostReport>,
     pub error: Option<String>,
@@ -544,6 +546,7 @@ fn json_report(state: &JobState, now_unix_ms: i64) -> JsonReport {
             finished_at_unix_ms: summary.finished_at_unix_ms,
             resolve_ms: summary.resolve_ms,
             not_accepted: state.not_accepted,
+            cancelled_by: summary.cancelled_by.clone(),
             hosts: state.reports().into_iter().cloned().collect(),
             error: None,
         },
@@ -554,6 +557,7 @@ fn json_report(state: &JobState, now_unix_ms: i64) -> JsonReport {
             finished_at_unix_ms: now_unix_ms,
             resolve_ms: 0,
             not_accepted: state.not_accepted,
+            cancelled_by: None,
             hosts: state.reports().into_iter().cloned().collect(),
             error: Some(STREAM_ENDED.to_owned()),
         },
@@ -584,6 +588,9 @@ fn summary_lines(state: &JobState) -> Vec<String> {
         reports.iter().map(|r| r.status),
         missing.len(),
     ));
+    if let Some(by) = state.summary.as_ref().and_then(|s| s.cancelled_by.as_ref()) {
+        lines.push(format!("cancelled by {by}"));
+    }
     if state.summary.is_none() {
         lines.push(format!("error: {STREAM_ENDED}"));
     }
@@ -867,6 +874,7 @@ mod tests {
             started_at_unix_ms: 1_000,
             finished_at_unix_ms: 2_234,
             resolve_ms: 5,
+            cancelled_by: None,
         }
     }
 
@@ -1012,6 +1020,7 @@ mod tests {
         assert_eq!(
             keys(&value),
             [
+                "cancelled_by",
                 "error",
                 "finished_at_unix_ms",
                 "hosts",
