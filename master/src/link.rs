@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Caller;
 use crate::state::{Master, now_unix_ms};
-use crate::store::{Approval, CertificateCheck};
+use crate::store::{Approval, CertificateCheck, Renewal};
 
 /// How many commands may wait for one minion before a job considers it unreachable.
 const COMMAND_QUEUE: usize = 16;
@@ -360,29 +360,38 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
             .ca
             .sign_minion_csr(&request.get_ref().csr_pem, &minion_id, lifetime)
             .map_err(|err| Status::invalid_argument(format!("csr_pem: {err}")))?;
-        let check = self
+        let renewal = self
             .master
             .store
             .renew_certificate(
                 minion_id.clone(),
                 caller.certificate_sha256.clone().unwrap_or_default(),
                 renewed.signed,
+                renewed.pem.clone(),
             )
             .await
             .map_err(|err| {
                 tracing::error!(minion.id = %minion_id, "cannot record a renewal: {err}");
                 Status::unavailable("the master cannot record the renewal")
             })?;
-        if let Some(reason) = refusal(check) {
-            tracing::warn!(minion.id = %minion_id, peer = ?caller.peer, reason, "refused a renewal");
-            return Err(Status::permission_denied(format!(
-                "{minion_id} {reason}; join it again with a token"
-            )));
-        }
-        tracing::info!(minion.id = %minion_id, peer = ?caller.peer, "minion certificate renewed");
-        Ok(Response::new(pb::RenewResponse {
-            certificate_pem: renewed.pem,
-        }))
+        let certificate_pem = match renewal {
+            Renewal::Issued => {
+                tracing::info!(minion.id = %minion_id, peer = ?caller.peer, "minion certificate renewed");
+                renewed.pem
+            }
+            Renewal::Reissued(pem) => {
+                tracing::info!(minion.id = %minion_id, peer = ?caller.peer, "sent the certificate of the last renewal again");
+                pem
+            }
+            Renewal::Refused(check) => {
+                let reason = refusal(check).unwrap_or("was refused");
+                tracing::warn!(minion.id = %minion_id, peer = ?caller.peer, reason, "refused a renewal");
+                return Err(Status::permission_denied(format!(
+                    "{minion_id} {reason}; join it again with a token"
+                )));
+            }
+        };
+        Ok(Response::new(pb::RenewResponse { certificate_pem }))
     }
 }
 

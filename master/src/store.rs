@@ -94,6 +94,11 @@ pub struct MinionRecord {
     /// accepts it. Until then the host as it is keeps its certificate and its link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_replacement: Option<PendingEnrolment>,
+    /// The certificate issued at the last renewal (PEM), until the host first uses it: a host
+    /// that lost the answer asks again with its previous certificate and gets this same one
+    /// back, never a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_renewal_pem: Option<String>,
 }
 
 /// A joined machine waiting for approval to take over an enrolled host's id.
@@ -144,6 +149,17 @@ pub enum CertificateCheck {
     NotAdmitted(Approval),
     /// The host has a newer certificate: it enrolled again or renewed since.
     CertificateReplaced,
+}
+
+/// What a renewal gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Renewal {
+    /// The new certificate is recorded as the host's newest.
+    Issued,
+    /// The host called with the certificate it renewed last: it gets the certificate issued
+    /// then (PEM) again.
+    Reissued(String),
+    Refused(CertificateCheck),
 }
 
 /// A join token; the store keys it by its public id and never holds the secret.
@@ -345,6 +361,7 @@ fn admit(
                 running: vec![],
                 approval,
                 pending_replacement: None,
+                last_renewal_pem: None,
             },
             JoinOutcome::Enrolled { approval, labels },
         ),
@@ -368,6 +385,7 @@ impl MinionRecord {
         self.join_labels = replacement.join_labels;
         self.approval = Approval::Accepted;
         self.pending_replacement = None;
+        self.last_renewal_pem = None;
     }
 }
 
@@ -561,8 +579,10 @@ impl Store {
     ) -> Result<CertificateCheck, StoreError> {
         self.update_admitted(id, certificate_sha256.clone(), move |record| {
             if record.certificate_sha256 == certificate_sha256 {
-                // The newest certificate is in use: the one before it is no longer needed.
+                // The newest certificate is in use: the one before it is no longer needed, nor
+                // a copy of the newest to hand out again.
                 record.previous_certificate_sha256 = None;
+                record.last_renewal_pem = None;
             }
             record.facts = facts;
             record.running = running;
@@ -579,11 +599,36 @@ impl Store {
         id: MinionId,
         caller_sha256: String,
         renewed: SignedCertificate,
-    ) -> Result<CertificateCheck, StoreError> {
-        self.update_admitted(id, caller_sha256.clone(), move |record| {
-            record.previous_certificate_sha256 = Some(caller_sha256);
-            record.certificate_sha256 = renewed.sha256;
-            record.certificate_expires_unix_ms = renewed.expires_unix_ms;
+        renewed_pem: String,
+    ) -> Result<Renewal, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let renewal = {
+                let mut table = tx.open_table(MINIONS)?;
+                let record = read::<MinionRecord>(&table, "minions", id.as_str())?;
+                match record {
+                    None => Renewal::Refused(CertificateCheck::NotEnrolled),
+                    Some(record) => match admits(Some(&record), &caller_sha256) {
+                        Some(refused) => Renewal::Refused(refused),
+                        None if record.certificate_sha256 == caller_sha256 => {
+                            let mut record = record;
+                            record.previous_certificate_sha256 = Some(caller_sha256);
+                            record.certificate_sha256 = renewed.sha256;
+                            record.certificate_expires_unix_ms = renewed.expires_unix_ms;
+                            record.last_renewal_pem = Some(renewed_pem);
+                            table.insert(id.as_str(), encode(&record).as_slice())?;
+                            Renewal::Issued
+                        }
+                        // The previous certificate fetches the same issued one again, at most.
+                        None => match record.last_renewal_pem {
+                            Some(pem) => Renewal::Reissued(pem),
+                            None => Renewal::Refused(CertificateCheck::CertificateReplaced),
+                        },
+                    },
+                }
+            };
+            tx.commit()?;
+            Ok(renewal)
         })
         .await
     }
@@ -1438,49 +1483,44 @@ mod tests {
         let store = Store::open(&dir.path().join("state.redb")).unwrap();
         let web = || id("web-1");
         enrol(&store, "web-1", "one").await;
-        let renew =
-            |caller: &str, new: &str| store.renew_certificate(web(), caller.into(), cert(new));
+        let renew = |caller: &str, new: &str| {
+            store.renew_certificate(web(), caller.into(), cert(new), format!("pem of {new}"))
+        };
         let hello =
             |cert: &str| store.record_hello(web(), cert.into(), Facts::default(), vec![], 5);
         assert_eq!(
             renew("stranger", "x").await.unwrap(),
-            CertificateCheck::CertificateReplaced
+            Renewal::Refused(CertificateCheck::CertificateReplaced)
         );
-        assert_eq!(
-            renew("one", "two").await.unwrap(),
-            CertificateCheck::Recorded
-        );
-        // The answer may have been lost: the old certificate still connects and renews.
+        assert_eq!(renew("one", "two").await.unwrap(), Renewal::Issued);
+        // The answer may have been lost: the old certificate still connects, and asking again
+        // gets the same new certificate, never another one.
         assert_eq!(hello("one").await.unwrap(), CertificateCheck::Recorded);
         assert_eq!(
             renew("one", "three").await.unwrap(),
-            CertificateCheck::Recorded
+            Renewal::Reissued("pem of two".into())
         );
-        assert_eq!(
-            hello("two").await.unwrap(),
-            CertificateCheck::CertificateReplaced
-        );
-        // Once the newest is used, the one before is refused.
-        assert_eq!(hello("three").await.unwrap(), CertificateCheck::Recorded);
+        // Once the newest is used, the one before is refused, for links and renewals alike.
+        assert_eq!(hello("two").await.unwrap(), CertificateCheck::Recorded);
         assert_eq!(
             hello("one").await.unwrap(),
             CertificateCheck::CertificateReplaced
         );
         assert_eq!(
             renew("one", "four").await.unwrap(),
-            CertificateCheck::CertificateReplaced
+            Renewal::Refused(CertificateCheck::CertificateReplaced)
         );
         store.set_approval(web(), Approval::Revoked).await.unwrap();
         assert_eq!(
-            renew("three", "five").await.unwrap(),
-            CertificateCheck::NotAdmitted(Approval::Revoked)
+            renew("two", "five").await.unwrap(),
+            Renewal::Refused(CertificateCheck::NotAdmitted(Approval::Revoked))
         );
         assert!(store.delete_minion(web()).await.unwrap());
         assert!(!store.delete_minion(web()).await.unwrap());
-        assert_eq!(hello("three").await.unwrap(), CertificateCheck::NotEnrolled);
+        assert_eq!(hello("two").await.unwrap(), CertificateCheck::NotEnrolled);
         assert_eq!(
-            renew("three", "six").await.unwrap(),
-            CertificateCheck::NotEnrolled
+            renew("two", "six").await.unwrap(),
+            Renewal::Refused(CertificateCheck::NotEnrolled)
         );
     }
 

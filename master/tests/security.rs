@@ -2103,3 +2103,65 @@ async fn plans_are_limited_in_rate() {
     );
     master.shutdown().await;
 }
+
+/// After a renewal the previous certificate can at most fetch the certificate issued then,
+/// never have a new one minted, and nothing at all once the new one is in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_closes_the_door_behind_it() {
+    let master = TestMaster::start().await;
+    let (_dir, data) = master.enrolled_minion("web-1").await;
+    let old_dir = tempfile::tempdir().expect("a temp dir");
+    let old = MinionDataDir::new(old_dir.path());
+    std::fs::copy(data.cert(), old.cert()).expect("keep the old certificate");
+    std::fs::copy(data.key(), old.key()).expect("keep the old key");
+    let id = MinionId::new("web-1").expect("an id");
+    let renew_as = |who: &MinionDataDir| {
+        let identity = TestMaster::minion_identity(who);
+        let master = &master;
+        async move {
+            let channel = master.trusted_channel(Some(identity)).await;
+            let (_, csr_pem) =
+                brine_minion::identity::new_key_and_csr(&MinionId::new("web-1").expect("an id"))
+                    .expect("a csr");
+            within(
+                "renew",
+                pb::minion_link_client::MinionLinkClient::new(channel)
+                    .renew(pb::RenewRequest { csr_pem }),
+            )
+            .await
+            .map(|r| r.into_inner().certificate_pem)
+        }
+    };
+
+    let channel = master
+        .trusted_channel(Some(TestMaster::minion_identity(&data)))
+        .await;
+    within("renew", brine_minion::renewal::renew(&data, &id, channel))
+        .await
+        .unwrap_or_else(|err| panic!("the renewal failed: {err:#}"));
+    let issued = std::fs::read_to_string(data.cert()).expect("the renewed certificate");
+
+    // The old certificate, with a fresh key and CSR, gets the very certificate issued before.
+    for _ in 0..2 {
+        let again = renew_as(&old)
+            .await
+            .expect("the previous certificate may ask again");
+        assert_eq!(
+            again, issued,
+            "a new certificate was minted for the old one"
+        );
+    }
+    // Once the new certificate is used, the old one gets nothing.
+    let (_sender, _link) = open_link(&master, &data)
+        .await
+        .expect("the renewed certificate connects");
+    let refused = renew_as(&old)
+        .await
+        .expect_err("the old certificate is done with");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("newer certificate"),
+        "{refused:?}"
+    );
+    master.shutdown().await;
+}

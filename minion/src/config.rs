@@ -51,6 +51,13 @@ impl DataDir {
     pub fn key(&self) -> PathBuf {
         self.root.join("minion.key")
     }
+
+    /// The key of a renewal under way, kept until its certificate is installed: asking again
+    /// after a lost answer must be for the same key, as the master then hands out the same
+    /// certificate again rather than a new one.
+    pub fn renewing_key(&self) -> PathBuf {
+        self.root.join("minion.key.renewing")
+    }
 }
 
 /// What `minion.toml` holds.

@@ -29,15 +29,38 @@ pub struct Identity {
 /// A new private key and a certificate signing request for `id`, signed by it.
 pub fn new_key_and_csr(id: &MinionId) -> anyhow::Result<(KeyPair, String)> {
     let key = KeyPair::generate().context("generate the host's key")?;
+    let csr_pem = csr(id, &key)?;
+    Ok((key, csr_pem))
+}
+
+/// The key of the renewal under way (the one a previous attempt saved, or a new one, saved
+/// first) and a signing request for it.
+pub fn renewal_key_and_csr(data: &DataDir, id: &MinionId) -> anyhow::Result<(KeyPair, String)> {
+    let path = data.renewing_key();
+    let key = match fs::read_to_string(&path) {
+        Ok(pem) => KeyPair::from_pem(&pem)
+            .with_context(|| format!("read the renewal's key {}", path.display()))?,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let key = KeyPair::generate().context("generate the host's key")?;
+            write_synced(&path, &key.serialize_pem(), 0o600)?;
+            key
+        }
+        Err(err) => return Err(err).with_context(|| format!("read {}", path.display())),
+    };
+    let csr_pem = csr(id, &key)?;
+    Ok((key, csr_pem))
+}
+
+/// A certificate signing request for `id`, signed by `key`.
+fn csr(id: &MinionId, key: &KeyPair) -> anyhow::Result<String> {
     let mut params = CertificateParams::default();
     let mut subject = DistinguishedName::new();
     subject.push(DnType::CommonName, id.as_str());
     params.distinguished_name = subject;
-    let csr_pem = params
-        .serialize_request(&key)
+    params
+        .serialize_request(key)
         .and_then(|csr| csr.pem())
-        .context("create the certificate signing request")?;
-    Ok((key, csr_pem))
+        .context("create the certificate signing request")
 }
 
 /// Loads the identity, first finishing a renewal a crash interrupted.
@@ -81,6 +104,12 @@ fn finish_interrupted_renewal(data: &DataDir) -> anyhow::Result<()> {
     } else if key_next.exists() {
         fs::remove_file(&key_next).with_context(|| format!("remove {}", key_next.display()))?;
     }
+    // A crash after the move but before the renewal's key was forgotten leaves it equal to the
+    // host's key; a later renewal must start with a fresh one.
+    let renewing = fs::read(data.renewing_key()).ok();
+    if renewing.is_some() && renewing == fs::read(data.key()).ok() {
+        forget_renewing_key(data)?;
+    }
     Ok(())
 }
 
@@ -107,7 +136,18 @@ pub fn install_renewed(
     write_synced(&cert_next, cert_pem, 0o644)?;
     rename_synced(&key_next, &data.key())?;
     rename_synced(&cert_next, &data.cert())?;
+    forget_renewing_key(data)?;
     Ok(certificate)
+}
+
+/// The renewal is done: its key is the host's key now.
+fn forget_renewing_key(data: &DataDir) -> anyhow::Result<()> {
+    match fs::remove_file(data.renewing_key()) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(err).with_context(|| format!("remove {}", data.renewing_key().display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -172,5 +212,32 @@ mod tests {
         assert!(!data.cert().exists(), "nothing was installed");
         install_renewed(&data, &id, &key, &self_signed("web-1", &key)).unwrap();
         assert_eq!(fs::read_to_string(data.key()).unwrap(), key.serialize_pem());
+    }
+
+    #[test]
+    fn a_renewal_keeps_its_key_until_its_certificate_is_installed() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, data) = data_dir();
+        let id = MinionId::new("web-1").unwrap();
+        let (first, _) = renewal_key_and_csr(&data, &id).unwrap();
+        let (again, _) = renewal_key_and_csr(&data, &id).unwrap();
+        assert_eq!(
+            first.serialize_pem(),
+            again.serialize_pem(),
+            "a retry asks for the same key"
+        );
+        let mode = fs::metadata(data.renewing_key())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        install_renewed(&data, &id, &first, &self_signed("web-1", &first)).unwrap();
+        assert!(
+            !data.renewing_key().exists(),
+            "the renewal's key is the host's key now"
+        );
+        let (fresh, _) = renewal_key_and_csr(&data, &id).unwrap();
+        assert_ne!(fresh.serialize_pem(), first.serialize_pem());
     }
 }

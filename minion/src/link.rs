@@ -106,7 +106,14 @@ pub async fn run<R: ContainerRuntime + 'static>(
             )
             .await
             {
-                Ok(()) => {
+                Ok(SessionEnd::Renewed) => {
+                    // The previous certificate is done with: the next link shows the new one,
+                    // after which the master refuses the old one for good.
+                    tracing::info!("reconnecting with the renewed certificate");
+                    attempt = 0;
+                    continue;
+                }
+                Ok(SessionEnd::Closed) => {
                     tracing::info!("the master closed the link");
                     attempt = 0;
                 }
@@ -141,6 +148,14 @@ pub async fn run<R: ContainerRuntime + 'static>(
     Ok(())
 }
 
+/// Why a link ended without an error.
+enum SessionEnd {
+    /// The master closed it.
+    Closed,
+    /// The minion renewed its certificate and reconnects with the new one.
+    Renewed,
+}
+
 /// One connection: hello, then commands until the stream ends.
 async fn session<R: ContainerRuntime>(
     data: &DataDir,
@@ -150,11 +165,11 @@ async fn session<R: ContainerRuntime>(
     events: &Outbox,
     applied: &mut AppliedJobs,
     linked: impl FnOnce(),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<SessionEnd> {
     let Identity {
         tls,
         id,
-        mut certificate,
+        certificate,
     } = identity::load(data)?;
     let expiry = renewal::expiry(&certificate);
     if expiry <= SystemTime::now() {
@@ -206,14 +221,13 @@ async fn session<R: ContainerRuntime>(
                 continue;
             }
             () = tokio::time::sleep(wait) => {
-                // Renewed over this link, which stays open: the new certificate serves the
-                // connections after this one.
+                // Renewed over this link; the link then ends, and the next one is made with
+                // the new certificate at once.
                 match renewal::renew(data, &id, channel.clone()).await {
                     Ok(renewed) => {
                         let expires = humantime::format_rfc3339_seconds(renewal::expiry(&renewed));
                         tracing::info!(%expires, "certificate renewed");
-                        certificate = renewed;
-                        renew_at = renewal::renewal_time(&certificate);
+                        return Ok(SessionEnd::Renewed);
                     }
                     Err(err) => {
                         let now = SystemTime::now();
@@ -281,7 +295,7 @@ async fn session<R: ContainerRuntime>(
             }
         }
     }
-    Ok(())
+    Ok(SessionEnd::Closed)
 }
 
 /// Sends the results and events that waited for the link; puts them back if it closed

@@ -54,7 +54,9 @@ pub async fn renew(
     id: &MinionId,
     channel: Channel,
 ) -> anyhow::Result<CertIdentity> {
-    let (key, csr_pem) = identity::new_key_and_csr(id)?;
+    // The same key for every attempt until one succeeds: after a lost answer the master hands
+    // out the certificate it issued then, which only that key matches.
+    let (key, csr_pem) = identity::renewal_key_and_csr(data, id)?;
     let mut client = pb::minion_link_client::MinionLinkClient::new(channel);
     let response = tokio::time::timeout(RENEW_TIMEOUT, client.renew(pb::RenewRequest { csr_pem }))
         .await
