@@ -426,6 +426,33 @@ fn check_assignments(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_example_in_deploy_is_valid_and_widens_what_web_may_deploy() {
+        let roles = RolesFile::parse(
+            "roles.toml.example",
+            include_str!("../../deploy/roles.toml.example"),
+        )
+        .unwrap_or_else(|err| panic!("deploy/roles.toml.example: {err}"));
+        let web = RoleName::new("web").unwrap();
+        assert_eq!(
+            roles.deployable_from(&web).into_iter().collect::<Vec<_>>(),
+            [
+                "registry.example.com:5000/mynames/app",
+                "registry.example.com:5000/mynames/app-canary"
+            ]
+        );
+        let worker = RoleName::new("worker").unwrap();
+        assert_eq!(roles.deployable_from(&worker).len(), 1);
+    }
+
+    #[test]
+    fn deploy_from_takes_repositories_only() {
+        let text = "[roles.web]\nimage = \"r:5000/app:1\"\ndeploy_from = [\"r:5000/app:2\"]\n[[roles.web.containers]]\nname = \"web\"\n";
+        let err = RolesFile::parse("roles.toml", text).unwrap_err();
+        assert!(err.to_string().contains("roles.toml:3:"), "{err}");
+        assert!(err.to_string().contains("without a tag or digest"), "{err}");
+    }
+
     use super::*;
 
     const GOOD: &str = r#"

@@ -363,6 +363,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_in_deploy_is_the_file_init_writes() {
+        let example = include_str!("../../deploy/master.toml.example");
+        let (header, body) = example.split_once('\n').expect("a header line");
+        assert!(header.starts_with("# "), "{header}");
+        assert_eq!(
+            body,
+            MasterConfig::default_file("0.0.0.0:4700".parse().unwrap()),
+            "deploy/master.toml.example is out of date: regenerate it with `brine-master init`"
+        );
+    }
+
+    #[test]
     fn an_unknown_key_is_refused() {
         let err = load("listen = \"127.0.0.1:1\"\nlisten_typo = 3\n").unwrap_err();
         assert_eq!(err.line, Some(2), "{err}");
