@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use brine_common::identity::CertRole;
 use brine_common::names::{MinionId, RoleName, check_label};
-use brine_common::outcome::{HighstateEvent, JobId};
+use brine_common::outcome::{HighstateEvent, HostReport, HostStatus, JobId, JobSummary};
 use brine_common::spec::ImageRef;
 use brine_common::target::Target;
 use brine_common::token::JoinToken;
@@ -38,6 +38,12 @@ const MAX_LOCK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_HIGHSTATE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 type HighstateStream = Pin<Box<dyn Stream<Item = Result<pb::HighstateEvent, Status>> + Send>>;
+
+/// Hosts in a page of `ListMinions` unless the caller asks for fewer, and at most.
+const DEFAULT_PAGE_SIZE: usize = 500;
+const MAX_PAGE_SIZE: usize = 1000;
+/// A page ends before it passes this, well under gRPC's default 4 MiB message limit.
+const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
 
 /// The `Fleet` service.
 pub struct FleetService {
@@ -242,7 +248,7 @@ impl FleetService {
     /// Runs a prepared job and streams its events to the caller.
     fn stream_job(&self, job: highstate::PreparedJob) -> Response<HighstateStream> {
         let events = highstate::spawn(self.master.clone(), job);
-        let stream = ReceiverStream::new(events).map(|event| Ok(pb::HighstateEvent::from(event)));
+        let stream = ReceiverStream::new(events).map(|event| Ok(fitted(event.into())));
         Response::new(Box::pin(stream))
     }
 }
@@ -438,18 +444,40 @@ impl pb::fleet_server::Fleet for FleetService {
 
     async fn list_minions(
         &self,
-        _request: Request<pb::ListMinionsRequest>,
+        request: Request<pb::ListMinionsRequest>,
     ) -> Result<Response<pb::ListMinionsResponse>, Status> {
-        let minions = self
+        let request = request.into_inner();
+        let page_size = page_size(request.page_size);
+        let after = page_token(&request.page_token)?;
+        // One more than the page, to tell whether another page follows.
+        let records = self
             .master
             .store
-            .minions()
+            .minions_after(after, page_size + 1)
             .await
-            .map_err(store_failure)?
-            .into_iter()
-            .map(|m| self.minion_info(m))
-            .collect();
-        Ok(Response::new(pb::ListMinionsResponse { minions }))
+            .map_err(store_failure)?;
+        let mut minions = vec![];
+        let mut bytes = 0;
+        let mut more = false;
+        for record in records {
+            let info = self.minion_info(record);
+            let size = prost::Message::encoded_len(&info);
+            if minions.len() == page_size || (!minions.is_empty() && bytes + size > MAX_PAGE_BYTES)
+            {
+                more = true;
+                break;
+            }
+            bytes += size;
+            minions.push(info);
+        }
+        let next_page_token = match minions.last() {
+            Some(last) if more => last.id.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListMinionsResponse {
+            minions,
+            next_page_token,
+        }))
     }
 
     async fn get_minion(
@@ -747,7 +775,7 @@ impl pb::fleet_server::Fleet for FleetService {
             .await
             .map_err(store_failure)?
             .into_iter()
-            .map(job_to_wire)
+            .map(|job| job_to_wire(job, HostPage::None))
             .collect();
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
@@ -770,8 +798,13 @@ impl pb::fleet_server::Fleet for FleetService {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::JobRecord>, Status> {
-        let id = JobId::new(request.into_inner().job_id)
+        let request = request.into_inner();
+        let id = JobId::new(request.job_id)
             .map_err(|err| Status::invalid_argument(format!("job_id: {err}")))?;
+        let hosts = HostPage::After {
+            after: page_token(&request.page_token)?,
+            size: page_size(request.page_size),
+        };
         match self
             .master
             .store
@@ -779,7 +812,7 @@ impl pb::fleet_server::Fleet for FleetService {
             .await
             .map_err(store_failure)?
         {
-            Some(job) => Ok(Response::new(job_to_wire(job))),
+            Some(job) => Ok(Response::new(job_to_wire(job, hosts))),
             None => Err(Status::not_found(format!("no job {id}"))),
         }
     }
@@ -799,8 +832,29 @@ fn lock_status(lock: Option<LockRecord>) -> pb::LockStatus {
     }
 }
 
-fn job_to_wire(job: JobRecord) -> pb::JobRecord {
-    let summary = pb::HighstateEvent::from(HighstateEvent::Summary(job.summary));
+/// `event` as it can be sent: a job's closing summary leaves out the host reports when they
+/// would not fit one message (each came in its own `HostFinished` event).
+fn fitted(mut event: pb::HighstateEvent) -> pb::HighstateEvent {
+    if let Some(pb::highstate_event::Kind::Summary(summary)) = &mut event.kind
+        && prost::Message::encoded_len(summary) > MAX_PAGE_BYTES
+    {
+        summary.hosts.clear();
+        summary.hosts_in_events = true;
+    }
+    event
+}
+
+/// A recorded job for the wire: its counts, and `hosts` of its host reports (in id order).
+fn job_to_wire(job: JobRecord, hosts: HostPage) -> pb::JobRecord {
+    let counts = job_counts(&job.summary);
+    let mut summary = job.summary;
+    let all_hosts = std::mem::take(&mut summary.hosts);
+    let (page, next_page_token) = match hosts {
+        HostPage::None => (vec![], String::new()),
+        HostPage::After { after, size } => page_of_hosts(all_hosts, after.as_ref(), size),
+    };
+    summary.hosts = page;
+    let summary = pb::HighstateEvent::from(HighstateEvent::Summary(summary));
     pb::JobRecord {
         caller: job.caller,
         target: job.target,
@@ -810,5 +864,161 @@ fn job_to_wire(job: JobRecord) -> pb::JobRecord {
             Some(pb::highstate_event::Kind::Summary(summary)) => Some(summary),
             _ => None,
         },
+        counts: Some(counts),
+        next_page_token,
+    }
+}
+
+/// Which of a job's host reports to send.
+enum HostPage {
+    None,
+    /// Up to `size` reports after host `after` (from the first without it), within
+    /// [`MAX_PAGE_BYTES`].
+    After {
+        after: Option<MinionId>,
+        size: usize,
+    },
+}
+
+/// A page of `hosts` (sorted by id) after `after`, and the token for the next page.
+fn page_of_hosts(
+    hosts: Vec<HostReport>,
+    after: Option<&MinionId>,
+    size: usize,
+) -> (Vec<HostReport>, String) {
+    let mut page = vec![];
+    let mut bytes = 0;
+    let mut more = false;
+    for host in hosts
+        .into_iter()
+        .filter(|h| after.is_none_or(|after| h.minion_id > *after))
+    {
+        let host_bytes = prost::Message::encoded_len(&pb::HostReport::from(host.clone()));
+        if page.len() == size || (!page.is_empty() && bytes + host_bytes > MAX_PAGE_BYTES) {
+            more = true;
+            break;
+        }
+        bytes += host_bytes;
+        page.push(host);
+    }
+    let token = match page.last() {
+        Some(last) if more => last.minion_id.to_string(),
+        _ => String::new(),
+    };
+    (page, token)
+}
+
+fn job_counts(summary: &JobSummary) -> pb::JobCounts {
+    let mut counts = pb::JobCounts::default();
+    for host in &summary.hosts {
+        let count = match host.status {
+            HostStatus::Unchanged => &mut counts.unchanged,
+            HostStatus::Changed => &mut counts.changed,
+            HostStatus::Failed => &mut counts.failed,
+            HostStatus::Unreachable => &mut counts.unreachable,
+            HostStatus::TimedOut => &mut counts.timed_out,
+            HostStatus::Skipped => &mut counts.skipped,
+            HostStatus::Interrupted => &mut counts.interrupted,
+        };
+        *count += 1;
+    }
+    counts
+}
+
+/// A page size from a request: 0 means the default; never more than the maximum.
+fn page_size(requested: u32) -> usize {
+    match requested {
+        0 => DEFAULT_PAGE_SIZE,
+        n => usize::try_from(n)
+            .unwrap_or(MAX_PAGE_SIZE)
+            .min(MAX_PAGE_SIZE),
+    }
+}
+
+/// The host id a page token names.
+fn page_token(token: &str) -> Result<Option<MinionId>, Status> {
+    match token {
+        "" => Ok(None),
+        token => MinionId::new(token).map(Some).map_err(|err| {
+            Status::invalid_argument(format!("page_token: not one this master gave: {err}"))
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use brine_common::outcome::ContainerResult;
+
+    use super::*;
+
+    fn host(id: &str, image_bytes: usize) -> HostReport {
+        HostReport {
+            minion_id: MinionId::new(id).unwrap(),
+            status: HostStatus::Changed,
+            containers: vec![ContainerResult {
+                name: brine_common::names::ContainerName::new("web").unwrap(),
+                role: None,
+                action: brine_common::outcome::ContainerAction::Kept,
+                image: "i".repeat(image_bytes),
+                image_digest: String::new(),
+                error: None,
+                previous_restored: false,
+                needs_pull: false,
+            }],
+            error: None,
+            duration_ms: 1,
+            timings: Default::default(),
+        }
+    }
+
+    fn ids(hosts: &[HostReport]) -> Vec<&str> {
+        hosts.iter().map(|h| h.minion_id.as_str()).collect()
+    }
+
+    #[test]
+    fn job_hosts_come_in_pages_by_count_and_by_size() {
+        let hosts: Vec<HostReport> = (0..5).map(|n| host(&format!("web-{n}"), 10)).collect();
+        let (page, token) = page_of_hosts(hosts.clone(), None, 2);
+        assert_eq!(
+            (ids(&page), token.as_str()),
+            (vec!["web-0", "web-1"], "web-1")
+        );
+        let after = MinionId::new(token).unwrap();
+        let (page, token) = page_of_hosts(hosts.clone(), Some(&after), 2);
+        assert_eq!(
+            (ids(&page), token.as_str()),
+            (vec!["web-2", "web-3"], "web-3")
+        );
+        let after = MinionId::new(token).unwrap();
+        let (page, token) = page_of_hosts(hosts, Some(&after), 2);
+        assert_eq!((ids(&page), token.as_str()), (vec!["web-4"], ""));
+
+        // Reports of a megabyte each: two to a page of at most 3 MiB, whatever the page size.
+        let big: Vec<HostReport> = (0..5).map(|n| host(&format!("big-{n}"), 1 << 20)).collect();
+        let (page, token) = page_of_hosts(big, None, 1000);
+        assert_eq!((page.len(), token.as_str()), (2, "big-1"));
+    }
+
+    #[test]
+    fn a_summary_too_large_for_one_message_leaves_its_hosts_to_the_events() {
+        let hosts: Vec<pb::HostReport> = (0..5)
+            .map(|n| pb::HostReport::from(host(&format!("big-{n}"), 1 << 20)))
+            .collect();
+        let event = pb::HighstateEvent {
+            kind: Some(pb::highstate_event::Kind::Summary(pb::JobSummary {
+                job_id: "j".into(),
+                hosts,
+                ..Default::default()
+            })),
+        };
+        let Some(pb::highstate_event::Kind::Summary(sent)) = fitted(event).kind else {
+            panic!("a summary");
+        };
+        assert!(
+            sent.hosts.is_empty() && sent.hosts_in_events,
+            "{}",
+            sent.hosts.len()
+        );
+        assert!(prost::Message::encoded_len(&sent) < 4 * 1024 * 1024);
     }
 }

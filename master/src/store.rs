@@ -840,6 +840,33 @@ impl Store {
         .await
     }
 
+    /// Up to `limit` enrolled hosts after `after` (from the first without it), sorted by id.
+    pub async fn minions_after(
+        &self,
+        after: Option<MinionId>,
+        limit: usize,
+    ) -> Result<Vec<MinionRecord>, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(MINIONS)?;
+            let range = match &after {
+                Some(after) => table.range::<&str>((
+                    std::ops::Bound::Excluded(after.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))?,
+                None => table.range::<&str>(..)?,
+            };
+            range
+                .take(limit)
+                .map(|entry| {
+                    let (_, value) = entry?;
+                    decode("minions", value.value())
+                })
+                .collect()
+        })
+        .await
+    }
+
     /// Every enrolled host, sorted by id.
     pub async fn minions(&self) -> Result<Vec<MinionRecord>, StoreError> {
         self.blocking(|db| {

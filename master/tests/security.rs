@@ -257,7 +257,9 @@ impl TestMaster {
     async fn minions(&self) -> Vec<pb::MinionInfo> {
         within(
             "list_minions",
-            self.admin().await.list_minions(pb::ListMinionsRequest {}),
+            self.admin()
+                .await
+                .list_minions(pb::ListMinionsRequest::default()),
         )
         .await
         .unwrap_or_else(|status| panic!("the admin could not list the minions: {status:?}"))
@@ -442,7 +444,7 @@ async fn a_client_without_a_certificate_is_refused() {
 
     let result = within(
         "list_minions",
-        fleet.list_minions(pb::ListMinionsRequest {}),
+        fleet.list_minions(pb::ListMinionsRequest::default()),
     )
     .await;
     expect_refused(
@@ -509,7 +511,7 @@ async fn assert_refused_identity(master: &TestMaster, identity: ClientIdentity, 
             let mut fleet = pb::fleet_client::FleetClient::new(channel);
             let result = within(
                 "list_minions",
-                fleet.list_minions(pb::ListMinionsRequest {}),
+                fleet.list_minions(pb::ListMinionsRequest::default()),
             )
             .await;
             match result {
@@ -580,7 +582,7 @@ async fn self_signed_and_expired_certificates_are_refused() {
     let mut fleet = master.fleet(Some(valid)).await;
     within(
         "list_minions",
-        fleet.list_minions(pb::ListMinionsRequest {}),
+        fleet.list_minions(pb::ListMinionsRequest::default()),
     )
     .await
     .expect("a valid certificate from the CA is served");
@@ -597,7 +599,7 @@ async fn a_minion_certificate_cannot_call_fleet() {
 
     let result = within(
         "list_minions",
-        fleet.list_minions(pb::ListMinionsRequest {}),
+        fleet.list_minions(pb::ListMinionsRequest::default()),
     )
     .await;
     expect_refused(
@@ -1507,7 +1509,7 @@ async fn a_renewed_server_certificate_is_served_without_a_restart() {
     // Clients trust it as they trusted the old one, and open connections carry on.
     within(
         "list_minions",
-        admin.list_minions(pb::ListMinionsRequest {}),
+        admin.list_minions(pb::ListMinionsRequest::default()),
     )
     .await
     .expect("the open connection still works");
@@ -2163,5 +2165,107 @@ async fn renewal_closes_the_door_behind_it() {
         refused.message().contains("newer certificate"),
         "{refused:?}"
     );
+    master.shutdown().await;
+}
+
+/// However much hosts report, a page of `ListMinions` fits gRPC's default 4 MiB message limit:
+/// pages end at 3 MiB or at the page size, and tokens carry on where they ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_listings_come_in_pages_that_fit_the_message_limit() {
+    let master = TestMaster::start().await;
+    let mut links = vec![];
+    let mut dirs = vec![];
+    for n in 0..4 {
+        let id = format!("web-{n}");
+        let (dir, data) = master.enrolled_minion(&id).await;
+        let running = (0..900)
+            .map(|c| pb::RunningContainer {
+                name: format!("c{c}"),
+                role: "web".into(),
+                image: format!("registry.example.com:5000/{}:tested", "a".repeat(450)),
+                image_digest: format!("sha256:{}", "0".repeat(450)),
+                state: "running".into(),
+                container_id: "f".repeat(64),
+            })
+            .collect();
+        let hello = pb::MinionMessage {
+            kind: Some(pb::minion_message::Kind::Hello(pb::Hello {
+                version: "0.1.0".into(),
+                facts: Some(pb::Facts::default()),
+                running,
+            })),
+        };
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        sender.send(hello).await.expect("queue the hello");
+        let channel = master
+            .trusted_channel(Some(TestMaster::minion_identity(&data)))
+            .await;
+        let link = within(
+            "open a link with a large hello",
+            pb::minion_link_client::MinionLinkClient::new(channel)
+                .connect(tokio_stream::wrappers::ReceiverStream::new(receiver)),
+        )
+        .await
+        .expect("the link opens");
+        links.push((sender, link));
+        dirs.push(dir);
+    }
+    let mut admin = master.admin().await;
+    let mut seen = vec![];
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = within(
+            "a page of hosts",
+            admin.list_minions(pb::ListMinionsRequest {
+                page_size: 0,
+                page_token: token,
+            }),
+        )
+        .await
+        .expect("a page")
+        .into_inner();
+        let size = prost::Message::encoded_len(&page);
+        assert!(size < 4 * 1024 * 1024, "a page of {size} bytes");
+        pages += 1;
+        seen.extend(page.minions.into_iter().map(|m| m.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, ["web-0", "web-1", "web-2", "web-3"]);
+    assert!(
+        pages >= 2,
+        "four hosts of ~1 MiB each came in {pages} page(s)"
+    );
+
+    let small = within(
+        "a small page",
+        admin.list_minions(pb::ListMinionsRequest {
+            page_size: 3,
+            page_token: "web-0".into(),
+        }),
+    )
+    .await
+    .expect("a page")
+    .into_inner();
+    let ids: Vec<&str> = small.minions.iter().map(|m| m.id.as_str()).collect();
+    assert!(ids.len() <= 3 && ids[0] == "web-1", "{ids:?}");
+    let result = within(
+        "a forged token",
+        admin.list_minions(pb::ListMinionsRequest {
+            page_size: 0,
+            page_token: "not/an id".into(),
+        }),
+    )
+    .await;
+    expect_refused(
+        "a forged page token",
+        result,
+        Code::InvalidArgument,
+        "page_token",
+    );
+    drop(links);
     master.shutdown().await;
 }

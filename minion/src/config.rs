@@ -181,7 +181,11 @@ mod tests {
     fn the_example_in_deploy_loads() {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::new(dir.path());
-        std::fs::write(data.config(), include_str!("../../deploy/minion.toml.example")).unwrap();
+        std::fs::write(
+            data.config(),
+            include_str!("../../deploy/minion.toml.example"),
+        )
+        .unwrap();
         let config = MinionConfig::load_with(&data, &Overrides::default())
             .unwrap_or_else(|err| panic!("deploy/minion.toml.example: {err}"));
         assert_eq!(config.master, "brine-master.example.com:4700");

@@ -775,6 +775,7 @@ mod events {
                     finished_at_unix_ms: summary.finished_at_unix_ms,
                     resolve_ms: summary.resolve_ms,
                     cancelled_by: summary.cancelled_by.unwrap_or_default(),
+                    hosts_in_events: false,
                 }),
             };
             pb::HighstateEvent { kind: Some(kind) }

@@ -200,7 +200,6 @@ pub async fn deploy(
 /// Renders a job's events until its summary; the verdict is a failure without one.
 async fn watch(mut stream: Streaming<pb::HighstateEvent>, format: OutputFormat) -> Verdict {
     let mut renderer = Renderer::new(format);
-    let mut verdict = Verdict::HostsFailed;
     loop {
         let message = match stream.message().await {
             Ok(Some(message)) => message,
@@ -217,15 +216,14 @@ async fn watch(mut stream: Streaming<pb::HighstateEvent>, format: OutputFormat) 
                 continue;
             }
         };
-        if let HighstateEvent::Summary(summary) = &event {
-            verdict = if summary.is_success() {
-                Verdict::Success
-            } else {
-                Verdict::HostsFailed
-            };
-        }
         renderer.event(&event);
     }
     renderer.finish();
-    verdict
+    // Judged on what the renderer gathered: a long job's summary leaves the hosts' reports to
+    // the events that came before it.
+    if renderer.job_succeeded() {
+        Verdict::Success
+    } else {
+        Verdict::HostsFailed
+    }
 }

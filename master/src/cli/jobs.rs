@@ -1,14 +1,17 @@
 //! `brine-master jobs`: the history of highstates.
 
 use anyhow::Context;
-use brine_common::outcome::{HighstateEvent, JobSummary};
+use std::collections::BTreeMap;
+
+use brine_common::outcome::{HighstateEvent, HostStatus, JobSummary};
 use brine_proto::pb;
 use serde::Serialize;
 
 use super::client::ClientArgs;
 use super::minions::ListFormat;
 
-/// One job in `--output json`: who ran it, on what, and every host's report.
+/// One job in `--output json`: who ran it, on what, how its hosts ended, and (for `jobs show`)
+/// every host's report.
 #[derive(Debug, Serialize)]
 struct JobJson {
     caller: String,
@@ -18,6 +21,8 @@ struct JobJson {
     /// Still running; the hosts listed so far have reported.
     running: bool,
     success: bool,
+    /// How many hosts ended in each status (those with none left out).
+    counts: BTreeMap<&'static str, u32>,
     #[serde(flatten)]
     summary: JobSummary,
 }
@@ -30,13 +35,32 @@ fn to_json(record: pb::JobRecord) -> anyhow::Result<JobJson> {
     let event = pb::HighstateEvent {
         kind: Some(pb::highstate_event::Kind::Summary(summary)),
     };
+    let counts = record.counts.unwrap_or_default();
+    let counts: BTreeMap<&'static str, u32> = [
+        (HostStatus::Unchanged, counts.unchanged),
+        (HostStatus::Changed, counts.changed),
+        (HostStatus::Failed, counts.failed),
+        (HostStatus::Unreachable, counts.unreachable),
+        (HostStatus::TimedOut, counts.timed_out),
+        (HostStatus::Skipped, counts.skipped),
+        (HostStatus::Interrupted, counts.interrupted),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(status, n)| (status.as_str(), n))
+    .collect();
+    let all_succeeded = !counts.is_empty()
+        && counts
+            .keys()
+            .all(|status| matches!(*status, "unchanged" | "changed"));
     match HighstateEvent::try_from(event)? {
         HighstateEvent::Summary(summary) => Ok(JobJson {
             caller: record.caller,
             target: record.target,
             plan: record.plan,
             running: record.running,
-            success: !record.running && summary.is_success(),
+            success: !record.running && all_succeeded,
+            counts,
             summary,
         }),
         _ => anyhow::bail!("the master sent a job without its summary"),
@@ -96,7 +120,7 @@ pub async fn list(client: &ClientArgs, limit: u32, format: ListFormat) -> anyhow
                     took(&job.summary),
                     result_word(job),
                     job.caller,
-                    counts(&job.summary),
+                    counts(job),
                 );
             }
         }
@@ -106,12 +130,36 @@ pub async fn list(client: &ClientArgs, limit: u32, format: ListFormat) -> anyhow
 
 /// Shows one job with every host.
 pub async fn show(client: &ClientArgs, id: String, format: ListFormat) -> anyhow::Result<()> {
-    let record = pb::fleet_client::FleetClient::new(client.connect().await?)
-        .get_job(pb::GetJobRequest { job_id: id })
-        .await
-        .map_err(super::status_error)
-        .context("read the job")?
-        .into_inner();
+    let mut fleet = pb::fleet_client::FleetClient::new(client.connect().await?);
+    let mut record: Option<pb::JobRecord> = None;
+    let mut page_token = String::new();
+    // The hosts' reports come a page at a time; the rest of the record with the first.
+    loop {
+        let page = fleet
+            .get_job(pb::GetJobRequest {
+                job_id: id.clone(),
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(super::status_error)
+            .context("read the job")?
+            .into_inner();
+        page_token = page.next_page_token.clone();
+        match &mut record {
+            None => record = Some(page),
+            Some(first) => {
+                let hosts = page.summary.map(|s| s.hosts).unwrap_or_default();
+                if let Some(summary) = &mut first.summary {
+                    summary.hosts.extend(hosts);
+                }
+            }
+        }
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    let record = record.context("the master sent no job")?;
     let job = to_json(record)?;
     match format {
         ListFormat::Json => println!("{}", serde_json::to_string_pretty(&job)?),
@@ -132,7 +180,7 @@ pub async fn show(client: &ClientArgs, id: String, format: ListFormat) -> anyhow
             if let Some(by) = &job.summary.cancelled_by {
                 println!("cancelled by {by}");
             }
-            println!("result   {} ({})", result_word(&job), counts(&job.summary));
+            println!("result   {} ({})", result_word(&job), counts(&job));
             for host in &job.summary.hosts {
                 let error = host
                     .error
@@ -174,18 +222,8 @@ fn took(summary: &JobSummary) -> String {
 }
 
 /// `2 changed, 1 failed`.
-fn counts(summary: &JobSummary) -> String {
-    let mut counts: Vec<(&str, usize)> = vec![];
-    for host in &summary.hosts {
-        match counts
-            .iter_mut()
-            .find(|(status, _)| *status == host.status.as_str())
-        {
-            Some((_, n)) => *n += 1,
-            None => counts.push((host.status.as_str(), 1)),
-        }
-    }
-    counts
+fn counts(job: &JobJson) -> String {
+    job.counts
         .iter()
         .map(|(status, n)| format!("{n} {status}"))
         .collect::<Vec<_>>()

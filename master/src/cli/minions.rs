@@ -69,15 +69,26 @@ struct ContainerJson {
     state: String,
 }
 
-/// Every enrolled host, as the master lists it.
+/// Every enrolled host, as the master lists it, page by page.
 async fn fetch(fleet: &mut FleetClient<Channel>) -> anyhow::Result<Vec<pb::MinionInfo>> {
-    Ok(fleet
-        .list_minions(pb::ListMinionsRequest {})
-        .await
-        .map_err(super::status_error)
-        .context("list minions")?
-        .into_inner()
-        .minions)
+    let mut minions = vec![];
+    let mut page_token = String::new();
+    loop {
+        let page = fleet
+            .list_minions(pb::ListMinionsRequest {
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(super::status_error)
+            .context("list minions")?
+            .into_inner();
+        minions.extend(page.minions);
+        if page.next_page_token.is_empty() {
+            return Ok(minions);
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 pub async fn list(client: &ClientArgs, format: ListFormat) -> anyhow::Result<()> {

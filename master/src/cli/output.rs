@@ -115,6 +115,14 @@ enum Mode {
 
 impl Renderer {
     /// `Auto` picks bars on a terminal (std::io::IsTerminal on stdout) and plain lines otherwise.
+    /// Whether the job ended and every host ended unchanged or changed.
+    pub fn job_succeeded(&self) -> bool {
+        self.state
+            .summary
+            .as_ref()
+            .is_some_and(|summary| summary.is_success())
+    }
+
     pub fn new(format: OutputFormat) -> Self {
         let mode = match format {
             // indicatif draws nothing when stdout is not a terminal, so bars there would lose
@@ -223,9 +231,15 @@ impl JobState {
             }
             HighstateEvent::Summary(summary) => {
                 self.job_id.get_or_insert_with(|| summary.job_id.clone());
+                let mut summary = summary.clone();
+                // A job always has hosts: a summary without them left them out to fit one
+                // message, and each came in its own `HostFinished` event.
+                if summary.hosts.is_empty() {
+                    summary.hosts = self.finished.values().cloned().collect();
+                }
                 self.hosts
                     .extend(summary.hosts.iter().map(|h| h.minion_id.clone()));
-                self.summary = Some(summary.clone());
+                self.summary = Some(summary);
             }
         }
     }
@@ -1081,6 +1095,20 @@ mod tests {
         let report = json_report(&state, 99);
         assert!(report.success);
         assert_eq!(report.error, None);
+    }
+
+    #[test]
+    fn a_summary_that_left_its_hosts_to_the_events_is_judged_on_them() {
+        let mut state = JobState::new(0);
+        state.record(&HighstateEvent::HostFinished(changed("web-1")), 10);
+        let failed = report("web-2", HostStatus::Failed, vec![], Some("no"));
+        state.record(&HighstateEvent::HostFinished(failed), 11);
+        let mut done = summary(vec![]);
+        done.hosts.clear();
+        state.record(&HighstateEvent::Summary(done), 20);
+        let report = json_report(&state, 30);
+        assert_eq!(report.hosts.len(), 2, "{report:?}");
+        assert!(!report.success, "a failed host in the events fails the job");
     }
 
     #[test]
