@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use brine_common::identity::CertRole;
 use brine_common::names::{MinionId, RoleName, check_label};
-use brine_common::outcome::{HighstateEvent, HostReport, HostStatus, JobId, JobSummary};
+use brine_common::outcome::{HighstateEvent, HostStatus, JobId, JobSummary};
 use brine_common::spec::ImageRef;
 use brine_common::target::Target;
 use brine_common::token::JoinToken;
@@ -456,24 +456,11 @@ impl pb::fleet_server::Fleet for FleetService {
             .minions_after(after, page_size + 1)
             .await
             .map_err(store_failure)?;
-        let mut minions = vec![];
-        let mut bytes = 0;
-        let mut more = false;
-        for record in records {
-            let info = self.minion_info(record);
-            let size = prost::Message::encoded_len(&info);
-            if minions.len() == page_size || (!minions.is_empty() && bytes + size > MAX_PAGE_BYTES)
-            {
-                more = true;
-                break;
-            }
-            bytes += size;
-            minions.push(info);
-        }
-        let next_page_token = match minions.last() {
-            Some(last) if more => last.id.clone(),
-            _ => String::new(),
-        };
+        let (minions, next_page_token) = paged(
+            records.into_iter().map(|record| self.minion_info(record)),
+            page_size,
+            |info| &info.id,
+        );
         Ok(Response::new(pb::ListMinionsResponse {
             minions,
             next_page_token,
@@ -847,23 +834,31 @@ fn fitted(mut event: pb::HighstateEvent) -> pb::HighstateEvent {
 /// A recorded job for the wire: its counts, and `hosts` of its host reports (in id order).
 fn job_to_wire(job: JobRecord, hosts: HostPage) -> pb::JobRecord {
     let counts = job_counts(&job.summary);
-    let mut summary = job.summary;
+    let summary = pb::HighstateEvent::from(HighstateEvent::Summary(job.summary));
+    let mut summary = match summary.kind {
+        Some(pb::highstate_event::Kind::Summary(summary)) => summary,
+        _ => pb::JobSummary::default(),
+    };
     let all_hosts = std::mem::take(&mut summary.hosts);
     let (page, next_page_token) = match hosts {
         HostPage::None => (vec![], String::new()),
-        HostPage::After { after, size } => page_of_hosts(all_hosts, after.as_ref(), size),
+        HostPage::After { after, size } => paged(
+            all_hosts.into_iter().filter(|h| {
+                after
+                    .as_ref()
+                    .is_none_or(|after| h.minion_id.as_str() > after.as_str())
+            }),
+            size,
+            |host| &host.minion_id,
+        ),
     };
     summary.hosts = page;
-    let summary = pb::HighstateEvent::from(HighstateEvent::Summary(summary));
     pb::JobRecord {
         caller: job.caller,
         target: job.target,
         plan: job.plan,
         running: job.running,
-        summary: match summary.kind {
-            Some(pb::highstate_event::Kind::Summary(summary)) => Some(summary),
-            _ => None,
-        },
+        summary: Some(summary),
         counts: Some(counts),
         next_page_token,
     }
@@ -872,37 +867,35 @@ fn job_to_wire(job: JobRecord, hosts: HostPage) -> pb::JobRecord {
 /// Which of a job's host reports to send.
 enum HostPage {
     None,
-    /// Up to `size` reports after host `after` (from the first without it), within
-    /// [`MAX_PAGE_BYTES`].
+    /// Up to `size` reports after host `after` (from the first without it).
     After {
         after: Option<MinionId>,
         size: usize,
     },
 }
 
-/// A page of `hosts` (sorted by id) after `after`, and the token for the next page.
-fn page_of_hosts(
-    hosts: Vec<HostReport>,
-    after: Option<&MinionId>,
+/// The first `items` that make one page: at most `size` of them, ending before
+/// [`MAX_PAGE_BYTES`] (a first item larger than that still goes alone). The token of the next
+/// page is the `key` of the last item sent, or empty when nothing is left.
+fn paged<T: prost::Message>(
+    items: impl IntoIterator<Item = T>,
     size: usize,
-) -> (Vec<HostReport>, String) {
+    key: impl Fn(&T) -> &String,
+) -> (Vec<T>, String) {
     let mut page = vec![];
     let mut bytes = 0;
     let mut more = false;
-    for host in hosts
-        .into_iter()
-        .filter(|h| after.is_none_or(|after| h.minion_id > *after))
-    {
-        let host_bytes = prost::Message::encoded_len(&pb::HostReport::from(host.clone()));
-        if page.len() == size || (!page.is_empty() && bytes + host_bytes > MAX_PAGE_BYTES) {
+    for item in items {
+        let item_bytes = item.encoded_len();
+        if page.len() == size || (!page.is_empty() && bytes + item_bytes > MAX_PAGE_BYTES) {
             more = true;
             break;
         }
-        bytes += host_bytes;
-        page.push(host);
+        bytes += item_bytes;
+        page.push(item);
     }
     let token = match page.last() {
-        Some(last) if more => last.minion_id.to_string(),
+        Some(last) if more => key(last).clone(),
         _ => String::new(),
     };
     (page, token)
@@ -947,7 +940,7 @@ fn page_token(token: &str) -> Result<Option<MinionId>, Status> {
 
 #[cfg(test)]
 mod tests {
-    use brine_common::outcome::ContainerResult;
+    use brine_common::outcome::{ContainerResult, HostReport};
 
     use super::*;
 
@@ -971,31 +964,35 @@ mod tests {
         }
     }
 
-    fn ids(hosts: &[HostReport]) -> Vec<&str> {
-        hosts.iter().map(|h| h.minion_id.as_str()).collect()
-    }
-
     #[test]
     fn job_hosts_come_in_pages_by_count_and_by_size() {
+        let page_after = |hosts: &[HostReport], after: &str, size: usize| {
+            let wire = hosts
+                .iter()
+                .cloned()
+                .map(pb::HostReport::from)
+                .filter(|h| h.minion_id.as_str() > after);
+            let (page, token) = paged(wire, size, |h| &h.minion_id);
+            let ids: Vec<String> = page.into_iter().map(|h| h.minion_id).collect();
+            (ids, token)
+        };
         let hosts: Vec<HostReport> = (0..5).map(|n| host(&format!("web-{n}"), 10)).collect();
-        let (page, token) = page_of_hosts(hosts.clone(), None, 2);
         assert_eq!(
-            (ids(&page), token.as_str()),
-            (vec!["web-0", "web-1"], "web-1")
+            page_after(&hosts, "", 2),
+            (vec!["web-0".into(), "web-1".into()], "web-1".into())
         );
-        let after = MinionId::new(token).unwrap();
-        let (page, token) = page_of_hosts(hosts.clone(), Some(&after), 2);
         assert_eq!(
-            (ids(&page), token.as_str()),
-            (vec!["web-2", "web-3"], "web-3")
+            page_after(&hosts, "web-1", 2),
+            (vec!["web-2".into(), "web-3".into()], "web-3".into())
         );
-        let after = MinionId::new(token).unwrap();
-        let (page, token) = page_of_hosts(hosts, Some(&after), 2);
-        assert_eq!((ids(&page), token.as_str()), (vec!["web-4"], ""));
+        assert_eq!(
+            page_after(&hosts, "web-3", 2),
+            (vec!["web-4".into()], String::new())
+        );
 
         // Reports of a megabyte each: two to a page of at most 3 MiB, whatever the page size.
         let big: Vec<HostReport> = (0..5).map(|n| host(&format!("big-{n}"), 1 << 20)).collect();
-        let (page, token) = page_of_hosts(big, None, 1000);
+        let (page, token) = page_after(&big, "", 1000);
         assert_eq!((page.len(), token.as_str()), (2, "big-1"));
     }
 

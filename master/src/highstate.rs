@@ -522,15 +522,7 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
                 "the rollout stopped after {failures} hosts failed ({} allowed); nothing was sent to this host",
                 job.rollout.max_failures
             );
-            let skipped = batches_left(&job);
-            for id in skipped {
-                finish(
-                    &caller,
-                    &mut reports,
-                    no_answer(id, HostStatus::Skipped, &reason, Instant::now()),
-                )
-                .await;
-            }
+            skip_the_rest(&job, &caller, &mut reports, &reason).await;
             break;
         }
         if index > 0 && !job.rollout.batch_wait.is_zero() {
@@ -541,14 +533,7 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
         }
         if let Some(by) = cancel.by() {
             let reason = format!("the job was cancelled by {by}; nothing was sent to this host");
-            for id in batches_left(&job) {
-                finish(
-                    &caller,
-                    &mut reports,
-                    no_answer(id, HostStatus::Skipped, &reason, Instant::now()),
-                )
-                .await;
-            }
+            skip_the_rest(&job, &caller, &mut reports, &reason).await;
             break;
         }
         tracing::info!(
@@ -893,6 +878,23 @@ async fn finish(
     tracing::info!(minion.id = %report.minion_id, status = %report.status, "host finished");
     reports.insert(report.minion_id.clone(), report.clone());
     let _ = caller.send(HighstateEvent::HostFinished(report)).await;
+}
+
+/// Reports every host the job has not reached as skipped, for `reason`.
+async fn skip_the_rest(
+    job: &PreparedJob,
+    caller: &mpsc::Sender<HighstateEvent>,
+    reports: &mut BTreeMap<MinionId, HostReport>,
+    reason: &str,
+) {
+    for id in batches_left(job) {
+        finish(
+            caller,
+            reports,
+            no_answer(id, HostStatus::Skipped, reason, Instant::now()),
+        )
+        .await;
+    }
 }
 
 fn log_summary(summary: &JobSummary) {

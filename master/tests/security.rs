@@ -187,40 +187,51 @@ impl TestMaster {
         self.fleet(Some(admin_identity(&self.data))).await
     }
 
-    /// A join token created by the admin through `CreateJoinToken`.
-    async fn join_token(&self, ttl_seconds: u64) -> JoinToken {
-        let response = within(
+    /// `CreateJoinToken` as the admin; it must succeed.
+    async fn create_token(
+        &self,
+        request: pb::CreateJoinTokenRequest,
+    ) -> pb::CreateJoinTokenResponse {
+        within(
             "create_join_token",
-            self.admin()
-                .await
-                .create_join_token(pb::CreateJoinTokenRequest {
-                    ttl_seconds,
-                    ..Default::default()
-                }),
+            self.admin().await.create_join_token(request),
         )
         .await
         .unwrap_or_else(|status| panic!("the admin could not create a join token: {status:?}"))
-        .into_inner();
-        response
-            .token
-            .parse()
-            .unwrap_or_else(|err| panic!("the master created an unreadable token: {err}"))
+        .into_inner()
+    }
+
+    /// A join token created by the admin through `CreateJoinToken`.
+    async fn join_token(&self, ttl_seconds: u64) -> JoinToken {
+        self.create_token(pb::CreateJoinTokenRequest {
+            ttl_seconds,
+            ..Default::default()
+        })
+        .await
+        .token
+        .parse()
+        .unwrap_or_else(|err| panic!("the master created an unreadable token: {err}"))
+    }
+
+    /// Accepts a waiting host (or the machine waiting to replace it) as the admin.
+    async fn accept(&self, id: &str) {
+        within(
+            "accept",
+            self.admin().await.accept_minion(pb::MinionApprovalRequest {
+                minion_id: id.into(),
+            }),
+        )
+        .await
+        .unwrap_or_else(|status| panic!("the admin could not accept {id}: {status:?}"));
     }
 
     /// A token that re-enrols `id` only (`token create --replace ID`).
     async fn replacing_token(&self, id: &str) -> JoinToken {
-        within(
-            "create a replacing token",
-            self.admin()
-                .await
-                .create_join_token(pb::CreateJoinTokenRequest {
-                    replaces_minion_id: id.into(),
-                    ..Default::default()
-                }),
-        )
+        self.create_token(pb::CreateJoinTokenRequest {
+            replaces_minion_id: id.into(),
+            ..Default::default()
+        })
         .await
-        .unwrap_or_else(|status| panic!("the admin could not create a token: {status:?}"))
-        .into_inner()
         .token
         .parse()
         .expect("a readable token")
@@ -1006,19 +1017,12 @@ async fn a_revoked_host_loses_its_link_and_must_enrol_again() {
 async fn a_single_use_token_admits_one_host_and_a_revoked_token_none() {
     install_crypto_provider();
     let master = TestMaster::start().await;
-    let created = within(
-        "create a single-use token",
-        master
-            .admin()
-            .await
-            .create_join_token(pb::CreateJoinTokenRequest {
-                uses: 1,
-                ..Default::default()
-            }),
-    )
-    .await
-    .expect("the admin creates a token")
-    .into_inner();
+    let created = master
+        .create_token(pb::CreateJoinTokenRequest {
+            uses: 1,
+            ..Default::default()
+        })
+        .await;
     let token: JoinToken = created.token.parse().expect("a token");
 
     let (_first_dir, first) = minion_dir();
@@ -1530,35 +1534,18 @@ async fn a_second_join_as_an_enrolled_id_is_refused_and_the_host_keeps_its_link(
         .await;
         let (_dir, victim) = master.enrolled_minion("victim").await;
         if approval == "manual" {
-            within(
-                "accept",
-                master
-                    .admin()
-                    .await
-                    .accept_minion(pb::MinionApprovalRequest {
-                        minion_id: "victim".into(),
-                    }),
-            )
-            .await
-            .expect("the admin accepts");
+            master.accept("victim").await;
         }
         let (_sender, mut link) = open_link(&master, &victim).await.expect("the link opens");
         let before = master.minions().await;
 
         // Even a single-use token, fresh from the admin.
-        let created = within(
-            "create a single-use token",
-            master
-                .admin()
-                .await
-                .create_join_token(pb::CreateJoinTokenRequest {
-                    uses: 1,
-                    ..Default::default()
-                }),
-        )
-        .await
-        .expect("a token")
-        .into_inner();
+        let created = master
+            .create_token(pb::CreateJoinTokenRequest {
+                uses: 1,
+                ..Default::default()
+            })
+            .await;
         let (_thief_dir, thief) = minion_dir();
         let err = master
             .enrol(&thief, created.token.parse().expect("a token"), "victim")
@@ -1649,20 +1636,7 @@ async fn with_manual_approval_a_replacement_waits_and_the_host_keeps_its_link() 
     let master =
         TestMaster::start_with(("join_approval = \"auto\"", "join_approval = \"manual\"")).await;
     let (_dir, old) = master.enrolled_minion("web-1").await;
-    let accept = || async {
-        within(
-            "accept",
-            master
-                .admin()
-                .await
-                .accept_minion(pb::MinionApprovalRequest {
-                    minion_id: "web-1".into(),
-                }),
-        )
-        .await
-        .expect("the admin accepts")
-    };
-    accept().await;
+    master.accept("web-1").await;
     let (_sender, mut link) = open_link(&master, &old).await.expect("the link opens");
     let before = master.minions().await[0].clone();
 
@@ -1688,7 +1662,7 @@ async fn with_manual_approval_a_replacement_waits_and_the_host_keeps_its_link() 
     let still_open = tokio::time::timeout(Duration::from_millis(500), link.message()).await;
     assert!(still_open.is_err(), "the old link ended: {still_open:?}");
 
-    accept().await;
+    master.accept("web-1").await;
     let ended = within("the old link to end", link.message()).await;
     assert!(matches!(ended, Ok(None) | Err(_)), "{ended:?}");
     let refused = open_link(&master, &old)
