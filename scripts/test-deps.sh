@@ -10,6 +10,10 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok in
 command -v docker >/dev/null 2>&1 || missing+=(docker.io)
 # The systemd tests build a Debian machine image with debootstrap.
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+# The fault tests put hosts in network namespaces and cut, slow and drop their links.
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing Debian packages: ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2

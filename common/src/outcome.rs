@@ -219,6 +219,21 @@ pub struct HostReport {
     pub duration_ms: u64,
     #[serde(default)]
     pub timings: Timings,
+    /// The host's own result arrived after the job had given up on it (a partition that
+    /// healed, a master that restarted): its status is what the host really did.
+    #[serde(default)]
+    pub reported_late: bool,
+}
+
+impl HostReport {
+    /// Whether the job gave up on the host rather than hearing from it, so that a result the
+    /// host sends later is what it really did.
+    pub fn gave_up(&self) -> bool {
+        matches!(
+            self.status,
+            HostStatus::Unreachable | HostStatus::TimedOut | HostStatus::Interrupted
+        ) && !self.reported_late
+    }
 }
 
 /// The record of a whole job: one report per targeted host.

@@ -961,6 +961,7 @@ mod tests {
             error: None,
             duration_ms: 1,
             timings: Default::default(),
+            reported_late: false,
         }
     }
 

@@ -430,6 +430,7 @@ async fn pin_images(
                     error: Some(error),
                     duration_ms: 0,
                     timings: Timings::default(),
+                    reported_late: false,
                 },
             );
         }
@@ -674,6 +675,7 @@ async fn revert(
             )),
             duration_ms: first.saturating_add(revert.duration_ms),
             timings: revert.timings,
+            reported_late: false,
         };
         finish(caller, reports, report).await;
     }
@@ -827,6 +829,20 @@ async fn run_batch(
             }
             JobEvent::Result(id, result) => {
                 let Some(host) = pending.remove(&id) else {
+                    // A host an earlier batch gave up on reports after all: its record shows
+                    // what it really did.
+                    if reports.get(&id).is_some_and(HostReport::gave_up) {
+                        let late = HostReport {
+                            minion_id: id,
+                            status: result.status,
+                            containers: result.containers,
+                            error: result.error,
+                            duration_ms: 0,
+                            timings: result.timings,
+                            reported_late: true,
+                        };
+                        finish(caller, reports, late).await;
+                    }
                     continue;
                 };
                 let report = HostReport {
@@ -836,6 +852,7 @@ async fn run_batch(
                     error: result.error,
                     duration_ms: elapsed_ms(host.started),
                     timings: result.timings,
+                    reported_late: false,
                 };
                 finish(caller, reports, report).await;
             }
@@ -862,6 +879,7 @@ fn no_answer(id: MinionId, status: HostStatus, reason: &str, started: Instant) -
         error: Some(reason.to_owned()),
         duration_ms: elapsed_ms(started),
         timings: Timings::default(),
+        reported_late: false,
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use brine_common::host::{AgentVersion, Facts, HostEvent, RunningContainer};
 use brine_common::limits::MAX_CONTAINERS;
 use brine_common::names::MinionId;
-use brine_common::outcome::{JobId, JobResult};
+use brine_common::outcome::{HostReport, JobId, JobResult};
 use brine_common::progress::Progress;
 use brine_common::spec::DesiredState;
 use brine_proto::pb;
@@ -553,12 +553,44 @@ async fn route(master: &Master, minion_id: &MinionId, message: pb::MinionMessage
         tracing::warn!(minion.id = %minion_id, "ignored a message with an invalid job id");
         return;
     };
-    match master.router.sender_of(&job_id) {
-        Some(job) => {
+    match (master.router.sender_of(&job_id), event) {
+        (Some(job), event) => {
             let _ = job.send(event).await;
         }
-        None => {
-            tracing::debug!(minion.id = %minion_id, job.id = %job_id, "message for a job that already ended")
+        (None, JobEvent::Result(_, result)) => record_late_result(master, minion_id, result).await,
+        (None, JobEvent::Progress(..) | JobEvent::LinkLost(_)) => {
+            tracing::debug!(minion.id = %minion_id, job.id = %job_id, "progress for a job that already ended");
+        }
+    }
+}
+
+/// A host's result for a job that has ended: if the job gave up on the host (a partition that
+/// healed, a master that restarted), its record now shows what the host really did.
+async fn record_late_result(master: &Master, minion_id: &MinionId, result: JobResult) {
+    let job_id = result.job_id.clone();
+    let timings = result.timings;
+    let report = HostReport {
+        minion_id: minion_id.clone(),
+        status: result.status,
+        containers: result.containers,
+        error: result.error,
+        duration_ms: timings.pull_ms + timings.containers_ms + timings.health_ms,
+        timings,
+        reported_late: true,
+    };
+    match master
+        .store
+        .record_late_report(job_id.clone(), report)
+        .await
+    {
+        Ok(true) => {
+            tracing::info!(minion.id = %minion_id, job.id = %job_id, "recorded a late result")
+        }
+        Ok(false) => {
+            tracing::debug!(minion.id = %minion_id, job.id = %job_id, "a result for a job that already has one")
+        }
+        Err(err) => {
+            tracing::error!(minion.id = %minion_id, job.id = %job_id, "cannot record a late result: {err}")
         }
     }
 }

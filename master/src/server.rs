@@ -29,9 +29,10 @@ use crate::store::Store;
 
 /// How many accepted connections may wait for the gRPC server.
 const ACCEPT_QUEUE: usize = 128;
-/// How often an idle connection is probed, and how long the probe may take.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle connection is probed, and how long the probe may take: a link whose peer
+/// vanished without a word (power cut, silent partition) is noticed within their sum.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest messages each service accepts: a join is a token and a CSR; a minion's hello
 /// lists its containers; a fleet request is small. Anything larger is refused before it is read.
 const ENROLMENT_MESSAGE_LIMIT: usize = 64 * 1024;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use brine_common::host::{Facts, HostEvent, RunningContainer};
 use brine_common::identity::CertRole;
 use brine_common::names::MinionId;
-use brine_common::outcome::{ContainerAction, HostReport, HostStatus, JobSummary};
+use brine_common::outcome::{ContainerAction, HostReport, HostStatus, JobId, JobSummary};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
@@ -979,6 +979,52 @@ impl Store {
         .await
     }
 
+    /// Records a host's result that arrived after its finished job had given up on the host
+    /// (unreachable, timed out, interrupted): the job's record then shows what the host really
+    /// did, marked as reported late, and the host's containers as it left them. Returns false
+    /// (and records nothing) when the job or the host's report is not one to update.
+    pub async fn record_late_report(
+        &self,
+        job_id: JobId,
+        report: HostReport,
+    ) -> Result<bool, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let recorded = {
+                let mut jobs = tx.open_table(JOBS)?;
+                let Some(mut job) = read::<JobRecord>(&jobs, "jobs", job_id.as_str())? else {
+                    return Ok(false);
+                };
+                let Some(slot) = job
+                    .summary
+                    .hosts
+                    .iter_mut()
+                    .find(|h| h.minion_id == report.minion_id)
+                    .filter(|h| !job.running && h.gave_up())
+                else {
+                    return Ok(false);
+                };
+                *slot = HostReport {
+                    reported_late: true,
+                    ..report
+                };
+                let late = slot.clone();
+                jobs.insert(job_id.as_str(), encode(&job).as_slice())?;
+                let mut minions = tx.open_table(MINIONS)?;
+                if let Some(mut record) =
+                    read::<MinionRecord>(&minions, "minions", late.minion_id.as_str())?
+                    && apply_results(&mut record.running, &late)
+                {
+                    minions.insert(late.minion_id.as_str(), encode(&record).as_slice())?;
+                }
+                true
+            };
+            tx.commit()?;
+            Ok(recorded)
+        })
+        .await
+    }
+
     /// Records how far a running job got (it must have `running` set); the final record
     /// replaces it through [`Store::record_job`].
     pub async fn record_job_progress(&self, job: JobRecord) -> Result<(), StoreError> {
@@ -1021,6 +1067,7 @@ impl Store {
                                 ),
                                 duration_ms: 0,
                                 timings: Default::default(),
+                                reported_late: false,
                             });
                         }
                     }
@@ -1386,6 +1433,7 @@ mod tests {
                 error: None,
                 duration_ms: 3,
                 timings: Default::default(),
+                reported_late: false,
             };
             let summary = JobSummary {
                 job_id: JobId::new("j-1").unwrap(),
@@ -1705,6 +1753,7 @@ mod tests {
             error: None,
             duration_ms: 1,
             timings: Default::default(),
+            reported_late: false,
         };
         let job = |job_id: &str, running: bool| JobRecord {
             summary: JobSummary {

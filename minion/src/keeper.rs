@@ -219,7 +219,16 @@ pub(crate) struct Outbox {
     // A std mutex: it is never held across an await.
     queue: Mutex<VecDeque<Outgoing>>,
     added: Notify,
+    /// Results handed to a link lately, newest last: a link that dies (silently, say) loses
+    /// what it had not delivered, so each new link sends them again. The master takes a result
+    /// it already has as a no-op.
+    sent: Mutex<VecDeque<(std::time::Instant, JobResult)>>,
 }
+
+/// How long a result handed to a link is sent again on every new link.
+const RESEND_WINDOW: Duration = Duration::from_secs(600);
+/// How many such results are kept.
+const RESEND_LIMIT: usize = 32;
 
 impl Outbox {
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Outgoing>> {
@@ -260,6 +269,36 @@ impl Outbox {
     /// Resolves when a message was added since the last call.
     pub(crate) async fn added(&self) {
         self.added.notified().await;
+    }
+
+    /// Notes that `result` was handed to a link, which may yet lose it.
+    pub(crate) fn handed_over(&self, result: JobResult) {
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        sent.retain(|(_, earlier)| earlier.job_id != result.job_id);
+        sent.push_back((std::time::Instant::now(), result));
+        while sent.len() > RESEND_LIMIT {
+            sent.pop_front();
+        }
+    }
+
+    /// Queues again, ahead of everything, the results handed to links within
+    /// [`RESEND_WINDOW`] that are not queued already: for a new link to send.
+    pub(crate) fn resend_recent(&self) {
+        let recent: Vec<JobResult> = {
+            let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+            sent.retain(|(at, _)| at.elapsed() < RESEND_WINDOW);
+            sent.iter().map(|(_, result)| result.clone()).collect()
+        };
+        let mut queue = self.lock();
+        for result in recent.into_iter().rev() {
+            let queued = queue
+                .iter()
+                .any(|m| matches!(m, Outgoing::Result(r) if r.job_id == result.job_id));
+            if !queued {
+                queue.push_front(Outgoing::Result(result));
+            }
+        }
+        trim(&mut queue);
     }
 }
 
@@ -453,6 +492,31 @@ async fn save_desired(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_handed_to_a_link_are_sent_again_on_the_next_one() {
+        let outbox = Outbox::default();
+        let result =
+            |n: usize| JobResult::failed(JobId::new(format!("j-{n}")).unwrap(), "x".into());
+        outbox.handed_over(result(1));
+        outbox.handed_over(result(2));
+        outbox.push(Outgoing::Result(result(2)));
+        outbox.event(HostEventKind::Repaired, "r".into());
+        outbox.resend_recent();
+        let taken = outbox.take();
+        assert_eq!(
+            taken,
+            [
+                Outgoing::Result(result(1)),
+                Outgoing::Result(result(2)),
+                taken[2].clone()
+            ],
+            "each recent result once, ahead of the rest"
+        );
+        assert!(matches!(taken[2], Outgoing::Event(_)));
+        outbox.resend_recent();
+        assert_eq!(outbox.take().len(), 2, "and again on every new link");
+    }
 
     #[test]
     fn the_outbox_keeps_results_over_events_and_order() {

@@ -208,6 +208,7 @@ async fn session<R: ContainerRuntime>(
     tracing::info!(master = %config.master, "connected");
     linked();
 
+    events.resend_recent();
     send_outbox(events, &outbound).await?;
     let mut renew_at = renewal::renewal_time(&certificate);
     loop {
@@ -314,6 +315,9 @@ async fn send_outbox(
         if outbound.send(message).await.is_err() {
             outbox.put_back(std::iter::once(outgoing).chain(waiting).collect());
             anyhow::bail!("the link closed while sending what waited for it");
+        }
+        if let Outgoing::Result(result) = outgoing {
+            outbox.handed_over(result);
         }
     }
     Ok(())

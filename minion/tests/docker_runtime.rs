@@ -735,11 +735,13 @@ async fn probes_reach_the_container_on_its_network() {
     };
     assert_eq!(wait(exec(&["/bin/busybox", "true"]), 10_000).await, Ok(()));
 
-    // The failing checks each wait out their deadline; side by side they take one.
+    // The failing checks each wait out their deadline; side by side they take one. It leaves
+    // room for a probe's own 200 ms timeout on a busy machine, so the last answer seen is the
+    // container's, not the clock's.
     let (not_found, refused, failing) = futures::join!(
-        wait(http("/"), 1_000),
-        wait(Probe::Tcp { port: 9 }, 1_000),
-        wait(exec(&["/bin/busybox", "false"]), 1_000),
+        wait(http("/"), 3_000),
+        wait(Probe::Tcp { port: 9 }, 3_000),
+        wait(exec(&["/bin/busybox", "false"]), 3_000),
     );
     assert!(
         matches!(&not_found, Err(Unhealthy::Deadline { last, .. }) if last.contains("404")),

@@ -595,6 +595,7 @@ impl TryFrom<pb::HostReport> for HostReport {
             error: optional_string(r.error),
             duration_ms: r.duration_ms,
             timings: r.timings.map(Into::into).unwrap_or_default(),
+            reported_late: r.reported_late,
         })
     }
 }
@@ -608,6 +609,7 @@ impl From<HostReport> for pb::HostReport {
             error: r.error.unwrap_or_default(),
             duration_ms: r.duration_ms,
             timings: Some(r.timings.into()),
+            reported_late: r.reported_late,
         }
     }
 }

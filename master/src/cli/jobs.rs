@@ -187,8 +187,13 @@ pub async fn show(client: &ClientArgs, id: String, format: ListFormat) -> anyhow
                     .as_deref()
                     .map(|e| format!(": {}", super::printable(e)))
                     .unwrap_or_default();
+                let late = if host.reported_late {
+                    "  (reported late: the job had given up on it)"
+                } else {
+                    ""
+                };
                 println!(
-                    "\n{}  {}{error}  ({} ms)",
+                    "\n{}  {}{error}  ({} ms){late}",
                     host.minion_id, host.status, host.duration_ms
                 );
                 for c in &host.containers {

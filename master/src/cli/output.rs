@@ -808,6 +808,7 @@ mod tests {
             error: error.map(str::to_owned),
             duration_ms: 1234,
             timings: Default::default(),
+            reported_late: false,
         }
     }
 

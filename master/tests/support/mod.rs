@@ -11,6 +11,7 @@
 
 #![allow(dead_code)] // every test file uses a different part of the harness
 
+pub mod netns;
 pub mod systemd;
 
 use std::collections::BTreeMap;
@@ -84,7 +85,19 @@ pub fn minion_binary() -> PathBuf {
 /// A command for one of our binaries, without `BRINE_*` variables of the caller's environment
 /// (they override config files) and without stdin.
 fn brine_command(binary: &Path) -> Command {
-    let mut command = Command::new(binary);
+    brine_command_in(None, binary)
+}
+
+/// As [`brine_command`], run inside network namespace `netns` if one is given.
+fn brine_command_in(netns: Option<&str>, binary: &Path) -> Command {
+    let mut command = match netns {
+        Some(netns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", netns]).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("BRINE_") {
             command.env_remove(key);
@@ -634,7 +647,10 @@ impl HighstateRun {
 /// `brine-master serve` on a free loopback port with its own data directory.
 pub struct Master {
     root: TempDir,
-    port: u16,
+    /// `HOST:PORT` where it listens.
+    address: String,
+    /// The network namespace it runs in (its CLI too), if not this machine's.
+    netns: Option<String>,
     child: Child,
 }
 
@@ -645,6 +661,12 @@ impl Master {
 
     /// Starts a master whose daemon has `env` set (`BRINE_MASTER_*` overrides master.toml).
     pub fn start_with_env(env: &[(&str, &str)]) -> Self {
+        Self::start_on(None, env)
+    }
+
+    /// Starts a master inside network namespace `netns` on `ip` (port 4700), or on a free
+    /// loopback port without one; `env` as for [`Master::start_with_env`].
+    pub fn start_on(place: Option<(&str, std::net::IpAddr)>, env: &[(&str, &str)]) -> Self {
         let binary = master_binary();
         let mut last_failure = String::new();
         for _attempt in 0..3 {
@@ -653,19 +675,21 @@ impl Master {
                 .tempdir()
                 .expect("a temp dir");
             let data = root.path().join("data");
-            let port = free_port();
-            let listen = format!("127.0.0.1:{port}");
-            let init = run_with_deadline(
-                brine_command(&binary)
-                    .args(["init", "--data-dir"])
-                    .arg(&data)
-                    .args(["--listen", &listen]),
-                Duration::from_secs(30),
-                "brine-master init",
-            );
+            let (netns, listen) = match place {
+                Some((netns, ip)) => (Some(netns.to_owned()), format!("{ip}:4700")),
+                None => (None, format!("127.0.0.1:{}", free_port())),
+            };
+            let mut init = brine_command(&binary);
+            init.args(["init", "--data-dir"])
+                .arg(&data)
+                .args(["--listen", &listen]);
+            if let Some((_, ip)) = place {
+                init.args(["--advertise", &ip.to_string()]);
+            }
+            let init = run_with_deadline(&mut init, Duration::from_secs(30), "brine-master init");
             assert!(init.code == 0, "{}", init.describe("brine-master init"));
             let log = root.path().join("master.log");
-            let child = brine_command(&binary)
+            let child = brine_command_in(netns.as_deref(), &binary)
                 .envs(env.iter().copied())
                 .args(["serve", "--data-dir"])
                 .arg(&data)
@@ -673,7 +697,12 @@ impl Master {
                 .stderr(log_file(&log))
                 .spawn()
                 .unwrap_or_else(|err| panic!("cannot start brine-master serve: {err}"));
-            let mut master = Self { root, port, child };
+            let mut master = Self {
+                root,
+                address: listen,
+                netns,
+                child,
+            };
             match master.wait_ready() {
                 Ok(()) => return master,
                 Err(failure) => {
@@ -718,9 +747,14 @@ impl Master {
         self.root.path().join("data")
     }
 
-    /// `127.0.0.1:PORT`, where minions dial.
+    /// `HOST:PORT`, where minions dial.
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.address.clone()
+    }
+
+    /// The network namespace the master runs in, if not this machine's.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -733,7 +767,7 @@ impl Master {
 
     /// `brine-master ARGS --data-dir DIR`.
     pub fn cli(&self, args: &[&str]) -> Command {
-        let mut command = brine_command(&master_binary());
+        let mut command = brine_command_in(self.netns(), &master_binary());
         command.args(args).arg("--data-dir").arg(self.data_dir());
         command
     }
@@ -837,7 +871,7 @@ impl Master {
             .append(true)
             .open(self.log_path())
             .expect("open the master log");
-        self.child = brine_command(&master_binary())
+        self.child = brine_command_in(self.netns.as_deref(), &master_binary())
             .args(["serve", "--data-dir"])
             .arg(self.data_dir())
             .stdout(Stdio::null())
@@ -870,6 +904,8 @@ pub struct Minion {
     child: Option<Child>,
     /// Set for the daemon (not for `join`).
     env: Vec<(String, String)>,
+    /// The network namespace it runs in, if not this machine's.
+    netns: Option<String>,
 }
 
 impl Minion {
@@ -892,6 +928,18 @@ impl Minion {
         env: &[(&str, &str)],
         extra_config: &str,
     ) -> Self {
+        Self::start_in(None, master, id, labels, env, extra_config)
+    }
+
+    /// As [`Minion::start_with`], joining and running inside network namespace `netns`.
+    pub fn start_in(
+        netns: Option<&str>,
+        master: &Master,
+        id: &str,
+        labels: &[&str],
+        env: &[(&str, &str)],
+        extra_config: &str,
+    ) -> Self {
         let binary = minion_binary();
         let root = tempfile::Builder::new()
             .prefix("brine-e2e-minion-")
@@ -906,10 +954,11 @@ impl Minion {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            netns: netns.map(str::to_owned),
         };
         let token = master.token();
         let join = run_with_deadline(
-            brine_command(&binary)
+            brine_command_in(netns, &binary)
                 .args(["join", "--master", &master.address(), "--token", &token])
                 .args(["--id", id, "--data-dir"])
                 .arg(&data)
@@ -940,7 +989,7 @@ impl Minion {
             .append(true)
             .open(&log)
             .unwrap_or_else(|err| panic!("cannot open {}: {err}", log.display()));
-        let child = brine_command(&minion_binary())
+        let child = brine_command_in(self.netns.as_deref(), &minion_binary())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["run", "--data-dir"])
             .arg(self.data_dir())
@@ -1274,6 +1323,68 @@ fn forward(from: &UnixStream, to: &UnixStream) {
     thread::spawn(move || {
         let _ = std::io::copy(&mut from, &mut to);
         let _ = to.shutdown(std::net::Shutdown::Write);
+    });
+}
+
+// ------------------------------------------------------------------------------------------------
+// A unix socket that reaches a TCP service
+
+/// Forwards connections on a unix socket to a TCP address, one thread pair per connection.
+pub struct UnixForwarder {
+    socket: PathBuf,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<thread::JoinHandle<()>>,
+}
+
+impl UnixForwarder {
+    pub fn start(socket: &Path, target: String) -> Self {
+        let listener = UnixListener::bind(socket).expect("bind the forwarder's socket");
+        let stop = Arc::new(AtomicBool::new(false));
+        let acceptor = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                for client in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let (Ok(client), Ok(server)) = (client, TcpStream::connect(&target)) else {
+                        continue;
+                    };
+                    copy_between(client, server);
+                }
+            })
+        };
+        Self {
+            socket: socket.to_path_buf(),
+            stop,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the acceptor so it sees the flag.
+        let _ = UnixStream::connect(&self.socket);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+/// Copies both ways between a unix and a TCP stream until either side closes.
+fn copy_between(client: UnixStream, server: TcpStream) {
+    let (Ok(mut client_read), Ok(mut server_read)) = (client.try_clone(), server.try_clone())
+    else {
+        return;
+    };
+    let (mut client_write, mut server_write) = (client, server);
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut client_read, &mut server_write);
+        let _ = server_write.shutdown(std::net::Shutdown::Write);
+    });
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut server_read, &mut client_write);
+        let _ = client_write.shutdown(std::net::Shutdown::Write);
     });
 }
 

@@ -7,19 +7,16 @@
 //! binaries this test run built, in `target/release/`) and the README's install commands.
 
 use std::io::Read;
-use std::net::TcpStream;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
 use super::{
-    Finished, Registry, docker, master_binary, minion_binary, run_with_deadline, try_docker,
+    Finished, Registry, UnixForwarder, docker, master_binary, minion_binary, run_with_deadline,
+    try_docker,
 };
 
 /// The image the build script makes; bump with the script's tag.
@@ -231,65 +228,6 @@ impl Drop for SystemdHost {
             forwarder.stop();
         }
     }
-}
-
-/// Forwards connections on a unix socket to a TCP address, one thread pair per connection.
-struct UnixForwarder {
-    socket: PathBuf,
-    stop: Arc<AtomicBool>,
-    acceptor: Option<thread::JoinHandle<()>>,
-}
-
-impl UnixForwarder {
-    fn start(socket: &Path, target: String) -> Self {
-        let listener = UnixListener::bind(socket).expect("bind the forwarder's socket");
-        let stop = Arc::new(AtomicBool::new(false));
-        let acceptor = {
-            let stop = stop.clone();
-            thread::spawn(move || {
-                for client in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let (Ok(client), Ok(server)) = (client, TcpStream::connect(&target)) else {
-                        continue;
-                    };
-                    copy_between(client, server);
-                }
-            })
-        };
-        Self {
-            socket: socket.to_path_buf(),
-            stop,
-            acceptor: Some(acceptor),
-        }
-    }
-
-    fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the acceptor so it sees the flag.
-        let _ = UnixStream::connect(&self.socket);
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-    }
-}
-
-/// Copies both ways between a unix and a TCP stream until either side closes.
-fn copy_between(client: UnixStream, server: TcpStream) {
-    let (Ok(mut client_read), Ok(mut server_read)) = (client.try_clone(), server.try_clone())
-    else {
-        return;
-    };
-    let (mut client_write, mut server_write) = (client, server);
-    thread::spawn(move || {
-        let _ = std::io::copy(&mut client_read, &mut server_write);
-        let _ = server_write.shutdown(std::net::Shutdown::Write);
-    });
-    thread::spawn(move || {
-        let _ = std::io::copy(&mut server_read, &mut client_write);
-        let _ = client_write.shutdown(std::net::Shutdown::Write);
-    });
 }
 
 /// The shell commands of the README's "Installing on real hosts" section, block by block

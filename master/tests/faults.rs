@@ -1,0 +1,216 @@
+//! Faults on a real network: the master and each minion in a network namespace of its own,
+//! joined by a bridge (198.18.0.0/24, inside namespaces this suite creates), with links cut,
+//! slowed, made lossy or silently dropped. Each test states the promise it checks.
+//!
+//! Needs root, iproute2, iptables and socat (scripts/test-deps.sh installs them), Docker,
+//! Debian's `docker-registry` and `busybox-static`, and the binaries.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::netns::{NetHost, Network, available};
+use support::{Images, Master, Minion, Registry, quoted, status, unique_id};
+
+const SLEEPER: &str = "[\"/bin/busybox\", \"sleep\", \"3600\"]";
+
+/// A master on its own host of `network`, which reaches `registry` at its usual address.
+fn master_on(network: &mut Network, registry: &Registry) -> (NetHost, Master) {
+    available().unwrap_or_else(|missing| panic!("{missing}"));
+    let host = network.host("master");
+    network.forward_registry(&host, registry);
+    let master = Master::start_on(Some((host.netns(), host.address())), &[]);
+    (host, master)
+}
+
+/// A connected minion `e2e-UNIQ-NAME` on its own host of `network`, whose link to the master
+/// is `slowed` (one way) if asked.
+fn minion_on(
+    network: &mut Network,
+    master: &Master,
+    uniq: &str,
+    name: &str,
+    slowed: Option<Duration>,
+) -> (NetHost, Minion) {
+    let host = network.host(name);
+    let id = format!("e2e-{uniq}-{name}");
+    let dial = slowed.map(|delay| network.slow_path(&host, &master.address(), delay));
+    let env: Vec<(&str, &str)> = dial
+        .as_deref()
+        .map(|dial| ("BRINE_MINION_MASTER", dial))
+        .into_iter()
+        .collect();
+    let mut minion = Minion::start_in(Some(host.netns()), master, &id, &[], &env, "");
+    minion.wait_connected(master);
+    (host, minion)
+}
+
+/// One role per image, each with a single container, assigned by host glob.
+fn roles(entries: &[(&str, &str, &str)]) -> String {
+    let mut roles = String::new();
+    let mut assign = String::from("[assign]\n");
+    for (role, image, glob) in entries {
+        roles.push_str(&format!(
+            "[roles.{role}]\nimage = {}\n[[roles.{role}.containers]]\nname = \"{role}\"\ncommand = {SLEEPER}\n\n",
+            quoted(image)
+        ));
+        assign.push_str(&format!("{} = [\"{role}\"]\n", quoted(glob)));
+    }
+    roles + &assign
+}
+
+/// Promise: over links with 300 ms of round-trip latency and 5% packet loss, a highstate over
+/// 10 hosts finishes with every host's true status, and the next one finds nothing to change.
+#[test]
+fn a_highstate_over_slow_lossy_links_finishes_with_correct_statuses() {
+    let uniq = unique_id();
+    let registry = Registry::start();
+    let mut images = Images::new(&registry, &uniq);
+    let app = images.push_variant("app", 1);
+    let mut network = Network::new();
+    let (_master_host, master) = master_on(&mut network, &registry);
+    let mut minions = vec![];
+    for n in 0..10 {
+        let slowed = Some(Duration::from_millis(150));
+        let (host, minion) = minion_on(&mut network, &master, &uniq, &format!("h{n}"), slowed);
+        host.lose(5);
+        minions.push((host, minion));
+    }
+    // Nine hosts run the app; the tenth a tag that does not exist, and must fail alone.
+    let missing = images.reference("app", "no-such-tag");
+    master.write_roles(&roles(&[
+        ("app", &app.reference, &format!("e2e-{uniq}-h[0-8]")),
+        ("broken", &missing, &format!("e2e-{uniq}-h9")),
+    ]));
+
+    let started = Instant::now();
+    let run = master.highstate_run(None);
+    println!("highstate over 10 degraded hosts: {:?}", started.elapsed());
+    assert_eq!(run.code, 1, "{}", run.describe());
+    for (n, (_, minion)) in minions.iter().enumerate() {
+        let expected = if n == 9 { "failed" } else { "changed" };
+        assert_eq!(
+            status(&run.json, minion.id()),
+            expected,
+            "{}",
+            run.describe()
+        );
+        let running = minion
+            .containers()
+            .iter()
+            .filter(|c| c.state == "running")
+            .count();
+        assert_eq!(running, usize::from(n != 9), "{}", minion.id());
+    }
+
+    let again = master.highstate_run(None);
+    assert_eq!(again.code, 1, "{}", again.describe());
+    for (n, (_, minion)) in minions.iter().enumerate() {
+        let expected = if n == 9 { "failed" } else { "unchanged" };
+        assert_eq!(
+            status(&again.json, minion.id()),
+            expected,
+            "{}",
+            again.describe()
+        );
+    }
+    let statuses: Vec<Value> = again.json["hosts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(statuses.len(), 10);
+}
+
+/// Promise: a host cut off from the master mid-deploy without a word (packets dropped, no
+/// reset) is noticed within seconds and reported `unreachable`; it keeps a running container
+/// throughout; once the network heals, its own result reaches the master and the job record
+/// shows what it really did (marked as reported late); the next highstate finds nothing to do.
+#[test]
+fn a_silent_partition_mid_deploy_is_noticed_and_the_late_result_recorded() {
+    let uniq = unique_id();
+    let registry = Registry::start();
+    let mut images = Images::new(&registry, &uniq);
+    let app = images.push_variant("app", 1);
+    let mut network = Network::new();
+    let (_master_host, master) = master_on(&mut network, &registry);
+    let (host, minion) = minion_on(&mut network, &master, &uniq, "a", None);
+    // The new container must stay up 8 s before it counts as healthy: the job is under way
+    // while the partition starts.
+    master.write_roles(&format!(
+        "[roles.app]\nimage = {}\n[[roles.app.containers]]\nname = \"app\"\ncommand = {SLEEPER}\n\
+         health = {{ min_healthy = \"8s\", deadline = \"60s\" }}\n\n[assign]\n{} = [\"app\"]\n",
+        quoted(&app.reference),
+        quoted(minion.id())
+    ));
+
+    let (run, partitioned_for) = std::thread::scope(|scope| {
+        let highstate = scope.spawn(|| master.highstate_run(None));
+        support::wait_for(
+            "the new container to start",
+            Duration::from_secs(60),
+            || match minion.containers().iter().any(|c| c.state == "running") {
+                true => Ok(()),
+                false => Err("no running container yet".to_owned()),
+            },
+        );
+        host.drop_silently();
+        let cut = Instant::now();
+        let run = highstate.join().expect("the highstate thread");
+        (run, cut.elapsed())
+    });
+    println!("a silent partition ended the job after {partitioned_for:?}");
+    assert_eq!(run.code, 1, "{}", run.describe());
+    assert_eq!(
+        status(&run.json, minion.id()),
+        "unreachable",
+        "{}",
+        run.describe()
+    );
+    assert!(
+        partitioned_for < Duration::from_secs(35),
+        "the partition took {partitioned_for:?} to notice (keepalive 10 s + grace 15 s)"
+    );
+    assert!(
+        minion.containers().iter().any(|c| c.state == "running"),
+        "the host was left without a running container"
+    );
+
+    host.stop_dropping();
+    let job_id = run.json["job_id"].as_str().expect("a job id").to_owned();
+    let healed = Instant::now();
+    let report = support::wait_for(
+        "the host's late result to be recorded",
+        Duration::from_secs(60),
+        || {
+            let shown = support::run_with_deadline(
+                &mut master.cli(&["jobs", "show", &job_id, "--output", "json"]),
+                Duration::from_secs(20),
+                "jobs show",
+            );
+            let job: Value = serde_json::from_str(&shown.stdout).map_err(|e| e.to_string())?;
+            let report = support::host(&job, minion.id()).clone();
+            if report["reported_late"] == true {
+                Ok(report)
+            } else {
+                Err(format!("{report}"))
+            }
+        },
+    );
+    println!(
+        "the late result was recorded {:?} after the network healed",
+        healed.elapsed()
+    );
+    assert_eq!(report["status"], "changed", "{report:#}");
+
+    let again = master.highstate_run(None);
+    assert_eq!(again.code, 0, "{}", again.describe());
+    assert_eq!(
+        status(&again.json, minion.id()),
+        "unchanged",
+        "{}",
+        again.describe()
+    );
+    let log = std::fs::read_to_string(minion.log_path()).unwrap_or_default();
+    assert!(
+        !log.contains("already applied"),
+        "a command was sent twice:\n{log}"
+    );
+}
