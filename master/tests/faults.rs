@@ -214,3 +214,176 @@ fn a_silent_partition_mid_deploy_is_noticed_and_the_late_result_recorded() {
         "a command was sent twice:\n{log}"
     );
 }
+
+/// Promise: a master killed with SIGKILL in the second of five batches loses no job record:
+/// after a restart the job is `interrupted` for the hosts it had not heard from, the fleet lock
+/// is free, every host still runs a container of its role (old or new, never none), and the
+/// next highstate finishes the rollout.
+#[test]
+fn a_master_killed_mid_rollout_leaves_every_host_running_and_the_next_highstate_finishes() {
+    let mut fleet = support::Fleet::start(&["a", "b", "c", "d", "e"]);
+    let every = format!("e2e-{}-*", fleet.uniq);
+    let write = |fleet: &support::Fleet| {
+        fleet
+            .master
+            .write_roles(&roles(&[("app", &fleet.app_v1.reference, &every)]));
+    };
+    write(&fleet);
+    let first = fleet.master.highstate_run(None);
+    assert_eq!(first.code, 0, "{}", first.describe());
+    let v2 = fleet.images.push_variant("app", 2);
+
+    let rollout = fleet
+        .master
+        .cli(&[
+            "highstate",
+            "--batch",
+            "1",
+            "--batch-wait",
+            "3s",
+            "--output",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the rollout");
+    let first_host = fleet.minion_id("a");
+    support::wait_for("the first batch to finish", Duration::from_secs(60), || {
+        let on_v2 = support::containers(&first_host)
+            .iter()
+            .any(|c| c.image_id == v2.id && c.state == "running");
+        if on_v2 {
+            Ok(())
+        } else {
+            Err("host a not on the new build yet".to_owned())
+        }
+    });
+    // Into the wait before the second batch, or the second batch itself.
+    std::thread::sleep(Duration::from_secs(2));
+    fleet.master.kill();
+    let _ = rollout.wait_with_output();
+    fleet.master.start_again();
+
+    let (_, lock, _) = {
+        let out = support::run_with_deadline(
+            &mut fleet.master.cli(&["lock", "status"]),
+            Duration::from_secs(20),
+            "lock status",
+        );
+        (out.code, out.stdout, out.stderr)
+    };
+    assert_eq!(
+        lock.trim(),
+        "unlocked",
+        "the killed job's lock was not released"
+    );
+    let listed = support::run_with_deadline(
+        &mut fleet.master.cli(&["jobs", "--output", "json"]),
+        Duration::from_secs(20),
+        "jobs",
+    );
+    let jobs: Value = serde_json::from_str(&listed.stdout).expect("jobs prints JSON");
+    let killed = &jobs[0];
+    assert_eq!(killed["running"], false, "{killed:#}");
+    assert!(
+        killed["counts"]["interrupted"].as_u64().unwrap_or(0) >= 1,
+        "the hosts it had not heard from are interrupted: {killed:#}"
+    );
+    for suffix in ["a", "b", "c", "d", "e"] {
+        let id = fleet.minion_id(suffix);
+        let running = support::containers(&id)
+            .iter()
+            .filter(|c| c.state == "running")
+            .count();
+        assert_eq!(running, 1, "{id} runs {running} containers of its role");
+    }
+
+    for minion in &mut fleet.minions {
+        minion.wait_connected(&fleet.master);
+    }
+    let finish = fleet.master.highstate_run(None);
+    assert_eq!(finish.code, 0, "{}", finish.describe());
+    for suffix in ["a", "b", "c", "d", "e"] {
+        let id = fleet.minion_id(suffix);
+        assert!(
+            support::containers(&id).iter().any(|c| c.image_id == v2.id),
+            "{id} is not on the new build"
+        );
+    }
+}
+
+/// Promise: when the registry dies in the middle of a rollout, hosts that can no longer get the
+/// new image fail clearly and keep their running container; nothing is left without one; once
+/// the registry is back, the next highstate finishes the rollout.
+#[test]
+fn a_registry_that_dies_mid_rollout_leaves_every_host_running() {
+    let mut fleet = support::Fleet::start(&["a", "b", "c"]);
+    let every = format!("e2e-{}-*", fleet.uniq);
+    fleet
+        .master
+        .write_roles(&roles(&[("app", &fleet.app_v1.reference, &every)]));
+    let first = fleet.master.highstate_run(None);
+    assert_eq!(first.code, 0, "{}", first.describe());
+    let v2 = fleet.images.push_variant("app", 2);
+
+    let first_host = fleet.minion_id("a");
+    let run = std::thread::scope(|scope| {
+        let rollout = scope.spawn(|| {
+            fleet
+                .master
+                .highstate_run_with(&["--batch", "1", "--batch-wait", "4s"])
+        });
+        support::wait_for("the first batch to finish", Duration::from_secs(60), || {
+            let on_v2 = support::containers(&first_host)
+                .iter()
+                .any(|c| c.image_id == v2.id && c.state == "running");
+            if on_v2 {
+                Ok(())
+            } else {
+                Err("host a not on the new build yet".to_owned())
+            }
+        });
+        // The tag was resolved when the job started; the remaining hosts must still pull. (They
+        // share this machine's engine, which has the image now: forget its name there, as
+        // the other hosts of a real fleet never had it.)
+        support::docker(&["rmi", "-f", &v2.repo_digest]);
+        fleet.registry.stop();
+        rollout.join().expect("the rollout thread")
+    });
+    assert_eq!(run.code, 1, "{}", run.describe());
+    assert_eq!(
+        status(&run.json, &first_host),
+        "changed",
+        "{}",
+        run.describe()
+    );
+    for suffix in ["b", "c"] {
+        let id = fleet.minion_id(suffix);
+        let host = support::host(&run.json, &id);
+        assert!(
+            matches!(host["status"].as_str(), Some("failed" | "skipped")),
+            "{}",
+            run.describe()
+        );
+    }
+    for suffix in ["a", "b", "c"] {
+        let id = fleet.minion_id(suffix);
+        let running = support::containers(&id)
+            .iter()
+            .filter(|c| c.state == "running")
+            .count();
+        assert_eq!(running, 1, "{id} runs {running} containers of its role");
+    }
+
+    fleet.registry.start_again();
+    let finish = fleet.master.highstate_run(None);
+    assert_eq!(finish.code, 0, "{}", finish.describe());
+    for suffix in ["a", "b", "c"] {
+        let id = fleet.minion_id(suffix);
+        assert!(
+            support::containers(&id).iter().any(|c| c.image_id == v2.id),
+            "{id} is not on the new build"
+        );
+    }
+}

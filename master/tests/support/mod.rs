@@ -360,6 +360,36 @@ impl Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Starts a stopped registry again on the same port, with the same storage and settings.
+    pub fn start_again(&mut self) {
+        self.stop();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open the registry log");
+        self.child = Command::new(REGISTRY_BINARY)
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {REGISTRY_BINARY} again: {err}"));
+        let port = self.port;
+        wait_for(
+            "the registry to answer again",
+            Duration::from_secs(15),
+            || {
+                if registry_answers(port, false) || registry_answers(port, true) {
+                    Ok(())
+                } else {
+                    Err("no answer on /v2/".to_owned())
+                }
+            },
+        );
+    }
 }
 
 impl Drop for Registry {
@@ -861,6 +891,12 @@ impl Master {
     /// Stops the daemon (SIGTERM, then SIGKILL after 5 s).
     pub fn stop(&mut self) {
         terminate(&mut self.child, Duration::from_secs(5));
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash or a power cut would: no shutdown at all.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Starts the daemon again on the same data directory and port, appending to its log.
