@@ -387,3 +387,131 @@ fn a_registry_that_dies_mid_rollout_leaves_every_host_running() {
         );
     }
 }
+
+/// Promise: the health gate holds across a crash. A minion killed with SIGKILL while a new
+/// container (whose HEALTHCHECK fails) waits for its gate, with the old one set aside because
+/// they share a host port, finishes the replacement when it starts again: the new container
+/// never passes, so it goes and the old one is back, serving; the minion reports that for the
+/// job it lost (recorded late); and the next highstate does not keep the broken container.
+#[test]
+fn a_minion_killed_during_a_health_gate_brings_the_old_container_back_when_it_starts() {
+    let mut fleet = support::Fleet::start(&["a"]);
+    let id = fleet.minion_id("a");
+    let port = support::free_port();
+    let roles_for = |image: &str| {
+        format!(
+            "[roles.app]\nimage = {}\n[[roles.app.containers]]\nname = \"app\"\n\
+             command = [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\"]\n\
+             ports = [\"127.0.0.1:{port}:8080\"]\n\
+             health = {{ min_healthy = \"1s\", deadline = \"15s\" }}\n\n\
+             [assign]\n{} = [\"app\"]\n",
+            quoted(image),
+            quoted(&id)
+        )
+    };
+    fleet
+        .master
+        .write_roles(&roles_for(&fleet.app_v1.reference));
+    let first = fleet.master.highstate_run(None);
+    assert_eq!(first.code, 0, "{}", first.describe());
+    let broken = fleet.images.push_variant_with(
+        "app",
+        2,
+        "HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD [\"/bin/busybox\", \"false\"]",
+    );
+    fleet.master.write_roles(&roles_for(&broken.reference));
+    let set_aside = format!("{id}.app.replaced");
+    let app_v1 = fleet.app_v1.id.clone();
+    let support::Fleet {
+        master, minions, ..
+    } = &mut fleet;
+    let minion = minions.iter_mut().find(|m| m.id() == id).expect("minion a");
+
+    let run = std::thread::scope(|scope| {
+        let highstate = scope.spawn(|| master.highstate_run(None));
+        support::wait_for(
+            "the old container to be set aside",
+            Duration::from_secs(60),
+            || match support::containers(&id).iter().any(|c| c.name == set_aside) {
+                true => Ok(()),
+                false => Err("not yet".to_owned()),
+            },
+        );
+        minion.stop();
+        highstate.join().expect("the highstate thread")
+    });
+    assert_eq!(run.code, 1, "{}", run.describe());
+    assert_eq!(status(&run.json, &id), "unreachable", "{}", run.describe());
+    let job_id = run.json["job_id"].as_str().expect("a job id").to_owned();
+
+    minion.start_again();
+    let serving = format!("{id}.app");
+    support::wait_for(
+        "the old container to be back",
+        Duration::from_secs(90),
+        || {
+            let containers = support::containers(&id);
+            let back = containers
+                .iter()
+                .any(|c| c.name == serving && c.image_id == app_v1 && c.state == "running");
+            if back && containers.len() == 1 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{:?}",
+                    containers
+                        .iter()
+                        .map(|c| (&c.name, &c.state))
+                        .collect::<Vec<_>>()
+                ))
+            }
+        },
+    );
+    minion.wait_connected(master);
+    let report = support::wait_for(
+        "the restarted minion to report the job it lost",
+        Duration::from_secs(30),
+        || {
+            let shown = support::run_with_deadline(
+                &mut master.cli(&["jobs", "show", &job_id, "--output", "json"]),
+                Duration::from_secs(20),
+                "jobs show",
+            );
+            let job: Value = serde_json::from_str(&shown.stdout).map_err(|e| e.to_string())?;
+            let report = support::host(&job, &id).clone();
+            if report["reported_late"] == true {
+                Ok(report)
+            } else {
+                Err(format!("{report}"))
+            }
+        },
+    );
+    assert_eq!(report["status"], "failed", "{report:#}");
+    assert_eq!(
+        report["containers"][0]["previous_restored"], true,
+        "{report:#}"
+    );
+
+    // The broken build is still what the roles file asks for: it is tried again, fails its
+    // gate, and the old container keeps serving. It is never kept.
+    let again = master.highstate_run(None);
+    assert_eq!(again.code, 1, "{}", again.describe());
+    let host = support::host(&again.json, &id);
+    assert_eq!(host["status"], "failed", "{}", again.describe());
+    assert_eq!(
+        host["containers"][0]["previous_restored"],
+        true,
+        "{}",
+        again.describe()
+    );
+    let releases = support::run_with_deadline(
+        &mut master.cli(&["releases", "--output", "json"]),
+        Duration::from_secs(20),
+        "releases",
+    );
+    assert!(
+        !releases.stdout.contains(&broken.repo_digest),
+        "the broken build was recorded as a release: {}",
+        releases.stdout
+    );
+}

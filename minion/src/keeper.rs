@@ -125,11 +125,20 @@ pub(crate) async fn keep_host<R: ContainerRuntime>(
         }
     };
     let mut backoff = RepairBackoff::default();
+    // Replacements a crash interrupted are finished before anything else touches a container.
+    let mut interrupted_checked = false;
     loop {
+        if !interrupted_checked {
+            interrupted_checked = finish_interrupted(&executor, cached.as_ref(), &events).await;
+        }
         tokio::select! {
             biased;
             job = jobs.recv() => {
                 let Some(job) = job else { break };
+                if !interrupted_checked {
+                    interrupted_checked =
+                        finish_interrupted(&executor, cached.as_ref(), &events).await;
+                }
                 if let Some((updated, succeeded)) =
                     run_job(&executor, &data, job, &events, cached.as_ref(), &status).await
                 {
@@ -149,6 +158,33 @@ pub(crate) async fn keep_host<R: ContainerRuntime>(
                 let Some(cached) = &cached else { continue };
                 repair(&executor, cached, check, &mut backoff, &events).await;
             }
+        }
+    }
+}
+
+/// Finishes the replacements a crash interrupted (see [`crate::reconcile::recover`]) and
+/// queues what it found as the lost jobs' results. Returns whether that could be done: not
+/// while Docker is away. Without a cached desired state there is nothing to check against, and
+/// nothing is touched.
+async fn finish_interrupted<R: ContainerRuntime>(
+    executor: &Executor<R>,
+    cached: Option<&desired_cache::CachedDesired>,
+    outbox: &Outbox,
+) -> bool {
+    let Some(cached) = cached else {
+        return true;
+    };
+    match executor.finish_interrupted(&cached.desired).await {
+        Ok(results) => {
+            for result in results {
+                tracing::info!(job.id = %result.job_id, status = %result.status, "reporting a job a restart interrupted");
+                outbox.push(Outgoing::Result(result));
+            }
+            true
+        }
+        Err(err) => {
+            tracing::debug!("cannot look for interrupted replacements yet: {err}");
+            false
         }
     }
 }

@@ -45,6 +45,8 @@ pub enum OutputFormat {
 ///   "started_at_unix_ms": 1795687500000,
 ///   "finished_at_unix_ms": 1795687512345,
 ///   "resolve_ms": 12,
+///   "not_accepted": 0,
+///   "cancelled_by": null,
 ///   "hosts": [
 ///     {
 ///       "minion_id": "web-1",
@@ -63,7 +65,8 @@ pub enum OutputFormat {
 ///       ],
 ///       "error": null,
 ///       "duration_ms": 1234,
-///       "timings": { "pull_ms": 310, "containers_ms": 420, "health_ms": 2010 }
+///       "timings": { "pull_ms": 310, "containers_ms": 420, "health_ms": 2010 },
+///       "reported_late": false
 ///     }
 ///   ],
 ///   "error": null
@@ -1060,6 +1063,7 @@ mod tests {
                 "duration_ms",
                 "error",
                 "minion_id",
+                "reported_late",
                 "status",
                 "timings"
             ]

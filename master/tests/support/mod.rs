@@ -479,6 +479,12 @@ impl Images {
     /// Builds "variant N" of repository `name` and pushes it as `NAME:tested`, replacing what the
     /// tag pointed at (as CI does with a new build).
     pub fn push_variant(&mut self, name: &str, variant: u32) -> Pushed {
+        self.push_variant_with(name, variant, "")
+    }
+
+    /// As [`Images::push_variant`], with `extra` lines added to the Dockerfile (a
+    /// `HEALTHCHECK`, say).
+    pub fn push_variant_with(&mut self, name: &str, variant: u32, extra: &str) -> Pushed {
         let reference = self.reference(name, "tested");
         let context = tempfile::Builder::new()
             .prefix("brine-e2e-image-")
@@ -494,7 +500,7 @@ impl Images {
         std::fs::write(
             context.path().join("Dockerfile"),
             format!(
-                "FROM scratch\nCOPY busybox /bin/busybox\nLABEL brine.test.variant={variant}\nCOPY variant.txt /variant.txt\nCMD [\"/bin/busybox\",\"sleep\",\"3600\"]\n"
+                "FROM scratch\nCOPY busybox /bin/busybox\nLABEL brine.test.variant={variant}\nCOPY variant.txt /variant.txt\nCMD [\"/bin/busybox\",\"sleep\",\"3600\"]\n{extra}\n"
             ),
         )
         .expect("Dockerfile");

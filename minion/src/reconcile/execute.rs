@@ -39,6 +39,11 @@ impl<R: ContainerRuntime> Executor<R> {
         }
     }
 
+    /// The namespace whose containers it manages.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     pub fn runtime(&self) -> &R {
         &self.runtime
     }
@@ -804,6 +809,7 @@ mod tests {
                 state: "created".into(),
                 labels: request.labels.clone(),
                 published: vec![],
+                unhealthy: false,
             });
             let ports = request
                 .spec
@@ -1360,6 +1366,7 @@ mod tests {
                 state: "running".into(),
                 labels: HashMap::new(),
                 published: vec![],
+                unhealthy: false,
             });
 
         let result = apply(&exec, vec![spec("web", "app:1"), spec("db", "app:1")]).await;

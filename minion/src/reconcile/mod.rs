@@ -4,3 +4,4 @@
 pub mod execute;
 pub mod health;
 pub mod plan;
+pub mod recover;

@@ -111,9 +111,12 @@ pub fn plan(
         let action = match current(d) {
             None => Action::Create { desired: d.clone() },
             Some(o) => {
+                // A container Docker's own health check finds unhealthy is never kept: the
+                // job replaces it (and fails if its successor is no better).
                 let matches = o.label(labels::SPEC_HASH) == Some(d.hash.as_str())
                     && o.image_id == d.image_id
-                    && o.is_running();
+                    && o.is_running()
+                    && !o.unhealthy;
                 if matches {
                     Action::Keep {
                         desired: d.clone(),
@@ -178,6 +181,7 @@ mod tests {
             state: state.into(),
             labels,
             published: vec![],
+            unhealthy: false,
         }
     }
 
@@ -234,6 +238,14 @@ mod tests {
         let old = desired("web", "sha256:old");
         let new = desired("web", "sha256:new");
         assert_eq!(kinds(&plan(NS, &[new], &[observed(&old)])), ["replace web"]);
+    }
+
+    #[test]
+    fn a_container_docker_finds_unhealthy_is_never_kept() {
+        let d = desired("web", "sha256:1");
+        let mut sick = observed(&d);
+        sick.unhealthy = true;
+        assert_eq!(kinds(&plan(NS, &[d], &[sick])), ["replace web"]);
     }
 
     #[test]

@@ -486,9 +486,15 @@ fn observed(summary: ContainerSummary) -> Option<ObservedContainer> {
         .find(|name| !name.contains('/'))
         .unwrap_or_default()
         .to_owned();
+    // Docker's summary says so only in its status text: `Up 3 minutes (unhealthy)`.
+    let unhealthy = summary
+        .status
+        .as_deref()
+        .is_some_and(|status| status.contains("(unhealthy)"));
     Some(ObservedContainer {
         id,
         docker_name,
+        unhealthy,
         image: summary.image.unwrap_or_default(),
         image_id: summary.image_id.unwrap_or_default(),
         state: summary

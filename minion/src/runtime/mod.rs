@@ -39,6 +39,8 @@ pub struct ObservedContainer {
     /// The host ports it holds now (only a running container holds any), so a replacement knows
     /// whether its successor can start beside it.
     pub published: Vec<PortMapping>,
+    /// The image's HEALTHCHECK judges it unhealthy now.
+    pub unhealthy: bool,
 }
 
 impl ObservedContainer {
