@@ -515,3 +515,79 @@ fn a_minion_killed_during_a_health_gate_brings_the_old_container_back_when_it_st
         releases.stdout
     );
 }
+
+/// Promise: when the Docker engine goes away for a few seconds in the middle of a job (here,
+/// while a new container waits for its health gate) and comes back, the job rides it out: the
+/// gate goes on once Docker answers, the replacement completes, the host keeps a running
+/// container of its role throughout, and nothing is left over.
+#[test]
+fn a_docker_restart_mid_job_is_ridden_out() {
+    let mut fleet = support::Fleet::start(&[]);
+    let id = fleet.minion_id("a");
+    let mut docker_proxy = support::DockerProxy::new();
+    docker_proxy.up();
+    let host = docker_proxy.docker_host();
+    let mut minion = Minion::start_with(&fleet.master, &id, &[], &[("DOCKER_HOST", &host)], "");
+    minion.wait_connected(&fleet.master);
+    fleet.minions.push(minion);
+    let roles_for = |image: &str| {
+        format!(
+            "[roles.app]\nimage = {}\n[[roles.app.containers]]\nname = \"app\"\ncommand = {SLEEPER}\n\
+             health = {{ min_healthy = \"6s\", deadline = \"30s\" }}\n\n[assign]\n{} = [\"app\"]\n",
+            quoted(image),
+            quoted(&id)
+        )
+    };
+    fleet
+        .master
+        .write_roles(&roles_for(&fleet.app_v1.reference));
+    let first = fleet.master.highstate_run(None);
+    assert_eq!(first.code, 0, "{}", first.describe());
+    let v2 = fleet.images.push_variant("app", 2);
+    fleet.master.write_roles(&roles_for(&v2.reference));
+
+    let next = format!("{id}.app.next");
+    let serving = format!("{id}.app");
+    let running_app = || {
+        support::containers(&id)
+            .iter()
+            .filter(|c| c.name == serving && c.state == "running")
+            .count()
+    };
+    let run = std::thread::scope(|scope| {
+        let highstate = scope.spawn(|| fleet.master.highstate_run(None));
+        support::wait_for(
+            "the new container to start beside the old",
+            Duration::from_secs(60),
+            || match support::containers(&id).iter().any(|c| c.name == next) {
+                true => Ok(()),
+                false => Err("not yet".to_owned()),
+            },
+        );
+        docker_proxy.down();
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(running_app(), 1, "the host lost its running container");
+        docker_proxy.up();
+        highstate.join().expect("the highstate thread")
+    });
+    assert_eq!(run.code, 0, "{}", run.describe());
+    assert_eq!(status(&run.json, &id), "changed", "{}", run.describe());
+    assert_eq!(running_app(), 1, "the host lost its running container");
+
+    let again = fleet.master.highstate_run(None);
+    assert_eq!(again.code, 0, "{}", again.describe());
+    assert_eq!(
+        status(&again.json, &id),
+        "unchanged",
+        "{}",
+        again.describe()
+    );
+    let containers = support::containers(&id);
+    assert_eq!(
+        containers.len(),
+        1,
+        "leftovers: {:?}",
+        containers.iter().map(|c| &c.name).collect::<Vec<_>>()
+    );
+    assert_eq!(containers[0].image_id, v2.id);
+}
