@@ -1774,11 +1774,11 @@ async fn concurrent_wrong_joins_are_throttled_as_they_arrive() {
         (1..=10).contains(&reached),
         "at most the throttle's allowance may reach the token check: {codes:?}"
     );
-    assert_eq!(
-        codes.get("ResourceExhausted").copied().unwrap_or(0),
-        100 - reached,
-        "{codes:?}"
-    );
+    // The rest are throttled, or refused before they start: one connection carries at most 32
+    // streams at once, and a burst sent before the client has heard so is turned away.
+    let turned_away = codes.get("ResourceExhausted").copied().unwrap_or(0)
+        + codes.get("Unavailable").copied().unwrap_or(0);
+    assert_eq!(turned_away, 100 - reached, "{codes:?}");
     master.shutdown().await;
 }
 
