@@ -14,6 +14,8 @@ command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
+# ...and run a minion with its clock set off by libfaketime.
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing Debian packages: ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2

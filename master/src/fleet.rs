@@ -234,6 +234,7 @@ impl FleetService {
             certificate_sha256: m.certificate_sha256,
             certificate_expires_unix_ms: m.certificate_expires_unix_ms,
             replacement_pending: m.pending_replacement.is_some(),
+            clock_offset_ms: m.clock_offset_ms,
             join_labels: m.join_labels.into_iter().collect(),
             approval: match m.approval {
                 Approval::Accepted => pb::Approval::Accepted,

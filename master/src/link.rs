@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Caller;
 use crate::state::{Master, now_unix_ms};
-use crate::store::{Approval, CertificateCheck, Renewal};
+use crate::store::{Approval, CertificateCheck, HostHello, Renewal};
 
 /// How many commands may wait for one minion before a job considers it unreachable.
 const COMMAND_QUEUE: usize = 16;
@@ -279,15 +279,34 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
         let version = AgentVersion::parse(&hello.version)
             .map_err(|err| Status::invalid_argument(format!("hello.version: {err}")))?;
         let certificate = caller.certificate_sha256.clone().unwrap_or_default();
+        let now = now_unix_ms();
+        let clock_offset_ms = match hello.now_unix_ms {
+            0 => 0,
+            theirs => theirs.saturating_sub(now),
+        };
+        if clock_offset_ms.abs() > CLOCK_WARNING_MS {
+            let (seconds, direction) = (
+                clock_offset_ms.abs() / 1000,
+                if clock_offset_ms > 0 {
+                    "ahead of"
+                } else {
+                    "behind"
+                },
+            );
+            tracing::warn!(minion.id = %minion_id, "its clock is {seconds} s {direction} the master's; commands are timed by the master's clock");
+        }
         let check = self
             .master
             .store
             .record_hello(
                 minion_id.clone(),
                 certificate.clone(),
-                facts,
-                running,
-                now_unix_ms(),
+                HostHello {
+                    facts,
+                    running,
+                    clock_offset_ms,
+                    at_unix_ms: now,
+                },
             )
             .await
             .map_err(|err| {
@@ -340,8 +359,16 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
             stop.clone(),
         ));
 
-        let outbound = ReceiverStream::new(commands)
-            .map(move |command| Ok(to_wire(&minion_id, command)))
+        // The master's clock goes first: the minion times commands by it.
+        let clock = pb::MasterMessage {
+            kind: Some(pb::master_message::Kind::Clock(pb::Clock {
+                now_unix_ms: now_unix_ms(),
+            })),
+        };
+        let outbound = futures::stream::once(async move { Ok(clock) })
+            .chain(
+                ReceiverStream::new(commands).map(move |command| Ok(to_wire(&minion_id, command))),
+            )
             .take_until(stop.cancelled_owned());
         Ok(Response::new(Box::pin(outbound)))
     }
@@ -450,6 +477,9 @@ fn to_wire(minion_id: &MinionId, command: Command) -> pb::MasterMessage {
     };
     pb::MasterMessage { kind: Some(kind) }
 }
+
+/// A host clock further off than this from the master's is worth a warning in the log.
+const CLOCK_WARNING_MS: i64 = 5_000;
 
 /// A minion reports a job's steps and throttled pull progress; far more than this in one
 /// window means a broken or hostile peer, whose link is closed.

@@ -25,9 +25,9 @@ pub const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How long minion certificates are valid unless master.toml says otherwise. Minions renew
 /// theirs over their link well before that.
 pub const MINION_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
-/// How far back validity starts, so that hosts with a slightly slow clock accept a new
+/// How far back validity starts, so that hosts whose clock is up to an hour slow accept a new
 /// certificate; never more than a tenth of the lifetime, so short-lived certificates stay useful.
-const MAX_BACKDATE: Duration = Duration::from_secs(300);
+const MAX_BACKDATE: Duration = Duration::from_secs(3600);
 
 /// A failure to create or use a certificate.
 #[derive(Debug, thiserror::Error)]

@@ -99,6 +99,9 @@ pub struct MinionRecord {
     /// back, never a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_renewal_pem: Option<String>,
+    /// How far its clock was ahead of the master's (negative: behind) at its last hello.
+    #[serde(default)]
+    pub clock_offset_ms: i64,
 }
 
 /// A joined machine waiting for approval to take over an enrolled host's id.
@@ -149,6 +152,17 @@ pub enum CertificateCheck {
     NotAdmitted(Approval),
     /// The host has a newer certificate: it enrolled again or renewed since.
     CertificateReplaced,
+}
+
+/// What a host said when it linked up.
+#[derive(Debug, Clone, Default)]
+pub struct HostHello {
+    pub facts: Facts,
+    pub running: Vec<RunningContainer>,
+    /// How far its clock was ahead of the master's (negative: behind).
+    pub clock_offset_ms: i64,
+    /// When, by the master's clock.
+    pub at_unix_ms: i64,
 }
 
 /// What a renewal gave.
@@ -362,6 +376,7 @@ fn admit(
                 approval,
                 pending_replacement: None,
                 last_renewal_pem: None,
+                clock_offset_ms: 0,
             },
             JoinOutcome::Enrolled { approval, labels },
         ),
@@ -573,9 +588,7 @@ impl Store {
         &self,
         id: MinionId,
         certificate_sha256: String,
-        facts: Facts,
-        running: Vec<RunningContainer>,
-        now_unix_ms: i64,
+        hello: HostHello,
     ) -> Result<CertificateCheck, StoreError> {
         self.update_admitted(id, certificate_sha256.clone(), move |record| {
             if record.certificate_sha256 == certificate_sha256 {
@@ -584,9 +597,10 @@ impl Store {
                 record.previous_certificate_sha256 = None;
                 record.last_renewal_pem = None;
             }
-            record.facts = facts;
-            record.running = running;
-            record.last_seen_unix_ms = now_unix_ms;
+            record.facts = hello.facts;
+            record.running = hello.running;
+            record.clock_offset_ms = hello.clock_offset_ms;
+            record.last_seen_unix_ms = hello.at_unix_ms;
         })
         .await
     }
@@ -1293,6 +1307,13 @@ mod tests {
         MinionId::new(s).unwrap()
     }
 
+    fn hello_at(at_unix_ms: i64) -> HostHello {
+        HostHello {
+            at_unix_ms,
+            ..HostHello::default()
+        }
+    }
+
     const KEEP_ALL: JobRetention = JobRetention {
         keep: usize::MAX,
         max_age: Duration::MAX,
@@ -1358,9 +1379,8 @@ mod tests {
         {
             let store = Store::open(&path).unwrap();
             enrol(&store, "web-1", "ab").await;
-            let hello = |who: &str, cert: &str| {
-                store.record_hello(id(who), cert.into(), Facts::default(), vec![], 5)
-            };
+            let hello =
+                |who: &str, cert: &str| store.record_hello(id(who), cert.into(), hello_at(5));
             assert_eq!(
                 hello("web-1", "ab").await.unwrap(),
                 CertificateCheck::Recorded
@@ -1561,8 +1581,7 @@ mod tests {
         let renew = |caller: &str, new: &str| {
             store.renew_certificate(web(), caller.into(), cert(new), format!("pem of {new}"))
         };
-        let hello =
-            |cert: &str| store.record_hello(web(), cert.into(), Facts::default(), vec![], 5);
+        let hello = |cert: &str| store.record_hello(web(), cert.into(), hello_at(5));
         assert_eq!(
             renew("stranger", "x").await.unwrap(),
             Renewal::Refused(CertificateCheck::CertificateReplaced)
@@ -1603,8 +1622,7 @@ mod tests {
     async fn an_enrolled_id_is_taken_over_only_with_a_token_made_to_replace_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.redb")).unwrap();
-        let hello =
-            |cert: &str| store.record_hello(id("victim"), cert.into(), Facts::default(), vec![], 5);
+        let hello = |cert: &str| store.record_hello(id("victim"), cert.into(), hello_at(5));
         enrol(&store, "victim", "real").await;
         for approval in [Approval::Accepted, Approval::Pending] {
             assert_eq!(
@@ -1653,8 +1671,7 @@ mod tests {
     async fn a_pending_replacement_leaves_the_host_alone_until_accepted() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.redb")).unwrap();
-        let hello =
-            |cert: &str| store.record_hello(id("web-1"), cert.into(), Facts::default(), vec![], 5);
+        let hello = |cert: &str| store.record_hello(id("web-1"), cert.into(), hello_at(5));
         enrol(&store, "web-1", "old").await;
         assert!(matches!(
             join_with_new_token(&store, "web-1", "new", true, Approval::Pending).await,

@@ -591,3 +591,110 @@ fn a_docker_restart_mid_job_is_ridden_out() {
     );
     assert_eq!(containers[0].image_id, v2.id);
 }
+
+/// libfaketime, which sets a process's clock off (Debian's `faketime`).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Promise: a host whose clock is 10 minutes ahead of the master's, and one 10 minutes behind,
+/// link up, take every fresh command (commands expire by the master's clock, which the master
+/// sends first on every link), pass their health gates and converge; the skew is shown by
+/// `minions` and warned about on both sides.
+#[test]
+fn hosts_with_clocks_ten_minutes_off_take_fresh_commands_and_say_so() {
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: apt-get install faketime (scripts/test-deps.sh does)"
+    );
+    let mut fleet = support::Fleet::start(&[]);
+    for (suffix, skew) in [("ahead", "+10m"), ("behind", "-10m")] {
+        let id = fleet.minion_id(suffix);
+        let env = [
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME", skew),
+            // Timers and the health gate run on the monotonic clock, which a skew leaves alone.
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ];
+        let mut minion = Minion::start_with(&fleet.master, &id, &[], &env, "");
+        minion.wait_connected(&fleet.master);
+        fleet.minions.push(minion);
+    }
+    let glob = format!("e2e-{}-*", fleet.uniq);
+    let roles_for = |image: &str| {
+        format!(
+            "[roles.app]\nimage = {}\n[[roles.app.containers]]\nname = \"app\"\ncommand = {SLEEPER}\n\
+             health = {{ min_healthy = \"2s\", deadline = \"30s\" }}\n\n[assign]\n{} = [\"app\"]\n",
+            quoted(image),
+            quoted(&glob)
+        )
+    };
+    fleet
+        .master
+        .write_roles(&roles_for(&fleet.app_v1.reference));
+    let first = fleet.master.highstate_run(None);
+    assert_eq!(first.code, 0, "{}", first.describe());
+    let v2 = fleet.images.push_variant("app", 2);
+    fleet.master.write_roles(&roles_for(&v2.reference));
+    let second = fleet.master.highstate_run(None);
+    assert_eq!(second.code, 0, "{}", second.describe());
+    for suffix in ["ahead", "behind"] {
+        let id = fleet.minion_id(suffix);
+        assert_eq!(
+            status(&second.json, &id),
+            "changed",
+            "{}",
+            second.describe()
+        );
+        let containers = support::containers(&id);
+        assert_eq!(containers.len(), 1, "{id}: {containers:?}");
+        assert_eq!(containers[0].image_id, v2.id, "{id}");
+    }
+
+    let minions = fleet.master.minions();
+    for (suffix, sign) in [("ahead", 1), ("behind", -1)] {
+        let id = fleet.minion_id(suffix);
+        let minion = minions
+            .as_array()
+            .expect("an array")
+            .iter()
+            .find(|m| m["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{id} is not listed: {minions}"));
+        let offset = minion["clock_offset_ms"].as_i64().expect("clock_offset_ms");
+        assert!(
+            (offset - sign * 600_000).abs() < 30_000,
+            "{id}: clock_offset_ms {offset}"
+        );
+        let log = std::fs::read_to_string(fleet.minion(suffix).log_path()).unwrap_or_default();
+        assert!(
+            log.contains("clock is 600 s") || log.contains("clock is 599 s"),
+            "{id} did not warn about its clock:\n{log}"
+        );
+    }
+    let master_log = std::fs::read_to_string(fleet.master.log_path()).unwrap_or_default();
+    assert!(
+        master_log.contains("clock is"),
+        "the master did not warn about skewed clocks:\n{master_log}"
+    );
+
+    // A restart keeps what was applied; the next highstate finds nothing to change.
+    let ahead = fleet.minion_id("ahead");
+    let support::Fleet {
+        master, minions, ..
+    } = &mut fleet;
+    let minion = minions
+        .iter_mut()
+        .find(|m| m.id() == ahead)
+        .expect("the host ahead");
+    minion.start_again();
+    minion.wait_connected(master);
+    let again = fleet.master.highstate_run(None);
+    assert_eq!(again.code, 0, "{}", again.describe());
+    for suffix in ["ahead", "behind"] {
+        let id = fleet.minion_id(suffix);
+        assert_eq!(
+            status(&again.json, &id),
+            "unchanged",
+            "{}",
+            again.describe()
+        );
+    }
+}

@@ -1915,6 +1915,7 @@ async fn open_link_with_facts(
             version: "0.1.0".into(),
             facts: Some(facts),
             running: vec![],
+            now_unix_ms: 0,
         })),
     };
     within(
@@ -2167,6 +2168,7 @@ async fn host_listings_come_in_pages_that_fit_the_message_limit() {
                 version: "0.1.0".into(),
                 facts: Some(pb::Facts::default()),
                 running,
+                now_unix_ms: 0,
             })),
         };
         let (sender, receiver) = tokio::sync::mpsc::channel(4);

@@ -1,7 +1,9 @@
 //! The job ids this minion accepted, so a replayed command is refused, also after a restart.
 //!
-//! Each id is kept in `applied-jobs.json` in the data directory until its command expires (a
-//! command past its expiry is refused anyway), newest last and at most [`REMEMBERED_JOBS`]. An
+//! Each id is kept in `applied-jobs.json` in the data directory until its command expires by the
+//! master's clock (a command past its expiry is refused anyway), newest last and at most
+//! [`REMEMBERED_JOBS`]. Expiry is judged only when a command arrives, with the master's time
+//! that came over the link: this host's own clock may be off, and must not forget early. An
 //! id is on disk before its job is handed on, so a minion that crashes mid-job still refuses the
 //! command when it comes again. The file is replaced atomically and readable only by the
 //! minion's user; one that cannot be read is reported and counts as empty, as the minion must
@@ -47,12 +49,12 @@ struct AppliedJobsFile {
 }
 
 impl AppliedJobs {
-    /// The ids `data` holds whose commands have not expired at `now_unix_ms`.
-    pub fn load(data: &DataDir, now_unix_ms: i64) -> Self {
-        Self::load_from(data.root().join(FILE), now_unix_ms, REMEMBERED_JOBS)
+    /// The ids `data` holds.
+    pub fn load(data: &DataDir) -> Self {
+        Self::load_from(data.root().join(FILE), REMEMBERED_JOBS)
     }
 
-    fn load_from(path: PathBuf, now_unix_ms: i64, limit: usize) -> Self {
+    fn load_from(path: PathBuf, limit: usize) -> Self {
         let mut jobs = match read(&path) {
             Ok(jobs) => jobs,
             Err(err) => {
@@ -63,23 +65,26 @@ impl AppliedJobs {
                 VecDeque::new()
             }
         };
-        forget_expired_and_oldest(&mut jobs, now_unix_ms, limit);
+        let excess = jobs.len().saturating_sub(limit);
+        jobs.drain(..excess);
         Self { path, jobs, limit }
     }
 
     /// Records `job_id`, whose command is valid until `expires_at_unix_ms`, on disk. Returns
-    /// false, recording nothing, if it was accepted before. Nothing is remembered unless it is
-    /// on disk, so a command refused because it could not be recorded may come again.
+    /// false, recording nothing, if it was accepted before and has not expired at
+    /// `now_unix_ms`, the master's time. Nothing is remembered unless it is on disk, so a
+    /// command refused because it could not be recorded may come again.
     pub async fn record(
         &mut self,
         job_id: &JobId,
         expires_at_unix_ms: i64,
         now_unix_ms: i64,
     ) -> anyhow::Result<bool> {
-        if self.jobs.iter().any(|job| job.job_id == *job_id) {
+        let mut jobs = self.jobs.clone();
+        forget_expired_and_oldest(&mut jobs, now_unix_ms, self.limit);
+        if jobs.iter().any(|job| job.job_id == *job_id) {
             return Ok(false);
         }
-        let mut jobs = self.jobs.clone();
         jobs.push_back(AppliedJob {
             job_id: job_id.clone(),
             expires_at_unix_ms,
@@ -159,8 +164,7 @@ mod tests {
             })
             .with_ansi(false)
             .finish();
-        let applied =
-            tracing::subscriber::with_default(subscriber, || AppliedJobs::load(data, NOW));
+        let applied = tracing::subscriber::with_default(subscriber, || AppliedJobs::load(data));
         let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
         (applied, text)
     }
@@ -175,11 +179,11 @@ mod tests {
     async fn a_recorded_job_is_refused_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::new(dir.path());
-        let mut applied = AppliedJobs::load(&data, NOW);
+        let mut applied = AppliedJobs::load(&data);
         assert!(applied.record(&job(1), NOW + MINUTE, NOW).await.unwrap());
         assert!(!applied.record(&job(1), NOW + MINUTE, NOW).await.unwrap());
 
-        let mut restarted = AppliedJobs::load(&data, NOW + 1);
+        let mut restarted = AppliedJobs::load(&data);
         assert!(
             !restarted
                 .record(&job(1), NOW + MINUTE, NOW + 1)
@@ -204,7 +208,7 @@ mod tests {
     async fn an_expired_job_is_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::new(dir.path());
-        let mut applied = AppliedJobs::load(&data, NOW);
+        let mut applied = AppliedJobs::load(&data);
         assert!(applied.record(&job(1), NOW + MINUTE, NOW).await.unwrap());
         assert!(
             applied
@@ -213,9 +217,9 @@ mod tests {
                 .unwrap()
         );
 
-        // Loading forgets the commands that expired...
+        // Recording forgets the commands that expired by the time given...
         let later = NOW + 2 * MINUTE;
-        let mut restarted = AppliedJobs::load(&data, later);
+        let mut restarted = AppliedJobs::load(&data);
         assert!(
             restarted
                 .record(&job(1), later + MINUTE, later)
@@ -223,7 +227,7 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(recorded(&data), ["j-2", "j-1"]);
-        // ...and so does saving.
+        // ...and the file keeps only what has not.
         let much_later = NOW + 10 * MINUTE;
         assert!(
             restarted
@@ -263,12 +267,12 @@ mod tests {
     async fn the_number_of_remembered_jobs_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE);
-        let mut applied = AppliedJobs::load_from(path.clone(), NOW, 3);
+        let mut applied = AppliedJobs::load_from(path.clone(), 3);
         for n in 1..=4 {
             assert!(applied.record(&job(n), NOW + MINUTE, NOW).await.unwrap());
         }
         assert_eq!(applied.jobs.len(), 3);
-        let mut restarted = AppliedJobs::load_from(path, NOW, 2);
+        let mut restarted = AppliedJobs::load_from(path, 2);
         assert_eq!(restarted.jobs.len(), 2);
         assert!(!restarted.record(&job(4), NOW + MINUTE, NOW).await.unwrap());
         // The oldest is forgotten once the memory is full; in practice its command expired

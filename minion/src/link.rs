@@ -92,7 +92,7 @@ pub async fn run<R: ContainerRuntime + 'static>(
 
     let links = async {
         let mut attempt = 0;
-        let mut applied = AppliedJobs::load(&data, crate::now_unix_ms());
+        let mut applied = AppliedJobs::load(&data);
         loop {
             let linked = || status.linked(&config.master);
             match session(
@@ -195,6 +195,7 @@ async fn session<R: ContainerRuntime>(
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 facts: Some(facts.into()),
                 running: running.into_iter().map(Into::into).collect(),
+                now_unix_ms: crate::now_unix_ms(),
             })),
         })
         .await
@@ -211,6 +212,7 @@ async fn session<R: ContainerRuntime>(
     events.resend_recent();
     send_outbox(events, &outbound).await?;
     let mut renew_at = renewal::renewal_time(&certificate);
+    let mut clock = MasterClock::default();
     loop {
         let wait = renew_at
             .duration_since(SystemTime::now())
@@ -245,18 +247,20 @@ async fn session<R: ContainerRuntime>(
         let Some(message) = message.map_err(|s| anyhow::anyhow!("{}", s.message()))? else {
             break;
         };
-        let Some(pb::master_message::Kind::Apply(apply)) = message.kind else {
-            continue;
+        let apply = match message.kind {
+            Some(pb::master_message::Kind::Apply(apply)) => apply,
+            Some(pb::master_message::Kind::Clock(reading)) => {
+                clock = MasterClock::read(reading.now_unix_ms, crate::now_unix_ms());
+                continue;
+            }
+            None => continue,
         };
-        let accepted = match accept(&id, apply) {
+        let master_now = clock.now(crate::now_unix_ms());
+        let accepted = match accept(&id, apply, master_now) {
             // Recorded before the keeper sees it: once a job may have changed anything, its
             // command is refused even after a crash.
             Ok(command) => match applied
-                .record(
-                    &command.job_id,
-                    command.expires_at_unix_ms,
-                    crate::now_unix_ms(),
-                )
+                .record(&command.job_id, command.expires_at_unix_ms, master_now)
                 .await
             {
                 Ok(true) => Ok(command),
@@ -333,8 +337,41 @@ struct Command {
     expires_at_unix_ms: i64,
 }
 
-/// Validates a command at the edge: addressed to this host, not expired, well formed.
-fn accept(id: &MinionId, apply: pb::Apply) -> Result<Command, JobResult> {
+/// The master's time as this host sees it: commands expire by the master's clock, so a host
+/// whose own clock is off neither refuses fresh commands nor takes stale ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct MasterClock {
+    /// How far the master's clock is ahead of this host's; 0 until the master says.
+    offset_ms: i64,
+}
+
+impl MasterClock {
+    /// A host clock further off than this from the master's is worth a warning in the log.
+    const WARNING_MS: i64 = 5_000;
+
+    /// The clock after the master said its time was `master_unix_ms` at `local_unix_ms`.
+    fn read(master_unix_ms: i64, local_unix_ms: i64) -> Self {
+        let offset_ms = master_unix_ms.saturating_sub(local_unix_ms);
+        if offset_ms.abs() > Self::WARNING_MS {
+            let direction = if offset_ms < 0 { "ahead of" } else { "behind" };
+            tracing::warn!(
+                "this host's clock is {} s {direction} the master's; commands are timed by the \
+                 master's clock, but logs and container times here are off. Is NTP running?",
+                offset_ms.abs() / 1000
+            );
+        }
+        Self { offset_ms }
+    }
+
+    /// The master's time when this host's clock reads `local_unix_ms`.
+    fn now(self, local_unix_ms: i64) -> i64 {
+        local_unix_ms.saturating_add(self.offset_ms)
+    }
+}
+
+/// Validates a command at the edge: addressed to this host, not expired at `master_now` (the
+/// master's time), well formed.
+fn accept(id: &MinionId, apply: pb::Apply, master_now: i64) -> Result<Command, JobResult> {
     let job_id = JobId::new(apply.job_id.clone()).map_err(|err| {
         JobResult::failed(
             JobId::new("invalid").expect("a valid literal id"),
@@ -348,7 +385,7 @@ fn accept(id: &MinionId, apply: pb::Apply) -> Result<Command, JobResult> {
             apply.minion_id
         )));
     }
-    if apply.expires_at_unix_ms <= crate::now_unix_ms() {
+    if apply.expires_at_unix_ms <= master_now {
         return Err(refuse("the command has expired".into()));
     }
     let desired = apply
@@ -386,11 +423,14 @@ mod tests {
         assert!(samples.len() > 1, "delays are jittered");
     }
 
+    /// The master's time in these tests.
+    const MASTER_NOW: i64 = 1_800_000_000_000;
+
     fn apply(minion: &str, expires_in_ms: i64) -> pb::Apply {
         pb::Apply {
             job_id: "j-1".into(),
             minion_id: minion.into(),
-            expires_at_unix_ms: crate::now_unix_ms() + expires_in_ms,
+            expires_at_unix_ms: MASTER_NOW + expires_in_ms,
             desired: Some(pb::DesiredState::default()),
             dry_run: false,
         }
@@ -399,13 +439,31 @@ mod tests {
     #[test]
     fn commands_for_other_hosts_or_expired_are_refused() {
         let me = MinionId::new("web-1").unwrap();
-        assert!(accept(&me, apply("web-1", 60_000)).is_ok());
-        let refused = accept(&me, apply("web-2", 60_000)).unwrap_err();
+        assert!(accept(&me, apply("web-1", 60_000), MASTER_NOW).is_ok());
+        let refused = accept(&me, apply("web-2", 60_000), MASTER_NOW).unwrap_err();
         assert!(refused.error.unwrap().contains("addressed to"));
-        let refused = accept(&me, apply("web-1", -1)).unwrap_err();
+        let refused = accept(&me, apply("web-1", -1), MASTER_NOW).unwrap_err();
         assert!(refused.error.unwrap().contains("expired"));
         let mut missing = apply("web-1", 60_000);
         missing.desired = None;
-        assert!(accept(&me, missing).is_err());
+        assert!(accept(&me, missing, MASTER_NOW).is_err());
+    }
+
+    #[test]
+    fn commands_expire_by_the_masters_clock_whatever_this_hosts_says() {
+        let me = MinionId::new("web-1").unwrap();
+        let ten_minutes = 600_000;
+        // This host's clock runs ten minutes ahead: a command valid for two more minutes is
+        // still taken...
+        let ahead = MasterClock::read(MASTER_NOW, MASTER_NOW + ten_minutes);
+        let local_now = MASTER_NOW + ten_minutes + 500;
+        assert!(accept(&me, apply("web-1", 120_000), ahead.now(local_now)).is_ok());
+        // ...and behind, one that expired a minute ago is still refused.
+        let behind = MasterClock::read(MASTER_NOW, MASTER_NOW - ten_minutes);
+        let local_now = MASTER_NOW - ten_minutes + 500;
+        let stale = accept(&me, apply("web-1", -60_000), behind.now(local_now)).unwrap_err();
+        assert!(stale.error.unwrap().contains("expired"));
+        // Before the master says its time, the host's own clock is all there is.
+        assert_eq!(MasterClock::default().now(local_now), local_now);
     }
 }

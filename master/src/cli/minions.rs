@@ -40,6 +40,8 @@ struct MinionJson {
     approval: &'static str,
     /// A machine joined with a token made to replace this host and waits for `minions accept`.
     replacement_pending: bool,
+    /// How far the host's clock was ahead of the master's (negative: behind) at its last hello.
+    clock_offset_ms: i64,
     containers: Vec<ContainerJson>,
 }
 
@@ -155,6 +157,16 @@ pub async fn show(client: &ClientArgs, id: String, format: ListFormat) -> anyhow
     Ok(())
 }
 
+/// How far a host's clock is off, in words.
+fn clock_offset(offset_ms: i64) -> String {
+    let seconds = offset_ms.unsigned_abs() as f64 / 1000.0;
+    match offset_ms {
+        ..=-1000 => format!("{seconds:.1} s behind the master's"),
+        1000.. => format!("{seconds:.1} s ahead of the master's"),
+        _ => "in step with the master's".into(),
+    }
+}
+
 fn print_detail(m: &pb::MinionInfo, events: &[pb::HostEvent]) {
     let facts = m.facts.clone().unwrap_or_default();
     let labels = |labels: &std::collections::HashMap<String, String>| {
@@ -177,6 +189,7 @@ fn print_detail(m: &pb::MinionInfo, events: &[pb::HostEvent]) {
     }
     if m.last_seen_unix_ms > 0 {
         println!("last seen:    {}", super::time_of(m.last_seen_unix_ms));
+        println!("clock:        {}", clock_offset(m.clock_offset_ms));
     }
     println!("certificate:  {}", m.certificate_sha256);
     if m.certificate_expires_unix_ms > 0 {
@@ -398,6 +411,7 @@ fn to_json(m: pb::MinionInfo) -> MinionJson {
         certificate_expires_unix_ms: m.certificate_expires_unix_ms,
         approval: approval_name(m.approval),
         replacement_pending: m.replacement_pending,
+        clock_offset_ms: m.clock_offset_ms,
         containers: m
             .running
             .into_iter()
