@@ -168,10 +168,7 @@ impl EnrolmentService {
         if token.ca_digest != self.master.ca.digest() {
             return Err(refuse("the token was issued by another master"));
         }
-        let store_failure = |err: crate::store::StoreError| {
-            tracing::error!("{err}");
-            Status::unavailable("the master's store failed")
-        };
+        let store_failure = |err: crate::store::StoreError| err.to_status();
         let token_refusal = |check: TokenCheck| match check {
             TokenCheck::Valid => None,
             TokenCheck::Unknown => Some("unknown token"),

@@ -100,9 +100,10 @@ impl From<HighstateError> for Status {
             HighstateError::NotDeployable { .. } | HighstateError::TooLongForCi { .. } => {
                 Status::permission_denied(err.to_string())
             }
-            HighstateError::Store(_) => {
-                tracing::error!("highstate: {err}");
-                Status::unavailable("the master's store failed; see the master's log")
+            HighstateError::Store(err) => err.to_status(),
+            HighstateError::DiskFull { .. } => {
+                tracing::error!("refused a job: {err}");
+                Status::resource_exhausted(err.to_string())
             }
         }
     }
@@ -140,8 +141,7 @@ fn parse_target(text: &str) -> Result<Option<Target>, Status> {
 }
 
 fn store_failure(err: crate::store::StoreError) -> Status {
-    tracing::error!("{err}");
-    Status::unavailable("the master's store failed; see the master's log")
+    err.to_status()
 }
 
 impl FleetService {

@@ -34,6 +34,19 @@ const JOB_QUEUE: usize = 1024;
 /// How long a command may wait for room in a minion's queue before the host counts unreachable.
 const DISPATCH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How much free space a job needs where the store is: its record, for 10,000 hosts, and room
+/// for the store to grow.
+pub const MIN_FREE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// `bytes` in MiB, KiB or bytes, for people.
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} bytes"),
+        1024..1_048_576 => format!("{} KiB", bytes / 1024),
+        _ => format!("{} MiB", bytes / 1_048_576),
+    }
+}
+
 /// How much longer than its longest possible run a job's lock lasts.
 const LOCK_MARGIN: Duration = Duration::from_secs(60);
 
@@ -90,6 +103,13 @@ pub enum HighstateError {
     Registry(ResolveError),
     #[error("{}", describe_lock(.0))]
     Locked(LockRecord),
+    #[error(
+        "the master's disk is full: {} free where its data directory is, less than the {} a job \
+         needs to be recorded; nothing was sent. Free some space and run it again",
+        human_bytes(*.available_bytes),
+        human_bytes(MIN_FREE_BYTES)
+    )]
+    DiskFull { available_bytes: u64 },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -188,6 +208,12 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
         deploy,
         plan,
     } = request;
+    // A job that could not be recorded would leave no trace of what it changed, and the fleet
+    // locked: refused before anything is sent.
+    let available_bytes = master.store.available_bytes().await?;
+    if available_bytes < MIN_FREE_BYTES {
+        return Err(HighstateError::DiskFull { available_bytes });
+    }
     let roles = load_roles(&master.config).await?;
     if let Some((deployed, image)) = &deploy {
         if let Some(unknown) = deployed
@@ -591,22 +617,27 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
         running: false,
         targets,
     };
-    if let Err(err) = master
-        .store
-        .record_job(record, master.config.job_retention)
-        .await
-    {
-        tracing::error!("cannot record the job: {err}");
-    }
-    if summary.is_success() && !job.plan {
-        record_release(&master, &summary.job_id, &job_caller, &job.deployed).await;
-    }
-    if let Err(err) = master
-        .store
-        .release_lock(Some(summary.job_id.to_string()))
-        .await
-    {
-        tracing::error!("cannot release the fleet lock (it expires by itself): {err}");
+    let release = (summary.is_success() && !job.plan).then_some((job_caller, job.deployed));
+    let mut finishing = Finishing::Record { record, release };
+    if let Err(err) = finishing.advance(&master).await {
+        tracing::error!(
+            "cannot record the finished job ({err}); trying again every {:?} until it is \
+             recorded, and the fleet stays locked meanwhile",
+            FINISH_RETRY
+        );
+        let master = master.clone();
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                loop {
+                    tokio::time::sleep(FINISH_RETRY).await;
+                    if finishing.advance(&master).await.is_ok() {
+                        tracing::info!("the finished job is recorded now");
+                        break;
+                    }
+                }
+            },
+            tracing::Span::current(),
+        ));
     }
     let _ = caller.send(HighstateEvent::Summary(summary)).await;
 }
@@ -698,26 +729,98 @@ fn reverted_state(state: &DesiredState, pins: &Pins) -> DesiredState {
     DesiredState { containers }
 }
 
-/// Records what a successful job deployed as the next release, if it changed anything.
-async fn record_release(master: &Master, job_id: &JobId, caller: &str, deployed: &Pins) {
-    let latest = match master.store.latest_release().await {
-        Ok(latest) => latest,
-        Err(err) => {
-            tracing::error!("cannot read the releases; none recorded for this job: {err}");
-            return;
+/// How often a finished job whose record could not be written (a full disk) is tried again.
+const FINISH_RETRY: Duration = Duration::from_secs(2);
+
+/// What is left to store of a finished job, in order: its record, then its release (if it was
+/// a successful rollout), then the fleet lock is freed. The lock goes last, so that no other
+/// job starts before this one is on record.
+enum Finishing {
+    Record {
+        record: JobRecord,
+        /// Who ran it and what it deployed, for the release.
+        release: Option<(String, Pins)>,
+    },
+    Release {
+        job_id: JobId,
+        caller: String,
+        deployed: Pins,
+    },
+    Unlock {
+        job_id: JobId,
+    },
+    Done,
+}
+
+impl Finishing {
+    /// Stores what is left, stopping at the first failure (from where it goes on next time).
+    async fn advance(&mut self, master: &Master) -> Result<(), crate::store::StoreError> {
+        loop {
+            *self = match std::mem::replace(self, Finishing::Done) {
+                Finishing::Record { record, release } => {
+                    let job_id = record.summary.job_id.clone();
+                    if let Err(err) = master
+                        .store
+                        .record_job(record.clone(), master.config.job_retention)
+                        .await
+                    {
+                        *self = Finishing::Record { record, release };
+                        return Err(err);
+                    }
+                    match release {
+                        Some((caller, deployed)) => Finishing::Release {
+                            job_id,
+                            caller,
+                            deployed,
+                        },
+                        None => Finishing::Unlock { job_id },
+                    }
+                }
+                Finishing::Release {
+                    job_id,
+                    caller,
+                    deployed,
+                } => {
+                    if let Err(err) = record_release(master, &job_id, &caller, &deployed).await {
+                        *self = Finishing::Release {
+                            job_id,
+                            caller,
+                            deployed,
+                        };
+                        return Err(err);
+                    }
+                    Finishing::Unlock { job_id }
+                }
+                Finishing::Unlock { job_id } => {
+                    if let Err(err) = master.store.release_lock(Some(job_id.to_string())).await {
+                        *self = Finishing::Unlock { job_id };
+                        return Err(err);
+                    }
+                    Finishing::Done
+                }
+                Finishing::Done => return Ok(()),
+            };
         }
-    };
+    }
+}
+
+/// Records what a successful job deployed as the next release, if it changed anything.
+async fn record_release(
+    master: &Master,
+    job_id: &JobId,
+    caller: &str,
+    deployed: &Pins,
+) -> Result<(), crate::store::StoreError> {
+    let latest = master.store.latest_release().await?;
     let Some(pins) = next_pins(latest.as_ref(), deployed) else {
-        return;
+        return Ok(());
     };
-    match master
+    let release = master
         .store
         .add_release(job_id.to_string(), caller.to_owned(), now_unix_ms(), pins)
-        .await
-    {
-        Ok(release) => tracing::info!(release = release.id, "release recorded"),
-        Err(err) => tracing::error!("cannot record the release: {err}"),
-    }
+        .await?;
+    tracing::info!(release = release.id, "release recorded");
+    Ok(())
 }
 
 /// The hosts no batch has reached yet.

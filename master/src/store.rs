@@ -20,6 +20,8 @@ use crate::pki::SignedCertificate;
 use crate::release::{Pins, Release};
 use serde::{Deserialize, Serialize};
 
+mod database;
+
 const MINIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("minions");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("join_tokens");
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
@@ -46,6 +48,42 @@ pub enum StoreError {
     },
     #[error("store: the blocking task failed: {0}")]
     Task(String),
+}
+
+impl StoreError {
+    /// Whether the database file could not be read or written; redb uses it no more until it
+    /// is opened again.
+    fn is_io_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed
+            )
+        )
+    }
+
+    /// Whether the disk holding the store is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(redb::Error::Io(err))
+                if matches!(err.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+        )
+    }
+
+    /// What a remote caller is told: whether the master's disk is full, which an operator must
+    /// fix, and otherwise only that the store failed; the details are in the master's log.
+    pub fn to_status(&self) -> tonic::Status {
+        tracing::error!("{self}");
+        if self.is_disk_full() {
+            tonic::Status::resource_exhausted(
+                "the master's disk is full: it can record nothing (so it starts no job and \
+                 enrols no host) until space is freed where its data directory is",
+            )
+        } else {
+            tonic::Status::unavailable("the master's store failed; see the master's log")
+        }
+    }
 }
 
 macro_rules! from_redb {
@@ -507,7 +545,7 @@ impl TokenRecord {
 /// The store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<database::Reopening>,
 }
 
 impl std::fmt::Debug for Store {
@@ -542,17 +580,32 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 impl Store {
     /// Opens (or creates) the store and its tables. Blocking: call it before serving.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)?;
-        let tx = db.begin_write()?;
-        tx.open_table(MINIONS)?;
-        tx.open_table(TOKENS)?;
-        tx.open_table(JOBS)?;
-        tx.open_table(LOCK)?;
-        tx.open_table(RELEASES)?;
-        tx.open_table(REVOCATIONS)?;
-        tx.open_table(HOST_EVENTS)?;
-        tx.commit()?;
+        let db = database::Reopening::open(path)?;
+        db.with(|db| {
+            let tx = db.begin_write()?;
+            tx.open_table(MINIONS)?;
+            tx.open_table(TOKENS)?;
+            tx.open_table(JOBS)?;
+            tx.open_table(LOCK)?;
+            tx.open_table(RELEASES)?;
+            tx.open_table(REVOCATIONS)?;
+            tx.open_table(HOST_EVENTS)?;
+            tx.commit()?;
+            Ok(())
+        })?;
         Ok(Self { db: Arc::new(db) })
+    }
+
+    /// How many bytes are free for the master on the filesystem that holds the store.
+    pub async fn available_bytes(&self) -> Result<u64, StoreError> {
+        let path = self.db.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let stats = rustix::fs::statvfs(&path)
+                .map_err(|err| StoreError::Database(redb::Error::Io(std::io::Error::from(err))))?;
+            Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+        })
+        .await
+        .map_err(|err| StoreError::Task(err.to_string()))?
     }
 
     async fn blocking<T: Send + 'static>(
@@ -560,7 +613,7 @@ impl Store {
         work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || work(&db))
+        tokio::task::spawn_blocking(move || db.with(work))
             .await
             .map_err(|err| StoreError::Task(err.to_string()))?
     }

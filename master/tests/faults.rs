@@ -698,3 +698,146 @@ fn hosts_with_clocks_ten_minutes_off_take_fresh_commands_and_say_so() {
         );
     }
 }
+
+/// The ids of the jobs `jobs --output json` lists, or the failure.
+fn listed_jobs(master: &Master) -> Result<Vec<String>, String> {
+    let output = master
+        .cli(&["jobs", "--output", "json"])
+        .output()
+        .expect("run brine-master jobs");
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    let listed: Value = serde_json::from_slice(&output.stdout).map_err(|err| err.to_string())?;
+    Ok(listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|job| job["job_id"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// Promise: with the master's data directory on a full filesystem, a job is refused with a
+/// clear error before anything is sent; a disk that fills during a job loses nothing: the job's
+/// record waits in memory (the fleet stays locked) and is written once space is freed, without
+/// a restart. Every host keeps its running container, the store stays readable throughout, and
+/// nothing recorded is lost, also across a crash.
+#[test]
+fn a_full_disk_under_the_master_refuses_jobs_clearly_and_recovers_when_freed() {
+    let mut fleet = support::Fleet::start(&["a"]);
+    let id = fleet.minion_id("a");
+    fleet.master.stop();
+    let tmpfs = support::Tmpfs::mount_over(&fleet.master.data_dir(), 64 * 1024);
+    fleet.master.start_again();
+    let master = &fleet.master;
+    fleet
+        .minions
+        .iter_mut()
+        .for_each(|minion| minion.wait_connected(master));
+    let roles_for = |image: &str| {
+        format!(
+            "[roles.app]\nimage = {}\n[[roles.app.containers]]\nname = \"app\"\ncommand = {SLEEPER}\n\
+             health = {{ min_healthy = \"4s\", deadline = \"30s\" }}\n\n[assign]\n{} = [\"app\"]\n",
+            quoted(image),
+            quoted(&id)
+        )
+    };
+    let running_image = || {
+        let serving = format!("{id}.app");
+        let running: Vec<String> = support::containers(&id)
+            .into_iter()
+            .filter(|c| c.name == serving && c.state == "running")
+            .map(|c| c.image_id)
+            .collect();
+        assert_eq!(running.len(), 1, "the host lost its running container");
+        running[0].clone()
+    };
+    let job_id = |run: &support::HighstateRun| {
+        run.json["job_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no job id: {}", run.describe()))
+            .to_owned()
+    };
+    fleet
+        .master
+        .write_roles(&roles_for(&fleet.app_v1.reference));
+    let first = fleet.master.highstate_run(None);
+    assert_eq!(first.code, 0, "{}", first.describe());
+    let mut recorded = vec![job_id(&first)];
+
+    // A full disk: refused before anything is sent.
+    let v2 = fleet.images.push_variant("app", 2);
+    fleet.master.write_roles(&roles_for(&v2.reference));
+    let filler = tmpfs.fill();
+    let refused = fleet.master.highstate_run(None);
+    assert_eq!(refused.code, 2, "{}", refused.describe());
+    assert!(
+        refused.stderr.contains("the master's disk is full"),
+        "{}",
+        refused.describe()
+    );
+    assert_eq!(running_image(), fleet.app_v1.id);
+    assert_eq!(listed_jobs(&fleet.master).as_ref(), Ok(&recorded));
+    std::fs::remove_file(&filler).expect("free the space");
+
+    // A disk that fills while a new container waits for its health gate.
+    let (run, filler) = std::thread::scope(|scope| {
+        let highstate = scope.spawn(|| fleet.master.highstate_run(None));
+        let next = format!("{id}.app.next");
+        support::wait_for(
+            "the new container to start beside the old",
+            Duration::from_secs(60),
+            || match support::containers(&id).iter().any(|c| c.name == next) {
+                true => Ok(()),
+                false => Err("not yet".to_owned()),
+            },
+        );
+        let filler = tmpfs.fill();
+        (highstate.join().expect("the highstate thread"), filler)
+    });
+    assert_eq!(run.code, 0, "{}", run.describe());
+    assert_eq!(status(&run.json, &id), "changed", "{}", run.describe());
+    assert_eq!(running_image(), v2.id);
+    let unrecorded = job_id(&run);
+    let listed = listed_jobs(&fleet.master).expect("the store is readable on a full disk");
+    for job in &recorded {
+        assert!(listed.contains(job), "job {job} was lost: {listed:?}");
+    }
+    let held = fleet.master.highstate_run(None);
+    assert_eq!(held.code, 2, "{}", held.describe());
+
+    // Space freed: the job is recorded and the lock freed within seconds, with no restart.
+    std::fs::remove_file(&filler).expect("free the space");
+    recorded.push(unrecorded.clone());
+    support::wait_for(
+        "the finished job to be recorded",
+        Duration::from_secs(20),
+        || match listed_jobs(&fleet.master) {
+            Ok(listed) if listed.contains(&unrecorded) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let again = support::wait_for("a highstate to run again", Duration::from_secs(20), || {
+        let run = fleet.master.highstate_run(None);
+        match run.code {
+            0 => Ok(run),
+            _ => Err(run.describe()),
+        }
+    });
+    assert_eq!(
+        status(&again.json, &id),
+        "unchanged",
+        "{}",
+        again.describe()
+    );
+    recorded.push(job_id(&again));
+
+    // Nothing recorded is lost across a crash either.
+    fleet.master.kill();
+    fleet.master.start_again();
+    let listed = listed_jobs(&fleet.master).expect("jobs are listed after a restart");
+    for job in &recorded {
+        assert!(listed.contains(job), "job {job} was lost: {listed:?}");
+    }
+    drop(tmpfs);
+}

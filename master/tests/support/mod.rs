@@ -1520,3 +1520,84 @@ fn forward_tcp(from: &TcpStream, to: &TcpStream) {
         let _ = to.shutdown(std::net::Shutdown::Write);
     });
 }
+
+// ------------------------------------------------------------------------------------------------
+// A small filesystem
+
+/// A tmpfs of a fixed size mounted over a directory (needs root); lazily unmounted on drop, so
+/// a process still using it does not keep it mounted.
+pub struct Tmpfs {
+    at: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size_kib` over `at`, keeping what `at` held (copied in).
+    pub fn mount_over(at: &Path, size_kib: u64) -> Self {
+        let saved = tempfile::Builder::new()
+            .prefix("brine-e2e-tmpfs-saved-")
+            .tempdir()
+            .expect("a temp dir");
+        let copy = |from: &Path, to: &Path| {
+            let status = Command::new("cp")
+                .arg("-a")
+                .arg(from.join("."))
+                .arg(to)
+                .status()
+                .expect("run cp");
+            assert!(
+                status.success(),
+                "cp -a {} {}",
+                from.display(),
+                to.display()
+            );
+        };
+        copy(at, saved.path());
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k,mode=0700")])
+            .arg(format!("brine-e2e-{}", unique_id()))
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mount a tmpfs over {} (root needed)",
+            at.display()
+        );
+        let tmpfs = Self { at: at.to_owned() };
+        copy(saved.path(), at);
+        tmpfs
+    }
+
+    /// Fills it up with a file named `filler`; returns that file's path.
+    pub fn fill(&self) -> PathBuf {
+        let filler = self.at.join("filler");
+        let mut file = File::create(&filler).expect("create the filler");
+        let block = vec![0u8; 64 * 1024];
+        loop {
+            if let Err(err) = file.write_all(&block).and_then(|()| file.sync_all()) {
+                assert_eq!(
+                    err.raw_os_error(),
+                    Some(28),
+                    "filling {} failed otherwise: {err}",
+                    self.at.display()
+                );
+                break;
+            }
+        }
+        // Whatever a partial block left is taken too.
+        for size in [4096, 512, 1] {
+            while file
+                .write_all(&vec![0u8; size])
+                .and_then(|()| file.sync_all())
+                .is_ok()
+            {}
+        }
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+    }
+}

@@ -1,0 +1,85 @@
+//! The database file, opened again after an I/O failure.
+//!
+//! redb stops using a database after a failed write (a full disk, say): from then on every call
+//! fails, reads included, until the database is closed and opened again, which recovers the
+//! last committed state. The master must go on serving and recover by itself once space is
+//! freed, so a call that fails on I/O closes the database and the next call opens it again.
+
+use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
+
+use redb::Database;
+
+use super::StoreError;
+
+/// The database, or nothing while it is closed after an I/O failure.
+pub(super) struct Reopening {
+    path: PathBuf,
+    /// The database and how many times it was closed, so that of two calls that failed on
+    /// the same database only the first closes it.
+    state: RwLock<(u64, Option<Database>)>,
+}
+
+impl Reopening {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            state: RwLock::new((0, Some(db))),
+        })
+    }
+
+    /// Where the database file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `work` on the database (opening it again first if an I/O failure closed it).
+    /// Blocking.
+    pub fn with<T>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        if let (generation, Some(db)) = &*state {
+            let generation = *generation;
+            let result = work(db);
+            if result.as_ref().is_err_and(StoreError::is_io_failure) {
+                drop(state);
+                self.close(generation);
+            }
+            return result;
+        }
+        drop(state);
+
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        let generation = state.0;
+        let result = match &state.1 {
+            Some(db) => work(db),
+            None => {
+                let db = state.1.insert(Database::create(&self.path)?);
+                tracing::info!(path = %self.path.display(), "store opened again after an I/O failure");
+                work(db)
+            }
+        };
+        if result.as_ref().is_err_and(StoreError::is_io_failure) {
+            drop(state);
+            self.close(generation);
+        }
+        result
+    }
+
+    /// Closes the database if it is still the one that failed (`generation`).
+    fn close(&self, generation: u64) {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        if state.0 == generation && state.1.is_some() {
+            state.0 += 1;
+            state.1 = None;
+            tracing::warn!(
+                path = %self.path.display(),
+                "store closed after an I/O failure; the next call opens it again"
+            );
+        }
+    }
+}
