@@ -776,9 +776,56 @@ pub(crate) mod tests {
         let mut s = base.clone();
         s.health.probe = Some(Probe::Tcp { port: 80 });
         variants.push(s);
+        let mut s = base.clone();
+        s.role = RoleName::new("api").unwrap();
+        variants.push(s);
+        let mut s = base.clone();
+        s.name = ContainerName::new("web-2").unwrap();
+        variants.push(s);
+        let mut s = base.clone();
+        s.health.interval_ms += 1;
+        variants.push(s);
+        let mut s = base.clone();
+        s.health.min_healthy_ms += 1;
+        variants.push(s);
+        let mut s = base.clone();
+        s.health.deadline_ms += 1;
+        variants.push(s);
+        let hashes: std::collections::BTreeSet<SpecHash> =
+            variants.iter().map(ContainerSpec::hash).collect();
+        assert_eq!(hashes.len(), variants.len(), "two variants hash the same");
         for variant in variants {
             assert_ne!(variant.hash(), base.hash(), "{variant:?}");
         }
+    }
+
+    /// Every host compares the hash its containers were created with to the one of the spec it
+    /// receives: a hash that changed between releases would replace every container of the
+    /// fleet at the first highstate after an upgrade. This golden value catches that; if the
+    /// rendering must change, change the version prefix too and say so in the release notes.
+    #[test]
+    fn hash_is_the_same_across_releases() {
+        let mut full = spec("web", "web", "127.0.0.1:5000/app:tested");
+        full.command = vec!["/bin/busybox".into(), "httpd".into(), "-f".into()];
+        full.env.insert("MODE".into(), "production".into());
+        full.env.insert("EMPTY".into(), String::new());
+        full.ports.push("127.0.0.1:8080:80".parse().unwrap());
+        full.ports.push("53:53/udp".parse().unwrap());
+        full.volumes.push("/srv/data:/data:ro".parse().unwrap());
+        full.restart = RestartPolicy::OnFailure;
+        full.stop_timeout_seconds = 30;
+        full.health = HealthCheck {
+            probe: Some(Probe::Http {
+                port: 80,
+                path: "/health".into(),
+            }),
+            interval_ms: 500,
+            min_healthy_ms: 3_000,
+            deadline_ms: 45_000,
+        };
+        assert_eq!(full.hash().as_str(), "a8af4c109919d2970fb55b1e0b2ca162");
+        let minimal = spec("worker", "worker", "busybox");
+        assert_eq!(minimal.hash().as_str(), "ac97772fdd2ea02300a94932021cc348");
     }
 
     #[test]

@@ -7,13 +7,12 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 use support::{
     DockerProxy, Fleet, Minion, containers, docker, highstate_expecting, quoted, run_with_deadline,
-    tail, wait_for,
+    wait_for,
 };
 
 /// Repairs follow Docker's events within a second; this leaves room for a slow machine.
@@ -72,47 +71,30 @@ fn stopped_and_removed_containers_come_back_with_or_without_the_master() {
     let mut fleet = Fleet::start(&["a"]);
     let (id, name, deployed) = deploy_web(&fleet);
 
-    let log = fleet.minions[0].log_path();
     docker(&["stop", "-t", "1", &name]);
-    let restarted = wait_repaired(&log, 1, &id, &name);
-    assert_ne!(
-        restarted, deployed,
-        "a stopped container is recreated from its spec"
-    );
-
+    let restarted = wait_recreated(&id, &name, &deployed);
+    wait_repairs_in_history(&fleet, &id, 1);
     docker(&["rm", "-f", &name]);
-    wait_repaired(&log, 2, &id, &name);
+    let recreated = wait_recreated(&id, &name, &restarted);
+    wait_repairs_in_history(&fleet, &id, 2);
 
-    // The master goes away, and the minion restarts while it is away.
+    // The master goes away, and the minion restarts while it is away: only its cache of the
+    // desired state can bring the container back.
     fleet.minions[0].stop();
     fleet.master.stop();
     docker(&["rm", "-f", &name]);
     fleet.minions[0].start_again();
-    wait_repaired(&log, 3, &id, &name);
-    assert!(
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("repaired drift check=Startup"),
-        "the restarted minion converged from its cache:\n{}",
-        tail(&log, 40)
-    );
+    let from_cache = wait_recreated(&id, &name, &recreated);
+    // Its health gate (2 s by default) must be over before the next removal, or that removal
+    // would interrupt this repair rather than need a new one.
+    wait_up_for(&from_cache, Duration::from_secs(4));
     docker(&["rm", "-f", &name]);
-    wait_repaired(&log, 4, &id, &name);
+    wait_recreated(&id, &name, &from_cache);
 
     // The master comes back; the repairs made without it reach the host's history.
     fleet.master.start_again();
     fleet.minions[0].wait_connected(&fleet.master);
-    let detail = wait_for("all four repairs in the history", REPAIR_DEADLINE, || {
-        let detail = minion_detail(&fleet, &id);
-        let repaired = detail["events"].as_array().map_or(0, |events| {
-            events.iter().filter(|e| e["kind"] == "repaired").count()
-        });
-        if repaired >= 4 {
-            Ok(detail)
-        } else {
-            Err(format!("{repaired} repairs in {detail:#}"))
-        }
-    });
+    let detail = wait_repairs_in_history(&fleet, &id, 4);
     assert_eq!(detail["id"], id.as_str(), "{detail:#}");
     assert!(
         detail["events"][0]["message"]
@@ -122,21 +104,48 @@ fn stopped_and_removed_containers_come_back_with_or_without_the_master() {
     );
 }
 
-/// Waits until the minion has logged `repairs` finished repairs and the container runs; returns
-/// its id. A repair is logged once its container has passed its health gate.
-fn wait_repaired(log: &Path, repairs: usize, namespace: &str, docker_name: &str) -> String {
+/// Waits until the host's history, as the master shows it, holds `repairs` repairs (each
+/// recorded once its container passed its health gate); returns the host's detail.
+fn wait_repairs_in_history(fleet: &Fleet, id: &str, repairs: usize) -> Value {
     wait_for(
-        &format!("repair {repairs} of {docker_name}"),
+        &format!("{repairs} repairs in the history"),
         REPAIR_DEADLINE,
         || {
-            let logged = std::fs::read_to_string(log)
-                .unwrap_or_default()
-                .matches("repaired drift")
-                .count();
-            if logged < repairs {
-                return Err(format!("{logged} repairs logged"));
+            let detail = minion_detail(fleet, id);
+            let repaired = detail["events"].as_array().map_or(0, |events| {
+                events.iter().filter(|e| e["kind"] == "repaired").count()
+            });
+            if repaired >= repairs {
+                Ok(detail)
+            } else {
+                Err(format!("{repaired} repairs in {detail:#}"))
             }
-            running_id(namespace, docker_name)
+        },
+    )
+}
+
+/// Waits until container `id` has been running for `uptime`.
+fn wait_up_for(id: &str, uptime: Duration) {
+    wait_for("the container to stay up", REPAIR_DEADLINE, || {
+        let started = docker(&["inspect", "-f", "{{.State.StartedAt}}", id]);
+        let started = humantime::parse_rfc3339_weak(started.trim().trim_end_matches('Z'))
+            .map_err(|err| format!("{started:?}: {err}"))?;
+        match std::time::SystemTime::now().duration_since(started) {
+            Ok(up) if up >= uptime => Ok(()),
+            up => Err(format!("up for {up:?}")),
+        }
+    });
+}
+
+/// Waits until `docker_name` runs again as a container other than `previous` (a stopped
+/// container is replaced, not restarted: it is recreated from its spec); returns its id.
+fn wait_recreated(namespace: &str, docker_name: &str, previous: &str) -> String {
+    wait_for(
+        &format!("{docker_name} to be recreated"),
+        REPAIR_DEADLINE,
+        || match running_id(namespace, docker_name) {
+            Ok(id) if id == previous => Err(format!("still {previous}")),
+            other => other,
         },
     )
 }
@@ -164,12 +173,34 @@ fn a_corrupt_cache_is_reported_and_nothing_is_removed() {
             }
         },
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // The container was left as it was: the next highstate finds nothing to change.
+    minion.wait_connected(&fleet.master);
+    let again = fleet.master.highstate_run(None);
+    assert_eq!(again.code, 0, "{}", again.describe());
+    assert_eq!(
+        again.json["hosts"][0]["status"],
+        "unchanged",
+        "{}",
+        again.describe()
+    );
     assert_eq!(
         running_id(&id, &name).as_deref(),
         Ok(deployed.as_str()),
         "the container was left as it was"
     );
+}
+
+/// When the master last had a hello from `id` (one per link).
+fn last_hello(fleet: &Fleet, id: &str) -> i64 {
+    fleet
+        .master
+        .minions()
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["id"] == id)
+        .and_then(|m| m["last_seen_unix_ms"].as_i64())
+        .unwrap_or_else(|| panic!("{id} is not listed"))
 }
 
 /// The kinds of the host's events as `minions show` lists them, oldest first.
@@ -240,6 +271,7 @@ fn a_minion_rides_out_docker_going_away_and_coming_back() {
 
     // Docker goes away under the running minion and comes back: the link stays, the container
     // is untouched, and drift is repaired again once it is back.
+    let linked_at = last_hello(&fleet, &id);
     docker_proxy.down();
     wait_for_event(&fleet, &id, "docker_unavailable", 2);
     assert_eq!(fleet.master.connected(&id), Some(true));
@@ -247,15 +279,11 @@ fn a_minion_rides_out_docker_going_away_and_coming_back() {
     wait_for_event(&fleet, &id, "docker_available", 2);
     assert_eq!(running_id(&id, &name).as_deref(), Ok(first.as_str()));
     docker(&["rm", "-f", &name]);
-    wait_repaired(&minion.log_path(), 1, &id, &name);
+    wait_recreated(&id, &name, &first);
     assert_eq!(
-        std::fs::read_to_string(minion.log_path())
-            .unwrap_or_default()
-            .matches("brine_minion::link: connected")
-            .count(),
-        1,
-        "the link never dropped:\n{}",
-        tail(&minion.log_path(), 40)
+        last_hello(&fleet, &id),
+        linked_at,
+        "the link never dropped (the master saw no new hello)"
     );
 }
 
@@ -274,25 +302,37 @@ fn a_container_that_keeps_dying_is_repaired_with_backoff_and_shown_crash_looping
     ));
     highstate_expecting(&fleet, 0);
     wait_for_event_within(&fleet, &id, "crash_looping", 1, Duration::from_secs(60));
-    let log = fleet.minions[0].log_path();
-    let repairs = || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .matches("repaired drift")
-            .count()
+    // The first wait is 10 s: the container stays dead meanwhile, so the next repair comes
+    // that long after the host said it was crash-looping.
+    let at_of = |kind: &str| {
+        let detail = minion_detail(&fleet, &id);
+        detail["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["kind"] == kind)
+            .filter_map(|e| e["at_unix_ms"].as_i64())
+            .max()
     };
-    let before = repairs();
-    assert!(
-        before >= 4,
-        "it was repaired a few times first:\n{}",
-        tail(&log, 30)
+    let looping_at = at_of("crash_looping").expect("a crash_looping event");
+    let repaired_first = minion_detail(&fleet, &id)["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "repaired")
+        .count();
+    assert!(repaired_first >= 3, "it was repaired a few times first");
+    let repaired_after = wait_for(
+        "a repair after the backoff",
+        Duration::from_secs(60),
+        || match at_of("repaired") {
+            Some(at) if at > looping_at => Ok(at),
+            _ => Err("not yet".into()),
+        },
     );
-    // The first wait is 10 s: the container stays dead meanwhile.
-    std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(
-        repairs(),
-        before,
-        "no repair during the backoff:\n{}",
-        tail(&log, 30)
+    assert!(
+        repaired_after - looping_at >= 9_000,
+        "repaired {} ms after crash_looping, within the backoff",
+        repaired_after - looping_at
     );
 }

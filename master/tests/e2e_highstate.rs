@@ -40,9 +40,16 @@ fn assign(entries: &[(&str, &[&str])]) -> String {
     text
 }
 
-/// Asserts every host of the report has `expected` as status.
-fn assert_every_host(report: &Value, expected: &str) {
+/// Asserts the report lists every host of `fleet`, and no other, each with `expected` as status.
+fn assert_every_host(report: &Value, fleet: &Fleet, expected: &str) {
     let hosts = report["hosts"].as_array().expect("a hosts array");
+    let reported: std::collections::BTreeSet<&str> = hosts
+        .iter()
+        .filter_map(|h| h["minion_id"].as_str())
+        .collect();
+    let enrolled: std::collections::BTreeSet<&str> = fleet.minions.iter().map(|m| m.id()).collect();
+    assert!(!enrolled.is_empty(), "a fleet without hosts proves nothing");
+    assert_eq!(reported, enrolled, "{report:#}");
     for h in hosts {
         assert_eq!(
             h["status"], expected,
@@ -143,7 +150,7 @@ fn highstate_deploys_two_roles_to_three_minions() {
         Some(3),
         "{report:#}"
     );
-    assert_every_host(report, "changed");
+    assert_every_host(report, &fleet, "changed");
 
     let expected: [(&str, &[(&str, &str)]); 3] = [
         (&a, &[("web", "web"), ("worker", "worker")]),
@@ -203,7 +210,7 @@ fn second_highstate_is_unchanged_and_touches_nothing() {
     );
 
     let first = highstate_expecting(&fleet, 0);
-    assert_every_host(&first.json, "changed");
+    assert_every_host(&first.json, &fleet, "changed");
     let before = fleet.all_containers();
     assert_eq!(before.len(), 3, "{before:#?}");
 
@@ -214,7 +221,7 @@ fn second_highstate_is_unchanged_and_touches_nothing() {
         report["job_id"], first.json["job_id"],
         "two highstates share a job id"
     );
-    assert_every_host(report, "unchanged");
+    assert_every_host(report, &fleet, "unchanged");
     for h in report["hosts"].as_array().expect("hosts") {
         let listed = h["containers"].as_array().expect("containers");
         assert!(
@@ -252,7 +259,7 @@ fn new_image_under_same_tag_replaces_exactly_affected_containers() {
     );
 
     let first = highstate_expecting(&fleet, 0);
-    assert_every_host(&first.json, "changed");
+    assert_every_host(&first.json, &fleet, "changed");
     let before = fleet.all_containers();
     let web_a = assert_runs(&a, "web", "web", &fleet.app_v1.id);
     let web_b = assert_runs(&b, "web", "web", &fleet.app_v1.id);
@@ -270,7 +277,7 @@ fn new_image_under_same_tag_replaces_exactly_affected_containers() {
     let run = highstate_expecting(&fleet, 0);
     let report = &run.json;
     assert_eq!(report["success"], true, "{report:#}");
-    assert_every_host(report, "changed");
+    assert_every_host(report, &fleet, "changed");
 
     let host_a = host(report, &a);
     let web_entry = container(host_a, "web");
@@ -322,7 +329,7 @@ fn missing_tag_fails_that_host_and_keeps_its_old_container() {
         .master
         .write_roles(&(role("web", &app, "web", WEB_COMMAND) + &assign(&[(&every, &["web"])])));
     let first = highstate_expecting(&fleet, 0);
-    assert_every_host(&first.json, "changed");
+    assert_every_host(&first.json, &fleet, "changed");
     let web_a = assert_runs(&a, "web", "web", &fleet.app_v1.id);
     let web_b = assert_runs(&b, "web", "web", &fleet.app_v1.id);
 
@@ -667,7 +674,7 @@ fn rollback_restores_the_previous_digest_on_every_host_of_the_role() {
     highstate_expecting(&fleet, 0);
     let v2 = fleet.images.push_variant("app", 2);
     let second = highstate_expecting(&fleet, 0);
-    assert_every_host(&second.json, "changed");
+    assert_every_host(&second.json, &fleet, "changed");
     for host in [&a, &b] {
         assert_runs(host, "web", "web", &v2.id);
     }
@@ -700,7 +707,7 @@ fn rollback_restores_the_previous_digest_on_every_host_of_the_role() {
         master_cli(&fleet, &["rollback", "--role", "web", "--output", "json"]);
     assert_eq!(code, 0, "{out}\n{stderr}");
     let report: Value = serde_json::from_str(&out).expect("rollback prints JSON");
-    assert_every_host(&report, "changed");
+    assert_every_host(&report, &fleet, "changed");
     for id in [&a, &b] {
         assert_runs(id, "web", "web", &fleet.app_v1.id);
         let entry = container(host(&report, id), "web");

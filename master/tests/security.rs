@@ -506,35 +506,72 @@ async fn a_certificate_from_another_ca_is_refused() {
     let master = TestMaster::start().await;
     let (_other_dir, other) = init_master_dir();
     // The other fleet's admin: same name, same role, wrong CA.
-    assert_refused_identity(&master, admin_identity(&other), "a foreign certificate").await;
+    // Its signature does not verify with the master's CA key.
+    assert_refused_identity(
+        &master,
+        admin_identity(&other),
+        "a foreign certificate",
+        "DecryptError",
+    )
+    .await;
     master.shutdown().await;
 }
 
-/// Asserts that a caller presenting `identity` gets nothing from the master (the handshake or
-/// the call fails), and that the master still serves its own admin afterwards.
-async fn assert_refused_identity(master: &TestMaster, identity: ClientIdentity, what: &str) {
-    match master
+/// Asserts that a caller presenting `identity` gets nothing from the master: the master
+/// refuses its certificate with the TLS alert `reason`, a gRPC call with it fails, and nothing
+/// is recorded.
+async fn assert_refused_identity(
+    master: &TestMaster,
+    identity: ClientIdentity,
+    what: &str,
+    reason: &str,
+) {
+    let refusal = tls_refusal(master, identity.clone()).await;
+    assert!(
+        refusal.contains(&format!("received fatal alert: {reason}")),
+        "{what} must be refused with the TLS alert {reason}: {refusal}"
+    );
+    // Through gRPC the same refusal may surface as the alert or as a closed connection,
+    // whichever the client's HTTP/2 layer reads first; either way nothing is answered.
+    if let Ok(channel) = master
         .channel(MasterTrust::Ca(master.ca()), Some(identity))
         .await
     {
-        Err(err) => eprintln!("connecting with {what} failed: {err}"),
-        Ok(channel) => {
-            let mut fleet = pb::fleet_client::FleetClient::new(channel);
-            let result = within(
-                "list_minions",
-                fleet.list_minions(pb::ListMinionsRequest::default()),
-            )
-            .await;
-            match result {
-                Ok(response) => panic!("{what} listed the minions: {:?}", response.into_inner()),
-                Err(status) => {
-                    eprintln!("ListMinions with {what} failed: {status:?}");
-                    assert_ne!(status.code(), Code::Ok, "the call must fail: {status:?}");
-                }
-            }
+        let mut fleet = pb::fleet_client::FleetClient::new(channel);
+        let result = within(
+            "list_minions",
+            fleet.list_minions(pb::ListMinionsRequest::default()),
+        )
+        .await;
+        if let Ok(response) = result {
+            panic!("{what} listed the minions: {:?}", response.into_inner());
         }
     }
     assert!(master.minion_ids().await.is_empty());
+}
+
+/// What the master answers a TLS client presenting `identity`, read off the connection: with
+/// TLS 1.3 the client's side of the handshake ends before the master has checked the
+/// certificate, so a refusal arrives as an alert on the first read.
+async fn tls_refusal(master: &TestMaster, identity: ClientIdentity) -> String {
+    use tokio::io::AsyncReadExt;
+    let config = client_config(MasterTrust::Ca(master.ca()), Some(identity))
+        .expect("a client configuration");
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let server_name = rustls::pki_types::ServerName::try_from("localhost").expect("a server name");
+    let tcp = within("connect", tokio::net::TcpStream::connect(&master.address))
+        .await
+        .expect("a TCP connection");
+    match within("handshake", connector.connect(server_name, tcp)).await {
+        Err(err) => err.to_string(),
+        Ok(mut tls) => {
+            let mut first = [0u8; 1];
+            match within("read", tls.read(&mut first)).await {
+                Err(err) => err.to_string(),
+                Ok(read) => format!("not refused: the master sent {read} bytes"),
+            }
+        }
+    }
 }
 
 /// A certificate and key with the admin role, signed by `issuer`'s key, valid `from`..`until`.
@@ -576,7 +613,13 @@ async fn self_signed_and_expired_certificates_are_refused() {
     own.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let self_issuer = rcgen::Issuer::new(own, own_key);
     let self_signed = admin_certificate(&self_issuer, now - year, now + year);
-    assert_refused_identity(&master, self_signed, "a self-signed certificate").await;
+    assert_refused_identity(
+        &master,
+        self_signed,
+        "a self-signed certificate",
+        "UnknownCA",
+    )
+    .await;
 
     // Signed by the master's own CA, but expired yesterday.
     let ca_key = rcgen::KeyPair::from_pem(
@@ -586,7 +629,13 @@ async fn self_signed_and_expired_certificates_are_refused() {
     let ca_pem = std::fs::read_to_string(master.data.ca_cert()).expect("read ca.pem");
     let ca = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("the CA");
     let expired = admin_certificate(&ca, now - year, now - time::Duration::days(1));
-    assert_refused_identity(&master, expired, "an expired certificate").await;
+    assert_refused_identity(
+        &master,
+        expired,
+        "an expired certificate",
+        "CertificateExpired",
+    )
+    .await;
 
     // The same, still valid, is accepted: the refusals above are about signer and time.
     let valid = admin_certificate(&ca, now - year, now + year);
@@ -877,10 +926,8 @@ async fn rapid_failed_joins_are_throttled_and_the_master_stays_responsive() {
     assert_eq!(codes.get("ResourceExhausted"), Some(&990), "{codes:?}");
     println!("1000 refused joins in {:?}", started.elapsed());
 
-    // Operators are not affected.
-    let answered = std::time::Instant::now();
+    // Operators are not affected: their calls are not throttled, from the same address.
     assert!(master.minion_ids().await.is_empty());
-    assert!(answered.elapsed() < Duration::from_secs(2));
     master.shutdown().await;
 }
 
@@ -926,13 +973,30 @@ async fn open_link(
     let channel = master
         .trusted_channel(Some(TestMaster::minion_identity(data)))
         .await;
-    let inbound = within(
+    let mut inbound = within(
         "open a link",
         pb::minion_link_client::MinionLinkClient::new(channel)
             .connect(tokio_stream::wrappers::ReceiverStream::new(receiver)),
     )
     .await?
     .into_inner();
+    // The master's clock comes first on every link.
+    let first = within("the master's clock", inbound.message()).await?;
+    let Some(pb::MasterMessage {
+        kind: Some(pb::master_message::Kind::Clock(clock)),
+    }) = first
+    else {
+        panic!("the link must start with the master's clock: {first:?}");
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
+    let off = now.abs_diff(u128::try_from(clock.now_unix_ms).expect("a time after 1970"));
+    assert!(
+        off < 60_000,
+        "the master's clock is {off} ms off: {clock:?}"
+    );
     Ok((sender, inbound))
 }
 
