@@ -215,7 +215,7 @@ mod tests {
         assert_eq!(mode(data.root()), 0o700);
         assert!(data.tighten_permissions(&data.roles()).unwrap().is_empty());
         assert!(data.load_ca().is_ok());
-        assert!(MasterConfig::load(data.root()).is_ok());
+        assert!(MasterConfig::load_with(data.root(), &Default::default()).is_ok());
         brine_common::roles_file::RolesFile::parse("roles.toml", &read(&data.roles()).unwrap())
             .unwrap();
         let ca_before = read(&data.ca_cert()).unwrap();

@@ -10,6 +10,7 @@ use std::time::Duration;
 use brine_common::identity::{CertRole, identity_from_der};
 use brine_common::names::MinionId;
 use brine_common::token::{JoinToken, sha256_hex};
+use brine_daemon::config::Overrides;
 use brine_master::config::MasterConfig;
 use brine_master::data_dir::DataDir;
 use brine_minion::config::DataDir as MinionDataDir;
@@ -131,7 +132,8 @@ impl TestMaster {
         let text = std::fs::read_to_string(data.config()).expect("read master.toml");
         assert!(text.contains(from), "master.toml has no {from:?}");
         std::fs::write(data.config(), text.replacen(from, to, 1)).expect("write master.toml");
-        let config = MasterConfig::load(data.root()).expect("load master.toml");
+        let config =
+            MasterConfig::load_with(data.root(), &Overrides::default()).expect("load master.toml");
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
@@ -297,7 +299,8 @@ impl TestMaster {
             .await
             .expect("the master's task panicked")
             .unwrap_or_else(|err| panic!("the master failed: {err:#}"));
-        let config = MasterConfig::load(self.data.root()).expect("load master.toml");
+        let config = MasterConfig::load_with(self.data.root(), &Overrides::default())
+            .expect("load master.toml");
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");

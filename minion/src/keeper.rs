@@ -11,9 +11,8 @@ use anyhow::Context;
 use brine_common::host::{HostEvent, HostEventKind};
 use brine_common::names::ContainerName;
 use brine_common::outcome::{ContainerAction, HostStatus, JobId, JobResult};
+use brine_common::progress::Progress;
 use brine_common::spec::DesiredState;
-use brine_proto::pb;
-use brine_proto::pb::minion_message::Kind;
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::DataDir;
@@ -30,9 +29,12 @@ pub(crate) struct Job {
     pub desired: DesiredState,
     /// Only report what would change.
     pub dry_run: bool,
-    /// The link that brought it, for progress.
-    pub reply: mpsc::Sender<pb::MinionMessage>,
+    /// Reports its progress to the link that brought it; advisory, so it never waits.
+    pub report_progress: ProgressSink,
 }
+
+/// Where a job's progress goes: the link converts it to its wire form.
+pub(crate) type ProgressSink = Box<dyn Fn(&JobId, Progress) + Send + Sync>;
 
 /// Why the minion looks for drift on its own.
 #[derive(Debug, Clone, Copy)]
@@ -450,17 +452,7 @@ async fn run_job<R: ContainerRuntime>(
 ) -> Option<(desired_cache::CachedDesired, bool)> {
     let span = tracing::info_span!("job", job.id = %job.job_id);
     span.in_scope(|| tracing::info!(containers = job.desired.containers.len(), "applying"));
-    let reply = job.reply.clone();
-    let job_id = job.job_id.clone();
-    let report = move |progress: brine_common::progress::Progress| {
-        // Progress is advisory: when the link is slow it is dropped, never waited for.
-        let _ = reply.try_send(pb::MinionMessage {
-            kind: Some(Kind::Progress(pb::JobProgress {
-                job_id: job_id.to_string(),
-                progress: Some(progress.into()),
-            })),
-        });
-    };
+    let report = |progress: Progress| (job.report_progress)(&job.job_id, progress);
     // The cache is written (and flushed) only when it changes: a highstate that changes nothing
     // touches no disk.
     let cached_already = current.filter(|c| c.desired == job.desired);

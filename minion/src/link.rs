@@ -287,7 +287,7 @@ async fn session<R: ContainerRuntime>(
                     job_id: command.job_id,
                     desired: command.desired,
                     dry_run: command.dry_run,
-                    reply: outbound.clone(),
+                    report_progress: progress_to(outbound.clone()),
                 };
                 jobs.send(job).await.context("queue a job")?;
             }
@@ -301,6 +301,19 @@ async fn session<R: ContainerRuntime>(
         }
     }
     Ok(SessionEnd::Closed)
+}
+
+/// A job's progress, sent on the link that brought it: best effort, as progress is advisory,
+/// so when the link is slow it is dropped, never waited for.
+fn progress_to(link: mpsc::Sender<pb::MinionMessage>) -> crate::keeper::ProgressSink {
+    Box::new(move |job_id, progress| {
+        let _ = link.try_send(pb::MinionMessage {
+            kind: Some(Kind::Progress(pb::JobProgress {
+                job_id: job_id.to_string(),
+                progress: Some(progress.into()),
+            })),
+        });
+    })
 }
 
 /// Sends the results and events that waited for the link; puts them back if it closed

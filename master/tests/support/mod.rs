@@ -71,15 +71,55 @@ pub fn master_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_brine-master"))
 }
 
-/// The `brine-minion` binary, built next to the master's by `cargo build --bins`.
+/// The `brine-minion` binary, built next to the master's by `cargo build --bins`. Cargo builds
+/// the master for its own tests, but not the minion, another package: one older than its
+/// sources would test yesterday's code, so it is refused.
 pub fn minion_binary() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_brine-master")).with_file_name("brine-minion");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --bins` in the workspace first",
-        path.display()
-    );
-    path
+    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let path = Path::new(env!("CARGO_BIN_EXE_brine-master")).with_file_name("brine-minion");
+            let built = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "{} is missing: run `cargo build --bins` in the workspace first",
+                        path.display()
+                    )
+                });
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let sources = ["minion", "common", "proto", "Cargo.lock"].map(|p| workspace.join(p));
+            if let Some(newer) = sources.iter().find_map(|p| newer_than(p, built)) {
+                panic!(
+                    "{} is older than {}: run `cargo build --bins` (scripts/test.sh does)",
+                    path.display(),
+                    newer.display()
+                );
+            }
+            path
+        })
+        .clone()
+}
+
+/// A source file under `path` (Rust, proto or a manifest) modified after `built`, if any.
+fn newer_than(path: &Path, built: std::time::SystemTime) -> Option<PathBuf> {
+    let metadata = std::fs::metadata(path).ok()?;
+    if metadata.is_dir() {
+        if path
+            .file_name()
+            .is_some_and(|n| n == "target" || n == "tests")
+        {
+            return None;
+        }
+        return std::fs::read_dir(path)
+            .ok()?
+            .flatten()
+            .find_map(|entry| newer_than(&entry.path(), built));
+    }
+    let source = path
+        .extension()
+        .is_some_and(|e| e == "rs" || e == "proto" || e == "toml" || e == "lock");
+    (source && metadata.modified().ok()? > built).then(|| path.to_owned())
 }
 
 /// A command for one of our binaries, without `BRINE_*` variables of the caller's environment
