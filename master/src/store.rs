@@ -1,7 +1,8 @@
 //! The master's embedded, transactional store (redb): enrolled minions, join tokens and jobs.
 //!
-//! Records are JSON so they can grow fields without migrations. Every write commits before the
-//! caller is answered. redb calls block, so every call runs on tokio's blocking pool.
+//! Records are JSON so they can grow fields without migrations, and each says which format it
+//! is in (`record.rs`), so a master never misreads a shape it does not know. Every write
+//! commits before the caller is answered. redb calls block, so every call runs on tokio's blocking pool.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,6 +22,9 @@ use crate::release::{Pins, Release};
 use serde::{Deserialize, Serialize};
 
 mod database;
+mod record;
+
+use record::{decode, encode};
 
 const MINIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("minions");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("join_tokens");
@@ -41,9 +45,12 @@ const LOCK_KEY: &str = "fleet";
 pub enum StoreError {
     #[error("store: {0}")]
     Database(#[from] redb::Error),
-    #[error("store: a {table} record is unreadable: {message}")]
+    /// A record that is not one this master can read: it does not decode, or it is in a format
+    /// this master does not know.
+    #[error("store: the {table} record {key:?} is unreadable: {message}")]
     Corrupt {
         table: &'static str,
+        key: String,
         message: String,
     },
     #[error("store: the blocking task failed: {0}")]
@@ -250,6 +257,21 @@ fn revocation_key(role: CertRole, name: &str) -> String {
     format!("{role}/{name}")
 }
 
+/// A revocation as stored under its key.
+#[derive(Serialize, Deserialize)]
+struct RevocationRecord {
+    revoked_at_unix_ms: i64,
+}
+
+/// When the revocation stored under `key` was made.
+fn revoked_at(key: &str, bytes: &[u8]) -> Result<i64, StoreError> {
+    // Written before records carried a format: the moment alone, a JSON number.
+    if let Ok(revoked_at_unix_ms) = serde_json::from_slice::<i64>(bytes) {
+        return Ok(revoked_at_unix_ms);
+    }
+    Ok(decode::<RevocationRecord>("certificate_revocations", key, bytes)?.revoked_at_unix_ms)
+}
+
 /// A join token as listed: its public id (the start of its secret's hash) and its record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedToken {
@@ -331,7 +353,7 @@ fn prune_jobs(
     let mut forgotten = vec![];
     for entry in jobs.iter()? {
         let (key, value) = entry?;
-        let record: JobRecord = decode("jobs", value.value())?;
+        let record: JobRecord = decode("jobs", key.value(), value.value())?;
         if record.running {
             continue;
         }
@@ -554,13 +576,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
-        table,
-        message: err.to_string(),
-    })
-}
-
 /// Reads and decodes the record under `key` of `table` (named `name` in errors), if any.
 fn read<T: DeserializeOwned>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -568,13 +583,9 @@ fn read<T: DeserializeOwned>(
     key: &str,
 ) -> Result<Option<T>, StoreError> {
     match table.get(key)? {
-        Some(bytes) => Ok(Some(decode(name, bytes.value())?)),
+        Some(bytes) => Ok(Some(decode(name, key, bytes.value())?)),
         None => Ok(None),
     }
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("store records always serialize")
 }
 
 impl Store {
@@ -796,7 +807,11 @@ impl Store {
                 .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?
                 .rev()
                 .take(limit)
-                .map(|entry| decode("host_events", entry?.1.value()))
+                .map(|entry| {
+                    let (key, value) = entry?;
+                    let (host, seq) = key.value();
+                    decode("host_events", format_args!("{host}/{seq}"), value.value())
+                })
                 .collect()
         })
         .await
@@ -811,9 +826,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_write()?;
+            let record = RevocationRecord {
+                revoked_at_unix_ms: now_unix_ms,
+            };
             tx.open_table(REVOCATIONS)?.insert(
                 revocation_key(role, &name).as_str(),
-                encode(&now_unix_ms).as_slice(),
+                encode(&record).as_slice(),
             )?;
             tx.commit()?;
             Ok(())
@@ -832,13 +850,14 @@ impl Store {
                     let (key, value) = entry?;
                     let corrupt = || StoreError::Corrupt {
                         table: "certificate_revocations",
-                        message: format!("bad key {:?}", key.value()),
+                        key: key.value().to_owned(),
+                        message: "the key is not ROLE/NAME".into(),
                     };
                     let (role, name) = key.value().split_once('/').ok_or_else(corrupt)?;
                     Ok(CertificateRevocation {
                         role: role.parse().map_err(|_| corrupt())?,
                         name: name.to_owned(),
-                        revoked_at_unix_ms: decode("certificate_revocations", value.value())?,
+                        revoked_at_unix_ms: revoked_at(key.value(), value.value())?,
                     })
                 })
                 .collect()
@@ -926,8 +945,8 @@ impl Store {
             range
                 .take(limit)
                 .map(|entry| {
-                    let (_, value) = entry?;
-                    decode("minions", value.value())
+                    let (key, value) = entry?;
+                    decode("minions", key.value(), value.value())
                 })
                 .collect()
         })
@@ -942,8 +961,8 @@ impl Store {
             table
                 .iter()?
                 .map(|entry| {
-                    let (_, value) = entry?;
-                    decode("minions", value.value())
+                    let (key, value) = entry?;
+                    decode("minions", key.value(), value.value())
                 })
                 .collect()
         })
@@ -958,6 +977,7 @@ impl Store {
                 .get(..TOKEN_ID_LEN)
                 .ok_or_else(|| StoreError::Corrupt {
                     table: "join_tokens",
+                    key: record.secret_sha256.clone(),
                     message: "a token's hash is too short".into(),
                 })?
                 .to_owned();
@@ -996,7 +1016,7 @@ impl Store {
                     let (key, value) = entry?;
                     Ok(ListedToken {
                         id: key.value().to_owned(),
-                        record: decode("join_tokens", value.value())?,
+                        record: decode("join_tokens", key.value(), value.value())?,
                     })
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
@@ -1117,7 +1137,10 @@ impl Store {
                 let mut jobs = tx.open_table(JOBS)?;
                 let running: Vec<JobRecord> = jobs
                     .iter()?
-                    .map(|entry| decode::<JobRecord>("jobs", entry?.1.value()))
+                    .map(|entry| {
+                        let (key, value) = entry?;
+                        decode::<JobRecord>("jobs", key.value(), value.value())
+                    })
                     .filter(|job| job.as_ref().map_or(true, |job| job.running))
                     .collect::<Result<_, _>>()?;
                 let mut ids = vec![];
@@ -1170,8 +1193,8 @@ impl Store {
                 .rev()
                 .take(limit)
                 .map(|entry| {
-                    let (_, value) = entry?;
-                    decode("jobs", value.value())
+                    let (key, value) = entry?;
+                    decode("jobs", key.value(), value.value())
                 })
                 .collect()
         })
@@ -1246,7 +1269,7 @@ impl Store {
             let tx = db.begin_read()?;
             let table = tx.open_table(RELEASES)?;
             match table.last()? {
-                Some((_, value)) => Ok(Some(decode("releases", value.value())?)),
+                Some((key, value)) => Ok(Some(decode("releases", key.value(), value.value())?)),
                 None => Ok(None),
             }
         })
@@ -1261,8 +1284,8 @@ impl Store {
             table
                 .iter()?
                 .map(|entry| {
-                    let (_, value) = entry?;
-                    decode("releases", value.value())
+                    let (key, value) = entry?;
+                    decode("releases", key.value(), value.value())
                 })
                 .collect()
         })
@@ -1952,6 +1975,168 @@ mod tests {
                 name: "gitlab".into(),
                 revoked_at_unix_ms: 9
             }]
+        );
+    }
+
+    /// Changes the database file as an older master, or damage, left it.
+    fn write_raw(
+        store: &Store,
+        write: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+    ) {
+        store
+            .db
+            .with(|db| {
+                let tx = db.begin_write()?;
+                write(&tx)?;
+                tx.commit()?;
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// A stored record as the master wrote it before records carried a format.
+    fn without_format(bytes: &[u8]) -> Vec<u8> {
+        let mut record: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        assert_eq!(record["format"], 1, "written with its format");
+        record.as_object_mut().unwrap().remove("format");
+        serde_json::to_vec(&record).unwrap()
+    }
+
+    /// Rewrites every record of `table` without its format.
+    fn strip_formats(
+        tx: &redb::WriteTransaction,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<(), StoreError> {
+        let mut table = tx.open_table(table)?;
+        let records: Vec<(String, Vec<u8>)> = table
+            .iter()?
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((key.value().to_owned(), without_format(value.value())))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        for (key, record) in records {
+            table.insert(key.as_str(), record.as_slice())?;
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn records_written_before_records_carried_a_format_still_read() {
+        use brine_common::host::HostEventKind;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        enrol(&store, "web-1", "ab").await;
+        store
+            .record_host_event(
+                id("web-1"),
+                HostEvent::new(3, HostEventKind::Repaired, "repaired"),
+            )
+            .await
+            .unwrap();
+        store
+            .add_release("j-1".into(), "admin".into(), 1, Pins::new())
+            .await
+            .unwrap();
+        let job = JobRecord {
+            summary: JobSummary {
+                job_id: JobId::new("j-1").unwrap(),
+                hosts: vec![],
+                started_at_unix_ms: 1,
+                finished_at_unix_ms: 2,
+                resolve_ms: 0,
+                cancelled_by: None,
+            },
+            target: String::new(),
+            caller: "admin".into(),
+            plan: false,
+            running: false,
+            targets: vec![id("web-1")],
+        };
+        store.record_job(job, KEEP_ALL).await.unwrap();
+        let lock = LockRecord {
+            holder: "admin".into(),
+            message: "by hand".into(),
+            acquired_at_unix_ms: 0,
+            expires_at_unix_ms: 100,
+            job_id: None,
+        };
+        store.try_lock(lock, 0).await.unwrap().unwrap();
+        store
+            .revoke_certificates(CertRole::Ci, "gitlab".into(), 9)
+            .await
+            .unwrap();
+        let everything = || async {
+            (
+                store.minions().await.unwrap(),
+                store.tokens().await.unwrap(),
+                store.host_events(id("web-1"), 10).await.unwrap(),
+                store.releases().await.unwrap(),
+                store.jobs(10).await.unwrap(),
+                store.current_lock(0).await.unwrap(),
+                store.certificate_revocations().await.unwrap(),
+            )
+        };
+        let written = everything().await;
+
+        write_raw(&store, |tx| {
+            for table in [MINIONS, TOKENS, JOBS, LOCK] {
+                strip_formats(tx, table)?;
+            }
+            let mut releases = tx.open_table(RELEASES)?;
+            let release = without_format(releases.get(1)?.unwrap().value());
+            releases.insert(1, release.as_slice())?;
+            let mut events = tx.open_table(HOST_EVENTS)?;
+            let event = without_format(events.get(("web-1", 0))?.unwrap().value());
+            events.insert(("web-1", 0), event.as_slice())?;
+            // A revocation was the moment alone.
+            tx.open_table(REVOCATIONS)?
+                .insert("ci/gitlab", b"9".as_slice())?;
+            Ok(())
+        });
+        assert_eq!(everything().await, written);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_record_is_corrupt_naming_its_table_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        let names = |err: StoreError| match err {
+            StoreError::Corrupt { table, key, .. } => (table, key),
+            other => panic!("not Corrupt: {other:?}"),
+        };
+        write_raw(&store, |tx| {
+            let newer = br#"{"format":2,"id":"web-1"}"#.as_slice();
+            tx.open_table(MINIONS)?.insert("web-1", newer)?;
+            tx.open_table(JOBS)?
+                .insert("j-9", b"{\"summary\":".as_slice())?;
+            tx.open_table(RELEASES)?.insert(4, b"[]".as_slice())?;
+            tx.open_table(HOST_EVENTS)?
+                .insert(("web-1", 7), br#"{"format":1}"#.as_slice())?;
+            tx.open_table(REVOCATIONS)?
+                .insert("ci/gitlab", br#"{"format":1}"#.as_slice())?;
+            Ok(())
+        });
+        let web_1 = ("minions", "web-1".to_owned());
+        assert_eq!(names(store.minion(id("web-1")).await.unwrap_err()), web_1);
+        assert_eq!(names(store.minions().await.unwrap_err()), web_1);
+        assert_eq!(
+            names(store.job("j-9".into()).await.unwrap_err()),
+            ("jobs", "j-9".to_owned())
+        );
+        assert_eq!(
+            names(store.releases().await.unwrap_err()),
+            ("releases", "4".to_owned())
+        );
+        assert_eq!(
+            names(store.host_events(id("web-1"), 10).await.unwrap_err()),
+            ("host_events", "web-1/7".to_owned())
+        );
+        let err = store.certificate_revocations().await.unwrap_err();
+        assert!(err.to_string().contains(r#""ci/gitlab""#), "{err}");
+        assert_eq!(
+            names(err),
+            ("certificate_revocations", "ci/gitlab".to_owned())
         );
     }
 
