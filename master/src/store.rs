@@ -1,15 +1,31 @@
-//! The master's embedded, transactional store: enrolled minions, join tokens, jobs, the fleet
-//! lock, releases, certificate revocations and host events.
+//! The master's store: enrolled minions, join tokens, jobs, the fleet lock, releases,
+//! certificate revocations and host events.
 //!
-//! Each table's records and the rules that change them (who may join under which id, what a
-//! renewal gives, which jobs are forgotten) live in a module of their own here: `minions` (with
-//! joins), `tokens`, `jobs`, `lock` and `revocations`; host events and releases are records of
-//! `brine-common` and [`crate::release`]. The redb database that keeps them, a module per
-//! table, is under `store/redb/`.
+//! Callers hold it as `Arc<dyn Store>` (from [`open`]) and see only the [`Store`] trait and the
+//! records it speaks, none of which knows how records are kept. Each table's records and the
+//! rules that change them (who may join under which id, what a renewal gives, which jobs are
+//! forgotten) live in a module of their own here: `minions` (with joins), `tokens`, `jobs`,
+//! `lock` and `revocations`; host events and releases are records of `brine-common` and
+//! [`crate::release`]. Keeping the rules out of the implementations means every implementation
+//! applies the same ones; an implementation only keeps records and makes each call one
+//! transaction, committed before the caller is answered.
 //!
-//! Records are JSON so they can grow fields without migrations, and each says which format it
-//! is in (`record.rs`), so a master never misreads a shape it does not know. Every write
-//! commits before the caller is answered.
+//! Records are JSON carrying a format version (`record`), so they can grow fields without
+//! migrations and a master never misreads a shape it does not know.
+//!
+//! The one implementation so far, `redb`, is an embedded database file in the data directory;
+//! its code, a module per table, is under `store/redb/`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use brine_common::host::HostEvent;
+use brine_common::identity::CertRole;
+use brine_common::names::MinionId;
+use brine_common::outcome::{HostReport, JobId};
+
+use crate::pki::SignedCertificate;
+use crate::release::{Pins, Release};
 
 mod jobs;
 mod lock;
@@ -19,7 +35,6 @@ mod redb;
 mod revocations;
 mod tokens;
 
-pub use self::redb::Store;
 pub use jobs::{JobRecord, JobRetention};
 pub use lock::LockRecord;
 pub use minions::{
@@ -32,11 +47,195 @@ pub use tokens::{ListedToken, TokenCheck, TokenRecord};
 /// How many events the store keeps per host; older ones go.
 pub const EVENTS_KEPT: usize = 200;
 
+/// Opens (or creates) the master's store at `path`. Blocking: call it before serving.
+pub fn open(path: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(self::redb::RedbStore::open(path)?))
+}
+
+/// What the master keeps: every call is one transaction, committed before it returns.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// How many more bytes the store can take: for a store on the master's disk, what the
+    /// filesystem that holds it has free for the master.
+    async fn available_bytes(&self) -> Result<u64, StoreError>;
+
+    // Minions.
+
+    /// Enrols a host with a join token, in one transaction: the token is checked and used, and
+    /// an id that is enrolled already is taken over only with a token made to replace it, never
+    /// by a join with any other token.
+    async fn join(&self, attempt: JoinAttempt) -> Result<JoinOutcome, StoreError>;
+
+    /// Records what a host said when it connected, if the certificate it connected with is the
+    /// newest issued to it (or the one it renewed last) and the host is accepted.
+    async fn record_hello(
+        &self,
+        id: MinionId,
+        certificate_sha256: String,
+        hello: HostHello,
+    ) -> Result<CertificateCheck, StoreError>;
+
+    /// Records a renewed certificate for a host that called with its newest certificate (or the
+    /// one before, whose renewal it may not have received) and is accepted. The certificate it
+    /// called with stays valid until the new one is first used.
+    async fn renew_certificate(
+        &self,
+        id: MinionId,
+        caller_sha256: String,
+        renewed: SignedCertificate,
+        renewed_pem: String,
+    ) -> Result<Renewal, StoreError>;
+
+    /// Whether host `id` is admitted with this certificate now (as a connect or renewal would
+    /// be), without recording anything: `Recorded` if it is.
+    async fn certificate_check(
+        &self,
+        id: MinionId,
+        certificate_sha256: String,
+    ) -> Result<CertificateCheck, StoreError>;
+
+    /// Sets whether a host's link is admitted. Only a waiting host can be accepted: a rejected
+    /// or revoked one must join again, with a new certificate.
+    async fn set_approval(
+        &self,
+        id: MinionId,
+        approval: Approval,
+    ) -> Result<ApprovalChange, StoreError>;
+
+    /// Forgets a host and its events. Returns false for an unknown host.
+    async fn delete_minion(&self, id: MinionId) -> Result<bool, StoreError>;
+
+    /// One enrolled host.
+    async fn minion(&self, id: MinionId) -> Result<Option<MinionRecord>, StoreError>;
+
+    /// Up to `limit` enrolled hosts after `after` (from the first without it), sorted by id.
+    async fn minions_after(
+        &self,
+        after: Option<MinionId>,
+        limit: usize,
+    ) -> Result<Vec<MinionRecord>, StoreError>;
+
+    /// Every enrolled host, sorted by id.
+    async fn minions(&self) -> Result<Vec<MinionRecord>, StoreError>;
+
+    // Host events.
+
+    /// Records an event of an enrolled host, keeping its newest [`EVENTS_KEPT`]. Returns false
+    /// (and records nothing) for an unknown host.
+    async fn record_host_event(&self, id: MinionId, event: HostEvent) -> Result<bool, StoreError>;
+
+    /// A host's newest `limit` events, newest first.
+    async fn host_events(&self, id: MinionId, limit: usize) -> Result<Vec<HostEvent>, StoreError>;
+
+    // Join tokens.
+
+    /// Stores a new join token under its public id.
+    async fn add_token(&self, record: TokenRecord) -> Result<(), StoreError>;
+
+    /// Checks a join token by the hash of its secret.
+    async fn check_token(
+        &self,
+        secret_hash: String,
+        now_unix_ms: i64,
+    ) -> Result<TokenCheck, StoreError>;
+
+    /// Every join token, newest first, by public id.
+    async fn tokens(&self) -> Result<Vec<ListedToken>, StoreError>;
+
+    /// Deletes the token whose public id is `id`; returns whether there was one.
+    async fn revoke_token(&self, id: String) -> Result<bool, StoreError>;
+
+    // Jobs.
+
+    /// Stores a finished job and what each host now runs, in one transaction, and forgets the
+    /// jobs beyond `retention`.
+    async fn record_job(&self, job: JobRecord, retention: JobRetention) -> Result<(), StoreError>;
+
+    /// Records a host's result that arrived after its finished job had given up on the host
+    /// (unreachable, timed out, interrupted): the job's record then shows what the host really
+    /// did, marked as reported late, and the host's containers as it left them. Returns false
+    /// (and records nothing) when the job or the host's report is not one to update.
+    async fn record_late_report(
+        &self,
+        job_id: JobId,
+        report: HostReport,
+    ) -> Result<bool, StoreError>;
+
+    /// Records how far a running job got (it must have `running` set); the final record
+    /// replaces it through [`Store::record_job`].
+    async fn record_job_progress(&self, job: JobRecord) -> Result<(), StoreError>;
+
+    /// Finishes the jobs a stopped master left running: every target without a recorded report
+    /// is `interrupted`, and the fleet lock such a job held is released. Returns their ids.
+    async fn interrupt_running_jobs(&self, now_unix_ms: i64) -> Result<Vec<String>, StoreError>;
+
+    /// The newest `limit` jobs, newest first (job ids sort by start time).
+    async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// One job.
+    async fn job(&self, id: String) -> Result<Option<JobRecord>, StoreError>;
+
+    // The fleet lock.
+
+    /// Takes the fleet lock unless someone holds it; an expired lock is taken over. Returns the
+    /// lock in force when it is held by someone else.
+    async fn try_lock(
+        &self,
+        lock: LockRecord,
+        now_unix_ms: i64,
+    ) -> Result<Result<(), LockRecord>, StoreError>;
+
+    /// The lock in force, if any (an expired lock is none).
+    async fn current_lock(&self, now_unix_ms: i64) -> Result<Option<LockRecord>, StoreError>;
+
+    /// Releases the lock: any lock when `job_id` is `None`, else only the one that job holds.
+    /// Returns what was released.
+    async fn release_lock(&self, job_id: Option<String>) -> Result<Option<LockRecord>, StoreError>;
+
+    // Releases.
+
+    /// Records a release with the next id.
+    async fn add_release(
+        &self,
+        job_id: String,
+        caller: String,
+        created_at_unix_ms: i64,
+        pins: Pins,
+    ) -> Result<Release, StoreError>;
+
+    /// The newest release, if any.
+    async fn latest_release(&self) -> Result<Option<Release>, StoreError>;
+
+    /// Every release, oldest first.
+    async fn releases(&self) -> Result<Vec<Release>, StoreError>;
+
+    // Certificate revocations.
+
+    /// Refuses every `role` certificate for `name` issued up to `now_unix_ms`.
+    async fn revoke_certificates(
+        &self,
+        role: CertRole,
+        name: String,
+        now_unix_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Every operator and CI certificate revocation.
+    async fn certificate_revocations(&self) -> Result<Vec<CertificateRevocation>, StoreError>;
+}
+
 /// A store operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The storage could not be read or written (a full disk, say).
+    #[error("store: I/O error: {0}")]
+    Io(#[source] std::io::Error),
+    /// The storage is out of use after an earlier failure to read or write it, until the store
+    /// opens it again.
     #[error("store: {0}")]
-    Database(#[from] ::redb::Error),
+    Closed(String),
+    /// Any other failure of the storage.
+    #[error("store: {0}")]
+    Backend(String),
     /// A record that is not one this master can read: it does not decode, or it is in a format
     /// this master does not know.
     #[error("store: the {table} record {key:?} is unreadable: {message}")]
@@ -50,22 +249,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the database file could not be read or written; redb uses it no more until it
-    /// is opened again.
-    fn is_io_failure(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Database(
-                ::redb::Error::Io(_) | ::redb::Error::PreviousIo | ::redb::Error::DatabaseClosed
-            )
-        )
-    }
-
     /// Whether the disk holding the store is full.
     pub fn is_disk_full(&self) -> bool {
         matches!(
             self,
-            StoreError::Database(::redb::Error::Io(err))
+            StoreError::Io(err)
                 if matches!(err.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
         )
     }
@@ -84,20 +272,3 @@ impl StoreError {
         }
     }
 }
-
-macro_rules! from_redb {
-    ($($ty:ty),*) => {$(
-        impl From<$ty> for StoreError {
-            fn from(err: $ty) -> Self {
-                StoreError::Database(err.into())
-            }
-        }
-    )*};
-}
-from_redb!(
-    ::redb::DatabaseError,
-    ::redb::TransactionError,
-    ::redb::TableError,
-    ::redb::StorageError,
-    ::redb::CommitError
-);

@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use super::record::decode;
 use super::{
     Approval, ApprovalChange, CertificateCheck, CertificateRevocation, HostHello, JobRecord,
-    JobRetention, JoinAttempt, JoinOutcome, ListedToken, LockRecord, MinionRecord, Renewal,
+    JobRetention, JoinAttempt, JoinOutcome, ListedToken, LockRecord, MinionRecord, Renewal, Store,
     StoreError, TokenCheck, TokenRecord,
 };
 use crate::pki::SignedCertificate;
@@ -41,17 +41,48 @@ mod revocations;
 mod tests;
 mod tokens;
 
-/// The store; cheap to clone.
-#[derive(Clone)]
-pub struct Store {
+/// The store in a redb database file.
+pub(super) struct RedbStore {
     db: Arc<database::Reopening>,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").finish_non_exhaustive()
+        f.debug_struct("RedbStore").finish_non_exhaustive()
     }
 }
+
+/// redb's errors as callers see them: a failure to read or write the file (which closes it, see
+/// `database.rs`) told apart from any other.
+impl From<redb::Error> for StoreError {
+    fn from(err: redb::Error) -> Self {
+        match err {
+            redb::Error::Io(err) => StoreError::Io(err),
+            // The database is out of use after an I/O failure, until it is opened again.
+            redb::Error::PreviousIo | redb::Error::DatabaseClosed => {
+                StoreError::Closed(err.to_string())
+            }
+            other => StoreError::Backend(other.to_string()),
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for StoreError {
+            fn from(err: $ty) -> Self {
+                redb::Error::from(err).into()
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// Reads and decodes the record under `key` of `table` (named `name` in errors), if any.
 fn read<T: DeserializeOwned>(
@@ -65,9 +96,9 @@ fn read<T: DeserializeOwned>(
     }
 }
 
-impl Store {
+impl RedbStore {
     /// Opens (or creates) the store and its tables. Blocking: call it before serving.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
         let db = database::Reopening::open(path)?;
         db.with(|db| {
             let tx = db.begin_write()?;
@@ -84,6 +115,7 @@ impl Store {
         Ok(Self { db: Arc::new(db) })
     }
 
+    /// Runs `work` on the database, on tokio's blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
@@ -93,30 +125,26 @@ impl Store {
             .await
             .map_err(|err| StoreError::Task(err.to_string()))?
     }
+}
 
-    /// How many bytes are free for the master on the filesystem that holds the store.
-    /// How many bytes are free for the master on the filesystem that holds the store.
-    pub async fn available_bytes(&self) -> Result<u64, StoreError> {
+#[async_trait::async_trait]
+impl Store for RedbStore {
+    async fn available_bytes(&self) -> Result<u64, StoreError> {
         let path = self.db.path().to_owned();
         tokio::task::spawn_blocking(move || {
             let stats = rustix::fs::statvfs(&path)
-                .map_err(|err| StoreError::Database(redb::Error::Io(std::io::Error::from(err))))?;
+                .map_err(|err| StoreError::Io(std::io::Error::from(err)))?;
             Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
         })
         .await
         .map_err(|err| StoreError::Task(err.to_string()))?
     }
 
-    /// Enrols a host with a join token, in one transaction: the token is checked and used, and
-    /// an id that is enrolled already is taken over only with a token made to replace it, never
-    /// by a join with any other token.
-    pub async fn join(&self, attempt: JoinAttempt) -> Result<JoinOutcome, StoreError> {
+    async fn join(&self, attempt: JoinAttempt) -> Result<JoinOutcome, StoreError> {
         self.blocking(move |db| minions::join(db, attempt)).await
     }
 
-    /// Records what a host said when it connected, if the certificate it connected with is the
-    /// newest issued to it (or the one it renewed last) and the host is accepted.
-    pub async fn record_hello(
+    async fn record_hello(
         &self,
         id: MinionId,
         certificate_sha256: String,
@@ -126,10 +154,7 @@ impl Store {
             .await
     }
 
-    /// Records a renewed certificate for a host that called with its newest certificate (or the
-    /// one before, whose renewal it may not have received) and is accepted. The certificate it
-    /// called with stays valid until the new one is first used.
-    pub async fn renew_certificate(
+    async fn renew_certificate(
         &self,
         id: MinionId,
         caller_sha256: String,
@@ -142,9 +167,7 @@ impl Store {
         .await
     }
 
-    /// Whether host `id` is admitted with this certificate now (as a connect or renewal would
-    /// be), without recording anything: `Recorded` if it is.
-    pub async fn certificate_check(
+    async fn certificate_check(
         &self,
         id: MinionId,
         certificate_sha256: String,
@@ -153,9 +176,7 @@ impl Store {
             .await
     }
 
-    /// Sets whether a host's link is admitted. Only a waiting host can be accepted: a rejected
-    /// or revoked one must join again, with a new certificate.
-    pub async fn set_approval(
+    async fn set_approval(
         &self,
         id: MinionId,
         approval: Approval,
@@ -164,18 +185,15 @@ impl Store {
             .await
     }
 
-    /// Forgets a host and its events. Returns false for an unknown host.
-    pub async fn delete_minion(&self, id: MinionId) -> Result<bool, StoreError> {
+    async fn delete_minion(&self, id: MinionId) -> Result<bool, StoreError> {
         self.blocking(move |db| minions::delete(db, id)).await
     }
 
-    /// One enrolled host.
-    pub async fn minion(&self, id: MinionId) -> Result<Option<MinionRecord>, StoreError> {
+    async fn minion(&self, id: MinionId) -> Result<Option<MinionRecord>, StoreError> {
         self.blocking(move |db| minions::minion(db, id)).await
     }
 
-    /// Up to `limit` enrolled hosts after `after` (from the first without it), sorted by id.
-    pub async fn minions_after(
+    async fn minions_after(
         &self,
         after: Option<MinionId>,
         limit: usize,
@@ -184,37 +202,23 @@ impl Store {
             .await
     }
 
-    /// Every enrolled host, sorted by id.
-    pub async fn minions(&self) -> Result<Vec<MinionRecord>, StoreError> {
+    async fn minions(&self) -> Result<Vec<MinionRecord>, StoreError> {
         self.blocking(minions::minions).await
     }
 
-    /// Records an event of an enrolled host, keeping its newest [`EVENTS_KEPT`]. Returns false
-    /// (and records nothing) for an unknown host.
-    pub async fn record_host_event(
-        &self,
-        id: MinionId,
-        event: HostEvent,
-    ) -> Result<bool, StoreError> {
+    async fn record_host_event(&self, id: MinionId, event: HostEvent) -> Result<bool, StoreError> {
         self.blocking(move |db| events::record(db, id, event)).await
     }
 
-    /// A host's newest `limit` events, newest first.
-    pub async fn host_events(
-        &self,
-        id: MinionId,
-        limit: usize,
-    ) -> Result<Vec<HostEvent>, StoreError> {
+    async fn host_events(&self, id: MinionId, limit: usize) -> Result<Vec<HostEvent>, StoreError> {
         self.blocking(move |db| events::newest(db, id, limit)).await
     }
 
-    /// Stores a new join token under its public id.
-    pub async fn add_token(&self, record: TokenRecord) -> Result<(), StoreError> {
+    async fn add_token(&self, record: TokenRecord) -> Result<(), StoreError> {
         self.blocking(move |db| tokens::add(db, record)).await
     }
 
-    /// Checks a join token by the hash of its secret.
-    pub async fn check_token(
+    async fn check_token(
         &self,
         secret_hash: String,
         now_unix_ms: i64,
@@ -223,31 +227,20 @@ impl Store {
             .await
     }
 
-    /// Every join token, newest first, by public id.
-    pub async fn tokens(&self) -> Result<Vec<ListedToken>, StoreError> {
+    async fn tokens(&self) -> Result<Vec<ListedToken>, StoreError> {
         self.blocking(tokens::list).await
     }
 
-    /// Deletes the token whose public id is `id`; returns whether there was one.
-    pub async fn revoke_token(&self, id: String) -> Result<bool, StoreError> {
+    async fn revoke_token(&self, id: String) -> Result<bool, StoreError> {
         self.blocking(move |db| tokens::revoke(db, id)).await
     }
 
-    /// Stores a finished job and what each host now runs, in one transaction.
-    pub async fn record_job(
-        &self,
-        job: JobRecord,
-        retention: JobRetention,
-    ) -> Result<(), StoreError> {
+    async fn record_job(&self, job: JobRecord, retention: JobRetention) -> Result<(), StoreError> {
         self.blocking(move |db| jobs::record(db, job, retention))
             .await
     }
 
-    /// Records a host's result that arrived after its finished job had given up on the host
-    /// (unreachable, timed out, interrupted): the job's record then shows what the host really
-    /// did, marked as reported late, and the host's containers as it left them. Returns false
-    /// (and records nothing) when the job or the host's report is not one to update.
-    pub async fn record_late_report(
+    async fn record_late_report(
         &self,
         job_id: JobId,
         report: HostReport,
@@ -256,35 +249,25 @@ impl Store {
             .await
     }
 
-    /// Records how far a running job got (it must have `running` set); the final record
-    /// replaces it through [`Store::record_job`].
-    pub async fn record_job_progress(&self, job: JobRecord) -> Result<(), StoreError> {
+    async fn record_job_progress(&self, job: JobRecord) -> Result<(), StoreError> {
         self.blocking(move |db| jobs::record_progress(db, job))
             .await
     }
 
-    /// Finishes the jobs a stopped master left running: every target without a recorded report
-    /// is `interrupted`, and the fleet lock such a job held is released. Returns their ids.
-    pub async fn interrupt_running_jobs(
-        &self,
-        now_unix_ms: i64,
-    ) -> Result<Vec<String>, StoreError> {
+    async fn interrupt_running_jobs(&self, now_unix_ms: i64) -> Result<Vec<String>, StoreError> {
         self.blocking(move |db| jobs::interrupt_running(db, now_unix_ms))
             .await
     }
 
-    /// The newest `limit` jobs, newest first (job ids sort by start time).
-    pub async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+    async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
         self.blocking(move |db| jobs::newest(db, limit)).await
     }
 
-    pub async fn job(&self, id: String) -> Result<Option<JobRecord>, StoreError> {
+    async fn job(&self, id: String) -> Result<Option<JobRecord>, StoreError> {
         self.blocking(move |db| jobs::job(db, id)).await
     }
 
-    /// Takes the fleet lock unless someone holds it; an expired lock is taken over. Returns the
-    /// lock in force when it is held by someone else.
-    pub async fn try_lock(
+    async fn try_lock(
         &self,
         lock: LockRecord,
         now_unix_ms: i64,
@@ -293,23 +276,16 @@ impl Store {
             .await
     }
 
-    /// The lock in force, if any (an expired lock is none).
-    pub async fn current_lock(&self, now_unix_ms: i64) -> Result<Option<LockRecord>, StoreError> {
+    async fn current_lock(&self, now_unix_ms: i64) -> Result<Option<LockRecord>, StoreError> {
         self.blocking(move |db| lock::current(db, now_unix_ms))
             .await
     }
 
-    /// Releases the lock: any lock when `job_id` is `None`, else only the one that job holds.
-    /// Returns what was released.
-    pub async fn release_lock(
-        &self,
-        job_id: Option<String>,
-    ) -> Result<Option<LockRecord>, StoreError> {
+    async fn release_lock(&self, job_id: Option<String>) -> Result<Option<LockRecord>, StoreError> {
         self.blocking(move |db| lock::release(db, job_id)).await
     }
 
-    /// Records a release with the next id.
-    pub async fn add_release(
+    async fn add_release(
         &self,
         job_id: String,
         caller: String,
@@ -320,18 +296,15 @@ impl Store {
             .await
     }
 
-    /// The newest release, if any.
-    pub async fn latest_release(&self) -> Result<Option<Release>, StoreError> {
+    async fn latest_release(&self) -> Result<Option<Release>, StoreError> {
         self.blocking(releases::latest).await
     }
 
-    /// Every release, oldest first.
-    pub async fn releases(&self) -> Result<Vec<Release>, StoreError> {
+    async fn releases(&self) -> Result<Vec<Release>, StoreError> {
         self.blocking(releases::all).await
     }
 
-    /// Refuses every `role` certificate for `name` issued up to `now_unix_ms`.
-    pub async fn revoke_certificates(
+    async fn revoke_certificates(
         &self,
         role: CertRole,
         name: String,
@@ -341,8 +314,7 @@ impl Store {
             .await
     }
 
-    /// Every operator and CI certificate revocation.
-    pub async fn certificate_revocations(&self) -> Result<Vec<CertificateRevocation>, StoreError> {
+    async fn certificate_revocations(&self) -> Result<Vec<CertificateRevocation>, StoreError> {
         self.blocking(revocations::all).await
     }
 }

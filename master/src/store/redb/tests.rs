@@ -47,7 +47,7 @@ fn token(secret_sha256: &str, uses_left: Option<u32>) -> TokenRecord {
 /// Joins `who` with certificate `sha` through a fresh single-use token (made to replace
 /// `who` if `replacing`), as the enrolment service does.
 async fn join_with_new_token(
-    store: &Store,
+    store: &RedbStore,
     who: &str,
     sha: &str,
     replacing: bool,
@@ -70,7 +70,7 @@ async fn join_with_new_token(
 }
 
 /// Enrols a new host `who`, accepted, with certificate `sha`.
-async fn enrol(store: &Store, who: &str, sha: &str) {
+async fn enrol(store: &RedbStore, who: &str, sha: &str) {
     let outcome = join_with_new_token(store, who, sha, false, Approval::Accepted).await;
     assert!(
         matches!(outcome, JoinOutcome::Enrolled { .. }),
@@ -83,7 +83,7 @@ async fn minions_tokens_and_jobs_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.redb");
     {
-        let store = Store::open(&path).unwrap();
+        let store = RedbStore::open(&path).unwrap();
         enrol(&store, "web-1", "ab").await;
         let hello = |who: &str, cert: &str| store.record_hello(id(who), cert.into(), hello_at(5));
         assert_eq!(
@@ -183,7 +183,7 @@ async fn minions_tokens_and_jobs_survive_a_reopen() {
             .await
             .unwrap();
     }
-    let store = Store::open(&path).unwrap();
+    let store = RedbStore::open(&path).unwrap();
     let minions = store.minions().await.unwrap();
     assert_eq!(minions.len(), 1);
     assert_eq!(minions[0].last_seen_unix_ms, 5);
@@ -232,7 +232,7 @@ async fn minions_tokens_and_jobs_survive_a_reopen() {
 #[tokio::test]
 async fn a_token_with_uses_is_used_up_and_a_revoked_one_is_gone() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
     let hash = "ab".repeat(32);
     store.add_token(token(&hash, Some(2))).await.unwrap();
     let attempt = |who: &str| JoinAttempt {
@@ -279,7 +279,7 @@ async fn a_token_with_uses_is_used_up_and_a_revoked_one_is_gone() {
 #[tokio::test]
 async fn a_renewed_certificate_replaces_the_old_one_once_it_is_used() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
     let web = || id("web-1");
     enrol(&store, "web-1", "one").await;
     let renew = |caller: &str, new: &str| {
@@ -325,7 +325,7 @@ async fn a_renewed_certificate_replaces_the_old_one_once_it_is_used() {
 #[tokio::test]
 async fn an_enrolled_id_is_taken_over_only_with_a_token_made_to_replace_it() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
     let hello = |cert: &str| store.record_hello(id("victim"), cert.into(), hello_at(5));
     enrol(&store, "victim", "real").await;
     for approval in [Approval::Accepted, Approval::Pending] {
@@ -374,7 +374,7 @@ async fn an_enrolled_id_is_taken_over_only_with_a_token_made_to_replace_it() {
 #[tokio::test]
 async fn a_pending_replacement_leaves_the_host_alone_until_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
     let hello = |cert: &str| store.record_hello(id("web-1"), cert.into(), hello_at(5));
     enrol(&store, "web-1", "old").await;
     assert!(matches!(
@@ -429,7 +429,7 @@ async fn a_pending_replacement_leaves_the_host_alone_until_accepted() {
 async fn host_events_keep_the_newest_and_go_with_their_host() {
     use brine_common::host::HostEventKind;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
     let event = |n: i64| HostEvent::new(n, HostEventKind::Repaired, format!("repair {n}"));
     assert!(
         !store
@@ -466,7 +466,7 @@ async fn host_events_keep_the_newest_and_go_with_their_host() {
 #[tokio::test]
 async fn a_job_left_running_is_interrupted_for_the_hosts_without_a_report() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
     let reported = HostReport {
         minion_id: id("web-1"),
         status: HostStatus::Changed,
@@ -524,7 +524,7 @@ async fn a_job_left_running_is_interrupted_for_the_hosts_without_a_report() {
 #[tokio::test]
 async fn job_history_keeps_the_newest_and_the_recent_but_never_a_running_job() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
     let job = |n: u32, finished: i64, running: bool| JobRecord {
         summary: JobSummary {
             job_id: JobId::new(format!("20260101T0000{n:02}-0000")).unwrap(),
@@ -580,7 +580,7 @@ async fn certificate_revocations_persist() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.redb");
     {
-        let store = Store::open(&path).unwrap();
+        let store = RedbStore::open(&path).unwrap();
         store
             .revoke_certificates(CertRole::Ci, "gitlab".into(), 7)
             .await
@@ -590,7 +590,7 @@ async fn certificate_revocations_persist() {
             .await
             .unwrap();
     }
-    let revocations = Store::open(&path)
+    let revocations = RedbStore::open(&path)
         .unwrap()
         .certificate_revocations()
         .await
@@ -606,7 +606,10 @@ async fn certificate_revocations_persist() {
 }
 
 /// Changes the database file as an older master, or damage, left it.
-fn write_raw(store: &Store, write: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>) {
+fn write_raw(
+    store: &RedbStore,
+    write: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+) {
     store
         .db
         .with(|db| {
@@ -649,7 +652,7 @@ fn strip_formats(
 async fn records_written_before_records_carried_a_format_still_read() {
     use brine_common::host::HostEventKind;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
     enrol(&store, "web-1", "ab").await;
     store
         .record_host_event(
@@ -724,7 +727,7 @@ async fn records_written_before_records_carried_a_format_still_read() {
 #[tokio::test]
 async fn an_unreadable_record_is_corrupt_naming_its_table_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
     let names = |err: StoreError| match err {
         StoreError::Corrupt { table, key, .. } => (table, key),
         other => panic!("not Corrupt: {other:?}"),
@@ -768,7 +771,7 @@ async fn an_unreadable_record_is_corrupt_naming_its_table_and_key() {
 #[tokio::test]
 async fn the_lock_refuses_a_second_holder_until_released_or_expired() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
     let lock = |holder: &str, job: Option<&str>, expires| LockRecord {
         holder: holder.into(),
         message: "deploying".into(),
