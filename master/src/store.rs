@@ -14,7 +14,8 @@
 //! migrations and a master never misreads a shape it does not know.
 //!
 //! The one implementation so far, `redb`, is an embedded database file in the data directory;
-//! its code, a module per table, is under `store/redb/`.
+//! its code, a module per table, is under `store/redb/`. `contract` is the test suite every
+//! implementation must pass.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,6 +28,8 @@ use brine_common::outcome::{HostReport, JobId};
 use crate::pki::SignedCertificate;
 use crate::release::{Pins, Release};
 
+#[cfg(test)]
+mod contract;
 mod jobs;
 mod lock;
 mod minions;
