@@ -25,7 +25,7 @@ use crate::fleet::{FleetService, PlanRate};
 use crate::link::{JobRouter, Links, MinionLinkService};
 use crate::server_cert::ServerCertificate;
 use crate::state::Master;
-use crate::store::Store;
+use crate::store;
 
 /// How many accepted connections may wait for the gRPC server.
 const ACCEPT_QUEUE: usize = 128;
@@ -173,7 +173,7 @@ pub async fn run(
     let acceptor = tls_acceptor(&data, certificate.clone())?;
     let ca = data.load_ca()?;
     let store_path = data.store();
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+    let store = tokio::task::spawn_blocking(move || store::open(&store_path))
         .await
         .context("open the store")??;
     for job in store

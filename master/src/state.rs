@@ -1,5 +1,6 @@
 //! What the master's services share.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use brine_common::roles_file::{RolesFile, RolesFileError};
@@ -14,11 +15,11 @@ use crate::store::Store;
 pub struct Master {
     pub config: MasterConfig,
     pub ca: CertificateAuthority,
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     pub links: Links,
     pub router: JobRouter,
     /// Shared with the authorization layer.
-    pub revocations: std::sync::Arc<CertificateRevocations>,
+    pub revocations: Arc<CertificateRevocations>,
     /// The job running or the last one, for the status line.
     pub activity: crate::status::Activity,
 }

@@ -12,6 +12,12 @@ use redb::Database;
 
 use super::StoreError;
 
+/// Whether `err` says the database file could not be read or written: redb uses the database
+/// no more until it is opened again.
+fn is_io_failure(err: &StoreError) -> bool {
+    matches!(err, StoreError::Io(_) | StoreError::Closed(_))
+}
+
 /// The database, or nothing while it is closed after an I/O failure.
 pub(super) struct Reopening {
     path: PathBuf,
@@ -45,7 +51,7 @@ impl Reopening {
         if let (generation, Some(db)) = &*state {
             let generation = *generation;
             let result = work(db);
-            if result.as_ref().is_err_and(StoreError::is_io_failure) {
+            if result.as_ref().is_err_and(is_io_failure) {
                 drop(state);
                 self.close(generation);
             }
@@ -63,7 +69,7 @@ impl Reopening {
                 work(db)
             }
         };
-        if result.as_ref().is_err_and(StoreError::is_io_failure) {
+        if result.as_ref().is_err_and(is_io_failure) {
             drop(state);
             self.close(generation);
         }
@@ -81,5 +87,33 @@ impl Reopening {
                 "store closed after an I/O failure; the next call opens it again"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::ErrorKind;
+
+    use super::*;
+
+    #[test]
+    fn only_a_failure_to_read_or_write_the_file_closes_it() {
+        let io = |kind: ErrorKind| StoreError::from(redb::Error::Io(kind.into()));
+        for closing in [
+            io(ErrorKind::StorageFull),
+            io(ErrorKind::PermissionDenied),
+            StoreError::from(redb::Error::PreviousIo),
+            StoreError::from(redb::Error::DatabaseClosed),
+        ] {
+            assert!(is_io_failure(&closing), "{closing}");
+        }
+        assert!(!is_io_failure(&StoreError::from(
+            redb::Error::DatabaseAlreadyOpen
+        )));
+        // A full disk is told apart, for the operator.
+        assert!(io(ErrorKind::StorageFull).is_disk_full());
+        assert!(io(ErrorKind::QuotaExceeded).is_disk_full());
+        assert!(!io(ErrorKind::PermissionDenied).is_disk_full());
+        assert!(!StoreError::from(redb::Error::PreviousIo).is_disk_full());
     }
 }
