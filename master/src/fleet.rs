@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
 use crate::highstate::{self, HighstateError, JobRequest};
-use crate::release;
+use crate::job::{JobKind, RollbackError};
 use crate::rollout::{BatchSize, MAX_BATCH_WAIT, Rollout};
 use crate::state::{Master, now_unix_ms};
 use crate::store::{
@@ -100,6 +100,13 @@ impl From<HighstateError> for Status {
             HighstateError::NotDeployable { .. } | HighstateError::TooLongForCi { .. } => {
                 Status::permission_denied(err.to_string())
             }
+            HighstateError::Rollback(ref rollback) => match rollback {
+                RollbackError::NoRelease | RollbackError::NothingEarlier(_) => {
+                    Status::failed_precondition(err.to_string())
+                }
+                RollbackError::UnknownRelease(_) => Status::not_found(err.to_string()),
+                RollbackError::RoleNotInRelease { .. } => Status::invalid_argument(err.to_string()),
+            },
             HighstateError::Store(err) => err.to_status(),
             HighstateError::DiskFull { .. } => {
                 tracing::error!("refused a job: {err}");
@@ -272,15 +279,15 @@ impl pb::fleet_server::Fleet for FleetService {
         let job = highstate::prepare(
             &self.master,
             JobRequest {
+                kind: JobKind::Highstate {
+                    dry_run: request.plan,
+                },
                 target,
                 timeout,
                 rollout,
                 caller: identity.to_string(),
                 caller_role: identity.role,
                 lock_message: request.lock_message,
-                pins: None,
-                deploy: None,
-                plan: request.plan,
             },
         )
         .await?;
@@ -310,34 +317,16 @@ impl pb::fleet_server::Fleet for FleetService {
         let image = ImageRef::new(request.image)
             .map_err(|err| Status::invalid_argument(format!("image: {err}")))?;
         let (timeout, rollout) = self.job_options(request.timeout_seconds, request.rollout)?;
-        // Every other role on the hosts keeps what the current release runs.
-        let mut pins = self
-            .master
-            .store
-            .latest_release()
-            .await
-            .map_err(store_failure)?
-            .map(|r| r.pins)
-            .unwrap_or_default();
-        pins.retain(|role, _| !roles.contains(role));
-        let lock_message = if request.lock_message.trim().is_empty() {
-            format!("deploy {image}")
-        } else {
-            request.lock_message
-        };
-        tracing::info!(%caller, %image, roles = ?roles.iter().map(ToString::to_string).collect::<Vec<_>>(), "deploy");
         let job = highstate::prepare(
             &self.master,
             JobRequest {
+                kind: JobKind::Deploy { roles, image },
                 target: parse_target(&request.target)?,
                 timeout,
                 rollout,
                 caller,
                 caller_role: identity.role,
-                lock_message,
-                pins: Some(pins),
-                deploy: Some((roles, image)),
-                plan: false,
+                lock_message: request.lock_message,
             },
         )
         .await?;
@@ -361,48 +350,19 @@ impl pb::fleet_server::Fleet for FleetService {
             ),
         };
         let (timeout, rollout) = self.job_options(request.timeout_seconds, request.rollout)?;
-        let releases = self.master.store.releases().await.map_err(store_failure)?;
-        let current = releases.last().ok_or_else(|| {
-            Status::failed_precondition("no release is recorded yet; there is nothing to roll back")
-        })?;
-        let target = match request.to_release {
-            0 => release::previous_release(&releases, current, role.as_ref()).ok_or_else(|| {
-                Status::failed_precondition(match &role {
-                    Some(role) => format!("no earlier release ran anything else for role {role}"),
-                    None => "no earlier release ran anything else".into(),
-                })
-            })?,
-            id => releases.iter().find(|r| r.id == id).ok_or_else(|| {
-                Status::not_found(format!("to_release: there is no release {id}"))
-            })?,
-        };
-        if let Some(role) = &role
-            && !target.pins.contains_key(role)
-        {
-            return Err(Status::invalid_argument(format!(
-                "role: release {} has no role {role}",
-                target.id
-            )));
-        }
-        let pins = release::rollback_pins(Some(current), target, role.as_ref());
-        tracing::info!(%caller, to = target.id, role = ?role.as_ref().map(ToString::to_string), "rollback");
-        let lock_message = if request.lock_message.trim().is_empty() {
-            format!("rollback to release {}", target.id)
-        } else {
-            request.lock_message
-        };
         let job = highstate::prepare(
             &self.master,
             JobRequest {
+                kind: JobKind::Rollback {
+                    role,
+                    release: (request.to_release != 0).then_some(request.to_release),
+                },
                 target: parse_target(&request.target)?,
                 timeout,
                 rollout,
                 caller,
                 caller_role: identity.role,
-                lock_message,
-                pins: Some(pins),
-                deploy: None,
-                plan: false,
+                lock_message: request.lock_message,
             },
         )
         .await?;

@@ -19,6 +19,7 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::job::{JobImages, JobKind, RollbackError};
 use crate::link::{Command, JobEvent};
 use crate::registry::{ResolveError, Resolver};
 use crate::release::{Pins, Release, next_pins, pins_of};
@@ -111,6 +112,8 @@ pub enum HighstateError {
     )]
     DiskFull { available_bytes: u64 },
     #[error(transparent)]
+    Rollback(#[from] RollbackError),
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
 
@@ -144,6 +147,7 @@ pub struct PreparedJob {
 /// What a caller asks of a highstate.
 #[derive(Debug)]
 pub struct JobRequest {
+    pub kind: JobKind,
     /// Which hosts; `None` for every enrolled host.
     pub target: Option<Target>,
     /// How long each batch may take.
@@ -155,13 +159,6 @@ pub struct JobRequest {
     pub caller_role: CertRole,
     /// Why, for the fleet lock; empty for a default.
     pub lock_message: String,
-    /// Images to use instead of resolving tags (a rollback); `None` resolves every tag.
-    pub pins: Option<Pins>,
-    /// A deploy: only hosts running one of these roles, and these roles' containers run this
-    /// image instead of the roles file's.
-    pub deploy: Option<(BTreeSet<RoleName>, ImageRef)>,
-    /// A dry run: hosts report what they would do; no lock, no release.
-    pub plan: bool,
 }
 
 /// A new job id: UTC start time, then random hex, so ids sort by time and never collide.
@@ -198,22 +195,32 @@ fn is_targeted(target: &Target, host: &MinionRecord, roles: &RolesFile) -> bool 
 /// of that fails.
 pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob, HighstateError> {
     let JobRequest {
+        kind,
         target,
         timeout,
         rollout,
         caller,
         caller_role,
         lock_message,
-        pins,
-        deploy,
-        plan,
     } = request;
+    tracing::info!(%caller, ?kind, "job requested");
+    let plan = kind.is_dry_run();
     // A job that could not be recorded would leave no trace of what it changed, and the fleet
     // locked: refused before anything is sent.
     let available_bytes = master.store.available_bytes().await?;
     if available_bytes < MIN_FREE_BYTES {
         return Err(HighstateError::DiskFull { available_bytes });
     }
+    let releases = if kind.needs_every_release() {
+        master.store.releases().await?
+    } else {
+        master.store.latest_release().await?.into_iter().collect()
+    };
+    let JobImages {
+        pins,
+        deploy,
+        lock_message: default_lock_message,
+    } = kind.images(&releases)?;
     let roles = load_roles(&master.config).await?;
     if let Some((deployed, image)) = &deploy {
         if let Some(unknown) = deployed
@@ -329,7 +336,7 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
     let lock = LockRecord {
         holder: caller.clone(),
         message: if lock_message.trim().is_empty() {
-            format!("highstate {job_id}")
+            default_lock_message.unwrap_or_else(|| format!("highstate {job_id}"))
         } else {
             lock_message
         },

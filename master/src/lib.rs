@@ -12,6 +12,7 @@ pub mod data_dir;
 pub mod enrolment;
 pub mod fleet;
 pub mod highstate;
+pub mod job;
 pub mod link;
 pub mod pki;
 pub mod registry;
