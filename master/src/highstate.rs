@@ -1,7 +1,7 @@
 //! Running a highstate: every targeted host converges to what the roles file assigns it, and
 //! ends with exactly one final status.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::job::{JobImages, JobKind, RollbackError};
+use crate::job_run::{JobPlan, JobRun, Step};
 use crate::link::{Command, JobEvent};
 use crate::registry::{ResolveError, Resolver};
 use crate::release::{Pins, Release, next_pins, pins_of};
@@ -127,8 +128,6 @@ pub struct PreparedJob {
     desired: BTreeMap<MinionId, DesiredState>,
     /// What the job deploys, by role: the next release if every host succeeds.
     deployed: Pins,
-    /// What each host is sent, kept for an auto-revert.
-    sent: BTreeMap<MinionId, DesiredState>,
     /// The release in force when the job started: what an auto-revert returns to.
     previous_release: Option<Release>,
     /// Hosts that fail before any command: an image of theirs does not resolve.
@@ -356,7 +355,6 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
     Ok(PreparedJob {
         job_id,
         target: target_text,
-        sent: desired.clone(),
         desired,
         deployed,
         previous_release,
@@ -483,17 +481,6 @@ pub fn spawn(master: Arc<Master>, job: PreparedJob) -> mpsc::Receiver<HighstateE
     receiver
 }
 
-/// The per-host bookkeeping of a running job.
-struct Pending {
-    started: Instant,
-    /// When its link dropped, if it did: it has [`RECONNECT_GRACE`] to report on a new one.
-    link_lost: Option<Instant>,
-}
-
-/// How long a job waits for a host whose link dropped to come back and report; a minion
-/// reconnects within a second or two, and sends a result it could not send before.
-const RECONNECT_GRACE: Duration = Duration::from_secs(15);
-
 /// Sleeps until `at`, or forever without one.
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
@@ -502,9 +489,18 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<HighstateEvent>) {
+async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<HighstateEvent>) {
     let started_at_unix_ms = now_unix_ms();
-    let targets = batches_left(&job);
+    let mut run = JobRun::new(JobPlan {
+        job_id: job.job_id.clone(),
+        rollout: job.rollout.clone(),
+        timeout: job.timeout,
+        dry_run: job.plan,
+        desired: job.desired,
+        blocked: job.blocked,
+        previous_release: job.previous_release,
+    });
+    let targets = run.targets().to_vec();
     tracing::info!(hosts = targets.len(), caller = %job.caller, batch = %job.rollout.batch, "highstate started");
     let _ = caller
         .send(HighstateEvent::Started {
@@ -519,7 +515,6 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
     let cancel = master.router.cancellable(job.job_id.clone());
     master.activity.job_started(&job.job_id);
 
-    let mut reports: BTreeMap<MinionId, HostReport> = BTreeMap::new();
     // Recorded as it goes, so a master that stops mid-job can tell, when it starts again, which
     // hosts never reported (their reports are recorded at the end of each batch).
     let record_progress = |reports: &BTreeMap<MinionId, HostReport>| {
@@ -545,65 +540,95 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
             }
         }
     };
-    record_progress(&reports).await;
-    let batches = job.rollout.batches(&targets);
-    let batch_count = batches.len();
-    for (index, batch) in batches.into_iter().enumerate() {
-        // Between batches, too many failures stop the rollout.
-        let failures = reports.values().filter(|r| !r.status.is_success()).count();
-        if index > 0 && job.rollout.must_stop(failures) {
-            let reason = format!(
-                "the rollout stopped after {failures} hosts failed ({} allowed); nothing was sent to this host",
-                job.rollout.max_failures
-            );
-            skip_the_rest(&job, &caller, &mut reports, &reason).await;
-            break;
-        }
-        if index > 0 && !job.rollout.batch_wait.is_zero() {
-            tokio::select! {
-                () = tokio::time::sleep(job.rollout.batch_wait) => {}
-                () = cancel.cancelled() => {}
+    record_progress(run.reports()).await;
+
+    // The driver: takes the steps the job's state machine decides, and feeds it what happens.
+    let mut steps: VecDeque<Step> = run.start(Instant::now()).into();
+    let mut routed = vec![];
+    while !run.is_done() || !steps.is_empty() {
+        while let Some(step) = steps.pop_front() {
+            match step {
+                Step::Send {
+                    job_id,
+                    hosts,
+                    dry_run,
+                    valid_for,
+                    batch,
+                } => {
+                    match batch {
+                        Some((index, of)) => {
+                            tracing::info!(batch = index, of, hosts = hosts.len(), "batch started");
+                        }
+                        None => {
+                            tracing::info!(hosts = hosts.len(), "auto-revert");
+                            // Its results come back on the job's inbox under their own job id.
+                            if let Some(sender) = master.router.sender_of(&job.job_id) {
+                                master.router.register(job_id.clone(), sender);
+                                routed.push(job_id.clone());
+                            }
+                        }
+                    }
+                    let expires_at_unix_ms = now_unix_ms()
+                        .saturating_add(i64::try_from(valid_for.as_millis()).unwrap_or(i64::MAX));
+                    for (id, desired) in hosts {
+                        let command = Command::Apply {
+                            job_id: job_id.clone(),
+                            expires_at_unix_ms,
+                            desired,
+                            dry_run,
+                        };
+                        if let Err(reason) = dispatch(&master, &id, command).await {
+                            steps.extend(run.undeliverable(id, reason, Instant::now()));
+                        }
+                    }
+                }
+                Step::Finished(report) => {
+                    // A host's error text is its own: recorded with the job, not written to
+                    // the master's log.
+                    tracing::info!(minion.id = %report.minion_id, status = %report.status, "host finished");
+                    let _ = caller.send(HighstateEvent::HostFinished(report)).await;
+                }
+                Step::BatchOver => record_progress(run.reports()).await,
+                Step::Done => {}
             }
         }
-        if let Some(by) = cancel.by() {
-            let reason = format!("the job was cancelled by {by}; nothing was sent to this host");
-            skip_the_rest(&job, &caller, &mut reports, &reason).await;
+        if run.is_done() {
             break;
         }
-        tracing::info!(
-            batch = index + 1,
-            of = batch_count,
-            hosts = batch.len(),
-            "batch started"
-        );
-        // Hosts whose images did not resolve fail in their turn, without a command.
-        for id in &batch {
-            if let Some(report) = job.blocked.remove(id) {
-                finish(&caller, &mut reports, report).await;
+        let more = tokio::select! {
+            Some(event) = inbox.recv() => match event {
+                JobEvent::Progress(id, progress) => {
+                    if run.shows_progress_of(&id) {
+                        // Progress is advisory: a caller that cannot keep up misses some of it.
+                        let _ = caller.try_send(HighstateEvent::Progress {
+                            minion_id: id,
+                            progress,
+                        });
+                    }
+                    vec![]
+                }
+                JobEvent::Result(id, result) => run.result(id, result, Instant::now()),
+                JobEvent::LinkLost(id) => {
+                    // The minion keeps working and reports on its next link.
+                    run.link_lost(&id, Instant::now());
+                    vec![]
+                }
+            },
+            () = sleep_until_some(run.wake_at()) => run.time_passed(Instant::now()),
+            () = cancel.cancelled(), if run.cancelled_by().is_none() => {
+                let by = cancel.by().unwrap_or("someone").to_owned();
+                run.cancel(&by, Instant::now())
             }
-        }
-        let hosts: BTreeMap<MinionId, DesiredState> = batch
-            .into_iter()
-            .filter_map(|id| job.desired.remove_entry(&id))
-            .collect();
-        let batch = Batch {
-            job_id: &job.job_id,
-            timeout: job.timeout,
-            dry_run: job.plan,
         };
-        run_batch(&master, &batch, hosts, &mut inbox, &caller, &mut reports).await;
-        record_progress(&reports).await;
-    }
-    // A cancelled job is left where it stopped: the operator who cancelled it decides what next.
-    if job.rollout.auto_revert
-        && !job.plan
-        && cancel.by().is_none()
-        && reports.values().any(|r| !r.status.is_success())
-    {
-        revert(&master, &job, &mut inbox, &caller, &mut reports).await;
+        steps.extend(more);
     }
     master.router.unregister(&job.job_id);
+    for job_id in routed {
+        master.router.unregister(&job_id);
+    }
     master.router.forget_cancel(&job.job_id);
+    let cancelled_by = run.cancelled_by().map(str::to_owned);
+    let reports = run.into_reports();
 
     let summary = JobSummary {
         job_id: job.job_id,
@@ -611,7 +636,7 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
         started_at_unix_ms,
         finished_at_unix_ms: now_unix_ms(),
         resolve_ms: job.resolve_ms,
-        cancelled_by: cancel.by().map(str::to_owned),
+        cancelled_by,
     };
     log_summary(&summary);
     master.activity.job_finished(&summary);
@@ -647,93 +672,6 @@ async fn run(master: Arc<Master>, mut job: PreparedJob, caller: mpsc::Sender<Hig
         ));
     }
     let _ = caller.send(HighstateEvent::Summary(summary)).await;
-}
-
-/// Returns the hosts a failed rollout changed to the release in force before it. Each gets a
-/// new final report, status failed, with the containers as the revert left them.
-async fn revert(
-    master: &Master,
-    job: &PreparedJob,
-    inbox: &mut mpsc::Receiver<JobEvent>,
-    caller: &mpsc::Sender<HighstateEvent>,
-    reports: &mut BTreeMap<MinionId, HostReport>,
-) {
-    let changed: Vec<MinionId> = reports
-        .values()
-        .filter(|r| r.status == HostStatus::Changed)
-        .map(|r| r.minion_id.clone())
-        .collect();
-    if changed.is_empty() {
-        return;
-    }
-    let Some(previous) = &job.previous_release else {
-        tracing::warn!(
-            "auto-revert: no earlier release to return to; changed hosts keep the new images"
-        );
-        return;
-    };
-    let hosts: BTreeMap<MinionId, DesiredState> = changed
-        .iter()
-        .filter_map(|id| {
-            let state = job.sent.get(id)?;
-            Some((id.clone(), reverted_state(state, &previous.pins)))
-        })
-        .collect();
-    let revert_id = JobId::new(format!("{}-revert", job.job_id))
-        .expect("a job id with a suffix is still a valid job id");
-    tracing::info!(hosts = hosts.len(), release = previous.id, "auto-revert");
-    // The revert's results come back on the job's inbox under their own job id; its per-host
-    // reports are turned into the job's final ones below rather than sent as they come.
-    let (events, _) = mpsc::channel(1);
-    let mut reverted = BTreeMap::new();
-    if let Some(sender) = master.router.sender_of(&job.job_id) {
-        master.router.register(revert_id.clone(), sender);
-    }
-    let batch = Batch {
-        job_id: &revert_id,
-        timeout: job.timeout,
-        dry_run: false,
-    };
-    run_batch(master, &batch, hosts, inbox, &events, &mut reverted).await;
-    master.router.unregister(&revert_id);
-    for (id, revert) in reverted {
-        let first = reports.get(&id).map_or(0, |r| r.duration_ms);
-        let outcome = match (revert.status.is_success(), &revert.error) {
-            (true, _) => "the revert succeeded".to_owned(),
-            (false, Some(error)) => format!("the revert failed: {error}"),
-            (false, None) => format!("the revert ended {}", revert.status),
-        };
-        let report = HostReport {
-            minion_id: id,
-            status: HostStatus::Failed,
-            containers: revert.containers,
-            error: Some(format!(
-                "changed, then returned to release {} because the rollout failed; {outcome}",
-                previous.id
-            )),
-            duration_ms: first.saturating_add(revert.duration_ms),
-            timings: revert.timings,
-            reported_late: false,
-        };
-        finish(caller, reports, report).await;
-    }
-}
-
-/// A host's desired state with every container on its image of `pins`; a container that has
-/// none there did not exist then and is left out.
-fn reverted_state(state: &DesiredState, pins: &Pins) -> DesiredState {
-    let containers = state
-        .containers
-        .iter()
-        .filter_map(|spec| {
-            let image = pins.get(&spec.role)?.get(&spec.name)?;
-            let mut spec = spec.clone();
-            spec.image = image.clone();
-            Some(spec)
-        })
-        .collect();
-    // Fewer containers than a valid state, with the same names and ports: still valid.
-    DesiredState { containers }
 }
 
 /// How often a finished job whose record could not be written (a full disk) is tried again.
@@ -830,199 +768,20 @@ async fn record_release(
     Ok(())
 }
 
-/// The hosts no batch has reached yet.
-fn batches_left(job: &PreparedJob) -> Vec<MinionId> {
-    job.desired
-        .keys()
-        .chain(job.blocked.keys())
-        .cloned()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect()
-}
-
-/// What every command of a batch carries.
-struct Batch<'a> {
-    job_id: &'a JobId,
-    /// How long the batch may take.
-    timeout: Duration,
-    dry_run: bool,
-}
-
-/// Sends one batch its commands and waits until every host of it has a final status, or the
-/// batch's deadline passes.
-async fn run_batch(
-    master: &Master,
-    batch: &Batch<'_>,
-    hosts: BTreeMap<MinionId, DesiredState>,
-    inbox: &mut mpsc::Receiver<JobEvent>,
-    caller: &mpsc::Sender<HighstateEvent>,
-    reports: &mut BTreeMap<MinionId, HostReport>,
-) {
-    let timeout = batch.timeout;
-    let deadline = Instant::now() + timeout;
-    let expires_at_unix_ms = now_unix_ms() + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
-    let mut pending: BTreeMap<MinionId, Pending> = BTreeMap::new();
-    for (id, desired) in hosts {
-        let started = Instant::now();
-        let command = Command::Apply {
-            job_id: batch.job_id.clone(),
-            expires_at_unix_ms,
-            desired,
-            dry_run: batch.dry_run,
-        };
-        let sent = match master.links.get(&id) {
-            Some(link) => link
-                .commands
-                .send_timeout(command, DISPATCH_TIMEOUT)
-                .await
-                .map_err(|_| "the minion's link closed or is stalled"),
-            None => Err("the minion is not connected"),
-        };
-        match sent {
-            Ok(()) => {
-                pending.insert(
-                    id,
-                    Pending {
-                        started,
-                        link_lost: None,
-                    },
-                );
-            }
-            Err(reason) => {
-                let report = no_answer(id, HostStatus::Unreachable, reason, started);
-                finish(caller, reports, report).await;
-            }
-        }
-    }
-
-    while !pending.is_empty() {
-        let grace_over = pending
-            .values()
-            .filter_map(|host| host.link_lost)
-            .min()
-            .map(|lost| lost + RECONNECT_GRACE);
-        let event = tokio::select! {
-            event = inbox.recv() => event,
-            () = tokio::time::sleep_until(deadline) => None,
-            () = sleep_until_some(grace_over) => {
-                let now = Instant::now();
-                let gone: Vec<MinionId> = pending
-                    .iter()
-                    .filter(|(_, host)| host.link_lost.is_some_and(|at| at + RECONNECT_GRACE <= now))
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for id in gone {
-                    if let Some(host) = pending.remove(&id) {
-                        let report = no_answer(
-                            id,
-                            HostStatus::Unreachable,
-                            "the minion's link dropped before it reported, and it did not come back",
-                            host.started,
-                        );
-                        finish(caller, reports, report).await;
-                    }
-                }
-                continue;
-            }
-        };
-        let Some(event) = event else { break };
-        match event {
-            JobEvent::Progress(id, progress) => {
-                if pending.contains_key(&id) {
-                    // Progress is advisory: a caller that cannot keep up misses some of it.
-                    let _ = caller.try_send(HighstateEvent::Progress {
-                        minion_id: id,
-                        progress,
-                    });
-                }
-            }
-            JobEvent::Result(id, result) => {
-                let Some(host) = pending.remove(&id) else {
-                    // A host an earlier batch gave up on reports after all: its record shows
-                    // what it really did.
-                    if reports.get(&id).is_some_and(HostReport::gave_up) {
-                        let late = HostReport {
-                            minion_id: id,
-                            status: result.status,
-                            containers: result.containers,
-                            error: result.error,
-                            duration_ms: 0,
-                            timings: result.timings,
-                            reported_late: true,
-                        };
-                        finish(caller, reports, late).await;
-                    }
-                    continue;
-                };
-                let report = HostReport {
-                    minion_id: id,
-                    status: result.status,
-                    containers: result.containers,
-                    error: result.error,
-                    duration_ms: elapsed_ms(host.started),
-                    timings: result.timings,
-                    reported_late: false,
-                };
-                finish(caller, reports, report).await;
-            }
-            JobEvent::LinkLost(id) => {
-                // The minion keeps working and reports on its next link; wait a little for it.
-                if let Some(host) = pending.get_mut(&id) {
-                    host.link_lost.get_or_insert(Instant::now());
-                }
-            }
-        }
-    }
-    let timeout_message = format!("no report within {}", humantime::format_duration(timeout));
-    for (id, host) in pending {
-        let report = no_answer(id, HostStatus::TimedOut, &timeout_message, host.started);
-        finish(caller, reports, report).await;
-    }
-}
-
-fn no_answer(id: MinionId, status: HostStatus, reason: &str, started: Instant) -> HostReport {
-    HostReport {
-        minion_id: id,
-        status,
-        containers: vec![],
-        error: Some(reason.to_owned()),
-        duration_ms: elapsed_ms(started),
-        timings: Timings::default(),
-        reported_late: false,
+/// Hands `command` to `host`'s link; why not, if it cannot.
+async fn dispatch(master: &Master, host: &MinionId, command: Command) -> Result<(), &'static str> {
+    match master.links.get(host) {
+        Some(link) => link
+            .commands
+            .send_timeout(command, DISPATCH_TIMEOUT)
+            .await
+            .map_err(|_| "the minion's link closed or is stalled"),
+        None => Err("the minion is not connected"),
     }
 }
 
 fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
-async fn finish(
-    caller: &mpsc::Sender<HighstateEvent>,
-    reports: &mut BTreeMap<MinionId, HostReport>,
-    report: HostReport,
-) {
-    // A host's error text is its own: recorded with the job, not written to the master's log.
-    tracing::info!(minion.id = %report.minion_id, status = %report.status, "host finished");
-    reports.insert(report.minion_id.clone(), report.clone());
-    let _ = caller.send(HighstateEvent::HostFinished(report)).await;
-}
-
-/// Reports every host the job has not reached as skipped, for `reason`.
-async fn skip_the_rest(
-    job: &PreparedJob,
-    caller: &mpsc::Sender<HighstateEvent>,
-    reports: &mut BTreeMap<MinionId, HostReport>,
-    reason: &str,
-) {
-    for id in batches_left(job) {
-        finish(
-            caller,
-            reports,
-            no_answer(id, HostStatus::Skipped, reason, Instant::now()),
-        )
-        .await;
-    }
 }
 
 fn log_summary(summary: &JobSummary) {

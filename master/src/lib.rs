@@ -13,6 +13,7 @@ pub mod enrolment;
 pub mod fleet;
 pub mod highstate;
 pub mod job;
+pub mod job_run;
 pub mod link;
 pub mod pki;
 pub mod registry;
