@@ -1,7 +1,6 @@
 //! What the master's services share.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use brine_common::roles_file::{RolesFile, RolesFileError};
 
@@ -47,10 +46,4 @@ pub async fn load_roles(config: &MasterConfig) -> Result<RolesFile, RolesError> 
     Ok(RolesFile::parse(&file, &text)?)
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use brine_daemon::clock::now_unix_ms;

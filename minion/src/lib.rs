@@ -19,10 +19,4 @@ pub mod retention;
 pub mod runtime;
 pub mod status;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use brine_daemon::clock::now_unix_ms;
