@@ -849,18 +849,7 @@ fn a_tag_pushed_during_a_rollout_does_not_reach_the_remaining_hosts() {
     // Host a is converged first; while the rollout waits, CI pushes a new build under the tag.
     let rollout = fleet
         .master
-        .cli(&[
-            "highstate",
-            "--batch",
-            "1",
-            "--batch-wait",
-            "4s",
-            "--output",
-            "json",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the rollout");
+        .start_highstate(&["--batch", "1", "--batch-wait", "4s"]);
     wait_for_lock(&fleet, "highstate");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while containers(&a).is_empty() {
@@ -1224,19 +1213,7 @@ fn a_cancelled_rollout_starts_no_further_batch() {
     );
     let rollout = fleet
         .master
-        .cli(&[
-            "highstate",
-            "--batch",
-            "1",
-            "--batch-wait",
-            "30s",
-            "--output",
-            "json",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the rollout");
+        .start_highstate(&["--batch", "1", "--batch-wait", "30s"]);
     wait_for_lock(&fleet, "highstate");
     let (_, lock, _) = master_cli(&fleet, &["lock", "status"]);
     let job_id = lock

@@ -60,6 +60,17 @@ fn roles(entries: &[(&str, &str, &str)]) -> String {
     roles + &assign
 }
 
+/// One role `app` of one sleeping container on `image`, assigned to the hosts `glob` picks,
+/// whose replacements must stay up `min_healthy` to pass their health gate.
+fn gated_app(image: &str, glob: &str, min_healthy: &str) -> String {
+    format!(
+        "[roles.app]\nimage = {}\n[[roles.app.containers]]\nname = \"app\"\ncommand = {SLEEPER}\n\
+         health = {{ min_healthy = \"{min_healthy}\", deadline = \"30s\" }}\n\n[assign]\n{} = [\"app\"]\n",
+        quoted(image),
+        quoted(glob)
+    )
+}
+
 /// Promise: over links with 300 ms of round-trip latency and 5% packet loss, a highstate over
 /// 10 hosts finishes with every host's true status, and the next one finds nothing to change.
 #[test]
@@ -235,19 +246,7 @@ fn a_master_killed_mid_rollout_leaves_every_host_running_and_the_next_highstate_
 
     let rollout = fleet
         .master
-        .cli(&[
-            "highstate",
-            "--batch",
-            "1",
-            "--batch-wait",
-            "3s",
-            "--output",
-            "json",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the rollout");
+        .start_highstate(&["--batch", "1", "--batch-wait", "3s"]);
     let first_host = fleet.minion_id("a");
     support::wait_for("the first batch to finish", Duration::from_secs(60), || {
         let on_v2 = support::containers(&first_host)
@@ -530,14 +529,7 @@ fn a_docker_restart_mid_job_is_ridden_out() {
     let mut minion = Minion::start_with(&fleet.master, &id, &[], &[("DOCKER_HOST", &host)], "");
     minion.wait_connected(&fleet.master);
     fleet.minions.push(minion);
-    let roles_for = |image: &str| {
-        format!(
-            "[roles.app]\nimage = {}\n[[roles.app.containers]]\nname = \"app\"\ncommand = {SLEEPER}\n\
-             health = {{ min_healthy = \"6s\", deadline = \"30s\" }}\n\n[assign]\n{} = [\"app\"]\n",
-            quoted(image),
-            quoted(&id)
-        )
-    };
+    let roles_for = |image: &str| gated_app(image, &id, "6s");
     fleet
         .master
         .write_roles(&roles_for(&fleet.app_v1.reference));
@@ -619,14 +611,7 @@ fn hosts_with_clocks_ten_minutes_off_take_fresh_commands_and_say_so() {
         fleet.minions.push(minion);
     }
     let glob = format!("e2e-{}-*", fleet.uniq);
-    let roles_for = |image: &str| {
-        format!(
-            "[roles.app]\nimage = {}\n[[roles.app.containers]]\nname = \"app\"\ncommand = {SLEEPER}\n\
-             health = {{ min_healthy = \"2s\", deadline = \"30s\" }}\n\n[assign]\n{} = [\"app\"]\n",
-            quoted(image),
-            quoted(&glob)
-        )
-    };
+    let roles_for = |image: &str| gated_app(image, &glob, "2s");
     fleet
         .master
         .write_roles(&roles_for(&fleet.app_v1.reference));
@@ -734,14 +719,7 @@ fn a_full_disk_under_the_master_refuses_jobs_clearly_and_recovers_when_freed() {
         .minions
         .iter_mut()
         .for_each(|minion| minion.wait_connected(master));
-    let roles_for = |image: &str| {
-        format!(
-            "[roles.app]\nimage = {}\n[[roles.app.containers]]\nname = \"app\"\ncommand = {SLEEPER}\n\
-             health = {{ min_healthy = \"4s\", deadline = \"30s\" }}\n\n[assign]\n{} = [\"app\"]\n",
-            quoted(image),
-            quoted(&id)
-        )
-    };
+    let roles_for = |image: &str| gated_app(image, &id, "4s");
     let running_image = || {
         let serving = format!("{id}.app");
         let running: Vec<String> = support::containers(&id)

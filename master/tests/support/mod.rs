@@ -898,6 +898,18 @@ impl Master {
         }
     }
 
+    /// Starts `brine-master highstate --output json` with `extra` arguments, without waiting
+    /// for it; its output is piped.
+    pub fn start_highstate(&self, extra: &[&str]) -> Child {
+        self.cli(&["highstate"])
+            .args(extra)
+            .args(["--output", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start brine-master highstate")
+    }
+
     /// Runs `brine-master highstate --output json` with `extra` arguments.
     pub fn highstate_run_with(&self, extra: &[&str]) -> HighstateRun {
         let mut args = vec![
