@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 allowed=(
   master/src/server.rs
   master/src/fleet.rs
+  'master/src/fleet/*'
   master/src/link.rs
   master/src/enrolment.rs
   'master/src/cli/*'

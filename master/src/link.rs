@@ -28,6 +28,9 @@ use crate::auth::Caller;
 use crate::state::{Master, now_unix_ms};
 use crate::store::{Approval, CertificateCheck, HostHello, Renewal};
 
+#[cfg(test)]
+mod tests;
+
 /// How many commands may wait for one minion before a job considers it unreachable.
 const COMMAND_QUEUE: usize = 16;
 /// How long a minion has to say hello after it connects.
@@ -622,21 +625,5 @@ async fn record_late_result(master: &Master, minion_id: &MinionId, result: JobRe
         Err(err) => {
             tracing::error!(minion.id = %minion_id, job.id = %job_id, "cannot record a late result: {err}")
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_flooding_link_is_cut_and_a_new_window_starts_afresh() {
-        let mut rate = MessageRate::default();
-        let start = tokio::time::Instant::now();
-        for _ in 0..MAX_MESSAGES_PER_WINDOW {
-            assert!(rate.allow(start));
-        }
-        assert!(!rate.allow(start));
-        assert!(rate.allow(start + MESSAGE_WINDOW));
     }
 }

@@ -1,0 +1,192 @@
+//! The host RPCs: the hosts in pages, one host with its events, and the decisions over a
+//! host's admission (accept, reject, revoke, delete), each of which drops the host's live link
+//! when it may no longer have one. It is separate because admission is a security decision
+//! that reads best in one place.
+
+use brine_common::names::MinionId;
+use brine_proto::pb;
+use tonic::{Request, Response, Status};
+
+use super::paging::{page_size, page_token, paged};
+use super::{FleetService, store_failure};
+use crate::auth::Caller;
+use crate::store::{Approval, ApprovalChange, EVENTS_KEPT, MinionRecord};
+
+impl FleetService {
+    /// Answers `AcceptMinion` and `RejectMinion`.
+    async fn approve(
+        &self,
+        request: Request<pb::MinionApprovalRequest>,
+        approval: Approval,
+    ) -> Result<Response<pb::MinionApprovalResponse>, Status> {
+        let caller = Caller::of(&request)?.identity()?.to_string();
+        self.set_approval(&caller, request.into_inner().minion_id, approval)
+            .await?;
+        Ok(Response::new(pb::MinionApprovalResponse {}))
+    }
+
+    /// Admits, rejects or revokes a host; a host no longer admitted loses its live link at once.
+    /// Returns whether a link was dropped.
+    async fn set_approval(
+        &self,
+        caller: &str,
+        id: String,
+        approval: Approval,
+    ) -> Result<bool, Status> {
+        let id = MinionId::new(id)
+            .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
+        // The store first, so a reconnect racing with the drop is refused too.
+        match self
+            .master
+            .store
+            .set_approval(id.clone(), approval)
+            .await
+            .map_err(store_failure)?
+        {
+            ApprovalChange::Changed => {}
+            ApprovalChange::ReplacementAccepted => {
+                let disconnected = self.master.links.disconnect(&id);
+                tracing::warn!(%caller, minion.id = %id, disconnected, "the replacing machine is accepted; the host's previous certificate is refused");
+                return Ok(disconnected);
+            }
+            ApprovalChange::ReplacementRejected => {
+                tracing::warn!(%caller, minion.id = %id, "the replacing machine is turned away; the host keeps its certificate");
+                return Ok(false);
+            }
+            ApprovalChange::NotFound => {
+                return Err(Status::not_found(format!("no enrolled minion {id}")));
+            }
+            ApprovalChange::Refused(current) => {
+                return Err(Status::failed_precondition(format!(
+                    "{id} is {}; it must join again with a token",
+                    match current {
+                        Approval::Rejected => "rejected",
+                        _ => "revoked",
+                    }
+                )));
+            }
+        }
+        let disconnected = approval != Approval::Accepted && self.master.links.disconnect(&id);
+        tracing::warn!(%caller, minion.id = %id, ?approval, disconnected, "minion approval changed");
+        Ok(disconnected)
+    }
+
+    /// A host as the fleet API shows it.
+    fn minion_info(&self, m: MinionRecord) -> pb::MinionInfo {
+        pb::MinionInfo {
+            connected: self.master.links.is_connected(&m.id),
+            id: m.id.into(),
+            last_seen_unix_ms: m.last_seen_unix_ms,
+            facts: Some(m.facts.into()),
+            running: m.running.into_iter().map(Into::into).collect(),
+            certificate_sha256: m.certificate_sha256,
+            certificate_expires_unix_ms: m.certificate_expires_unix_ms,
+            replacement_pending: m.pending_replacement.is_some(),
+            clock_offset_ms: m.clock_offset_ms,
+            join_labels: m.join_labels.into_iter().collect(),
+            approval: match m.approval {
+                Approval::Accepted => pb::Approval::Accepted,
+                Approval::Pending => pb::Approval::Pending,
+                Approval::Rejected => pb::Approval::Rejected,
+                Approval::Revoked => pb::Approval::Revoked,
+            }
+            .into(),
+        }
+    }
+}
+
+pub(super) async fn list_minions(
+    fleet: &FleetService,
+    request: Request<pb::ListMinionsRequest>,
+) -> Result<Response<pb::ListMinionsResponse>, Status> {
+    let request = request.into_inner();
+    let page_size = page_size(request.page_size);
+    let after = page_token(&request.page_token)?;
+    // One more than the page, to tell whether another page follows.
+    let records = fleet
+        .master
+        .store
+        .minions_after(after, page_size + 1)
+        .await
+        .map_err(store_failure)?;
+    let (minions, next_page_token) = paged(
+        records.into_iter().map(|record| fleet.minion_info(record)),
+        page_size,
+        |info| &info.id,
+    );
+    Ok(Response::new(pb::ListMinionsResponse {
+        minions,
+        next_page_token,
+    }))
+}
+
+pub(super) async fn get_minion(
+    fleet: &FleetService,
+    request: Request<pb::GetMinionRequest>,
+) -> Result<Response<pb::MinionDetail>, Status> {
+    let id = MinionId::new(request.into_inner().minion_id)
+        .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
+    let record = fleet
+        .master
+        .store
+        .minion(id.clone())
+        .await
+        .map_err(store_failure)?
+        .ok_or_else(|| Status::not_found(format!("no enrolled minion {id}")))?;
+    let events = fleet
+        .master
+        .store
+        .host_events(id, EVENTS_KEPT)
+        .await
+        .map_err(store_failure)?;
+    Ok(Response::new(pb::MinionDetail {
+        minion: Some(fleet.minion_info(record)),
+        events: events.into_iter().map(Into::into).collect(),
+    }))
+}
+
+pub(super) async fn accept_minion(
+    fleet: &FleetService,
+    request: Request<pb::MinionApprovalRequest>,
+) -> Result<Response<pb::MinionApprovalResponse>, Status> {
+    fleet.approve(request, Approval::Accepted).await
+}
+
+pub(super) async fn reject_minion(
+    fleet: &FleetService,
+    request: Request<pb::MinionApprovalRequest>,
+) -> Result<Response<pb::MinionApprovalResponse>, Status> {
+    fleet.approve(request, Approval::Rejected).await
+}
+
+pub(super) async fn revoke_minion(
+    fleet: &FleetService,
+    request: Request<pb::RevokeMinionRequest>,
+) -> Result<Response<pb::RevokeMinionResponse>, Status> {
+    let caller = Caller::of(&request)?.identity()?.to_string();
+    let id = request.into_inner().minion_id;
+    let disconnected = fleet.set_approval(&caller, id, Approval::Revoked).await?;
+    Ok(Response::new(pb::RevokeMinionResponse { disconnected }))
+}
+
+pub(super) async fn delete_minion(
+    fleet: &FleetService,
+    request: Request<pb::DeleteMinionRequest>,
+) -> Result<Response<pb::RevokeMinionResponse>, Status> {
+    let caller = Caller::of(&request)?.identity()?.to_string();
+    let id = MinionId::new(request.into_inner().minion_id)
+        .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
+    // The store first, so a reconnect racing with the drop is refused too.
+    if !fleet
+        .master
+        .store
+        .delete_minion(id.clone())
+        .await
+        .map_err(store_failure)?
+    {
+        return Err(Status::not_found(format!("no enrolled minion {id}")));
+    }
+    let disconnected = fleet.master.links.disconnect(&id);
+    tracing::warn!(%caller, minion.id = %id, disconnected, "minion deleted");
+    Ok(Response::new(pb::RevokeMinionResponse { disconnected }))
+}
