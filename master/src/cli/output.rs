@@ -8,10 +8,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{self, IsTerminal};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use brine_common::names::MinionId;
 use brine_common::outcome::{HighstateEvent, HostReport, JobId, JobSummary};
+use brine_daemon::clock::now_unix_ms;
 
 mod bars;
 mod json;
@@ -209,11 +209,4 @@ impl JobState {
             .filter(|id| !reported.contains(id))
             .collect()
     }
-}
-
-fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
