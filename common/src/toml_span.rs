@@ -27,23 +27,34 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Turns a byte span into file, line, column and the dotted key it belongs to.
-pub fn locate(file: &str, text: &str, span: Range<usize>, message: String) -> Problem {
-    let start = span.start.min(text.len());
-    let before = &text[..floor_char_boundary(text, start)];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    let key = DeTable::parse(text)
-        .ok()
-        .and_then(|table| key_path_in_table(table.get_ref(), start))
-        .unwrap_or_else(|| "(top level)".to_owned());
-    Problem {
-        file: file.to_owned(),
-        line,
-        column,
-        key,
-        message,
-    }
+/// Turns byte spans in `text` into file, line, column and the dotted key each belongs to. The
+/// text is parsed once for all of them: parsing it again for each made a file with many problems
+/// take time quadratic in its size.
+pub fn locate_all(file: &str, text: &str, spans: Vec<(Range<usize>, String)>) -> Vec<Problem> {
+    let table = DeTable::parse(text).ok();
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    spans
+        .into_iter()
+        .map(|(span, message)| {
+            let start = span.start.min(text.len());
+            let boundary = floor_char_boundary(text, start);
+            let line = line_starts.partition_point(|&line_start| line_start <= boundary);
+            let column = text[line_starts[line - 1]..boundary].chars().count() + 1;
+            let key = table
+                .as_ref()
+                .and_then(|table| key_path_in_table(table.get_ref(), start))
+                .unwrap_or_else(|| "(top level)".to_owned());
+            Problem {
+                file: file.to_owned(),
+                line,
+                column,
+                key,
+                message,
+            }
+        })
+        .collect()
 }
 
 fn floor_char_boundary(text: &str, mut index: usize) -> usize {
