@@ -12,8 +12,8 @@
 //! "web-*" = ["web"]
 //! ```
 //!
-//! Parsing validates everything it can without knowing the hosts and reports every problem with
-//! its file, line, column and key. What depends on a host's set of roles (duplicate container
+//! Parsing validates everything it can without knowing the hosts and reports every problem (up to
+//! [`MAX_PROBLEMS`]) with its file, line, column and key. What depends on a host's set of roles (duplicate container
 //! names, port clashes) is checked by [`RolesFile::desired_state_for`].
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,7 +28,7 @@ use crate::spec::{
     ContainerSpec, DEFAULT_STOP_TIMEOUT_SECONDS, DesiredState, DesiredStateError, HealthCheck,
     ImageRef, PortMapping, Probe, RestartPolicy, VolumeMount,
 };
-use crate::toml_span::{Problem, locate};
+use crate::toml_span::{Problem, locate_all};
 
 /// A validated roles file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +46,16 @@ struct Assignment {
     roles: Vec<RoleName>,
 }
 
-/// Every problem found in a roles file.
+/// The most problems a roles file's error lists: locating each costs a search of the whole file,
+/// and a person fixes the first ones first.
+pub const MAX_PROBLEMS: usize = 100;
+
+/// The problems found in a roles file: the first [`MAX_PROBLEMS`], in the order of the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct RolesFileError {
     pub problems: Vec<Problem>,
+    /// How many more problems were found but not listed.
+    pub omitted: usize,
 }
 
 impl fmt::Display for RolesFileError {
@@ -60,6 +66,9 @@ impl fmt::Display for RolesFileError {
         }
         for problem in problems {
             write!(f, "\n{problem}")?;
+        }
+        if self.omitted > 0 {
+            write!(f, "\n... and {} more problems", self.omitted)?;
         }
         Ok(())
     }
@@ -132,11 +141,13 @@ impl Problems {
 impl RolesFile {
     /// Parses and validates the text of a roles file; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Self, RolesFileError> {
-        let locate = |problems: Vec<(Range<usize>, String)>| RolesFileError {
-            problems: problems
-                .into_iter()
-                .map(|(span, message)| locate(file, text, span, message))
-                .collect(),
+        let locate = |mut problems: Vec<(Range<usize>, String)>| {
+            let omitted = problems.len().saturating_sub(MAX_PROBLEMS);
+            problems.truncate(MAX_PROBLEMS);
+            RolesFileError {
+                problems: locate_all(file, text, problems),
+                omitted,
+            }
         };
         let raw: RawFile = toml::from_str(text).map_err(|err| {
             let span = err.span().unwrap_or(0..0);
@@ -209,13 +220,16 @@ fn check_roles(raw: BTreeMap<Spanned<String>, RawRole>, problems: &mut Problems)
                 "a role needs at least one container",
             );
         }
+        let containers_span = role.containers.span();
         let mut specs: Vec<ContainerSpec> = vec![];
+        // Where each container's name is written, to report a port clash there.
+        let mut name_spans: BTreeMap<ContainerName, Range<usize>> = BTreeMap::new();
         for raw in role.containers.into_inner() {
             let name_span = raw.name.span();
             let Some(spec) = check_container(&name, image.as_ref(), raw, problems) else {
                 continue;
             };
-            if specs.iter().any(|s| s.name == spec.name) {
+            if name_spans.contains_key(&spec.name) {
                 problems.push(
                     name_span,
                     format!(
@@ -225,13 +239,22 @@ fn check_roles(raw: BTreeMap<Spanned<String>, RawRole>, problems: &mut Problems)
                 );
                 continue;
             }
-            if let Err(err) =
-                DesiredState::new(specs.iter().cloned().chain([spec.clone()]).collect())
-            {
-                problems.push(name_span, err.to_string());
-                continue;
-            }
+            name_spans.insert(spec.name.clone(), name_span);
             specs.push(spec);
+        }
+        // Checked once for the whole role: checking again as each container was added made a
+        // role with many containers take cubic time. A clash is reported where the later of its
+        // two containers is named.
+        if let Err(err) = DesiredState::new(specs.clone()) {
+            let span = |name: &ContainerName| name_spans.get(name).cloned();
+            let span = match &err {
+                DesiredStateError::PortConflict { first, second, .. } => span(first)
+                    .into_iter()
+                    .chain(span(second))
+                    .max_by_key(|s| s.start),
+                DesiredStateError::DuplicateName { name, .. } => span(name),
+            };
+            problems.push(span.unwrap_or(containers_span), err.to_string());
         }
         let mut sources: BTreeSet<String> = specs
             .iter()
@@ -709,6 +732,53 @@ ports = ["80:80"]
                 "{bad}: {p:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_file_with_thousands_of_problems_lists_the_first_hundred_quickly() {
+        let ports = vec!["\"x\""; 20_000].join(", ");
+        let text = format!(
+            "[roles.web]\nimage = \"app:1\"\n[[roles.web.containers]]\nname = \"web\"\nports = [{ports}]\n"
+        );
+        // Locating each problem parsed the whole file again: quadratic, minutes.
+        let started = std::time::Instant::now();
+        let err = RolesFile::parse("roles.toml", &text).unwrap_err();
+        assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+        assert_eq!(err.problems.len(), MAX_PROBLEMS);
+        assert_eq!(err.omitted, 20_000 - MAX_PROBLEMS);
+        let last = &err.problems[MAX_PROBLEMS - 1];
+        assert_eq!(
+            (last.line, last.key.as_str()),
+            (5, "roles.web.containers[0].ports[99]")
+        );
+        assert!(
+            err.to_string().ends_with("\n... and 19900 more problems"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_role_with_thousands_of_containers_is_checked_quickly() {
+        let mut text = String::from("[roles.web]\nimage = \"app:1\"\n");
+        for i in 0..3_000 {
+            let ip = format!("10.0.{}.{}", i / 256, i % 256);
+            text +=
+                &format!("[[roles.web.containers]]\nname = \"c{i}\"\nports = [\"{ip}:80:80\"]\n");
+        }
+        // Every container was checked with all before it, each time anew: cubic, over a minute.
+        let started = std::time::Instant::now();
+        assert!(RolesFile::parse("roles.toml", &text).is_ok());
+        assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+
+        text += "[[roles.web.containers]]\nname = \"clash\"\nports = [\"10.0.0.7:80:80\"]\n";
+        let p = problems(&text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(
+            p[0].line,
+            3 * 3_000 + 4,
+            "where the later container is named"
+        );
+        assert!(p[0].message.contains("c7 and clash"), "{}", p[0].message);
     }
 
     #[test]

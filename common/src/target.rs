@@ -88,6 +88,12 @@ pub struct TargetError {
     pub message: String,
 }
 
+/// How deeply `not` and parentheses may nest. The parser recurses once per level, and the master
+/// parses expressions that arrive over the network: without a bound, a long enough run of `(`
+/// overflows the stack of the thread serving it and aborts the master. No real target comes
+/// near this.
+const MAX_NESTING: usize = 64;
+
 const CASE_INSENSITIVE: MatchOptions = MatchOptions {
     case_sensitive: false,
     require_literal_separator: false,
@@ -109,6 +115,7 @@ impl Target {
             text,
             tokens,
             next: 0,
+            depth: 0,
         };
         let expression = parser.expression()?;
         if let Some(token) = parser.peek() {
@@ -243,6 +250,8 @@ struct Parser<'a> {
     text: &'a str,
     tokens: Vec<Token<'a>>,
     next: usize,
+    /// How many `not`s and `(`s enclose the factor being parsed.
+    depth: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -283,6 +292,25 @@ impl<'a> Parser<'a> {
         })
     }
 
+    /// Parses what a `not` or `(` at `position` encloses, one level deeper.
+    fn nested(
+        &mut self,
+        position: usize,
+        parse: impl FnOnce(&mut Self) -> Result<Expression, TargetError>,
+    ) -> Result<Expression, TargetError> {
+        if self.depth == MAX_NESTING {
+            return Err(error(
+                self.text,
+                position,
+                format!("`not` and parentheses are nested more than {MAX_NESTING} deep"),
+            ));
+        }
+        self.depth += 1;
+        let inner = parse(self);
+        self.depth -= 1;
+        inner
+    }
+
     fn factor(&mut self) -> Result<Expression, TargetError> {
         let Some(token) = self.peek().cloned() else {
             return Err(error(
@@ -293,14 +321,20 @@ impl<'a> Parser<'a> {
         };
         self.next += 1;
         match token.word {
-            "not" => Ok(Expression::Not(Box::new(self.factor()?))),
-            "(" => {
-                let inner = self.expression()?;
-                if !self.take_if(")") {
-                    return Err(error(self.text, token.position, "this `(` is never closed"));
+            "not" => self.nested(token.position, |parser| {
+                Ok(Expression::Not(Box::new(parser.factor()?)))
+            }),
+            "(" => self.nested(token.position, |parser| {
+                let inner = parser.expression()?;
+                if !parser.take_if(")") {
+                    return Err(error(
+                        parser.text,
+                        token.position,
+                        "this `(` is never closed",
+                    ));
                 }
                 Ok(inner)
-            }
+            }),
             ")" | "and" | "or" => Err(error(
                 self.text,
                 token.position,
@@ -486,5 +520,27 @@ mod tests {
             "target \"role:web label:x=y\": unexpected \"label:x=y\"; join matchers with `and` \
              or `or` (at character 10)"
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_it_can_overflow_the_stack() {
+        let parenthesized =
+            |depth: usize| format!("{}web-1{}", "(".repeat(depth), ")".repeat(depth));
+        assert_eq!(matching(&parenthesized(MAX_NESTING)), ["web-1"]);
+        assert_eq!(
+            matching(&format!("{}web-1", "not ".repeat(MAX_NESTING))),
+            ["web-1"]
+        );
+        for deep in [
+            parenthesized(MAX_NESTING + 1),
+            parenthesized(100_000),
+            format!("{}web-1", "not ".repeat(100_000)),
+            format!("{}web-1", "not (".repeat(50_000)),
+        ] {
+            let err = Target::parse(&deep).unwrap_err();
+            assert!(err.message.contains("nested more than 64 deep"), "{err}");
+        }
+        let err = Target::parse(&parenthesized(MAX_NESTING + 1)).unwrap_err();
+        assert_eq!(err.position, MAX_NESTING, "the first `(` too many");
     }
 }

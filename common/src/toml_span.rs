@@ -27,23 +27,34 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Turns a byte span into file, line, column and the dotted key it belongs to.
-pub fn locate(file: &str, text: &str, span: Range<usize>, message: String) -> Problem {
-    let start = span.start.min(text.len());
-    let before = &text[..floor_char_boundary(text, start)];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    let key = DeTable::parse(text)
-        .ok()
-        .and_then(|table| key_path_in_table(table.get_ref(), start))
-        .unwrap_or_else(|| "(top level)".to_owned());
-    Problem {
-        file: file.to_owned(),
-        line,
-        column,
-        key,
-        message,
-    }
+/// Turns byte spans in `text` into file, line, column and the dotted key each belongs to. The
+/// text is parsed once for all of them: parsing it again for each made a file with many problems
+/// take time quadratic in its size.
+pub fn locate_all(file: &str, text: &str, spans: Vec<(Range<usize>, String)>) -> Vec<Problem> {
+    let table = DeTable::parse(text).ok();
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    spans
+        .into_iter()
+        .map(|(span, message)| {
+            let start = span.start.min(text.len());
+            let boundary = floor_char_boundary(text, start);
+            let line = line_starts.partition_point(|&line_start| line_start <= boundary);
+            let column = text[line_starts[line - 1]..boundary].chars().count() + 1;
+            let key = table
+                .as_ref()
+                .and_then(|table| key_path_in_table(table.get_ref(), start))
+                .unwrap_or_else(|| "(top level)".to_owned());
+            Problem {
+                file: file.to_owned(),
+                line,
+                column,
+                key,
+                message,
+            }
+        })
+        .collect()
 }
 
 fn floor_char_boundary(text: &str, mut index: usize) -> usize {
@@ -66,13 +77,29 @@ fn key_path_in_table(table: &DeTable<'_>, offset: usize) -> Option<String> {
             DeValue::Array(items) => key_path_in_array(items, offset),
             _ => None,
         };
+        let key = written_key(key.get_ref());
         match inner {
-            Some(inner) if inner.starts_with('[') => Some(format!("{}{inner}", key.get_ref())),
-            Some(inner) => Some(format!("{}.{inner}", key.get_ref())),
-            None if in_key || value.span().contains(&offset) => Some(key.get_ref().to_string()),
+            Some(inner) if inner.starts_with('[') => Some(format!("{key}{inner}")),
+            Some(inner) => Some(format!("{key}.{inner}")),
+            None if in_key || value.span().contains(&offset) => Some(key),
             None => None,
         }
     })
+}
+
+/// A key as it is written in a dotted path: quoted when it is empty or holds what would make the
+/// path ambiguous or unreadable (a '.', a bracket, a quote, a space, a control character), as
+/// TOML quotes it. Unquoted, an empty key named nothing and `"a.b"` read as two keys.
+fn written_key(key: &str) -> String {
+    let plain = !key.is_empty()
+        && !key.contains(|c: char| {
+            matches!(c, '.' | '[' | ']' | '"' | '\'') || c.is_whitespace() || c.is_control()
+        });
+    if plain {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    }
 }
 
 fn key_path_in_array(items: &[Spanned<DeValue<'_>>], offset: usize) -> Option<String> {
@@ -166,6 +193,26 @@ mod tests {
         assert_eq!(err.line, Some(3));
         assert!(err.to_string().starts_with("m.toml:3: "), "{err}");
         assert!(ConfigFileError::syntax("m.toml", "a = 1\n").is_none());
+    }
+
+    #[test]
+    fn keys_that_a_dotted_path_cannot_show_plainly_are_quoted() {
+        let key = |text: &str, at: &str| {
+            let offset = text.find(at).unwrap();
+            let [problem] = &locate_all("f.toml", text, vec![(offset..offset, "x".into())])[..]
+            else {
+                panic!("one span, one problem");
+            };
+            problem.key.clone()
+        };
+        // An empty key was shown as nothing at all: "f.toml:1:1: : unknown field ``".
+        assert_eq!(key("\"\" = 1\n", "1"), "\"\"");
+        assert_eq!(key("[a.\"b.c\"]\nd = [1, 2]\n", "2"), "a.\"b.c\".d[1]");
+        assert_eq!(
+            key("[\"x y\"]\n\"\\u0007\" = 1\n", "1"),
+            "\"x y\".\"\\u{7}\""
+        );
+        assert_eq!(key("[assign]\n\"web-*\" = [1]\n", "1"), "assign.web-*[0]");
     }
 
     #[test]
