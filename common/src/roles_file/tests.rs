@@ -1,0 +1,338 @@
+//! The roles file's tests: parsing, located problems, and the limits on what one file may hold.
+
+#[test]
+fn the_example_in_deploy_is_valid_and_widens_what_web_may_deploy() {
+    let roles = RolesFile::parse(
+        "roles.toml.example",
+        include_str!("../../../deploy/roles.toml.example"),
+    )
+    .unwrap_or_else(|err| panic!("deploy/roles.toml.example: {err}"));
+    let web = RoleName::new("web").unwrap();
+    assert_eq!(
+        roles.deployable_from(&web).into_iter().collect::<Vec<_>>(),
+        [
+            "registry.example.com:5000/mynames/app",
+            "registry.example.com:5000/mynames/app-canary"
+        ]
+    );
+    let worker = RoleName::new("worker").unwrap();
+    assert_eq!(roles.deployable_from(&worker).len(), 1);
+}
+
+#[test]
+fn deploy_from_takes_repositories_only() {
+    let text = "[roles.web]\nimage = \"r:5000/app:1\"\ndeploy_from = [\"r:5000/app:2\"]\n[[roles.web.containers]]\nname = \"web\"\n";
+    let err = RolesFile::parse("roles.toml", text).unwrap_err();
+    assert!(err.to_string().contains("roles.toml:3:"), "{err}");
+    assert!(err.to_string().contains("without a tag or digest"), "{err}");
+}
+
+use super::*;
+
+const GOOD: &str = r#"
+[roles.web]
+image = "127.0.0.1:5000/mynames/app:tested"
+
+[[roles.web.containers]]
+name = "web"
+command = ["httpd", "-f", "-p", "8000"]
+ports = ["80:8000"]
+env = { APP_ENV = "production" }
+volumes = ["/srv/uploads:/app/uploads:ro"]
+restart = "always"
+stop_timeout = "3s"
+health = { http = "http://127.0.0.1:8000/health", interval = "500ms", min_healthy = "2s", deadline = "90s" }
+
+[roles.worker]
+image = "127.0.0.1:5000/mynames/app:tested"
+[[roles.worker.containers]]
+name = "worker"
+[[roles.worker.containers]]
+name = "beat"
+image = "127.0.0.1:5000/mynames/beat:1"
+
+[assign]
+"web-*" = ["web"]
+"db-1" = ["worker", "web"]
+"#;
+
+fn id(s: &str) -> MinionId {
+    MinionId::new(s).unwrap()
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    RolesFile::parse("roles.toml", text).unwrap_err().problems
+}
+
+#[test]
+fn parses_a_complete_file() {
+    let file = RolesFile::parse("roles.toml", GOOD).unwrap();
+    let web = file.desired_state_for(&id("web-7")).unwrap();
+    assert_eq!(web.containers.len(), 1);
+    let c = &web.containers[0];
+    assert_eq!(c.command, ["httpd", "-f", "-p", "8000"]);
+    assert_eq!(c.ports[0].host_port, Some(80));
+    assert_eq!(c.env["APP_ENV"], "production");
+    assert!(c.volumes[0].read_only);
+    assert_eq!(c.restart, RestartPolicy::Always);
+    assert_eq!(c.stop_timeout_seconds, 3);
+    assert_eq!(
+        c.health,
+        HealthCheck {
+            probe: Some(Probe::Http {
+                port: 8000,
+                path: "/health".into()
+            }),
+            interval_ms: 500,
+            min_healthy_ms: 2_000,
+            deadline_ms: 90_000,
+        }
+    );
+
+    let db = file.desired_state_for(&id("db-1")).unwrap();
+    let names: Vec<_> = db.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["beat", "web", "worker"]);
+    assert_eq!(
+        db.containers[0].image.as_str(),
+        "127.0.0.1:5000/mynames/beat:1"
+    );
+    assert_eq!(db.containers[2].restart, RestartPolicy::UnlessStopped);
+
+    assert!(
+        file.desired_state_for(&id("other"))
+            .unwrap()
+            .containers
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_syntax_error_names_line_and_key() {
+    let p = problems("[roles.web]\nimage = \"a:b\"\ncontainers = [ { name = } ]\n");
+    assert_eq!(p[0].file, "roles.toml");
+    assert_eq!(p[0].line, 3);
+}
+
+#[test]
+fn a_wrong_type_names_the_key() {
+    let text = "[roles.web]\nimage = \"app:1\"\n[[roles.web.containers]]\nname = \"web\"\nports = \"80:80\"\n";
+    let p = problems(text);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].line, 5);
+    assert_eq!(p[0].key, "roles.web.containers[0].ports");
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let text = "[roles.web]\nimage = \"app:1\"\n[[roles.web.containers]]\nname = \"web\"\nprots = [\"80:80\"]\n";
+    let p = problems(text);
+    assert_eq!(p[0].line, 5);
+    assert!(p[0].message.contains("prots"), "{}", p[0].message);
+}
+
+#[test]
+fn every_invalid_value_is_reported_with_its_place() {
+    let text = r#"
+[roles.web]
+image = "Bad Image"
+[[roles.web.containers]]
+name = "web"
+ports = ["80:8000", "99999:1"]
+volumes = ["relative"]
+restart = "sometimes"
+stop_timeout = "soon"
+
+[assign]
+"web-*" = ["web", "missing"]
+"#;
+    let p = problems(text);
+    let found: Vec<(usize, &str)> = p.iter().map(|p| (p.line, p.key.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (3, "roles.web.image"),
+            (6, "roles.web.containers[0].ports[1]"),
+            (7, "roles.web.containers[0].volumes[0]"),
+            (8, "roles.web.containers[0].restart"),
+            (9, "roles.web.containers[0].stop_timeout"),
+            (12, "assign.web-*[1]"),
+        ]
+    );
+    assert!(p[5].message.contains("missing"));
+    assert!(
+        p[0].to_string()
+            .starts_with("roles.toml:3:9: roles.web.image: ")
+    );
+}
+
+#[test]
+fn duplicate_names_and_port_clashes_within_a_role_are_refused() {
+    let text = r#"
+[roles.web]
+image = "app:1"
+[[roles.web.containers]]
+name = "a"
+ports = ["80:80"]
+[[roles.web.containers]]
+name = "a"
+[[roles.web.containers]]
+name = "b"
+ports = ["80:81"]
+"#;
+    let p = problems(text);
+    assert_eq!(p.len(), 2);
+    assert_eq!(
+        (p[0].line, p[0].key.as_str()),
+        (8, "roles.web.containers[1].name")
+    );
+    assert!(p[1].message.contains("host port"), "{}", p[1].message);
+}
+
+#[test]
+fn a_dotted_container_name_is_refused_where_it_is_written() {
+    // `web.next` would be the temporary name of `web` during a replacement.
+    let text = r#"
+[roles.web]
+image = "app:1"
+[[roles.web.containers]]
+name = "web"
+[[roles.web.containers]]
+name = "web.next"
+"#;
+    let p = problems(text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(
+        (p[0].file.as_str(), p[0].line, p[0].key.as_str()),
+        ("roles.toml", 7, "roles.web.containers[1].name")
+    );
+    assert!(
+        p[0].to_string().starts_with(
+            "roles.toml:7:8: roles.web.containers[1].name: contains '.', which separates"
+        ),
+        "{}",
+        p[0]
+    );
+    // A role's name keeps the dot: it never becomes part of a Docker name.
+    let role = "[roles.\"web.v2\"]\nimage = \"app:1\"\n[[roles.\"web.v2\".containers]]\nname = \"web-v2\"\n";
+    assert!(RolesFile::parse("roles.toml", role).is_ok());
+}
+
+#[test]
+fn clashes_across_roles_surface_per_host() {
+    let text = r#"
+[roles.a]
+image = "app:1"
+[[roles.a.containers]]
+name = "x"
+ports = ["80:80"]
+[roles.b]
+image = "app:1"
+[[roles.b.containers]]
+name = "y"
+ports = ["80:80"]
+[assign]
+"*" = ["a"]
+"both" = ["b"]
+"#;
+    let file = RolesFile::parse("roles.toml", text).unwrap();
+    assert!(file.desired_state_for(&id("one")).is_ok());
+    assert!(matches!(
+        file.desired_state_for(&id("both")),
+        Err(DesiredStateError::PortConflict { .. })
+    ));
+}
+
+#[test]
+fn bad_role_names_and_patterns_are_refused() {
+    let text = "[roles.\"we b\"]\nimage = \"app:1\"\ncontainers = [{ name = \"x\" }]\n[assign]\n\"[\" = []\n";
+    let p = problems(text);
+    assert_eq!(p.len(), 2);
+    assert_eq!(p[0].line, 1);
+    assert_eq!(p[1].line, 5);
+}
+
+#[test]
+fn health_checks_are_validated_where_they_are_written() {
+    let container = |health: &str| {
+        format!(
+            "[roles.web]\nimage = \"app:1\"\n[[roles.web.containers]]\nname = \"web\"\nhealth = {health}\n"
+        )
+    };
+    let file = RolesFile::parse("r.toml", &container("{ tcp = 8080 }")).unwrap();
+    let spec = &file.roles[&RoleName::new("web").unwrap()][0];
+    assert_eq!(spec.health.probe, Some(Probe::Tcp { port: 8080 }));
+    let file = RolesFile::parse("r.toml", &container("{ exec = [\"/bin/true\"] }")).unwrap();
+    let spec = &file.roles[&RoleName::new("web").unwrap()][0];
+    assert!(matches!(spec.health.probe, Some(Probe::Exec { .. })));
+
+    for bad in [
+        "{ http = \"http://example.com:80/\" }",
+        "{ http = \"127.0.0.1:80/\" }",
+        "{ http = \"http://127.0.0.1/health\" }",
+        "{ tcp = 80, exec = [\"x\"] }",
+        "{ deadline = \"1s\", min_healthy = \"5s\" }",
+        "{ interval = \"soon\" }",
+        "{ tcp = 70000 }",
+        "{ retries = 3 }",
+    ] {
+        let p = problems(&container(bad));
+        assert_eq!(p.len(), 1, "{bad}: {p:?}");
+        assert_eq!(p[0].line, 5, "{bad}: {p:?}");
+        assert!(
+            p[0].key.starts_with("roles.web.containers[0].health"),
+            "{bad}: {p:?}"
+        );
+    }
+}
+
+#[test]
+fn a_file_with_thousands_of_problems_lists_the_first_hundred_quickly() {
+    let ports = vec!["\"x\""; 20_000].join(", ");
+    let text = format!(
+        "[roles.web]\nimage = \"app:1\"\n[[roles.web.containers]]\nname = \"web\"\nports = [{ports}]\n"
+    );
+    // Locating each problem parsed the whole file again: quadratic, minutes.
+    let started = std::time::Instant::now();
+    let err = RolesFile::parse("roles.toml", &text).unwrap_err();
+    assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+    assert_eq!(err.problems.len(), MAX_PROBLEMS);
+    assert_eq!(err.omitted, 20_000 - MAX_PROBLEMS);
+    let last = &err.problems[MAX_PROBLEMS - 1];
+    assert_eq!(
+        (last.line, last.key.as_str()),
+        (5, "roles.web.containers[0].ports[99]")
+    );
+    assert!(
+        err.to_string().ends_with("\n... and 19900 more problems"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_role_with_thousands_of_containers_is_checked_quickly() {
+    let mut text = String::from("[roles.web]\nimage = \"app:1\"\n");
+    for i in 0..3_000 {
+        let ip = format!("10.0.{}.{}", i / 256, i % 256);
+        text += &format!("[[roles.web.containers]]\nname = \"c{i}\"\nports = [\"{ip}:80:80\"]\n");
+    }
+    // Every container was checked with all before it, each time anew: cubic, over a minute.
+    let started = std::time::Instant::now();
+    assert!(RolesFile::parse("roles.toml", &text).is_ok());
+    assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+
+    text += "[[roles.web.containers]]\nname = \"clash\"\nports = [\"10.0.0.7:80:80\"]\n";
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(
+        p[0].line,
+        3 * 3_000 + 4,
+        "where the later container is named"
+    );
+    assert!(p[0].message.contains("c7 and clash"), "{}", p[0].message);
+}
+
+#[test]
+fn an_empty_file_is_valid_and_assigns_nothing() {
+    let file = RolesFile::parse("roles.toml", "").unwrap();
+    assert!(file.roles_for(&id("x")).is_empty());
+}
