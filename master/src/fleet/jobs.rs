@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use brine_common::identity::CertIdentity;
 use brine_common::names::{MinionId, RoleName};
 use brine_common::outcome::{HighstateEvent, HostStatus, JobId, JobSummary};
 use brine_common::spec::ImageRef;
@@ -142,11 +143,35 @@ impl FleetService {
         Ok((timeout, rollout))
     }
 
-    /// Runs a prepared job and streams its events to the caller.
-    fn stream_job(&self, job: highstate::PreparedJob) -> Response<HighstateStream> {
+    /// Prepares a job of `kind` with the options every job request carries (target, timeout,
+    /// rollout, lock message), runs it and streams its events to the caller.
+    async fn start_job(
+        &self,
+        caller: &CertIdentity,
+        kind: JobKind,
+        target: &str,
+        timeout_seconds: u32,
+        rollout: Option<pb::Rollout>,
+        lock_message: String,
+    ) -> Result<Response<HighstateStream>, Status> {
+        let target = parse_target(target)?;
+        let (timeout, rollout) = self.job_options(timeout_seconds, rollout)?;
+        let job = highstate::prepare(
+            &self.master,
+            JobRequest {
+                kind,
+                target,
+                timeout,
+                rollout,
+                caller: caller.to_string(),
+                caller_role: caller.role,
+                lock_message,
+            },
+        )
+        .await?;
         let events = highstate::spawn(self.master.clone(), job);
         let stream = ReceiverStream::new(events).map(|event| Ok(fitted(event.into())));
-        Response::new(Box::pin(stream))
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
@@ -159,24 +184,18 @@ pub(super) async fn highstate(
     if request.plan {
         fleet.plan_rate.admit(Instant::now())?;
     }
-    let target = parse_target(&request.target)?;
-    let (timeout, rollout) = fleet.job_options(request.timeout_seconds, request.rollout)?;
-    let job = highstate::prepare(
-        &fleet.master,
-        JobRequest {
-            kind: JobKind::Highstate {
+    fleet
+        .start_job(
+            &identity,
+            JobKind::Highstate {
                 dry_run: request.plan,
             },
-            target,
-            timeout,
-            rollout,
-            caller: identity.to_string(),
-            caller_role: identity.role,
-            lock_message: request.lock_message,
-        },
-    )
-    .await?;
-    Ok(fleet.stream_job(job))
+            &request.target,
+            request.timeout_seconds,
+            request.rollout,
+            request.lock_message,
+        )
+        .await
 }
 
 pub(super) async fn deploy(
@@ -184,7 +203,6 @@ pub(super) async fn deploy(
     request: Request<pb::DeployRequest>,
 ) -> Result<Response<HighstateStream>, Status> {
     let identity = Caller::of(&request)?.identity()?.clone();
-    let caller = identity.to_string();
     let request = request.into_inner();
     if request.roles.is_empty() {
         return Err(Status::invalid_argument("roles: name at least one role"));
@@ -199,21 +217,16 @@ pub(super) async fn deploy(
         .collect::<Result<BTreeSet<_>, _>>()?;
     let image = ImageRef::new(request.image)
         .map_err(|err| Status::invalid_argument(format!("image: {err}")))?;
-    let (timeout, rollout) = fleet.job_options(request.timeout_seconds, request.rollout)?;
-    let job = highstate::prepare(
-        &fleet.master,
-        JobRequest {
-            kind: JobKind::Deploy { roles, image },
-            target: parse_target(&request.target)?,
-            timeout,
-            rollout,
-            caller,
-            caller_role: identity.role,
-            lock_message: request.lock_message,
-        },
-    )
-    .await?;
-    Ok(fleet.stream_job(job))
+    fleet
+        .start_job(
+            &identity,
+            JobKind::Deploy { roles, image },
+            &request.target,
+            request.timeout_seconds,
+            request.rollout,
+            request.lock_message,
+        )
+        .await
 }
 
 pub(super) async fn rollback(
@@ -221,7 +234,6 @@ pub(super) async fn rollback(
     request: Request<pb::RollbackRequest>,
 ) -> Result<Response<HighstateStream>, Status> {
     let identity = Caller::of(&request)?.identity()?.clone();
-    let caller = identity.to_string();
     let request = request.into_inner();
     let role = match request.role.trim() {
         "" => None,
@@ -229,24 +241,20 @@ pub(super) async fn rollback(
             RoleName::new(role).map_err(|err| Status::invalid_argument(format!("role: {err}")))?,
         ),
     };
-    let (timeout, rollout) = fleet.job_options(request.timeout_seconds, request.rollout)?;
-    let job = highstate::prepare(
-        &fleet.master,
-        JobRequest {
-            kind: JobKind::Rollback {
-                role,
-                release: (request.to_release != 0).then_some(request.to_release),
-            },
-            target: parse_target(&request.target)?,
-            timeout,
-            rollout,
-            caller,
-            caller_role: identity.role,
-            lock_message: request.lock_message,
-        },
-    )
-    .await?;
-    Ok(fleet.stream_job(job))
+    let kind = JobKind::Rollback {
+        role,
+        release: (request.to_release != 0).then_some(request.to_release),
+    };
+    fleet
+        .start_job(
+            &identity,
+            kind,
+            &request.target,
+            request.timeout_seconds,
+            request.rollout,
+            request.lock_message,
+        )
+        .await
 }
 
 pub(super) async fn list_releases(
