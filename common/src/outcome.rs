@@ -226,6 +226,25 @@ pub struct HostReport {
 }
 
 impl HostReport {
+    /// What `minion_id` reported, as the job records it: `duration_ms` as the master measured
+    /// it, and whether it came after the job had given up on the host.
+    pub fn from_result(
+        minion_id: MinionId,
+        result: JobResult,
+        duration_ms: u64,
+        reported_late: bool,
+    ) -> Self {
+        Self {
+            minion_id,
+            status: result.status,
+            containers: result.containers,
+            error: result.error,
+            duration_ms,
+            timings: result.timings,
+            reported_late,
+        }
+    }
+
     /// Whether the job gave up on the host rather than hearing from it, so that a result the
     /// host sends later is what it really did.
     pub fn gave_up(&self) -> bool {

@@ -194,9 +194,7 @@ impl JobRun {
 
     /// Starts the first batch.
     pub fn start(&mut self, now: Instant) -> Vec<Step> {
-        let mut steps = vec![];
-        self.advance(now, &mut steps);
-        steps
+        self.time_passed(now)
     }
 
     /// Time passed: a deadline, a reconnect grace or a batch wait may be over.
@@ -211,15 +209,8 @@ impl JobRun {
         let mut steps = vec![];
         match self.pending.remove(&host) {
             Some(pending) => {
-                let report = HostReport {
-                    minion_id: host,
-                    status: result.status,
-                    containers: result.containers,
-                    error: result.error,
-                    duration_ms: elapsed_ms(pending.started, now),
-                    timings: result.timings,
-                    reported_late: false,
-                };
+                let duration_ms = elapsed_ms(pending.started, now);
+                let report = HostReport::from_result(host, result, duration_ms, false);
                 self.host_over(report, &mut steps);
             }
             // A host the job gave up on reports after all: its record shows what it really did.
@@ -229,15 +220,7 @@ impl JobRun {
                     _ => &self.reports,
                 };
                 if reports.get(&host).is_some_and(HostReport::gave_up) {
-                    let late = HostReport {
-                        minion_id: host,
-                        status: result.status,
-                        containers: result.containers,
-                        error: result.error,
-                        duration_ms: 0,
-                        timings: result.timings,
-                        reported_late: true,
-                    };
+                    let late = HostReport::from_result(host, result, 0, true);
                     self.host_over(late, &mut steps);
                 }
             }
@@ -379,16 +362,12 @@ impl JobRun {
             .into_iter()
             .filter_map(|id| self.unsent.remove_entry(&id))
             .collect();
-        for (id, desired) in &hosts {
-            self.sent.insert(id.clone(), desired.clone());
-            self.pending.insert(
-                id.clone(),
-                Pending {
-                    started: now,
-                    link_lost: None,
-                },
-            );
-        }
+        self.sent.extend(
+            hosts
+                .iter()
+                .map(|(id, desired)| (id.clone(), desired.clone())),
+        );
+        self.expect_reports(&hosts, now);
         self.phase = Phase::Batch {
             deadline: now + self.timeout,
         };
@@ -401,6 +380,17 @@ impl JobRun {
                 batch: Some((self.batches_started, self.batch_count)),
             });
         }
+    }
+
+    /// `hosts` are sent their commands `now`: the job waits for their reports.
+    fn expect_reports(&mut self, hosts: &BTreeMap<MinionId, DesiredState>, now: Instant) {
+        self.pending.extend(hosts.keys().map(|id| {
+            let pending = Pending {
+                started: now,
+                link_lost: None,
+            };
+            (id.clone(), pending)
+        }));
     }
 
     /// Hosts whose link dropped and did not come back within the grace are unreachable.
@@ -473,17 +463,10 @@ impl JobRun {
         if hosts.is_empty() {
             return self.done(steps);
         }
-        for id in hosts.keys() {
-            self.pending.insert(
-                id.clone(),
-                Pending {
-                    started: now,
-                    link_lost: None,
-                },
-            );
-        }
+        let release = previous.id;
+        self.expect_reports(&hosts, now);
         self.phase = Phase::Reverting {
-            release: previous.id,
+            release,
             deadline: now + self.timeout,
         };
         steps.push(Step::Send {
@@ -496,7 +479,7 @@ impl JobRun {
     }
 
     /// The id an auto-revert's commands carry: the job's, with a suffix.
-    pub fn revert_job_id(&self) -> JobId {
+    fn revert_job_id(&self) -> JobId {
         JobId::new(format!("{}-revert", self.job_id))
             .expect("a job id with a suffix is still a valid job id")
     }

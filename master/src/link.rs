@@ -287,16 +287,17 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
             0 => 0,
             theirs => theirs.saturating_sub(now),
         };
-        if clock_offset_ms.abs() > CLOCK_WARNING_MS {
-            let (seconds, direction) = (
-                clock_offset_ms.abs() / 1000,
-                if clock_offset_ms > 0 {
-                    "ahead of"
-                } else {
-                    "behind"
-                },
+        if clock_offset_ms.abs() > brine_common::limits::CLOCK_SKEW_WARNING_MS {
+            let direction = if clock_offset_ms > 0 {
+                "ahead of"
+            } else {
+                "behind"
+            };
+            tracing::warn!(
+                minion.id = %minion_id,
+                "its clock is {} s {direction} the master's; commands are timed by the master's clock",
+                clock_offset_ms.abs() / 1000
             );
-            tracing::warn!(minion.id = %minion_id, "its clock is {seconds} s {direction} the master's; commands are timed by the master's clock");
         }
         let check = self
             .master
@@ -481,9 +482,6 @@ fn to_wire(minion_id: &MinionId, command: Command) -> pb::MasterMessage {
     pb::MasterMessage { kind: Some(kind) }
 }
 
-/// A host clock further off than this from the master's is worth a warning in the log.
-const CLOCK_WARNING_MS: i64 = 5_000;
-
 /// A minion reports a job's steps and throttled pull progress; far more than this in one
 /// window means a broken or hostile peer, whose link is closed.
 const MAX_MESSAGES_PER_WINDOW: u32 = 2_000;
@@ -602,15 +600,8 @@ async fn route(master: &Master, minion_id: &MinionId, message: pb::MinionMessage
 async fn record_late_result(master: &Master, minion_id: &MinionId, result: JobResult) {
     let job_id = result.job_id.clone();
     let timings = result.timings;
-    let report = HostReport {
-        minion_id: minion_id.clone(),
-        status: result.status,
-        containers: result.containers,
-        error: result.error,
-        duration_ms: timings.pull_ms + timings.containers_ms + timings.health_ms,
-        timings,
-        reported_late: true,
-    };
+    let duration_ms = timings.pull_ms + timings.containers_ms + timings.health_ms;
+    let report = HostReport::from_result(minion_id.clone(), result, duration_ms, true);
     match master
         .store
         .record_late_report(job_id.clone(), report)

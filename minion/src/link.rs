@@ -359,13 +359,10 @@ struct MasterClock {
 }
 
 impl MasterClock {
-    /// A host clock further off than this from the master's is worth a warning in the log.
-    const WARNING_MS: i64 = 5_000;
-
     /// The clock after the master said its time was `master_unix_ms` at `local_unix_ms`.
     fn read(master_unix_ms: i64, local_unix_ms: i64) -> Self {
         let offset_ms = master_unix_ms.saturating_sub(local_unix_ms);
-        if offset_ms.abs() > Self::WARNING_MS {
+        if offset_ms.abs() > brine_common::limits::CLOCK_SKEW_WARNING_MS {
             let direction = if offset_ms < 0 { "ahead of" } else { "behind" };
             tracing::warn!(
                 "this host's clock is {} s {direction} the master's; commands are timed by the \
