@@ -108,24 +108,28 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<Highsta
     let cancel = master.router.cancellable(job.job_id.clone());
     master.activity.job_started(&job.job_id);
 
+    // The job's record, with `reports` so far; `finished_at_unix_ms` 0 while it runs.
+    let record_of = |reports: &BTreeMap<MinionId, HostReport>,
+                     finished_at_unix_ms: i64,
+                     cancelled_by: Option<String>| JobRecord {
+        summary: JobSummary {
+            job_id: job.job_id.clone(),
+            hosts: reports.values().cloned().collect(),
+            started_at_unix_ms,
+            finished_at_unix_ms,
+            resolve_ms: job.resolve_ms,
+            cancelled_by,
+        },
+        target: job.target.clone(),
+        caller: job.caller.clone(),
+        plan: job.plan,
+        running: finished_at_unix_ms == 0,
+        targets: targets.clone(),
+    };
     // Recorded as it goes, so a master that stops mid-job can tell, when it starts again, which
     // hosts never reported (their reports are recorded at the end of each batch).
     let record_progress = |reports: &BTreeMap<MinionId, HostReport>| {
-        let record = JobRecord {
-            summary: JobSummary {
-                job_id: job.job_id.clone(),
-                hosts: reports.values().cloned().collect(),
-                started_at_unix_ms,
-                finished_at_unix_ms: 0,
-                resolve_ms: job.resolve_ms,
-                cancelled_by: None,
-            },
-            target: job.target.clone(),
-            caller: job.caller.clone(),
-            plan: job.plan,
-            running: true,
-            targets: targets.clone(),
-        };
+        let record = record_of(reports, 0, None);
         let store = master.store.clone();
         async move {
             if let Err(err) = store.record_job_progress(record).await {
@@ -220,30 +224,18 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<Highsta
         master.router.unregister(&job_id);
     }
     master.router.forget_cancel(&job.job_id);
-    let cancelled_by = run.cancelled_by().map(str::to_owned);
-    let reports = run.into_reports();
-
-    let summary = JobSummary {
-        job_id: job.job_id,
-        hosts: reports.into_values().collect(),
-        started_at_unix_ms,
-        finished_at_unix_ms: now_unix_ms(),
-        resolve_ms: job.resolve_ms,
-        cancelled_by,
-    };
+    let record = record_of(
+        run.reports(),
+        now_unix_ms(),
+        run.cancelled_by().map(str::to_owned),
+    );
+    let summary = record.summary.clone();
     log_summary(&summary);
     master.activity.job_finished(&summary);
-    let job_caller = job.caller.clone();
-    let record = JobRecord {
-        summary: summary.clone(),
-        target: job.target,
-        caller: job.caller,
-        plan: job.plan,
-        running: false,
-        targets,
-    };
-    let release = (summary.is_success() && !job.plan).then_some((job_caller, job.deployed));
-    let mut finishing = Finishing::Record { record, release };
+    let release =
+        (summary.is_success() && !job.plan).then(|| (job.caller.clone(), job.deployed.clone()));
+    // A plan takes no lock.
+    let mut finishing = Finishing::new(record, release, !job.plan);
     if let Err(err) = finishing.advance(&master).await {
         tracing::error!(
             "cannot record the finished job ({err}); trying again every {:?} until it is \

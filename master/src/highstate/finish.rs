@@ -15,77 +15,52 @@ use crate::store::JobRecord;
 pub(super) const FINISH_RETRY: Duration = Duration::from_secs(2);
 
 /// What is left to store of a finished job, in order: its record, then its release (if it was
-/// a successful rollout), then the fleet lock is freed. The lock goes last, so that no other
-/// job starts before this one is on record.
-pub(super) enum Finishing {
-    Record {
-        record: JobRecord,
-        /// Who ran it and what it deployed, for the release.
-        release: Option<(String, Pins)>,
-    },
-    Release {
-        job_id: JobId,
-        caller: String,
-        deployed: Pins,
-    },
-    Unlock {
-        job_id: JobId,
-    },
-    Done,
+/// a successful rollout), then the fleet lock is freed (if it took it). The lock goes last, so
+/// that no other job starts before this one is on record.
+pub(super) struct Finishing {
+    job_id: JobId,
+    /// `None` once recorded.
+    record: Option<JobRecord>,
+    /// Who ran it and what it deployed, until the release is recorded.
+    release: Option<(String, Pins)>,
+    /// Whether it still holds the fleet lock.
+    locked: bool,
 }
 
 impl Finishing {
+    pub(super) fn new(record: JobRecord, release: Option<(String, Pins)>, locked: bool) -> Self {
+        Self {
+            job_id: record.summary.job_id.clone(),
+            record: Some(record),
+            release,
+            locked,
+        }
+    }
+
     /// Stores what is left, stopping at the first failure (from where it goes on next time).
     pub(super) async fn advance(
         &mut self,
         master: &Master,
     ) -> Result<(), crate::store::StoreError> {
-        loop {
-            *self = match std::mem::replace(self, Finishing::Done) {
-                Finishing::Record { record, release } => {
-                    let job_id = record.summary.job_id.clone();
-                    if let Err(err) = master
-                        .store
-                        .record_job(record.clone(), master.config.job_retention)
-                        .await
-                    {
-                        *self = Finishing::Record { record, release };
-                        return Err(err);
-                    }
-                    match release {
-                        Some((caller, deployed)) => Finishing::Release {
-                            job_id,
-                            caller,
-                            deployed,
-                        },
-                        None => Finishing::Unlock { job_id },
-                    }
-                }
-                Finishing::Release {
-                    job_id,
-                    caller,
-                    deployed,
-                } => {
-                    if let Err(err) = record_release(master, &job_id, &caller, &deployed).await {
-                        *self = Finishing::Release {
-                            job_id,
-                            caller,
-                            deployed,
-                        };
-                        return Err(err);
-                    }
-                    Finishing::Unlock { job_id }
-                }
-                Finishing::Unlock { job_id } => {
-                    if let Err(err) = master.store.release_lock(Some(job_id.to_string())).await {
-                        *self = Finishing::Unlock { job_id };
-                        return Err(err);
-                    }
-                    Finishing::Done
-                }
-                Finishing::Done => return Ok(()),
-            };
+        if let Some(record) = &self.record {
+            master
+                .store
+                .record_job(record.clone(), master.config.job_retention)
+                .await?;
+            self.record = None;
         }
+        if let Some((caller, deployed)) = &self.release {
+            record_release(master, &self.job_id, caller, deployed).await?;
+            self.release = None;
+        }
+        if self.locked {
+            master
+                .store
+                .release_lock(Some(self.job_id.to_string()))
+                .await?;
+            self.locked = false;
+        }
+        Ok(())
     }
 }
 
