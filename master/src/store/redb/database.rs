@@ -48,32 +48,37 @@ impl Reopening {
         work: impl FnOnce(&Database) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        if let (generation, Some(db)) = &*state {
-            let generation = *generation;
-            let result = work(db);
-            if result.as_ref().is_err_and(is_io_failure) {
-                drop(state);
-                self.close(generation);
-            }
-            return result;
-        }
-        drop(state);
-
-        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        let generation = state.0;
-        let result = match &state.1 {
-            Some(db) => work(db),
-            None => {
-                let db = state.1.insert(Database::create(&self.path)?);
-                tracing::info!(path = %self.path.display(), "store opened again after an I/O failure");
-                work(db)
-            }
+        // The lock is let go before a failure closes the database, which takes it to write.
+        let (generation, result) = if let (generation, Some(db)) = &*state {
+            let done = (*generation, work(db));
+            drop(state);
+            done
+        } else {
+            drop(state);
+            self.reopened(work)?
         };
         if result.as_ref().is_err_and(is_io_failure) {
-            drop(state);
             self.close(generation);
         }
         result
+    }
+
+    /// Opens the database again, unless another call did meanwhile, and runs `work` on it.
+    fn reopened<T>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<(u64, Result<T, StoreError>), StoreError> {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        let (generation, db) = &mut *state;
+        let db = match db {
+            Some(db) => db,
+            None => {
+                let opened = db.insert(Database::create(&self.path)?);
+                tracing::info!(path = %self.path.display(), "store opened again after an I/O failure");
+                opened
+            }
+        };
+        Ok((*generation, work(db)))
     }
 
     /// Closes the database if it is still the one that failed (`generation`).
