@@ -65,8 +65,7 @@ impl AppliedJobs {
                 VecDeque::new()
             }
         };
-        let excess = jobs.len().saturating_sub(limit);
-        jobs.drain(..excess);
+        keep_newest(&mut jobs, limit);
         Self { path, jobs, limit }
     }
 
@@ -81,7 +80,7 @@ impl AppliedJobs {
         now_unix_ms: i64,
     ) -> anyhow::Result<bool> {
         let mut jobs = self.jobs.clone();
-        forget_expired_and_oldest(&mut jobs, now_unix_ms, self.limit);
+        jobs.retain(|job| job.expires_at_unix_ms > now_unix_ms);
         if jobs.iter().any(|job| job.job_id == *job_id) {
             return Ok(false);
         }
@@ -89,7 +88,7 @@ impl AppliedJobs {
             job_id: job_id.clone(),
             expires_at_unix_ms,
         });
-        forget_expired_and_oldest(&mut jobs, now_unix_ms, self.limit);
+        keep_newest(&mut jobs, self.limit);
         let file = AppliedJobsFile {
             format: FORMAT,
             jobs,
@@ -123,9 +122,8 @@ fn read(path: &std::path::Path) -> anyhow::Result<VecDeque<AppliedJob>> {
     Ok(file.jobs)
 }
 
-/// Drops the ids whose commands have expired, then the oldest beyond `limit`.
-fn forget_expired_and_oldest(jobs: &mut VecDeque<AppliedJob>, now_unix_ms: i64, limit: usize) {
-    jobs.retain(|job| job.expires_at_unix_ms > now_unix_ms);
+/// Drops the oldest ids beyond `limit`.
+fn keep_newest(jobs: &mut VecDeque<AppliedJob>, limit: usize) {
     let excess = jobs.len().saturating_sub(limit);
     jobs.drain(..excess);
 }
