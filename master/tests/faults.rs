@@ -60,6 +60,31 @@ fn roles(entries: &[(&str, &str, &str)]) -> String {
     roles + &assign
 }
 
+/// Asserts that each of the fleet's hosts `suffixes` runs exactly one container.
+fn assert_each_runs_one(fleet: &support::Fleet, suffixes: &[&str]) {
+    for suffix in suffixes {
+        let id = fleet.minion_id(suffix);
+        let running = support::containers(&id)
+            .iter()
+            .filter(|c| c.state == "running")
+            .count();
+        assert_eq!(running, 1, "{id} runs {running} containers of its role");
+    }
+}
+
+/// Asserts that each of the fleet's hosts `suffixes` has a container of image `image_id`.
+fn assert_each_on(fleet: &support::Fleet, suffixes: &[&str], image_id: &str) {
+    for suffix in suffixes {
+        let id = fleet.minion_id(suffix);
+        assert!(
+            support::containers(&id)
+                .iter()
+                .any(|c| c.image_id == image_id),
+            "{id} is not on the new build"
+        );
+    }
+}
+
 /// One role `app` of one sleeping container on `image`, assigned to the hosts `glob` picks,
 /// whose replacements must stay up `min_healthy` to pass their health gate.
 fn gated_app(image: &str, glob: &str, min_healthy: &str) -> String {
@@ -289,27 +314,14 @@ fn a_master_killed_mid_rollout_leaves_every_host_running_and_the_next_highstate_
         killed["counts"]["interrupted"].as_u64().unwrap_or(0) >= 1,
         "the hosts it had not heard from are interrupted: {killed:#}"
     );
-    for suffix in ["a", "b", "c", "d", "e"] {
-        let id = fleet.minion_id(suffix);
-        let running = support::containers(&id)
-            .iter()
-            .filter(|c| c.state == "running")
-            .count();
-        assert_eq!(running, 1, "{id} runs {running} containers of its role");
-    }
+    assert_each_runs_one(&fleet, &["a", "b", "c", "d", "e"]);
 
     for minion in &mut fleet.minions {
         minion.wait_connected(&fleet.master);
     }
     let finish = fleet.master.highstate_run(None);
     assert_eq!(finish.code, 0, "{}", finish.describe());
-    for suffix in ["a", "b", "c", "d", "e"] {
-        let id = fleet.minion_id(suffix);
-        assert!(
-            support::containers(&id).iter().any(|c| c.image_id == v2.id),
-            "{id} is not on the new build"
-        );
-    }
+    assert_each_on(&fleet, &["a", "b", "c", "d", "e"], &v2.id);
 }
 
 /// Promise: when the registry dies in the middle of a rollout, hosts that can no longer get the
@@ -366,25 +378,12 @@ fn a_registry_that_dies_mid_rollout_leaves_every_host_running() {
             run.describe()
         );
     }
-    for suffix in ["a", "b", "c"] {
-        let id = fleet.minion_id(suffix);
-        let running = support::containers(&id)
-            .iter()
-            .filter(|c| c.state == "running")
-            .count();
-        assert_eq!(running, 1, "{id} runs {running} containers of its role");
-    }
+    assert_each_runs_one(&fleet, &["a", "b", "c"]);
 
     fleet.registry.start_again();
     let finish = fleet.master.highstate_run(None);
     assert_eq!(finish.code, 0, "{}", finish.describe());
-    for suffix in ["a", "b", "c"] {
-        let id = fleet.minion_id(suffix);
-        assert!(
-            support::containers(&id).iter().any(|c| c.image_id == v2.id),
-            "{id} is not on the new build"
-        );
-    }
+    assert_each_on(&fleet, &["a", "b", "c"], &v2.id);
 }
 
 /// Promise: the health gate holds across a crash. A minion killed with SIGKILL while a new
