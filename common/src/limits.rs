@@ -16,8 +16,9 @@ pub const MAX_ERROR_TEXT: usize = 8 * 1024;
 pub const MAX_CONTAINERS: usize = 1024;
 
 /// How far a host's clock may be from the master's (in milliseconds) before the master and
-/// the minion both warn about it; commands are timed by the master's clock either way.
-pub const CLOCK_SKEW_WARNING_MS: i64 = 5_000;
+/// the minion both warn about it; commands are timed by the master's clock either way. Compared
+/// with `unsigned_abs`, as a host may send any number.
+pub const CLOCK_SKEW_WARNING_MS: u64 = 5_000;
 
 /// `text` cut to at most `max` bytes on a character boundary, ending in `…` when cut.
 pub fn truncate(mut text: String, max: usize) -> String {

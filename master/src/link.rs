@@ -287,7 +287,7 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
             0 => 0,
             theirs => theirs.saturating_sub(now),
         };
-        if clock_offset_ms.abs() > brine_common::limits::CLOCK_SKEW_WARNING_MS {
+        if clock_offset_ms.unsigned_abs() > brine_common::limits::CLOCK_SKEW_WARNING_MS {
             let direction = if clock_offset_ms > 0 {
                 "ahead of"
             } else {
@@ -296,7 +296,7 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
             tracing::warn!(
                 minion.id = %minion_id,
                 "its clock is {} s {direction} the master's; commands are timed by the master's clock",
-                clock_offset_ms.abs() / 1000
+                clock_offset_ms.unsigned_abs() / 1000
             );
         }
         let check = self

@@ -1994,6 +1994,54 @@ async fn open_link_with_facts(
     .map(tonic::Response::into_inner)
 }
 
+/// A host's hello says what its clock reads; any number, however absurd, is taken as the
+/// offset it gives (clamped), never crashes the master, and the link works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_clock_in_a_hello_is_recorded_and_harms_nothing() {
+    let master = TestMaster::start().await;
+    let (_dir, data) = master.enrolled_minion("web-1").await;
+    for now_unix_ms in [i64::MIN, i64::MAX, -1] {
+        let channel = master
+            .trusted_channel(Some(TestMaster::minion_identity(&data)))
+            .await;
+        let hello = pb::MinionMessage {
+            kind: Some(pb::minion_message::Kind::Hello(pb::Hello {
+                version: "0.1.0".into(),
+                now_unix_ms,
+                ..Default::default()
+            })),
+        };
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        sender.send(hello).await.expect("queue the hello");
+        let mut link = within(
+            "open a link",
+            pb::minion_link_client::MinionLinkClient::new(channel)
+                .connect(tokio_stream::wrappers::ReceiverStream::new(receiver)),
+        )
+        .await
+        .unwrap_or_else(|status| panic!("a hello at {now_unix_ms} was refused: {status:?}"))
+        .into_inner();
+        let first = within("the master's clock", link.message()).await;
+        assert!(
+            matches!(
+                first,
+                Ok(Some(pb::MasterMessage {
+                    kind: Some(pb::master_message::Kind::Clock(_))
+                }))
+            ),
+            "{now_unix_ms}: {first:?}"
+        );
+        let minions = master.minions().await;
+        let offset = minions[0].clock_offset_ms;
+        assert_eq!(
+            offset.signum(),
+            now_unix_ms.signum(),
+            "{now_unix_ms}: {offset}"
+        );
+        drop(sender);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_facts_are_refused_and_nothing_is_recorded() {
     let master = TestMaster::start().await;

@@ -362,12 +362,12 @@ impl MasterClock {
     /// The clock after the master said its time was `master_unix_ms` at `local_unix_ms`.
     fn read(master_unix_ms: i64, local_unix_ms: i64) -> Self {
         let offset_ms = master_unix_ms.saturating_sub(local_unix_ms);
-        if offset_ms.abs() > brine_common::limits::CLOCK_SKEW_WARNING_MS {
+        if offset_ms.unsigned_abs() > brine_common::limits::CLOCK_SKEW_WARNING_MS {
             let direction = if offset_ms < 0 { "ahead of" } else { "behind" };
             tracing::warn!(
                 "this host's clock is {} s {direction} the master's; commands are timed by the \
                  master's clock, but logs and container times here are off. Is NTP running?",
-                offset_ms.abs() / 1000
+                offset_ms.unsigned_abs() / 1000
             );
         }
         Self { offset_ms }
