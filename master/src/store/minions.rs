@@ -54,6 +54,28 @@ pub struct MinionRecord {
     pub clock_offset_ms: i64,
 }
 
+/// A host's record as the store reads it: today's fields, and the one that records written
+/// before approvals existed held instead. Such a record says `"revoked": true` and has no
+/// `approval`; read as it stands, it would be accepted, and a revoked host would be let back in
+/// after an upgrade.
+#[derive(Deserialize)]
+pub(super) struct StoredMinionRecord {
+    #[serde(flatten)]
+    record: MinionRecord,
+    #[serde(default)]
+    revoked: bool,
+}
+
+impl From<StoredMinionRecord> for MinionRecord {
+    fn from(stored: StoredMinionRecord) -> Self {
+        let mut record = stored.record;
+        if stored.revoked {
+            record.approval = Approval::Revoked;
+        }
+        record
+    }
+}
+
 /// A joined machine waiting for approval to take over an enrolled host's id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingEnrolment {

@@ -8,7 +8,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 
 use super::{events, read, tokens};
 use crate::pki::SignedCertificate;
-use crate::store::minions::{self as rules, Enrolment};
+use crate::store::minions::{self as rules, Enrolment, StoredMinionRecord};
 use crate::store::record::{decode, encode};
 use crate::store::{
     Approval, ApprovalChange, CertificateCheck, HostHello, JoinAttempt, JoinOutcome, MinionRecord,
@@ -23,7 +23,7 @@ fn get(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &MinionId,
 ) -> Result<Option<MinionRecord>, StoreError> {
-    read(table, NAME, id.as_str())
+    Ok(read::<StoredMinionRecord>(table, NAME, id.as_str())?.map(MinionRecord::from))
 }
 
 fn put(
@@ -157,7 +157,7 @@ pub(super) fn minions_after(
         .take(limit)
         .map(|entry| {
             let (key, value) = entry?;
-            decode(NAME, key.value(), value.value())
+            decode::<StoredMinionRecord>(NAME, key.value(), value.value()).map(MinionRecord::from)
         })
         .collect()
 }

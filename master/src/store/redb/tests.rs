@@ -236,3 +236,46 @@ async fn an_unreadable_record_is_corrupt_naming_its_table_and_key() {
         ("certificate_revocations", "ci/gitlab".to_owned())
     );
 }
+
+/// Before approvals existed, a revoked host's record said `"revoked": true` and had no
+/// `approval`; read as accepted, it would let a revoked host back in after an upgrade.
+#[tokio::test]
+async fn a_host_revoked_before_approvals_existed_stays_revoked() {
+    let (store, _dir) = fresh();
+    let old_record = br#"{"id":"web-1","enrolled_at_unix_ms":1,"certificate_sha256":"ab",
+        "last_seen_unix_ms":0,"facts":{"hostname":"","os":"","kernel":"","docker_version":"",
+        "cpus":0,"memory_bytes":0,"labels":{}},"running":[],"revoked":true}"#;
+    let old_accepted = br#"{"id":"web-2","enrolled_at_unix_ms":1,"certificate_sha256":"cd",
+        "last_seen_unix_ms":0,"facts":{"hostname":"","os":"","kernel":"","docker_version":"",
+        "cpus":0,"memory_bytes":0,"labels":{}},"running":[],"revoked":false}"#;
+    write_raw(&store, |tx| {
+        let mut minions = tx.open_table(minions::TABLE)?;
+        minions.insert("web-1", old_record.as_slice())?;
+        minions.insert("web-2", old_accepted.as_slice())?;
+        Ok(())
+    });
+    let approval = |record: Option<MinionRecord>| record.unwrap().approval;
+    assert_eq!(
+        approval(store.minion(id("web-1")).await.unwrap()),
+        Approval::Revoked
+    );
+    assert_eq!(
+        approval(store.minion(id("web-2")).await.unwrap()),
+        Approval::Accepted
+    );
+    let listed: Vec<Approval> = store
+        .minions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.approval)
+        .collect();
+    assert_eq!(listed, [Approval::Revoked, Approval::Accepted]);
+    assert!(matches!(
+        store
+            .certificate_check(id("web-1"), "ab".into())
+            .await
+            .unwrap(),
+        CertificateCheck::NotAdmitted(Approval::Revoked)
+    ));
+}
