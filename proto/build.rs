@@ -1,13 +1,22 @@
-//! Compiles `proto/brine/v1/*.proto` with protox, so no system `protoc` is needed.
+//! Compiles every `proto/brine/v1/*.proto` with protox, so no system `protoc` is needed.
+
+use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/brine/v1/brine.proto"];
-    for file in files {
-        println!("cargo:rerun-if-changed={file}");
+    let dir = PathBuf::from("proto/brine/v1");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == "proto") {
+            println!("cargo:rerun-if-changed={}", path.display());
+            files.push(path);
+        }
     }
-    let descriptors = protox::compile(files, ["proto"])?;
-    // No generated `connect` helpers: clients build their own TLS channel, and `MinionLink.Connect`
-    // would clash with one.
+    files.sort();
+    let descriptors = protox::compile(&files, ["proto"])?;
+    // No generated `connect` helpers: clients build their own TLS channel, and
+    // `MinionLinkService.Connect` would clash with one.
     tonic_prost_build::configure()
         .build_transport(false)
         .compile_fds(descriptors)?;

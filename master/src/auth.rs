@@ -29,29 +29,94 @@ use CertRole::{Admin, Ci, Minion};
 
 /// The authorization table. A method missing here is refused for everyone.
 const METHODS: &[(&str, Access)] = &[
-    ("/brine.v1.Enrolment/Join", Access::Anyone),
-    ("/brine.v1.MinionLink/Connect", Access::Roles(&[Minion])),
-    ("/brine.v1.MinionLink/Renew", Access::Roles(&[Minion])),
-    ("/brine.v1.Fleet/Highstate", Access::Roles(&[Admin, Ci])),
-    ("/brine.v1.Fleet/Deploy", Access::Roles(&[Admin, Ci])),
-    ("/brine.v1.Fleet/ListMinions", Access::Roles(&[Admin, Ci])),
-    ("/brine.v1.Fleet/GetMinion", Access::Roles(&[Admin, Ci])),
-    ("/brine.v1.Fleet/RevokeMinion", Access::Roles(&[Admin])),
-    ("/brine.v1.Fleet/AcceptMinion", Access::Roles(&[Admin])),
-    ("/brine.v1.Fleet/RejectMinion", Access::Roles(&[Admin])),
-    ("/brine.v1.Fleet/DeleteMinion", Access::Roles(&[Admin])),
-    ("/brine.v1.Fleet/RevokeCertificate", Access::Roles(&[Admin])),
-    ("/brine.v1.Fleet/CreateJoinToken", Access::Roles(&[Admin])),
-    ("/brine.v1.Fleet/ListJoinTokens", Access::Roles(&[Admin])),
-    ("/brine.v1.Fleet/RevokeJoinToken", Access::Roles(&[Admin])),
-    ("/brine.v1.Fleet/GetLock", Access::Roles(&[Admin, Ci])),
-    ("/brine.v1.Fleet/AcquireLock", Access::Roles(&[Admin])),
-    ("/brine.v1.Fleet/ReleaseLock", Access::Roles(&[Admin])),
-    ("/brine.v1.Fleet/ListJobs", Access::Roles(&[Admin, Ci])),
-    ("/brine.v1.Fleet/GetJob", Access::Roles(&[Admin, Ci])),
-    ("/brine.v1.Fleet/CancelJob", Access::Roles(&[Admin])),
-    ("/brine.v1.Fleet/ListReleases", Access::Roles(&[Admin, Ci])),
-    ("/brine.v1.Fleet/Rollback", Access::Roles(&[Admin, Ci])),
+    ("/brine.v1.EnrolmentService/Join", Access::Anyone),
+    (
+        "/brine.v1.MinionLinkService/Connect",
+        Access::Roles(&[Minion]),
+    ),
+    (
+        "/brine.v1.MinionLinkService/Renew",
+        Access::Roles(&[Minion]),
+    ),
+    (
+        "/brine.v1.FleetService/Highstate",
+        Access::Roles(&[Admin, Ci]),
+    ),
+    ("/brine.v1.FleetService/Deploy", Access::Roles(&[Admin, Ci])),
+    (
+        "/brine.v1.FleetService/Rollback",
+        Access::Roles(&[Admin, Ci]),
+    ),
+    (
+        "/brine.v1.FleetService/WatchJob",
+        Access::Roles(&[Admin, Ci]),
+    ),
+    ("/brine.v1.FleetService/CancelJob", Access::Roles(&[Admin])),
+    ("/brine.v1.FleetService/GetJob", Access::Roles(&[Admin, Ci])),
+    (
+        "/brine.v1.FleetService/ListJobs",
+        Access::Roles(&[Admin, Ci]),
+    ),
+    (
+        "/brine.v1.FleetService/ListReleases",
+        Access::Roles(&[Admin, Ci]),
+    ),
+    (
+        "/brine.v1.FleetService/ListMinions",
+        Access::Roles(&[Admin, Ci]),
+    ),
+    (
+        "/brine.v1.FleetService/GetMinion",
+        Access::Roles(&[Admin, Ci]),
+    ),
+    (
+        "/brine.v1.FleetService/AcceptMinion",
+        Access::Roles(&[Admin]),
+    ),
+    (
+        "/brine.v1.FleetService/RejectMinion",
+        Access::Roles(&[Admin]),
+    ),
+    (
+        "/brine.v1.FleetService/RevokeMinion",
+        Access::Roles(&[Admin]),
+    ),
+    (
+        "/brine.v1.FleetService/DeleteMinion",
+        Access::Roles(&[Admin]),
+    ),
+    (
+        "/brine.v1.FleetService/RevokeCertificate",
+        Access::Roles(&[Admin]),
+    ),
+    (
+        "/brine.v1.FleetService/CreateJoinToken",
+        Access::Roles(&[Admin]),
+    ),
+    (
+        "/brine.v1.FleetService/ListJoinTokens",
+        Access::Roles(&[Admin]),
+    ),
+    (
+        "/brine.v1.FleetService/RevokeJoinToken",
+        Access::Roles(&[Admin]),
+    ),
+    (
+        "/brine.v1.FleetService/GetLock",
+        Access::Roles(&[Admin, Ci]),
+    ),
+    (
+        "/brine.v1.FleetService/AcquireLock",
+        Access::Roles(&[Admin]),
+    ),
+    (
+        "/brine.v1.FleetService/ReleaseLock",
+        Access::Roles(&[Admin]),
+    ),
+    (
+        "/brine.v1.FleetService/GetVersion",
+        Access::Roles(&[Admin, Ci]),
+    ),
     (
         "/grpc.health.v1.Health/Check",
         Access::Roles(&[Admin, Ci, Minion]),
@@ -165,8 +230,9 @@ fn authorize(
     };
     let Some((_, access)) = METHODS.iter().find(|(method, _)| *method == path) else {
         refused(path, peer, identity.as_ref(), "no such method");
-        return Err(Status::permission_denied(format!(
-            "{path} is not an allowed method"
+        // Whoever asks, an unknown method does nothing; saying so is what gRPC clients expect.
+        return Err(Status::unimplemented(format!(
+            "{path} is not a method of this master"
         )));
     };
     match (access, &identity) {
@@ -270,16 +336,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unknown_methods_are_refused_even_without_checking_the_caller() {
-        let err =
-            authorize("/brine.v1.Fleet/DropEverything", None, &Default::default()).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    fn unknown_methods_are_unimplemented_even_without_checking_the_caller() {
+        let err = authorize(
+            "/brine.v1.FleetService/DropEverything",
+            None,
+            &Default::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented);
     }
 
     #[test]
     fn only_enrolment_is_open_without_a_certificate() {
         let revocations = CertificateRevocations::default();
-        assert!(authorize("/brine.v1.Enrolment/Join", None, &revocations).is_ok());
+        assert!(authorize("/brine.v1.EnrolmentService/Join", None, &revocations).is_ok());
         for (method, access) in METHODS {
             if matches!(access, Access::Roles(_)) {
                 let err = authorize(method, None, &revocations).unwrap_err();

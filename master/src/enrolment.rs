@@ -120,7 +120,7 @@ pub struct EnrolmentService {
 }
 
 #[tonic::async_trait]
-impl pb::enrolment_server::Enrolment for EnrolmentService {
+impl pb::enrolment_service_server::EnrolmentService for EnrolmentService {
     async fn join(
         &self,
         request: Request<pb::JoinRequest>,
@@ -168,7 +168,7 @@ impl EnrolmentService {
         if token.ca_digest != self.master.ca.digest() {
             return Err(refuse("the token was issued by another master"));
         }
-        let store_failure = |err: crate::store::StoreError| err.to_status();
+        let store_failure = crate::fleet::store_failure;
         let token_refusal = |check: TokenCheck| match check {
             TokenCheck::Valid => None,
             TokenCheck::Unknown => Some("unknown token"),

@@ -1,4 +1,4 @@
-//! The `Fleet` service: highstate, minion listing and join tokens for operators and CI.
+//! The `FleetService`: highstate, minion listing and join tokens for operators and CI.
 //!
 //! This file holds the service and its table of RPCs; each RPC is answered in the module of
 //! what it acts on: `jobs.rs` (highstate, deploy, rollback, releases, recorded jobs),
@@ -8,38 +8,60 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use brine_proto::pb;
+use brine_proto::{errors, pb};
 use futures::Stream;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::state::Master;
 
 mod credentials;
 mod hosts;
+mod job_options;
 mod jobs;
 mod lock;
 mod paging;
+mod releases;
 #[cfg(test)]
 mod tests;
 
-pub use jobs::PlanRate;
+pub use job_options::PlanRate;
 
-type HighstateStream = Pin<Box<dyn Stream<Item = Result<pb::HighstateEvent, Status>> + Send>>;
+/// A job's events as one RPC streams them, each wrapped in that RPC's response message.
+type JobStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// The `Fleet` service.
+/// The `FleetService`.
 pub struct FleetService {
     pub master: Arc<Master>,
     /// Plans take no lock, so nothing else stops a caller from running them back to back.
     pub plan_rate: PlanRate,
 }
 
-fn store_failure(err: crate::store::StoreError) -> Status {
-    err.to_status()
+/// What a remote caller is told of a store failure: whether the master's disk is full, which an
+/// operator must fix, and otherwise only that the store failed; the details go to the master's
+/// log.
+pub(crate) fn store_failure(err: crate::store::StoreError) -> Status {
+    tracing::error!("{err}");
+    if err.is_disk_full() {
+        errors::failure(
+            Code::ResourceExhausted,
+            pb::ErrorReason::DiskFull,
+            "the master's disk is full: it can record nothing (so it starts no job and enrols no \
+             host) until space is freed where its data directory is",
+            [],
+        )
+    } else {
+        errors::failure(
+            Code::Unavailable,
+            pb::ErrorReason::StoreFailed,
+            "the master's store failed; see the master's log",
+            [],
+        )
+    }
 }
 
 #[tonic::async_trait]
-impl pb::fleet_server::Fleet for FleetService {
-    type HighstateStream = HighstateStream;
+impl pb::fleet_service_server::FleetService for FleetService {
+    type HighstateStream = JobStream<pb::HighstateResponse>;
 
     async fn highstate(
         &self,
@@ -48,7 +70,7 @@ impl pb::fleet_server::Fleet for FleetService {
         jobs::highstate(self, request).await
     }
 
-    type DeployStream = HighstateStream;
+    type DeployStream = JobStream<pb::DeployResponse>;
 
     async fn deploy(
         &self,
@@ -57,7 +79,7 @@ impl pb::fleet_server::Fleet for FleetService {
         jobs::deploy(self, request).await
     }
 
-    type RollbackStream = HighstateStream;
+    type RollbackStream = JobStream<pb::RollbackResponse>;
 
     async fn rollback(
         &self,
@@ -66,11 +88,20 @@ impl pb::fleet_server::Fleet for FleetService {
         jobs::rollback(self, request).await
     }
 
+    type WatchJobStream = JobStream<pb::WatchJobResponse>;
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        jobs::watch_job(self, request).await
+    }
+
     async fn list_releases(
         &self,
         request: Request<pb::ListReleasesRequest>,
     ) -> Result<Response<pb::ListReleasesResponse>, Status> {
-        jobs::list_releases(self, request).await
+        releases::list_releases(self, request).await
     }
 
     async fn list_minions(
@@ -83,7 +114,7 @@ impl pb::fleet_server::Fleet for FleetService {
     async fn get_minion(
         &self,
         request: Request<pb::GetMinionRequest>,
-    ) -> Result<Response<pb::MinionDetail>, Status> {
+    ) -> Result<Response<pb::GetMinionResponse>, Status> {
         hosts::get_minion(self, request).await
     }
 
@@ -118,7 +149,7 @@ impl pb::fleet_server::Fleet for FleetService {
     async fn delete_minion(
         &self,
         request: Request<pb::DeleteMinionRequest>,
-    ) -> Result<Response<pb::RevokeMinionResponse>, Status> {
+    ) -> Result<Response<pb::DeleteMinionResponse>, Status> {
         hosts::delete_minion(self, request).await
     }
 
@@ -131,29 +162,29 @@ impl pb::fleet_server::Fleet for FleetService {
 
     async fn accept_minion(
         &self,
-        request: Request<pb::MinionApprovalRequest>,
-    ) -> Result<Response<pb::MinionApprovalResponse>, Status> {
+        request: Request<pb::AcceptMinionRequest>,
+    ) -> Result<Response<pb::AcceptMinionResponse>, Status> {
         hosts::accept_minion(self, request).await
     }
 
     async fn reject_minion(
         &self,
-        request: Request<pb::MinionApprovalRequest>,
-    ) -> Result<Response<pb::MinionApprovalResponse>, Status> {
+        request: Request<pb::RejectMinionRequest>,
+    ) -> Result<Response<pb::RejectMinionResponse>, Status> {
         hosts::reject_minion(self, request).await
     }
 
     async fn get_lock(
         &self,
         request: Request<pb::GetLockRequest>,
-    ) -> Result<Response<pb::LockStatus>, Status> {
+    ) -> Result<Response<pb::GetLockResponse>, Status> {
         lock::get_lock(self, request).await
     }
 
     async fn acquire_lock(
         &self,
         request: Request<pb::AcquireLockRequest>,
-    ) -> Result<Response<pb::LockStatus>, Status> {
+    ) -> Result<Response<pb::AcquireLockResponse>, Status> {
         lock::acquire_lock(self, request).await
     }
 
@@ -181,7 +212,17 @@ impl pb::fleet_server::Fleet for FleetService {
     async fn get_job(
         &self,
         request: Request<pb::GetJobRequest>,
-    ) -> Result<Response<pb::JobRecord>, Status> {
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
         jobs::get_job(self, request).await
+    }
+
+    async fn get_version(
+        &self,
+        _request: Request<pb::GetVersionRequest>,
+    ) -> Result<Response<pb::GetVersionResponse>, Status> {
+        Ok(Response::new(pb::GetVersionResponse {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            api: "brine.v1".to_owned(),
+        }))
     }
 }

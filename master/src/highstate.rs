@@ -14,12 +14,13 @@ use brine_common::spec::DesiredState;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::job_feed::{Feed, Publisher};
 use crate::job_run::{JobPlan, JobRun, Step};
 use crate::link::{Command, JobEvent};
 use crate::release::{Pins, Release};
 use crate::rollout::Rollout;
 use crate::state::{Master, now_unix_ms};
-use crate::store::JobRecord;
+use crate::store::{JobRecord, RequestRecord};
 
 mod finish;
 mod prepare;
@@ -27,11 +28,10 @@ mod prepare;
 mod tests;
 
 use finish::{FINISH_RETRY, Finishing};
-pub use prepare::{HighstateError, JobRequest, MIN_FREE_BYTES, describe_lock, prepare};
+pub use prepare::{
+    HighstateError, JobRequest, MIN_FREE_BYTES, describe_lock, is_targeted, prepare,
+};
 
-/// How many events may wait for a slow caller; progress beyond that is dropped, final statuses
-/// are not.
-const CALLER_QUEUE: usize = 256;
 /// How many minion messages may wait for the job loop.
 const JOB_QUEUE: usize = 1024;
 /// How long a command may wait for room in a minion's queue before the host counts unreachable.
@@ -60,18 +60,20 @@ pub struct PreparedJob {
     resolve_ms: u64,
     /// Hosts the target picked that were left out because they are not accepted.
     not_accepted: u32,
+    /// The caller's request id, if it gave one.
+    request: Option<RequestRecord>,
 }
 
-/// Runs a prepared job in the background; its events arrive on the returned receiver. The job
-/// runs to the end and is recorded even if the caller stops listening.
-pub fn spawn(master: Arc<Master>, job: PreparedJob) -> mpsc::Receiver<HighstateEvent> {
-    let (events, receiver) = mpsc::channel(CALLER_QUEUE);
+/// Runs a prepared job in the background; its events go to the returned feed, which any
+/// number of callers may follow. The job runs to the end and is recorded whoever follows it.
+pub fn spawn(master: Arc<Master>, job: PreparedJob) -> Arc<Feed> {
+    let (feed, publisher) = master.feeds.open(job.job_id.clone());
     let span = tracing::info_span!("highstate", job.id = %job.job_id);
     tokio::spawn(tracing::Instrument::instrument(
-        run(master, job, events),
+        run(master, job, publisher),
         span,
     ));
-    receiver
+    feed
 }
 
 /// Sleeps until `at`, or forever without one.
@@ -82,26 +84,24 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<HighstateEvent>) {
+async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher) {
     let started_at_unix_ms = now_unix_ms();
     let mut run = JobRun::new(JobPlan {
         job_id: job.job_id.clone(),
         rollout: job.rollout.clone(),
         timeout: job.timeout,
-        dry_run: job.plan,
+        plan: job.plan,
         desired: job.desired,
         blocked: job.blocked,
         previous_release: job.previous_release,
     });
     let targets = run.targets().to_vec();
     tracing::info!(hosts = targets.len(), caller = %job.caller, batch = %job.rollout.batch, "highstate started");
-    let _ = caller
-        .send(HighstateEvent::Started {
-            job_id: job.job_id.clone(),
-            targets: targets.clone(),
-            not_accepted: job.not_accepted,
-        })
-        .await;
+    caller.publish(HighstateEvent::Started {
+        job_id: job.job_id.clone(),
+        targets: targets.clone(),
+        not_accepted: job.not_accepted,
+    });
 
     let (job_events, mut inbox) = mpsc::channel(JOB_QUEUE);
     master.router.register(job.job_id.clone(), job_events);
@@ -125,6 +125,7 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<Highsta
         plan: job.plan,
         running: finished_at_unix_ms == 0,
         targets: targets.clone(),
+        request: job.request.clone(),
     };
     // Recorded as it goes, so a master that stops mid-job can tell, when it starts again, which
     // hosts never reported (their reports are recorded at the end of each batch).
@@ -148,7 +149,7 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<Highsta
                 Step::Send {
                     job_id,
                     hosts,
-                    dry_run,
+                    plan,
                     valid_for,
                     batch,
                 } => {
@@ -172,7 +173,7 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<Highsta
                             job_id: job_id.clone(),
                             expires_at_unix_ms,
                             desired,
-                            dry_run,
+                            plan,
                         };
                         if let Err(reason) = dispatch(&master, &id, command).await {
                             steps.extend(run.undeliverable(id, reason, Instant::now()));
@@ -183,7 +184,7 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<Highsta
                     // A host's error text is its own: recorded with the job, not written to
                     // the master's log.
                     tracing::info!(minion.id = %report.minion_id, status = %report.status, "host finished");
-                    let _ = caller.send(HighstateEvent::HostFinished(report)).await;
+                    caller.publish(HighstateEvent::HostFinished(report));
                 }
                 Step::BatchOver => record_progress(run.reports()).await,
                 Step::Done => {}
@@ -196,8 +197,7 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<Highsta
             Some(event) = inbox.recv() => match event {
                 JobEvent::Progress(id, progress) => {
                     if run.shows_progress_of(&id) {
-                        // Progress is advisory: a caller that cannot keep up misses some of it.
-                        let _ = caller.try_send(HighstateEvent::Progress {
+                        caller.publish(HighstateEvent::Progress {
                             minion_id: id,
                             progress,
                         });
@@ -243,20 +243,25 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: mpsc::Sender<Highsta
             FINISH_RETRY
         );
         let master = master.clone();
+        let job_id = job.job_id.clone();
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 loop {
                     tokio::time::sleep(FINISH_RETRY).await;
                     if finishing.advance(&master).await.is_ok() {
                         tracing::info!("the finished job is recorded now");
+                        master.feeds.remove(&job_id);
                         break;
                     }
                 }
             },
             tracing::Span::current(),
         ));
+    } else {
+        // Whoever follows the job from now on reads its record.
+        master.feeds.remove(&job.job_id);
     }
-    let _ = caller.send(HighstateEvent::Summary(summary)).await;
+    caller.publish(HighstateEvent::Summary(summary));
 }
 
 /// Hands `command` to `host`'s link; why not, if it cannot.

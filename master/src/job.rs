@@ -14,7 +14,7 @@ use crate::release::{self, Pins, Release};
 pub enum JobKind {
     /// Every targeted host converges to the roles file, with its tags resolved now. A dry run
     /// only reports what would change: no lock, no release.
-    Highstate { dry_run: bool },
+    Highstate { plan: bool },
     /// `roles` run `image` instead of the roles file's, on the targeted hosts that run one of
     /// them; every other role keeps what the current release runs.
     Deploy {
@@ -55,8 +55,8 @@ pub enum RollbackError {
 
 impl JobKind {
     /// A dry run changes nothing, so it neither takes nor needs the fleet lock.
-    pub fn is_dry_run(&self) -> bool {
-        matches!(self, JobKind::Highstate { dry_run: true })
+    pub fn is_plan(&self) -> bool {
+        matches!(self, JobKind::Highstate { plan: true })
     }
 
     /// Whether [`JobKind::images`] needs every release recorded (else the newest is enough).
@@ -167,11 +167,11 @@ mod tests {
 
     #[test]
     fn a_highstate_resolves_every_tag_and_only_a_dry_run_skips_the_lock() {
-        let images = JobKind::Highstate { dry_run: false }.images(&[]).unwrap();
+        let images = JobKind::Highstate { plan: false }.images(&[]).unwrap();
         assert_eq!(images.pins, None);
         assert_eq!(images.deploy, None);
-        assert!(JobKind::Highstate { dry_run: true }.is_dry_run());
-        assert!(!JobKind::Highstate { dry_run: false }.is_dry_run());
+        assert!(JobKind::Highstate { plan: true }.is_plan());
+        assert!(!JobKind::Highstate { plan: false }.is_plan());
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub struct JobPlan {
     pub rollout: Rollout,
     /// How long each batch may take.
     pub timeout: Duration,
-    pub dry_run: bool,
+    pub plan: bool,
     /// Each targeted host's desired state.
     pub desired: BTreeMap<MinionId, DesiredState>,
     /// Targeted hosts that fail in their turn without a command (an image did not resolve).
@@ -50,7 +50,7 @@ pub enum Step {
     Send {
         job_id: JobId,
         hosts: BTreeMap<MinionId, DesiredState>,
-        dry_run: bool,
+        plan: bool,
         valid_for: Duration,
         /// Which batch, counting from 1, of how many; `None` for an auto-revert.
         batch: Option<(usize, usize)>,
@@ -69,7 +69,7 @@ pub struct JobRun {
     job_id: JobId,
     rollout: Rollout,
     timeout: Duration,
-    dry_run: bool,
+    plan: bool,
     previous_release: Option<Release>,
     targets: Vec<MinionId>,
     /// Not sent yet.
@@ -128,7 +128,7 @@ impl JobRun {
         Self {
             job_id: plan.job_id,
             timeout: plan.timeout,
-            dry_run: plan.dry_run,
+            plan: plan.plan,
             previous_release: plan.previous_release,
             batch_count: batches.len(),
             batches,
@@ -375,7 +375,7 @@ impl JobRun {
             steps.push(Step::Send {
                 job_id: self.job_id.clone(),
                 hosts,
-                dry_run: self.dry_run,
+                plan: self.plan,
                 valid_for: self.timeout,
                 batch: Some((self.batches_started, self.batch_count)),
             });
@@ -436,7 +436,7 @@ impl JobRun {
     fn batches_over(&mut self, now: Instant, steps: &mut Vec<Step>) {
         let failed = self.reports.values().any(|r| !r.status.is_success());
         // A cancelled job is left where it stopped: whoever cancelled it decides what next.
-        if !(self.rollout.auto_revert && !self.dry_run && self.cancelled_by.is_none() && failed) {
+        if !(self.rollout.auto_revert && !self.plan && self.cancelled_by.is_none() && failed) {
             return self.done(steps);
         }
         let changed: Vec<MinionId> = self
@@ -472,7 +472,7 @@ impl JobRun {
         steps.push(Step::Send {
             job_id: self.revert_job_id(),
             hosts,
-            dry_run: false,
+            plan: false,
             valid_for: self.timeout,
             batch: None,
         });

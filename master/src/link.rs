@@ -16,8 +16,8 @@ use brine_common::names::MinionId;
 use brine_common::outcome::{HostReport, JobId, JobResult};
 use brine_common::progress::Progress;
 use brine_common::spec::DesiredState;
-use brine_proto::pb;
-use brine_proto::pb::minion_message::Kind;
+use brine_proto::pb::connect_request::Kind;
+use brine_proto::{pb, time};
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -44,7 +44,7 @@ pub enum Command {
         expires_at_unix_ms: i64,
         desired: DesiredState,
         /// Only report what would change.
-        dry_run: bool,
+        plan: bool,
     },
 }
 
@@ -231,7 +231,7 @@ impl JobRouter {
     }
 }
 
-type OutboundStream = Pin<Box<dyn Stream<Item = Result<pb::MasterMessage, Status>> + Send>>;
+type OutboundStream = Pin<Box<dyn Stream<Item = Result<pb::ConnectResponse, Status>> + Send>>;
 
 /// The `MinionLink` service.
 pub struct MinionLinkService {
@@ -239,12 +239,12 @@ pub struct MinionLinkService {
 }
 
 #[tonic::async_trait]
-impl pb::minion_link_server::MinionLink for MinionLinkService {
+impl pb::minion_link_service_server::MinionLinkService for MinionLinkService {
     type ConnectStream = OutboundStream;
 
     async fn connect(
         &self,
-        request: Request<Streaming<pb::MinionMessage>>,
+        request: Request<Streaming<pb::ConnectRequest>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let caller = Caller::of(&request)?.clone();
         let identity = caller.identity()?;
@@ -254,7 +254,7 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
         let mut inbound = request.into_inner();
 
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-            Ok(Ok(Some(pb::MinionMessage {
+            Ok(Ok(Some(pb::ConnectRequest {
                 kind: Some(Kind::Hello(hello)),
             }))) => hello,
             Ok(Ok(_)) => {
@@ -283,9 +283,16 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
             .map_err(|err| Status::invalid_argument(format!("hello.version: {err}")))?;
         let certificate = caller.certificate_sha256.clone().unwrap_or_default();
         let now = now_unix_ms();
-        let clock_offset_ms = match hello.now_unix_ms {
-            0 => 0,
-            theirs => theirs.saturating_sub(now),
+        // A host's clock, however absurd, never costs it its link: a reading beyond what
+        // milliseconds hold counts as the farthest they do.
+        let theirs = time::unix_ms("hello.now", hello.now).unwrap_or_else(|_| {
+            hello
+                .now
+                .map(|at| if at.seconds < 0 { i64::MIN } else { i64::MAX })
+        });
+        let clock_offset_ms = match theirs {
+            None => 0,
+            Some(theirs) => theirs.saturating_sub(now),
         };
         if clock_offset_ms.unsigned_abs() > brine_common::limits::CLOCK_SKEW_WARNING_MS {
             let direction = if clock_offset_ms > 0 {
@@ -364,9 +371,9 @@ impl pb::minion_link_server::MinionLink for MinionLinkService {
         ));
 
         // The master's clock goes first: the minion times commands by it.
-        let clock = pb::MasterMessage {
-            kind: Some(pb::master_message::Kind::Clock(pb::Clock {
-                now_unix_ms: now_unix_ms(),
+        let clock = pb::ConnectResponse {
+            kind: Some(pb::connect_response::Kind::Clock(pb::Clock {
+                now: Some(time::timestamp(now_unix_ms())),
             })),
         };
         let outbound = futures::stream::once(async move { Ok(clock) })
@@ -464,22 +471,22 @@ fn refusal(check: CertificateCheck) -> Option<&'static str> {
     }
 }
 
-fn to_wire(minion_id: &MinionId, command: Command) -> pb::MasterMessage {
+fn to_wire(minion_id: &MinionId, command: Command) -> pb::ConnectResponse {
     let kind = match command {
         Command::Apply {
             job_id,
             expires_at_unix_ms,
             desired,
-            dry_run,
-        } => pb::master_message::Kind::Apply(pb::Apply {
+            plan,
+        } => pb::connect_response::Kind::Apply(pb::Apply {
             job_id: job_id.into(),
             minion_id: minion_id.to_string(),
-            expires_at_unix_ms,
+            expires_at: Some(time::timestamp(expires_at_unix_ms)),
             desired: Some(desired.into()),
-            dry_run,
+            plan,
         }),
     };
-    pb::MasterMessage { kind: Some(kind) }
+    pb::ConnectResponse { kind: Some(kind) }
 }
 
 /// A minion reports a job's steps and throttled pull progress; far more than this in one
@@ -513,7 +520,7 @@ async fn inbound_loop(
     master: std::sync::Arc<Master>,
     minion_id: MinionId,
     session: u64,
-    mut inbound: Streaming<pb::MinionMessage>,
+    mut inbound: Streaming<pb::ConnectRequest>,
     stop: CancellationToken,
 ) {
     let mut rate = MessageRate::default();
@@ -544,7 +551,7 @@ async fn inbound_loop(
     tracing::info!(minion.id = %minion_id, "minion disconnected");
 }
 
-async fn route(master: &Master, minion_id: &MinionId, message: pb::MinionMessage) {
+async fn route(master: &Master, minion_id: &MinionId, message: pb::ConnectRequest) {
     let (job_id, event) = match message.kind {
         Some(Kind::Event(event)) => {
             record_event(master, minion_id, event).await;

@@ -12,6 +12,7 @@ use brine_daemon::logging::LogFormat;
 use brine_master::cli::client::ClientArgs;
 use brine_master::cli::highstate::JobArgs;
 use brine_master::cli::minions::{ListFormat, MinionAction};
+use brine_master::cli::output::OutputFormat;
 use brine_master::config::{DEFAULT_PORT, ENV_PREFIX, MasterConfig, NOT_CONFIG_VARIABLES};
 use brine_master::data_dir::{DEFAULT_DATA_DIR, DataDir};
 use clap::{Parser, Subcommand};
@@ -69,7 +70,9 @@ enum Command {
     },
     /// Converge hosts to the roles file: pull images, replace changed containers, remove
     /// undeclared ones. Exits 0 when every host is unchanged or changed, 1 when any failed, was
-    /// unreachable or timed out, 2 when the highstate could not run at all.
+    /// unreachable or timed out, 2 when it did not run because of the input or setup, 3 when it
+    /// did not run but may later (fleet locked, master unreachable), 4 when the connection was
+    /// lost while it ran (follow it with `jobs show ID --follow`).
     Highstate {
         #[command(flatten)]
         job: JobArgs,
@@ -256,12 +259,16 @@ enum JobsCommand {
         /// The job's id, as `jobs` lists it.
         id: String,
     },
-    /// Show one job with every host's containers, digests and errors.
+    /// Show one job with every host's containers, digests and errors; with `--follow`, follow
+    /// it from its start to its end as `highstate` shows a job (and exit as it does).
     Show {
         #[command(flatten)]
         client: ClientArgs,
         /// The job's id, as `jobs` lists it.
         id: String,
+        /// Follow the job, running or finished, from its start to its summary.
+        #[arg(long, short)]
+        follow: bool,
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
     },
@@ -285,10 +292,14 @@ enum LockCommand {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
-    /// Release the lock, whoever holds it.
+    /// Release the lock, whoever holds it. A lock a running job holds is released only with
+    /// `--force` (the job goes on, unlocked; `jobs cancel ID` stops it instead).
     Release {
         #[command(flatten)]
         client: ClientArgs,
+        /// Release it even though a running job holds it.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -349,7 +360,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::from(2)
+            ExitCode::from(brine_master::cli::exit_code_of(&err))
         }
     }
 }
@@ -418,7 +429,19 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Some(JobsCommand::Cancel { client, id }) => {
                 brine_master::cli::jobs::cancel(&client, id).await?;
             }
-            Some(JobsCommand::Show { client, id, output }) => {
+            Some(JobsCommand::Show {
+                client,
+                id,
+                follow: true,
+                ..
+            }) => {
+                let verdict =
+                    brine_master::cli::jobs::follow(&client, id, OutputFormat::Auto).await?;
+                return Ok(verdict.exit_code());
+            }
+            Some(JobsCommand::Show {
+                client, id, output, ..
+            }) => {
                 brine_master::cli::jobs::show(&client, id, output).await?;
             }
         },
@@ -429,7 +452,9 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 message,
                 ttl,
             } => brine_master::cli::lock::acquire(&client, message, ttl).await?,
-            LockCommand::Release { client } => brine_master::cli::lock::release(&client).await?,
+            LockCommand::Release { client, force } => {
+                brine_master::cli::lock::release(&client, force).await?;
+            }
         },
         Command::Deploy {
             job,

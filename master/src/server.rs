@@ -200,13 +200,15 @@ pub async fn run(
         store,
         links: Links::new(stopping.clone()),
         router: JobRouter::default(),
+        feeds: Default::default(),
+        requests: Default::default(),
         revocations: revocations.clone(),
         activity: crate::status::Activity::default(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
-        .set_serving::<pb::fleet_server::FleetServer<FleetService>>()
+        .set_serving::<pb::fleet_service_server::FleetServiceServer<FleetService>>()
         .await;
 
     let address = listener.local_addr().context("read the listen address")?;
@@ -243,20 +245,20 @@ pub async fn run(
         .timeout(REQUEST_TIMEOUT)
         .layer(AuthorizeLayer { revocations })
         .add_service(
-            pb::enrolment_server::EnrolmentServer::new(EnrolmentService {
+            pb::enrolment_service_server::EnrolmentServiceServer::new(EnrolmentService {
                 master: master.clone(),
                 throttle: JoinThrottle::default(),
             })
             .max_decoding_message_size(ENROLMENT_MESSAGE_LIMIT),
         )
         .add_service(
-            pb::minion_link_server::MinionLinkServer::new(MinionLinkService {
+            pb::minion_link_service_server::MinionLinkServiceServer::new(MinionLinkService {
                 master: master.clone(),
             })
             .max_decoding_message_size(LINK_MESSAGE_LIMIT),
         )
         .add_service(
-            pb::fleet_server::FleetServer::new(FleetService {
+            pb::fleet_service_server::FleetServiceServer::new(FleetService {
                 master: master.clone(),
                 plan_rate: PlanRate::default(),
             })

@@ -17,6 +17,10 @@ pub struct Master {
     pub store: Arc<dyn Store>,
     pub links: Links,
     pub router: JobRouter,
+    /// The events of running jobs, for whoever follows them.
+    pub feeds: crate::job_feed::JobFeeds,
+    /// The request ids of the jobs this master started.
+    pub requests: crate::request_ids::RequestIds,
     /// Shared with the authorization layer.
     pub revocations: Arc<CertificateRevocations>,
     /// The job running or the last one, for the status line.

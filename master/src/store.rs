@@ -38,7 +38,7 @@ mod redb;
 mod revocations;
 mod tokens;
 
-pub use jobs::{JobRecord, JobRetention};
+pub use jobs::{JobRecord, JobRetention, RequestRecord};
 pub use lock::LockRecord;
 pub use minions::{
     Approval, ApprovalChange, CertificateCheck, HostHello, JoinAttempt, JoinOutcome, JoinRefusal,
@@ -172,8 +172,16 @@ pub trait Store: Send + Sync {
     /// is `interrupted`, and the fleet lock such a job held is released. Returns their ids.
     async fn interrupt_running_jobs(&self, now_unix_ms: i64) -> Result<Vec<String>, StoreError>;
 
-    /// The newest `limit` jobs, newest first (job ids sort by start time).
-    async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError>;
+    /// Up to `limit` jobs that started before job `before` (from the newest without it),
+    /// newest first (job ids sort by start time).
+    async fn jobs_before(
+        &self,
+        before: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// The newest job started with request id `request_id`, among the jobs kept.
+    async fn job_with_request(&self, request_id: String) -> Result<Option<JobRecord>, StoreError>;
 
     /// One job.
     async fn job(&self, id: String) -> Result<Option<JobRecord>, StoreError>;
@@ -259,19 +267,5 @@ impl StoreError {
             StoreError::Io(err)
                 if matches!(err.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
         )
-    }
-
-    /// What a remote caller is told: whether the master's disk is full, which an operator must
-    /// fix, and otherwise only that the store failed; the details are in the master's log.
-    pub fn to_status(&self) -> tonic::Status {
-        tracing::error!("{self}");
-        if self.is_disk_full() {
-            tonic::Status::resource_exhausted(
-                "the master's disk is full: it can record nothing (so it starts no job and \
-                 enrols no host) until space is freed where its data directory is",
-            )
-        } else {
-            tonic::Status::unavailable("the master's store failed; see the master's log")
-        }
     }
 }

@@ -794,47 +794,103 @@ fn a_python_grpc_client_deploys_with_a_ci_certificate() {
     assert_eq!(code, 0, "{stderr}");
 
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/deploy.py");
-    let deploy = |role: &str| {
-        std::process::Command::new(python())
+    let deploy = |role: &str, extra: &[&str]| {
+        let run = std::process::Command::new(python())
             .arg(&script)
             .args(["--master", &fleet.master.address()])
             .args(["--ca", &format!("{out}/ca.pem")])
             .args(["--cert", &format!("{out}/pipeline.pem")])
             .args(["--key", &format!("{out}/pipeline.key")])
             .args(["--role", role, "--image", &fleet.app_v1.reference])
+            .args(extra)
             .output()
-            .expect("run the Python client")
+            .expect("run the Python client");
+        let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+        let verdict: Value = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|err| panic!("the client prints JSON ({err}): {stdout}\n{stderr}"));
+        (run.status.code(), verdict)
     };
-    let run = deploy("web");
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    let pipeline_jobs = || {
+        let (_, jobs, _) = master_cli(&fleet, &["jobs", "--output", "json"]);
+        let jobs: Value = serde_json::from_str(&jobs).expect("jobs as JSON");
+        jobs.as_array()
+            .expect("a list of jobs")
+            .iter()
+            .filter(|job| job["caller"] == "pipeline (ci)")
+            .map(|job| job["job_id"].as_str().expect("a job id").to_owned())
+            .collect::<Vec<_>>()
+    };
+
+    let (code, first) = deploy("web", &["--request-id", "run-1"]);
+    assert_eq!(code, Some(0), "{first:#}");
+    assert_eq!(first["success"], true, "{first:#}");
+    assert_eq!(first["attached"], false, "{first:#}");
+    assert_eq!(first["hosts"][0]["minion_id"], a.as_str(), "{first:#}");
     assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let verdict: Value = serde_json::from_str(stdout.trim()).expect("the client prints JSON");
-    assert_eq!(verdict["success"], true, "{verdict:#}");
-    assert_eq!(verdict["hosts"][0]["minion_id"], a.as_str(), "{verdict:#}");
-    assert_eq!(
-        verdict["hosts"][0]["status"], "HOST_STATUS_CHANGED",
-        "{verdict:#}"
+        first["hosts"][0]["status"], "HOST_STATUS_CHANGED",
+        "{first:#}"
     );
     assert_runs(&a, "web", "web", &fleet.app_v1.id);
-    let (_, jobs, _) = master_cli(&fleet, &["jobs", "--output", "json"]);
-    assert!(
-        jobs.contains("pipeline (ci)"),
-        "the job does not record the CI caller: {jobs}"
+    assert_eq!(
+        pipeline_jobs(),
+        [first["job_id"].as_str().expect("a job id")]
     );
 
-    // Bad input is refused before anything runs, with the field named.
-    let refused = deploy("nosuchrole");
-    let stdout = String::from_utf8_lossy(&refused.stdout);
-    assert_eq!(refused.status.code(), Some(2), "{stdout}");
+    // A retry with the same request id attaches to the job it started: no second job runs.
+    let (code, retried) = deploy("web", &["--request-id", "run-1"]);
+    assert_eq!(code, Some(0), "{retried:#}");
+    assert_eq!(retried["job_id"], first["job_id"], "{retried:#}");
+    assert_eq!(retried["attached"], true, "{retried:#}");
+    assert_eq!(retried["hosts"], first["hosts"], "{retried:#}");
+    assert_eq!(pipeline_jobs().len(), 1, "a retry started another job");
+
+    // A connection lost mid-job leaves the outcome unknown (4); the retry follows that job.
+    let (code, dropped) = deploy("web", &["--request-id", "run-2", "--drop-after-start"]);
+    assert_eq!(code, Some(4), "{dropped:#}");
+    let (code, recovered) = deploy("web", &["--request-id", "run-2"]);
+    assert_eq!(code, Some(0), "{recovered:#}");
+    assert_eq!(recovered["job_id"], dropped["job_id"], "{recovered:#}");
+    assert_eq!(recovered["attached"], true, "{recovered:#}");
+    assert_eq!(pipeline_jobs().len(), 2);
+
+    // Bad input is refused before anything runs (2), with the field and a reason to branch on.
+    let (code, refused) = deploy("nosuchrole", &[]);
+    assert_eq!(code, Some(2), "{refused:#}");
+    assert_eq!(refused["error"]["code"], "INVALID_ARGUMENT", "{refused:#}");
+    assert_eq!(refused["error"]["reason"], "INVALID_REQUEST", "{refused:#}");
     assert!(
-        stdout.contains("INVALID_ARGUMENT") && stdout.contains("roles"),
-        "{stdout}"
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("roles")),
+        "{refused:#}"
     );
+    // A request id is for one request: reused for another, it is refused.
+    let (code, reused) = deploy("db", &["--request-id", "run-1"]);
+    assert_eq!(code, Some(2), "{reused:#}");
+    assert_eq!(reused["error"]["reason"], "REQUEST_ID_REUSED", "{reused:#}");
+    assert_eq!(
+        reused["error"]["metadata"]["job_id"], first["job_id"],
+        "{reused:#}"
+    );
+
+    // A held lock is "retry later" (3), naming who holds it.
+    let (code, _, stderr) = master_cli(&fleet, &["lock", "acquire", "-m", "maintenance"]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, locked) = deploy("web", &["--request-id", "run-3"]);
+    assert_eq!(code, Some(3), "{locked:#}");
+    assert_eq!(locked["error"]["code"], "ABORTED", "{locked:#}");
+    assert_eq!(locked["error"]["reason"], "FLEET_LOCKED", "{locked:#}");
+    assert_eq!(
+        locked["error"]["metadata"]["message"], "maintenance",
+        "{locked:#}"
+    );
+    let (code, _, stderr) = master_cli(&fleet, &["lock", "release"]);
+    assert_eq!(code, 0, "{stderr}");
+    // The refused call started nothing, so its request id is free for the retry.
+    let (code, after) = deploy("web", &["--request-id", "run-3"]);
+    assert_eq!(code, Some(0), "{after:#}");
+    assert_eq!(after["attached"], false, "{after:#}");
 }
 
 #[test]

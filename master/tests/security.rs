@@ -181,11 +181,11 @@ impl TestMaster {
     async fn fleet(
         &self,
         identity: Option<ClientIdentity>,
-    ) -> pb::fleet_client::FleetClient<Channel> {
-        pb::fleet_client::FleetClient::new(self.trusted_channel(identity).await)
+    ) -> pb::fleet_service_client::FleetServiceClient<Channel> {
+        pb::fleet_service_client::FleetServiceClient::new(self.trusted_channel(identity).await)
     }
 
-    async fn admin(&self) -> pb::fleet_client::FleetClient<Channel> {
+    async fn admin(&self) -> pb::fleet_service_client::FleetServiceClient<Channel> {
         self.fleet(Some(admin_identity(&self.data))).await
     }
 
@@ -206,7 +206,10 @@ impl TestMaster {
     /// A join token created by the admin through `CreateJoinToken`.
     async fn join_token(&self, ttl_seconds: u64) -> JoinToken {
         self.create_token(pb::CreateJoinTokenRequest {
-            ttl_seconds,
+            ttl: (ttl_seconds > 0).then(|| prost_types::Duration {
+                seconds: i64::try_from(ttl_seconds).expect("a short ttl"),
+                nanos: 0,
+            }),
             ..Default::default()
         })
         .await
@@ -219,7 +222,7 @@ impl TestMaster {
     async fn accept(&self, id: &str) {
         within(
             "accept",
-            self.admin().await.accept_minion(pb::MinionApprovalRequest {
+            self.admin().await.accept_minion(pb::AcceptMinionRequest {
                 minion_id: id.into(),
             }),
         )
@@ -281,7 +284,11 @@ impl TestMaster {
     }
 
     async fn minion_ids(&self) -> Vec<String> {
-        self.minions().await.into_iter().map(|m| m.id).collect()
+        self.minions()
+            .await
+            .into_iter()
+            .map(|m| m.minion_id)
+            .collect()
     }
 
     async fn shutdown(self) {
@@ -344,16 +351,16 @@ fn fingerprint(cert: &Path) -> String {
 
 /// A stream that opens a minion link the way a minion does: one `Hello`.
 /// The first message a minion sends.
-fn hello() -> pb::MinionMessage {
-    pb::MinionMessage {
-        kind: Some(pb::minion_message::Kind::Hello(pb::Hello {
+fn hello() -> pb::ConnectRequest {
+    pb::ConnectRequest {
+        kind: Some(pb::connect_request::Kind::Hello(pb::Hello {
             version: "test".into(),
             ..Default::default()
         })),
     }
 }
 
-fn hello_stream() -> impl tonic::IntoStreamingRequest<Message = pb::MinionMessage> {
+fn hello_stream() -> impl tonic::IntoStreamingRequest<Message = pb::ConnectRequest> {
     tokio_stream::iter(vec![hello()])
 }
 
@@ -384,7 +391,7 @@ async fn a_host_enrols_with_a_token_and_its_certificate_says_who_it_is() {
     let minions = master.minions().await;
     let entry = minions
         .iter()
-        .find(|m| m.id == "web-1")
+        .find(|m| m.minion_id == "web-1")
         .unwrap_or_else(|| panic!("web-1 is not listed: {minions:?}"));
     assert_eq!(
         entry.certificate_sha256,
@@ -454,7 +461,7 @@ async fn unknown_and_expired_tokens_are_refused() {
 async fn a_client_without_a_certificate_is_refused() {
     let master = TestMaster::start().await;
     let channel = master.trusted_channel(None).await;
-    let mut fleet = pb::fleet_client::FleetClient::new(channel.clone());
+    let mut fleet = pb::fleet_service_client::FleetServiceClient::new(channel.clone());
 
     let result = within(
         "list_minions",
@@ -492,7 +499,7 @@ async fn a_client_without_a_certificate_is_refused() {
         "client certificate",
     );
 
-    let mut link = pb::minion_link_client::MinionLinkClient::new(channel);
+    let mut link = pb::minion_link_service_client::MinionLinkServiceClient::new(channel);
     let result = within("connect", link.connect(hello_stream())).await;
     expect_refused(
         "MinionLink.Connect without a certificate",
@@ -540,7 +547,7 @@ async fn assert_refused_identity(
         .channel(MasterTrust::Ca(master.ca()), Some(identity))
         .await
     {
-        let mut fleet = pb::fleet_client::FleetClient::new(channel);
+        let mut fleet = pb::fleet_service_client::FleetServiceClient::new(channel);
         let result = within(
             "list_minions",
             fleet.list_minions(pb::ListMinionsRequest::default()),
@@ -746,7 +753,7 @@ async fn an_admin_certificate_cannot_pose_as_a_minion_link() {
     let channel = master
         .trusted_channel(Some(admin_identity(&master.data)))
         .await;
-    let mut link = pb::minion_link_client::MinionLinkClient::new(channel);
+    let mut link = pb::minion_link_service_client::MinionLinkServiceClient::new(channel);
     let result = within("connect", link.connect(hello_stream())).await;
     expect_refused(
         "MinionLink.Connect with the admin certificate",
@@ -788,7 +795,10 @@ async fn invalid_rpc_input_gets_invalid_argument_naming_the_field() {
     let result = within(
         "highstate",
         master.admin().await.highstate(pb::HighstateRequest {
-            target: "[".into(),
+            options: Some(pb::JobOptions {
+                target: "[".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
     )
@@ -799,13 +809,24 @@ async fn invalid_rpc_input_gets_invalid_argument_naming_the_field() {
         Code::InvalidArgument,
         "target",
     );
-    for (batch, max_wait_ms) in [("0", 0), ("101%", 0), ("1", 3_600_001)] {
+    use pb::rollout::BatchSize;
+    for (batch, wait_seconds, field) in [
+        (BatchSize::BatchHosts(0), 0, "rollout.batch_hosts"),
+        (BatchSize::BatchPercent(101), 0, "rollout.batch_percent"),
+        (BatchSize::BatchHosts(1), 3_601, "rollout.batch_wait"),
+    ] {
         let result = within(
             "highstate",
             master.admin().await.highstate(pb::HighstateRequest {
-                rollout: Some(pb::Rollout {
-                    batch: batch.into(),
-                    batch_wait_ms: max_wait_ms,
+                options: Some(pb::JobOptions {
+                    rollout: Some(pb::Rollout {
+                        batch_size: Some(batch),
+                        batch_wait: Some(prost_types::Duration {
+                            seconds: wait_seconds,
+                            nanos: 0,
+                        }),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -816,7 +837,7 @@ async fn invalid_rpc_input_gets_invalid_argument_naming_the_field() {
             "Highstate with a bad rollout",
             result,
             Code::InvalidArgument,
-            "rollout.batch",
+            field,
         );
     }
 
@@ -827,8 +848,9 @@ async fn invalid_rpc_input_gets_invalid_argument_naming_the_field() {
         .unwrap()
         .pem()
         .unwrap();
-    let mut enrolment =
-        pb::enrolment_client::EnrolmentClient::new(master.trusted_channel(None).await);
+    let mut enrolment = pb::enrolment_service_client::EnrolmentServiceClient::new(
+        master.trusted_channel(None).await,
+    );
 
     let result = within(
         "join",
@@ -882,7 +904,9 @@ async fn a_second_link_for_the_same_minion_replaces_the_first() {
     );
     let minions = master.minions().await;
     assert!(
-        minions.iter().any(|m| m.id == "web-1" && m.connected),
+        minions
+            .iter()
+            .any(|m| m.minion_id == "web-1" && m.connected),
         "the second link counts as connected: {minions:?}"
     );
     // The second link is the live one: it has not ended.
@@ -904,8 +928,9 @@ async fn rapid_failed_joins_are_throttled_and_the_master_stays_responsive() {
         ca_digest: real.ca_digest.clone(),
         secret: "0".repeat(40),
     };
-    let mut enrolment =
-        pb::enrolment_client::EnrolmentClient::new(master.trusted_channel(None).await);
+    let mut enrolment = pb::enrolment_service_client::EnrolmentServiceClient::new(
+        master.trusted_channel(None).await,
+    );
     let started = std::time::Instant::now();
     let mut codes = std::collections::BTreeMap::new();
     for _ in 0..1000 {
@@ -939,8 +964,9 @@ async fn oversized_messages_are_refused_before_they_are_read() {
     install_crypto_provider();
     let master = TestMaster::start().await;
     let token = master.join_token(0).await.to_string();
-    let mut enrolment =
-        pb::enrolment_client::EnrolmentClient::new(master.trusted_channel(None).await);
+    let mut enrolment = pb::enrolment_service_client::EnrolmentServiceClient::new(
+        master.trusted_channel(None).await,
+    );
     let result = within(
         "join",
         enrolment.join(pb::JoinRequest {
@@ -966,8 +992,8 @@ async fn open_link(
     data: &MinionDataDir,
 ) -> Result<
     (
-        tokio::sync::mpsc::Sender<pb::MinionMessage>,
-        tonic::Streaming<pb::MasterMessage>,
+        tokio::sync::mpsc::Sender<pb::ConnectRequest>,
+        tonic::Streaming<pb::ConnectResponse>,
     ),
     Status,
 > {
@@ -978,15 +1004,15 @@ async fn open_link(
         .await;
     let mut inbound = within(
         "open a link",
-        pb::minion_link_client::MinionLinkClient::new(channel)
+        pb::minion_link_service_client::MinionLinkServiceClient::new(channel)
             .connect(tokio_stream::wrappers::ReceiverStream::new(receiver)),
     )
     .await?
     .into_inner();
     // The master's clock comes first on every link.
     let first = within("the master's clock", inbound.message()).await?;
-    let Some(pb::MasterMessage {
-        kind: Some(pb::master_message::Kind::Clock(clock)),
+    let Some(pb::ConnectResponse {
+        kind: Some(pb::connect_response::Kind::Clock(clock)),
     }) = first
     else {
         panic!("the link must start with the master's clock: {first:?}");
@@ -995,7 +1021,10 @@ async fn open_link(
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
         .as_millis();
-    let off = now.abs_diff(u128::try_from(clock.now_unix_ms).expect("a time after 1970"));
+    let master_now = clock.now.expect("the clock has its time");
+    let master_ms =
+        i128::from(master_now.seconds) * 1000 + i128::from(master_now.nanos / 1_000_000);
+    let off = now.abs_diff(u128::try_from(master_ms).expect("a time after 1970"));
     assert!(
         off < 60_000,
         "the master's clock is {off} ms off: {clock:?}"
@@ -1033,7 +1062,7 @@ async fn a_revoked_host_loses_its_link_and_must_enrol_again() {
     assert!(
         listed
             .iter()
-            .any(|m| m.id == "web-1" && m.approval == pb::Approval::Revoked as i32),
+            .any(|m| m.minion_id == "web-1" && m.approval == pb::Approval::Revoked as i32),
         "{listed:?}"
     );
 
@@ -1086,7 +1115,7 @@ async fn a_single_use_token_admits_one_host_and_a_revoked_token_none() {
     let master = TestMaster::start().await;
     let created = master
         .create_token(pb::CreateJoinTokenRequest {
-            uses: 1,
+            max_uses: Some(1),
             ..Default::default()
         })
         .await;
@@ -1110,7 +1139,7 @@ async fn a_single_use_token_admits_one_host_and_a_revoked_token_none() {
         master
             .admin()
             .await
-            .list_join_tokens(pb::ListJoinTokensRequest {}),
+            .list_join_tokens(pb::ListJoinTokensRequest::default()),
     )
     .await
     .expect("the admin lists tokens")
@@ -1118,7 +1147,7 @@ async fn a_single_use_token_admits_one_host_and_a_revoked_token_none() {
     .tokens;
     let listed = listed
         .iter()
-        .find(|t| t.id == created.id)
+        .find(|t| t.token_id == created.token_id)
         .expect("the token is listed");
     assert_eq!((listed.uses, listed.uses_left), (1, Some(0)));
 
@@ -1129,7 +1158,7 @@ async fn a_single_use_token_admits_one_host_and_a_revoked_token_none() {
             .admin()
             .await
             .revoke_join_token(pb::RevokeJoinTokenRequest {
-                id: revocable.public_id(),
+                token_id: revocable.public_id(),
             }),
     )
     .await
@@ -1163,12 +1192,9 @@ async fn with_manual_approval_a_joined_host_waits_until_accepted() {
 
     within(
         "accept",
-        master
-            .admin()
-            .await
-            .accept_minion(pb::MinionApprovalRequest {
-                minion_id: "web-1".into(),
-            }),
+        master.admin().await.accept_minion(pb::AcceptMinionRequest {
+            minion_id: "web-1".into(),
+        }),
     )
     .await
     .expect("the admin accepts");
@@ -1178,12 +1204,9 @@ async fn with_manual_approval_a_joined_host_waits_until_accepted() {
 
     within(
         "reject",
-        master
-            .admin()
-            .await
-            .reject_minion(pb::MinionApprovalRequest {
-                minion_id: "web-1".into(),
-            }),
+        master.admin().await.reject_minion(pb::RejectMinionRequest {
+            minion_id: "web-1".into(),
+        }),
     )
     .await
     .expect("the admin rejects");
@@ -1222,7 +1245,7 @@ async fn a_minion_renews_over_its_open_link_without_a_token() {
     let listed = master.minions().await;
     assert!(listed[0].connected, "{listed:?}");
     assert_eq!(listed[0].certificate_sha256, new, "{listed:?}");
-    assert!(listed[0].certificate_expires_unix_ms > 0, "{listed:?}");
+    assert!(listed[0].certificate_expires_at.is_some(), "{listed:?}");
 
     // The new certificate connects; once it has, the old one is refused.
     let (_sender, _link) = open_link(&master, &data)
@@ -1279,12 +1302,9 @@ async fn a_replaced_or_revoked_certificate_cannot_renew() {
     // Nor can an operator accept it back: it must join again.
     let result = within(
         "accept a revoked host",
-        master
-            .admin()
-            .await
-            .accept_minion(pb::MinionApprovalRequest {
-                minion_id: "web-1".into(),
-            }),
+        master.admin().await.accept_minion(pb::AcceptMinionRequest {
+            minion_id: "web-1".into(),
+        }),
     )
     .await;
     expect_refused(
@@ -1300,7 +1320,8 @@ async fn a_replaced_or_revoked_certificate_cannot_renew() {
         .await;
     let result = within(
         "renew as admin",
-        pb::minion_link_client::MinionLinkClient::new(channel).renew(pb::RenewRequest::default()),
+        pb::minion_link_service_client::MinionLinkServiceClient::new(channel)
+            .renew(pb::RenewRequest::default()),
     )
     .await;
     expect_refused(
@@ -1382,7 +1403,7 @@ async fn a_revoked_ci_certificate_stays_refused_across_restarts_and_a_new_one_wo
         "revoke as ci",
         as_ci.revoke_certificate(pb::RevokeCertificateRequest {
             name: "pipeline".into(),
-            role: "ci".into(),
+            role: pb::CertificateRole::Ci.into(),
         }),
     )
     .await;
@@ -1407,7 +1428,7 @@ async fn a_revoked_ci_certificate_stays_refused_across_restarts_and_a_new_one_wo
     );
     let accept_as_ci = within(
         "accept as ci",
-        as_ci.accept_minion(pb::MinionApprovalRequest {
+        as_ci.accept_minion(pb::AcceptMinionRequest {
             minion_id: "web-1".into(),
         }),
     )
@@ -1427,7 +1448,7 @@ async fn a_revoked_ci_certificate_stays_refused_across_restarts_and_a_new_one_wo
             .await
             .revoke_certificate(pb::RevokeCertificateRequest {
                 name: "web-1".into(),
-                role: "minion".into(),
+                role: pb::CertificateRole::Unspecified.into(),
             }),
     )
     .await;
@@ -1444,7 +1465,7 @@ async fn a_revoked_ci_certificate_stays_refused_across_restarts_and_a_new_one_wo
             .await
             .revoke_certificate(pb::RevokeCertificateRequest {
                 name: "pipeline".into(),
-                role: "ci".into(),
+                role: pb::CertificateRole::Ci.into(),
             }),
     )
     .await
@@ -1522,7 +1543,7 @@ async fn join_token_labels_reach_the_hosts_that_join_with_it() {
     );
     let tokens = within(
         "list tokens",
-        admin.list_join_tokens(pb::ListJoinTokensRequest {}),
+        admin.list_join_tokens(pb::ListJoinTokensRequest::default()),
     )
     .await
     .expect("the admin lists tokens")
@@ -1609,7 +1630,7 @@ async fn a_second_join_as_an_enrolled_id_is_refused_and_the_host_keeps_its_link(
         // Even a single-use token, fresh from the admin.
         let created = master
             .create_token(pb::CreateJoinTokenRequest {
-                uses: 1,
+                max_uses: Some(1),
                 ..Default::default()
             })
             .await;
@@ -1642,13 +1663,16 @@ async fn a_second_join_as_an_enrolled_id_is_refused_and_the_host_keeps_its_link(
             master
                 .admin()
                 .await
-                .list_join_tokens(pb::ListJoinTokensRequest {}),
+                .list_join_tokens(pb::ListJoinTokensRequest::default()),
         )
         .await
         .expect("tokens")
         .into_inner()
         .tokens;
-        let listed = tokens.iter().find(|t| t.id == created.id).expect("listed");
+        let listed = tokens
+            .iter()
+            .find(|t| t.token_id == created.token_id)
+            .expect("listed");
         assert_eq!((listed.uses, listed.uses_left), (0, Some(1)), "{approval}");
         master.shutdown().await;
     }
@@ -1757,7 +1781,7 @@ async fn no_link_survives_a_revocation_that_races_its_connect() {
         tokio::spawn(async move {
             let (sender, receiver) = tokio::sync::mpsc::channel(4);
             sender.send(hello()).await.expect("queue the hello");
-            let opened = pb::minion_link_client::MinionLinkClient::new(channel)
+            let opened = pb::minion_link_service_client::MinionLinkServiceClient::new(channel)
                 .connect(tokio_stream::wrappers::ReceiverStream::new(receiver))
                 .await;
             (sender, opened)
@@ -1806,7 +1830,9 @@ async fn concurrent_wrong_joins_are_throttled_as_they_arrive() {
         ca_digest: real.ca_digest.clone(),
         secret: "0".repeat(40),
     };
-    let enrolment = pb::enrolment_client::EnrolmentClient::new(master.trusted_channel(None).await);
+    let enrolment = pb::enrolment_service_client::EnrolmentServiceClient::new(
+        master.trusted_channel(None).await,
+    );
     let attempts: Vec<_> = (0..100)
         .map(|_| {
             let mut enrolment = enrolment.clone();
@@ -1973,21 +1999,21 @@ async fn open_link_with_facts(
     master: &TestMaster,
     data: &MinionDataDir,
     facts: pb::Facts,
-) -> Result<tonic::Streaming<pb::MasterMessage>, Status> {
+) -> Result<tonic::Streaming<pb::ConnectResponse>, Status> {
     let channel = master
         .trusted_channel(Some(TestMaster::minion_identity(data)))
         .await;
-    let hello = pb::MinionMessage {
-        kind: Some(pb::minion_message::Kind::Hello(pb::Hello {
+    let hello = pb::ConnectRequest {
+        kind: Some(pb::connect_request::Kind::Hello(pb::Hello {
             version: "0.1.0".into(),
             facts: Some(facts),
             running: vec![],
-            now_unix_ms: 0,
+            now: None,
         })),
     };
     within(
         "open a link",
-        pb::minion_link_client::MinionLinkClient::new(channel)
+        pb::minion_link_service_client::MinionLinkServiceClient::new(channel)
             .connect(tokio_stream::iter(vec![hello])),
     )
     .await
@@ -2004,10 +2030,10 @@ async fn an_absurd_clock_in_a_hello_is_recorded_and_harms_nothing() {
         let channel = master
             .trusted_channel(Some(TestMaster::minion_identity(&data)))
             .await;
-        let hello = pb::MinionMessage {
-            kind: Some(pb::minion_message::Kind::Hello(pb::Hello {
+        let hello = pb::ConnectRequest {
+            kind: Some(pb::connect_request::Kind::Hello(pb::Hello {
                 version: "0.1.0".into(),
-                now_unix_ms,
+                now: Some(brine_proto::time::timestamp(now_unix_ms)),
                 ..Default::default()
             })),
         };
@@ -2015,7 +2041,7 @@ async fn an_absurd_clock_in_a_hello_is_recorded_and_harms_nothing() {
         sender.send(hello).await.expect("queue the hello");
         let mut link = within(
             "open a link",
-            pb::minion_link_client::MinionLinkClient::new(channel)
+            pb::minion_link_service_client::MinionLinkServiceClient::new(channel)
                 .connect(tokio_stream::wrappers::ReceiverStream::new(receiver)),
         )
         .await
@@ -2025,14 +2051,16 @@ async fn an_absurd_clock_in_a_hello_is_recorded_and_harms_nothing() {
         assert!(
             matches!(
                 first,
-                Ok(Some(pb::MasterMessage {
-                    kind: Some(pb::master_message::Kind::Clock(_))
+                Ok(Some(pb::ConnectResponse {
+                    kind: Some(pb::connect_response::Kind::Clock(_))
                 }))
             ),
             "{now_unix_ms}: {first:?}"
         );
         let minions = master.minions().await;
-        let offset = minions[0].clock_offset_ms;
+        let offset = brine_proto::time::signed_ms("clock_offset", minions[0].clock_offset)
+            .expect("a well-formed offset")
+            .expect("an offset");
         assert_eq!(
             offset.signum(),
             now_unix_ms.signum(),
@@ -2144,7 +2172,13 @@ async fn a_ci_job_that_could_hold_the_lock_too_long_is_refused() {
     let result = within(
         "a long ci highstate",
         fleet.highstate(pb::HighstateRequest {
-            timeout_seconds: 3600,
+            options: Some(pb::JobOptions {
+                batch_timeout: Some(prost_types::Duration {
+                    seconds: 3600,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
     )
@@ -2161,7 +2195,9 @@ async fn a_ci_job_that_could_hold_the_lock_too_long_is_refused() {
     )
     .await
     .expect("the lock state")
-    .into_inner();
+    .into_inner()
+    .lock
+    .expect("the lock");
     assert!(!lock.locked, "{lock:?}");
     master.shutdown().await;
 }
@@ -2217,7 +2253,7 @@ async fn renewal_closes_the_door_behind_it() {
                     .expect("a csr");
             within(
                 "renew",
-                pb::minion_link_client::MinionLinkClient::new(channel)
+                pb::minion_link_service_client::MinionLinkServiceClient::new(channel)
                     .renew(pb::RenewRequest { csr_pem }),
             )
             .await
@@ -2278,12 +2314,12 @@ async fn host_listings_come_in_pages_that_fit_the_message_limit() {
                 container_id: "f".repeat(64),
             })
             .collect();
-        let hello = pb::MinionMessage {
-            kind: Some(pb::minion_message::Kind::Hello(pb::Hello {
+        let hello = pb::ConnectRequest {
+            kind: Some(pb::connect_request::Kind::Hello(pb::Hello {
                 version: "0.1.0".into(),
                 facts: Some(pb::Facts::default()),
                 running,
-                now_unix_ms: 0,
+                now: None,
             })),
         };
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
@@ -2293,7 +2329,7 @@ async fn host_listings_come_in_pages_that_fit_the_message_limit() {
             .await;
         let link = within(
             "open a link with a large hello",
-            pb::minion_link_client::MinionLinkClient::new(channel)
+            pb::minion_link_service_client::MinionLinkServiceClient::new(channel)
                 .connect(tokio_stream::wrappers::ReceiverStream::new(receiver)),
         )
         .await
@@ -2311,6 +2347,7 @@ async fn host_listings_come_in_pages_that_fit_the_message_limit() {
             admin.list_minions(pb::ListMinionsRequest {
                 page_size: 0,
                 page_token: token,
+                filter: String::new(),
             }),
         )
         .await
@@ -2319,7 +2356,7 @@ async fn host_listings_come_in_pages_that_fit_the_message_limit() {
         let size = prost::Message::encoded_len(&page);
         assert!(size < 4 * 1024 * 1024, "a page of {size} bytes");
         pages += 1;
-        seen.extend(page.minions.into_iter().map(|m| m.id));
+        seen.extend(page.minions.into_iter().map(|m| m.minion_id));
         if page.next_page_token.is_empty() {
             break;
         }
@@ -2336,18 +2373,20 @@ async fn host_listings_come_in_pages_that_fit_the_message_limit() {
         admin.list_minions(pb::ListMinionsRequest {
             page_size: 3,
             page_token: "web-0".into(),
+            filter: String::new(),
         }),
     )
     .await
     .expect("a page")
     .into_inner();
-    let ids: Vec<&str> = small.minions.iter().map(|m| m.id.as_str()).collect();
+    let ids: Vec<&str> = small.minions.iter().map(|m| m.minion_id.as_str()).collect();
     assert!(ids.len() <= 3 && ids[0] == "web-1", "{ids:?}");
     let result = within(
         "a forged token",
         admin.list_minions(pb::ListMinionsRequest {
             page_size: 0,
             page_token: "not/an id".into(),
+            filter: String::new(),
         }),
     )
     .await;

@@ -45,7 +45,7 @@ pub async fn join(data: &DataDir, request: JoinRequest) -> anyhow::Result<()> {
         None,
     )?;
     let channel = connect(&request.master, tls, CONNECT_TIMEOUT).await?;
-    let response = pb::enrolment_client::EnrolmentClient::new(channel)
+    let response = pb::enrolment_service_client::EnrolmentServiceClient::new(channel)
         .join(pb::JoinRequest {
             token: request.token.to_string(),
             csr_pem,

@@ -28,7 +28,7 @@ pub(crate) struct Job {
     pub job_id: JobId,
     pub desired: DesiredState,
     /// Only report what would change.
-    pub dry_run: bool,
+    pub plan: bool,
     /// Reports its progress to the link that brought it; advisory, so it never waits.
     pub report_progress: ProgressSink,
 }
@@ -457,7 +457,7 @@ async fn run_job<R: ContainerRuntime>(
     // touches no disk.
     let cached_already = current.filter(|c| c.desired == job.desired);
     let mut cached = None;
-    let result = if job.dry_run {
+    let result = if job.plan {
         executor.plan_only(&job.job_id, &job.desired).await
     } else {
         let saved = match cached_already {

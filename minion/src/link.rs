@@ -9,9 +9,9 @@ use anyhow::Context;
 use brine_common::names::MinionId;
 use brine_common::outcome::{JobId, JobResult};
 use brine_common::spec::DesiredState;
-use brine_proto::pb;
-use brine_proto::pb::minion_message::Kind;
+use brine_proto::pb::connect_request::Kind;
 use brine_proto::tls::connect;
+use brine_proto::{pb, time};
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -190,17 +190,17 @@ async fn session<R: ContainerRuntime>(
         }
     };
     outbound
-        .send(pb::MinionMessage {
+        .send(pb::ConnectRequest {
             kind: Some(Kind::Hello(pb::Hello {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 facts: Some(facts.into()),
                 running: running.into_iter().map(Into::into).collect(),
-                now_unix_ms: crate::now_unix_ms(),
+                now: Some(time::timestamp(crate::now_unix_ms())),
             })),
         })
         .await
         .context("queue the hello")?;
-    let mut inbound = pb::minion_link_client::MinionLinkClient::new(channel.clone())
+    let mut inbound = pb::minion_link_service_client::MinionLinkServiceClient::new(channel.clone())
         .connect(ReceiverStream::new(outbound_queue))
         .await
         .map_err(|status| anyhow::anyhow!("{}", status.message()))
@@ -248,9 +248,12 @@ async fn session<R: ContainerRuntime>(
             break;
         };
         let apply = match message.kind {
-            Some(pb::master_message::Kind::Apply(apply)) => apply,
-            Some(pb::master_message::Kind::Clock(reading)) => {
-                clock = MasterClock::read(reading.now_unix_ms, crate::now_unix_ms());
+            Some(pb::connect_response::Kind::Apply(apply)) => apply,
+            Some(pb::connect_response::Kind::Clock(reading)) => {
+                // A missing or malformed reading leaves the clock as it was.
+                if let Ok(Some(master_now)) = time::unix_ms("clock.now", reading.now) {
+                    clock = MasterClock::read(master_now, crate::now_unix_ms());
+                }
                 continue;
             }
             None => continue,
@@ -286,7 +289,7 @@ async fn session<R: ContainerRuntime>(
                 let job = Job {
                     job_id: command.job_id,
                     desired: command.desired,
-                    dry_run: command.dry_run,
+                    plan: command.plan,
                     report_progress: progress_to(outbound.clone()),
                 };
                 jobs.send(job).await.context("queue a job")?;
@@ -305,9 +308,9 @@ async fn session<R: ContainerRuntime>(
 
 /// A job's progress, sent on the link that brought it: best effort, as progress is advisory,
 /// so when the link is slow it is dropped, never waited for.
-fn progress_to(link: mpsc::Sender<pb::MinionMessage>) -> crate::keeper::ProgressSink {
+fn progress_to(link: mpsc::Sender<pb::ConnectRequest>) -> crate::keeper::ProgressSink {
     Box::new(move |job_id, progress| {
-        let _ = link.try_send(pb::MinionMessage {
+        let _ = link.try_send(pb::ConnectRequest {
             kind: Some(Kind::Progress(pb::JobProgress {
                 job_id: job_id.to_string(),
                 progress: Some(progress.into()),
@@ -320,7 +323,7 @@ fn progress_to(link: mpsc::Sender<pb::MinionMessage>) -> crate::keeper::Progress
 /// meanwhile.
 async fn send_outbox(
     outbox: &Outbox,
-    outbound: &mpsc::Sender<pb::MinionMessage>,
+    outbound: &mpsc::Sender<pb::ConnectRequest>,
 ) -> anyhow::Result<()> {
     let mut waiting = outbox.take().into_iter();
     while let Some(outgoing) = waiting.next() {
@@ -328,7 +331,7 @@ async fn send_outbox(
             Outgoing::Result(result) => Kind::Result(result.into()),
             Outgoing::Event(event) => Kind::Event(event.into()),
         };
-        let message = pb::MinionMessage { kind: Some(kind) };
+        let message = pb::ConnectRequest { kind: Some(kind) };
         if outbound.send(message).await.is_err() {
             outbox.put_back(std::iter::once(outgoing).chain(waiting).collect());
             anyhow::bail!("the link closed while sending what waited for it");
@@ -345,7 +348,7 @@ async fn send_outbox(
 struct Command {
     job_id: JobId,
     desired: DesiredState,
-    dry_run: bool,
+    plan: bool,
     /// Until when the master allows it to be applied.
     expires_at_unix_ms: i64,
 }
@@ -395,7 +398,9 @@ fn accept(id: &MinionId, apply: pb::Apply, master_now: i64) -> Result<Command, J
             apply.minion_id
         )));
     }
-    if apply.expires_at_unix_ms <= master_now {
+    let expires_at_unix_ms = time::unix_ms_or_zero("expires_at", apply.expires_at)
+        .map_err(|err| refuse(err.to_string()))?;
+    if expires_at_unix_ms <= master_now {
         return Err(refuse("the command has expired".into()));
     }
     let desired = apply
@@ -405,13 +410,13 @@ fn accept(id: &MinionId, apply: pb::Apply, master_now: i64) -> Result<Command, J
     Ok(Command {
         job_id,
         desired,
-        dry_run: apply.dry_run,
-        expires_at_unix_ms: apply.expires_at_unix_ms,
+        plan: apply.plan,
+        expires_at_unix_ms,
     })
 }
 
-fn result_message(result: JobResult) -> pb::MinionMessage {
-    pb::MinionMessage {
+fn result_message(result: JobResult) -> pb::ConnectRequest {
+    pb::ConnectRequest {
         kind: Some(Kind::Result(result.into())),
     }
 }
@@ -440,9 +445,9 @@ mod tests {
         pb::Apply {
             job_id: "j-1".into(),
             minion_id: minion.into(),
-            expires_at_unix_ms: MASTER_NOW + expires_in_ms,
+            expires_at: Some(time::timestamp(MASTER_NOW + expires_in_ms)),
             desired: Some(pb::DesiredState::default()),
-            dry_run: false,
+            plan: false,
         }
     }
 

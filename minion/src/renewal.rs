@@ -57,7 +57,7 @@ pub async fn renew(
     // The same key for every attempt until one succeeds: after a lost answer the master hands
     // out the certificate it issued then, which only that key matches.
     let (key, csr_pem) = identity::renewal_key_and_csr(data, id)?;
-    let mut client = pb::minion_link_client::MinionLinkClient::new(channel);
+    let mut client = pb::minion_link_service_client::MinionLinkServiceClient::new(channel);
     let response = tokio::time::timeout(RENEW_TIMEOUT, client.renew(pb::RenewRequest { csr_pem }))
         .await
         .context("the master did not answer in time")?

@@ -41,12 +41,6 @@ impl InvalidField {
     }
 }
 
-impl From<InvalidField> for tonic::Status {
-    fn from(err: InvalidField) -> Self {
-        tonic::Status::invalid_argument(err.to_string())
-    }
-}
-
 fn field<T, E: Display>(name: &str, result: Result<T, E>) -> Result<T, InvalidField> {
     result.map_err(|err| InvalidField::new(name, err))
 }

@@ -5,6 +5,8 @@
 //! offending field; conversions to the wire are infallible (`From`).
 
 mod convert;
+pub mod errors;
+pub mod time;
 pub mod tls;
 
 pub use convert::InvalidField;

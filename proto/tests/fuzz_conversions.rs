@@ -84,7 +84,7 @@ conversion_target!(host_event: pb::HostEvent => HostEvent, built by host_event_m
 conversion_target!(container_result: pb::ContainerResult => ContainerResult, built by container_result_message);
 conversion_target!(job_result: pb::JobResult => JobResult, built by job_result_message);
 conversion_target!(host_report: pb::HostReport => HostReport, built by host_report_message);
-conversion_target!(highstate_event: pb::HighstateEvent => HighstateEvent, built by highstate_event_message);
+conversion_target!(highstate_event: pb::JobEvent => HighstateEvent, built by highstate_event_message);
 
 type Built<T> = arbitrary::Result<T>;
 
@@ -159,8 +159,38 @@ fn port_number(u: &mut Unstructured<'_>) -> Built<u32> {
     number(u, &[1, 80, 8000, 65_535], &[0, 65_536, u32::MAX])
 }
 
-fn millis(u: &mut Unstructured<'_>) -> Built<u32> {
-    number(u, &[1, 500, 1_000, 2_000, 60_000], &[0, u32::MAX])
+/// A duration: mostly sensible milliseconds, now and then unset or malformed (negative,
+/// nanos out of range, mixed signs, beyond any range).
+fn duration(u: &mut Unstructured<'_>) -> Built<Option<prost_types::Duration>> {
+    Ok(match u.int_in_range(0..=9)? {
+        0 => None,
+        1 => Some(prost_types::Duration {
+            seconds: u.arbitrary()?,
+            nanos: u.arbitrary()?,
+        }),
+        _ => {
+            let ms = number(u, &[1, 500, 1_000, 2_000, 60_000], &[0, u32::MAX])?;
+            Some(prost_types::Duration {
+                seconds: i64::from(ms / 1000),
+                nanos: i32::try_from(ms % 1000).unwrap_or(0) * 1_000_000,
+            })
+        }
+    })
+}
+
+/// A timestamp: mostly a time of this century, now and then unset or any bits at all.
+fn timestamp(u: &mut Unstructured<'_>) -> Built<Option<prost_types::Timestamp>> {
+    Ok(match u.int_in_range(0..=9)? {
+        0 => None,
+        1 => Some(prost_types::Timestamp {
+            seconds: u.arbitrary()?,
+            nanos: u.arbitrary()?,
+        }),
+        _ => Some(prost_types::Timestamp {
+            seconds: u.int_in_range(1_700_000_000..=1_900_000_000)?,
+            nanos: u.int_in_range(0..=999_999_999)?,
+        }),
+    })
 }
 
 /// Up to `max` items mostly; now and then one more than `limit`, the bound the conversion enforces.
@@ -196,9 +226,9 @@ fn health_check_message(u: &mut Unstructured<'_>) -> Built<pb::HealthCheck> {
     };
     Ok(pb::HealthCheck {
         probe,
-        interval_ms: millis(u)?,
-        min_healthy_ms: millis(u)?,
-        deadline_ms: millis(u)?,
+        interval: duration(u)?,
+        min_healthy: duration(u)?,
+        deadline: duration(u)?,
     })
 }
 
@@ -231,7 +261,7 @@ fn container_spec_message(u: &mut Unstructured<'_>) -> Built<pb::ContainerSpec> 
             })
         })?,
         restart: enum_value(u, 1..=4)?,
-        stop_timeout_seconds: u.arbitrary()?,
+        stop_timeout: duration(u)?,
         health: if rarely(u)? {
             None
         } else {
@@ -290,7 +320,7 @@ fn progress_message(u: &mut Unstructured<'_>) -> Built<pb::Progress> {
 
 fn host_event_message(u: &mut Unstructured<'_>) -> Built<pb::HostEvent> {
     Ok(pb::HostEvent {
-        at_unix_ms: u.arbitrary()?,
+        at: timestamp(u)?,
         kind: enum_value(u, 1..=7)?,
         message: word(u)?,
     })
@@ -312,9 +342,9 @@ fn container_result_message(u: &mut Unstructured<'_>) -> Built<pb::ContainerResu
 fn timings_message(u: &mut Unstructured<'_>) -> Built<Option<pb::Timings>> {
     Ok(if u.arbitrary()? {
         Some(pb::Timings {
-            pull_ms: u.arbitrary()?,
-            containers_ms: u.arbitrary()?,
-            health_ms: u.arbitrary()?,
+            pull: duration(u)?,
+            containers: duration(u)?,
+            health: duration(u)?,
         })
     } else {
         None
@@ -337,18 +367,19 @@ fn host_report_message(u: &mut Unstructured<'_>) -> Built<pb::HostReport> {
         status: enum_value(u, 1..=7)?,
         containers: list(u, 3, MAX_CONTAINERS, container_result_message)?,
         error: word(u)?,
-        duration_ms: u.arbitrary()?,
+        duration: duration(u)?,
         timings: timings_message(u)?,
         reported_late: u.arbitrary()?,
     })
 }
 
-fn highstate_event_message(u: &mut Unstructured<'_>) -> Built<pb::HighstateEvent> {
-    use pb::highstate_event::Kind;
+fn highstate_event_message(u: &mut Unstructured<'_>) -> Built<pb::JobEvent> {
+    use pb::job_event::Kind;
     let kind = match u.int_in_range(0..=4)? {
         0 => Some(Kind::Started(pb::JobStarted {
             job_id: job_id(u)?,
-            targets: list(u, 3, 3, name)?,
+            minion_ids: list(u, 3, 3, name)?,
+            attached: u.arbitrary()?,
             not_accepted: u.arbitrary()?,
         })),
         1 => Some(Kind::Progress(pb::HostProgress {
@@ -363,13 +394,15 @@ fn highstate_event_message(u: &mut Unstructured<'_>) -> Built<pb::HighstateEvent
         3 => Some(Kind::Summary(pb::JobSummary {
             job_id: job_id(u)?,
             hosts: list(u, 3, 3, host_report_message)?,
-            started_at_unix_ms: u.arbitrary()?,
-            finished_at_unix_ms: u.arbitrary()?,
-            resolve_ms: u.arbitrary()?,
+            started_at: timestamp(u)?,
+            finished_at: timestamp(u)?,
+            resolve: duration(u)?,
             cancelled_by: name(u)?,
             hosts_in_events: u.arbitrary()?,
+            // Sent by the master; a client reads them from the wire as they are.
+            counts: None,
         })),
         _ => None,
     };
-    Ok(pb::HighstateEvent { kind })
+    Ok(pb::JobEvent { kind })
 }

@@ -42,10 +42,15 @@ pub async fn revoke(
     role: CertRole,
     name: String,
 ) -> anyhow::Result<()> {
-    brine_proto::pb::fleet_client::FleetClient::new(client.connect().await?)
+    let wire_role = match role {
+        CertRole::Ci => brine_proto::pb::CertificateRole::Ci,
+        CertRole::Admin => brine_proto::pb::CertificateRole::Admin,
+        other => anyhow::bail!("{other} certificates are not revoked by name"),
+    };
+    brine_proto::pb::fleet_service_client::FleetServiceClient::new(client.connect().await?)
         .revoke_certificate(brine_proto::pb::RevokeCertificateRequest {
             name: name.clone(),
-            role: role.to_string(),
+            role: wire_role.into(),
         })
         .await
         .map_err(super::status_error)

@@ -4,29 +4,33 @@ use std::time::Duration;
 
 use anyhow::Context;
 use brine_common::outcome::HighstateEvent;
-use brine_proto::pb;
+use brine_proto::{pb, time};
 use tonic::Streaming;
 
 use super::client::ClientArgs;
 use super::output::{OutputFormat, Renderer};
 use crate::rollout::{BatchSize, MAX_BATCH_WAIT};
 
-/// How a highstate ended, for the exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a job ended, for the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Every host is unchanged or changed.
     Success,
-    /// Some host failed, was unreachable or timed out, or the stream broke off.
+    /// Some host failed, was unreachable or timed out.
     HostsFailed,
+    /// The connection was lost after the job started: it goes on without this caller, and its
+    /// outcome is not known here.
+    OutcomeUnknown { job_id: Option<String> },
 }
 
 impl Verdict {
-    /// 0 when every host succeeded, 1 otherwise (2 is for jobs that could not run at all).
-    pub fn exit_code(self) -> std::process::ExitCode {
-        match self {
-            Verdict::Success => std::process::ExitCode::SUCCESS,
-            Verdict::HostsFailed => std::process::ExitCode::from(1),
-        }
+    /// The exit code, as README's "Exit codes" lists them.
+    pub fn exit_code(&self) -> std::process::ExitCode {
+        std::process::ExitCode::from(match self {
+            Verdict::Success => super::exit::SUCCESS,
+            Verdict::HostsFailed => super::exit::HOSTS_FAILED,
+            Verdict::OutcomeUnknown { .. } => super::exit::OUTCOME_UNKNOWN,
+        })
     }
 }
 
@@ -66,8 +70,14 @@ impl RolloutArgs {
             anyhow::bail!("--batch-wait: at most one hour");
         }
         Ok(pb::Rollout {
-            batch: self.batch.map(|b| b.to_string()).unwrap_or_default(),
-            batch_wait_ms: u64::try_from(batch_wait.as_millis()).unwrap_or(u64::MAX),
+            batch_size: match self.batch {
+                None | Some(BatchSize::All) => None,
+                Some(BatchSize::Count(hosts)) => Some(pb::rollout::BatchSize::BatchHosts(hosts)),
+                Some(BatchSize::Percent(percent)) => {
+                    Some(pb::rollout::BatchSize::BatchPercent(u32::from(percent)))
+                }
+            },
+            batch_wait: Some(time::duration(batch_wait)),
             canary: self.canary,
             max_failures: self.max_failures,
             auto_revert: self.auto_revert,
@@ -85,37 +95,39 @@ pub struct JobArgs {
     pub timeout: Option<Duration>,
     #[command(flatten)]
     pub rollout: RolloutArgs,
+    /// Makes the command safe to repeat: run again with the same id (e.g. after a lost
+    /// connection, exit code 4), it follows the job the first run started instead of starting
+    /// another. Use a new id for each job, e.g. the CI pipeline's run id.
+    #[arg(long, value_name = "ID", env = "BRINE_REQUEST_ID")]
+    pub request_id: Option<String>,
+    /// When the fleet is locked, wait up to this long (e.g. `10m`, at most `1h`) for the lock
+    /// instead of giving up at once.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait_for_lock: Option<Duration>,
     /// `auto`: progress bars on a terminal, plain lines otherwise.
     #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
     pub output: OutputFormat,
 }
 
-/// The parts of a job request every job subcommand sends.
-struct JobWire {
-    timeout_seconds: u32,
-    rollout: pb::Rollout,
-    lock_message: String,
-}
-
 impl JobArgs {
-    fn wire(&self) -> anyhow::Result<JobWire> {
-        let timeout_seconds = match self.timeout {
-            Some(timeout) => {
-                u32::try_from(timeout.as_secs().max(1)).context("--timeout is too long")?
-            }
-            None => 0,
-        };
-        Ok(JobWire {
-            timeout_seconds,
-            rollout: self.rollout.to_wire()?,
+    /// The options every job request carries, for `target` (an expression; `None` for every
+    /// host).
+    fn options(&self, target: Option<String>) -> anyhow::Result<pb::JobOptions> {
+        Ok(pb::JobOptions {
+            target: target.unwrap_or_default(),
+            batch_timeout: self.timeout.map(time::duration),
+            rollout: Some(self.rollout.to_wire()?),
             lock_message: self.rollout.message.clone().unwrap_or_default(),
+            request_id: self.request_id.clone().unwrap_or_default(),
+            wait_for_lock: self.wait_for_lock.map(time::duration),
         })
     }
 
     async fn fleet(
         &self,
-    ) -> anyhow::Result<pb::fleet_client::FleetClient<tonic::transport::Channel>> {
-        Ok(pb::fleet_client::FleetClient::new(
+    ) -> anyhow::Result<pb::fleet_service_client::FleetServiceClient<tonic::transport::Channel>>
+    {
+        Ok(pb::fleet_service_client::FleetServiceClient::new(
             self.client.connect().await?,
         ))
     }
@@ -124,12 +136,8 @@ impl JobArgs {
 /// Runs a highstate over `target` (an expression; `None` for every host) and renders it; a `plan`
 /// only reports what each host would do.
 pub async fn run(job: &JobArgs, target: Option<String>, plan: bool) -> anyhow::Result<Verdict> {
-    let wire = job.wire()?;
     let request = pb::HighstateRequest {
-        target: target.unwrap_or_default(),
-        timeout_seconds: wire.timeout_seconds,
-        rollout: Some(wire.rollout),
-        lock_message: wire.lock_message,
+        options: Some(job.options(target)?),
         plan,
     };
     let stream = job
@@ -140,7 +148,7 @@ pub async fn run(job: &JobArgs, target: Option<String>, plan: bool) -> anyhow::R
         .map_err(super::status_error)
         .context("start the highstate")?
         .into_inner();
-    Ok(watch(stream, job.output).await)
+    Ok(watch(stream, |r: pb::HighstateResponse| r.event, job.output).await)
 }
 
 /// Rolls `role` (or every role) back to release `to` (or the previous one) and renders it.
@@ -150,14 +158,10 @@ pub async fn rollback(
     to: Option<u64>,
     target: Option<String>,
 ) -> anyhow::Result<Verdict> {
-    let wire = job.wire()?;
     let request = pb::RollbackRequest {
         role: role.unwrap_or_default(),
-        to_release: to.unwrap_or(0),
-        timeout_seconds: wire.timeout_seconds,
-        rollout: Some(wire.rollout),
-        lock_message: wire.lock_message,
-        target: target.unwrap_or_default(),
+        release_id: to,
+        options: Some(job.options(target)?),
     };
     let stream = job
         .fleet()
@@ -167,7 +171,7 @@ pub async fn rollback(
         .map_err(super::status_error)
         .context("start the rollback")?
         .into_inner();
-    Ok(watch(stream, job.output).await)
+    Ok(watch(stream, |r: pb::RollbackResponse| r.event, job.output).await)
 }
 
 /// Deploys `image` to `roles` (CI's call) and renders it.
@@ -177,14 +181,10 @@ pub async fn deploy(
     image: String,
     target: Option<String>,
 ) -> anyhow::Result<Verdict> {
-    let wire = job.wire()?;
     let request = pb::DeployRequest {
         roles,
         image,
-        timeout_seconds: wire.timeout_seconds,
-        rollout: Some(wire.rollout),
-        lock_message: wire.lock_message,
-        target: target.unwrap_or_default(),
+        options: Some(job.options(target)?),
     };
     let stream = job
         .fleet()
@@ -194,12 +194,19 @@ pub async fn deploy(
         .map_err(super::status_error)
         .context("start the deploy")?
         .into_inner();
-    Ok(watch(stream, job.output).await)
+    Ok(watch(stream, |r: pb::DeployResponse| r.event, job.output).await)
 }
 
-/// Renders a job's events until its summary; the verdict is a failure without one.
-async fn watch(mut stream: Streaming<pb::HighstateEvent>, format: OutputFormat) -> Verdict {
+/// Renders a job's events (each the `event` of a response message) until its summary; without
+/// one, the outcome is unknown.
+pub(super) async fn watch<T>(
+    mut stream: Streaming<T>,
+    event_of: fn(T) -> Option<pb::JobEvent>,
+    format: OutputFormat,
+) -> Verdict {
     let mut renderer = Renderer::new(format);
+    let mut job_id = None;
+    let mut summarized = false;
     loop {
         let message = match stream.message().await {
             Ok(Some(message)) => message,
@@ -209,6 +216,9 @@ async fn watch(mut stream: Streaming<pb::HighstateEvent>, format: OutputFormat) 
                 break;
             }
         };
+        let Some(message) = event_of(message) else {
+            continue;
+        };
         let event = match HighstateEvent::try_from(message) {
             Ok(event) => event,
             Err(err) => {
@@ -216,9 +226,25 @@ async fn watch(mut stream: Streaming<pb::HighstateEvent>, format: OutputFormat) 
                 continue;
             }
         };
+        match &event {
+            HighstateEvent::Started { job_id: id, .. } => job_id = Some(id.to_string()),
+            HighstateEvent::Summary(_) => summarized = true,
+            _ => {}
+        }
         renderer.event(&event);
     }
     renderer.finish();
+    if !summarized {
+        let follow = match &job_id {
+            Some(id) => format!("follow it with: brine-master jobs show {id} --follow"),
+            None => "see `brine-master jobs`".to_owned(),
+        };
+        eprintln!(
+            "the connection to the master was lost while the job ran; it goes on without you: \
+             {follow} (or repeat this command with the same --request-id)"
+        );
+        return Verdict::OutcomeUnknown { job_id };
+    }
     // Judged on what the renderer gathered: a long job's summary leaves the hosts' reports to
     // the events that came before it.
     if renderer.job_succeeded() {

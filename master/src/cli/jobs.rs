@@ -28,14 +28,14 @@ struct JobJson {
 }
 
 /// Reads a recorded job from the wire into the domain's summary.
-fn to_json(record: pb::JobRecord) -> anyhow::Result<JobJson> {
+fn to_json(record: pb::Job) -> anyhow::Result<JobJson> {
     let summary = record
         .summary
         .context("the master sent a job without its summary")?;
-    let event = pb::HighstateEvent {
-        kind: Some(pb::highstate_event::Kind::Summary(summary)),
+    let counts = summary.counts.unwrap_or_default();
+    let event = pb::JobEvent {
+        kind: Some(pb::job_event::Kind::Summary(summary)),
     };
-    let counts = record.counts.unwrap_or_default();
     let counts: BTreeMap<&'static str, u32> = [
         (HostStatus::Unchanged, counts.unchanged),
         (HostStatus::Changed, counts.changed),
@@ -79,7 +79,7 @@ fn result_word(job: &JobJson) -> &'static str {
 
 /// Cancels a running job: no batch starts after this, and the hosts not reached are skipped.
 pub async fn cancel(client: &ClientArgs, id: String) -> anyhow::Result<()> {
-    pb::fleet_client::FleetClient::new(client.connect().await?)
+    pb::fleet_service_client::FleetServiceClient::new(client.connect().await?)
         .cancel_job(pb::CancelJobRequest { job_id: id.clone() })
         .await
         .map_err(super::status_error)
@@ -91,15 +91,29 @@ pub async fn cancel(client: &ClientArgs, id: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Lists the newest jobs.
+/// Lists the newest `limit` jobs, a page at a time.
 pub async fn list(client: &ClientArgs, limit: u32, format: ListFormat) -> anyhow::Result<()> {
-    let records = pb::fleet_client::FleetClient::new(client.connect().await?)
-        .list_jobs(pb::ListJobsRequest { limit })
-        .await
-        .map_err(super::status_error)
-        .context("list jobs")?
-        .into_inner()
-        .jobs;
+    let mut fleet = pb::fleet_service_client::FleetServiceClient::new(client.connect().await?);
+    let mut records = vec![];
+    let mut page_token = String::new();
+    while records.len() < usize::try_from(limit).unwrap_or(usize::MAX) {
+        let left = limit.saturating_sub(u32::try_from(records.len()).unwrap_or(u32::MAX));
+        let page = fleet
+            .list_jobs(pb::ListJobsRequest {
+                page_size: left.min(1000),
+                page_token,
+                view: pb::JobView::Basic.into(),
+            })
+            .await
+            .map_err(super::status_error)
+            .context("list jobs")?
+            .into_inner();
+        records.extend(page.jobs);
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
     let jobs = records
         .into_iter()
         .map(to_json)
@@ -128,10 +142,25 @@ pub async fn list(client: &ClientArgs, limit: u32, format: ListFormat) -> anyhow
     Ok(())
 }
 
+/// Follows a job from its start to its summary, running or finished, as `highstate` shows one.
+pub async fn follow(
+    client: &ClientArgs,
+    id: String,
+    format: super::output::OutputFormat,
+) -> anyhow::Result<super::highstate::Verdict> {
+    let stream = pb::fleet_service_client::FleetServiceClient::new(client.connect().await?)
+        .watch_job(pb::WatchJobRequest { job_id: id })
+        .await
+        .map_err(super::status_error)
+        .context("follow the job")?
+        .into_inner();
+    Ok(super::highstate::watch(stream, |r: pb::WatchJobResponse| r.event, format).await)
+}
+
 /// Shows one job with every host.
 pub async fn show(client: &ClientArgs, id: String, format: ListFormat) -> anyhow::Result<()> {
-    let mut fleet = pb::fleet_client::FleetClient::new(client.connect().await?);
-    let mut record: Option<pb::JobRecord> = None;
+    let mut fleet = pb::fleet_service_client::FleetServiceClient::new(client.connect().await?);
+    let mut record: Option<pb::Job> = None;
     let mut page_token = String::new();
     // The hosts' reports come a page at a time; the rest of the record with the first.
     loop {
@@ -146,10 +175,11 @@ pub async fn show(client: &ClientArgs, id: String, format: ListFormat) -> anyhow
             .context("read the job")?
             .into_inner();
         page_token = page.next_page_token.clone();
+        let job = page.job.context("the master sent no job")?;
         match &mut record {
-            None => record = Some(page),
+            None => record = Some(job),
             Some(first) => {
-                let hosts = page.summary.map(|s| s.hosts).unwrap_or_default();
+                let hosts = job.summary.map(|s| s.hosts).unwrap_or_default();
                 if let Some(summary) = &mut first.summary {
                     summary.hosts.extend(hosts);
                 }
@@ -216,7 +246,7 @@ pub async fn show(client: &ClientArgs, id: String, format: ListFormat) -> anyhow
 }
 
 fn started(summary: &JobSummary) -> String {
-    super::time_of(summary.started_at_unix_ms).to_string()
+    super::time_of_ms(summary.started_at_unix_ms)
 }
 
 fn took(summary: &JobSummary) -> String {

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use brine_proto::pb;
-use brine_proto::pb::fleet_client::FleetClient;
+use brine_proto::pb::fleet_service_client::FleetServiceClient;
 use serde::Serialize;
 use tonic::transport::Channel;
 
@@ -72,7 +72,7 @@ struct ContainerJson {
 }
 
 /// Every enrolled host, as the master lists it, page by page.
-async fn fetch(fleet: &mut FleetClient<Channel>) -> anyhow::Result<Vec<pb::MinionInfo>> {
+async fn fetch(fleet: &mut FleetServiceClient<Channel>) -> anyhow::Result<Vec<pb::MinionInfo>> {
     let mut minions = vec![];
     let mut page_token = String::new();
     loop {
@@ -80,6 +80,7 @@ async fn fetch(fleet: &mut FleetClient<Channel>) -> anyhow::Result<Vec<pb::Minio
             .list_minions(pb::ListMinionsRequest {
                 page_size: 0,
                 page_token,
+                filter: String::new(),
             })
             .await
             .map_err(super::status_error)
@@ -94,7 +95,7 @@ async fn fetch(fleet: &mut FleetClient<Channel>) -> anyhow::Result<Vec<pb::Minio
 }
 
 pub async fn list(client: &ClientArgs, format: ListFormat) -> anyhow::Result<()> {
-    let minions = fetch(&mut FleetClient::new(client.connect().await?)).await?;
+    let minions = fetch(&mut FleetServiceClient::new(client.connect().await?)).await?;
     match format {
         ListFormat::Json => {
             let json: Vec<MinionJson> = minions.into_iter().map(to_json).collect();
@@ -107,11 +108,27 @@ pub async fn list(client: &ClientArgs, format: ListFormat) -> anyhow::Result<()>
 
 fn approval_name(approval: i32) -> &'static str {
     match pb::Approval::try_from(approval) {
+        Ok(pb::Approval::Accepted) => "accepted",
         Ok(pb::Approval::Pending) => "pending",
         Ok(pb::Approval::Rejected) => "rejected",
         Ok(pb::Approval::Revoked) => "revoked",
-        _ => "accepted",
+        // Never read an approval this client does not know as admitted.
+        _ => "unknown",
     }
+}
+
+/// A time from the master in milliseconds since the Unix epoch for `--output json`; 0 when
+/// unset or malformed.
+fn unix_ms(at: Option<prost_types::Timestamp>) -> i64 {
+    brine_proto::time::unix_ms_or_zero("", at).unwrap_or(0)
+}
+
+/// A clock offset in milliseconds; 0 when unset or malformed.
+fn offset_ms(offset: Option<prost_types::Duration>) -> i64 {
+    brine_proto::time::signed_ms("", offset)
+        .ok()
+        .flatten()
+        .unwrap_or(0)
 }
 
 fn event_kind(kind: i32) -> &'static str {
@@ -129,7 +146,7 @@ fn event_kind(kind: i32) -> &'static str {
 
 /// Shows one host: link, certificate, facts, labels, containers and its recent events.
 pub async fn show(client: &ClientArgs, id: String, format: ListFormat) -> anyhow::Result<()> {
-    let detail = FleetClient::new(client.connect().await?)
+    let detail = FleetServiceClient::new(client.connect().await?)
         .get_minion(pb::GetMinionRequest { minion_id: id })
         .await
         .map_err(super::status_error)
@@ -144,7 +161,7 @@ pub async fn show(client: &ClientArgs, id: String, format: ListFormat) -> anyhow
                     .events
                     .into_iter()
                     .map(|e| EventJson {
-                        at_unix_ms: e.at_unix_ms,
+                        at_unix_ms: unix_ms(e.at),
                         kind: event_kind(e.kind),
                         message: e.message,
                     })
@@ -179,23 +196,23 @@ fn print_detail(m: &pb::MinionInfo, events: &[pb::HostEvent]) {
         ("accepted", false) => "down",
         (other, _) => other,
     };
-    println!("id:           {}", m.id);
+    println!("id:           {}", m.minion_id);
     println!("link:         {link}");
     if m.replacement_pending {
         println!(
             "replacement:  a machine joined to replace this host; `minions accept {}` lets it take over, `minions reject {}` turns it away",
-            m.id, m.id
+            m.minion_id, m.minion_id
         );
     }
-    if m.last_seen_unix_ms > 0 {
-        println!("last seen:    {}", super::time_of(m.last_seen_unix_ms));
-        println!("clock:        {}", clock_offset(m.clock_offset_ms));
+    if m.last_seen.is_some() {
+        println!("last seen:    {}", super::time_of(m.last_seen.as_ref()));
+        println!("clock:        {}", clock_offset(offset_ms(m.clock_offset)));
     }
     println!("certificate:  {}", m.certificate_sha256);
-    if m.certificate_expires_unix_ms > 0 {
+    if m.certificate_expires_at.is_some() {
         println!(
             "expires:      {}",
-            super::time_of(m.certificate_expires_unix_ms)
+            super::time_of(m.certificate_expires_at.as_ref())
         );
     }
     println!(
@@ -236,7 +253,7 @@ fn print_detail(m: &pb::MinionInfo, events: &[pb::HostEvent]) {
     for e in events {
         println!(
             "  {}  {:<18}  {}",
-            super::time_of(e.at_unix_ms),
+            super::time_of(e.at.as_ref()),
             event_kind(e.kind),
             printable(&e.message)
         );
@@ -296,8 +313,8 @@ fn expand(
             .with_context(|| format!("{pattern:?} is not a valid glob"))?;
         let matched: Vec<String> = minions
             .iter()
-            .filter(|m| glob.matches(&m.id) && action.applies_to(approval_name(m.approval)))
-            .map(|m| m.id.clone())
+            .filter(|m| glob.matches(&m.minion_id) && action.applies_to(approval_name(m.approval)))
+            .map(|m| m.minion_id.clone())
             .collect();
         if matched.is_empty() {
             anyhow::bail!("{pattern:?} matches no host to {}", action.verb());
@@ -330,7 +347,7 @@ pub async fn act(
     patterns: &[String],
     yes: bool,
 ) -> anyhow::Result<()> {
-    let mut fleet = FleetClient::new(client.connect().await?);
+    let mut fleet = FleetServiceClient::new(client.connect().await?);
     let ids = if patterns.iter().any(|p| is_glob(p)) {
         let minions = fetch(&mut fleet).await?;
         let ids = expand(patterns, &minions, action)?;
@@ -351,11 +368,11 @@ pub async fn act(
         let minion_id = id.clone();
         let dropped = match action {
             MinionAction::Accept => fleet
-                .accept_minion(pb::MinionApprovalRequest { minion_id })
+                .accept_minion(pb::AcceptMinionRequest { minion_id })
                 .await
                 .map(|_| false),
             MinionAction::Reject => fleet
-                .reject_minion(pb::MinionApprovalRequest { minion_id })
+                .reject_minion(pb::RejectMinionRequest { minion_id })
                 .await
                 .map(|_| false),
             MinionAction::Revoke => fleet
@@ -395,9 +412,9 @@ pub async fn act(
 fn to_json(m: pb::MinionInfo) -> MinionJson {
     let facts = m.facts.unwrap_or_default();
     MinionJson {
-        id: m.id,
+        id: m.minion_id,
         connected: m.connected,
-        last_seen_unix_ms: m.last_seen_unix_ms,
+        last_seen_unix_ms: unix_ms(m.last_seen),
         hostname: facts.hostname,
         os: facts.os,
         os_id: facts.os_id,
@@ -408,10 +425,10 @@ fn to_json(m: pb::MinionInfo) -> MinionJson {
         labels: facts.labels.into_iter().collect(),
         join_labels: m.join_labels.into_iter().collect(),
         certificate_sha256: m.certificate_sha256,
-        certificate_expires_unix_ms: m.certificate_expires_unix_ms,
+        certificate_expires_unix_ms: unix_ms(m.certificate_expires_at),
         approval: approval_name(m.approval),
         replacement_pending: m.replacement_pending,
-        clock_offset_ms: m.clock_offset_ms,
+        clock_offset_ms: offset_ms(m.clock_offset),
         containers: m
             .running
             .into_iter()
@@ -441,7 +458,7 @@ fn print_table(minions: &[pb::MinionInfo]) {
                 .map(|c| format!("{}({})", c.name, c.role))
                 .collect();
             [
-                m.id.clone(),
+                m.minion_id.clone(),
                 match (approval_name(m.approval), m.connected) {
                     ("accepted", true) => "up",
                     ("accepted", false) => "down",
@@ -490,7 +507,7 @@ mod tests {
 
     fn minion(id: &str, approval: pb::Approval) -> pb::MinionInfo {
         pb::MinionInfo {
-            id: id.into(),
+            minion_id: id.into(),
             approval: approval.into(),
             ..Default::default()
         }

@@ -26,13 +26,26 @@ pub async fn list(
     role: Option<String>,
     format: ListFormat,
 ) -> anyhow::Result<()> {
-    let releases: Vec<ReleaseJson> = pb::fleet_client::FleetClient::new(client.connect().await?)
-        .list_releases(pb::ListReleasesRequest {})
-        .await
-        .map_err(super::status_error)
-        .context("list releases")?
-        .into_inner()
-        .releases
+    let mut fleet = pb::fleet_service_client::FleetServiceClient::new(client.connect().await?);
+    let mut all = vec![];
+    let mut page_token = String::new();
+    loop {
+        let page = fleet
+            .list_releases(pb::ListReleasesRequest {
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(super::status_error)
+            .context("list releases")?
+            .into_inner();
+        all.extend(page.releases);
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    let releases: Vec<ReleaseJson> = all
         .into_iter()
         .map(|r| {
             let mut roles: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -44,15 +57,15 @@ pub async fn list(
                         .insert(pin.container, pin.image);
                 }
             }
-            ReleaseJson {
-                id: r.id,
+            Ok(ReleaseJson {
+                id: r.release_id,
                 job_id: r.job_id,
                 caller: r.caller,
-                created_at_unix_ms: r.created_at_unix_ms,
+                created_at_unix_ms: brine_proto::time::unix_ms_or_zero("created_at", r.created_at)?,
                 roles,
-            }
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     match format {
         ListFormat::Json => println!("{}", serde_json::to_string_pretty(&releases)?),
         ListFormat::Table if releases.is_empty() => {
@@ -62,7 +75,7 @@ pub async fn list(
         }
         ListFormat::Table => {
             for release in &releases {
-                let at = super::time_of(release.created_at_unix_ms);
+                let at = super::time_of_ms(release.created_at_unix_ms);
                 println!(
                     "release {}  {at}  by {}  job {}",
                     release.id, release.caller, release.job_id

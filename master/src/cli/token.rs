@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use brine_proto::pb;
+use brine_proto::{pb, time};
 
 use super::client::ClientArgs;
 
@@ -16,10 +16,10 @@ pub async fn create(
     replace: Option<String>,
 ) -> anyhow::Result<()> {
     let channel = client.connect().await?;
-    let response = pb::fleet_client::FleetClient::new(channel)
+    let response = pb::fleet_service_client::FleetServiceClient::new(channel)
         .create_join_token(pb::CreateJoinTokenRequest {
-            ttl_seconds: ttl.as_secs().max(1),
-            uses,
+            ttl: Some(time::duration(ttl)),
+            max_uses: (uses > 0).then_some(uses),
             labels: labels.into_iter().collect(),
             replaces_minion_id: replace.clone().unwrap_or_default(),
         })
@@ -38,7 +38,7 @@ pub async fn create(
     };
     eprintln!(
         "token {} for {uses}, valid for {}; on each new host run:\n  brine-minion join --master {} --token <TOKEN>",
-        response.id,
+        response.token_id,
         humantime::format_duration(ttl),
         client.address()?
     );
@@ -47,13 +47,25 @@ pub async fn create(
 
 /// Lists the join tokens by id, with their expiry and uses; secrets are never shown.
 pub async fn list(client: &ClientArgs) -> anyhow::Result<()> {
-    let tokens = pb::fleet_client::FleetClient::new(client.connect().await?)
-        .list_join_tokens(pb::ListJoinTokensRequest {})
-        .await
-        .map_err(super::status_error)
-        .context("list join tokens")?
-        .into_inner()
-        .tokens;
+    let mut fleet = pb::fleet_service_client::FleetServiceClient::new(client.connect().await?);
+    let mut tokens = vec![];
+    let mut page_token = String::new();
+    loop {
+        let page = fleet
+            .list_join_tokens(pb::ListJoinTokensRequest {
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(super::status_error)
+            .context("list join tokens")?
+            .into_inner();
+        tokens.extend(page.tokens);
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
     if tokens.is_empty() {
         println!("no join tokens; create one with `brine-master token create`");
         return Ok(());
@@ -64,8 +76,9 @@ pub async fn list(client: &ClientArgs) -> anyhow::Result<()> {
         "ID", "EXPIRES", "STATE", "USED", "LEFT"
     );
     for token in tokens {
-        let expires = super::time_of(token.expires_at_unix_ms);
-        let state = if token.expires_at_unix_ms <= now {
+        let expires = super::time_of(token.expires_at.as_ref());
+        let expires_at_unix_ms = time::unix_ms_or_zero("expires_at", token.expires_at)?;
+        let state = if expires_at_unix_ms <= now {
             "expired"
         } else if token.uses_left == Some(0) {
             "used up"
@@ -85,7 +98,7 @@ pub async fn list(client: &ClientArgs) -> anyhow::Result<()> {
         }
         println!(
             "{:<12}  {expires:<20}  {state:<8}  {:>4}  {left:<4}  {}",
-            token.id,
+            token.token_id,
             token.uses,
             labels.join(",")
         );
@@ -95,8 +108,10 @@ pub async fn list(client: &ClientArgs) -> anyhow::Result<()> {
 
 /// Deletes a join token by id.
 pub async fn revoke(client: &ClientArgs, id: String) -> anyhow::Result<()> {
-    pb::fleet_client::FleetClient::new(client.connect().await?)
-        .revoke_join_token(pb::RevokeJoinTokenRequest { id: id.clone() })
+    pb::fleet_service_client::FleetServiceClient::new(client.connect().await?)
+        .revoke_join_token(pb::RevokeJoinTokenRequest {
+            token_id: id.clone(),
+        })
         .await
         .map_err(super::status_error)
         .context("revoke the join token")?;

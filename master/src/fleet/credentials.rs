@@ -7,10 +7,11 @@ use std::time::Duration;
 use brine_common::identity::CertRole;
 use brine_common::names::{MinionId, check_label};
 use brine_common::token::JoinToken;
-use brine_proto::pb;
+use brine_proto::{pb, time};
 use rand::RngCore;
 use tonic::{Request, Response, Status};
 
+use super::paging::{page_size, paged};
 use super::{FleetService, store_failure};
 use crate::auth::Caller;
 use crate::state::now_unix_ms;
@@ -26,12 +27,9 @@ pub(super) async fn create_join_token(
 ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
     let caller = Caller::of(&request)?.identity()?.to_string();
     let request = request.into_inner();
-    let ttl = match request.ttl_seconds {
-        0 => DEFAULT_TOKEN_TTL,
-        seconds => Duration::from_secs(seconds),
-    };
+    let ttl = time::std_duration("ttl", request.ttl)?.unwrap_or(DEFAULT_TOKEN_TTL);
     if ttl > MAX_TOKEN_TTL {
-        return Err(Status::invalid_argument("ttl_seconds: at most 30 days"));
+        return Err(Status::invalid_argument("ttl: at most 30 days"));
     }
     for (key, value) in &request.labels {
         check_label(key, value)
@@ -45,7 +43,16 @@ pub(super) async fn create_join_token(
         ),
     };
     // A replacing token re-enrols one machine.
-    let uses = if replaces.is_some() { 1 } else { request.uses };
+    let uses = if replaces.is_some() {
+        Some(1)
+    } else {
+        request.max_uses
+    };
+    if uses == Some(0) {
+        return Err(Status::invalid_argument(
+            "max_uses: at least 1 (leave it unset for any number)",
+        ));
+    }
     let mut secret = [0u8; 20];
     rand::rng().fill_bytes(&mut secret);
     let token = JoinToken {
@@ -61,7 +68,7 @@ pub(super) async fn create_join_token(
             secret_sha256: token.secret_hash(),
             created_at_unix_ms: now,
             expires_at_unix_ms,
-            uses_left: (uses > 0).then_some(uses),
+            uses_left: uses,
             uses: 0,
             labels: request.labels.into_iter().collect(),
             replaces: replaces.clone(),
@@ -69,18 +76,20 @@ pub(super) async fn create_join_token(
         .await
         .map_err(store_failure)?;
     let id = token.public_id();
-    tracing::info!(%caller, token.id = %id, ttl = %humantime::format_duration(ttl), uses, replaces = replaces.as_ref().map(MinionId::as_str), "join token created");
+    tracing::info!(%caller, token.id = %id, ttl = %humantime::format_duration(ttl), ?uses, replaces = replaces.as_ref().map(MinionId::as_str), "join token created");
     Ok(Response::new(pb::CreateJoinTokenResponse {
         token: token.to_string(),
-        expires_at_unix_ms,
-        id,
+        expires_at: Some(time::timestamp(expires_at_unix_ms)),
+        token_id: id,
     }))
 }
 
 pub(super) async fn list_join_tokens(
     fleet: &FleetService,
-    _request: Request<pb::ListJoinTokensRequest>,
+    request: Request<pb::ListJoinTokensRequest>,
 ) -> Result<Response<pb::ListJoinTokensResponse>, Status> {
+    let request = request.into_inner();
+    let after = request.page_token;
     let tokens = fleet
         .master
         .store
@@ -89,16 +98,23 @@ pub(super) async fn list_join_tokens(
         .map_err(store_failure)?
         .into_iter()
         .map(|t| pb::JoinTokenInfo {
-            id: t.id,
-            created_at_unix_ms: t.record.created_at_unix_ms,
-            expires_at_unix_ms: t.record.expires_at_unix_ms,
+            token_id: t.id,
+            created_at: Some(time::timestamp(t.record.created_at_unix_ms)),
+            expires_at: Some(time::timestamp(t.record.expires_at_unix_ms)),
             uses: t.record.uses,
             uses_left: t.record.uses_left,
             labels: t.record.labels.into_iter().collect(),
             replaces_minion_id: t.record.replaces.map(String::from).unwrap_or_default(),
         })
-        .collect();
-    Ok(Response::new(pb::ListJoinTokensResponse { tokens }))
+        // Newest first: the page after the token's goes on from where it was in that order.
+        .skip_while(|t| !after.is_empty() && t.token_id != after)
+        .skip(usize::from(!after.is_empty()));
+    let (tokens, next_page_token) =
+        paged(tokens, page_size(request.page_size), |t| t.token_id.clone());
+    Ok(Response::new(pb::ListJoinTokensResponse {
+        tokens,
+        next_page_token,
+    }))
 }
 
 pub(super) async fn revoke_join_token(
@@ -106,10 +122,10 @@ pub(super) async fn revoke_join_token(
     request: Request<pb::RevokeJoinTokenRequest>,
 ) -> Result<Response<pb::RevokeJoinTokenResponse>, Status> {
     let caller = Caller::of(&request)?.identity()?.to_string();
-    let id = request.into_inner().id;
+    let id = request.into_inner().token_id;
     if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Status::invalid_argument(
-            "id: a token id is 12 hex digits, as `token list` shows it",
+            "token_id: a token id is 12 hex digits, as `token list` shows it",
         ));
     }
     match fleet
@@ -133,11 +149,12 @@ pub(super) async fn revoke_certificate(
 ) -> Result<Response<pb::RevokeCertificateResponse>, Status> {
     let caller = Caller::of(&request)?.identity()?.to_string();
     let request = request.into_inner();
-    let role = match request.role.parse() {
-        Ok(role @ (CertRole::Admin | CertRole::Ci)) => role,
+    let role = match pb::CertificateRole::try_from(request.role) {
+        Ok(pb::CertificateRole::Admin) => CertRole::Admin,
+        Ok(pb::CertificateRole::Ci) => CertRole::Ci,
         _ => {
             return Err(Status::invalid_argument(
-                "role: `admin` or `ci` (revoke a minion with RevokeMinion)",
+                "role: ADMIN or CI (revoke a minion with RevokeMinion)",
             ));
         }
     };
@@ -153,6 +170,6 @@ pub(super) async fn revoke_certificate(
     fleet.master.revocations.revoke(role, name.to_string(), now);
     tracing::warn!(%caller, name = %name, %role, "certificates revoked");
     Ok(Response::new(pb::RevokeCertificateResponse {
-        revoked_at_unix_ms: now,
+        revoked_at: Some(time::timestamp(now)),
     }))
 }

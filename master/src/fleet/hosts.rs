@@ -4,27 +4,18 @@
 //! that reads best in one place.
 
 use brine_common::names::MinionId;
-use brine_proto::pb;
+use brine_proto::{pb, time};
 use tonic::{Request, Response, Status};
 
+use super::job_options::parse_target;
 use super::paging::{page_size, page_token, paged};
 use super::{FleetService, store_failure};
 use crate::auth::Caller;
+use crate::highstate::{HighstateError, is_targeted};
+use crate::state::load_roles;
 use crate::store::{Approval, ApprovalChange, EVENTS_KEPT, MinionRecord};
 
 impl FleetService {
-    /// Answers `AcceptMinion` and `RejectMinion`.
-    async fn approve(
-        &self,
-        request: Request<pb::MinionApprovalRequest>,
-        approval: Approval,
-    ) -> Result<Response<pb::MinionApprovalResponse>, Status> {
-        let caller = Caller::of(&request)?.identity()?.to_string();
-        self.set_approval(&caller, request.into_inner().minion_id, approval)
-            .await?;
-        Ok(Response::new(pb::MinionApprovalResponse {}))
-    }
-
     /// Admits, rejects or revokes a host; a host no longer admitted loses its live link at once.
     /// Returns whether a link was dropped.
     async fn set_approval(
@@ -75,14 +66,14 @@ impl FleetService {
     fn minion_info(&self, m: MinionRecord) -> pb::MinionInfo {
         pb::MinionInfo {
             connected: self.master.links.is_connected(&m.id),
-            id: m.id.into(),
-            last_seen_unix_ms: m.last_seen_unix_ms,
+            minion_id: m.id.into(),
+            last_seen: time::timestamp_if_known(m.last_seen_unix_ms),
             facts: Some(m.facts.into()),
             running: m.running.into_iter().map(Into::into).collect(),
             certificate_sha256: m.certificate_sha256,
-            certificate_expires_unix_ms: m.certificate_expires_unix_ms,
+            certificate_expires_at: time::timestamp_if_known(m.certificate_expires_unix_ms),
             replacement_pending: m.pending_replacement.is_some(),
-            clock_offset_ms: m.clock_offset_ms,
+            clock_offset: Some(time::duration_of_signed_ms(m.clock_offset_ms)),
             join_labels: m.join_labels.into_iter().collect(),
             approval: match m.approval {
                 Approval::Accepted => pb::Approval::Accepted,
@@ -101,18 +92,41 @@ pub(super) async fn list_minions(
 ) -> Result<Response<pb::ListMinionsResponse>, Status> {
     let request = request.into_inner();
     let page_size = page_size(request.page_size);
-    let after = page_token(&request.page_token)?;
-    // One more than the page, to tell whether another page follows.
-    let records = fleet
-        .master
-        .store
-        .minions_after(after, page_size + 1)
-        .await
-        .map_err(store_failure)?;
+    let mut after = page_token(&request.page_token)?;
+    let filter = parse_target("filter", &request.filter)?;
+    // Only a filter reads the roles file (for `role:ROLE`).
+    let roles = match &filter {
+        Some(_) => Some(
+            load_roles(&fleet.master.config)
+                .await
+                .map_err(|err| Status::from(HighstateError::Roles(err)))?,
+        ),
+        None => None,
+    };
+    // One more than the page, to tell whether another page follows; with a filter, read on
+    // until that many hosts pass it or the hosts run out.
+    let mut records = vec![];
+    loop {
+        let chunk = fleet
+            .master
+            .store
+            .minions_after(after.clone(), page_size + 1)
+            .await
+            .map_err(store_failure)?;
+        let exhausted = chunk.len() <= page_size;
+        after = chunk.last().map(|record| record.id.clone());
+        records.extend(chunk.into_iter().filter(|record| match (&filter, &roles) {
+            (Some(filter), Some(roles)) => is_targeted(filter, record, roles),
+            _ => true,
+        }));
+        if exhausted || records.len() > page_size {
+            break;
+        }
+    }
     let (minions, next_page_token) = paged(
         records.into_iter().map(|record| fleet.minion_info(record)),
         page_size,
-        |info| &info.id,
+        |info| info.minion_id.clone(),
     );
     Ok(Response::new(pb::ListMinionsResponse {
         minions,
@@ -123,7 +137,7 @@ pub(super) async fn list_minions(
 pub(super) async fn get_minion(
     fleet: &FleetService,
     request: Request<pb::GetMinionRequest>,
-) -> Result<Response<pb::MinionDetail>, Status> {
+) -> Result<Response<pb::GetMinionResponse>, Status> {
     let id = MinionId::new(request.into_inner().minion_id)
         .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
     let record = fleet
@@ -139,7 +153,7 @@ pub(super) async fn get_minion(
         .host_events(id, EVENTS_KEPT)
         .await
         .map_err(store_failure)?;
-    Ok(Response::new(pb::MinionDetail {
+    Ok(Response::new(pb::GetMinionResponse {
         minion: Some(fleet.minion_info(record)),
         events: events.into_iter().map(Into::into).collect(),
     }))
@@ -147,16 +161,22 @@ pub(super) async fn get_minion(
 
 pub(super) async fn accept_minion(
     fleet: &FleetService,
-    request: Request<pb::MinionApprovalRequest>,
-) -> Result<Response<pb::MinionApprovalResponse>, Status> {
-    fleet.approve(request, Approval::Accepted).await
+    request: Request<pb::AcceptMinionRequest>,
+) -> Result<Response<pb::AcceptMinionResponse>, Status> {
+    let caller = Caller::of(&request)?.identity()?.to_string();
+    let id = request.into_inner().minion_id;
+    fleet.set_approval(&caller, id, Approval::Accepted).await?;
+    Ok(Response::new(pb::AcceptMinionResponse {}))
 }
 
 pub(super) async fn reject_minion(
     fleet: &FleetService,
-    request: Request<pb::MinionApprovalRequest>,
-) -> Result<Response<pb::MinionApprovalResponse>, Status> {
-    fleet.approve(request, Approval::Rejected).await
+    request: Request<pb::RejectMinionRequest>,
+) -> Result<Response<pb::RejectMinionResponse>, Status> {
+    let caller = Caller::of(&request)?.identity()?.to_string();
+    let id = request.into_inner().minion_id;
+    fleet.set_approval(&caller, id, Approval::Rejected).await?;
+    Ok(Response::new(pb::RejectMinionResponse {}))
 }
 
 pub(super) async fn revoke_minion(
@@ -172,7 +192,7 @@ pub(super) async fn revoke_minion(
 pub(super) async fn delete_minion(
     fleet: &FleetService,
     request: Request<pb::DeleteMinionRequest>,
-) -> Result<Response<pb::RevokeMinionResponse>, Status> {
+) -> Result<Response<pb::DeleteMinionResponse>, Status> {
     let caller = Caller::of(&request)?.identity()?.to_string();
     let id = MinionId::new(request.into_inner().minion_id)
         .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
@@ -188,5 +208,5 @@ pub(super) async fn delete_minion(
     }
     let disconnected = fleet.master.links.disconnect(&id);
     tracing::warn!(%caller, minion.id = %id, disconnected, "minion deleted");
-    Ok(Response::new(pb::RevokeMinionResponse { disconnected }))
+    Ok(Response::new(pb::DeleteMinionResponse { disconnected }))
 }

@@ -1,315 +1,353 @@
-//! The job RPCs: highstate, deploy and rollback (turned into a `JobKind` and streamed), the
-//! releases, and the recorded jobs (list, get with its host reports in pages, cancel). It is
-//! separate because jobs are the service's largest concern and share their own edge
-//! validation (timeouts, rollout options, targets, the plan rate).
+//! The job RPCs: highstate, deploy and rollback (turned into a `JobKind`, started or attached to
+//! by request id, and streamed), following a job (`WatchJob`), and the recorded jobs (list, get
+//! with its host reports in pages, cancel). It is separate because jobs are the service's
+//! largest concern.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use brine_common::identity::CertIdentity;
 use brine_common::names::{MinionId, RoleName};
-use brine_common::outcome::{HighstateEvent, HostStatus, JobId, JobSummary};
+use brine_common::outcome::{HighstateEvent, JobId};
 use brine_common::spec::ImageRef;
-use brine_common::target::Target;
+use brine_proto::errors::{failure, invalid};
 use brine_proto::pb;
+use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
+use super::job_options::JobOptions;
 use super::paging::{MAX_PAGE_BYTES, page_size, page_token, paged};
-use super::{FleetService, HighstateStream, store_failure};
+use super::{FleetService, JobStream, store_failure};
 use crate::auth::Caller;
-use crate::highstate::{self, HighstateError, JobRequest};
-use crate::job::{JobKind, RollbackError};
-use crate::rollout::{BatchSize, MAX_BATCH_WAIT, Rollout};
-use crate::store::JobRecord;
+use crate::highstate::{self, HighstateError, JobRequest, PreparedJob};
+use crate::job::JobKind;
+use crate::request_ids::Claim;
+use crate::store::{JobRecord, RequestRecord};
 
-/// A highstate waits 24 hours at most, whatever the caller asks.
-const MAX_HIGHSTATE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Jobs in a page of `ListJobs` unless the caller asks for fewer.
+const DEFAULT_JOBS_PAGE: usize = 50;
+/// How often a caller waiting for the fleet lock tries again.
+const LOCK_RETRY: Duration = Duration::from_secs(1);
+/// How long a repeated call waits at a time for the first call with its request id to start
+/// its job, before it looks again.
+const REQUEST_WAIT: Duration = Duration::from_secs(1);
+/// How many replayed events of a recorded job may wait for a slow caller.
+const REPLAY_QUEUE: usize = 256;
 
-/// How many plans may start per minute, fleet-wide: each one asks every targeted host's
-/// Docker engine about its containers.
-const PLANS_PER_MINUTE: usize = 12;
-
-/// The plans started within the last minute.
-#[derive(Debug, Default)]
-pub struct PlanRate {
-    // A std mutex: never held across an await.
-    started: std::sync::Mutex<std::collections::VecDeque<Instant>>,
+/// A job's events for one caller, and whether the caller attached to a job it did not start.
+struct Followed {
+    events: mpsc::Receiver<HighstateEvent>,
+    attached: bool,
 }
 
-impl PlanRate {
-    /// Lets a plan start now, or says when one may.
-    fn admit(&self, now: Instant) -> Result<(), Status> {
-        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
-        while started
-            .front()
-            .is_some_and(|at| now.duration_since(*at) >= Duration::from_secs(60))
-        {
-            started.pop_front();
-        }
-        if let Some(oldest) = started
-            .front()
-            .filter(|_| started.len() >= PLANS_PER_MINUTE)
-        {
-            let wait = Duration::from_secs(60).saturating_sub(now.duration_since(*oldest));
-            return Err(Status::resource_exhausted(format!(
-                "{PLANS_PER_MINUTE} plans started within the last minute; try again in {} s",
-                wait.as_secs().max(1)
-            )));
-        }
-        started.push_back(now);
-        Ok(())
-    }
-}
-
-impl From<HighstateError> for Status {
-    fn from(err: HighstateError) -> Self {
-        match err {
-            HighstateError::Roles(_)
-            | HighstateError::ImpossibleHosts(_)
-            | HighstateError::Registry(_)
-            | HighstateError::Locked(_) => Status::failed_precondition(err.to_string()),
-            HighstateError::NoTargets(_) => Status::not_found(err.to_string()),
-            HighstateError::UnknownRole(_) => Status::invalid_argument(err.to_string()),
-            HighstateError::NotDeployable { .. } | HighstateError::TooLongForCi { .. } => {
-                Status::permission_denied(err.to_string())
+impl Followed {
+    /// The events as one RPC streams them, each wrapped in its response message.
+    fn respond<T: Send + 'static>(self, wrap: fn(pb::JobEvent) -> T) -> Response<JobStream<T>> {
+        let attached = self.attached;
+        let stream = ReceiverStream::new(self.events).map(move |event| {
+            let mut event = fitted(event.into());
+            if let Some(pb::job_event::Kind::Started(started)) = &mut event.kind {
+                started.attached = attached;
             }
-            HighstateError::Rollback(ref rollback) => match rollback {
-                RollbackError::NoRelease | RollbackError::NothingEarlier(_) => {
-                    Status::failed_precondition(err.to_string())
-                }
-                RollbackError::UnknownRelease(_) => Status::not_found(err.to_string()),
-                RollbackError::RoleNotInRelease { .. } => Status::invalid_argument(err.to_string()),
-            },
-            HighstateError::Store(err) => err.to_status(),
-            HighstateError::DiskFull { .. } => {
-                tracing::error!("refused a job: {err}");
-                Status::resource_exhausted(err.to_string())
-            }
-        }
+            Ok(wrap(event))
+        });
+        Response::new(Box::pin(stream))
     }
-}
-
-/// Validates rollout options at the edge.
-fn rollout_from_wire(rollout: pb::Rollout) -> Result<Rollout, Status> {
-    let batch = rollout
-        .batch
-        .parse::<BatchSize>()
-        .map_err(|err| Status::invalid_argument(format!("rollout.batch: {err}")))?;
-    let batch_wait = Duration::from_millis(rollout.batch_wait_ms);
-    if batch_wait > MAX_BATCH_WAIT {
-        return Err(Status::invalid_argument(
-            "rollout.batch_wait_ms: at most one hour",
-        ));
-    }
-    Ok(Rollout {
-        batch,
-        batch_wait,
-        canary: rollout.canary,
-        max_failures: rollout.max_failures,
-        auto_revert: rollout.auto_revert,
-    })
-}
-
-/// Parses a request's target expression; an empty one targets every host.
-fn parse_target(text: &str) -> Result<Option<Target>, Status> {
-    if text.trim().is_empty() {
-        return Ok(None);
-    }
-    Target::parse(text)
-        .map(Some)
-        .map_err(|err| Status::invalid_argument(format!("target: {err}")))
 }
 
 impl FleetService {
-    /// Validates a job's timeout and rollout at the edge.
-    fn job_options(
-        &self,
-        timeout_seconds: u32,
-        rollout: Option<pb::Rollout>,
-    ) -> Result<(Duration, Rollout), Status> {
-        let timeout = match timeout_seconds {
-            0 => self.master.config.highstate_timeout,
-            seconds => Duration::from_secs(u64::from(seconds)),
-        };
-        if timeout > MAX_HIGHSTATE_TIMEOUT {
-            return Err(Status::invalid_argument("timeout_seconds: at most 86400"));
-        }
-        let rollout = match rollout {
-            Some(rollout) => rollout_from_wire(rollout)?,
-            None => Rollout::default(),
-        };
-        Ok((timeout, rollout))
-    }
-
-    /// Prepares a job of `kind` with the options every job request carries (target, timeout,
-    /// rollout, lock message), runs it and streams its events to the caller.
+    /// Starts a job of `kind` with `options`, or attaches to the job an earlier call with the
+    /// same request id started, and follows it.
     async fn start_job(
         &self,
         caller: &CertIdentity,
         kind: JobKind,
-        target: &str,
-        timeout_seconds: u32,
-        rollout: Option<pb::Rollout>,
-        lock_message: String,
-    ) -> Result<Response<HighstateStream>, Status> {
-        let target = parse_target(target)?;
-        let (timeout, rollout) = self.job_options(timeout_seconds, rollout)?;
-        let job = highstate::prepare(
-            &self.master,
-            JobRequest {
-                kind,
-                target,
-                timeout,
-                rollout,
-                caller: caller.to_string(),
-                caller_role: caller.role,
-                lock_message,
-            },
-        )
-        .await?;
-        let events = highstate::spawn(self.master.clone(), job);
-        let stream = ReceiverStream::new(events).map(|event| Ok(fitted(event.into())));
-        Ok(Response::new(Box::pin(stream)))
+        options: JobOptions,
+    ) -> Result<Followed, Status> {
+        let caller_name = caller.to_string();
+        let Some(request_id) = options.request_id.clone() else {
+            let job = self.prepare(caller, kind, options, None).await?;
+            return Ok(self.run(job));
+        };
+        let fingerprint = options.fingerprint(&caller_name, &kind);
+        loop {
+            match self.master.requests.claim(&request_id, &fingerprint) {
+                Claim::Started(job_id) => return self.attach(&job_id).await,
+                Claim::Conflict(job_id) => return Err(reused(&request_id, job_id)),
+                Claim::Wait(ready) => {
+                    // Woken when the first call started its job or gave up; looks again
+                    // anyway after a while, in case the wake-up came before the wait.
+                    let _ = tokio::time::timeout(REQUEST_WAIT, ready.notified()).await;
+                }
+                Claim::First(ticket) => {
+                    // A job started before the master restarted is known to the store only.
+                    let recorded = self
+                        .master
+                        .store
+                        .job_with_request(request_id.clone())
+                        .await
+                        .map_err(store_failure)?;
+                    if let Some(job) = recorded {
+                        let job_id = job.summary.job_id.clone();
+                        let same = job
+                            .request
+                            .as_ref()
+                            .is_some_and(|r| r.fingerprint == fingerprint);
+                        if !same {
+                            return Err(reused(&request_id, Some(job_id)));
+                        }
+                        ticket.started(job_id.clone());
+                        return self.attach(&job_id).await;
+                    }
+                    let request = RequestRecord {
+                        id: request_id.clone(),
+                        fingerprint: fingerprint.clone(),
+                    };
+                    let job = self.prepare(caller, kind, options, Some(request)).await?;
+                    ticket.started(job.job_id.clone());
+                    return Ok(self.run(job));
+                }
+            }
+        }
     }
+
+    /// Prepares a job; while the fleet is locked, tries again for up to `wait_for_lock`.
+    async fn prepare(
+        &self,
+        caller: &CertIdentity,
+        kind: JobKind,
+        options: JobOptions,
+        request: Option<RequestRecord>,
+    ) -> Result<PreparedJob, Status> {
+        let request = JobRequest {
+            kind,
+            target: options.target,
+            timeout: options
+                .batch_timeout
+                .unwrap_or(self.master.config.highstate_timeout),
+            rollout: options.rollout,
+            caller: caller.to_string(),
+            caller_role: caller.role,
+            lock_message: options.lock_message,
+            request,
+        };
+        let give_up_at = tokio::time::Instant::now() + options.wait_for_lock;
+        loop {
+            match highstate::prepare(&self.master, request.clone()).await {
+                Err(HighstateError::Locked(_)) if tokio::time::Instant::now() < give_up_at => {
+                    tokio::time::sleep_until(
+                        give_up_at.min(tokio::time::Instant::now() + LOCK_RETRY),
+                    )
+                    .await;
+                }
+                prepared => return Ok(prepared?),
+            }
+        }
+    }
+
+    fn run(&self, job: PreparedJob) -> Followed {
+        let feed = highstate::spawn(self.master.clone(), job);
+        Followed {
+            events: feed.follow(),
+            attached: false,
+        }
+    }
+
+    /// Follows job `job_id` from its start: live while it runs, from its record once written.
+    async fn attach(&self, job_id: &JobId) -> Result<Followed, Status> {
+        if let Some(feed) = self.master.feeds.get(job_id) {
+            return Ok(Followed {
+                events: feed.follow(),
+                attached: true,
+            });
+        }
+        let job = self
+            .master
+            .store
+            .job(job_id.to_string())
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(|| job_not_found(job_id))?;
+        Ok(Followed {
+            events: replay(job),
+            attached: true,
+        })
+    }
+}
+
+/// A recorded job's events, as its callers saw them: its start, each host's final report, and
+/// its summary.
+fn replay(job: JobRecord) -> mpsc::Receiver<HighstateEvent> {
+    let (events, receiver) = mpsc::channel(REPLAY_QUEUE);
+    tokio::spawn(async move {
+        let started = HighstateEvent::Started {
+            job_id: job.summary.job_id.clone(),
+            targets: job.targets.clone(),
+            not_accepted: 0,
+        };
+        let reports = job
+            .summary
+            .hosts
+            .iter()
+            .cloned()
+            .map(HighstateEvent::HostFinished);
+        for event in std::iter::once(started)
+            .chain(reports)
+            .chain(std::iter::once(HighstateEvent::Summary(
+                job.summary.clone(),
+            )))
+        {
+            if events.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+fn reused(request_id: &str, job_id: Option<JobId>) -> Status {
+    let job_id = job_id.map(String::from).unwrap_or_default();
+    failure(
+        Code::AlreadyExists,
+        pb::ErrorReason::RequestIdReused,
+        format!(
+            "request id {request_id} was used for a different request{}; use a new id for a new \
+             job",
+            if job_id.is_empty() {
+                String::new()
+            } else {
+                format!(" (job {job_id})")
+            }
+        ),
+        [("job_id", job_id)],
+    )
+}
+
+fn job_not_found(job_id: &JobId) -> Status {
+    failure(
+        Code::NotFound,
+        pb::ErrorReason::JobNotFound,
+        format!("no job {job_id}"),
+        [("job_id", job_id.to_string())],
+    )
 }
 
 pub(super) async fn highstate(
     fleet: &FleetService,
     request: Request<pb::HighstateRequest>,
-) -> Result<Response<HighstateStream>, Status> {
+) -> Result<Response<JobStream<pb::HighstateResponse>>, Status> {
     let identity = Caller::of(&request)?.identity()?.clone();
     let request = request.into_inner();
+    let options = JobOptions::from_wire(request.options)?;
     if request.plan {
         fleet.plan_rate.admit(Instant::now())?;
     }
-    fleet
-        .start_job(
-            &identity,
-            JobKind::Highstate {
-                dry_run: request.plan,
-            },
-            &request.target,
-            request.timeout_seconds,
-            request.rollout,
-            request.lock_message,
-        )
-        .await
+    let kind = JobKind::Highstate { plan: request.plan };
+    let followed = fleet.start_job(&identity, kind, options).await?;
+    Ok(followed.respond(|event| pb::HighstateResponse { event: Some(event) }))
 }
 
 pub(super) async fn deploy(
     fleet: &FleetService,
     request: Request<pb::DeployRequest>,
-) -> Result<Response<HighstateStream>, Status> {
+) -> Result<Response<JobStream<pb::DeployResponse>>, Status> {
     let identity = Caller::of(&request)?.identity()?.clone();
     let request = request.into_inner();
     if request.roles.is_empty() {
-        return Err(Status::invalid_argument("roles: name at least one role"));
+        return Err(invalid("roles", "name at least one role"));
     }
     let roles = request
         .roles
         .iter()
         .map(|role| {
-            RoleName::new(role.trim())
-                .map_err(|err| Status::invalid_argument(format!("roles: {role:?} {err}")))
+            RoleName::new(role.trim()).map_err(|err| invalid("roles", format!("{role:?} {err}")))
         })
         .collect::<Result<BTreeSet<_>, _>>()?;
-    let image = ImageRef::new(request.image)
-        .map_err(|err| Status::invalid_argument(format!("image: {err}")))?;
-    fleet
-        .start_job(
-            &identity,
-            JobKind::Deploy { roles, image },
-            &request.target,
-            request.timeout_seconds,
-            request.rollout,
-            request.lock_message,
-        )
-        .await
+    let image = ImageRef::new(request.image).map_err(|err| invalid("image", err))?;
+    let options = JobOptions::from_wire(request.options)?;
+    let followed = fleet
+        .start_job(&identity, JobKind::Deploy { roles, image }, options)
+        .await?;
+    Ok(followed.respond(|event| pb::DeployResponse { event: Some(event) }))
 }
 
 pub(super) async fn rollback(
     fleet: &FleetService,
     request: Request<pb::RollbackRequest>,
-) -> Result<Response<HighstateStream>, Status> {
+) -> Result<Response<JobStream<pb::RollbackResponse>>, Status> {
     let identity = Caller::of(&request)?.identity()?.clone();
     let request = request.into_inner();
     let role = match request.role.trim() {
         "" => None,
-        role => Some(
-            RoleName::new(role).map_err(|err| Status::invalid_argument(format!("role: {err}")))?,
-        ),
+        role => Some(RoleName::new(role).map_err(|err| invalid("role", err))?),
     };
+    if request.release_id == Some(0) {
+        return Err(invalid(
+            "release_id",
+            "releases are numbered from 1; leave it unset for the newest earlier one",
+        ));
+    }
     let kind = JobKind::Rollback {
         role,
-        release: (request.to_release != 0).then_some(request.to_release),
+        release: request.release_id,
     };
-    fleet
-        .start_job(
-            &identity,
-            kind,
-            &request.target,
-            request.timeout_seconds,
-            request.rollout,
-            request.lock_message,
-        )
-        .await
+    let options = JobOptions::from_wire(request.options)?;
+    let followed = fleet.start_job(&identity, kind, options).await?;
+    Ok(followed.respond(|event| pb::RollbackResponse { event: Some(event) }))
 }
 
-pub(super) async fn list_releases(
+pub(super) async fn watch_job(
     fleet: &FleetService,
-    _request: Request<pb::ListReleasesRequest>,
-) -> Result<Response<pb::ListReleasesResponse>, Status> {
-    let releases = fleet
-        .master
-        .store
-        .releases()
-        .await
-        .map_err(store_failure)?
-        .into_iter()
-        .map(|r| pb::Release {
-            id: r.id,
-            job_id: r.job_id,
-            caller: r.caller,
-            created_at_unix_ms: r.created_at_unix_ms,
-            pins: r
-                .pins
-                .into_iter()
-                .flat_map(|(role, containers)| {
-                    containers
-                        .into_iter()
-                        .map(move |(container, image)| pb::Pin {
-                            role: role.to_string(),
-                            container: container.into(),
-                            image: image.into(),
-                        })
-                })
-                .collect(),
-        })
-        .collect();
-    Ok(Response::new(pb::ListReleasesResponse { releases }))
+    request: Request<pb::WatchJobRequest>,
+) -> Result<Response<JobStream<pb::WatchJobResponse>>, Status> {
+    let id = JobId::new(request.into_inner().job_id).map_err(|err| invalid("job_id", err))?;
+    let mut followed = fleet.attach(&id).await?;
+    // Watching is not a repeated call: its start is not marked as an attachment.
+    followed.attached = false;
+    Ok(followed.respond(|event| pb::WatchJobResponse { event: Some(event) }))
 }
 
 pub(super) async fn list_jobs(
     fleet: &FleetService,
     request: Request<pb::ListJobsRequest>,
 ) -> Result<Response<pb::ListJobsResponse>, Status> {
-    let limit = match request.into_inner().limit {
-        0 => 50,
-        n @ 1..=1000 => n,
-        _ => return Err(Status::invalid_argument("limit: at most 1000")),
+    let request = request.into_inner();
+    let size = match request.page_size {
+        0 => DEFAULT_JOBS_PAGE,
+        size => page_size(size),
     };
-    let jobs = fleet
+    let before = match request.page_token.as_str() {
+        "" => None,
+        token => Some(
+            JobId::new(token)
+                .map_err(|err| invalid("page_token", format!("not one this master gave: {err}")))?
+                .to_string(),
+        ),
+    };
+    let full = matches!(request.view(), pb::JobView::Full);
+    // One more than the page, to tell whether another page follows.
+    let records = fleet
         .master
         .store
-        .jobs(usize::try_from(limit).unwrap_or(usize::MAX))
+        .jobs_before(before, size + 1)
         .await
-        .map_err(store_failure)?
-        .into_iter()
-        .map(|job| job_to_wire(job, HostPage::None))
-        .collect();
-    Ok(Response::new(pb::ListJobsResponse { jobs }))
+        .map_err(store_failure)?;
+    let jobs = records.into_iter().map(|job| {
+        let hosts = if full { HostPage::All } else { HostPage::None };
+        job_to_wire(job, hosts).0
+    });
+    let (jobs, next_page_token) = paged(jobs, size, |job| {
+        job.summary
+            .as_ref()
+            .map(|summary| summary.job_id.clone())
+            .unwrap_or_default()
+    });
+    Ok(Response::new(pb::ListJobsResponse {
+        jobs,
+        next_page_token,
+    }))
 }
 
 pub(super) async fn cancel_job(
@@ -317,10 +355,14 @@ pub(super) async fn cancel_job(
     request: Request<pb::CancelJobRequest>,
 ) -> Result<Response<pb::CancelJobResponse>, Status> {
     let caller = Caller::of(&request)?.identity()?.to_string();
-    let id = JobId::new(request.into_inner().job_id)
-        .map_err(|err| Status::invalid_argument(format!("job_id: {err}")))?;
+    let id = JobId::new(request.into_inner().job_id).map_err(|err| invalid("job_id", err))?;
     if !fleet.master.router.cancel(&id, &caller) {
-        return Err(Status::not_found(format!("no job {id} is running")));
+        return Err(failure(
+            Code::NotFound,
+            pb::ErrorReason::JobNotRunning,
+            format!("no job {id} is running"),
+            [("job_id", id.to_string())],
+        ));
     }
     tracing::warn!(%caller, job.id = %id, "job cancelled");
     Ok(Response::new(pb::CancelJobResponse {}))
@@ -329,30 +371,31 @@ pub(super) async fn cancel_job(
 pub(super) async fn get_job(
     fleet: &FleetService,
     request: Request<pb::GetJobRequest>,
-) -> Result<Response<pb::JobRecord>, Status> {
+) -> Result<Response<pb::GetJobResponse>, Status> {
     let request = request.into_inner();
-    let id = JobId::new(request.job_id)
-        .map_err(|err| Status::invalid_argument(format!("job_id: {err}")))?;
+    let id = JobId::new(request.job_id).map_err(|err| invalid("job_id", err))?;
     let hosts = HostPage::After {
         after: page_token(&request.page_token)?,
         size: page_size(request.page_size),
     };
-    match fleet
+    let job = fleet
         .master
         .store
         .job(id.to_string())
         .await
         .map_err(store_failure)?
-    {
-        Some(job) => Ok(Response::new(job_to_wire(job, hosts))),
-        None => Err(Status::not_found(format!("no job {id}"))),
-    }
+        .ok_or_else(|| job_not_found(&id))?;
+    let (job, next_page_token) = job_to_wire(job, hosts);
+    Ok(Response::new(pb::GetJobResponse {
+        job: Some(job),
+        next_page_token,
+    }))
 }
 
 /// `event` as it can be sent: a job's closing summary leaves out the host reports when they
 /// would not fit one message (each came in its own `HostFinished` event).
-pub(super) fn fitted(mut event: pb::HighstateEvent) -> pb::HighstateEvent {
-    if let Some(pb::highstate_event::Kind::Summary(summary)) = &mut event.kind
+pub(super) fn fitted(mut event: pb::JobEvent) -> pb::JobEvent {
+    if let Some(pb::job_event::Kind::Summary(summary)) = &mut event.kind
         && prost::Message::encoded_len(summary) > MAX_PAGE_BYTES
     {
         summary.hosts.clear();
@@ -361,17 +404,14 @@ pub(super) fn fitted(mut event: pb::HighstateEvent) -> pb::HighstateEvent {
     event
 }
 
-/// A recorded job for the wire: its counts, and `hosts` of its host reports (in id order).
-fn job_to_wire(job: JobRecord, hosts: HostPage) -> pb::JobRecord {
-    let counts = job_counts(&job.summary);
-    let summary = pb::HighstateEvent::from(HighstateEvent::Summary(job.summary));
-    let mut summary = match summary.kind {
-        Some(pb::highstate_event::Kind::Summary(summary)) => summary,
-        _ => pb::JobSummary::default(),
-    };
+/// A recorded job for the wire, with `hosts` of its host reports (in id order), and the token
+/// of the next page of reports.
+fn job_to_wire(job: JobRecord, hosts: HostPage) -> (pb::Job, String) {
+    let mut summary = pb::JobSummary::from(job.summary);
     let all_hosts = std::mem::take(&mut summary.hosts);
     let (page, next_page_token) = match hosts {
         HostPage::None => (vec![], String::new()),
+        HostPage::All => (all_hosts, String::new()),
         HostPage::After { after, size } => paged(
             all_hosts.into_iter().filter(|h| {
                 after
@@ -379,44 +419,28 @@ fn job_to_wire(job: JobRecord, hosts: HostPage) -> pb::JobRecord {
                     .is_none_or(|after| h.minion_id.as_str() > after.as_str())
             }),
             size,
-            |host| &host.minion_id,
+            |host| host.minion_id.clone(),
         ),
     };
     summary.hosts = page;
-    pb::JobRecord {
+    let job = pb::Job {
         caller: job.caller,
         target: job.target,
         plan: job.plan,
         running: job.running,
         summary: Some(summary),
-        counts: Some(counts),
-        next_page_token,
-    }
+        request_id: job.request.map(|r| r.id).unwrap_or_default(),
+    };
+    (job, next_page_token)
 }
 
 /// Which of a job's host reports to send.
 enum HostPage {
     None,
+    All,
     /// Up to `size` reports after host `after` (from the first without it).
     After {
         after: Option<MinionId>,
         size: usize,
     },
-}
-
-fn job_counts(summary: &JobSummary) -> pb::JobCounts {
-    let mut counts = pb::JobCounts::default();
-    for host in &summary.hosts {
-        let count = match host.status {
-            HostStatus::Unchanged => &mut counts.unchanged,
-            HostStatus::Changed => &mut counts.changed,
-            HostStatus::Failed => &mut counts.failed,
-            HostStatus::Unreachable => &mut counts.unreachable,
-            HostStatus::TimedOut => &mut counts.timed_out,
-            HostStatus::Skipped => &mut counts.skipped,
-            HostStatus::Interrupted => &mut counts.interrupted,
-        };
-        *count += 1;
-    }
-    counts
 }

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use brine_proto::pb;
-use tonic::{Request, Response, Status};
+use brine_common::outcome::JobId;
+use brine_proto::errors::failure;
+use brine_proto::{pb, time};
+use tonic::{Code, Request, Response, Status};
 
 use super::{FleetService, store_failure};
 use crate::auth::Caller;
@@ -19,20 +21,22 @@ const MAX_LOCK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub(super) async fn get_lock(
     fleet: &FleetService,
     _request: Request<pb::GetLockRequest>,
-) -> Result<Response<pb::LockStatus>, Status> {
+) -> Result<Response<pb::GetLockResponse>, Status> {
     let lock = fleet
         .master
         .store
         .current_lock(now_unix_ms())
         .await
         .map_err(store_failure)?;
-    Ok(Response::new(lock_status(lock)))
+    Ok(Response::new(pb::GetLockResponse {
+        lock: Some(lock_status(lock)),
+    }))
 }
 
 pub(super) async fn acquire_lock(
     fleet: &FleetService,
     request: Request<pb::AcquireLockRequest>,
-) -> Result<Response<pb::LockStatus>, Status> {
+) -> Result<Response<pb::AcquireLockResponse>, Status> {
     let caller = Caller::of(&request)?.identity()?.to_string();
     let request = request.into_inner();
     if request.message.trim().is_empty() {
@@ -40,12 +44,9 @@ pub(super) async fn acquire_lock(
             "message: say why the fleet is locked",
         ));
     }
-    let ttl = match request.ttl_seconds {
-        0 => DEFAULT_LOCK_TTL,
-        seconds => Duration::from_secs(seconds),
-    };
+    let ttl = time::std_duration("ttl", request.ttl)?.unwrap_or(DEFAULT_LOCK_TTL);
     if ttl > MAX_LOCK_TTL {
-        return Err(Status::invalid_argument("ttl_seconds: at most 7 days"));
+        return Err(Status::invalid_argument("ttl: at most 7 days"));
     }
     let now = now_unix_ms();
     let lock = LockRecord {
@@ -64,7 +65,9 @@ pub(super) async fn acquire_lock(
     {
         Ok(()) => {
             tracing::info!(%caller, message = %lock.message, "fleet locked");
-            Ok(Response::new(lock_status(Some(lock))))
+            Ok(Response::new(pb::AcquireLockResponse {
+                lock: Some(lock_status(Some(lock))),
+            }))
         }
         Err(held) => Err(Status::failed_precondition(highstate::describe_lock(&held))),
     }
@@ -75,6 +78,29 @@ pub(super) async fn release_lock(
     request: Request<pb::ReleaseLockRequest>,
 ) -> Result<Response<pb::ReleaseLockResponse>, Status> {
     let caller = Caller::of(&request)?.identity()?.to_string();
+    if !request.into_inner().force {
+        let lock = fleet
+            .master
+            .store
+            .current_lock(now_unix_ms())
+            .await
+            .map_err(store_failure)?;
+        let running_job = lock.and_then(|lock| lock.job_id).filter(|job| {
+            JobId::new(job.as_str()).is_ok_and(|id| fleet.master.feeds.get(&id).is_some())
+        });
+        if let Some(job) = running_job {
+            return Err(failure(
+                Code::FailedPrecondition,
+                pb::ErrorReason::LockHeldByJob,
+                format!(
+                    "job {job} holds the lock while it runs; cancel the job (`brine-master jobs \
+                     cancel {job}`), or release the lock anyway with --force (the job goes on \
+                     unlocked)"
+                ),
+                [("job_id", job.clone())],
+            ));
+        }
+    }
     let released = fleet
         .master
         .store
@@ -89,16 +115,16 @@ pub(super) async fn release_lock(
     }))
 }
 
-fn lock_status(lock: Option<LockRecord>) -> pb::LockStatus {
+fn lock_status(lock: Option<LockRecord>) -> pb::Lock {
     match lock {
-        Some(lock) => pb::LockStatus {
+        Some(lock) => pb::Lock {
             locked: true,
             holder: lock.holder,
             message: lock.message,
-            acquired_at_unix_ms: lock.acquired_at_unix_ms,
-            expires_at_unix_ms: lock.expires_at_unix_ms,
+            acquired_at: Some(time::timestamp(lock.acquired_at_unix_ms)),
+            expires_at: Some(time::timestamp(lock.expires_at_unix_ms)),
             job_id: lock.job_id.unwrap_or_default(),
         },
-        None => pb::LockStatus::default(),
+        None => pb::Lock::default(),
     }
 }

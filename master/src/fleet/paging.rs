@@ -18,7 +18,7 @@ pub(super) const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
 pub(super) fn paged<T: prost::Message>(
     items: impl IntoIterator<Item = T>,
     size: usize,
-    key: impl Fn(&T) -> &String,
+    key: impl Fn(&T) -> String,
 ) -> (Vec<T>, String) {
     let mut page = vec![];
     let mut bytes = 0;
@@ -33,7 +33,7 @@ pub(super) fn paged<T: prost::Message>(
         page.push(item);
     }
     let token = match page.last() {
-        Some(last) if more => key(last).clone(),
+        Some(last) if more => key(last),
         _ => String::new(),
     };
     (page, token)

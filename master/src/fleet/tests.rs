@@ -37,7 +37,7 @@ fn job_hosts_come_in_pages_by_count_and_by_size() {
             .cloned()
             .map(pb::HostReport::from)
             .filter(|h| h.minion_id.as_str() > after);
-        let (page, token) = paged(wire, size, |h| &h.minion_id);
+        let (page, token) = paged(wire, size, |h| h.minion_id.clone());
         let ids: Vec<String> = page.into_iter().map(|h| h.minion_id).collect();
         (ids, token)
     };
@@ -66,14 +66,14 @@ fn a_summary_too_large_for_one_message_leaves_its_hosts_to_the_events() {
     let hosts: Vec<pb::HostReport> = (0..5)
         .map(|n| pb::HostReport::from(host(&format!("big-{n}"), 1 << 20)))
         .collect();
-    let event = pb::HighstateEvent {
-        kind: Some(pb::highstate_event::Kind::Summary(pb::JobSummary {
+    let event = pb::JobEvent {
+        kind: Some(pb::job_event::Kind::Summary(pb::JobSummary {
             job_id: "j".into(),
             hosts,
             ..Default::default()
         })),
     };
-    let Some(pb::highstate_event::Kind::Summary(sent)) = fitted(event).kind else {
+    let Some(pb::job_event::Kind::Summary(sent)) = fitted(event).kind else {
         panic!("a summary");
     };
     assert!(

@@ -25,7 +25,7 @@ use crate::registry::{ResolveError, Resolver};
 use crate::release::{Pins, pins_of};
 use crate::rollout::Rollout;
 use crate::state::{Master, load_roles, now_unix_ms};
-use crate::store::{Approval, LockRecord, MinionRecord};
+use crate::store::{Approval, LockRecord, MinionRecord, RequestRecord};
 
 /// How much free space a job needs where the store is: its record, for 10,000 hosts, and room
 /// for the store to grow.
@@ -110,7 +110,7 @@ pub enum HighstateError {
 }
 
 /// What a caller asks of a highstate.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct JobRequest {
     pub kind: JobKind,
     /// Which hosts; `None` for every enrolled host.
@@ -124,6 +124,8 @@ pub struct JobRequest {
     pub caller_role: CertRole,
     /// Why, for the fleet lock; empty for a default.
     pub lock_message: String,
+    /// The caller's request id, recorded with the job so that a repeated call finds it.
+    pub request: Option<RequestRecord>,
 }
 
 /// A new job id: UTC start time, then random hex, so ids sort by time and never collide.
@@ -144,7 +146,7 @@ pub(super) fn new_job_id() -> JobId {
 
 /// Whether `target` picks `host`: by id, its labels (its join token's over its own), its facts
 /// or the roles the roles file assigns it.
-fn is_targeted(target: &Target, host: &MinionRecord, roles: &RolesFile) -> bool {
+pub fn is_targeted(target: &Target, host: &MinionRecord, roles: &RolesFile) -> bool {
     let mut labels = host.facts.labels.clone();
     labels.extend(host.join_labels.clone());
     let assigned: Vec<&RoleName> = roles.roles_for(&host.id).into_iter().collect();
@@ -167,9 +169,10 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
         caller,
         caller_role,
         lock_message,
+        request,
     } = request;
     tracing::info!(%caller, ?kind, "job requested");
-    let plan = kind.is_dry_run();
+    let plan = kind.is_plan();
     // A job that could not be recorded would leave no trace of what it changed, and the fleet
     // locked: refused before anything is sent.
     let available_bytes = master.store.available_bytes().await?;
@@ -331,6 +334,7 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
         plan,
         resolve_ms,
         not_accepted,
+        request,
     })
 }
 

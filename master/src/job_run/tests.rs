@@ -45,7 +45,7 @@ fn plan(hosts: usize, rollout: Rollout) -> JobPlan {
         job_id: JobId::new("j-1").unwrap(),
         rollout,
         timeout: TIMEOUT,
-        dry_run: false,
+        plan: false,
         desired: (1..=hosts).map(|n| (host(n), web_on("v2"))).collect(),
         blocked: BTreeMap::new(),
         previous_release: None,
@@ -362,7 +362,7 @@ fn a_failed_rollout_returns_the_changed_hosts_to_the_previous_release() {
     let Some(Step::Send {
         job_id,
         hosts: reverted,
-        dry_run: false,
+        plan: false,
         batch: None,
         ..
     }) = steps.iter().find(|s| matches!(s, Step::Send { .. }))
@@ -418,11 +418,11 @@ fn nothing_is_reverted_without_an_earlier_release_or_for_a_dry_run() {
     assert!(run.is_done());
 
     let mut dry = plan(2, rollout);
-    dry.dry_run = true;
+    dry.plan = true;
     dry.previous_release = Some(release_on("v1"));
     let mut run = JobRun::new(dry);
     let steps = run.start(t0);
-    assert!(matches!(steps[0], Step::Send { dry_run: true, .. }));
+    assert!(matches!(steps[0], Step::Send { plan: true, .. }));
     run.result(host(1), result(HostStatus::Changed), t0);
     let steps = run.result(host(2), result(HostStatus::Failed), t0);
     assert!(sent(&steps).is_empty());

@@ -37,6 +37,7 @@ macro_rules! contract_tests {
             a_job_left_running_is_interrupted_for_the_hosts_without_a_report,
             a_late_report_replaces_only_a_verdict_given_without_the_host,
             job_history_keeps_the_newest_and_the_recent_but_never_a_running_job,
+            jobs_are_listed_newest_first_a_page_at_a_time_and_found_by_request_id,
             a_certificate_revocation_is_replaced_by_a_later_one,
             the_lock_refuses_a_second_holder_until_released_or_expired,
         );
@@ -219,6 +220,7 @@ pub(super) async fn hosts_tokens_jobs_and_releases_are_recorded(store: &dyn Stor
                 plan: false,
                 running: false,
                 targets: vec![id("web-1")],
+                request: None,
             },
             KEEP_ALL,
         )
@@ -263,7 +265,7 @@ pub(super) async fn hosts_tokens_jobs_and_releases_are_recorded(store: &dyn Stor
         TokenCheck::Unknown
     );
     assert!(store.job("j-1".into()).await.unwrap().is_some());
-    assert_eq!(store.jobs(10).await.unwrap().len(), 1);
+    assert_eq!(store.jobs_before(None, 10).await.unwrap().len(), 1);
     assert!(store.latest_release().await.unwrap().is_none());
     let first = store
         .add_release("j-1".into(), "admin".into(), 1, Pins::new())
@@ -560,6 +562,7 @@ pub(super) async fn a_job_left_running_is_interrupted_for_the_hosts_without_a_re
         caller: "admin".into(),
         plan: false,
         running,
+        request: None,
         targets: vec![id("web-1"), id("web-2")],
     };
     store.record_job_progress(job("j-1", true)).await.unwrap();
@@ -618,6 +621,7 @@ pub(super) async fn a_late_report_replaces_only_a_verdict_given_without_the_host
         target: String::new(),
         caller: "admin".into(),
         plan: false,
+        request: None,
         running,
         targets: vec![id("web-1"), id("web-2")],
     };
@@ -686,6 +690,75 @@ pub(super) async fn a_late_report_replaces_only_a_verdict_given_without_the_host
     assert!(!late("j-1", "web-1").await.unwrap());
 }
 
+pub(super) async fn jobs_are_listed_newest_first_a_page_at_a_time_and_found_by_request_id(
+    store: &dyn Store,
+) {
+    let job = |n: u32, request: Option<&str>| JobRecord {
+        summary: JobSummary {
+            job_id: JobId::new(format!("20260101T0000{n:02}-0000")).unwrap(),
+            hosts: vec![],
+            started_at_unix_ms: 1,
+            finished_at_unix_ms: 2,
+            resolve_ms: 0,
+            cancelled_by: None,
+        },
+        target: String::new(),
+        caller: "ci".into(),
+        request: request.map(|id| RequestRecord {
+            id: id.into(),
+            fingerprint: format!("f{n}"),
+        }),
+        plan: false,
+        running: false,
+        targets: vec![],
+    };
+    for n in 1..=5 {
+        let request = match n {
+            2 | 4 => Some("pipeline-7"),
+            3 => Some("pipeline-8"),
+            _ => None,
+        };
+        store.record_job(job(n, request), KEEP_ALL).await.unwrap();
+    }
+    let ids = |jobs: Vec<JobRecord>| -> Vec<String> {
+        jobs.iter().map(|j| j.summary.job_id.to_string()).collect()
+    };
+    let first = store.jobs_before(None, 2).await.unwrap();
+    assert_eq!(ids(first), ["20260101T000005-0000", "20260101T000004-0000"]);
+    let second = store
+        .jobs_before(Some("20260101T000004-0000".into()), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(second),
+        ["20260101T000003-0000", "20260101T000002-0000"]
+    );
+    let last = store
+        .jobs_before(Some("20260101T000002-0000".into()), 2)
+        .await
+        .unwrap();
+    assert_eq!(ids(last), ["20260101T000001-0000"]);
+
+    let found = store
+        .job_with_request("pipeline-7".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        found.summary.job_id.as_str(),
+        "20260101T000004-0000",
+        "the newest"
+    );
+    assert_eq!(found.request.unwrap().fingerprint, "f4");
+    assert!(
+        store
+            .job_with_request("pipeline-9".into())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 pub(super) async fn job_history_keeps_the_newest_and_the_recent_but_never_a_running_job(
     store: &dyn Store,
 ) {
@@ -700,6 +773,7 @@ pub(super) async fn job_history_keeps_the_newest_and_the_recent_but_never_a_runn
         },
         target: String::new(),
         caller: "admin".into(),
+        request: None,
         plan: false,
         running,
         targets: vec![],
@@ -720,7 +794,7 @@ pub(super) async fn job_history_keeps_the_newest_and_the_recent_but_never_a_runn
         jobs.iter().map(|j| j.summary.job_id.to_string()).collect()
     };
     assert_eq!(
-        kept(store.jobs(100).await.unwrap()),
+        kept(store.jobs_before(None, 100).await.unwrap()),
         [
             "20260101T000005-0000",
             "20260101T000004-0000",
@@ -734,7 +808,7 @@ pub(super) async fn job_history_keeps_the_newest_and_the_recent_but_never_a_runn
         .await
         .unwrap();
     assert_eq!(
-        kept(store.jobs(100).await.unwrap()),
+        kept(store.jobs_before(None, 100).await.unwrap()),
         ["20260101T000006-0000", "20260101T000000-0000"]
     );
 }

@@ -27,6 +27,18 @@ pub struct JobRecord {
     /// Every host the job targets.
     #[serde(default)]
     pub targets: Vec<MinionId>,
+    /// The request id the caller gave, so that a repeated call finds this job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestRecord>,
+}
+
+/// A caller's request id, and what it asked for under it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub id: String,
+    /// A digest of the request's parameters, so a repeat that asks for something else is told
+    /// apart from a retry.
+    pub fingerprint: String,
 }
 
 /// How much job history the store keeps.

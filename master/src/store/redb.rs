@@ -259,8 +259,18 @@ impl Store for RedbStore {
             .await
     }
 
-    async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
-        self.blocking(move |db| jobs::newest(db, limit)).await
+    async fn jobs_before(
+        &self,
+        before: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        self.blocking(move |db| jobs::newest_before(db, before.as_deref(), limit))
+            .await
+    }
+
+    async fn job_with_request(&self, request_id: String) -> Result<Option<JobRecord>, StoreError> {
+        self.blocking(move |db| jobs::with_request(db, &request_id))
+            .await
     }
 
     async fn job(&self, id: String) -> Result<Option<JobRecord>, StoreError> {

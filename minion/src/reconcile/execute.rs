@@ -1,5 +1,5 @@
 //! Applying a desired state: pull, plan, then create, replace and remove containers. The
-//! replacement of a running container is in `replace.rs`, the dry run in `dry_run.rs`.
+//! replacement of a running container is in `replace.rs`, a plan (reporting what would change) in `plan_only.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +16,7 @@ use super::health::{RuntimeTarget, wait_until_healthy};
 use super::plan::{Action, DesiredContainer, belongs_to, declared_identity, docker_name, plan};
 use crate::runtime::{ContainerRuntime, CreateRequest, ObservedContainer, PulledImage, labels};
 
-mod dry_run;
+mod plan_only;
 mod replace;
 #[cfg(test)]
 mod tests;

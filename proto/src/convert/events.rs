@@ -4,24 +4,24 @@
 
 use brine_common::limits::MAX_IMAGE_TEXT;
 use brine_common::names::MinionId;
-use brine_common::outcome::{HighstateEvent, HostReport, JobId, JobSummary};
+use brine_common::outcome::{HighstateEvent, HostReport, HostStatus, JobId, JobSummary};
 use brine_common::progress::{Phase, Progress};
 
 use super::{InvalidField, bounded, field, required};
-use crate::pb;
-use crate::pb::highstate_event::Kind;
+use crate::pb::job_event::Kind;
+use crate::{pb, time};
 
-impl TryFrom<pb::HighstateEvent> for HighstateEvent {
+impl TryFrom<pb::JobEvent> for HighstateEvent {
     type Error = InvalidField;
 
-    fn try_from(event: pb::HighstateEvent) -> Result<Self, InvalidField> {
+    fn try_from(event: pb::JobEvent) -> Result<Self, InvalidField> {
         Ok(match required("kind", event.kind)? {
             Kind::Started(started) => HighstateEvent::Started {
                 job_id: field("started.job_id", JobId::new(started.job_id))?,
                 targets: started
-                    .targets
+                    .minion_ids
                     .into_iter()
-                    .map(|t| field("started.targets", MinionId::new(t)))
+                    .map(|t| field("started.minion_ids", MinionId::new(t)))
                     .collect::<Result<_, _>>()?,
                 not_accepted: started.not_accepted,
             },
@@ -40,16 +40,22 @@ impl TryFrom<pb::HighstateEvent> for HighstateEvent {
                     .into_iter()
                     .map(|h| HostReport::try_from(h).map_err(|e| e.within("summary.hosts")))
                     .collect::<Result<_, _>>()?,
-                started_at_unix_ms: summary.started_at_unix_ms,
-                finished_at_unix_ms: summary.finished_at_unix_ms,
-                resolve_ms: summary.resolve_ms,
+                started_at_unix_ms: time::unix_ms_or_zero(
+                    "summary.started_at",
+                    summary.started_at,
+                )?,
+                finished_at_unix_ms: time::unix_ms_or_zero(
+                    "summary.finished_at",
+                    summary.finished_at,
+                )?,
+                resolve_ms: time::ms_or_zero("summary.resolve", summary.resolve)?,
                 cancelled_by: super::optional_string(summary.cancelled_by),
             }),
         })
     }
 }
 
-impl From<HighstateEvent> for pb::HighstateEvent {
+impl From<HighstateEvent> for pb::JobEvent {
     fn from(event: HighstateEvent) -> Self {
         let kind = match event {
             HighstateEvent::Started {
@@ -58,8 +64,9 @@ impl From<HighstateEvent> for pb::HighstateEvent {
                 not_accepted,
             } => Kind::Started(pb::JobStarted {
                 job_id: job_id.into(),
-                targets: targets.into_iter().map(Into::into).collect(),
+                minion_ids: targets.into_iter().map(Into::into).collect(),
                 not_accepted,
+                attached: false,
             }),
             HighstateEvent::Progress {
                 minion_id,
@@ -69,18 +76,43 @@ impl From<HighstateEvent> for pb::HighstateEvent {
                 progress: Some(progress.into()),
             }),
             HighstateEvent::HostFinished(report) => Kind::HostFinished(report.into()),
-            HighstateEvent::Summary(summary) => Kind::Summary(pb::JobSummary {
-                job_id: summary.job_id.into(),
-                hosts: summary.hosts.into_iter().map(Into::into).collect(),
-                started_at_unix_ms: summary.started_at_unix_ms,
-                finished_at_unix_ms: summary.finished_at_unix_ms,
-                resolve_ms: summary.resolve_ms,
-                cancelled_by: summary.cancelled_by.unwrap_or_default(),
-                hosts_in_events: false,
-            }),
+            HighstateEvent::Summary(summary) => Kind::Summary(summary.into()),
         };
-        pb::HighstateEvent { kind: Some(kind) }
+        pb::JobEvent { kind: Some(kind) }
     }
+}
+
+impl From<JobSummary> for pb::JobSummary {
+    fn from(summary: JobSummary) -> Self {
+        pb::JobSummary {
+            counts: Some(counts(&summary.hosts)),
+            job_id: summary.job_id.into(),
+            hosts: summary.hosts.into_iter().map(Into::into).collect(),
+            started_at: time::timestamp_if_known(summary.started_at_unix_ms),
+            finished_at: time::timestamp_if_known(summary.finished_at_unix_ms),
+            resolve: Some(time::duration_of_ms(summary.resolve_ms)),
+            cancelled_by: summary.cancelled_by.unwrap_or_default(),
+            hosts_in_events: false,
+        }
+    }
+}
+
+/// How many of `hosts` ended in each status.
+fn counts(hosts: &[HostReport]) -> pb::JobCounts {
+    let mut counts = pb::JobCounts::default();
+    for host in hosts {
+        let count = match host.status {
+            HostStatus::Unchanged => &mut counts.unchanged,
+            HostStatus::Changed => &mut counts.changed,
+            HostStatus::Failed => &mut counts.failed,
+            HostStatus::Unreachable => &mut counts.unreachable,
+            HostStatus::TimedOut => &mut counts.timed_out,
+            HostStatus::Skipped => &mut counts.skipped,
+            HostStatus::Interrupted => &mut counts.interrupted,
+        };
+        *count += 1;
+    }
+    counts
 }
 
 impl TryFrom<pb::Progress> for Progress {

@@ -7,7 +7,7 @@ use brine_common::limits::{MAX_FACT_TEXT, MAX_IMAGE_TEXT, MAX_LABELS, MAX_SHORT_
 use brine_common::names::{ContainerName, RoleName, check_label};
 
 use super::{InvalidField, bounded, field};
-use crate::pb;
+use crate::{pb, time};
 
 impl TryFrom<pb::Facts> for Facts {
     type Error = InvalidField;
@@ -101,14 +101,18 @@ impl TryFrom<pb::HostEvent> for HostEvent {
                 ));
             }
         };
-        Ok(HostEvent::new(event.at_unix_ms, kind, event.message))
+        Ok(HostEvent::new(
+            time::unix_ms_or_zero("at", event.at)?,
+            kind,
+            event.message,
+        ))
     }
 }
 
 impl From<HostEvent> for pb::HostEvent {
     fn from(event: HostEvent) -> Self {
         pb::HostEvent {
-            at_unix_ms: event.at_unix_ms,
+            at: Some(time::timestamp(event.at_unix_ms)),
             kind: match event.kind {
                 HostEventKind::Repaired => pb::HostEventKind::Repaired,
                 HostEventKind::RepairFailed => pb::HostEventKind::RepairFailed,

@@ -9,7 +9,7 @@ use brine_common::outcome::{
 };
 
 use super::{InvalidField, bounded, bounded_list, field, optional_string};
-use crate::pb;
+use crate::{pb, time};
 
 fn host_status_from_wire(status: i32) -> Result<HostStatus, InvalidField> {
     match pb::HostStatus::try_from(status) {
@@ -104,24 +104,33 @@ fn container_results(
         .collect()
 }
 
-impl From<pb::Timings> for Timings {
-    fn from(t: pb::Timings) -> Self {
-        Timings {
-            pull_ms: t.pull_ms,
-            containers_ms: t.containers_ms,
-            health_ms: t.health_ms,
-        }
+impl TryFrom<pb::Timings> for Timings {
+    type Error = InvalidField;
+
+    fn try_from(t: pb::Timings) -> Result<Self, InvalidField> {
+        Ok(Timings {
+            pull_ms: time::ms_or_zero("timings.pull", t.pull)?,
+            containers_ms: time::ms_or_zero("timings.containers", t.containers)?,
+            health_ms: time::ms_or_zero("timings.health", t.health)?,
+        })
     }
 }
 
 impl From<Timings> for pb::Timings {
     fn from(t: Timings) -> Self {
         pb::Timings {
-            pull_ms: t.pull_ms,
-            containers_ms: t.containers_ms,
-            health_ms: t.health_ms,
+            pull: Some(time::duration_of_ms(t.pull_ms)),
+            containers: Some(time::duration_of_ms(t.containers_ms)),
+            health: Some(time::duration_of_ms(t.health_ms)),
         }
     }
+}
+
+/// Timings from the wire; unset means none were taken.
+fn timings(t: Option<pb::Timings>) -> Result<Timings, InvalidField> {
+    t.map(Timings::try_from)
+        .transpose()
+        .map(Option::unwrap_or_default)
 }
 
 impl TryFrom<pb::JobResult> for JobResult {
@@ -143,7 +152,7 @@ impl TryFrom<pb::JobResult> for JobResult {
             status,
             containers: container_results(r.containers)?,
             error: optional_string(bounded("error", r.error, MAX_ERROR_TEXT)?),
-            timings: r.timings.map(Into::into).unwrap_or_default(),
+            timings: timings(r.timings)?,
         })
     }
 }
@@ -169,8 +178,8 @@ impl TryFrom<pb::HostReport> for HostReport {
             status: host_status_from_wire(r.status)?,
             containers: container_results(r.containers)?,
             error: optional_string(r.error),
-            duration_ms: r.duration_ms,
-            timings: r.timings.map(Into::into).unwrap_or_default(),
+            duration_ms: time::ms_or_zero("duration", r.duration)?,
+            timings: timings(r.timings)?,
             reported_late: r.reported_late,
         })
     }
@@ -183,7 +192,7 @@ impl From<HostReport> for pb::HostReport {
             status: pb::HostStatus::from(r.status).into(),
             containers: r.containers.into_iter().map(Into::into).collect(),
             error: r.error.unwrap_or_default(),
-            duration_ms: r.duration_ms,
+            duration: Some(time::duration_of_ms(r.duration_ms)),
             timings: Some(r.timings.into()),
             reported_late: r.reported_late,
         }

@@ -9,7 +9,7 @@ use brine_common::spec::{
 };
 
 use super::{InvalidField, field, optional_string, required};
-use crate::pb;
+use crate::{pb, time};
 
 impl TryFrom<pb::ContainerSpec> for ContainerSpec {
     type Error = InvalidField;
@@ -82,7 +82,7 @@ impl TryFrom<pb::ContainerSpec> for ContainerSpec {
             ports,
             volumes,
             restart,
-            stop_timeout_seconds: spec.stop_timeout_seconds,
+            stop_timeout_seconds: whole_seconds("stop_timeout", spec.stop_timeout)?,
             health: HealthCheck::try_from(required("health", spec.health)?)
                 .map_err(|e| e.within("health"))?,
         })
@@ -114,9 +114,9 @@ impl TryFrom<pb::HealthCheck> for HealthCheck {
         };
         let check = HealthCheck {
             probe,
-            interval_ms: check.interval_ms,
-            min_healthy_ms: check.min_healthy_ms,
-            deadline_ms: check.deadline_ms,
+            interval_ms: short_ms("interval", check.interval)?,
+            min_healthy_ms: short_ms("min_healthy", check.min_healthy)?,
+            deadline_ms: short_ms("deadline", check.deadline)?,
         };
         check
             .validate()
@@ -138,9 +138,9 @@ impl From<HealthCheck> for pb::HealthCheck {
                 }),
                 Probe::Exec { command } => pb::health_check::Probe::Exec(pb::ExecProbe { command }),
             }),
-            interval_ms: check.interval_ms,
-            min_healthy_ms: check.min_healthy_ms,
-            deadline_ms: check.deadline_ms,
+            interval: Some(time::duration_of_ms(u64::from(check.interval_ms))),
+            min_healthy: Some(time::duration_of_ms(u64::from(check.min_healthy_ms))),
+            deadline: Some(time::duration_of_ms(u64::from(check.deadline_ms))),
         }
     }
 }
@@ -183,7 +183,9 @@ impl From<ContainerSpec> for pb::ContainerSpec {
                 RestartPolicy::OnFailure => pb::RestartPolicy::OnFailure,
             }
             .into(),
-            stop_timeout_seconds: spec.stop_timeout_seconds,
+            stop_timeout: Some(time::duration(std::time::Duration::from_secs(u64::from(
+                spec.stop_timeout_seconds,
+            )))),
             health: Some(spec.health.into()),
         }
     }
@@ -211,4 +213,16 @@ impl From<DesiredState> for pb::DesiredState {
             containers: state.containers.into_iter().map(Into::into).collect(),
         }
     }
+}
+
+/// A health check's duration from the wire, in milliseconds (0 when unset), if it fits.
+fn short_ms(name: &str, value: Option<prost_types::Duration>) -> Result<u32, InvalidField> {
+    let ms = time::ms_or_zero(name, value)?;
+    u32::try_from(ms).map_err(|_| InvalidField::new(name, "is too long"))
+}
+
+/// A stop timeout from the wire in whole seconds (0 when unset), if it fits.
+fn whole_seconds(name: &str, value: Option<prost_types::Duration>) -> Result<u32, InvalidField> {
+    let ms = time::ms_or_zero(name, value)?;
+    u32::try_from(ms / 1000).map_err(|_| InvalidField::new(name, "is too long"))
 }

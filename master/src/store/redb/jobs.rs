@@ -117,12 +117,19 @@ pub(super) fn interrupt_running(
     Ok(interrupted)
 }
 
-/// The newest `limit` jobs, newest first.
-pub(super) fn newest(db: &Database, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+/// Up to `limit` jobs before job `before` (from the newest without it), newest first.
+pub(super) fn newest_before(
+    db: &Database,
+    before: Option<&str>,
+    limit: usize,
+) -> Result<Vec<JobRecord>, StoreError> {
     let tx = db.begin_read()?;
     let table = tx.open_table(TABLE)?;
-    table
-        .iter()?
+    let range = match before {
+        Some(before) => table.range::<&str>(..before)?,
+        None => table.range::<&str>(..)?,
+    };
+    range
         .rev()
         .take(limit)
         .map(|entry| {
@@ -130,6 +137,24 @@ pub(super) fn newest(db: &Database, limit: usize) -> Result<Vec<JobRecord>, Stor
             decode(NAME, key.value(), value.value())
         })
         .collect()
+}
+
+/// The newest job started with `request_id`. The jobs kept are few (retention), so a scan
+/// from the newest is enough.
+pub(super) fn with_request(
+    db: &Database,
+    request_id: &str,
+) -> Result<Option<JobRecord>, StoreError> {
+    let tx = db.begin_read()?;
+    let table = tx.open_table(TABLE)?;
+    for entry in table.iter()?.rev() {
+        let (key, value) = entry?;
+        let job: JobRecord = decode(NAME, key.value(), value.value())?;
+        if job.request.as_ref().is_some_and(|r| r.id == request_id) {
+            return Ok(Some(job));
+        }
+    }
+    Ok(None)
 }
 
 pub(super) fn job(db: &Database, id: String) -> Result<Option<JobRecord>, StoreError> {

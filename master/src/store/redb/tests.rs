@@ -70,6 +70,7 @@ async fn fill(store: &dyn Store) {
         plan: false,
         running: false,
         targets: vec![id("web-1")],
+        request: None,
     };
     store.record_job(job, KEEP_ALL).await.unwrap();
     store
@@ -108,7 +109,7 @@ async fn read_back(store: &dyn Store) -> Tables {
         store.tokens().await.unwrap(),
         store.host_events(id("web-1"), 10).await.unwrap(),
         store.releases().await.unwrap(),
-        store.jobs(10).await.unwrap(),
+        store.jobs_before(None, 10).await.unwrap(),
         store.current_lock(0).await.unwrap(),
         store.certificate_revocations().await.unwrap(),
     )

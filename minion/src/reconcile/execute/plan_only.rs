@@ -1,4 +1,4 @@
-//! The dry run: what [`Executor::apply`] would do to a host, predicted from the images it
+//! A plan: what [`Executor::apply`] would do to a host, predicted from the images it
 //! already has, without pulling, creating, stopping or removing anything. It is separate
 //! because it shares the plan with the executor but none of its side effects.
 
