@@ -163,6 +163,18 @@ enum Command {
         #[command(subcommand)]
         command: ContextCommand,
     },
+    /// Print a shell completion script, e.g. `brine-master completions bash >
+    /// /etc/bash_completion.d/brine-master`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages: brine-master.1 and one per subcommand.
+    Man {
+        /// The directory to write them into.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -534,6 +546,10 @@ async fn execute(command: Command, client: ClientArgs) -> anyhow::Result<ExitCod
             ContextCommand::Import { dir, name } => context::import(&dir, name)?,
             ContextCommand::Remove { name } => context::remove(&name)?,
         },
+        Command::Completions { shell } => {
+            brine_master::cli::docs::completions(Cli::command(), shell);
+        }
+        Command::Man { out } => brine_master::cli::docs::man_pages(Cli::command(), &out)?,
     }
     Ok(ExitCode::SUCCESS)
 }

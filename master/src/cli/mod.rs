@@ -5,6 +5,7 @@ pub mod client;
 pub mod client_config;
 pub mod connection;
 pub mod context;
+pub mod docs;
 pub mod highstate;
 pub mod jobs;
 pub mod lock;
