@@ -191,7 +191,7 @@ enum ContextCommand {
     /// and where each came from (a flag, a variable, a context, the data directory).
     Show,
     /// Add the context `cert issue --out DIR` wrote: its certificates are copied beside the
-    /// configuration (under `contexts/NAME/`); the first context becomes the current one.
+    /// configuration (under `contexts/NAME/`); it becomes the current one unless another is.
     Import {
         /// The directory `cert issue --out` wrote (with context.toml).
         dir: PathBuf,

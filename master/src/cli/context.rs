@@ -101,7 +101,7 @@ pub fn show(client: &ClientArgs) -> anyhow::Result<()> {
 
 /// Imports the context of `dir/context.toml` (as `cert issue --out` writes it) under `name`
 /// (default its own): copies its certificates into the configuration's directory (the key
-/// 0600) and adds it, as the current context if it is the first.
+/// 0600) and adds it, as the current context if there is none.
 pub fn import(dir: &Path, name: Option<String>) -> anyhow::Result<()> {
     let mut file = ConfigFile::load_from_environment()?;
     let exported_path = dir.join(CONTEXT_FILE);
@@ -161,7 +161,7 @@ pub fn import(dir: &Path, name: Option<String>) -> anyhow::Result<()> {
     replace(&target.join(&ca_name), &ca, 0o644)?;
     replace(&target.join(&cert_name), &cert, 0o644)?;
     replace(&target.join(&key_name), &key, 0o600)?;
-    let first = file.config.contexts.is_empty() || file.config.current_context.is_none();
+    let becomes_current = file.config.current_context.is_none();
     file.config.contexts.insert(
         name.clone(),
         ContextEntry {
@@ -171,7 +171,7 @@ pub fn import(dir: &Path, name: Option<String>) -> anyhow::Result<()> {
             key: relative.join(key_name),
         },
     );
-    if first {
+    if becomes_current {
         file.config.current_context = Some(name.clone());
     }
     file.save()?;
@@ -180,7 +180,7 @@ pub fn import(dir: &Path, name: Option<String>) -> anyhow::Result<()> {
         super::printable(&context.master),
         file.path().display()
     );
-    if first {
+    if becomes_current {
         println!("it is the current context; try:\n  brine-master minions");
     } else {
         println!(
