@@ -9,13 +9,15 @@ use anyhow::Context;
 use brine_common::identity::CertRole;
 use brine_daemon::config::Overrides;
 use brine_daemon::logging::LogFormat;
+use brine_master::cli::cert::Issue;
 use brine_master::cli::client::ClientArgs;
+use brine_master::cli::context;
 use brine_master::cli::highstate::JobArgs;
 use brine_master::cli::minions::{ListFormat, MinionAction};
 use brine_master::cli::output::OutputFormat;
 use brine_master::config::{DEFAULT_PORT, ENV_PREFIX, MasterConfig, NOT_CONFIG_VARIABLES};
-use brine_master::data_dir::{DEFAULT_DATA_DIR, DataDir};
-use clap::{Parser, Subcommand};
+use brine_master::data_dir::DataDir;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// brine-master: deploys your application's containers to a fleet of Docker hosts.
 ///
@@ -24,10 +26,12 @@ use clap::{Parser, Subcommand};
 /// TLS. `highstate` makes every host pull its images and replace exactly the containers that
 /// changed.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(name = "brine-master", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: ClientArgs,
     /// How log lines on standard error look: `auto` (colour on a terminal, plain lines for the
     /// systemd journal or a file), `plain`, or `json` (one object per line, for log shippers).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "BRINE_LOG_FORMAT")]
@@ -39,8 +43,6 @@ enum Command {
     /// Create a data directory: CA, the master's certificate, an admin certificate, master.toml
     /// and an example roles.toml.
     Init {
-        #[arg(long, env = "BRINE_MASTER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
         /// A host name or IP address minions use to reach the master; repeat for several.
         /// `localhost` and `127.0.0.1` are always included.
         #[arg(long, value_name = "HOST_OR_IP")]
@@ -51,14 +53,9 @@ enum Command {
     },
     /// Show the configuration in effect: master.toml with the BRINE_MASTER_* environment
     /// variables applied (registry passwords redacted).
-    Config {
-        #[arg(long, env = "BRINE_MASTER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-    },
+    Config,
     /// Run the master daemon.
     Serve {
-        #[arg(long, env = "BRINE_MASTER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
         /// Listen here instead of master.toml's `listen`.
         #[arg(long)]
         listen: Option<SocketAddr>,
@@ -88,16 +85,14 @@ enum Command {
         plan: bool,
     },
     /// The history of highstates: who ran what, when, and every host's result.
-    #[command(args_conflicts_with_subcommands = true)]
     Jobs {
         #[command(subcommand)]
         command: Option<JobsCommand>,
-        #[command(flatten)]
-        client: ClientArgs,
         /// How many jobs to list, newest first.
         #[arg(long, default_value_t = 20)]
         limit: u32,
-        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        // Global, so that `jobs --output json show ID` means what it says.
+        #[arg(long, global = true, value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
     },
     /// The fleet lock: while it is held, every highstate is refused. A highstate holds it while
@@ -132,8 +127,6 @@ enum Command {
     /// The releases: after each successful highstate that changed something, which image
     /// (pinned by digest) each container of each role runs. Rollback targets.
     Releases {
-        #[command(flatten)]
-        client: ClientArgs,
         /// Only this role's images.
         #[arg(long)]
         role: Option<String>,
@@ -157,14 +150,62 @@ enum Command {
         target: Option<String>,
     },
     /// List enrolled hosts, their link state, facts and containers.
-    #[command(args_conflicts_with_subcommands = true)]
     Minions {
         #[command(subcommand)]
         command: Option<MinionsCommand>,
-        #[command(flatten)]
-        client: ClientArgs,
-        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        // Global, so that `minions --output json show ID` means what it says.
+        #[arg(long, global = true, value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
+    },
+    /// Named masters to call from this machine (a laptop, a CI runner).
+    ///
+    /// Contexts are kept in `~/.config/brine/config.toml` (or `$XDG_CONFIG_HOME/brine/`, or the
+    /// file `BRINE_CONFIG` names), each an address and the certificates to call it with. `cert
+    /// issue --out DIR` on the master host writes one for `context import DIR`.
+    Context {
+        #[command(subcommand)]
+        command: ContextCommand,
+    },
+    /// Print a shell completion script, e.g. `brine-master completions bash >
+    /// /etc/bash_completion.d/brine-master`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages: brine-master.1 and one per subcommand.
+    Man {
+        /// The directory to write them into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ContextCommand {
+    /// List the contexts with their masters; `*` marks the current one.
+    List,
+    /// Make a context the current one: used when neither `--context` nor `BRINE_CONTEXT` names
+    /// one.
+    Use {
+        /// The context's name.
+        name: String,
+    },
+    /// Show the connection in effect: the master's address, the CA, the certificate and the key,
+    /// and where each came from (a flag, a variable, a context, the data directory).
+    Show,
+    /// Add the context `cert issue --out DIR` wrote: its certificates are copied beside the
+    /// configuration (under `contexts/NAME/`); it becomes the current one unless another is.
+    Import {
+        /// The directory `cert issue --out` wrote (with context.toml).
+        dir: PathBuf,
+        /// Import it under this name instead of its own.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove a context and the certificates `context import` copied for it.
+    Remove {
+        /// The context's name.
+        name: String,
     },
 }
 
@@ -172,8 +213,6 @@ enum Command {
 /// and confirmed on the terminal before anything happens, unless `--yes`.
 #[derive(Debug, clap::Args)]
 struct MinionSelection {
-    #[command(flatten)]
-    client: ClientArgs,
     /// Host ids or globs.
     #[arg(required = true, value_name = "ID_OR_GLOB")]
     ids: Vec<String>,
@@ -187,12 +226,8 @@ enum MinionsCommand {
     /// One host in detail: link, certificate, facts, labels, containers, and what it did on its
     /// own (repairs of containers that died, were stopped or removed), newest first.
     Show {
-        #[command(flatten)]
-        client: ClientArgs,
         /// The host's id.
         id: String,
-        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
-        output: ListFormat,
     },
     /// Admit hosts that wait for approval (`join_approval = "manual"` in master.toml).
     Accept(MinionSelection),
@@ -208,10 +243,9 @@ enum MinionsCommand {
 
 #[derive(Debug, Subcommand)]
 enum CertCommand {
-    /// Issue a certificate and write NAME.pem, NAME.key and ca.pem to a directory.
+    /// Issue a certificate and write NAME.pem, NAME.key, ca.pem and context.toml to a directory;
+    /// on the machine that will call the master, `brine-master context import DIR` sets it up.
     Issue {
-        #[arg(long, env = "BRINE_MASTER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
         /// A certificate for a CI pipeline (may deploy, run highstates, read).
         #[arg(long, value_name = "NAME", group = "role")]
         ci: Option<String>,
@@ -221,14 +255,20 @@ enum CertCommand {
         /// Where to write the files.
         #[arg(long)]
         out: PathBuf,
+        /// The master's address for context.toml; default the first name its certificate is
+        /// advertised for beyond `localhost` and `127.0.0.1` (else `localhost`), with the port
+        /// of master.toml's `listen`.
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Option<String>,
+        /// The context's name in context.toml; default NAME.
+        #[arg(long, value_name = "NAME")]
+        context_name: Option<String>,
     },
     /// Renew the master's own server certificate (with a new key) in the data directory. A
     /// running master serves it within seconds, without a restart; minions and clients need
     /// nothing new, as it comes from the same CA. The master also renews it by itself once two
     /// thirds of its lifetime have passed.
     Renew {
-        #[arg(long, env = "BRINE_MASTER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
         /// The host names and IP addresses it is valid for, replacing the current ones; repeat
         /// for several. `localhost` and `127.0.0.1` are always included.
         #[arg(long, value_name = "HOST_OR_IP")]
@@ -237,8 +277,6 @@ enum CertCommand {
     /// Refuse every certificate issued so far for a CI pipeline or an operator (a leaked key,
     /// someone who left), from now on. Certificates issued for the name afterwards work.
     Revoke {
-        #[command(flatten)]
-        client: ClientArgs,
         /// A CI pipeline's certificates.
         #[arg(long, value_name = "NAME", group = "role")]
         ci: Option<String>,
@@ -254,37 +292,26 @@ enum JobsCommand {
     /// batch under way finish their step and report; the hosts not reached are skipped. The
     /// job records who cancelled it.
     Cancel {
-        #[command(flatten)]
-        client: ClientArgs,
         /// The job's id, as `jobs` lists it.
         id: String,
     },
     /// Show one job with every host's containers, digests and errors; with `--follow`, follow
     /// it from its start to its end as `highstate` shows a job (and exit as it does).
     Show {
-        #[command(flatten)]
-        client: ClientArgs,
         /// The job's id, as `jobs` lists it.
         id: String,
         /// Follow the job, running or finished, from its start to its summary.
         #[arg(long, short)]
         follow: bool,
-        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
-        output: ListFormat,
     },
 }
 
 #[derive(Debug, Subcommand)]
 enum LockCommand {
     /// Who holds the lock, why, and until when.
-    Status {
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Status,
     /// Lock the fleet against rollouts.
     Acquire {
-        #[command(flatten)]
-        client: ClientArgs,
         /// Why; shown to anyone the lock turns away.
         #[arg(long, short)]
         message: String,
@@ -295,8 +322,6 @@ enum LockCommand {
     /// Release the lock, whoever holds it. A lock a running job holds is released only with
     /// `--force` (the job goes on, unlocked; `jobs cancel ID` stops it instead).
     Release {
-        #[command(flatten)]
-        client: ClientArgs,
         /// Release it even though a running job holds it.
         #[arg(long)]
         force: bool,
@@ -307,8 +332,6 @@ enum LockCommand {
 enum TokenCommand {
     /// Create a join token; it is printed alone on stdout.
     Create {
-        #[command(flatten)]
-        client: ClientArgs,
         /// How long the token stays valid (e.g. `1h`, `30m`).
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
@@ -327,14 +350,9 @@ enum TokenCommand {
         labels: Vec<(String, String)>,
     },
     /// List join tokens by id, with expiry and uses (never their secrets).
-    List {
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    List,
     /// Delete a join token so no more hosts can join with it.
     Revoke {
-        #[command(flatten)]
-        client: ClientArgs,
         /// The token's id, as `token list` shows it.
         id: String,
     },
@@ -342,7 +360,7 @@ enum TokenCommand {
 
 fn main() -> ExitCode {
     brine_proto::tls::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = parse();
     let serving = matches!(cli.command, Command::Serve { .. });
     brine_daemon::logging::init(cli.log_format, if serving { "info" } else { "warn" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -356,7 +374,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(execute(cli.command)) {
+    match runtime.block_on(execute(cli.command, cli.client)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -365,13 +383,24 @@ fn main() -> ExitCode {
     }
 }
 
-async fn execute(command: Command) -> anyhow::Result<ExitCode> {
+/// Parses the command line (exiting with clap's message on a mistake), noting which connection
+/// flags it or the environment gave.
+fn parse() -> Cli {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    cli.client.note_sources(&matches);
+    cli
+}
+
+async fn execute(command: Command, client: ClientArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = client.data_dir.clone();
+    let job = |mut job: JobArgs| {
+        // The connection flags are the top-level command's, not the job's.
+        job.client = client.clone();
+        job
+    };
     match command {
-        Command::Init {
-            data_dir,
-            advertise,
-            listen,
-        } => {
+        Command::Init { advertise, listen } => {
             DataDir::new(&data_dir).init(&advertised_names(advertise), listen)?;
             println!(
                 "initialized {}; start the master with:\n  brine-master serve --data-dir {}",
@@ -379,7 +408,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 data_dir.display()
             );
         }
-        Command::Config { data_dir } => {
+        Command::Config => {
             let config = MasterConfig::load(&data_dir)?;
             print!(
                 "{}",
@@ -389,7 +418,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 ))
             );
         }
-        Command::Serve { data_dir, listen } => {
+        Command::Serve { listen } => {
             let mut config = MasterConfig::load(&data_dir)?;
             if let Some(listen) = listen {
                 config.listen = listen;
@@ -402,7 +431,6 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Token { command } => match command {
             TokenCommand::Create {
-                client,
                 ttl,
                 uses,
                 labels,
@@ -410,79 +438,80 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             } => {
                 brine_master::cli::token::create(&client, ttl, uses, labels, replace).await?;
             }
-            TokenCommand::List { client } => brine_master::cli::token::list(&client).await?,
-            TokenCommand::Revoke { client, id } => {
+            TokenCommand::List => brine_master::cli::token::list(&client).await?,
+            TokenCommand::Revoke { id } => {
                 brine_master::cli::token::revoke(&client, id).await?;
             }
         },
-        Command::Highstate { job, target, plan } => {
-            let verdict = brine_master::cli::highstate::run(&job, target, plan).await?;
+        Command::Highstate {
+            job: args,
+            target,
+            plan,
+        } => {
+            let verdict = brine_master::cli::highstate::run(&job(args), target, plan).await?;
             return Ok(verdict.exit_code());
         }
         Command::Jobs {
-            client,
             command,
             limit,
             output,
         } => match command {
             None => brine_master::cli::jobs::list(&client, limit, output).await?,
-            Some(JobsCommand::Cancel { client, id }) => {
+            Some(JobsCommand::Cancel { id }) => {
                 brine_master::cli::jobs::cancel(&client, id).await?;
             }
-            Some(JobsCommand::Show {
-                client,
-                id,
-                follow: true,
-                ..
-            }) => {
+            Some(JobsCommand::Show { id, follow: true }) => {
                 let verdict =
                     brine_master::cli::jobs::follow(&client, id, OutputFormat::Auto).await?;
                 return Ok(verdict.exit_code());
             }
-            Some(JobsCommand::Show {
-                client, id, output, ..
-            }) => {
+            Some(JobsCommand::Show { id, follow: false }) => {
                 brine_master::cli::jobs::show(&client, id, output).await?;
             }
         },
         Command::Lock { command } => match command {
-            LockCommand::Status { client } => brine_master::cli::lock::status(&client).await?,
-            LockCommand::Acquire {
-                client,
-                message,
-                ttl,
-            } => brine_master::cli::lock::acquire(&client, message, ttl).await?,
-            LockCommand::Release { client, force } => {
+            LockCommand::Status => brine_master::cli::lock::status(&client).await?,
+            LockCommand::Acquire { message, ttl } => {
+                brine_master::cli::lock::acquire(&client, message, ttl).await?;
+            }
+            LockCommand::Release { force } => {
                 brine_master::cli::lock::release(&client, force).await?;
             }
         },
         Command::Deploy {
-            job,
+            job: args,
             roles,
             image,
             target,
         } => {
-            let verdict = brine_master::cli::highstate::deploy(&job, roles, image, target).await?;
+            let verdict =
+                brine_master::cli::highstate::deploy(&job(args), roles, image, target).await?;
             return Ok(verdict.exit_code());
         }
         Command::Cert {
             command:
                 CertCommand::Issue {
-                    data_dir,
                     ci,
                     admin,
                     out,
+                    address,
+                    context_name,
                 },
         } => {
             let (role, name) = role_and_name(ci, admin)?;
-            brine_master::cli::cert::issue(&DataDir::new(&data_dir), role, &name, &out)?;
+            brine_master::cli::cert::issue(
+                &DataDir::new(&data_dir),
+                Issue {
+                    role,
+                    name: &name,
+                    out: &out,
+                    address,
+                    context_name,
+                },
+            )?;
         }
         Command::Cert {
-            command:
-                CertCommand::Renew {
-                    data_dir,
-                    advertise,
-                },
+            command: CertCommand::Renew { advertise },
         } => {
             let names = (!advertise.is_empty()).then(|| advertised_names(advertise));
             let names = brine_master::server_cert::renew(&DataDir::new(&data_dir), names)?;
@@ -493,53 +522,63 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Cert {
-            command: CertCommand::Revoke { client, ci, admin },
+            command: CertCommand::Revoke { ci, admin },
         } => {
             let (role, name) = role_and_name(ci, admin)?;
             brine_master::cli::cert::revoke(&client, role, name).await?;
         }
-        Command::Releases {
-            client,
-            role,
-            output,
-        } => brine_master::cli::releases::list(&client, role, output).await?,
+        Command::Releases { role, output } => {
+            brine_master::cli::releases::list(&client, role, output).await?;
+        }
         Command::Rollback {
-            job,
+            job: args,
             role,
             to,
             target,
         } => {
-            let verdict = brine_master::cli::highstate::rollback(&job, role, to, target).await?;
+            let verdict =
+                brine_master::cli::highstate::rollback(&job(args), role, to, target).await?;
             return Ok(verdict.exit_code());
         }
-        Command::Minions {
-            command,
-            client,
-            output,
-        } => match command {
+        Command::Minions { command, output } => match command {
             None => brine_master::cli::minions::list(&client, output).await?,
-            Some(MinionsCommand::Show { client, id, output }) => {
+            Some(MinionsCommand::Show { id }) => {
                 brine_master::cli::minions::show(&client, id, output).await?;
             }
             Some(MinionsCommand::Accept(selection)) => {
-                act_on_minions(MinionAction::Accept, selection).await?;
+                act_on_minions(&client, MinionAction::Accept, selection).await?;
             }
             Some(MinionsCommand::Reject(selection)) => {
-                act_on_minions(MinionAction::Reject, selection).await?;
+                act_on_minions(&client, MinionAction::Reject, selection).await?;
             }
             Some(MinionsCommand::Revoke(selection)) => {
-                act_on_minions(MinionAction::Revoke, selection).await?;
+                act_on_minions(&client, MinionAction::Revoke, selection).await?;
             }
             Some(MinionsCommand::Delete(selection)) => {
-                act_on_minions(MinionAction::Delete, selection).await?;
+                act_on_minions(&client, MinionAction::Delete, selection).await?;
             }
         },
+        Command::Context { command } => match command {
+            ContextCommand::List => context::list()?,
+            ContextCommand::Use { name } => context::use_context(&name)?,
+            ContextCommand::Show => context::show(&client)?,
+            ContextCommand::Import { dir, name } => context::import(&dir, name)?,
+            ContextCommand::Remove { name } => context::remove(&name)?,
+        },
+        Command::Completions { shell } => {
+            brine_master::cli::docs::completions(Cli::command(), shell);
+        }
+        Command::Man { out } => brine_master::cli::docs::man_pages(Cli::command(), &out)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn act_on_minions(action: MinionAction, selection: MinionSelection) -> anyhow::Result<()> {
-    brine_master::cli::minions::act(&selection.client, action, &selection.ids, selection.yes).await
+async fn act_on_minions(
+    client: &ClientArgs,
+    action: MinionAction,
+    selection: MinionSelection,
+) -> anyhow::Result<()> {
+    brine_master::cli::minions::act(client, action, &selection.ids, selection.yes).await
 }
 
 /// The names a master certificate is valid for: the local ones and `advertise`.
@@ -559,5 +598,17 @@ fn role_and_name(ci: Option<String>, admin: Option<String>) -> anyhow::Result<(C
         (Some(name), None) => Ok((CertRole::Ci, name)),
         (None, Some(name)) => Ok((CertRole::Admin, name)),
         _ => anyhow::bail!("give either --ci NAME or --admin NAME"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap checks the definition (duplicate names, conflicting globals) only when a command is
+    /// built in a debug build; this builds every subcommand.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
 }

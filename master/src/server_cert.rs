@@ -154,7 +154,7 @@ fn is_due_for_renewal(der: &[u8], now: SystemTime) -> anyhow::Result<bool> {
 }
 
 /// The host names and addresses the master's current certificate is valid for.
-fn current_names(data: &DataDir) -> anyhow::Result<Vec<String>> {
+pub fn current_names(data: &DataDir) -> anyhow::Result<Vec<String>> {
     let pem = read(&data.server_cert())?;
     let chain = certs_from_pem(&data.server_cert().display().to_string(), pem.as_bytes())?;
     let leaf = chain.first().context("master.pem holds no certificate")?;

@@ -11,6 +11,7 @@ use brine_common::identity::{CertRole, identity_from_der};
 use brine_common::names::MinionId;
 use brine_common::token::{JoinToken, sha256_hex};
 use brine_daemon::config::Overrides;
+use brine_master::cli::cert::Issue;
 use brine_master::config::MasterConfig;
 use brine_master::data_dir::DataDir;
 use brine_minion::config::DataDir as MinionDataDir;
@@ -333,8 +334,17 @@ impl TestMaster {
     /// Issues a `role` certificate for `name` into a new directory, as `cert issue` does.
     fn operator_identity(&self, role: CertRole, name: &str) -> (TempDir, ClientIdentity) {
         let dir = tempfile::tempdir().expect("a temp dir");
-        brine_master::cli::cert::issue(&self.data, role, name, dir.path())
-            .expect("issue a certificate");
+        brine_master::cli::cert::issue(
+            &self.data,
+            Issue {
+                role,
+                name,
+                out: dir.path(),
+                address: None,
+                context_name: None,
+            },
+        )
+        .expect("issue a certificate");
         let identity = identity_from_files(
             &dir.path().join(format!("{name}.pem")),
             &dir.path().join(format!("{name}.key")),
@@ -1084,8 +1094,17 @@ async fn a_revoked_host_loses_its_link_and_must_enrol_again() {
 
     // A CI certificate may not revoke.
     let ci_dir = tempfile::tempdir().expect("a temp dir");
-    brine_master::cli::cert::issue(&master.data, CertRole::Ci, "pipeline", ci_dir.path())
-        .expect("issue a ci certificate");
+    brine_master::cli::cert::issue(
+        &master.data,
+        Issue {
+            role: CertRole::Ci,
+            name: "pipeline",
+            out: ci_dir.path(),
+            address: None,
+            context_name: None,
+        },
+    )
+    .expect("issue a ci certificate");
     let ci = identity_from_files(
         &ci_dir.path().join("pipeline.pem"),
         &ci_dir.path().join("pipeline.key"),

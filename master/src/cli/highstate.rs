@@ -88,7 +88,7 @@ impl RolloutArgs {
 /// Everything a job subcommand (highstate, deploy, rollback) shares.
 #[derive(Debug, Clone, clap::Args)]
 pub struct JobArgs {
-    #[command(flatten)]
+    #[arg(skip)]
     pub client: ClientArgs,
     /// How long to wait for each batch of hosts (e.g. `90s`, `10m`); defaults to master.toml's.
     #[arg(long, value_parser = humantime::parse_duration)]

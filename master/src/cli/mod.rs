@@ -1,7 +1,11 @@
-//! Operator subcommands that talk to a running master over gRPC.
+//! Operator subcommands: most talk to a running master over gRPC.
 
 pub mod cert;
 pub mod client;
+pub mod client_config;
+pub mod connection;
+pub mod context;
+pub mod docs;
 pub mod highstate;
 pub mod jobs;
 pub mod lock;
