@@ -129,10 +129,16 @@ impl pb::enrolment_service_server::EnrolmentService for EnrolmentService {
         let ticket = match peer.map(|p| self.throttle.begin(p.ip(), Instant::now())) {
             Some(Err(wait)) => {
                 tracing::warn!(peer = ?peer, "join refused: too many failed attempts");
-                return Err(Status::resource_exhausted(format!(
-                    "too many failed join attempts from this address; try again in {} s",
-                    wait.as_secs().max(1)
-                )));
+                let wait = wait.max(std::time::Duration::from_secs(1));
+                return Err(brine_proto::errors::retry_after(
+                    tonic::Code::ResourceExhausted,
+                    pb::ErrorReason::Throttled,
+                    format!(
+                        "too many failed join attempts from this address; try again in {} s",
+                        wait.as_secs()
+                    ),
+                    wait,
+                ));
             }
             Some(Ok(ticket)) => Some(ticket),
             None => None,

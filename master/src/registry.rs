@@ -53,6 +53,10 @@ pub enum ResolveError {
         registry: String,
         message: String,
     },
+    /// The master's own setup keeps it from asking any registry: fixed on the master, not by
+    /// retrying.
+    #[error("image {image}: {message}")]
+    Unusable { image: String, message: String },
     /// The registry answered, but not with a digest: the tag does not exist, or access was
     /// refused.
     #[error("image {image}: {message}")]
@@ -117,9 +121,8 @@ impl Resolver {
         };
         let settings = self.registries.get(registry).cloned().unwrap_or_default();
         if !self.trust_roots_available().await {
-            return Err(ResolveError::Unreachable {
+            return Err(ResolveError::Unusable {
                 image: image.to_string(),
-                registry: registry.to_owned(),
                 message: "this machine has no CA certificates, which the registry client needs \
                           even for plain-HTTP registries: install Debian's ca-certificates"
                     .to_owned(),

@@ -440,7 +440,7 @@ fn unreachable_registry_fails_the_highstate_before_anything_is_sent() {
     fleet.master.write_roles(&text);
 
     let run = fleet.master.highstate_run(None);
-    assert_eq!(run.code, 2, "unexpected exit code: {}", run.describe());
+    assert_eq!(run.code, 3, "unexpected exit code: {}", run.describe());
     assert!(
         run.stderr.contains("cannot be reached") && run.stderr.contains("127.0.0.1:1"),
         "stderr does not say which registry is unreachable: {}",
@@ -561,13 +561,47 @@ fn the_fleet_lock_refuses_a_second_rollout_until_released_or_expired() {
         .expect("start a slow highstate");
     wait_for_lock(&fleet, "release 42");
     let second = fleet.master.highstate_run(None);
-    assert_eq!(second.code, 2, "{}", second.describe());
+    assert_eq!(
+        second.code,
+        3,
+        "a held lock is 'retry later': {}",
+        second.describe()
+    );
     assert!(
         second.stderr.contains("locked by admin") && second.stderr.contains("release 42"),
         "the refusal does not say who holds the lock and why: {}",
         second.describe()
     );
+    // The running job's lock is not released by mistake.
+    let (code, _, stderr) = master_cli(&fleet, &["lock", "release"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("holds the lock while it runs") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    // Anyone can follow the running job from its start to its end, as its caller sees it.
+    let (_, status, _) = master_cli(&fleet, &["lock", "status"]);
+    let job = status
+        .split("(job ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("the lock names its job: {status}"))
+        .to_owned();
+    let waiting = std::thread::scope(|scope| {
+        // A rollout that waits for the lock starts when the running one is done.
+        let waiting = scope.spawn(|| fleet.master.highstate_run_with(&["--wait-for-lock", "60s"]));
+        let (code, followed, stderr) = master_cli(&fleet, &["jobs", "show", &job, "--follow"]);
+        assert_eq!(code, 0, "{followed}\n{stderr}");
+        for host in [fleet.minion_id("a"), fleet.minion_id("b")] {
+            assert!(
+                followed.contains(host.as_str()),
+                "{host} is not shown: {followed}"
+            );
+        }
+        waiting.join().expect("the waiting highstate")
+    });
     assert!(slow.wait().expect("wait for the slow highstate").success());
+    assert_eq!(waiting.code, 0, "{}", waiting.describe());
     let (_, status, _) = master_cli(&fleet, &["lock", "status"]);
     assert_eq!(
         status.trim(),
@@ -579,7 +613,7 @@ fn the_fleet_lock_refuses_a_second_rollout_until_released_or_expired() {
     let (code, _, stderr) = master_cli(&fleet, &["lock", "acquire", "-m", "maintenance"]);
     assert_eq!(code, 0, "{stderr}");
     let refused = fleet.master.highstate_run(None);
-    assert_eq!(refused.code, 2, "{}", refused.describe());
+    assert_eq!(refused.code, 3, "{}", refused.describe());
     assert!(
         refused.stderr.contains("maintenance"),
         "{}",

@@ -747,7 +747,12 @@ fn a_full_disk_under_the_master_refuses_jobs_clearly_and_recovers_when_freed() {
     fleet.master.write_roles(&roles_for(&v2.reference));
     let filler = tmpfs.fill();
     let refused = fleet.master.highstate_run(None);
-    assert_eq!(refused.code, 2, "{}", refused.describe());
+    assert_eq!(
+        refused.code,
+        3,
+        "retry once space is freed: {}",
+        refused.describe()
+    );
     assert!(
         refused.stderr.contains("the master's disk is full"),
         "{}",
@@ -781,7 +786,7 @@ fn a_full_disk_under_the_master_refuses_jobs_clearly_and_recovers_when_freed() {
         assert!(listed.contains(job), "job {job} was lost: {listed:?}");
     }
     let held = fleet.master.highstate_run(None);
-    assert_eq!(held.code, 2, "{}", held.describe());
+    assert_eq!(held.code, 3, "the lock is held: {}", held.describe());
 
     // Space freed: the job is recorded and the lock freed within seconds, with no restart.
     std::fs::remove_file(&filler).expect("free the space");

@@ -7,9 +7,10 @@ use std::time::Duration;
 use brine_common::identity::CertRole;
 use brine_common::names::{MinionId, check_label};
 use brine_common::token::JoinToken;
+use brine_proto::errors::{failure, invalid};
 use brine_proto::{pb, time};
 use rand::RngCore;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use super::paging::{page_size, paged};
 use super::{FleetService, store_failure};
@@ -29,18 +30,14 @@ pub(super) async fn create_join_token(
     let request = request.into_inner();
     let ttl = time::std_duration("ttl", request.ttl)?.unwrap_or(DEFAULT_TOKEN_TTL);
     if ttl > MAX_TOKEN_TTL {
-        return Err(Status::invalid_argument("ttl: at most 30 days"));
+        return Err(invalid("ttl", "at most 30 days"));
     }
     for (key, value) in &request.labels {
-        check_label(key, value)
-            .map_err(|err| Status::invalid_argument(format!("labels: {err}")))?;
+        check_label(key, value).map_err(|err| invalid("labels", err))?;
     }
     let replaces = match request.replaces_minion_id.as_str() {
         "" => None,
-        id => Some(
-            MinionId::new(id)
-                .map_err(|err| Status::invalid_argument(format!("replaces_minion_id: {err}")))?,
-        ),
+        id => Some(MinionId::new(id).map_err(|err| invalid("replaces_minion_id", err))?),
     };
     // A replacing token re-enrols one machine.
     let uses = if replaces.is_some() {
@@ -49,8 +46,9 @@ pub(super) async fn create_join_token(
         request.max_uses
     };
     if uses == Some(0) {
-        return Err(Status::invalid_argument(
-            "max_uses: at least 1 (leave it unset for any number)",
+        return Err(invalid(
+            "max_uses",
+            "at least 1 (leave it unset for any number)",
         ));
     }
     let mut secret = [0u8; 20];
@@ -124,8 +122,9 @@ pub(super) async fn revoke_join_token(
     let caller = Caller::of(&request)?.identity()?.to_string();
     let id = request.into_inner().token_id;
     if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Status::invalid_argument(
-            "token_id: a token id is 12 hex digits, as `token list` shows it",
+        return Err(invalid(
+            "token_id",
+            "a token id is 12 hex digits, as `token list` shows it",
         ));
     }
     match fleet
@@ -135,7 +134,12 @@ pub(super) async fn revoke_join_token(
         .await
         .map_err(store_failure)?
     {
-        false => Err(Status::not_found(format!("no join token {id}"))),
+        false => Err(failure(
+            Code::NotFound,
+            pb::ErrorReason::TokenNotFound,
+            format!("no join token {id}"),
+            [("token_id", id.clone())],
+        )),
         true => {
             tracing::warn!(%caller, token.id = %id, "join token revoked");
             Ok(Response::new(pb::RevokeJoinTokenResponse {}))
@@ -153,13 +157,13 @@ pub(super) async fn revoke_certificate(
         Ok(pb::CertificateRole::Admin) => CertRole::Admin,
         Ok(pb::CertificateRole::Ci) => CertRole::Ci,
         _ => {
-            return Err(Status::invalid_argument(
-                "role: ADMIN or CI (revoke a minion with RevokeMinion)",
+            return Err(invalid(
+                "role",
+                "ADMIN or CI (revoke a minion with RevokeMinion)",
             ));
         }
     };
-    let name = MinionId::new(request.name)
-        .map_err(|err| Status::invalid_argument(format!("name: {err}")))?;
+    let name = MinionId::new(request.name).map_err(|err| invalid("name", err))?;
     let now = now_unix_ms();
     fleet
         .master

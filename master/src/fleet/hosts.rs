@@ -4,8 +4,9 @@
 //! that reads best in one place.
 
 use brine_common::names::MinionId;
+use brine_proto::errors::{failure, invalid};
 use brine_proto::{pb, time};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use super::job_options::parse_target;
 use super::paging::{page_size, page_token, paged};
@@ -14,6 +15,15 @@ use crate::auth::Caller;
 use crate::highstate::{HighstateError, is_targeted};
 use crate::state::load_roles;
 use crate::store::{Approval, ApprovalChange, EVENTS_KEPT, MinionRecord};
+
+fn minion_not_found(id: &MinionId) -> Status {
+    failure(
+        Code::NotFound,
+        pb::ErrorReason::MinionNotFound,
+        format!("no enrolled minion {id}"),
+        [("minion_id", id.to_string())],
+    )
+}
 
 impl FleetService {
     /// Admits, rejects or revokes a host; a host no longer admitted loses its live link at once.
@@ -24,8 +34,7 @@ impl FleetService {
         id: String,
         approval: Approval,
     ) -> Result<bool, Status> {
-        let id = MinionId::new(id)
-            .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
+        let id = MinionId::new(id).map_err(|err| invalid("minion_id", err))?;
         // The store first, so a reconnect racing with the drop is refused too.
         match self
             .master
@@ -45,16 +54,21 @@ impl FleetService {
                 return Ok(false);
             }
             ApprovalChange::NotFound => {
-                return Err(Status::not_found(format!("no enrolled minion {id}")));
+                return Err(minion_not_found(&id));
             }
             ApprovalChange::Refused(current) => {
-                return Err(Status::failed_precondition(format!(
-                    "{id} is {}; it must join again with a token",
-                    match current {
-                        Approval::Rejected => "rejected",
-                        _ => "revoked",
-                    }
-                )));
+                return Err(failure(
+                    Code::FailedPrecondition,
+                    pb::ErrorReason::MinionState,
+                    format!(
+                        "{id} is {}; it must join again with a token",
+                        match current {
+                            Approval::Rejected => "rejected",
+                            _ => "revoked",
+                        }
+                    ),
+                    [("minion_id", id.to_string())],
+                ));
             }
         }
         let disconnected = approval != Approval::Accepted && self.master.links.disconnect(&id);
@@ -138,15 +152,15 @@ pub(super) async fn get_minion(
     fleet: &FleetService,
     request: Request<pb::GetMinionRequest>,
 ) -> Result<Response<pb::GetMinionResponse>, Status> {
-    let id = MinionId::new(request.into_inner().minion_id)
-        .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
+    let id =
+        MinionId::new(request.into_inner().minion_id).map_err(|err| invalid("minion_id", err))?;
     let record = fleet
         .master
         .store
         .minion(id.clone())
         .await
         .map_err(store_failure)?
-        .ok_or_else(|| Status::not_found(format!("no enrolled minion {id}")))?;
+        .ok_or_else(|| minion_not_found(&id))?;
     let events = fleet
         .master
         .store
@@ -194,8 +208,8 @@ pub(super) async fn delete_minion(
     request: Request<pb::DeleteMinionRequest>,
 ) -> Result<Response<pb::DeleteMinionResponse>, Status> {
     let caller = Caller::of(&request)?.identity()?.to_string();
-    let id = MinionId::new(request.into_inner().minion_id)
-        .map_err(|err| Status::invalid_argument(format!("minion_id: {err}")))?;
+    let id =
+        MinionId::new(request.into_inner().minion_id).map_err(|err| invalid("minion_id", err))?;
     // The store first, so a reconnect racing with the drop is refused too.
     if !fleet
         .master
@@ -204,7 +218,7 @@ pub(super) async fn delete_minion(
         .await
         .map_err(store_failure)?
     {
-        return Err(Status::not_found(format!("no enrolled minion {id}")));
+        return Err(minion_not_found(&id));
     }
     let disconnected = fleet.master.links.disconnect(&id);
     tracing::warn!(%caller, minion.id = %id, disconnected, "minion deleted");

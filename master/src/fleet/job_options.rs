@@ -187,6 +187,10 @@ impl From<HighstateError> for Status {
             HighstateError::Registry(ResolveError::Unreachable { .. }) => {
                 refused(Code::Unavailable, pb::ErrorReason::RegistryUnavailable)
             }
+            HighstateError::Registry(ResolveError::Unusable { .. }) => refused(
+                Code::FailedPrecondition,
+                pb::ErrorReason::MasterMisconfigured,
+            ),
             HighstateError::Registry(ResolveError::Refused { .. }) => {
                 refused(Code::FailedPrecondition, pb::ErrorReason::ImageUnresolvable)
             }

@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use brine_common::outcome::JobId;
-use brine_proto::errors::failure;
+use brine_proto::errors::{failure, invalid};
 use brine_proto::{pb, time};
 use tonic::{Code, Request, Response, Status};
 
 use super::{FleetService, store_failure};
 use crate::auth::Caller;
-use crate::highstate;
+use crate::highstate::HighstateError;
 use crate::state::now_unix_ms;
 use crate::store::LockRecord;
 
@@ -40,13 +40,11 @@ pub(super) async fn acquire_lock(
     let caller = Caller::of(&request)?.identity()?.to_string();
     let request = request.into_inner();
     if request.message.trim().is_empty() {
-        return Err(Status::invalid_argument(
-            "message: say why the fleet is locked",
-        ));
+        return Err(invalid("message", "say why the fleet is locked"));
     }
     let ttl = time::std_duration("ttl", request.ttl)?.unwrap_or(DEFAULT_LOCK_TTL);
     if ttl > MAX_LOCK_TTL {
-        return Err(Status::invalid_argument("ttl: at most 7 days"));
+        return Err(invalid("ttl", "at most 7 days"));
     }
     let now = now_unix_ms();
     let lock = LockRecord {
@@ -69,7 +67,7 @@ pub(super) async fn acquire_lock(
                 lock: Some(lock_status(Some(lock))),
             }))
         }
-        Err(held) => Err(Status::failed_precondition(highstate::describe_lock(&held))),
+        Err(held) => Err(HighstateError::Locked(held).into()),
     }
 }
 

@@ -372,10 +372,12 @@ async fn pin_images(
     .await
     .into_iter()
     .collect();
-    if let Some(Err(unreachable)) = resolved
-        .values()
-        .find(|r| matches!(r, Err(ResolveError::Unreachable { .. })))
-    {
+    if let Some(Err(unreachable)) = resolved.values().find(|r| {
+        matches!(
+            r,
+            Err(ResolveError::Unreachable { .. } | ResolveError::Unusable { .. })
+        )
+    }) {
         return Err(HighstateError::Registry(unreachable.clone()));
     }
 
