@@ -92,7 +92,7 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
         // Global, so that `jobs --output json show ID` means what it says.
-        #[arg(long, global = true, value_enum, default_value_t = ListFormat::Table)]
+        #[arg(long, short, global = true, value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
     },
     /// The fleet lock: while it is held, every highstate is refused. A highstate holds it while
@@ -130,7 +130,7 @@ enum Command {
         /// Only this role's images.
         #[arg(long)]
         role: Option<String>,
-        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        #[arg(long, short, value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
     },
     /// Run a role (or every role) on the images of an earlier release, as a highstate. Every
@@ -154,8 +154,12 @@ enum Command {
         #[command(subcommand)]
         command: Option<MinionsCommand>,
         // Global, so that `minions --output json show ID` means what it says.
-        #[arg(long, global = true, value_enum, default_value_t = ListFormat::Table)]
+        #[arg(long, short, global = true, value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
+        /// Only the hosts this picks; the same expressions as for highstate (e.g.
+        /// 'role:web and label:env=prod').
+        #[arg(long, value_name = "EXPRESSION")]
+        target: Option<String>,
     },
     /// Named masters to call from this machine (a laptop, a CI runner).
     ///
@@ -172,6 +176,8 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Show this program's version and the master's.
+    Version,
     /// Write the manual pages: brine-master.1 and one per subcommand.
     Man {
         /// The directory to write them into.
@@ -461,8 +467,11 @@ async fn execute(command: Command, client: ClientArgs) -> anyhow::Result<ExitCod
                 brine_master::cli::jobs::cancel(&client, id).await?;
             }
             Some(JobsCommand::Show { id, follow: true }) => {
-                let verdict =
-                    brine_master::cli::jobs::follow(&client, id, OutputFormat::Auto).await?;
+                let format = match output {
+                    ListFormat::Json => OutputFormat::Json,
+                    ListFormat::Table => OutputFormat::Auto,
+                };
+                let verdict = brine_master::cli::jobs::follow(&client, id, format).await?;
                 return Ok(verdict.exit_code());
             }
             Some(JobsCommand::Show { id, follow: false }) => {
@@ -540,8 +549,12 @@ async fn execute(command: Command, client: ClientArgs) -> anyhow::Result<ExitCod
                 brine_master::cli::highstate::rollback(&job(args), role, to, target).await?;
             return Ok(verdict.exit_code());
         }
-        Command::Minions { command, output } => match command {
-            None => brine_master::cli::minions::list(&client, output).await?,
+        Command::Minions {
+            command,
+            output,
+            target,
+        } => match command {
+            None => brine_master::cli::minions::list(&client, target, output).await?,
             Some(MinionsCommand::Show { id }) => {
                 brine_master::cli::minions::show(&client, id, output).await?;
             }
@@ -569,6 +582,7 @@ async fn execute(command: Command, client: ClientArgs) -> anyhow::Result<ExitCod
             brine_master::cli::docs::completions(Cli::command(), shell);
         }
         Command::Man { out } => brine_master::cli::docs::man_pages(Cli::command(), &out)?,
+        Command::Version => brine_master::cli::version::show(&client).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -86,12 +86,23 @@ impl Laptop {
         finished.stdout
     }
 
-    /// Runs `brine-master ARGS`, asserts it exits 2 (could not run), returns stderr.
+    /// Runs `brine-master ARGS`, asserts it exits 2 (did not run: fix the input or setup),
+    /// returns stderr.
     fn fails(&self, env: &[(&str, &str)], args: &[&str]) -> String {
+        self.fails_with(2, env, args)
+    }
+
+    /// Runs `brine-master ARGS`, asserts it exits 3 (did not run: the master is unreachable,
+    /// try again later), returns stderr.
+    fn cannot_reach(&self, env: &[(&str, &str)], args: &[&str]) -> String {
+        self.fails_with(3, env, args)
+    }
+
+    fn fails_with(&self, code: i32, env: &[(&str, &str)], args: &[&str]) -> String {
         let finished = self.run_with(env, args);
         assert!(
-            finished.code == 2,
-            "{}",
+            finished.code == code,
+            "expected exit {code}: {}",
             finished.describe(&format!("{env:?} brine-master {}", args.join(" ")))
         );
         finished.stderr
@@ -222,7 +233,7 @@ fn contexts_are_picked_by_flag_variable_or_current_context_and_unknown_names_are
     assert!(listed.contains("* dead"), "{listed}");
     assert!(listed.contains("  good"), "{listed}");
 
-    let unreachable = laptop.fails(&[], &["minions"]);
+    let unreachable = laptop.cannot_reach(&[], &["minions"]);
     assert!(
         unreachable.contains("cannot connect to the master"),
         "{unreachable}"
@@ -260,12 +271,12 @@ fn a_flag_or_variable_overrides_the_contexts_address() {
     laptop.ok(&["minions"]);
 
     let closed = closed_address();
-    let refused = laptop.fails(&[], &["minions", "--master", &closed]);
+    let refused = laptop.cannot_reach(&[], &["minions", "--master", &closed]);
     assert!(
         refused.contains(&format!("cannot connect to the master at {closed}")),
         "{refused}"
     );
-    let refused = laptop.fails(&[("BRINE_MASTER_ADDRESS", &closed)], &["token", "list"]);
+    let refused = laptop.cannot_reach(&[("BRINE_MASTER_ADDRESS", &closed)], &["token", "list"]);
     assert!(
         refused.contains(&format!("cannot connect to the master at {closed}")),
         "{refused}"
@@ -326,6 +337,30 @@ fn connection_flags_are_accepted_before_and_after_any_subcommand() {
     assert_eq!(json.trim(), "[]");
     laptop.ok(&["--data-dir", path(&data), "lock", "status"]);
     laptop.ok(&["lock", "--data-dir", path(&data), "status"]);
+}
+
+#[test]
+fn version_shows_the_client_and_the_master() {
+    let master = Master::start();
+    let issued = issue(&master, "alice", &[]);
+    let laptop = Laptop::new();
+    laptop.ok(&["context", "import", path(&certs(&issued))]);
+    let version = env!("CARGO_PKG_VERSION");
+    let shown = laptop.ok(&["version"]);
+    assert!(shown.contains(&format!("client  {version}")), "{shown}");
+    assert!(
+        shown.contains(&format!("master  {version} (API brine.v1)")),
+        "{shown}"
+    );
+    // Without a master, the client's own version still shows, and the exit says "later".
+    let closed = closed_address();
+    let finished = laptop.run_with(&[], &["version", "--master", &closed]);
+    assert_eq!(finished.code, 3, "{}", finished.describe("version"));
+    assert!(
+        finished.stdout.contains(&format!("client  {version}")),
+        "{}",
+        finished.describe("version")
+    );
 }
 
 #[test]

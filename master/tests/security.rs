@@ -2415,6 +2415,112 @@ async fn host_listings_come_in_pages_that_fit_the_message_limit() {
         Code::InvalidArgument,
         "page_token",
     );
+
+    // A filter picks hosts with the target syntax, a page at a time.
+    let mut filtered = vec![];
+    let mut token = String::new();
+    loop {
+        let page = within(
+            "a filtered page",
+            admin.list_minions(pb::ListMinionsRequest {
+                page_size: 1,
+                page_token: token,
+                filter: "web-[13]".into(),
+            }),
+        )
+        .await
+        .expect("a filtered page")
+        .into_inner();
+        assert!(page.minions.len() <= 1, "{:?}", page.minions.len());
+        filtered.extend(page.minions.into_iter().map(|m| m.minion_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(filtered, ["web-1", "web-3"]);
+    let result = within(
+        "a malformed filter",
+        admin.list_minions(pb::ListMinionsRequest {
+            filter: "web-1 and (".into(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    expect_refused(
+        "a malformed filter",
+        result,
+        Code::InvalidArgument,
+        "filter",
+    );
     drop(links);
+    master.shutdown().await;
+}
+
+/// Every list pages; a refusal names a reason a program can branch on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_tokens_come_in_pages_and_an_unknown_job_is_refused_with_its_reason() {
+    let master = TestMaster::start().await;
+    let mut created = vec![];
+    for _ in 0..5 {
+        created.push(
+            master
+                .create_token(pb::CreateJoinTokenRequest::default())
+                .await
+                .token_id,
+        );
+    }
+    let mut admin = master.admin().await;
+    let mut listed = vec![];
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = within(
+            "a page of tokens",
+            admin.list_join_tokens(pb::ListJoinTokensRequest {
+                page_size: 2,
+                page_token: token,
+            }),
+        )
+        .await
+        .expect("a page of tokens")
+        .into_inner();
+        pages += 1;
+        assert!(page.tokens.len() <= 2, "{page:?}");
+        listed.extend(page.tokens.into_iter().map(|t| t.token_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, 3);
+    let mut sorted = listed.clone();
+    sorted.sort();
+    sorted.dedup();
+    created.sort();
+    assert_eq!(sorted, created, "every token once: {listed:?}");
+
+    let status = within(
+        "watch a job that never was",
+        admin.watch_job(pb::WatchJobRequest {
+            job_id: "20990101T000000-00000000".into(),
+        }),
+    )
+    .await
+    .expect_err("no such job");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let failure = brine_proto::errors::Failure::of(&status);
+    assert_eq!(
+        failure.reason,
+        Some(pb::ErrorReason::JobNotFound),
+        "{status:?}"
+    );
+
+    let version = within("version", admin.get_version(pb::GetVersionRequest {}))
+        .await
+        .expect("the master's version")
+        .into_inner();
+    assert_eq!(version.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(version.api, "brine.v1");
     master.shutdown().await;
 }

@@ -105,7 +105,7 @@ pub struct JobArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub wait_for_lock: Option<Duration>,
     /// `auto`: progress bars on a terminal, plain lines otherwise.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Auto)]
     pub output: OutputFormat,
 }
 

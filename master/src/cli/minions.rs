@@ -71,8 +71,12 @@ struct ContainerJson {
     state: String,
 }
 
-/// Every enrolled host, as the master lists it, page by page.
-async fn fetch(fleet: &mut FleetServiceClient<Channel>) -> anyhow::Result<Vec<pb::MinionInfo>> {
+/// Every enrolled host that `filter` (a target expression; empty for all) picks, as the master
+/// lists them, page by page.
+async fn fetch(
+    fleet: &mut FleetServiceClient<Channel>,
+    filter: &str,
+) -> anyhow::Result<Vec<pb::MinionInfo>> {
     let mut minions = vec![];
     let mut page_token = String::new();
     loop {
@@ -80,7 +84,7 @@ async fn fetch(fleet: &mut FleetServiceClient<Channel>) -> anyhow::Result<Vec<pb
             .list_minions(pb::ListMinionsRequest {
                 page_size: 0,
                 page_token,
-                filter: String::new(),
+                filter: filter.to_owned(),
             })
             .await
             .map_err(super::status_error)
@@ -94,8 +98,18 @@ async fn fetch(fleet: &mut FleetServiceClient<Channel>) -> anyhow::Result<Vec<pb
     }
 }
 
-pub async fn list(client: &ClientArgs, format: ListFormat) -> anyhow::Result<()> {
-    let minions = fetch(&mut FleetServiceClient::new(client.connect().await?)).await?;
+/// Lists the hosts `target` picks (every host without one).
+pub async fn list(
+    client: &ClientArgs,
+    target: Option<String>,
+    format: ListFormat,
+) -> anyhow::Result<()> {
+    let filter = target.unwrap_or_default();
+    let minions = fetch(
+        &mut FleetServiceClient::new(client.connect().await?),
+        &filter,
+    )
+    .await?;
     match format {
         ListFormat::Json => {
             let json: Vec<MinionJson> = minions.into_iter().map(to_json).collect();
@@ -349,7 +363,7 @@ pub async fn act(
 ) -> anyhow::Result<()> {
     let mut fleet = FleetServiceClient::new(client.connect().await?);
     let ids = if patterns.iter().any(|p| is_glob(p)) {
-        let minions = fetch(&mut fleet).await?;
+        let minions = fetch(&mut fleet, "").await?;
         let ids = expand(patterns, &minions, action)?;
         let question = format!(
             "{} {} host(s): {}?",

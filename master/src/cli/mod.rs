@@ -13,6 +13,7 @@ pub mod minions;
 pub mod output;
 pub mod releases;
 pub mod token;
+pub mod version;
 
 /// The exit codes of `brine-master` commands that call a master, as README's "Exit codes"
 /// lists them: a script (or CI) can tell "retry later" from "fix your input" from "find out

@@ -15,6 +15,7 @@ use brine_daemon::clock::now_unix_ms;
 
 mod bars;
 mod json;
+mod ndjson;
 mod plain;
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ mod text;
 use bars::BarsMode;
 use json::JsonMode;
 pub use json::JsonReport;
+use ndjson::NdjsonMode;
 use plain::PlainMode;
 
 /// Why a job is incomplete when the event stream stops before its `Summary`.
@@ -38,6 +40,9 @@ pub enum OutputFormat {
     Plain,
     /// Nothing while the job runs, then one JSON document with every host's result.
     Json,
+    /// One JSON object per event as it arrives (`started`, `progress`, `host_finished`,
+    /// `summary`), for programs that follow the job live.
+    Ndjson,
 }
 
 /// Draws the events of one highstate; see [`OutputFormat`].
@@ -57,6 +62,7 @@ enum Mode {
     Bars(Box<BarsMode>),
     Plain(PlainMode),
     Json(JsonMode),
+    Ndjson(NdjsonMode),
 }
 
 impl Renderer {
@@ -82,6 +88,7 @@ impl Renderer {
             OutputFormat::Json => Mode::Json(JsonMode {
                 out: Box::new(io::stdout()),
             }),
+            OutputFormat::Ndjson => Mode::Ndjson(NdjsonMode::new(Box::new(io::stdout()))),
         };
         Self::with_mode(mode)
     }
@@ -111,6 +118,7 @@ impl Renderer {
             Mode::Plain(plain) => plain.event(event),
             // Scripts get one document at the end, never partial output.
             Mode::Json(_) => {}
+            Mode::Ndjson(ndjson) => ndjson.event(event),
         }
     }
 
@@ -124,6 +132,7 @@ impl Renderer {
             Mode::Bars(bars) => bars.finish(&self.state),
             Mode::Plain(plain) => plain.finish(&self.state),
             Mode::Json(json) => json.finish(&self.state, now_unix_ms()),
+            Mode::Ndjson(ndjson) => ndjson.finish(),
         }
     }
 }

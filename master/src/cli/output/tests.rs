@@ -382,6 +382,52 @@ fn json_report_without_a_summary_fails_with_the_hosts_that_finished() {
 }
 
 #[test]
+fn ndjson_mode_prints_each_event_as_it_comes() {
+    let out = Captured::default();
+    let mut renderer =
+        Renderer::with_mode(Mode::Ndjson(super::NdjsonMode::new(Box::new(out.clone()))));
+    renderer.event(&HighstateEvent::Started {
+        job_id: job_id(),
+        targets: vec![id("a")],
+        not_accepted: 0,
+    });
+    renderer.event(&pulling("a", "app:1", 10));
+    assert_eq!(out.text().lines().count(), 2, "printed as they come");
+    renderer.event(&HighstateEvent::HostFinished(changed("a")));
+    renderer.event(&HighstateEvent::Summary(summary(vec![changed("a")])));
+    renderer.finish();
+    let lines: Vec<serde_json::Value> = out
+        .text()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is one JSON object"))
+        .collect();
+    let kinds: Vec<&str> = lines.iter().filter_map(|l| l["event"].as_str()).collect();
+    assert_eq!(kinds, ["started", "progress", "host_finished", "summary"]);
+    assert_eq!(lines[0]["minion_ids"][0], "a");
+    assert_eq!(lines[1]["phase"], "pulling");
+    assert_eq!(lines[2]["status"], "changed");
+    assert_eq!(lines[3]["job_id"], lines[0]["job_id"]);
+
+    // A stream that stops early ends with a line that says so.
+    let out = Captured::default();
+    let mut renderer =
+        Renderer::with_mode(Mode::Ndjson(super::NdjsonMode::new(Box::new(out.clone()))));
+    renderer.event(&HighstateEvent::Started {
+        job_id: job_id(),
+        targets: vec![id("a")],
+        not_accepted: 0,
+    });
+    renderer.finish();
+    let last = out
+        .text()
+        .lines()
+        .last()
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(last.contains(r#""event":"incomplete""#), "{last}");
+}
+
+#[test]
 fn json_mode_prints_one_document_only_at_the_end() {
     let (mut renderer, out) = json_renderer();
     renderer.event(&HighstateEvent::Started {

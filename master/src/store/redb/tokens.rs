@@ -67,7 +67,13 @@ pub(super) fn list(db: &Database) -> Result<Vec<ListedToken>, StoreError> {
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    tokens.sort_by_key(|t| std::cmp::Reverse(t.record.created_at_unix_ms));
+    // Ties broken by id, so that pages of tokens created in the same millisecond are stable.
+    tokens.sort_by(|a, b| {
+        b.record
+            .created_at_unix_ms
+            .cmp(&a.record.created_at_unix_ms)
+            .then_with(|| a.id.cmp(&b.id))
+    });
     Ok(tokens)
 }
 

@@ -1,0 +1,21 @@
+//! `brine-master version`: this program's version and the master's, so a mismatch between a
+//! laptop's CLI and the master it calls is easy to see.
+
+use anyhow::Context;
+use brine_proto::pb;
+
+use super::client::ClientArgs;
+
+/// Prints the client's version, then asks the master for its own; fails (after printing the
+/// client's) when the master cannot be asked.
+pub async fn show(client: &ClientArgs) -> anyhow::Result<()> {
+    println!("client  {}", env!("CARGO_PKG_VERSION"));
+    let master = pb::fleet_service_client::FleetServiceClient::new(client.connect().await?)
+        .get_version(pb::GetVersionRequest {})
+        .await
+        .map_err(super::status_error)
+        .context("ask the master for its version")?
+        .into_inner();
+    println!("master  {} (API {})", master.version, master.api);
+    Ok(())
+}
