@@ -1,13 +1,10 @@
-//! The minion links: one `MinionLink.Connect` stream per connected minion.
+//! The minion links: one `MinionLinkService.Connect` stream per connected minion, and renewals.
 //!
-//! [`Links`] maps each minion id to the sender of its stream, so a job can push commands to it;
-//! [`JobRouter`] routes what minions send back to the job it belongs to. Each stream costs one
-//! task (its inbound loop) and two bounded channels; nothing is per-minion threads.
+//! Which minion is linked and which job gets what a minion sends are kept in `registry.rs`
+//! ([`Links`], [`JobRouter`]). Each stream costs one task (its inbound loop) and two bounded
+//! channels; nothing is per-minion threads.
 
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use brine_common::host::{AgentVersion, Facts, HostEvent, RunningContainer};
@@ -15,11 +12,9 @@ use brine_common::limits::MAX_CONTAINERS;
 use brine_common::names::MinionId;
 use brine_common::outcome::{HostReport, JobId, JobResult};
 use brine_common::progress::Progress;
-use brine_common::spec::DesiredState;
 use brine_proto::pb::connect_request::Kind;
 use brine_proto::{pb, time};
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -31,205 +26,12 @@ use crate::store::{Approval, CertificateCheck, HostHello, Renewal};
 #[cfg(test)]
 mod tests;
 
-/// How many commands may wait for one minion before a job considers it unreachable.
-const COMMAND_QUEUE: usize = 16;
 /// How long a minion has to say hello after it connects.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A command for one minion.
-#[derive(Debug, Clone)]
-pub enum Command {
-    Apply {
-        job_id: JobId,
-        expires_at_unix_ms: i64,
-        desired: DesiredState,
-        /// Only report what would change.
-        plan: bool,
-    },
-}
+mod registry;
 
-/// What a minion sent about a job, or that its link was lost.
-#[derive(Debug)]
-pub enum JobEvent {
-    Progress(MinionId, Progress),
-    Result(MinionId, JobResult),
-    LinkLost(MinionId),
-}
-
-/// A live link, as a job sees it.
-#[derive(Debug, Clone)]
-pub struct LinkHandle {
-    pub commands: mpsc::Sender<Command>,
-}
-
-struct LinkEntry {
-    session: u64,
-    commands: mpsc::Sender<Command>,
-    /// Cancelled to end the stream: when a newer stream replaces it, or at shutdown.
-    stop: CancellationToken,
-}
-
-/// The connected minions.
-pub struct Links {
-    // A std mutex: it is never held across an await.
-    entries: Mutex<HashMap<MinionId, LinkEntry>>,
-    next_session: AtomicU64,
-    shutdown: CancellationToken,
-}
-
-impl Links {
-    pub fn new(shutdown: CancellationToken) -> Self {
-        Self {
-            entries: Mutex::new(HashMap::new()),
-            next_session: AtomicU64::new(1),
-            shutdown,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MinionId, LinkEntry>> {
-        // A panic elsewhere while holding the lock leaves the map consistent (single inserts and
-        // removes), so poisoning is not a reason to stop serving.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Registers a new stream for `id`, ending the one it replaces.
-    fn register(&self, id: &MinionId) -> (u64, mpsc::Receiver<Command>, CancellationToken) {
-        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
-        let stop = self.shutdown.child_token();
-        let previous = self.lock().insert(
-            id.clone(),
-            LinkEntry {
-                session,
-                commands,
-                stop: stop.clone(),
-            },
-        );
-        if let Some(previous) = previous {
-            tracing::info!(minion.id = %id, "a new link replaces the previous one");
-            previous.stop.cancel();
-        }
-        (session, receiver, stop)
-    }
-
-    /// Forgets the stream `session` of `id`, unless a newer one already replaced it.
-    fn unregister(&self, id: &MinionId, session: u64) {
-        let mut entries = self.lock();
-        if entries.get(id).is_some_and(|e| e.session == session) {
-            entries.remove(id);
-        }
-    }
-
-    pub fn get(&self, id: &MinionId) -> Option<LinkHandle> {
-        self.lock().get(id).map(|e| LinkHandle {
-            commands: e.commands.clone(),
-        })
-    }
-
-    /// Ends `id`'s live stream, if it has one.
-    pub fn disconnect(&self, id: &MinionId) -> bool {
-        match self.lock().remove(id) {
-            Some(entry) => {
-                entry.stop.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// How many hosts are linked now.
-    pub fn count(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_connected(&self, id: &MinionId) -> bool {
-        self.lock().contains_key(id)
-    }
-}
-
-/// Routes minion messages to the job they belong to, and cancels from operators.
-#[derive(Default)]
-pub struct JobRouter {
-    // A std mutex: it is never held across an await.
-    jobs: Mutex<HashMap<JobId, mpsc::Sender<JobEvent>>>,
-    cancels: Mutex<HashMap<JobId, Cancel>>,
-}
-
-/// How a running job learns it was cancelled, and by whom.
-#[derive(Debug, Clone, Default)]
-pub struct Cancel {
-    token: CancellationToken,
-    by: std::sync::Arc<std::sync::OnceLock<String>>,
-}
-
-impl Cancel {
-    /// Who cancelled the job, once someone has.
-    pub fn by(&self) -> Option<&str> {
-        self.by.get().map(String::as_str)
-    }
-
-    /// Resolves when the job is cancelled.
-    pub async fn cancelled(&self) {
-        self.token.cancelled().await;
-    }
-
-    fn cancel(&self, by: &str) {
-        let _ = self.by.set(by.to_owned());
-        self.token.cancel();
-    }
-}
-
-impl JobRouter {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, mpsc::Sender<JobEvent>>> {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn register(&self, job: JobId, events: mpsc::Sender<JobEvent>) {
-        self.lock().insert(job, events);
-    }
-
-    pub fn unregister(&self, job: &JobId) {
-        self.lock().remove(job);
-    }
-
-    /// Lets operators cancel `job` until [`JobRouter::forget_cancel`].
-    pub fn cancellable(&self, job: JobId) -> Cancel {
-        let cancel = Cancel::default();
-        self.cancels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(job, cancel.clone());
-        cancel
-    }
-
-    pub fn forget_cancel(&self, job: &JobId) {
-        self.cancels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(job);
-    }
-
-    /// Cancels a running job on behalf of `by`; false if no such job runs.
-    pub fn cancel(&self, job: &JobId, by: &str) -> bool {
-        let cancels = self.cancels.lock().unwrap_or_else(|p| p.into_inner());
-        match cancels.get(job) {
-            Some(cancel) => {
-                cancel.cancel(by);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Where a job's messages go; a job's follow-up (an auto-revert) shares its inbox.
-    pub fn sender_of(&self, job: &JobId) -> Option<mpsc::Sender<JobEvent>> {
-        self.lock().get(job).cloned()
-    }
-
-    fn all(&self) -> Vec<mpsc::Sender<JobEvent>> {
-        self.lock().values().cloned().collect()
-    }
-}
+pub use registry::{Cancel, Command, JobEvent, JobRouter, LinkHandle, Links};
 
 type OutboundStream = Pin<Box<dyn Stream<Item = Result<pb::ConnectResponse, Status>> + Send>>;
 

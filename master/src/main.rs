@@ -1,4 +1,7 @@
 //! The `brine-master` binary: argument parsing around the library.
+//!
+//! It is longer than most files because it holds the whole command line, as the types clap
+//! derives it from, in one place; what each command does is in the library (`cli/`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
