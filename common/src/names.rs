@@ -87,6 +87,15 @@ pub fn check_label(key: &str, value: &str) -> Result<(), String> {
     check_name(value).map_err(|err| format!("label {key}: value {value:?} {err}"))
 }
 
+/// A label as the command lines take it, `KEY=VALUE`, checked as [`check_label`] does.
+pub fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    check_label(key, value)?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
 macro_rules! name_type {
     ($(#[$doc:meta])* $ty:ident, checked by $check:path, read back by $read_back:path) => {
         $(#[$doc])*
@@ -238,6 +247,17 @@ mod tests {
         let slash = ContainerName::new("web/1").unwrap_err();
         assert_eq!(slash, NameError::BadContainerChar('/'));
         assert!(!slash.to_string().contains("'.'"), "{slash}");
+    }
+
+    #[test]
+    fn command_line_labels_are_key_equals_value() {
+        assert_eq!(
+            parse_label("env=prod"),
+            Ok(("env".to_owned(), "prod".to_owned()))
+        );
+        assert!(parse_label("envprod").unwrap_err().contains("KEY=VALUE"));
+        assert!(parse_label("env=pr od").is_err());
+        assert!(parse_label("=prod").is_err());
     }
 
     #[test]

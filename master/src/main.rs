@@ -353,9 +353,9 @@ enum TokenCommand {
         /// refused and its live link dropped.
         #[arg(long, value_name = "ID")]
         replace: Option<String>,
-        /// A label every host that joins with it carries, for targeting (`env=prod`); repeat
-        /// or separate with commas for several.
-        #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',', value_parser = brine_master::cli::token::parse_label)]
+        /// A label every host that joins with it carries, for targeting (`env=prod`); repeat,
+        /// or separate with commas, for several (as `brine-minion join --label`).
+        #[arg(long = "label", visible_alias = "labels", value_name = "KEY=VALUE", value_delimiter = ',', value_parser = brine_common::names::parse_label)]
         labels: Vec<(String, String)>,
     },
     /// List join tokens by id, with expiry and uses (never their secrets).

@@ -50,8 +50,9 @@ enum Command {
         /// Prefix container names with this, so several minions can share one Docker engine.
         #[arg(long, default_value = "")]
         namespace: String,
-        /// A label reported with the host's facts (KEY=VALUE); repeat for several.
-        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        /// A label reported with the host's facts (KEY=VALUE); repeat, or separate with commas,
+        /// for several.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_delimiter = ',', value_parser = brine_common::names::parse_label)]
         labels: Vec<(String, String)>,
     },
     /// Show the configuration in effect: minion.toml with the BRINE_MINION_* environment
@@ -68,14 +69,6 @@ enum Command {
         #[arg(long)]
         namespace: Option<String>,
     },
-}
-
-fn parse_label(text: &str) -> Result<(String, String), String> {
-    let (key, value) = text
-        .split_once('=')
-        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
-    brine_common::names::check_label(key, value)?;
-    Ok((key.to_owned(), value.to_owned()))
 }
 
 fn main() -> ExitCode {

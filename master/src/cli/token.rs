@@ -118,12 +118,3 @@ pub async fn revoke(client: &ClientArgs, id: String) -> anyhow::Result<()> {
     println!("revoked join token {id}; hosts that joined with it stay enrolled");
     Ok(())
 }
-
-/// Parses `KEY=VALUE` for `--labels`.
-pub fn parse_label(text: &str) -> Result<(String, String), String> {
-    let (key, value) = text
-        .split_once('=')
-        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
-    brine_common::names::check_label(key, value)?;
-    Ok((key.to_owned(), value.to_owned()))
-}
