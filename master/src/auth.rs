@@ -197,9 +197,9 @@ impl Caller {
 
     /// The caller's certificate identity, for handlers that require one.
     pub fn identity(&self) -> Result<&CertIdentity, Status> {
-        self.identity
-            .as_ref()
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))
+        self.identity.as_ref().ok_or_else(|| {
+            brine_proto::errors::certificate_refused("a client certificate is required")
+        })
     }
 }
 
@@ -222,7 +222,9 @@ fn authorize(
                     None,
                     &format!("unusable client certificate: {err}"),
                 );
-                Status::unauthenticated(format!("the client certificate is not usable: {err}"))
+                brine_proto::errors::certificate_refused(format!(
+                    "the client certificate is not usable: {err}"
+                ))
             })?;
             (Some(identity), Some(sha256_hex(der)))
         }
@@ -239,13 +241,13 @@ fn authorize(
         (Access::Anyone, _) => {}
         (Access::Roles(_), None) => {
             refused(path, peer, None, "no client certificate");
-            return Err(Status::unauthenticated(
+            return Err(brine_proto::errors::certificate_refused(
                 "a client certificate issued by the master's CA is required",
             ));
         }
         (Access::Roles(roles), Some(id)) if !roles.contains(&id.role) => {
             refused(path, peer, Some(id), "role not allowed");
-            return Err(Status::permission_denied(format!(
+            return Err(brine_proto::errors::not_allowed(format!(
                 "a certificate with the {} role may not call {path}",
                 id.role
             )));
@@ -254,7 +256,7 @@ fn authorize(
             if matches!(id.role, Admin | Ci) && revocations.is_revoked(id) =>
         {
             refused(path, peer, Some(id), "certificate revoked");
-            return Err(Status::unauthenticated(format!(
+            return Err(brine_proto::errors::certificate_refused(format!(
                 "this {} certificate for {} was revoked; ask an operator for a new one",
                 id.role, id.name
             )));

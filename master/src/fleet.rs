@@ -1,9 +1,10 @@
-//! The `FleetService`: highstate, minion listing and join tokens for operators and CI.
+//! The `FleetService`: jobs, hosts, join tokens and the lock, for operators and CI.
 //!
 //! This file holds the service and its table of RPCs; each RPC is answered in the module of
-//! what it acts on: `jobs.rs` (highstate, deploy, rollback, releases, recorded jobs),
-//! `hosts.rs` (listing and admission), `credentials.rs` (join tokens, certificate
-//! revocations) and `lock.rs` (the fleet lock), with `paging.rs` for long answers.
+//! what it acts on: `jobs.rs` (highstate, deploy, rollback, following and recorded jobs) with
+//! `job_options.rs` (what every job request carries, and what a refused job tells its caller),
+//! `releases.rs`, `hosts.rs` (listing and admission), `credentials.rs` (join tokens,
+//! certificate revocations) and `lock.rs` (the fleet lock), with `paging.rs` for long answers.
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -2524,3 +2524,61 @@ async fn join_tokens_come_in_pages_and_an_unknown_job_is_refused_with_its_reason
     assert_eq!(version.api, "brine.v1");
     master.shutdown().await;
 }
+
+/// A job that waits for the lock answers at once and waits inside its stream (the wait may be
+/// longer than the master's deadline for an answer); refused after the wait, the stream ends
+/// with the refusal and its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_waiting_for_the_lock_is_refused_in_its_stream_when_the_wait_ends() {
+    let master = TestMaster::start().await;
+    let (_dir, _host) = master.enrolled_minion("web-1").await;
+    std::fs::write(
+        master.data.roles(),
+        "[roles.web]\nimage = \"127.0.0.1:1/app@sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n[[roles.web.containers]]\nname = \"web\"\n\n[assign]\n\"web-*\" = [\"web\"]\n",
+    )
+    .expect("write roles.toml");
+    let mut admin = master.admin().await;
+    within(
+        "lock the fleet",
+        admin.acquire_lock(pb::AcquireLockRequest {
+            message: "maintenance".into(),
+            ttl: None,
+        }),
+    )
+    .await
+    .expect("the fleet is locked");
+    let started = std::time::Instant::now();
+    let mut stream = within(
+        "a highstate that waits for the lock",
+        admin.highstate(pb::HighstateRequest {
+            options: Some(pb::JobOptions {
+                wait_for_lock: Some(prost_types::Duration {
+                    seconds: 2,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            plan: false,
+        }),
+    )
+    .await
+    .expect("the call is answered at once, before the wait")
+    .into_inner();
+    let refused = within("the end of the wait", stream.message())
+        .await
+        .expect_err("still locked after the wait");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
+    let failure = brine_proto::errors::Failure::of(&refused);
+    assert_eq!(
+        failure.reason,
+        Some(pb::ErrorReason::FleetLocked),
+        "{refused:?}"
+    );
+    assert_eq!(failure.metadata["message"], "maintenance", "{refused:?}");
+    master.shutdown().await;
+}

@@ -54,6 +54,26 @@ pub fn invalid(field: impl Into<String>, message: impl std::fmt::Display) -> Sta
     )
 }
 
+/// A caller whose certificate is refused (missing, foreign, expired or revoked).
+pub fn certificate_refused(message: impl Into<String>) -> Status {
+    failure(
+        Code::Unauthenticated,
+        pb::ErrorReason::CertificateRefused,
+        message,
+        [],
+    )
+}
+
+/// A caller whose certificate's role may not do this.
+pub fn not_allowed(message: impl Into<String>) -> Status {
+    failure(
+        Code::PermissionDenied,
+        pb::ErrorReason::NotAllowed,
+        message,
+        [],
+    )
+}
+
 fn details<'a>(
     reason: pb::ErrorReason,
     metadata: impl IntoIterator<Item = (&'a str, String)>,

@@ -148,7 +148,7 @@ pub async fn run(job: &JobArgs, target: Option<String>, plan: bool) -> anyhow::R
         .map_err(super::status_error)
         .context("start the highstate")?
         .into_inner();
-    Ok(watch(stream, |r: pb::HighstateResponse| r.event, job.output).await)
+    watch(stream, |r: pb::HighstateResponse| r.event, job.output).await
 }
 
 /// Rolls `role` (or every role) back to release `to` (or the previous one) and renders it.
@@ -171,7 +171,7 @@ pub async fn rollback(
         .map_err(super::status_error)
         .context("start the rollback")?
         .into_inner();
-    Ok(watch(stream, |r: pb::RollbackResponse| r.event, job.output).await)
+    watch(stream, |r: pb::RollbackResponse| r.event, job.output).await
 }
 
 /// Deploys `image` to `roles` (CI's call) and renders it.
@@ -194,16 +194,17 @@ pub async fn deploy(
         .map_err(super::status_error)
         .context("start the deploy")?
         .into_inner();
-    Ok(watch(stream, |r: pb::DeployResponse| r.event, job.output).await)
+    watch(stream, |r: pb::DeployResponse| r.event, job.output).await
 }
 
 /// Renders a job's events (each the `event` of a response message) until its summary; without
-/// one, the outcome is unknown.
+/// one, the outcome is unknown. A refusal before the job started (one that waited for the lock
+/// and was refused after all) is an error, as if the call itself had been refused.
 pub(super) async fn watch<T>(
     mut stream: Streaming<T>,
     event_of: fn(T) -> Option<pb::JobEvent>,
     format: OutputFormat,
-) -> Verdict {
+) -> anyhow::Result<Verdict> {
     let mut renderer = Renderer::new(format);
     let mut job_id = None;
     let mut summarized = false;
@@ -211,6 +212,7 @@ pub(super) async fn watch<T>(
         let message = match stream.message().await {
             Ok(Some(message)) => message,
             Ok(None) => break,
+            Err(status) if job_id.is_none() => return Err(super::status_error(status)),
             Err(status) => {
                 tracing::error!("the job's stream broke off: {}", status.message());
                 break;
@@ -243,13 +245,13 @@ pub(super) async fn watch<T>(
             "the connection to the master was lost while the job ran; it goes on without you: \
              {follow} (or repeat this command with the same --request-id)"
         );
-        return Verdict::OutcomeUnknown { job_id };
+        return Ok(Verdict::OutcomeUnknown { job_id });
     }
     // Judged on what the renderer gathered: a long job's summary leaves the hosts' reports to
     // the events that came before it.
-    if renderer.job_succeeded() {
+    Ok(if renderer.job_succeeded() {
         Verdict::Success
     } else {
         Verdict::HostsFailed
-    }
+    })
 }

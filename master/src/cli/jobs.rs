@@ -154,7 +154,7 @@ pub async fn follow(
         .map_err(super::status_error)
         .context("follow the job")?
         .into_inner();
-    Ok(super::highstate::watch(stream, |r: pb::WatchJobResponse| r.event, format).await)
+    super::highstate::watch(stream, |r: pb::WatchJobResponse| r.event, format).await
 }
 
 /// Shows one job with every host.

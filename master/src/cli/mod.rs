@@ -65,10 +65,12 @@ pub fn exit_code_of(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if let Some(CallFailed(status)) = cause.downcast_ref::<CallFailed>() {
             return match status.code() {
+                // Cancelled: the master gave up answering in time, before any job started.
                 tonic::Code::Unavailable
                 | tonic::Code::Aborted
                 | tonic::Code::ResourceExhausted
-                | tonic::Code::DeadlineExceeded => exit::RETRY_LATER,
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled => exit::RETRY_LATER,
                 _ => exit::REFUSED,
             };
         }

@@ -4,6 +4,8 @@
 //! largest concern.
 
 use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use brine_common::identity::CertIdentity;
@@ -13,8 +15,8 @@ use brine_common::spec::ImageRef;
 use brine_proto::errors::{failure, invalid};
 use brine_proto::pb;
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status};
 
 use super::job_options::JobOptions;
@@ -23,7 +25,8 @@ use super::{FleetService, JobStream, store_failure};
 use crate::auth::Caller;
 use crate::highstate::{self, HighstateError, JobRequest, PreparedJob};
 use crate::job::JobKind;
-use crate::request_ids::Claim;
+use crate::request_ids::{Claim, Ticket};
+use crate::state::Master;
 use crate::store::{JobRecord, RequestRecord};
 
 /// Jobs in a page of `ListJobs` unless the caller asks for fewer.
@@ -33,21 +36,35 @@ const LOCK_RETRY: Duration = Duration::from_secs(1);
 /// How long a repeated call waits at a time for the first call with its request id to start
 /// its job, before it looks again.
 const REQUEST_WAIT: Duration = Duration::from_secs(1);
+/// How long a repeated call waits for the first call with its request id to start its job
+/// (well within the server's deadline for an answer) before it asks its caller to try again.
+const MAX_REQUEST_WAIT: Duration = Duration::from_secs(60);
 /// How many replayed events of a recorded job may wait for a slow caller.
 const REPLAY_QUEUE: usize = 256;
 
+/// A job's events for one caller; a job that waited for the lock and was then refused ends its
+/// stream with that refusal instead.
+type Events = Pin<Box<dyn Stream<Item = Result<HighstateEvent, Status>> + Send>>;
+
 /// A job's events for one caller, and whether the caller attached to a job it did not start.
 struct Followed {
-    events: mpsc::Receiver<HighstateEvent>,
+    events: Events,
     attached: bool,
 }
 
 impl Followed {
+    fn new(events: mpsc::Receiver<HighstateEvent>, attached: bool) -> Self {
+        Self {
+            events: Box::pin(ReceiverStream::new(events).map(Ok)),
+            attached,
+        }
+    }
+
     /// The events as one RPC streams them, each wrapped in its response message.
     fn respond<T: Send + 'static>(self, wrap: fn(pb::JobEvent) -> T) -> Response<JobStream<T>> {
         let attached = self.attached;
-        let stream = ReceiverStream::new(self.events).map(move |event| {
-            let mut event = fitted(event.into());
+        let stream = self.events.map(move |event| {
+            let mut event = fitted(event?.into());
             if let Some(pb::job_event::Kind::Started(started)) = &mut event.kind {
                 started.attached = attached;
             }
@@ -68,14 +85,27 @@ impl FleetService {
     ) -> Result<Followed, Status> {
         let caller_name = caller.to_string();
         let Some(request_id) = options.request_id.clone() else {
-            let job = self.prepare(caller, kind, options, None).await?;
-            return Ok(self.run(job));
+            return self
+                .prepare_and_run(caller, kind, options, None, None)
+                .await;
         };
         let fingerprint = options.fingerprint(&caller_name, &kind);
+        let give_up_at = tokio::time::Instant::now() + MAX_REQUEST_WAIT;
         loop {
             match self.master.requests.claim(&request_id, &fingerprint) {
                 Claim::Started(job_id) => return self.attach(&job_id).await,
                 Claim::Conflict(job_id) => return Err(reused(&request_id, job_id)),
+                Claim::Wait(_) if tokio::time::Instant::now() >= give_up_at => {
+                    return Err(failure(
+                        Code::Unavailable,
+                        pb::ErrorReason::RequestPending,
+                        format!(
+                            "a call with request id {request_id} is still preparing its job \
+                             (waiting for the fleet lock); try again"
+                        ),
+                        [("request_id", request_id.clone())],
+                    ));
+                }
                 Claim::Wait(ready) => {
                     // Woken when the first call started its job or gave up; looks again
                     // anyway after a while, in case the wake-up came before the wait.
@@ -105,22 +135,27 @@ impl FleetService {
                         id: request_id.clone(),
                         fingerprint: fingerprint.clone(),
                     };
-                    let job = self.prepare(caller, kind, options, Some(request)).await?;
-                    ticket.started(job.job_id.clone());
-                    return Ok(self.run(job));
+                    return self
+                        .prepare_and_run(caller, kind, options, Some(request), Some(ticket))
+                        .await;
                 }
             }
         }
     }
 
-    /// Prepares a job; while the fleet is locked, tries again for up to `wait_for_lock`.
-    async fn prepare(
+    /// Prepares a job and runs it. While the fleet is locked, it tries again every second for
+    /// up to the options' `wait_for_lock`: then the caller gets its stream at once (the wait may
+    /// outlast the server's deadline for an answer), and a refusal after the wait ends the
+    /// stream. `ticket` is the caller's hold on its request id, released if the job is refused.
+    async fn prepare_and_run(
         &self,
         caller: &CertIdentity,
         kind: JobKind,
         options: JobOptions,
         request: Option<RequestRecord>,
-    ) -> Result<PreparedJob, Status> {
+        ticket: Option<Ticket>,
+    ) -> Result<Followed, Status> {
+        let wait = options.wait_for_lock;
         let request = JobRequest {
             kind,
             target: options.target,
@@ -133,35 +168,20 @@ impl FleetService {
             lock_message: options.lock_message,
             request,
         };
-        let give_up_at = tokio::time::Instant::now() + options.wait_for_lock;
-        loop {
-            match highstate::prepare(&self.master, request.clone()).await {
-                Err(HighstateError::Locked(_)) if tokio::time::Instant::now() < give_up_at => {
-                    tokio::time::sleep_until(
-                        give_up_at.min(tokio::time::Instant::now() + LOCK_RETRY),
-                    )
-                    .await;
-                }
-                prepared => return Ok(prepared?),
-            }
-        }
-    }
-
-    fn run(&self, job: PreparedJob) -> Followed {
-        let feed = highstate::spawn(self.master.clone(), job);
-        Followed {
-            events: feed.follow(),
-            attached: false,
+        match highstate::prepare(&self.master, request.clone()).await {
+            Ok(job) => Ok(run(self.master.clone(), job, ticket)),
+            Err(HighstateError::Locked(_)) if !wait.is_zero() => Ok(Followed {
+                events: wait_for_lock(self.master.clone(), request, wait, ticket),
+                attached: false,
+            }),
+            Err(err) => Err(err.into()),
         }
     }
 
     /// Follows job `job_id` from its start: live while it runs, from its record once written.
     async fn attach(&self, job_id: &JobId) -> Result<Followed, Status> {
         if let Some(feed) = self.master.feeds.get(job_id) {
-            return Ok(Followed {
-                events: feed.follow(),
-                attached: true,
-            });
+            return Ok(Followed::new(feed.follow(), true));
         }
         let job = self
             .master
@@ -170,11 +190,53 @@ impl FleetService {
             .await
             .map_err(store_failure)?
             .ok_or_else(|| job_not_found(job_id))?;
-        Ok(Followed {
-            events: replay(job),
-            attached: true,
-        })
+        Ok(Followed::new(replay(job), true))
     }
+}
+
+/// Runs a prepared job; the caller follows it from its start.
+fn run(master: Arc<Master>, job: PreparedJob, ticket: Option<Ticket>) -> Followed {
+    if let Some(ticket) = ticket {
+        ticket.started(job.job_id.clone());
+    }
+    Followed::new(highstate::spawn(master, job).follow(), false)
+}
+
+/// Waits up to `wait` for the fleet lock, trying to prepare the job every second, then runs it;
+/// a caller that hangs up meanwhile stops the wait, and no job starts.
+fn wait_for_lock(
+    master: Arc<Master>,
+    request: JobRequest,
+    wait: Duration,
+    ticket: Option<Ticket>,
+) -> Events {
+    let (sender, receiver) = mpsc::channel(REPLAY_QUEUE);
+    tokio::spawn(async move {
+        let give_up_at = tokio::time::Instant::now() + wait;
+        let prepared = loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(give_up_at.min(tokio::time::Instant::now() + LOCK_RETRY)) => {}
+                () = sender.closed() => return,
+            }
+            match highstate::prepare(&master, request.clone()).await {
+                Err(HighstateError::Locked(_)) if tokio::time::Instant::now() < give_up_at => {}
+                prepared => break prepared,
+            }
+        };
+        let mut events = match prepared {
+            Ok(job) => run(master, job, ticket).events,
+            Err(err) => {
+                let _ = sender.send(Err(err.into())).await;
+                return;
+            }
+        };
+        while let Some(event) = events.next().await {
+            if sender.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(receiver))
 }
 
 /// A recorded job's events, as its callers saw them: its start, each host's final report, and

@@ -3,6 +3,7 @@
 //! jobs page alike.
 
 use brine_common::names::MinionId;
+use brine_proto::errors::invalid;
 use tonic::Status;
 
 /// Hosts in a page of `ListMinions` unless the caller asks for fewer, and at most.
@@ -53,8 +54,8 @@ pub(super) fn page_size(requested: u32) -> usize {
 pub(super) fn page_token(token: &str) -> Result<Option<MinionId>, Status> {
     match token {
         "" => Ok(None),
-        token => MinionId::new(token).map(Some).map_err(|err| {
-            Status::invalid_argument(format!("page_token: not one this master gave: {err}"))
-        }),
+        token => MinionId::new(token)
+            .map(Some)
+            .map_err(|err| invalid("page_token", format!("not one this master gave: {err}"))),
     }
 }

@@ -179,6 +179,11 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
     if available_bytes < MIN_FREE_BYTES {
         return Err(HighstateError::DiskFull { available_bytes });
     }
+    // A locked fleet refuses at once, before the registry is asked anything (a caller waiting
+    // for the lock asks again every second). The lock is taken for real at the end.
+    if !plan && let Some(held) = master.store.current_lock(now_unix_ms()).await? {
+        return Err(HighstateError::Locked(held));
+    }
     let releases = if kind.needs_every_release() {
         master.store.releases().await?
     } else {
