@@ -251,6 +251,7 @@ impl TestMaster {
             id: MinionId::new(id).expect("a valid minion id"),
             namespace: String::new(),
             labels: Default::default(),
+            source_address: None,
         };
         within("join", join(data, request)).await
     }

@@ -85,6 +85,10 @@ pub struct MinionConfig {
     /// name them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub registries: BTreeMap<String, RegistryLogin>,
+    /// The local address to dial the master from; unset, the system chooses. For a host with
+    /// several addresses when the master's firewall expects one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 /// A registry account. Its password is never printed (see the `Debug` impl).
@@ -210,6 +214,7 @@ mod tests {
                     password: "s3cret".into(),
                 },
             )]),
+            source_address: Some("127.0.0.7".parse().unwrap()),
         };
         std::fs::write(data.config(), config.to_file()).unwrap();
         let loaded = MinionConfig::load(&data).unwrap();

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use brine_common::names::MinionId;
 use brine_common::token::{JoinToken, sha256_hex};
 use brine_proto::pb;
-use brine_proto::tls::{MasterTrust, certs_from_pem, client_config, connect};
+use brine_proto::tls::{MasterTrust, certs_from_pem, client_config, connect_from};
 
 use crate::config::{DataDir, MinionConfig};
 use brine_daemon::files::write_synced;
@@ -25,6 +25,9 @@ pub struct JoinRequest {
     pub id: MinionId,
     pub namespace: String,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The local address to dial from (kept in minion.toml for the agent); `None` lets the
+    /// system choose.
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 /// Generates this host's key, has the master sign a certificate for it and writes the data
@@ -44,7 +47,13 @@ pub async fn join(data: &DataDir, request: JoinRequest) -> anyhow::Result<()> {
         MasterTrust::PinnedDigest(request.token.ca_digest.clone()),
         None,
     )?;
-    let channel = connect(&request.master, tls, CONNECT_TIMEOUT).await?;
+    let channel = connect_from(
+        &request.master,
+        request.source_address,
+        tls,
+        CONNECT_TIMEOUT,
+    )
+    .await?;
     let response = pb::enrolment_service_client::EnrolmentServiceClient::new(channel)
         .join(pb::JoinRequest {
             token: request.token.to_string(),
@@ -77,6 +86,7 @@ pub async fn join(data: &DataDir, request: JoinRequest) -> anyhow::Result<()> {
         reconcile_interval: crate::config::default_reconcile_interval(),
         keep_releases: crate::config::default_keep_releases(),
         registries: Default::default(),
+        source_address: request.source_address,
     };
     write_synced(&data.key(), &key.serialize_pem(), 0o600)?;
     write_synced(&data.ca_cert(), &response.ca_certificate_pem, 0o644)?;

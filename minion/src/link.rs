@@ -10,7 +10,7 @@ use brine_common::names::MinionId;
 use brine_common::outcome::{JobId, JobResult};
 use brine_common::spec::DesiredState;
 use brine_proto::pb::connect_request::Kind;
-use brine_proto::tls::connect;
+use brine_proto::tls::connect_from;
 use brine_proto::{pb, time};
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -53,6 +53,17 @@ pub async fn run<R: ContainerRuntime + 'static>(
     runtime: R,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    run_with_status(data, config, runtime, Arc::default(), shutdown).await
+}
+
+/// [`run`], keeping the link's state in `status`, where the caller can read it.
+pub async fn run_with_status<R: ContainerRuntime + 'static>(
+    data: DataDir,
+    config: MinionConfig,
+    runtime: R,
+    status: Arc<StatusLine>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     // Fail fast on a host that has not joined; later sessions reload it (a renewal changes it).
     identity::load(&data)?;
     let executor = Arc::new(Executor::new(runtime, config.namespace.clone()));
@@ -65,7 +76,6 @@ pub async fn run<R: ContainerRuntime + 'static>(
     let (checks, check_queue) = mpsc::channel(1);
     let _ = checks.try_send(Check::Startup);
     let events = Arc::new(Outbox::default());
-    let status = Arc::new(StatusLine::default());
     let applier = tokio::spawn(keep_host(
         executor.clone(),
         data.clone(),
@@ -179,7 +189,7 @@ async fn session<R: ContainerRuntime>(
             humantime::format_rfc3339_seconds(expiry)
         );
     }
-    let channel = connect(&config.master, tls, CONNECT_TIMEOUT).await?;
+    let channel = connect_from(&config.master, config.source_address, tls, CONNECT_TIMEOUT).await?;
     let (outbound, outbound_queue) = mpsc::channel(OUTBOUND_QUEUE);
     let facts = crate::facts::gather(executor.runtime(), &config.labels).await;
     let running = match executor.running().await {

@@ -54,6 +54,10 @@ enum Command {
         /// for several.
         #[arg(long = "label", value_name = "KEY=VALUE", value_delimiter = ',', value_parser = brine_common::names::parse_label)]
         labels: Vec<(String, String)>,
+        /// Dial the master from this local address (kept in minion.toml for the agent); by
+        /// default the system chooses.
+        #[arg(long, value_name = "IP")]
+        source_address: Option<std::net::IpAddr>,
     },
     /// Show the configuration in effect: minion.toml with the BRINE_MINION_* environment
     /// variables applied (registry passwords redacted).
@@ -104,6 +108,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             data_dir,
             namespace,
             labels,
+            source_address,
         } => {
             let token: JoinToken = token.parse()?;
             validate_namespace(&namespace)?;
@@ -121,6 +126,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 id: id.clone(),
                 namespace,
                 labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
+                source_address,
             };
             join(&data, request).await?;
             println!(

@@ -6,6 +6,7 @@
 //! cannot pose as the master.
 
 use std::error::Error as StdError;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream, lookup_host};
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -248,6 +249,17 @@ pub async fn connect(
     config: ClientConfig,
     timeout: Duration,
 ) -> Result<Channel, TlsError> {
+    connect_from(address, None, config, timeout).await
+}
+
+/// Like [`connect`], dialling from the local address `source` when one is given (a host with
+/// several addresses whose firewall expects one of them; many simulated hosts on one machine).
+pub async fn connect_from(
+    address: &str,
+    source: Option<IpAddr>,
+    config: ClientConfig,
+    timeout: Duration,
+) -> Result<Channel, TlsError> {
     let name = server_name(address)?;
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|_| TlsError::Address(address.to_owned()))?
@@ -259,16 +271,16 @@ pub async fn connect(
         .keep_alive_while_idle(true);
     let connector = TlsConnector::from(Arc::new(config));
     let tcp_address = address.to_owned();
-    let dial = tower::service_fn(move |_: Uri| {
+    let dialer = tower::service_fn(move |_: Uri| {
         let (connector, name, tcp_address) = (connector.clone(), name.clone(), tcp_address.clone());
         async move {
-            let tcp = TcpStream::connect(&tcp_address).await?;
+            let tcp = dial(&tcp_address, source).await?;
             tcp.set_nodelay(true)?;
             let tls = connector.connect(name, tcp).await?;
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
     });
-    tokio::time::timeout(timeout, endpoint.connect_with_connector(dial))
+    tokio::time::timeout(timeout, endpoint.connect_with_connector(dialer))
         .await
         .map_err(|_| TlsError::Connect {
             address: address.to_owned(),
@@ -278,6 +290,35 @@ pub async fn connect(
             address: address.to_owned(),
             message: error_chain(&err),
         })
+}
+
+/// A TCP connection to `address`, from `source` when one is given.
+async fn dial(address: &str, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(address).await;
+    };
+    let mut last_error = None;
+    // Only the master's addresses of the source's family can be reached from it.
+    for target in lookup_host(address)
+        .await?
+        .filter(|a| a.is_ipv4() == source.is_ipv4())
+    {
+        let socket = match target {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        match socket.connect(target).await {
+            Ok(stream) => return Ok(stream),
+            Err(err) => last_error = Some(err),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("{address} has no address reachable from {source}"),
+        )
+    }))
 }
 
 /// Renders an error with its sources, the innermost last: transport errors hide the TLS alert
@@ -303,6 +344,22 @@ mod tests {
     };
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_connection_comes_from_the_source_address_asked_for() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let source: IpAddr = "127.0.0.9".parse().unwrap();
+        let (dialled, accepted) = tokio::join!(dial(&address, Some(source)), listener.accept());
+        dialled.unwrap();
+        assert_eq!(accepted.unwrap().1.ip(), source);
+        let unreachable = dial(&address, Some("::1".parse().unwrap())).await;
+        assert_eq!(
+            unreachable.unwrap_err().kind(),
+            std::io::ErrorKind::AddrNotAvailable,
+            "an IPv4 master is not reachable from an IPv6 source"
+        );
+    }
 
     /// A CA and a server certificate for `localhost` holding `role`.
     fn ca_and_server(role: &str) -> (CertificateDer<'static>, CertificateDer<'static>) {
