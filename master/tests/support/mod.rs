@@ -71,36 +71,50 @@ pub fn master_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_brine-master"))
 }
 
-/// The `brine-minion` binary, built next to the master's by `cargo build --bins`. Cargo builds
-/// the master for its own tests, but not the minion, another package: one older than its
-/// sources would test yesterday's code, so it is refused.
+/// The `brine-minion` binary, built next to the master's by `cargo build --bins`.
 pub fn minion_binary() -> PathBuf {
     static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     CHECKED
-        .get_or_init(|| {
-            let path = Path::new(env!("CARGO_BIN_EXE_brine-master")).with_file_name("brine-minion");
-            let built = std::fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "{} is missing: run `cargo build --bins` in the workspace first",
-                        path.display()
-                    )
-                });
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            // Only code: cargo relinks the minion when its code changes, but not for a
-            // manifest change that leaves it as it was.
-            let sources = ["minion", "common", "proto"].map(|p| workspace.join(p));
-            if let Some(newer) = sources.iter().find_map(|p| newer_than(p, built)) {
-                panic!(
-                    "{} is older than {}: run `cargo build --bins` (scripts/test.sh does)",
-                    path.display(),
-                    newer.display()
-                );
-            }
-            path
-        })
+        .get_or_init(|| sibling_binary("brine-minion", &["minion", "common", "proto"]))
         .clone()
+}
+
+/// The `brine-fleet-sim` binary, built next to the master's by `cargo build --bins`.
+pub fn fleet_sim_binary() -> PathBuf {
+    sibling_binary(
+        "brine-fleet-sim",
+        &["bench/fleet-sim", "minion", "common", "proto"],
+    )
+}
+
+/// The binary `name` of another package, built next to the master's by `cargo build --bins`.
+/// Cargo builds the master for its own tests, but not other packages' binaries: one older than
+/// its sources (the directories `sources` of the workspace) would test yesterday's code, so it
+/// is refused.
+fn sibling_binary(name: &str, sources: &[&str]) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_brine-master")).with_file_name(name);
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run `cargo build --bins` in the workspace first",
+                path.display()
+            )
+        });
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Only code: cargo relinks a binary when its code changes, but not for a manifest change
+    // that leaves it as it was.
+    if let Some(newer) = sources
+        .iter()
+        .find_map(|p| newer_than(&workspace.join(p), built))
+    {
+        panic!(
+            "{} is older than {}: run `cargo build --bins` (scripts/test.sh does)",
+            path.display(),
+            newer.display()
+        );
+    }
+    path
 }
 
 /// A source file under `path` (Rust or proto, outside tests) modified after `built`, if any.
@@ -275,7 +289,7 @@ pub fn wait_for<T>(
 }
 
 /// Sends SIGTERM and waits up to `grace` for the child to exit, then kills it.
-fn terminate(child: &mut Child, grace: Duration) {
+pub fn terminate(child: &mut Child, grace: Duration) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
