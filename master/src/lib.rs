@@ -15,6 +15,7 @@ pub mod highstate;
 pub mod job;
 pub mod job_feed;
 pub mod job_run;
+pub mod late_reports;
 pub mod link;
 pub mod pki;
 pub mod registry;

@@ -408,6 +408,12 @@ async fn route(master: &Master, minion_id: &MinionId, message: pb::ConnectReques
 /// healed, a master that restarted), its record now shows what the host really did.
 async fn record_late_result(master: &Master, minion_id: &MinionId, result: JobResult) {
     let job_id = result.job_id.clone();
+    let store = master.store.clone();
+    let load = || store.job(job_id.to_string());
+    if !master.late_reports.awaited(&job_id, minion_id, load).await {
+        tracing::debug!(minion.id = %minion_id, job.id = %job_id, "a result for a job that already has one");
+        return;
+    }
     let timings = result.timings;
     let duration_ms = timings.pull_ms + timings.containers_ms + timings.health_ms;
     let report = HostReport::from_result(minion_id.clone(), result, duration_ms, true);
@@ -417,9 +423,11 @@ async fn record_late_result(master: &Master, minion_id: &MinionId, result: JobRe
         .await
     {
         Ok(true) => {
+            master.late_reports.settled(&job_id, minion_id);
             tracing::info!(minion.id = %minion_id, job.id = %job_id, "recorded a late result")
         }
         Ok(false) => {
+            master.late_reports.settled(&job_id, minion_id);
             tracing::debug!(minion.id = %minion_id, job.id = %job_id, "a result for a job that already has one")
         }
         Err(err) => {

@@ -204,6 +204,7 @@ pub async fn run(
         requests: Default::default(),
         revocations: revocations.clone(),
         activity: crate::status::Activity::default(),
+        late_reports: Default::default(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -25,6 +25,8 @@ pub struct Master {
     pub revocations: Arc<CertificateRevocations>,
     /// The job running or the last one, for the status line.
     pub activity: crate::status::Activity,
+    /// Which hosts of recently ended jobs may still report late.
+    pub late_reports: crate::late_reports::LateReports,
 }
 
 /// Why the roles file could not be used.
