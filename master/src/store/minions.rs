@@ -307,18 +307,32 @@ pub(super) fn admits(
     None
 }
 
+/// What a hello writes: the host's record with what it said.
+#[derive(Debug)]
+pub(super) struct HelloWrite {
+    pub record: MinionRecord,
+    /// Whether the write changes which certificates are admitted (the first hello with a
+    /// renewed certificate retires the one before it). Such a write must survive a crash; the
+    /// rest of what a hello records (facts, containers, when it was seen) the host says again
+    /// at its next hello.
+    pub settles_certificate: bool,
+}
+
 /// A hello from the host (`record`) with `certificate_sha256`: what it is told, and its record
 /// with what it said, to write, if it is admitted.
 pub(super) fn hello(
     record: Option<MinionRecord>,
     certificate_sha256: &str,
     hello: HostHello,
-) -> (CertificateCheck, Option<MinionRecord>) {
+) -> (CertificateCheck, Option<HelloWrite>) {
     match record {
         Some(mut record) if admits(Some(&record), certificate_sha256).is_none() => {
+            let mut settles_certificate = false;
             if record.certificate_sha256 == certificate_sha256 {
                 // The newest certificate is in use: the one before it is no longer needed, nor
                 // a copy of the newest to hand out again.
+                settles_certificate = record.previous_certificate_sha256.is_some()
+                    || record.last_renewal_pem.is_some();
                 record.previous_certificate_sha256 = None;
                 record.last_renewal_pem = None;
             }
@@ -326,7 +340,13 @@ pub(super) fn hello(
             record.running = hello.running;
             record.clock_offset_ms = hello.clock_offset_ms;
             record.last_seen_unix_ms = hello.at_unix_ms;
-            (CertificateCheck::Recorded, Some(record))
+            (
+                CertificateCheck::Recorded,
+                Some(HelloWrite {
+                    record,
+                    settles_certificate,
+                }),
+            )
         }
         existing => (
             admits(existing.as_ref(), certificate_sha256).unwrap_or(CertificateCheck::Recorded),

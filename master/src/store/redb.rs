@@ -12,7 +12,8 @@
 //! implementation.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use brine_common::host::HostEvent;
 use brine_common::identity::CertRole;
@@ -41,9 +42,16 @@ mod revocations;
 mod tests;
 mod tokens;
 
+/// How often a hello's commit is flushed to disk; those between are not (see
+/// `minions::record_hello`), so a fleet reconnecting at once costs a flush a second, not one
+/// per host.
+const HELLO_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The store in a redb database file.
 pub(super) struct RedbStore {
     db: Arc<database::Reopening>,
+    /// When a hello's commit was last flushed.
+    hello_flushed: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -112,7 +120,25 @@ impl RedbStore {
             tx.commit()?;
             Ok(())
         })?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            hello_flushed: Mutex::default(),
+        })
+    }
+
+    /// Whether the next hello's commit is to be flushed, [`HELLO_FLUSH_INTERVAL`] after the
+    /// last one was.
+    fn hello_flush_due(&self) -> bool {
+        let mut flushed = self
+            .hello_flushed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if flushed.is_some_and(|at| now.duration_since(at) < HELLO_FLUSH_INTERVAL) {
+            return false;
+        }
+        *flushed = Some(now);
+        true
     }
 
     /// Runs `work` on the database, on tokio's blocking pool.
@@ -150,7 +176,8 @@ impl Store for RedbStore {
         certificate_sha256: String,
         hello: HostHello,
     ) -> Result<CertificateCheck, StoreError> {
-        self.blocking(move |db| minions::record_hello(db, id, certificate_sha256, hello))
+        let durable = self.hello_flush_due();
+        self.blocking(move |db| minions::record_hello(db, id, certificate_sha256, hello, durable))
             .await
     }
 

@@ -4,7 +4,7 @@
 
 use brine_common::names::MinionId;
 use brine_common::outcome::HostReport;
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition};
 
 use super::{events, read, tokens};
 use crate::pki::SignedCertificate;
@@ -85,15 +85,36 @@ pub(super) fn join(db: &Database, attempt: JoinAttempt) -> Result<JoinOutcome, S
     Ok(outcome)
 }
 
+/// Records a hello. Unless `durable` or the hello settles a renewed certificate, the commit
+/// is not flushed to disk: a reconnecting fleet would otherwise cost one flush per host, and
+/// what it risks in a crash (facts, containers, when the host was seen) the host says again
+/// at its next hello. Any later durable commit persists it too.
 pub(super) fn record_hello(
     db: &Database,
     id: MinionId,
     certificate_sha256: String,
     hello: HostHello,
+    durable: bool,
 ) -> Result<CertificateCheck, StoreError> {
-    change(db, &id, |record| {
-        rules::hello(record, &certificate_sha256, hello)
-    })
+    let mut tx = db.begin_write()?;
+    let (answer, flush) = {
+        let mut table = tx.open_table(TABLE)?;
+        let (answer, write) = rules::hello(get(&table, &id)?, &certificate_sha256, hello);
+        let flush = match write {
+            Some(write) => {
+                put(&mut table, &id, &write.record)?;
+                durable || write.settles_certificate
+            }
+            None => true,
+        };
+        (answer, flush)
+    };
+    if !flush {
+        tx.set_durability(Durability::None)
+            .map_err(|err| StoreError::Backend(err.to_string()))?;
+    }
+    tx.commit()?;
+    Ok(answer)
 }
 
 pub(super) fn renew_certificate(
