@@ -6,24 +6,27 @@
 //! *unauthenticated*: it also holds one of [`MAX_UNAUTHENTICATED`] places, and one of
 //! [`MAX_UNAUTHENTICATED_PER_SOURCE`] for its source (an IPv4 address, or an IPv6 /64, which one
 //! machine usually holds whole). When a source (or everyone) is at its limit, the oldest
-//! unauthenticated connection that has waited at least [`EVICTABLE_AFTER`] makes room; an
-//! honest handshake is done well before that, so only idle or stalled peers are cut, and a
-//! newcomer from a crowded address (the CLI next to an attacker) still gets through. If no
-//! connection is that old, the newcomer is refused and retries. A connection that finished its
-//! handshake without a certificate (a host joining) may be cut at once to make room, must send
-//! its first bytes within [`FIRST_BYTES_WITHIN`] and is closed after [`ANONYMOUS_LIFETIME`].
+//! unauthenticated connection whose handshake has waited on its peer for [`EVICTABLE_AFTER`]
+//! makes room: only idle or stalled peers are cut, never a handshake that waits for the
+//! master's own CPU (a fleet reconnecting at once), and a newcomer from a crowded address (the
+//! CLI next to an attacker) still gets through. If none can be cut, a newcomer from a crowded
+//! source is refused and retries, while everyone else waits in the listen queue until there is
+//! room ([`ConnectionLimits::room`]), instead of being refused and backing off. A connection
+//! that finished its handshake without a certificate (a host joining) may be cut at once to
+//! make room, must send its first bytes within [`FIRST_BYTES_WITHIN`] and is closed after
+//! [`ANONYMOUS_LIFETIME`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::Connected;
@@ -35,8 +38,8 @@ pub const MAX_CONNECTIONS: usize = 50_000;
 pub const MAX_UNAUTHENTICATED: usize = 1_024;
 /// Connections without a certificate yet, from one source.
 pub const MAX_UNAUTHENTICATED_PER_SOURCE: usize = 64;
-/// How long an unauthenticated connection must have waited before a newcomer may take its
-/// place.
+/// How long an unauthenticated connection's handshake must have waited on its peer, in all,
+/// before a newcomer may take its place.
 pub const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
 /// How long a TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,8 +73,42 @@ impl Source {
 pub struct ConnectionLimits {
     places: Arc<Semaphore>,
     unauthenticated: Arc<Mutex<Waiting>>,
+    /// Told when an unauthenticated connection leaves.
+    freed: Arc<Notify>,
     per_source: usize,
     total: usize,
+}
+
+/// How long a handshake has waited on its peer: the time its reads found nothing to read.
+/// A handshake the master has not got to yet has not waited on its peer at all.
+#[derive(Debug, Default)]
+struct PeerWait {
+    /// (waited before, waiting since)
+    state: Mutex<(Duration, Option<Instant>)>,
+}
+
+impl PeerWait {
+    fn waited(&self, now: Instant) -> Duration {
+        let (before, since) = *self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        before + since.map_or(Duration::ZERO, |since| now.duration_since(since))
+    }
+
+    /// A read found nothing (`waiting`) or something to read.
+    fn note_read(&self, waiting: bool) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        match (waiting, state.1) {
+            (true, None) => state.1 = Some(now),
+            (false, Some(since)) => *state = (state.0 + now.duration_since(since), None),
+            _ => {}
+        }
+    }
+
+    /// Counts as having waited long enough already.
+    fn give_up(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.0 += EVICTABLE_AFTER;
+    }
 }
 
 /// The unauthenticated connections, oldest first.
@@ -79,7 +116,7 @@ pub struct ConnectionLimits {
 struct Waiting {
     next_id: u64,
     /// By id, which grows with time: the first entry is the oldest.
-    all: BTreeMap<u64, (Source, Instant, CancellationToken)>,
+    all: BTreeMap<u64, (Source, Arc<PeerWait>, CancellationToken)>,
     by_source: HashMap<Source, VecDeque<u64>>,
 }
 
@@ -95,16 +132,27 @@ impl Waiting {
         }
     }
 
-    /// Cuts connection `id` if it has waited long enough; whether it did.
-    fn evict_if_old(&mut self, id: u64, now: Instant) -> bool {
-        match self.all.get(&id) {
-            Some((_, since, cut)) if now.duration_since(*since) >= EVICTABLE_AFTER => {
-                cut.cancel();
-                self.remove(id);
-                true
-            }
-            _ => false,
+    fn evictable(&self, id: u64, now: Instant) -> bool {
+        self.all
+            .get(&id)
+            .is_some_and(|(_, wait, _)| wait.waited(now) >= EVICTABLE_AFTER)
+    }
+
+    /// Cuts the oldest of `ids` that has waited on its peer long enough; whether there was one.
+    fn evict_first(&mut self, ids: impl IntoIterator<Item = u64>, now: Instant) -> bool {
+        let Some(id) = ids.into_iter().find(|&id| self.evictable(id, now)) else {
+            return false;
+        };
+        if let Some((_, _, cut)) = self.all.get(&id) {
+            cut.cancel();
         }
+        self.remove(id);
+        true
+    }
+
+    /// Whether a newcomer from a source with room would be admitted.
+    fn has_room(&self, total: usize, now: Instant) -> bool {
+        self.all.len() < total || self.all.keys().any(|&id| self.evictable(id, now))
     }
 }
 
@@ -134,14 +182,35 @@ impl ConnectionLimits {
         Self {
             places: Arc::new(Semaphore::new(connections)),
             unauthenticated: Arc::default(),
+            freed: Arc::default(),
             per_source,
             total: unauthenticated,
         }
     }
 
+    /// Resolves when a newcomer could be admitted unauthenticated (from a source with room):
+    /// the accept loop waits here rather than accept connections it would refuse, so that at a
+    /// fleet's reconnection the kernel's listen queue holds them until their turn.
+    pub async fn room(&self) {
+        /// How often to look whether a waiting connection became one that may be cut.
+        const RECHECK: Duration = Duration::from_millis(50);
+        loop {
+            let freed = self.freed.notified();
+            let has_room = self
+                .unauthenticated
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .has_room(self.total, Instant::now());
+            if has_room {
+                return;
+            }
+            let _ = tokio::time::timeout(RECHECK, freed).await;
+        }
+    }
+
     /// Admits a new connection from `address`, unauthenticated until told otherwise, making
-    /// room by cutting the oldest waiting connection of its source (or of all) if that one has
-    /// waited long enough.
+    /// room by cutting the oldest connection of its source (or of all) that has waited on its
+    /// peer long enough.
     pub fn admit(&self, address: IpAddr) -> Result<Admitted, Refused> {
         let place = self
             .places
@@ -156,30 +225,34 @@ impl ConnectionLimits {
             .unwrap_or_else(|p| p.into_inner());
         let from_source = waiting.by_source.get(&source).map_or(0, VecDeque::len);
         if from_source >= self.per_source {
-            let oldest = waiting
+            let ids: Vec<u64> = waiting
                 .by_source
                 .get(&source)
-                .and_then(|ids| ids.front().copied());
-            if !oldest.is_some_and(|id| waiting.evict_if_old(id, now)) {
+                .map(|ids| ids.iter().copied().collect())
+                .unwrap_or_default();
+            if !waiting.evict_first(ids, now) {
                 return Err(Refused::SourceBusy);
             }
         }
         if waiting.all.len() >= self.total {
-            let oldest = waiting.all.keys().next().copied();
-            if !oldest.is_some_and(|id| waiting.evict_if_old(id, now)) {
+            let ids: Vec<u64> = waiting.all.keys().copied().collect();
+            if !waiting.evict_first(ids, now) {
                 return Err(Refused::Busy);
             }
         }
         let id = waiting.next_id;
         waiting.next_id += 1;
         let cut = CancellationToken::new();
-        waiting.all.insert(id, (source, now, cut.clone()));
+        let wait = Arc::new(PeerWait::default());
+        waiting.all.insert(id, (source, wait.clone(), cut.clone()));
         waiting.by_source.entry(source).or_default().push_back(id);
         Ok(Admitted {
             _place: place,
             waiting: Some(WaitingPlace {
                 id,
                 registry: self.unauthenticated.clone(),
+                freed: self.freed.clone(),
+                wait,
             }),
             cut,
         })
@@ -191,18 +264,16 @@ impl ConnectionLimits {
 struct WaitingPlace {
     id: u64,
     registry: Arc<Mutex<Waiting>>,
+    freed: Arc<Notify>,
+    wait: Arc<PeerWait>,
 }
 
 impl WaitingPlace {
     /// A connection that finished its handshake without a certificate can make room at once:
     /// it is either a host joining, done within a second, or a peer holding a place idle.
     fn mark_evictable(&self) {
-        let mut waiting = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, since, _)) = waiting.all.get_mut(&self.id)
-            && let Some(long_ago) = since.checked_sub(EVICTABLE_AFTER)
-        {
-            *since = long_ago;
-        }
+        self.wait.give_up();
+        self.freed.notify_waiters();
     }
 }
 
@@ -212,6 +283,7 @@ impl Drop for WaitingPlace {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(self.id);
+        self.freed.notify_waiters();
     }
 }
 
@@ -228,6 +300,14 @@ impl Admitted {
     /// Resolves when the connection is cut to make room for a newer one.
     pub fn cut(&self) -> WaitForCancellationFutureOwned {
         self.cut.clone().cancelled_owned()
+    }
+
+    /// Wraps the connection for its handshake, so that the time it waits on its peer counts.
+    pub fn watch<S>(&self, stream: S) -> Watched<S> {
+        Watched {
+            inner: stream,
+            wait: self.waiting.as_ref().map(|waiting| waiting.wait.clone()),
+        }
     }
 
     /// Wraps the connection after its handshake. With a client certificate it leaves the
@@ -340,6 +420,53 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
     }
 }
 
+/// A connection in its handshake, counting the time its reads wait on the peer.
+#[derive(Debug)]
+pub struct Watched<S> {
+    inner: S,
+    wait: Option<Arc<PeerWait>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Some(wait) = &self.wait {
+            wait.note_read(polled.is_pending());
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: Connected> Connected for Watched<S> {
+    type ConnectInfo = S::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
 impl<S: Connected> Connected for Limited<S> {
     type ConnectInfo = S::ConnectInfo;
 
@@ -354,6 +481,18 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
+    }
+
+    /// Has `admitted`'s handshake read from a peer that sends nothing, so that from now on it
+    /// waits on its peer. Returns the peer's end, to keep it open.
+    fn reads_from_a_silent_peer(admitted: &Admitted) -> tokio::io::DuplexStream {
+        use tokio::io::AsyncReadExt;
+        let (peer, ours) = tokio::io::duplex(64);
+        let mut watched = admitted.watch(ours);
+        let mut buf = [0u8; 1];
+        let read = watched.read(&mut buf);
+        assert!(futures::FutureExt::now_or_never(read).is_none());
+        peer
     }
 
     #[test]
@@ -379,6 +518,7 @@ mod tests {
         let crowd = ip("198.18.0.1");
         let first = limits.admit(crowd).unwrap();
         let _second = limits.admit(crowd).unwrap();
+        let _peer = reads_from_a_silent_peer(&first);
         // Young connections are not cut: the newcomer waits its turn.
         assert_eq!(limits.admit(crowd).unwrap_err(), Refused::SourceBusy);
         assert!(
@@ -419,8 +559,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn everyone_shares_the_unauthenticated_places_and_all_connections_are_bounded() {
         let limits = ConnectionLimits::new(3, 2, 10);
-        let _a = limits.admit(ip("198.18.0.1")).unwrap();
+        let a = limits.admit(ip("198.18.0.1")).unwrap();
         let _b = limits.admit(ip("198.18.0.2")).unwrap();
+        let _peer = reads_from_a_silent_peer(&a);
         assert_eq!(limits.admit(ip("198.18.0.3")).unwrap_err(), Refused::Busy);
         let c = limits.admit(ip("198.18.0.3"));
         assert!(c.is_err());
@@ -444,5 +585,39 @@ mod tests {
         let err = read.expect("closed before the timeout").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handshake_waiting_for_the_master_is_never_cut() {
+        // A fleet reconnecting at once: the master has not got to this handshake yet.
+        let limits = ConnectionLimits::new(100, 1, 10);
+        let _queued = limits.admit(ip("198.18.0.1")).unwrap();
+        tokio::time::advance(HANDSHAKE_TIMEOUT).await;
+        assert_eq!(limits.admit(ip("198.18.0.2")).unwrap_err(), Refused::Busy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn newcomers_wait_for_room_rather_than_being_refused() {
+        let limits = ConnectionLimits::new(100, 1, 10);
+        let first = limits.admit(ip("198.18.0.1")).unwrap();
+        let mut room = std::pin::pin!(limits.room());
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), &mut room)
+                .await
+                .is_err(),
+            "no room while the only place is taken by a busy handshake"
+        );
+        drop(first);
+        tokio::time::timeout(Duration::from_millis(100), &mut room)
+            .await
+            .expect("room once it left");
+
+        // A peer that stalls its handshake makes room once it has waited long enough.
+        let stalled = limits.admit(ip("198.18.0.1")).unwrap();
+        let _peer = reads_from_a_silent_peer(&stalled);
+        tokio::time::timeout(EVICTABLE_AFTER * 2, limits.room())
+            .await
+            .expect("room once the stalled one may be cut");
+        assert!(limits.admit(ip("198.18.0.2")).is_ok());
     }
 }

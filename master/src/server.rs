@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthorizeLayer, CertificateRevocations};
 use crate::config::MasterConfig;
-use crate::connections::{ConnectionLimits, HANDSHAKE_TIMEOUT, Limited};
+use crate::connections::{ConnectionLimits, HANDSHAKE_TIMEOUT, Limited, Watched};
 use crate::data_dir::{DataDir, read};
 use crate::enrolment::{EnrolmentService, JoinThrottle};
 use crate::fleet::{FleetService, PlanRate};
@@ -81,11 +81,16 @@ fn tls_incoming(
     acceptor: TlsAcceptor,
     limits: Arc<ConnectionLimits>,
     stop: CancellationToken,
-) -> ReceiverStream<Result<Limited<TlsStream<TcpStream>>, std::io::Error>> {
+) -> ReceiverStream<Result<Limited<TlsStream<Watched<TcpStream>>>, std::io::Error>> {
     let (connections, incoming) = mpsc::channel(ACCEPT_QUEUE);
     tokio::spawn(async move {
         let mut refusals = RefusalLog::default();
         loop {
+            // At a fleet's reconnection, connections wait in the listen queue for their turn.
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = limits.room() => {}
+            }
             let accepted = tokio::select! {
                 () = stop.cancelled() => break,
                 accepted = listener.accept() => accepted,
@@ -109,7 +114,8 @@ fn tls_incoming(
             let (acceptor, connections) = (acceptor.clone(), connections.clone());
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
-                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                let handshake =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(admitted.watch(tcp)));
                 let tls = tokio::select! {
                     done = handshake => done,
                     () = admitted.cut() => {
