@@ -19,6 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `MinionLinkService.Connect` would clash with one.
     tonic_prost_build::configure()
         .build_transport(false)
+        // Small stream buffers: a master holds a stream per host (src/codec.rs).
+        .codec_path("crate::codec::CompactCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! of the daemons should touch it. Conversions from the wire are fallible (`TryFrom`) and name the
 //! offending field; conversions to the wire are infallible (`From`).
 
+pub mod codec;
 mod convert;
 pub mod errors;
 pub mod time;
