@@ -83,6 +83,9 @@ pub struct JobRun {
     phase: Phase,
     /// The hosts of the running batch (or revert) that have not reported.
     pending: BTreeMap<MinionId, Pending>,
+    /// How many of `pending` lost their link: with none, nothing looks through all of them at
+    /// each event (10,000 hosts reporting would cost 100 million looks).
+    links_lost: usize,
     reports: BTreeMap<MinionId, HostReport>,
     /// The auto-revert's own reports, turned into the hosts' final ones when it is over.
     reverted: BTreeMap<MinionId, HostReport>,
@@ -140,6 +143,7 @@ impl JobRun {
             batches_started: 0,
             phase: Phase::Between { until: None },
             pending: BTreeMap::new(),
+            links_lost: 0,
             reports: BTreeMap::new(),
             reverted: BTreeMap::new(),
             cancelled_by: None,
@@ -177,6 +181,9 @@ impl JobRun {
     /// When the driver must call [`JobRun::time_passed`] unless something happens first.
     pub fn wake_at(&self) -> Option<Instant> {
         let grace_over = || {
+            if self.links_lost == 0 {
+                return None;
+            }
             self.pending
                 .values()
                 .filter_map(|host| host.link_lost)
@@ -207,7 +214,7 @@ impl JobRun {
     /// `host` reported `result`.
     pub fn result(&mut self, host: MinionId, result: JobResult, now: Instant) -> Vec<Step> {
         let mut steps = vec![];
-        match self.pending.remove(&host) {
+        match self.take_pending(&host) {
             Some(pending) => {
                 let duration_ms = elapsed_ms(pending.started, now);
                 let report = HostReport::from_result(host, result, duration_ms, false);
@@ -233,7 +240,7 @@ impl JobRun {
     /// The command for `host` could not be handed to its link.
     pub fn undeliverable(&mut self, host: MinionId, reason: &str, now: Instant) -> Vec<Step> {
         let mut steps = vec![];
-        if let Some(pending) = self.pending.remove(&host) {
+        if let Some(pending) = self.take_pending(&host) {
             let report = no_answer(host, HostStatus::Unreachable, reason, pending.started, now);
             self.host_over(report, &mut steps);
         }
@@ -243,9 +250,21 @@ impl JobRun {
 
     /// `host`'s link dropped; it has [`RECONNECT_GRACE`] to report on a new one.
     pub fn link_lost(&mut self, host: &MinionId, now: Instant) {
-        if let Some(pending) = self.pending.get_mut(host) {
-            pending.link_lost.get_or_insert(now);
+        if let Some(pending) = self.pending.get_mut(host)
+            && pending.link_lost.is_none()
+        {
+            pending.link_lost = Some(now);
+            self.links_lost += 1;
         }
+    }
+
+    /// Takes `host` out of the pending ones.
+    fn take_pending(&mut self, host: &MinionId) -> Option<Pending> {
+        let pending = self.pending.remove(host)?;
+        if pending.link_lost.is_some() {
+            self.links_lost -= 1;
+        }
+        Some(pending)
     }
 
     /// Someone cancelled the job: the running batch finishes, no other starts, nothing is
@@ -326,6 +345,7 @@ impl JobRun {
                             "no report within {}",
                             humantime::format_duration(self.timeout)
                         );
+                        self.links_lost = 0;
                         for (id, host) in std::mem::take(&mut self.pending) {
                             let report =
                                 no_answer(id, HostStatus::TimedOut, &message, host.started, now);
@@ -395,6 +415,9 @@ impl JobRun {
 
     /// Hosts whose link dropped and did not come back within the grace are unreachable.
     fn give_up_on_the_gone(&mut self, now: Instant, steps: &mut Vec<Step>) {
+        if self.links_lost == 0 {
+            return;
+        }
         let gone: Vec<MinionId> = self
             .pending
             .iter()
@@ -402,7 +425,7 @@ impl JobRun {
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
-            if let Some(host) = self.pending.remove(&id) {
+            if let Some(host) = self.take_pending(&id) {
                 let report = no_answer(
                     id,
                     HostStatus::Unreachable,
