@@ -12,6 +12,16 @@ use redb::Database;
 
 use super::StoreError;
 
+/// How much of the file redb keeps in memory. Its default, 1 GiB, would let the records of a
+/// few jobs over 10,000 hosts (7 MB each) grow the master by hundreds of MiB; beyond this the
+/// kernel's page cache serves them, which does not count against the master.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Opens (or creates) the database file at `path`.
+fn create(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path)
+}
+
 /// Whether `err` says the database file could not be read or written: redb uses the database
 /// no more until it is opened again.
 fn is_io_failure(err: &StoreError) -> bool {
@@ -29,7 +39,7 @@ pub(super) struct Reopening {
 impl Reopening {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)?;
+        let db = create(path)?;
         Ok(Self {
             path: path.to_owned(),
             state: RwLock::new((0, Some(db))),
@@ -73,7 +83,7 @@ impl Reopening {
         let db = match db {
             Some(db) => db,
             None => {
-                let opened = db.insert(Database::create(&self.path)?);
+                let opened = db.insert(create(&self.path)?);
                 tracing::info!(path = %self.path.display(), "store opened again after an I/O failure");
                 opened
             }
