@@ -13,6 +13,9 @@
 # again with the link attempts that failed meanwhile. The last line is one JSON object.
 #
 # File limits are raised for this script's processes only (ulimit), never for the machine.
+# The simulated hosts keep their data directories in memory (/dev/shm): every minion flushes
+# a job's id to its disk before applying it, which a real fleet does on as many disks at once,
+# while here one disk would serialize them all and measure the disk instead of the master.
 source "$(dirname "$0")/lib.sh"
 n=${1:-10000}
 runs=10
@@ -24,6 +27,8 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((n + 1024)) ]; then
   exit 1
 fi
 bench_setup
+hosts=$(mktemp -d /dev/shm/brine-scale-hosts.XXXXXX)
+trap 'rm -rf "$hosts"; bench_cleanup' EXIT
 start_registry
 push_image 1
 start_master "[roles.$role]
@@ -41,11 +46,11 @@ ticks_per_s=$(getconf CLK_TCK)
 
 token=$(master token create --uses "$n" --ttl 2h 2>/dev/null)
 enrolment=$("$bin/brine-fleet-sim" enrol --master "127.0.0.1:$master_port" --token "$token" \
-  --hosts "$n" --data-dir "$work/hosts")
+  --hosts "$n" --data-dir "$hosts")
 sleep 2
 rss_unlinked=$(rss_kib "$master_pid")
 
-RUST_LOG=error "$bin/brine-fleet-sim" run --hosts "$n" --data-dir "$work/hosts" \
+RUST_LOG=error "$bin/brine-fleet-sim" run --hosts "$n" --data-dir "$hosts" \
   --report-every 5s >"$work/sim.jsonl" 2>"$work/sim.log" &
 sim_pid=$!
 pids+=($sim_pid)
