@@ -475,3 +475,6 @@ impl MinionRecord {
         changed
     }
 }
+
+#[cfg(test)]
+mod tests;
