@@ -36,21 +36,36 @@ fn put(
 }
 
 /// Reads host `id`'s record, decides with `decide` what to answer and what to write, and
-/// writes it, in one transaction.
+/// writes it, in one transaction flushed to disk.
 fn change<T>(
     db: &Database,
     id: &MinionId,
     decide: impl FnOnce(Option<MinionRecord>) -> (T, Option<MinionRecord>),
 ) -> Result<T, StoreError> {
-    let tx = db.begin_write()?;
-    let answer = {
+    change_flushing(db, id, |record| {
+        let (answer, changed) = decide(record);
+        (answer, changed, Durability::Immediate)
+    })
+}
+
+/// [`change`], where `decide` also says whether the commit must be flushed to disk before it
+/// returns.
+fn change_flushing<T>(
+    db: &Database,
+    id: &MinionId,
+    decide: impl FnOnce(Option<MinionRecord>) -> (T, Option<MinionRecord>, Durability),
+) -> Result<T, StoreError> {
+    let mut tx = db.begin_write()?;
+    let (answer, durability) = {
         let mut table = tx.open_table(TABLE)?;
-        let (answer, changed) = decide(get(&table, id)?);
+        let (answer, changed, durability) = decide(get(&table, id)?);
         if let Some(record) = changed {
             put(&mut table, id, &record)?;
         }
-        answer
+        (answer, durability)
     };
+    tx.set_durability(durability)
+        .map_err(|err| StoreError::Backend(err.to_string()))?;
     tx.commit()?;
     Ok(answer)
 }
@@ -96,25 +111,21 @@ pub(super) fn record_hello(
     hello: HostHello,
     durable: bool,
 ) -> Result<CertificateCheck, StoreError> {
-    let mut tx = db.begin_write()?;
-    let (answer, flush) = {
-        let mut table = tx.open_table(TABLE)?;
-        let (answer, write) = rules::hello(get(&table, &id)?, &certificate_sha256, hello);
-        let flush = match write {
+    change_flushing(db, &id, |record| {
+        let (answer, write) = rules::hello(record, &certificate_sha256, hello);
+        match write {
             Some(write) => {
-                put(&mut table, &id, &write.record)?;
-                durable || write.settles_certificate
+                let durability = if durable || write.settles_certificate {
+                    Durability::Immediate
+                } else {
+                    Durability::None
+                };
+                (answer, Some(write.record), durability)
             }
-            None => true,
-        };
-        (answer, flush)
-    };
-    if !flush {
-        tx.set_durability(Durability::None)
-            .map_err(|err| StoreError::Backend(err.to_string()))?;
-    }
-    tx.commit()?;
-    Ok(answer)
+            // Nothing written, nothing to flush.
+            None => (answer, None, Durability::None),
+        }
+    })
 }
 
 pub(super) fn renew_certificate(
