@@ -21,7 +21,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -132,27 +132,29 @@ impl Waiting {
         }
     }
 
-    fn evictable(&self, id: u64, now: Instant) -> bool {
-        self.all
-            .get(&id)
-            .is_some_and(|(_, wait, _)| wait.waited(now) >= EVICTABLE_AFTER)
+    /// The first of `ids` (oldest first) whose handshake has waited on its peer long enough.
+    fn first_evictable(&self, mut ids: impl Iterator<Item = u64>, now: Instant) -> Option<u64> {
+        ids.find(|id| {
+            self.all
+                .get(id)
+                .is_some_and(|(_, wait, _)| wait.waited(now) >= EVICTABLE_AFTER)
+        })
     }
 
-    /// Cuts the oldest of `ids` that has waited on its peer long enough; whether there was one.
-    fn evict_first(&mut self, ids: impl IntoIterator<Item = u64>, now: Instant) -> bool {
-        let Some(id) = ids.into_iter().find(|&id| self.evictable(id, now)) else {
-            return false;
-        };
+    /// Cuts connection `id` to make room.
+    fn evict(&mut self, id: u64) {
         if let Some((_, _, cut)) = self.all.get(&id) {
             cut.cancel();
         }
         self.remove(id);
-        true
     }
 
     /// Whether a newcomer from a source with room would be admitted.
     fn has_room(&self, total: usize, now: Instant) -> bool {
-        self.all.len() < total || self.all.keys().any(|&id| self.evictable(id, now))
+        self.all.len() < total
+            || self
+                .first_evictable(self.all.keys().copied(), now)
+                .is_some()
     }
 }
 
@@ -225,20 +227,18 @@ impl ConnectionLimits {
             .unwrap_or_else(|p| p.into_inner());
         let from_source = waiting.by_source.get(&source).map_or(0, VecDeque::len);
         if from_source >= self.per_source {
-            let ids: Vec<u64> = waiting
+            let ids = waiting
                 .by_source
                 .get(&source)
-                .map(|ids| ids.iter().copied().collect())
-                .unwrap_or_default();
-            if !waiting.evict_first(ids, now) {
-                return Err(Refused::SourceBusy);
-            }
+                .into_iter()
+                .flatten()
+                .copied();
+            let victim = waiting.first_evictable(ids, now);
+            waiting.evict(victim.ok_or(Refused::SourceBusy)?);
         }
         if waiting.all.len() >= self.total {
-            let ids: Vec<u64> = waiting.all.keys().copied().collect();
-            if !waiting.evict_first(ids, now) {
-                return Err(Refused::Busy);
-            }
+            let victim = waiting.first_evictable(waiting.all.keys().copied(), now);
+            waiting.evict(victim.ok_or(Refused::Busy)?);
         }
         let id = waiting.next_id;
         waiting.next_id += 1;
@@ -302,11 +302,15 @@ impl Admitted {
         self.cut.clone().cancelled_owned()
     }
 
-    /// Wraps the connection for its handshake, so that the time it waits on its peer counts.
+    /// Wraps the connection for its handshake, so that the time it waits on its peer counts
+    /// while the connection is unauthenticated.
     pub fn watch<S>(&self, stream: S) -> Watched<S> {
         Watched {
             inner: stream,
-            wait: self.waiting.as_ref().map(|waiting| waiting.wait.clone()),
+            wait: self
+                .waiting
+                .as_ref()
+                .map_or_else(Weak::new, |waiting| Arc::downgrade(&waiting.wait)),
         }
     }
 
@@ -420,11 +424,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
     }
 }
 
-/// A connection in its handshake, counting the time its reads wait on the peer.
+/// A connection in its handshake, counting the time its reads wait on the peer. The count
+/// belongs to the connection's unauthenticated place: once that is left (a certificate shown),
+/// reads count nothing.
 #[derive(Debug)]
 pub struct Watched<S> {
     inner: S,
-    wait: Option<Arc<PeerWait>>,
+    wait: Weak<PeerWait>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -434,7 +440,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Some(wait) = &self.wait {
+        if let Some(wait) = self.wait.upgrade() {
             wait.note_read(polled.is_pending());
         }
         polled
