@@ -408,8 +408,7 @@ async fn route(master: &Master, minion_id: &MinionId, message: pb::ConnectReques
 /// healed, a master that restarted), its record now shows what the host really did.
 async fn record_late_result(master: &Master, minion_id: &MinionId, result: JobResult) {
     let job_id = result.job_id.clone();
-    let store = master.store.clone();
-    let load = || store.job(job_id.to_string());
+    let load = || master.store.job(job_id.to_string());
     if !master.late_reports.awaited(&job_id, minion_id, load).await {
         tracing::debug!(minion.id = %minion_id, job.id = %job_id, "a result for a job that already has one");
         return;
@@ -417,17 +416,18 @@ async fn record_late_result(master: &Master, minion_id: &MinionId, result: JobRe
     let timings = result.timings;
     let duration_ms = timings.pull_ms + timings.containers_ms + timings.health_ms;
     let report = HostReport::from_result(minion_id.clone(), result, duration_ms, true);
-    match master
+    let recorded = master
         .store
         .record_late_report(job_id.clone(), report)
-        .await
-    {
+        .await;
+    if recorded.is_ok() {
+        master.late_reports.settled(&job_id, minion_id);
+    }
+    match recorded {
         Ok(true) => {
-            master.late_reports.settled(&job_id, minion_id);
             tracing::info!(minion.id = %minion_id, job.id = %job_id, "recorded a late result")
         }
         Ok(false) => {
-            master.late_reports.settled(&job_id, minion_id);
             tracing::debug!(minion.id = %minion_id, job.id = %job_id, "a result for a job that already has one")
         }
         Err(err) => {
