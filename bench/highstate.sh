@@ -15,13 +15,7 @@ runs=7
 bench_setup
 start_registry
 push_image 1
-start_master "[roles.$role]
-image = \"$image\"
-[[roles.$role.containers]]
-name = \"app\"
-[assign]
-\"bench-*\" = [\"$role\"]
-"
+start_master "$(one_container_roles 'bench-*')"
 start=$(now)
 start_minions "$n"
 enrolled=$(elapsed "$start" "$(now)")
@@ -45,7 +39,6 @@ for _ in $(seq 1 5); do
   plans+=("$(elapsed "$start" "$(now)")")
 done
 sleep 5
-rss_kib() { ps -o rss= -p "$1" | tr -d ' '; }
 minion_rss=$(for pid in "${minion_pids[@]}"; do rss_kib "$pid"; done | sort -n)
 master_rss=$(rss_kib "$master_pid")
 

@@ -54,6 +54,16 @@ push_image() {
   docker rmi "$image" >/dev/null
 }
 
+# one_container_roles GLOB: a roles file giving every host whose id matches GLOB the bench's
+# role, one container `app` from the bench's image.
+one_container_roles() {
+  printf '[roles.%s]\nimage = "%s"\n[[roles.%s.containers]]\nname = "app"\n[assign]\n"%s" = ["%s"]\n' \
+    "$role" "$image" "$role" "$1" "$role"
+}
+
+# rss_kib PID: the resident memory of process PID, in KiB.
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
 # start_master ROLES_TOML
 start_master() {
   master_port=$(free_port)

@@ -31,15 +31,8 @@ hosts=$(mktemp -d /dev/shm/brine-scale-hosts.XXXXXX)
 trap 'rm -rf "$hosts"; bench_cleanup' EXIT
 start_registry
 push_image 1
-start_master "[roles.$role]
-image = \"$image\"
-[[roles.$role.containers]]
-name = \"app\"
-[assign]
-\"sim-*\" = [\"$role\"]
-"
+start_master "$(one_container_roles 'sim-*')"
 master() { "$bin/brine-master" "$@" --data-dir "$work/master"; }
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 # The master's user and system CPU time, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 ticks_per_s=$(getconf CLK_TCK)
