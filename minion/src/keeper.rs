@@ -19,6 +19,7 @@ use crate::config::DataDir;
 use crate::desired_cache;
 use crate::reconcile::execute::Executor;
 use crate::retention::ImageHistory;
+use crate::runtime::view::EngineView;
 use crate::runtime::{ContainerRuntime, ImageRemoval};
 use crate::status::StatusLine;
 
@@ -47,12 +48,12 @@ pub(crate) enum Check {
     Periodic,
 }
 
-/// Follows Docker's events and asks for a check on every change to a managed container. While
-/// Docker does not answer, looks again every few seconds; its going away and coming back are
-/// reported as events, and its coming back asks for a full check.
+/// Follows Docker's events, which keep the executor's view of the engine current, and asks for a
+/// check on every managed container that died, stopped or was removed. While Docker does not
+/// answer, looks again every few seconds; its going away and coming back are reported as
+/// events, and its coming back asks for a full check.
 pub(crate) async fn watch_engine<R: ContainerRuntime>(
-    executor: Arc<Executor<R>>,
-    namespace: String,
+    executor: Arc<Executor<EngineView<R>>>,
     checks: mpsc::Sender<Check>,
     events: Arc<Outbox>,
 ) {
@@ -69,10 +70,10 @@ pub(crate) async fn watch_engine<R: ContainerRuntime>(
                     let _ = checks.try_send(Check::Periodic);
                 }
                 available = true;
-                let ask = |_name: String| {
+                let ask = || {
                     let _ = checks.try_send(Check::ContainerChanged);
                 };
-                if let Err(err) = executor.runtime().watch_changes(&namespace, &ask).await {
+                if let Err(err) = executor.runtime().follow(&ask).await {
                     tracing::debug!("stopped following Docker's events: {err}");
                 }
             }

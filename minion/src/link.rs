@@ -24,6 +24,7 @@ use crate::keeper::{Check, Job, Outbox, Outgoing, check_periodically, keep_host,
 use crate::reconcile::execute::Executor;
 use crate::renewal;
 use crate::runtime::ContainerRuntime;
+use crate::runtime::view::EngineView;
 use crate::status::StatusLine;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,7 +69,8 @@ pub async fn run_with_status<R: ContainerRuntime + 'static>(
 ) -> anyhow::Result<()> {
     // Fail fast on a host that has not joined; later sessions reload it (a renewal changes it).
     identity::load(&data)?;
-    let executor = Arc::new(Executor::new(runtime, config.namespace.clone()));
+    let view = EngineView::new(runtime, config.namespace.clone());
+    let executor = Arc::new(Executor::new(view, config.namespace.clone()));
     let stop = CancellationToken::new();
 
     // One applier for the whole life of the minion: jobs run one at a time and finish even if
@@ -90,7 +92,6 @@ pub async fn run_with_status<R: ContainerRuntime + 'static>(
     let watchers = [
         tokio::spawn(watch_engine(
             executor.clone(),
-            config.namespace.clone(),
             checks.clone(),
             events.clone(),
         )),

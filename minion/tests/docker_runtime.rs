@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use brine_common::names::{ContainerName, RoleName};
@@ -18,6 +19,7 @@ use brine_common::spec::{
 };
 use brine_minion::reconcile::health::{RuntimeTarget, Unhealthy, wait_until_healthy};
 use brine_minion::runtime::docker::DockerRuntime;
+use brine_minion::runtime::view::EngineView;
 use brine_minion::runtime::{
     ContainerRuntime, ContainerStatus, CreateRequest, DockerHealth, PullProgress, RuntimeError,
     labels,
@@ -203,7 +205,7 @@ async fn container_lifecycle_against_the_engine() {
         .start(&id)
         .await
         .expect("starting a running container");
-    let observed = runtime.list_managed().await.expect("list");
+    let observed = runtime.list_managed(&prefix).await.expect("list");
     let web = observed
         .iter()
         .find(|c| c.id == id)
@@ -231,10 +233,24 @@ async fn container_lifecycle_against_the_engine() {
         observed.iter().all(|c| c.label(labels::MANAGED).is_some()),
         "only managed containers are listed"
     );
+    // Reading one container says what the listing says of it.
+    let mut looked_at = runtime
+        .observe(&prefix, &id)
+        .await
+        .expect("observe")
+        .expect("the new container is found");
+    let mut listed = web.clone();
+    for container in [&mut looked_at, &mut listed] {
+        container
+            .published
+            .sort_by_key(|p| (p.container_port, p.host_port, p.host_ip));
+    }
+    assert_eq!(looked_at, listed);
+    assert_eq!(runtime.observe("another-namespace", &id).await, Ok(None));
 
     let old_name = format!("{prefix}.web.old");
     runtime.rename(&id, &old_name).await.expect("rename");
-    let renamed = runtime.list_managed().await.expect("list");
+    let renamed = runtime.list_managed(&prefix).await.expect("list");
     let web = renamed.iter().find(|c| c.id == id).expect("still listed");
     assert_eq!(web.docker_name, old_name);
 
@@ -250,7 +266,7 @@ async fn container_lifecycle_against_the_engine() {
         .stop(&id, 7)
         .await
         .expect("stopping a stopped container");
-    let stopped = runtime.list_managed().await.expect("list");
+    let stopped = runtime.list_managed(&prefix).await.expect("list");
     let web = stopped.iter().find(|c| c.id == id).expect("still listed");
     assert_eq!(web.state, "exited");
     assert!(
@@ -263,8 +279,9 @@ async fn container_lifecycle_against_the_engine() {
         .remove(&id)
         .await
         .expect("removing a removed container");
-    let gone = runtime.list_managed().await.expect("list");
+    let gone = runtime.list_managed(&prefix).await.expect("list");
     assert!(gone.iter().all(|c| c.id != id));
+    assert_eq!(runtime.observe(&prefix, &id).await, Ok(None));
     assert!(matches!(
         runtime.start(&id).await,
         Err(RuntimeError::Other(message)) if message.contains("No such container")
@@ -777,4 +794,83 @@ async fn probes_reach_the_container_on_its_network() {
         wait_until_healthy(&check, &target).await,
         Err(Unhealthy::Exited(5))
     );
+}
+
+/// Waits up to 10 s for `condition` to hold of what the view answers.
+async fn view_until<F: std::future::Future<Output = bool>>(what: &str, condition: impl Fn() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "the view never showed {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_engine_view_sees_changes_made_behind_its_back() {
+    let prefix = unique_prefix();
+    let mut cleanup = Cleanup::default();
+    let tag = format!("{prefix}:1");
+    build_image(&tag, &prefix, &mut cleanup);
+    let image = ImageRef::new(&tag).expect("image reference");
+    let data_dir = tempfile::tempdir().expect("a temp dir");
+
+    let view = Arc::new(EngineView::new(
+        DockerRuntime::from_environment(),
+        prefix.clone(),
+    ));
+    let ended = Arc::new(AtomicUsize::new(0));
+    let following = tokio::spawn({
+        let (view, ended) = (view.clone(), ended.clone());
+        async move {
+            let count = move || {
+                ended.fetch_add(1, Ordering::SeqCst);
+            };
+            view.follow(&count).await
+        }
+    });
+    view_until("that it follows the events", || async { view.is_current() }).await;
+
+    let spec = spec(&tag, data_dir.path());
+    let request = CreateRequest {
+        docker_name: format!("{prefix}.web"),
+        labels: brine_labels(&prefix, &spec),
+        spec,
+    };
+    let id = view.create(&request).await.expect("create");
+    cleanup.containers.push(id.clone());
+    view.start(&id).await.expect("start");
+    let states = || async {
+        view.list_managed(&prefix)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|c| (c.id, c.state))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(states().await, [(id.clone(), "running".to_owned())]);
+    assert!(view.local_image(&image).await.expect("lookup").is_some());
+
+    docker(&["stop", "-t", "1", &id]);
+    view_until("the container stopped by hand", || async {
+        states().await == [(id.clone(), "exited".to_owned())]
+    })
+    .await;
+    docker(&["rm", &id]);
+    view_until("the container removed by hand", || async {
+        states().await.is_empty()
+    })
+    .await;
+    assert!(
+        ended.load(Ordering::SeqCst) >= 2,
+        "the keeper heard of both"
+    );
+
+    docker(&["rmi", &tag]);
+    view_until("the image deleted by hand", || async {
+        view.local_image(&image).await.expect("lookup").is_none()
+    })
+    .await;
+    // Every answer above came from the view, not from a listing made because it was in doubt.
+    assert!(view.is_current());
+    following.abort();
 }

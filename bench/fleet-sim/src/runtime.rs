@@ -7,12 +7,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use brine_common::spec::{ImageRef, PortMapping};
 use brine_common::token::sha256_hex;
 use brine_minion::runtime::{
-    ContainerRuntime, ContainerStatus, CreateRequest, ImageRemoval, ObservedContainer,
+    ContainerRuntime, ContainerStatus, CreateRequest, EngineEvent, ImageRemoval, ObservedContainer,
     PullProgress, PulledImage, RuntimeError, labels,
 };
 use rand::Rng;
@@ -137,12 +137,15 @@ impl ContainerRuntime for SimulatedRuntime {
         Ok("simulated".into())
     }
 
-    async fn list_managed(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
+    async fn list_managed(&self, namespace: &str) -> Result<Vec<ObservedContainer>, RuntimeError> {
         let engine = self.engine();
         Ok(engine
             .containers
             .iter()
-            .filter(|(_, c)| c.labels.contains_key(labels::MANAGED))
+            .filter(|(_, c)| {
+                c.labels.contains_key(labels::MANAGED)
+                    && c.labels.get(labels::NAMESPACE).map(String::as_str) == Some(namespace)
+            })
             .map(|(id, c)| ObservedContainer {
                 id: id.clone(),
                 docker_name: c.docker_name.clone(),
@@ -154,6 +157,22 @@ impl ContainerRuntime for SimulatedRuntime {
                 unhealthy: false,
             })
             .collect())
+    }
+
+    async fn observe(
+        &self,
+        namespace: &str,
+        id: &str,
+    ) -> Result<Option<ObservedContainer>, RuntimeError> {
+        Ok(self
+            .list_managed(namespace)
+            .await?
+            .into_iter()
+            .find(|c| c.id == id))
+    }
+
+    async fn clock(&self) -> Result<SystemTime, RuntimeError> {
+        Ok(SystemTime::now())
     }
 
     async fn pull(
@@ -316,10 +335,11 @@ impl ContainerRuntime for SimulatedRuntime {
         Ok(ImageRemoval::Removed)
     }
 
-    async fn watch_changes(
+    async fn follow_events(
         &self,
         _namespace: &str,
-        _changed: &(dyn Fn(String) + Send + Sync),
+        _since: SystemTime,
+        _seen: &(dyn Fn(EngineEvent) + Send + Sync),
     ) -> Result<(), RuntimeError> {
         // Nothing changes behind the minion's back on a simulated host: the stream stays open.
         std::future::pending().await
@@ -349,7 +369,10 @@ mod tests {
         CreateRequest {
             docker_name: name.to_owned(),
             spec,
-            labels: HashMap::from([(labels::MANAGED.to_owned(), "true".to_owned())]),
+            labels: HashMap::from([
+                (labels::MANAGED.to_owned(), "true".to_owned()),
+                (labels::NAMESPACE.to_owned(), "host".to_owned()),
+            ]),
         }
     }
 
@@ -394,7 +417,7 @@ mod tests {
         engine.start(&new).await.unwrap();
         engine.remove(&old).await.unwrap();
         assert_eq!(engine.container_names(), ["web"]);
-        let listed = engine.list_managed().await.unwrap();
+        let listed = engine.list_managed("host").await.unwrap();
         assert_eq!(listed.len(), 1);
         assert!(listed[0].is_running());
         assert_eq!(engine.inspect(&old).await, Err(RuntimeError::Gone(old)));

@@ -53,7 +53,7 @@ impl<R: ContainerRuntime> Executor<R> {
 
     /// The managed containers of this namespace, as reported to the master.
     pub async fn running(&self) -> Result<Vec<RunningContainer>, crate::runtime::RuntimeError> {
-        let observed = self.runtime.list_managed().await?;
+        let observed = self.runtime.list_managed(&self.namespace).await?;
         Ok(observed
             .iter()
             .filter(|o| belongs_to(&self.namespace, o))
@@ -79,7 +79,7 @@ impl<R: ContainerRuntime> Executor<R> {
         desired: &DesiredState,
         progress: ProgressSink<'_>,
     ) -> JobResult {
-        let observed = match self.runtime.list_managed().await {
+        let observed = match self.runtime.list_managed(&self.namespace).await {
             Ok(observed) => observed,
             Err(err) => {
                 return JobResult::failed(job_id.clone(), format!("list containers: {err}"));
@@ -93,7 +93,7 @@ impl<R: ContainerRuntime> Executor<R> {
     /// removed, so a repair cannot deploy or undo a deploy; only the master's jobs do. Returns
     /// `None` when nothing needed repair, or the engine could not be asked.
     pub async fn repair(&self, job_id: &JobId, desired: &DesiredState) -> Option<JobResult> {
-        let observed = match self.runtime.list_managed().await {
+        let observed = match self.runtime.list_managed(&self.namespace).await {
             Ok(observed) => observed,
             Err(err) => {
                 // Nothing can be repaired without the engine; its outage is reported by whoever

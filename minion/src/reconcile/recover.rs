@@ -78,7 +78,7 @@ impl<R: ContainerRuntime> Executor<R> {
         &self,
         desired: &DesiredState,
     ) -> Result<Vec<JobResult>, crate::runtime::RuntimeError> {
-        let observed = self.runtime().list_managed().await?;
+        let observed = self.runtime().list_managed(self.namespace()).await?;
         let mut by_job: BTreeMap<String, Vec<ContainerResult>> = BTreeMap::new();
         for interrupted in find_interrupted(self.namespace(), &observed) {
             let (job, result) = self.finish(interrupted, desired).await;

@@ -4,11 +4,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::error::Error as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecOptions};
+use bollard::models::EventMessageTypeEnum;
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -16,12 +17,14 @@ use bollard::query_parameters::{
 use bollard::{API_DEFAULT_VERSION, Docker};
 use brine_common::spec::ImageRef;
 use futures::StreamExt;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokio::sync::OnceCell;
 
 use crate::config::RegistryLogin;
 
 use super::{
-    ContainerRuntime, ContainerStatus, CreateRequest, ImageRemoval, ObservedContainer,
+    ContainerRuntime, ContainerStatus, CreateRequest, EngineEvent, ImageRemoval, ObservedContainer,
     PullProgress, PulledImage, RuntimeError, labels,
 };
 
@@ -29,7 +32,9 @@ use super::{
 mod tests;
 mod translate;
 
-use translate::{EngineReference, PullTally, container_body, familiar, observed, status};
+use translate::{
+    EngineReference, PullTally, container_body, familiar, observed, observed_inspected, status,
+};
 
 /// A pull reports progress at most this often: enough for a live bar without flooding the master.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
@@ -114,19 +119,12 @@ impl DockerRuntime {
     }
 }
 
-impl ContainerRuntime for DockerRuntime {
-    async fn version(&self) -> Result<String, RuntimeError> {
-        self.docker()
-            .await?
-            .version()
-            .await
-            .map_err(runtime_error)?
-            .version
-            .ok_or_else(|| RuntimeError::Other("docker did not report its version".into()))
-    }
-
-    async fn list_managed(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
-        let filters = HashMap::from([("label", vec![labels::MANAGED])]);
+impl DockerRuntime {
+    /// The containers these filters select, running or not, in brine's terms.
+    async fn list(
+        &self,
+        filters: HashMap<String, Vec<String>>,
+    ) -> Result<Vec<ObservedContainer>, RuntimeError> {
         let options = ListContainersOptionsBuilder::new()
             .all(true)
             .filters(&filters)
@@ -138,6 +136,56 @@ impl ContainerRuntime for DockerRuntime {
             .await
             .map_err(runtime_error)?;
         Ok(containers.into_iter().filter_map(observed).collect())
+    }
+}
+
+impl ContainerRuntime for DockerRuntime {
+    async fn version(&self) -> Result<String, RuntimeError> {
+        self.docker()
+            .await?
+            .version()
+            .await
+            .map_err(runtime_error)?
+            .version
+            .ok_or_else(|| RuntimeError::Other("docker did not report its version".into()))
+    }
+
+    async fn list_managed(&self, namespace: &str) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        self.list(managed_filters(namespace)).await
+    }
+
+    async fn observe(
+        &self,
+        namespace: &str,
+        id: &str,
+    ) -> Result<Option<ObservedContainer>, RuntimeError> {
+        let inspected = match self.docker().await?.inspect_container(id, None).await {
+            Ok(inspected) => inspected,
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(err) => return Err(runtime_error(err)),
+        };
+        Ok(observed_inspected(inspected).filter(|container| {
+            container.label(labels::MANAGED) == Some("true")
+                && container.label(labels::NAMESPACE) == Some(namespace)
+        }))
+    }
+
+    async fn clock(&self) -> Result<SystemTime, RuntimeError> {
+        let reported = self
+            .docker()
+            .await?
+            .info()
+            .await
+            .map_err(runtime_error)?
+            .system_time
+            .ok_or_else(|| RuntimeError::Other("docker did not report its clock".into()))?;
+        OffsetDateTime::parse(&reported, &Rfc3339)
+            .map(SystemTime::from)
+            .map_err(|err| {
+                RuntimeError::Other(format!("docker reported its clock as {reported:?}: {err}"))
+            })
     }
 
     async fn pull(
@@ -331,38 +379,49 @@ impl ContainerRuntime for DockerRuntime {
         }
     }
 
-    async fn watch_changes(
+    async fn follow_events(
         &self,
         namespace: &str,
-        changed: &(dyn Fn(String) + Send + Sync),
+        since: SystemTime,
+        seen: &(dyn Fn(EngineEvent) + Send + Sync),
     ) -> Result<(), RuntimeError> {
-        let filters = HashMap::from([
-            ("type".to_owned(), vec!["container".to_owned()]),
-            (
-                "label".to_owned(),
-                vec![
-                    format!("{}=true", labels::MANAGED),
-                    format!("{}={namespace}", labels::NAMESPACE),
-                ],
-            ),
-            (
-                "event".to_owned(),
-                vec!["die".to_owned(), "stop".to_owned(), "destroy".to_owned()],
-            ),
+        let since = since
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|at| format!("{}.{:09}", at.as_secs(), at.subsec_nanos()))
+            .unwrap_or_else(|_| "0".to_owned());
+        let subscribe =
+            |filters: HashMap<String, Vec<String>>| bollard::query_parameters::EventsOptions {
+                since: Some(since.clone()),
+                until: None,
+                filters: Some(filters),
+            };
+        let mut containers = managed_filters(namespace);
+        containers.insert("type".to_owned(), vec!["container".to_owned()]);
+        containers.insert("event".to_owned(), strings(CONTAINER_CHANGES));
+        let images = HashMap::from([
+            ("type".to_owned(), vec!["image".to_owned()]),
+            ("event".to_owned(), strings(IMAGE_CHANGES)),
         ]);
-        let options = bollard::query_parameters::EventsOptions {
-            filters: Some(filters),
-            ..Default::default()
-        };
-        let mut events = std::pin::pin!(self.docker().await?.events(Some(options)));
+        // Labels select containers, but an image's labels are its own: two subscriptions.
+        let docker = self.docker().await?;
+        let mut events = std::pin::pin!(futures::stream::select(
+            docker.events(Some(subscribe(containers))),
+            docker.events(Some(subscribe(images))),
+        ));
         while let Some(event) = events.next().await {
             let event = event.map_err(runtime_error)?;
-            let name = event
-                .actor
-                .and_then(|actor| actor.attributes)
-                .and_then(|attributes| attributes.get("name").cloned())
-                .unwrap_or_default();
-            changed(name);
+            let action = event.action.unwrap_or_default();
+            match event.typ {
+                Some(EventMessageTypeEnum::CONTAINER) => {
+                    let Some(id) = event.actor.and_then(|actor| actor.id) else {
+                        continue;
+                    };
+                    let ended = CONTAINER_ENDINGS.contains(&action.as_str());
+                    seen(EngineEvent::Container { id, ended });
+                }
+                Some(EventMessageTypeEnum::IMAGE) => seen(EngineEvent::Image),
+                _ => {}
+            }
         }
         Err(RuntimeError::Unavailable("the event stream ended".into()))
     }
@@ -409,6 +468,41 @@ impl ContainerRuntime for DockerRuntime {
             pause = (pause * 2).min(EXEC_POLL_MAX);
         }
     }
+}
+
+/// The container events that change what [`ContainerRuntime::observe`] reports. Docker matches
+/// `health_status` on its prefix (the action is `health_status: healthy`).
+const CONTAINER_CHANGES: &[&str] = &[
+    "create",
+    "start",
+    "restart",
+    "rename",
+    "pause",
+    "unpause",
+    "update",
+    "health_status",
+    "die",
+    "stop",
+    "destroy",
+];
+/// The container events after which it no longer runs (or exists).
+const CONTAINER_ENDINGS: &[&str] = &["die", "stop", "destroy"];
+/// The image events that change which images the engine holds, or under which names.
+const IMAGE_CHANGES: &[&str] = &["pull", "tag", "untag", "delete", "import", "load"];
+
+fn strings(values: &[&str]) -> Vec<String> {
+    values.iter().map(|value| (*value).to_owned()).collect()
+}
+
+/// The engine-side filter for the managed containers of `namespace`.
+fn managed_filters(namespace: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_owned(),
+        vec![
+            format!("{}=true", labels::MANAGED),
+            format!("{}={namespace}", labels::NAMESPACE),
+        ],
+    )])
 }
 
 /// Sorts bollard's errors by what the caller does next: an engine that cannot be reached is

@@ -1,13 +1,16 @@
 //! The container runtime behind a narrow trait: the only way the minion touches Docker.
 //!
 //! [`docker::DockerRuntime`] implements it with bollard; unit tests of the executor use a
-//! recording fake.
+//! recording fake. [`view::EngineView`] sits in front of either and answers the reads a job
+//! makes from what it learnt through the engine's event stream.
 
 pub mod docker;
+pub mod view;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
+use std::time::SystemTime;
 
 use brine_common::spec::{ContainerSpec, ImageRef, PortMapping};
 
@@ -138,10 +141,22 @@ pub trait ContainerRuntime: Send + Sync {
     /// The engine's version, for the host's facts.
     fn version(&self) -> impl Future<Output = Result<String, RuntimeError>> + Send;
 
-    /// Every container carrying the [`labels::MANAGED`] label, running or not, in any namespace.
+    /// Every container of `namespace` carrying the [`labels::MANAGED`] label, running or not.
     fn list_managed(
         &self,
+        namespace: &str,
     ) -> impl Future<Output = Result<Vec<ObservedContainer>, RuntimeError>> + Send;
+
+    /// The managed container of `namespace` with this id, as [`Self::list_managed`] would report
+    /// it; `None` when there is none (any more).
+    fn observe(
+        &self,
+        namespace: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ObservedContainer>, RuntimeError>> + Send;
+
+    /// The engine's clock now: where a replay of its events starts.
+    fn clock(&self) -> impl Future<Output = Result<SystemTime, RuntimeError>> + Send;
 
     /// Pulls `image` (a no-op download when the registry has nothing new) and reports bytes.
     fn pull(
@@ -201,12 +216,28 @@ pub trait ContainerRuntime: Send + Sync {
         image: &ImageRef,
     ) -> impl Future<Output = Result<ImageRemoval, RuntimeError>> + Send;
 
-    /// Follows the engine's events and calls `changed` with the Docker name of each managed
-    /// container of `namespace` that dies, stops or is removed. Returns when the event stream
-    /// ends or fails (the engine went away); callers watch again after a pause.
-    fn watch_changes(
+    /// Follows the engine's events from `since` (past events are replayed first) and calls
+    /// `seen` with each change to a managed container of `namespace` and each change to the
+    /// engine's images. Returns when the event stream ends or fails (the engine went away);
+    /// callers follow again after a pause.
+    fn follow_events(
         &self,
         namespace: &str,
-        changed: &(dyn Fn(String) + Send + Sync),
+        since: SystemTime,
+        seen: &(dyn Fn(EngineEvent) + Send + Sync),
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+}
+
+/// A change the engine reported on its event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineEvent {
+    /// A managed container was created, started, renamed, stopped, removed, or its health or
+    /// its process changed.
+    Container {
+        id: String,
+        /// It died, stopped or was removed: what the keeper repairs.
+        ended: bool,
+    },
+    /// An image was pulled, tagged, untagged, deleted, imported or loaded.
+    Image,
 }

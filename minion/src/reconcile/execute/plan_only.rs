@@ -16,7 +16,7 @@ impl<R: ContainerRuntime> Executor<R> {
     /// stopped or removed. An image the host lacks is reported as `needs_pull`, and a container
     /// that would run it counts as created or replaced.
     pub async fn plan_only(&self, job_id: &JobId, desired: &DesiredState) -> JobResult {
-        let observed = match self.runtime.list_managed().await {
+        let observed = match self.runtime.list_managed(&self.namespace).await {
             Ok(observed) => observed,
             Err(err) => {
                 return JobResult::failed(job_id.clone(), format!("list containers: {err}"));

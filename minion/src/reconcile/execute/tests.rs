@@ -2,13 +2,14 @@
 //! replaces, removes and restores, in which order, without Docker.
 
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use brine_common::names::RoleName;
 use brine_common::outcome::HostStatus;
 use brine_common::spec::{HealthCheck, PortMapping, Probe, RestartPolicy};
 
 use super::*;
-use crate::runtime::{ContainerStatus, ImageRemoval, PullProgress, RuntimeError};
+use crate::runtime::{ContainerStatus, EngineEvent, ImageRemoval, PullProgress, RuntimeError};
 
 /// A runtime that records every call and keeps containers in memory.
 #[derive(Default)]
@@ -53,8 +54,30 @@ impl ContainerRuntime for Recording {
         Ok("fake".into())
     }
 
-    async fn list_managed(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
-        Ok(self.state.lock().unwrap().containers.clone())
+    async fn list_managed(&self, namespace: &str) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .containers
+            .iter()
+            .filter(|c| c.label(labels::NAMESPACE) == Some(namespace))
+            .cloned()
+            .collect())
+    }
+
+    async fn observe(
+        &self,
+        namespace: &str,
+        id: &str,
+    ) -> Result<Option<ObservedContainer>, RuntimeError> {
+        Ok(self
+            .list_managed(namespace)
+            .await?
+            .into_iter()
+            .find(|c| c.id == id))
+    }
+
+    async fn clock(&self) -> Result<SystemTime, RuntimeError> {
+        Ok(SystemTime::now())
     }
 
     async fn pull(
@@ -202,10 +225,11 @@ impl ContainerRuntime for Recording {
         })
     }
 
-    async fn watch_changes(
+    async fn follow_events(
         &self,
         _namespace: &str,
-        _changed: &(dyn Fn(String) + Send + Sync),
+        _since: SystemTime,
+        _seen: &(dyn Fn(EngineEvent) + Send + Sync),
     ) -> Result<(), RuntimeError> {
         Err(RuntimeError::Unavailable("no events in tests".into()))
     }

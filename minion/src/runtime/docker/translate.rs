@@ -118,6 +118,65 @@ pub(super) fn observed(summary: ContainerSummary) -> Option<ObservedContainer> {
     })
 }
 
+/// brine's view of an inspected container, as [`observed`] reads a listed one. An inspection
+/// reads the container itself, while a listing may still show the state from before its last
+/// event.
+pub(super) fn observed_inspected(inspected: ContainerInspectResponse) -> Option<ObservedContainer> {
+    let id = inspected.id?;
+    let state = inspected.state.unwrap_or_default();
+    let config = inspected.config.unwrap_or_default();
+    let ports = inspected
+        .network_settings
+        .and_then(|network| network.ports)
+        .unwrap_or_default();
+    let mut published: Vec<PortMapping> = ports
+        .into_iter()
+        .flat_map(|(port, bindings)| {
+            bindings
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(move |binding| bound(&port, &binding))
+        })
+        .collect();
+    published.sort_by_key(|p| (p.container_port, p.host_port, p.host_ip));
+    Some(ObservedContainer {
+        id,
+        docker_name: inspected
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_owned(),
+        image: config.image.unwrap_or_default(),
+        image_id: inspected.image.unwrap_or_default(),
+        state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+        labels: config.labels.unwrap_or_default(),
+        published,
+        unhealthy: state.health.and_then(|health| health.status)
+            == Some(HealthStatusEnum::UNHEALTHY),
+    })
+}
+
+/// A host port bound to `port` (`8080/tcp`), as [`published`] reads one from a listing.
+fn bound(port: &str, binding: &PortBinding) -> Option<PortMapping> {
+    let (container_port, protocol) = port.split_once('/')?;
+    let protocol = match protocol {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        _ => return None,
+    };
+    let host_ip = binding
+        .host_ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<IpAddr>().ok())
+        .filter(|ip| !ip.is_unspecified());
+    Some(PortMapping {
+        host_ip,
+        host_port: Some(binding.host_port.as_deref()?.parse().ok()?),
+        container_port: container_port.parse().ok()?,
+        protocol,
+    })
+}
+
 pub(super) fn container_body(request: &CreateRequest) -> ContainerCreateBody {
     let spec = &request.spec;
     // Several host ports may publish the same container port; Docker wants them under one key.
