@@ -180,6 +180,26 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher) {
                         }
                     }
                 }
+                Step::Prefetch {
+                    job_id,
+                    hosts,
+                    valid_for,
+                } => {
+                    let expires_at_unix_ms = now_unix_ms()
+                        .saturating_add(i64::try_from(valid_for.as_millis()).unwrap_or(i64::MAX));
+                    tracing::debug!(hosts = hosts.len(), "fetching images ahead");
+                    for (id, images) in hosts {
+                        let command = Command::Prefetch {
+                            job_id: job_id.clone(),
+                            expires_at_unix_ms,
+                            images,
+                        };
+                        // Best effort: a host that cannot be asked pulls in its own turn.
+                        if !try_dispatch(&master, &id, command) {
+                            steps.extend(run.prefetch_unanswered(&id, Instant::now()));
+                        }
+                    }
+                }
                 Step::Finished(report) => {
                     // A host's error text is its own: recorded with the job, not written to
                     // the master's log.
@@ -205,6 +225,7 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher) {
                     vec![]
                 }
                 JobEvent::Result(id, result) => run.result(id, result, Instant::now()),
+                JobEvent::Prefetched(id, outcome) => run.prefetched(&id, outcome, Instant::now()),
                 JobEvent::LinkLost(id) => {
                     // The minion keeps working and reports on its next link.
                     run.link_lost(&id, Instant::now());
@@ -274,6 +295,15 @@ async fn dispatch(master: &Master, host: &MinionId, command: Command) -> Result<
             .map_err(|_| "the minion's link closed or is stalled"),
         None => Err("the minion is not connected"),
     }
+}
+
+/// Hands `command` to `host`'s link if it has room now (a fetch ahead never holds up the job);
+/// whether it could.
+fn try_dispatch(master: &Master, host: &MinionId, command: Command) -> bool {
+    master
+        .links
+        .get(host)
+        .is_some_and(|link| link.commands.try_send(command).is_ok())
 }
 
 fn log_summary(summary: &JobSummary) {

@@ -13,14 +13,17 @@ use std::time::Duration;
 
 use brine_common::names::MinionId;
 use brine_common::outcome::{HostReport, HostStatus, JobId, JobResult, Timings};
-use brine_common::spec::DesiredState;
+use brine_common::spec::{DesiredState, ImageRef};
 use tokio::time::Instant;
 
 use crate::release::{Pins, Release};
 use crate::rollout::Rollout;
 
+mod prefetch;
 #[cfg(test)]
 mod tests;
+
+use prefetch::Prefetches;
 
 /// How long a job waits for a host whose link dropped to come back and report; a minion
 /// reconnects within a second or two, and sends a result it could not send before.
@@ -54,6 +57,14 @@ pub enum Step {
         valid_for: Duration,
         /// Which batch, counting from 1, of how many; `None` for an auto-revert.
         batch: Option<(usize, usize)>,
+    },
+    /// Ask each host to fetch these images now, ahead of its batch, and to answer under
+    /// `job_id` within `valid_for`; a host that cannot be asked is reported back with
+    /// [`JobRun::prefetch_unanswered`], its answer with [`JobRun::prefetched`].
+    Prefetch {
+        job_id: JobId,
+        hosts: Vec<(MinionId, Vec<ImageRef>)>,
+        valid_for: Duration,
     },
     /// A host's final report (or a later one, reported late), for the caller.
     Finished(HostReport),
@@ -90,6 +101,8 @@ pub struct JobRun {
     /// The auto-revert's own reports, turned into the hosts' final ones when it is over.
     reverted: BTreeMap<MinionId, HostReport>,
     cancelled_by: Option<String>,
+    /// The hosts of later batches fetching their images ahead of their turn.
+    prefetches: Prefetches,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +141,18 @@ impl JobRun {
             .into_iter()
             .collect();
         let batches: VecDeque<Vec<MinionId>> = plan.rollout.batches(&targets).into();
+        // The first batch pulls in its own turn; a plan pulls nothing.
+        let ahead = batches
+            .iter()
+            .skip(1)
+            .flatten()
+            .filter(|_| !plan.plan)
+            .filter_map(|id| Some((id.clone(), images_of(plan.desired.get(id)?))));
+        let prefetches = Prefetches::new(
+            usize::try_from(plan.rollout.concurrent_pulls).unwrap_or(usize::MAX),
+            plan.timeout,
+            ahead,
+        );
         Self {
             job_id: plan.job_id,
             timeout: plan.timeout,
@@ -147,6 +172,7 @@ impl JobRun {
             reports: BTreeMap::new(),
             reverted: BTreeMap::new(),
             cancelled_by: None,
+            prefetches,
         }
     }
 
@@ -190,12 +216,16 @@ impl JobRun {
                 .min()
                 .map(|lost| lost + RECONNECT_GRACE)
         };
-        match self.phase {
+        let phase = match self.phase {
             Phase::Between { until } => until,
             Phase::Batch { deadline } | Phase::Reverting { deadline, .. } => {
                 Some(grace_over().map_or(deadline, |grace| grace.min(deadline)))
             }
             Phase::Done => None,
+        };
+        match (phase, self.prefetches.wake_at()) {
+            (Some(phase), Some(fetch)) => Some(phase.min(fetch)),
+            (phase, fetch) => phase.or(fetch),
         }
     }
 
@@ -206,6 +236,28 @@ impl JobRun {
 
     /// Time passed: a deadline, a reconnect grace or a batch wait may be over.
     pub fn time_passed(&mut self, now: Instant) -> Vec<Step> {
+        let mut steps = vec![];
+        self.prefetches.time_passed(now);
+        self.advance(now, &mut steps);
+        steps
+    }
+
+    /// `host` answered a [`Step::Prefetch`]: its images are there, or why not.
+    pub fn prefetched(
+        &mut self,
+        host: &MinionId,
+        outcome: Result<(), String>,
+        now: Instant,
+    ) -> Vec<Step> {
+        self.prefetches.answered(host, outcome);
+        let mut steps = vec![];
+        self.advance(now, &mut steps);
+        steps
+    }
+
+    /// A [`Step::Prefetch`] could not be handed to `host`'s link: its own turn will pull.
+    pub fn prefetch_unanswered(&mut self, host: &MinionId, now: Instant) -> Vec<Step> {
+        self.prefetches.unanswered(host);
         let mut steps = vec![];
         self.advance(now, &mut steps);
         steps
@@ -250,6 +302,8 @@ impl JobRun {
 
     /// `host`'s link dropped; it has [`RECONNECT_GRACE`] to report on a new one.
     pub fn link_lost(&mut self, host: &MinionId, now: Instant) {
+        // A fetch ahead is answered on the link that asked: that answer will not come.
+        self.prefetches.unanswered(host);
         if let Some(pending) = self.pending.get_mut(host)
             && pending.link_lost.is_none()
         {
@@ -291,8 +345,26 @@ impl JobRun {
         steps.push(Step::Finished(report));
     }
 
-    /// Moves on as far as `now` allows.
+    /// Moves on as far as `now` allows, and asks the hosts of later batches to fetch ahead
+    /// while there is room.
     fn advance(&mut self, now: Instant, steps: &mut Vec<Step>) {
+        self.advance_phase(now, steps);
+        if self.is_done() {
+            self.prefetches.stop();
+            return;
+        }
+        let hosts = self.prefetches.start(now);
+        if !hosts.is_empty() {
+            steps.push(Step::Prefetch {
+                job_id: self.job_id.clone(),
+                hosts,
+                valid_for: self.timeout,
+            });
+        }
+    }
+
+    /// Moves the batches on as far as `now` allows.
+    fn advance_phase(&mut self, now: Instant, steps: &mut Vec<Step>) {
         loop {
             match self.phase.clone() {
                 Phase::Done => return,
@@ -372,9 +444,20 @@ impl JobRun {
             return;
         };
         self.batches_started += 1;
-        // Hosts whose images did not resolve fail in their turn, without a command.
+        // Hosts whose images did not resolve fail in their turn, without a command; so do
+        // hosts that could not fetch theirs ahead.
         for id in &batch {
             if let Some(report) = self.blocked.remove(id) {
+                self.finished(report, steps);
+            }
+            if let Some(error) = self.prefetches.reached(id)
+                && self.unsent.remove(id).is_some()
+            {
+                let reason = format!(
+                    "its images could not be fetched ahead of its batch: {error}; nothing was \
+                     sent to this host"
+                );
+                let report = no_answer(id.clone(), HostStatus::Skipped, &reason, now, now);
                 self.finished(report, steps);
             }
         }
@@ -449,6 +532,7 @@ impl JobRun {
         self.unsent.clear();
         self.blocked.clear();
         self.batches.clear();
+        self.prefetches.stop();
         for id in rest {
             self.finished(no_answer(id, HostStatus::Skipped, reason, now, now), steps);
         }
@@ -555,6 +639,14 @@ fn reverted_state(state: &DesiredState, pins: &Pins) -> DesiredState {
         .collect();
     // Fewer containers than a valid state, with the same names and ports: still valid.
     DesiredState { containers }
+}
+
+/// The distinct images `desired` runs, in order.
+fn images_of(desired: &DesiredState) -> Vec<ImageRef> {
+    let mut images: Vec<ImageRef> = desired.containers.iter().map(|c| c.image.clone()).collect();
+    images.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    images.dedup();
+    images
 }
 
 fn no_answer(

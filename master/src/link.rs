@@ -287,6 +287,16 @@ fn to_wire(minion_id: &MinionId, command: Command) -> pb::ConnectResponse {
             desired: Some(desired.into()),
             plan,
         }),
+        Command::Prefetch {
+            job_id,
+            expires_at_unix_ms,
+            images,
+        } => pb::connect_response::Kind::Prefetch(pb::Prefetch {
+            job_id: job_id.into(),
+            minion_id: minion_id.to_string(),
+            expires_at: Some(time::timestamp(expires_at_unix_ms)),
+            images: images.into_iter().map(|image| image.to_string()).collect(),
+        }),
     };
     pb::ConnectResponse { kind: Some(kind) }
 }
@@ -379,6 +389,18 @@ async fn route(master: &Master, minion_id: &MinionId, message: pb::ConnectReques
                 return;
             }
         },
+        Some(Kind::Prefetched(pb::Prefetched { job_id, error })) => {
+            // The text is the host's own: shown in its report, bounded like any error there.
+            let outcome = if error.is_empty() {
+                Ok(())
+            } else {
+                Err(brine_common::limits::truncate(
+                    error,
+                    brine_common::limits::MAX_ERROR_TEXT,
+                ))
+            };
+            (job_id, JobEvent::Prefetched(minion_id.clone(), outcome))
+        }
         other => {
             let what = match other {
                 Some(Kind::Hello(_)) => "a second hello",
@@ -398,7 +420,7 @@ async fn route(master: &Master, minion_id: &MinionId, message: pb::ConnectReques
             let _ = job.send(event).await;
         }
         (None, JobEvent::Result(_, result)) => record_late_result(master, minion_id, result).await,
-        (None, JobEvent::Progress(..) | JobEvent::LinkLost(_)) => {
+        (None, JobEvent::Progress(..) | JobEvent::Prefetched(..) | JobEvent::LinkLost(_)) => {
             tracing::debug!(minion.id = %minion_id, job.id = %job_id, "progress for a job that already ended");
         }
     }

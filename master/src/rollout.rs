@@ -9,6 +9,11 @@ use brine_common::names::MinionId;
 /// The longest wait between batches a caller may ask for.
 pub const MAX_BATCH_WAIT: Duration = Duration::from_secs(3600);
 
+/// How many hosts of later batches fetch their images at once when the caller does not say.
+pub const DEFAULT_CONCURRENT_PULLS: u32 = 8;
+/// The most a caller may ask for.
+pub const MAX_CONCURRENT_PULLS: u32 = 1000;
+
 /// Hosts per batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BatchSize {
@@ -65,6 +70,9 @@ pub struct Rollout {
     pub max_failures: u32,
     /// When the rollout fails, return the hosts it changed to the previous release.
     pub auto_revert: bool,
+    /// How many hosts of later batches fetch their images at once, ahead of their turn; 0
+    /// fetches nothing ahead.
+    pub concurrent_pulls: u32,
 }
 
 impl Rollout {

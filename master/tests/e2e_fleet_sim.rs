@@ -27,12 +27,15 @@ struct Simulator {
 }
 
 impl Simulator {
-    fn start(hosts_dir: &Path, report: PathBuf) -> Self {
+    /// Runs `hosts` hosts from `hosts_dir`, with `extra` arguments (engine delays, say).
+    fn start(hosts: usize, hosts_dir: &Path, extra: &[&str]) -> Self {
+        let report = hosts_dir.join("report.jsonl");
         let child = Command::new(fleet_sim_binary())
-            .args(["run", "--hosts", &HOSTS.to_string(), "--sources", "8"])
+            .args(["run", "--hosts", &hosts.to_string(), "--sources", "8"])
             .arg("--data-dir")
             .arg(hosts_dir)
             .args(["--report-every", "1s"])
+            .args(extra)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&report).expect("create the report file"))
@@ -98,21 +101,11 @@ fn assert_every_host(report: &Value, expected: &str) {
     assert!(other.is_empty(), "hosts not {expected}: {other:#?}");
 }
 
-#[test]
-fn two_hundred_simulated_hosts_enrol_deploy_and_come_back_after_a_master_crash() {
-    let registry = Registry::start();
-    let mut images = Images::new(&registry, &unique_id());
-    let pushed = images.push_variant("app", 1);
-    let mut master = Master::start();
-    master.write_roles(&format!(
-        "[roles.app]\nimage = {}\n[[roles.app.containers]]\nname = \"app\"\n\
-         ports = [\"8080:80\"]\n\n[assign]\n\"sim-*\" = [\"app\"]\n",
-        quoted(&pushed.reference)
-    ));
-
-    // Enrolment through the real Join, from eight source addresses.
+/// Enrols `hosts` simulated hosts through the real Join, from eight source addresses; returns
+/// their data directories.
+fn enrol(master: &Master, hosts: usize) -> tempfile::TempDir {
     let token = run_with_deadline(
-        &mut master.cli(&["token", "create", "--uses", &HOSTS.to_string()]),
+        &mut master.cli(&["token", "create", "--uses", &hosts.to_string()]),
         Duration::from_secs(30),
         "token create",
     );
@@ -123,7 +116,7 @@ fn two_hundred_simulated_hosts_enrol_deploy_and_come_back_after_a_master_crash()
         .expect("a temp dir");
     let enrol = run_with_deadline(
         Command::new(fleet_sim_binary())
-            .args(["enrol", "--hosts", &HOSTS.to_string(), "--sources", "8"])
+            .args(["enrol", "--hosts", &hosts.to_string(), "--sources", "8"])
             .arg("--data-dir")
             .arg(hosts_dir.path())
             .args([
@@ -137,9 +130,24 @@ fn two_hundred_simulated_hosts_enrol_deploy_and_come_back_after_a_master_crash()
     );
     assert_eq!(enrol.code, 0, "{}", enrol.describe("brine-fleet-sim enrol"));
     let enrolled: Value = serde_json::from_str(enrol.stdout.trim()).expect("one JSON line");
-    assert_eq!(enrolled["joined"], HOSTS, "{enrolled}");
+    assert_eq!(enrolled["joined"], hosts, "{enrolled}");
+    hosts_dir
+}
 
-    let mut simulator = Simulator::start(hosts_dir.path(), hosts_dir.path().join("report.jsonl"));
+#[test]
+fn two_hundred_simulated_hosts_enrol_deploy_and_come_back_after_a_master_crash() {
+    let registry = Registry::start();
+    let mut images = Images::new(&registry, &unique_id());
+    let pushed = images.push_variant("app", 1);
+    let mut master = Master::start();
+    master.write_roles(&format!(
+        "[roles.app]\nimage = {}\n[[roles.app.containers]]\nname = \"app\"\n\
+         ports = [\"8080:80\"]\n\n[assign]\n\"sim-*\" = [\"app\"]\n",
+        quoted(&pushed.reference)
+    ));
+
+    let hosts_dir = enrol(&master, HOSTS);
+    let mut simulator = Simulator::start(HOSTS, hosts_dir.path(), &[]);
     simulator.wait_for("all_linked", 0, Duration::from_secs(60));
     let listed = master.minions();
     let listed = listed.as_array().expect("an array of hosts");
@@ -174,4 +182,70 @@ fn two_hundred_simulated_hosts_enrol_deploy_and_come_back_after_a_master_crash()
     let (code, report) = master.highstate(None);
     assert_eq!(code, 0, "{report:#}");
     assert_every_host(&report, "unchanged");
+}
+
+/// Each host's time spent pulling in a highstate's report, by host id.
+fn pull_ms(report: &Value) -> std::collections::BTreeMap<String, u64> {
+    report["hosts"]
+        .as_array()
+        .expect("a report of every host")
+        .iter()
+        .map(|host| {
+            let id = host["minion_id"].as_str().unwrap_or_default().to_owned();
+            (id, host["timings"]["pull_ms"].as_u64().unwrap_or(u64::MAX))
+        })
+        .collect()
+}
+
+#[test]
+fn later_batches_fetch_their_images_ahead_and_only_swap_containers() {
+    const PULL: u64 = 2_000;
+    const BATCH: usize = 4;
+    let registry = Registry::start();
+    let mut images = Images::new(&registry, &unique_id());
+    let master = Master::start();
+    let roles = |reference: &str| {
+        format!(
+            "[roles.app]\nimage = {}\n[[roles.app.containers]]\nname = \"app\"\n\n\
+             [assign]\n\"sim-*\" = [\"app\"]\n",
+            quoted(reference)
+        )
+    };
+    let hosts_dir = enrol(&master, 3 * BATCH);
+    let mut simulator = Simulator::start(3 * BATCH, hosts_dir.path(), &["--pull-delay", "2s"]);
+    simulator.wait_for("all_linked", 0, Duration::from_secs(60));
+    // Hosts are taken in the order of their ids: sim-00001 to sim-00004 first.
+    let first_batch = |id: &str| id <= "sim-00004";
+
+    // Fetching ahead (the default): only the first batch waits for its pull. The fetches start
+    // with the first batch and take as long as its pull; the wait between batches lets them end.
+    master.write_roles(&roles(&images.push_variant("app", 1).reference));
+    let batch = BATCH.to_string();
+    let run = master.highstate_run_with(&["--batch", &batch, "--batch-wait", "1s"]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    for (id, pulled) in pull_ms(&run.json) {
+        if first_batch(&id) {
+            assert!(pulled >= PULL, "{id} pulled in its turn: {pulled} ms");
+        } else {
+            assert!(
+                pulled < PULL / 2,
+                "{id} had its image before its turn: {pulled} ms"
+            );
+        }
+    }
+
+    // Without it, every batch waits for its own pull.
+    master.write_roles(&roles(&images.push_variant("app", 2).reference));
+    let run = master.highstate_run_with(&[
+        "--batch",
+        &batch,
+        "--batch-wait",
+        "1s",
+        "--concurrent-pulls",
+        "0",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.describe());
+    for (id, pulled) in pull_ms(&run.json) {
+        assert!(pulled >= PULL, "{id} pulled in its turn: {pulled} ms");
+    }
 }

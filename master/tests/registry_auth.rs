@@ -158,3 +158,56 @@ fn minions_pull_with_their_own_credentials_and_a_wrong_password_keeps_the_old_co
         );
     }
 }
+
+#[test]
+fn a_host_that_cannot_fetch_its_images_ahead_is_skipped_in_its_turn() {
+    let mut fleet = Fleet::start(&[]);
+    let (guarded, guarded_image, _storage) = guarded_registry("deploy", "s3cret");
+    let login = |password: &str| {
+        format!(
+            "\n[registries.{}]\nusername = \"deploy\"\npassword = \"{password}\"\n",
+            quoted(&guarded.host())
+        )
+    };
+    let master_toml = fleet.master.data_dir().join("master.toml");
+    let mut text = std::fs::read_to_string(&master_toml).expect("read master.toml");
+    text.push_str(&login("s3cret"));
+    std::fs::write(&master_toml, text).expect("write master.toml");
+    fleet.master.start_again();
+
+    // Batches go in the order of the ids: `first`, then `second`, whose password is wrong and
+    // whose image nobody else pulls.
+    let (first, second) = (fleet.minion_id("first"), fleet.minion_id("second"));
+    for (id, password) in [(&first, "s3cret"), (&second, "not-the-password")] {
+        let mut minion = Minion::start_with(&fleet.master, id, &[], &[], &login(password));
+        minion.wait_connected(&fleet.master);
+        fleet.minions.push(minion);
+    }
+    fleet.master.write_roles(&format!(
+        "[roles.web]\nimage = {}\n[[roles.web.containers]]\nname = \"web\"\n\
+         command = [\"/bin/busybox\", \"sleep\", \"3600\"]\n\n\
+         [roles.api]\nimage = {}\n[[roles.api.containers]]\nname = \"api\"\n\
+         command = [\"/bin/busybox\", \"sleep\", \"3600\"]\n\n\
+         [assign]\n{} = [\"web\"]\n{} = [\"api\"]\n",
+        quoted(&fleet.app_v1.reference),
+        quoted(&guarded_image),
+        quoted(&first),
+        quoted(&second),
+    ));
+    let run = fleet.master.highstate_run_with(&["--batch", "1"]);
+    assert_eq!(run.code, 1, "{}", run.describe());
+    assert_eq!(status(&run.json, &first), "changed", "{}", run.describe());
+    assert_eq!(status(&run.json, &second), "skipped", "{}", run.describe());
+    let error = host(&run.json, &second)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("could not be fetched ahead of its batch")
+            && error.contains("could not be pulled")
+            && error.contains("nothing was sent"),
+        "{error}"
+    );
+    assert!(!error.contains("not-the-password"), "{error}");
+    assert!(containers(&second).is_empty(), "nothing ran on the host");
+}

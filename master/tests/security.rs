@@ -821,10 +821,21 @@ async fn invalid_rpc_input_gets_invalid_argument_naming_the_field() {
         "target",
     );
     use pb::rollout::BatchSize;
-    for (batch, wait_seconds, field) in [
-        (BatchSize::BatchHosts(0), 0, "rollout.batch_hosts"),
-        (BatchSize::BatchPercent(101), 0, "rollout.batch_percent"),
-        (BatchSize::BatchHosts(1), 3_601, "rollout.batch_wait"),
+    for (batch, wait_seconds, concurrent_pulls, field) in [
+        (BatchSize::BatchHosts(0), 0, None, "rollout.batch_hosts"),
+        (
+            BatchSize::BatchPercent(101),
+            0,
+            None,
+            "rollout.batch_percent",
+        ),
+        (BatchSize::BatchHosts(1), 3_601, None, "rollout.batch_wait"),
+        (
+            BatchSize::BatchHosts(1),
+            0,
+            Some(1_001),
+            "rollout.concurrent_pulls",
+        ),
     ] {
         let result = within(
             "highstate",
@@ -836,6 +847,7 @@ async fn invalid_rpc_input_gets_invalid_argument_naming_the_field() {
                             seconds: wait_seconds,
                             nanos: 0,
                         }),
+                        concurrent_pulls,
                         ..Default::default()
                     }),
                     ..Default::default()

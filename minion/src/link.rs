@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use brine_common::names::MinionId;
 use brine_common::outcome::{JobId, JobResult};
-use brine_common::spec::DesiredState;
+use brine_common::spec::{DesiredState, ImageRef};
 use brine_proto::pb::connect_request::Kind;
 use brine_proto::tls::connect_from;
 use brine_proto::{pb, time};
@@ -170,10 +170,10 @@ enum SessionEnd {
 }
 
 /// One connection: hello, then commands until the stream ends.
-async fn session<R: ContainerRuntime>(
+async fn session<R: ContainerRuntime + 'static>(
     data: &DataDir,
     config: &MinionConfig,
-    executor: &Executor<R>,
+    executor: &Arc<Executor<R>>,
     jobs: &mpsc::Sender<Job>,
     events: &Outbox,
     applied: &mut AppliedJobs,
@@ -262,6 +262,11 @@ async fn session<R: ContainerRuntime>(
         };
         let apply = match message.kind {
             Some(pb::connect_response::Kind::Apply(apply)) => apply,
+            Some(pb::connect_response::Kind::Prefetch(prefetch)) => {
+                let master_now = clock.now(crate::now_unix_ms());
+                fetch_ahead(&id, prefetch, master_now, executor, &outbound).await;
+                continue;
+            }
             Some(pb::connect_response::Kind::Clock(reading)) => {
                 // A missing or malformed reading leaves the clock as it was.
                 if let Ok(Some(master_now)) = time::unix_ms("clock.now", reading.now) {
@@ -317,6 +322,85 @@ async fn session<R: ContainerRuntime>(
         }
     }
     Ok(SessionEnd::Closed)
+}
+
+/// Fetches the images of a `Prefetch` in the background, once it passed the checks at the
+/// edge, and answers on this link; it touches no container, so it runs beside the keeper. A
+/// refused request is answered at once.
+async fn fetch_ahead<R: ContainerRuntime + 'static>(
+    id: &MinionId,
+    prefetch: pb::Prefetch,
+    master_now: i64,
+    executor: &Arc<Executor<R>>,
+    link: &mpsc::Sender<pb::ConnectRequest>,
+) {
+    let answer = |job_id: String, error: String| pb::ConnectRequest {
+        kind: Some(Kind::Prefetched(pb::Prefetched { job_id, error })),
+    };
+    let job_id = prefetch.job_id.clone();
+    match accept_prefetch(id, prefetch, master_now) {
+        Ok(images) => {
+            tracing::info!(job.id = %job_id, images = images.len(), "fetching images ahead of a job");
+            let (executor, link) = (executor.clone(), link.clone());
+            tokio::spawn(async move {
+                let error = match executor.fetch_ahead(&images).await {
+                    Ok(()) => String::new(),
+                    Err(error) => {
+                        tracing::warn!(job.id = %job_id, "cannot fetch images ahead: {error}");
+                        error
+                    }
+                };
+                // Best effort: a link that dropped meanwhile leaves the job's turn to pull.
+                let _ = link.send(answer(job_id, error)).await;
+            });
+        }
+        Err(refusal) => {
+            tracing::warn!(job.id = %job_id, "refused to fetch images ahead: {refusal}");
+            let _ = link.send(answer(job_id, refusal)).await;
+        }
+    }
+}
+
+/// How many images one `Prefetch` may name.
+const MAX_PREFETCH_IMAGES: usize = 64;
+
+/// Validates a `Prefetch` at the edge: addressed to this host, not expired at `master_now`,
+/// naming at most [`MAX_PREFETCH_IMAGES`] images, each pinned to a digest.
+fn accept_prefetch(
+    id: &MinionId,
+    prefetch: pb::Prefetch,
+    master_now: i64,
+) -> Result<Vec<ImageRef>, String> {
+    JobId::new(prefetch.job_id).map_err(|err| format!("job_id: {err}"))?;
+    if prefetch.minion_id != id.as_str() {
+        return Err(format!(
+            "the request is addressed to {:?}, not to this host ({id})",
+            prefetch.minion_id
+        ));
+    }
+    let expires_at =
+        time::unix_ms_or_zero("expires_at", prefetch.expires_at).map_err(|err| err.to_string())?;
+    if expires_at <= master_now {
+        return Err("the request has expired".into());
+    }
+    if prefetch.images.len() > MAX_PREFETCH_IMAGES {
+        return Err(format!(
+            "images: {} named; at most {MAX_PREFETCH_IMAGES} are accepted",
+            prefetch.images.len()
+        ));
+    }
+    prefetch
+        .images
+        .into_iter()
+        .enumerate()
+        .map(|(at, image)| {
+            let image = ImageRef::new(image).map_err(|err| format!("images[{at}]: {err}"))?;
+            match image.parts().digest {
+                Some(_) => Ok(image),
+                None => Err(format!("images[{at}]: {image} is not pinned to a digest")),
+            }
+        })
+        .collect()
 }
 
 /// A job's progress, sent on the link that brought it: best effort, as progress is advisory,
@@ -462,6 +546,38 @@ mod tests {
             desired: Some(pb::DesiredState::default()),
             plan: false,
         }
+    }
+
+    fn prefetch(minion: &str, expires_in_ms: i64, images: &[&str]) -> pb::Prefetch {
+        pb::Prefetch {
+            job_id: "j-1".into(),
+            minion_id: minion.into(),
+            expires_at: Some(time::timestamp(MASTER_NOW + expires_in_ms)),
+            images: images.iter().map(|image| (*image).to_owned()).collect(),
+        }
+    }
+
+    const PINNED: &str = "registry.example.com/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_prefetch_is_taken_only_for_this_host_in_time_and_for_pinned_images() {
+        let me = MinionId::new("web-1").unwrap();
+        let accepted = accept_prefetch(&me, prefetch("web-1", 60_000, &[PINNED]), MASTER_NOW);
+        assert_eq!(accepted, Ok(vec![ImageRef::new(PINNED).unwrap()]));
+        let refused = |request| accept_prefetch(&me, request, MASTER_NOW).unwrap_err();
+        assert!(refused(prefetch("web-2", 60_000, &[PINNED])).contains("not to this host"));
+        assert!(refused(prefetch("web-1", -1, &[PINNED])).contains("expired"));
+        assert!(
+            refused(prefetch(
+                "web-1",
+                60_000,
+                &["registry.example.com/app:tested"]
+            ))
+            .contains("images[0]: registry.example.com/app:tested is not pinned")
+        );
+        assert!(refused(prefetch("web-1", 60_000, &["UPPER CASE"])).starts_with("images[0]:"));
+        let many = vec![PINNED; MAX_PREFETCH_IMAGES + 1];
+        assert!(refused(prefetch("web-1", 60_000, &many)).contains("at most 64"));
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub struct RolloutArgs {
     /// When the rollout fails, return the hosts it already changed to the previous release.
     #[arg(long)]
     pub auto_revert: bool,
+    /// With batches, the hosts of later batches fetch their images when the rollout starts, so
+    /// their turn only swaps containers; at most this many at once (0: none ahead). A host
+    /// whose fetch fails is reported `skipped` in its turn. Default: 8.
+    #[arg(long)]
+    pub concurrent_pulls: Option<u32>,
     /// Why this rollout runs; shown to anyone it locks out while it runs.
     #[arg(long)]
     pub message: Option<String>,
@@ -81,6 +86,7 @@ impl RolloutArgs {
             canary: self.canary,
             max_failures: self.max_failures,
             auto_revert: self.auto_revert,
+            concurrent_pulls: self.concurrent_pulls,
         })
     }
 }

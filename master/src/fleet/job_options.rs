@@ -15,7 +15,9 @@ use super::store_failure;
 use crate::highstate::HighstateError;
 use crate::job::{JobKind, RollbackError};
 use crate::registry::ResolveError;
-use crate::rollout::{BatchSize, MAX_BATCH_WAIT, Rollout};
+use crate::rollout::{
+    BatchSize, DEFAULT_CONCURRENT_PULLS, MAX_BATCH_WAIT, MAX_CONCURRENT_PULLS, Rollout,
+};
 
 /// A batch waits 24 hours at most, whatever the caller asks.
 const MAX_BATCH_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -157,12 +159,20 @@ fn rollout_from_wire(rollout: pb::Rollout) -> Result<Rollout, Status> {
     if batch_wait > MAX_BATCH_WAIT {
         return Err(invalid("options.rollout.batch_wait", "at most one hour"));
     }
+    let concurrent_pulls = rollout.concurrent_pulls.unwrap_or(DEFAULT_CONCURRENT_PULLS);
+    if concurrent_pulls > MAX_CONCURRENT_PULLS {
+        return Err(invalid(
+            "options.rollout.concurrent_pulls",
+            format!("at most {MAX_CONCURRENT_PULLS}"),
+        ));
+    }
     Ok(Rollout {
         batch,
         batch_wait,
         canary: rollout.canary,
         max_failures: rollout.max_failures,
         auto_revert: rollout.auto_revert,
+        concurrent_pulls,
     })
 }
 

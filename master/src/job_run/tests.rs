@@ -444,3 +444,100 @@ fn progress_is_shown_only_for_hosts_of_the_running_batch_that_have_not_reported(
     assert!(!run.shows_progress_of(&host(1)));
     assert!(run.shows_progress_of(&host(2)));
 }
+
+/// The hosts each `Prefetch` step asks, in order.
+fn fetched(steps: &[Step]) -> Vec<MinionId> {
+    steps
+        .iter()
+        .filter_map(|step| match step {
+            Step::Prefetch { hosts, .. } => Some(hosts.iter().map(|(id, _)| id.clone())),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn fetching_ahead(concurrent_pulls: u32) -> Rollout {
+    Rollout {
+        batch: BatchSize::Count(2),
+        max_failures: 5,
+        concurrent_pulls,
+        ..Rollout::default()
+    }
+}
+
+#[test]
+fn later_batches_fetch_ahead_a_few_at_a_time_and_the_first_in_its_turn() {
+    let mut run = JobRun::new(plan(7, fetching_ahead(3)));
+    let t0 = Instant::now();
+    let steps = run.start(t0);
+    assert_eq!(sent(&steps), [("j-1".into(), hosts(&[1, 2]))]);
+    assert_eq!(fetched(&steps), hosts(&[3, 4, 5]));
+    let Some(Step::Prefetch { hosts: asked, .. }) = steps.last() else {
+        panic!("{steps:?}");
+    };
+    assert_eq!(asked[0].1, [image("v2")]);
+    assert_eq!(fetched(&run.prefetched(&host(4), Ok(()), t0)), hosts(&[6]));
+    // A host that cannot be asked gives its slot to the next one.
+    assert_eq!(fetched(&run.prefetch_unanswered(&host(3), t0)), hosts(&[7]));
+    run.result(host(1), result(HostStatus::Changed), t0);
+    let steps = run.result(host(2), result(HostStatus::Changed), t0);
+    assert_eq!(sent(&steps), [("j-1".into(), hosts(&[3, 4]))]);
+    assert!(fetched(&steps).is_empty(), "nobody waits to fetch");
+}
+
+#[test]
+fn a_host_whose_fetch_failed_is_skipped_in_its_turn_and_the_rest_go_on() {
+    let mut run = JobRun::new(plan(4, fetching_ahead(8)));
+    let t0 = Instant::now();
+    assert_eq!(fetched(&run.start(t0)), hosts(&[3, 4]));
+    run.prefetched(
+        &host(3),
+        Err("image x could not be pulled: denied".into()),
+        t0,
+    );
+    run.prefetched(&host(4), Ok(()), t0);
+    run.result(host(1), result(HostStatus::Changed), t0);
+    let steps = run.result(host(2), result(HostStatus::Changed), t0);
+    assert_eq!(sent(&steps), [("j-1".into(), hosts(&[4]))]);
+    let skipped = &finished(&steps)[&host(3)];
+    assert_eq!(skipped.status, HostStatus::Skipped);
+    assert_eq!(
+        skipped.error.as_deref(),
+        Some(
+            "its images could not be fetched ahead of its batch: image x could not be pulled: \
+             denied; nothing was sent to this host"
+        )
+    );
+}
+
+#[test]
+fn nothing_is_fetched_ahead_for_one_batch_a_plan_or_a_cap_of_zero() {
+    let t0 = Instant::now();
+    let one_batch = Rollout {
+        concurrent_pulls: 8,
+        ..Rollout::default()
+    };
+    assert!(fetched(&JobRun::new(plan(4, one_batch)).start(t0)).is_empty());
+    let mut dry = plan(4, fetching_ahead(8));
+    dry.plan = true;
+    assert!(fetched(&JobRun::new(dry).start(t0)).is_empty());
+    assert!(fetched(&JobRun::new(plan(4, fetching_ahead(0))).start(t0)).is_empty());
+}
+
+#[test]
+fn an_unanswered_fetch_wakes_the_job_to_free_its_slot() {
+    let rollout = Rollout {
+        batch: BatchSize::Count(1),
+        concurrent_pulls: 1,
+        batch_wait: Duration::from_secs(3600),
+        ..Rollout::default()
+    };
+    let mut run = JobRun::new(plan(3, rollout));
+    let t0 = Instant::now();
+    assert_eq!(fetched(&run.start(t0)), hosts(&[2]));
+    run.result(host(1), result(HostStatus::Changed), t0);
+    // Between batches for an hour: the fetch's deadline comes first.
+    assert_eq!(run.wake_at(), Some(t0 + TIMEOUT));
+    assert_eq!(fetched(&run.time_passed(t0 + TIMEOUT)), hosts(&[3]));
+}

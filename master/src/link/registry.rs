@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use brine_common::names::MinionId;
 use brine_common::outcome::{JobId, JobResult};
 use brine_common::progress::Progress;
-use brine_common::spec::DesiredState;
+use brine_common::spec::{DesiredState, ImageRef};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +27,12 @@ pub enum Command {
         /// Only report what would change.
         plan: bool,
     },
+    /// Fetch these images ahead of the job's command.
+    Prefetch {
+        job_id: JobId,
+        expires_at_unix_ms: i64,
+        images: Vec<ImageRef>,
+    },
 }
 
 /// What a minion sent about a job, or that its link was lost.
@@ -34,6 +40,8 @@ pub enum Command {
 pub enum JobEvent {
     Progress(MinionId, Progress),
     Result(MinionId, JobResult),
+    /// The answer to a prefetch: its images are on the host, or why not.
+    Prefetched(MinionId, Result<(), String>),
     LinkLost(MinionId),
 }
 

@@ -223,16 +223,7 @@ impl<R: ContainerRuntime> Executor<R> {
                     bytes_total: bytes.bytes_total,
                 });
             };
-            // A pinned image already here is exactly what is wanted: no registry round trip.
-            let local = match image.parts().digest {
-                Some(_) => self.runtime.local_image(image).await,
-                None => Ok(None),
-            };
-            let result = match local {
-                Ok(Some(present)) => Ok(present),
-                Ok(None) | Err(_) => self.runtime.pull(image, &report).await,
-            };
-            (image.clone(), result)
+            (image.clone(), self.obtain(image, &report).await)
         });
         let mut pulled = HashMap::new();
         let mut failures = BTreeMap::new();
@@ -250,6 +241,40 @@ impl<R: ContainerRuntime> Executor<R> {
             Ok(pulled)
         } else {
             Err(failures)
+        }
+    }
+
+    /// Gets `images` onto the host without touching a container, ahead of a job that will use
+    /// them; says which could not be fetched, and why.
+    pub async fn fetch_ahead(&self, images: &[ImageRef]) -> Result<(), String> {
+        let fetches = images.iter().map(|image| self.obtain(image, &|_| {}));
+        let failures: Vec<String> = join_all(fetches)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .map(|err| err.to_string())
+            .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
+    }
+
+    /// The local image `image` names, pulled first unless it is pinned and already here.
+    async fn obtain(
+        &self,
+        image: &ImageRef,
+        progress: &(dyn Fn(crate::runtime::PullProgress) + Send + Sync),
+    ) -> Result<PulledImage, crate::runtime::RuntimeError> {
+        // A pinned image already here is exactly what is wanted: no registry round trip.
+        let local = match image.parts().digest {
+            Some(_) => self.runtime.local_image(image).await,
+            None => Ok(None),
+        };
+        match local {
+            Ok(Some(present)) => Ok(present),
+            Ok(None) | Err(_) => self.runtime.pull(image, progress).await,
         }
     }
 
