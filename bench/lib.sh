@@ -16,6 +16,7 @@ bench_setup() {
 
 bench_cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  if [ -n "${engine_pids+x}" ]; then stop_engines; fi
   wait 2>/dev/null || true
   docker ps -aq --filter "label=io.brine.role=$role" | xargs -r docker rm -f >/dev/null
   for image in "${images[@]}"; do docker rmi -f "$image" >/dev/null 2>&1 || true; done
@@ -75,7 +76,8 @@ start_master() {
   for _ in $(seq 1 50); do "$bin/brine-master" minions --data-dir "$work/master" >/dev/null 2>&1 && break; sleep 0.1; done
 }
 
-# start_minions N: bench-1 ... bench-N, each in its own namespace on this engine.
+# start_minions N: bench-1 ... bench-N, each in its own namespace on this engine, or on the
+# engine at ${minion_docker_hosts[i-1]} (a DOCKER_HOST) when that array is set.
 start_minions() {
   local token
   token=$("$bin/brine-master" token create --data-dir "$work/master" 2>/dev/null)
@@ -83,11 +85,58 @@ start_minions() {
   for i in $(seq 1 "$1"); do
     "$bin/brine-minion" join --master "127.0.0.1:$master_port" --token "$token" --id "bench-$i" \
       --namespace "bench-$i-$$" --data-dir "$work/bench-$i" >/dev/null
-    RUST_LOG=warn "$bin/brine-minion" run --data-dir "$work/bench-$i" 2>"$work/bench-$i.log" &
+    local engine=${minion_docker_hosts[$((i - 1))]:-}
+    env ${engine:+DOCKER_HOST=$engine} RUST_LOG=warn \
+      "$bin/brine-minion" run --data-dir "$work/bench-$i" 2>"$work/bench-$i.log" &
     minion_pids+=($!)
     pids+=($!)
   done
   until [ "$("$bin/brine-master" minions --data-dir "$work/master" --output json | grep -c '"connected": true')" -eq "$1" ]; do
     sleep 0.2
   done
+}
+
+# start_engines N: N more Docker engines (dockerd with its own containerd, data and socket under
+# $work), so that each host pulls for itself as on a real fleet; their sockets are in
+# ${minion_docker_hosts[@]}. Each runs in a network namespace of its own, where it cannot touch
+# the host's Docker networks, and reaches the registry (start it first) on the same loopback
+# address and port through a relay. They are stopped and their data removed at exit.
+start_engines() {
+  minion_docker_hosts=()
+  engine_pids=()
+  engine_netns=()
+  echo '{}' >"$work/daemon.json"
+  socat "UNIX-LISTEN:$work/registry.sock,fork" "TCP:127.0.0.1:$registry_port" &
+  pids+=($!)
+  for i in $(seq 1 "$1"); do
+    local dir="$work/engine-$i" netns="brine-bench-$$-$i"
+    mkdir -p "$dir"
+    ip netns add "$netns"
+    engine_netns+=("$netns")
+    # Only the network namespace changes (`ip netns exec` would hide the host's cgroups).
+    nsenter --net="/run/netns/$netns" ip link set lo up
+    nsenter --net="/run/netns/$netns" \
+      socat "TCP-LISTEN:$registry_port,bind=127.0.0.1,fork,reuseaddr" \
+      "UNIX-CONNECT:$work/registry.sock" &
+    pids+=($!)
+    nsenter --net="/run/netns/$netns" dockerd --config-file "$work/daemon.json" --data-root "$dir/root" \
+      --exec-root "$dir/exec" --pidfile "$dir/pid" -H "unix://$dir/docker.sock" --bridge none \
+      --iptables=false --ip-masq=false --storage-driver fuse-overlayfs >"$dir/log" 2>&1 &
+    engine_pids+=($!)
+    minion_docker_hosts+=("unix://$dir/docker.sock")
+  done
+  for engine in "${minion_docker_hosts[@]}"; do
+    for _ in $(seq 1 100); do DOCKER_HOST=$engine docker version >/dev/null 2>&1 && break; sleep 0.2; done
+  done
+}
+
+stop_engines() {
+  for pid in "${engine_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${engine_pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+  done
+  # What an engine leaves mounted under its data goes before the data does.
+  awk -v under="$work/engine-" 'index($2, under) == 1 {print $2}' /proc/mounts | sort -r |
+    xargs -r -n1 umount -l 2>/dev/null || true
+  for netns in "${engine_netns[@]}"; do ip netns del "$netns" 2>/dev/null || true; done
 }
