@@ -92,14 +92,24 @@ fn guarded_registry(user: &str, password: &str) -> (Registry, String, tempfile::
     (guarded, reference, storage)
 }
 
-#[test]
-fn minions_pull_with_their_own_credentials_and_a_wrong_password_keeps_the_old_container() {
+/// A fleet whose master resolves tags on a registry that requires a password (`deploy`,
+/// `s3cret`), with one minion per `(name, password)` that pulls with that password.
+struct GuardedFleet {
+    fleet: Fleet,
+    /// The registry's copy of `app:tested`.
+    image: String,
+    minions: Vec<String>,
+    _registry: Registry,
+    _storage: tempfile::TempDir,
+}
+
+fn guarded_fleet(minions: &[(&str, &str)]) -> GuardedFleet {
     let mut fleet = Fleet::start(&[]);
-    let (guarded, guarded_image, _storage) = guarded_registry("deploy", "s3cret");
+    let (registry, image, storage) = guarded_registry("deploy", "s3cret");
     let login = |password: &str| {
         format!(
             "\n[registries.{}]\nusername = \"deploy\"\npassword = \"{password}\"\n",
-            quoted(&guarded.host())
+            quoted(&registry.host())
         )
     };
     // The master resolves tags with its own account.
@@ -108,13 +118,30 @@ fn minions_pull_with_their_own_credentials_and_a_wrong_password_keeps_the_old_co
     text.push_str(&login("s3cret"));
     std::fs::write(&master_toml, text).expect("write master.toml");
     fleet.master.start_again();
-
-    let (good_id, bad_id) = (fleet.minion_id("good"), fleet.minion_id("bad"));
-    for (id, password) in [(&good_id, "s3cret"), (&bad_id, "not-the-password")] {
-        let mut minion = Minion::start_with(&fleet.master, id, &[], &[], &login(password));
-        minion.wait_connected(&fleet.master);
-        fleet.minions.push(minion);
+    let ids = minions
+        .iter()
+        .map(|(name, password)| {
+            let id = fleet.minion_id(name);
+            let mut minion = Minion::start_with(&fleet.master, &id, &[], &[], &login(password));
+            minion.wait_connected(&fleet.master);
+            fleet.minions.push(minion);
+            id
+        })
+        .collect();
+    GuardedFleet {
+        fleet,
+        image,
+        minions: ids,
+        _registry: registry,
+        _storage: storage,
     }
+}
+
+#[test]
+fn minions_pull_with_their_own_credentials_and_a_wrong_password_keeps_the_old_container() {
+    let guarded = guarded_fleet(&[("good", "s3cret"), ("bad", "not-the-password")]);
+    let (fleet, guarded_image) = (&guarded.fleet, &guarded.image);
+    let (good_id, bad_id) = (guarded.minions[0].as_str(), guarded.minions[1].as_str());
     let roles = |image: &str| {
         format!(
             "[roles.web]\nimage = {}\n[[roles.web.containers]]\nname = \"web\"\n\
@@ -126,20 +153,20 @@ fn minions_pull_with_their_own_credentials_and_a_wrong_password_keeps_the_old_co
     fleet.master.write_roles(&roles(&fleet.app_v1.reference));
     let first = fleet.master.highstate_run(None);
     assert_eq!(first.code, 0, "{}", first.describe());
-    let before = containers(&bad_id);
+    let before = containers(bad_id);
 
-    fleet.master.write_roles(&roles(&guarded_image));
+    fleet.master.write_roles(&roles(guarded_image));
     let run = fleet.master.highstate_run(None);
     assert_eq!(run.code, 1, "{}", run.describe());
-    assert_eq!(status(&run.json, &good_id), "changed", "{}", run.describe());
-    assert_eq!(status(&run.json, &bad_id), "failed", "{}", run.describe());
-    let error = host(&run.json, &bad_id)["error"]
+    assert_eq!(status(&run.json, good_id), "changed", "{}", run.describe());
+    assert_eq!(status(&run.json, bad_id), "failed", "{}", run.describe());
+    let error = host(&run.json, bad_id)["error"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
     assert!(error.contains("could not be pulled"), "{error}");
     assert!(!error.contains("not-the-password"), "{error}");
-    let after = containers(&bad_id);
+    let after = containers(bad_id);
     assert_eq!(
         after.iter().map(|c| (&c.id, &c.state)).collect::<Vec<_>>(),
         before.iter().map(|c| (&c.id, &c.state)).collect::<Vec<_>>(),
@@ -161,28 +188,11 @@ fn minions_pull_with_their_own_credentials_and_a_wrong_password_keeps_the_old_co
 
 #[test]
 fn a_host_that_cannot_fetch_its_images_ahead_is_skipped_in_its_turn() {
-    let mut fleet = Fleet::start(&[]);
-    let (guarded, guarded_image, _storage) = guarded_registry("deploy", "s3cret");
-    let login = |password: &str| {
-        format!(
-            "\n[registries.{}]\nusername = \"deploy\"\npassword = \"{password}\"\n",
-            quoted(&guarded.host())
-        )
-    };
-    let master_toml = fleet.master.data_dir().join("master.toml");
-    let mut text = std::fs::read_to_string(&master_toml).expect("read master.toml");
-    text.push_str(&login("s3cret"));
-    std::fs::write(&master_toml, text).expect("write master.toml");
-    fleet.master.start_again();
-
     // Batches go in the order of the ids: `first`, then `second`, whose password is wrong and
     // whose image nobody else pulls.
-    let (first, second) = (fleet.minion_id("first"), fleet.minion_id("second"));
-    for (id, password) in [(&first, "s3cret"), (&second, "not-the-password")] {
-        let mut minion = Minion::start_with(&fleet.master, id, &[], &[], &login(password));
-        minion.wait_connected(&fleet.master);
-        fleet.minions.push(minion);
-    }
+    let guarded = guarded_fleet(&[("first", "s3cret"), ("second", "not-the-password")]);
+    let (fleet, guarded_image) = (&guarded.fleet, &guarded.image);
+    let (first, second) = (guarded.minions[0].as_str(), guarded.minions[1].as_str());
     fleet.master.write_roles(&format!(
         "[roles.web]\nimage = {}\n[[roles.web.containers]]\nname = \"web\"\n\
          command = [\"/bin/busybox\", \"sleep\", \"3600\"]\n\n\
@@ -190,15 +200,15 @@ fn a_host_that_cannot_fetch_its_images_ahead_is_skipped_in_its_turn() {
          command = [\"/bin/busybox\", \"sleep\", \"3600\"]\n\n\
          [assign]\n{} = [\"web\"]\n{} = [\"api\"]\n",
         quoted(&fleet.app_v1.reference),
-        quoted(&guarded_image),
-        quoted(&first),
-        quoted(&second),
+        quoted(guarded_image),
+        quoted(first),
+        quoted(second),
     ));
     let run = fleet.master.highstate_run_with(&["--batch", "1"]);
     assert_eq!(run.code, 1, "{}", run.describe());
-    assert_eq!(status(&run.json, &first), "changed", "{}", run.describe());
-    assert_eq!(status(&run.json, &second), "skipped", "{}", run.describe());
-    let error = host(&run.json, &second)["error"]
+    assert_eq!(status(&run.json, first), "changed", "{}", run.describe());
+    assert_eq!(status(&run.json, second), "skipped", "{}", run.describe());
+    let error = host(&run.json, second)["error"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
@@ -209,5 +219,5 @@ fn a_host_that_cannot_fetch_its_images_ahead_is_skipped_in_its_turn() {
         "{error}"
     );
     assert!(!error.contains("not-the-password"), "{error}");
-    assert!(containers(&second).is_empty(), "nothing ran on the host");
+    assert!(containers(second).is_empty(), "nothing ran on the host");
 }

@@ -159,22 +159,6 @@ impl ContainerRuntime for SimulatedRuntime {
             .collect())
     }
 
-    async fn observe(
-        &self,
-        namespace: &str,
-        id: &str,
-    ) -> Result<Option<ObservedContainer>, RuntimeError> {
-        Ok(self
-            .list_managed(namespace)
-            .await?
-            .into_iter()
-            .find(|c| c.id == id))
-    }
-
-    async fn clock(&self) -> Result<SystemTime, RuntimeError> {
-        Ok(SystemTime::now())
-    }
-
     async fn pull(
         &self,
         image: &ImageRef,

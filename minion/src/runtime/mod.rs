@@ -148,15 +148,24 @@ pub trait ContainerRuntime: Send + Sync {
     ) -> impl Future<Output = Result<Vec<ObservedContainer>, RuntimeError>> + Send;
 
     /// The managed container of `namespace` with this id, as [`Self::list_managed`] would report
-    /// it; `None` when there is none (any more).
+    /// it; `None` when there is none (any more). By default it is found in the listing; an
+    /// engine whose listing can lag behind its events (Docker's) reads the container itself.
     fn observe(
         &self,
         namespace: &str,
         id: &str,
-    ) -> impl Future<Output = Result<Option<ObservedContainer>, RuntimeError>> + Send;
+    ) -> impl Future<Output = Result<Option<ObservedContainer>, RuntimeError>> + Send {
+        async move {
+            let listed = self.list_managed(namespace).await?;
+            Ok(listed.into_iter().find(|container| container.id == id))
+        }
+    }
 
-    /// The engine's clock now: where a replay of its events starts.
-    fn clock(&self) -> impl Future<Output = Result<SystemTime, RuntimeError>> + Send;
+    /// The engine's clock now: where a replay of its events starts. By default this process's
+    /// clock; an engine that may run elsewhere (Docker's) tells its own.
+    fn clock(&self) -> impl Future<Output = Result<SystemTime, RuntimeError>> + Send {
+        async { Ok(SystemTime::now()) }
+    }
 
     /// Pulls `image` (a no-op download when the registry has nothing new) and reports bytes.
     fn pull(
