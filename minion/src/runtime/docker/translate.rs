@@ -68,13 +68,8 @@ pub(super) fn published(port: &PortSummary) -> Option<PortMapping> {
         Some(PortSummaryTypeEnum::UDP) => Protocol::Udp,
         _ => return None,
     };
-    let host_ip = port
-        .ip
-        .as_deref()
-        .and_then(|ip| ip.parse::<IpAddr>().ok())
-        .filter(|ip| !ip.is_unspecified());
     Some(PortMapping {
-        host_ip,
+        host_ip: host_address(port.ip.as_deref()),
         host_port: Some(port.public_port?),
         container_port: port.private_port,
         protocol,
@@ -164,17 +159,18 @@ fn bound(port: &str, binding: &PortBinding) -> Option<PortMapping> {
         "udp" => Protocol::Udp,
         _ => return None,
     };
-    let host_ip = binding
-        .host_ip
-        .as_deref()
-        .and_then(|ip| ip.parse::<IpAddr>().ok())
-        .filter(|ip| !ip.is_unspecified());
     Some(PortMapping {
-        host_ip,
+        host_ip: host_address(binding.host_ip.as_deref()),
         host_port: Some(binding.host_port.as_deref()?.parse().ok()?),
         container_port: container_port.parse().ok()?,
         protocol,
     })
+}
+
+/// The address a host port is bound to; `None` for every address (`0.0.0.0`, `::` or none).
+fn host_address(ip: Option<&str>) -> Option<IpAddr> {
+    ip.and_then(|ip| ip.parse::<IpAddr>().ok())
+        .filter(|ip| !ip.is_unspecified())
 }
 
 pub(super) fn container_body(request: &CreateRequest) -> ContainerCreateBody {
