@@ -3,7 +3,7 @@
 //! swaps containers. Which host to ask next, when an answer no longer matters, and which hosts
 //! must be skipped because their fetch failed. Pure, like the rest of the job's decisions.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use brine_common::names::MinionId;
@@ -18,8 +18,12 @@ pub struct Prefetches {
     /// How long a host has to answer; after that its slot goes to the next one, and its own
     /// turn pulls what is still missing.
     timeout: Duration,
-    /// Not asked yet, in the order their batches come, with the images each needs.
+    /// Not asked yet, in the order their batches come, with the images each needs; a host no
+    /// longer in `unasked` (its batch came first) is passed over when it comes up.
     waiting: VecDeque<(MinionId, Vec<ImageRef>)>,
+    /// The hosts of `waiting` still to be asked: a batch of thousands finds its hosts here
+    /// without walking the queue.
+    unasked: BTreeSet<MinionId>,
     /// Asked and not answered, with when the answer stops mattering.
     fetching: BTreeMap<MinionId, Instant>,
     /// The hosts in `fetching`, oldest first, for the next deadline; ids no longer in
@@ -36,13 +40,15 @@ impl Prefetches {
         timeout: Duration,
         hosts: impl IntoIterator<Item = (MinionId, Vec<ImageRef>)>,
     ) -> Self {
+        let waiting: VecDeque<(MinionId, Vec<ImageRef>)> = hosts
+            .into_iter()
+            .filter(|(_, images)| !images.is_empty())
+            .collect();
         Self {
             cap,
             timeout,
-            waiting: hosts
-                .into_iter()
-                .filter(|(_, images)| !images.is_empty())
-                .collect(),
+            unasked: waiting.iter().map(|(id, _)| id.clone()).collect(),
+            waiting,
             ..Self::default()
         }
     }
@@ -54,6 +60,9 @@ impl Prefetches {
             let Some((host, images)) = self.waiting.pop_front() else {
                 break;
             };
+            if !self.unasked.remove(&host) {
+                continue;
+            }
             let deadline = now + self.timeout;
             self.fetching.insert(host.clone(), deadline);
             self.order.push_back((deadline, host.clone()));
@@ -86,15 +95,15 @@ impl Prefetches {
     pub fn reached(&mut self, host: &MinionId) -> Option<String> {
         if self.fetching.remove(host).is_some() {
             self.tidy();
-        } else if let Some(at) = self.waiting.iter().position(|(id, _)| id == host) {
-            self.waiting.remove(at);
         }
+        self.unasked.remove(host);
         self.failed.remove(host)
     }
 
     /// No batch starts any more: nothing else is asked.
     pub fn stop(&mut self) {
         self.waiting.clear();
+        self.unasked.clear();
         self.fetching.clear();
         self.order.clear();
     }
