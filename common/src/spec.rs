@@ -562,6 +562,14 @@ pub enum DesiredStateError {
 }
 
 impl DesiredState {
+    /// The distinct images its containers run, in order.
+    pub fn images(&self) -> Vec<&ImageRef> {
+        let mut images: Vec<&ImageRef> = self.containers.iter().map(|c| &c.image).collect();
+        images.sort();
+        images.dedup();
+        images
+    }
+
     /// Builds a host's desired state, refusing what Docker would refuse half-way through.
     pub fn new(mut containers: Vec<ContainerSpec>) -> Result<Self, DesiredStateError> {
         containers.sort_by(|a, b| a.name.cmp(&b.name));

@@ -142,17 +142,15 @@ impl JobRun {
             .collect();
         let batches: VecDeque<Vec<MinionId>> = plan.rollout.batches(&targets).into();
         // The first batch pulls in its own turn; a plan pulls nothing.
-        let ahead = batches
-            .iter()
-            .skip(1)
-            .flatten()
-            .filter(|_| !plan.plan)
-            .filter_map(|id| Some((id.clone(), images_of(plan.desired.get(id)?))));
-        let prefetches = Prefetches::new(
-            usize::try_from(plan.rollout.concurrent_pulls).unwrap_or(usize::MAX),
-            plan.timeout,
-            ahead,
-        );
+        let ahead = batches.iter().skip(1).flatten().filter_map(|id| {
+            let images = plan.desired.get(id)?.images().into_iter().cloned();
+            Some((id.clone(), images.collect()))
+        });
+        let cap = match plan.plan {
+            true => 0,
+            false => usize::try_from(plan.rollout.concurrent_pulls).unwrap_or(usize::MAX),
+        };
+        let prefetches = Prefetches::new(cap, plan.timeout, ahead);
         Self {
             job_id: plan.job_id,
             timeout: plan.timeout,
@@ -639,14 +637,6 @@ fn reverted_state(state: &DesiredState, pins: &Pins) -> DesiredState {
         .collect();
     // Fewer containers than a valid state, with the same names and ports: still valid.
     DesiredState { containers }
-}
-
-/// The distinct images `desired` runs, in order.
-fn images_of(desired: &DesiredState) -> Vec<ImageRef> {
-    let mut images: Vec<ImageRef> = desired.containers.iter().map(|c| c.image.clone()).collect();
-    images.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    images.dedup();
-    images
 }
 
 fn no_answer(

@@ -18,54 +18,57 @@ pub struct Prefetches {
     /// How long a host has to answer; after that its slot goes to the next one, and its own
     /// turn pulls what is still missing.
     timeout: Duration,
-    /// Not asked yet, in the order their batches come, with the images each needs; a host no
-    /// longer in `unasked` (its batch came first) is passed over when it comes up.
-    waiting: VecDeque<(MinionId, Vec<ImageRef>)>,
-    /// The hosts of `waiting` still to be asked: a batch of thousands finds its hosts here
-    /// without walking the queue.
-    unasked: BTreeSet<MinionId>,
-    /// Asked and not answered, with when the answer stops mattering.
-    fetching: BTreeMap<MinionId, Instant>,
-    /// The hosts in `fetching`, oldest first, for the next deadline; ids no longer in
-    /// `fetching` are dropped from the front as they come up.
+    /// The hosts not asked yet, in the order their batches come; a host no longer in
+    /// `unasked` (its batch came first) is passed over when it comes up.
+    waiting: VecDeque<MinionId>,
+    /// The images of each host not asked yet: a batch of thousands finds its hosts here without
+    /// walking the queue.
+    unasked: BTreeMap<MinionId, Vec<ImageRef>>,
+    /// Asked and not answered.
+    fetching: BTreeSet<MinionId>,
+    /// When each answer stops mattering, oldest first; hosts no longer in `fetching` are
+    /// dropped from the front as they come up.
     order: VecDeque<(Instant, MinionId)>,
     /// Hosts whose fetch failed, with why.
     failed: BTreeMap<MinionId, String>,
 }
 
 impl Prefetches {
-    /// Fetches for `hosts`, in order, at most `cap` at once, each answered within `timeout`.
+    /// Fetches for `hosts`, in order, at most `cap` at once (none with a cap of 0), each
+    /// answered within `timeout`.
     pub fn new(
         cap: usize,
         timeout: Duration,
         hosts: impl IntoIterator<Item = (MinionId, Vec<ImageRef>)>,
     ) -> Self {
-        let waiting: VecDeque<(MinionId, Vec<ImageRef>)> = hosts
-            .into_iter()
-            .filter(|(_, images)| !images.is_empty())
-            .collect();
-        Self {
+        let mut fetches = Self {
             cap,
             timeout,
-            unasked: waiting.iter().map(|(id, _)| id.clone()).collect(),
-            waiting,
             ..Self::default()
+        };
+        if cap > 0 {
+            for (host, images) in hosts {
+                if !images.is_empty() {
+                    fetches.waiting.push_back(host.clone());
+                    fetches.unasked.insert(host, images);
+                }
+            }
         }
+        fetches
     }
 
     /// The hosts to ask now, as many as there is room for.
     pub fn start(&mut self, now: Instant) -> Vec<(MinionId, Vec<ImageRef>)> {
         let mut asked = vec![];
         while self.fetching.len() < self.cap {
-            let Some((host, images)) = self.waiting.pop_front() else {
+            let Some(host) = self.waiting.pop_front() else {
                 break;
             };
-            if !self.unasked.remove(&host) {
+            let Some(images) = self.unasked.remove(&host) else {
                 continue;
-            }
-            let deadline = now + self.timeout;
-            self.fetching.insert(host.clone(), deadline);
-            self.order.push_back((deadline, host.clone()));
+            };
+            self.fetching.insert(host.clone());
+            self.order.push_back((now + self.timeout, host.clone()));
             asked.push((host, images));
         }
         asked
@@ -73,7 +76,7 @@ impl Prefetches {
 
     /// `host` answered: its images are there, or why not.
     pub fn answered(&mut self, host: &MinionId, outcome: Result<(), String>) {
-        if self.fetching.remove(host).is_none() {
+        if !self.fetching.remove(host) {
             return;
         }
         if let Err(error) = outcome {
@@ -85,7 +88,7 @@ impl Prefetches {
     /// `host` cannot answer (its link is gone or was never there): its slot goes to the next
     /// one, and its own turn tells.
     pub fn unanswered(&mut self, host: &MinionId) {
-        if self.fetching.remove(host).is_some() {
+        if self.fetching.remove(host) {
             self.tidy();
         }
     }
@@ -93,7 +96,7 @@ impl Prefetches {
     /// `host`'s batch starts: nothing more is fetched for it ahead. Returns why its fetch
     /// failed, if it did.
     pub fn reached(&mut self, host: &MinionId) -> Option<String> {
-        if self.fetching.remove(host).is_some() {
+        if self.fetching.remove(host) {
             self.tidy();
         }
         self.unasked.remove(host);
@@ -130,7 +133,7 @@ impl Prefetches {
         while self
             .order
             .front()
-            .is_some_and(|(_, host)| !self.fetching.contains_key(host))
+            .is_some_and(|(_, host)| !self.fetching.contains(host))
         {
             self.order.pop_front();
         }

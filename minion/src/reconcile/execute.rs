@@ -144,7 +144,7 @@ impl<R: ContainerRuntime> Executor<R> {
         progress: ProgressSink<'_>,
     ) -> JobResult {
         let pulling = Instant::now();
-        let pulled = match self.pull_all(desired, progress).await {
+        let pulled = match self.pull_all(desired.images(), progress).await {
             Ok(pulled) => pulled,
             Err(failures) => {
                 let error = failures.values().cloned().collect::<Vec<_>>().join("; ");
@@ -205,15 +205,13 @@ impl<R: ContainerRuntime> Executor<R> {
         }
     }
 
-    /// Pulls every distinct image concurrently; returns the failures by image if any.
+    /// Gets every image concurrently (see [`Self::obtain`]); returns the failures by image if
+    /// any.
     async fn pull_all(
         &self,
-        desired: &DesiredState,
+        images: Vec<&ImageRef>,
         progress: ProgressSink<'_>,
     ) -> Result<HashMap<ImageRef, PulledImage>, BTreeMap<ImageRef, String>> {
-        let mut images: Vec<&ImageRef> = desired.containers.iter().map(|c| &c.image).collect();
-        images.sort_by_key(|i| i.as_str());
-        images.dedup();
         let pulls = images.into_iter().map(|image| async move {
             let report = |bytes: crate::runtime::PullProgress| {
                 progress(Progress {
@@ -247,17 +245,9 @@ impl<R: ContainerRuntime> Executor<R> {
     /// Gets `images` onto the host without touching a container, ahead of a job that will use
     /// them; says which could not be fetched, and why.
     pub async fn fetch_ahead(&self, images: &[ImageRef]) -> Result<(), String> {
-        let fetches = images.iter().map(|image| self.obtain(image, &|_| {}));
-        let failures: Vec<String> = join_all(fetches)
-            .await
-            .into_iter()
-            .filter_map(Result::err)
-            .map(|err| err.to_string())
-            .collect();
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(failures.join("; "))
+        match self.pull_all(images.iter().collect(), &|_| {}).await {
+            Ok(_) => Ok(()),
+            Err(failures) => Err(failures.into_values().collect::<Vec<_>>().join("; ")),
         }
     }
 
