@@ -13,7 +13,7 @@ use brine_common::spec::{ImageRef, PortMapping};
 use brine_common::token::sha256_hex;
 use brine_minion::runtime::{
     ContainerRuntime, ContainerStatus, CreateRequest, EngineEvent, ImageRemoval, ObservedContainer,
-    PullProgress, PulledImage, RuntimeError, labels,
+    PullProgress, PulledImage, RuntimeError,
 };
 use rand::Rng;
 
@@ -142,10 +142,6 @@ impl ContainerRuntime for SimulatedRuntime {
         Ok(engine
             .containers
             .iter()
-            .filter(|(_, c)| {
-                c.labels.contains_key(labels::MANAGED)
-                    && c.labels.get(labels::NAMESPACE).map(String::as_str) == Some(namespace)
-            })
             .map(|(id, c)| ObservedContainer {
                 id: id.clone(),
                 docker_name: c.docker_name.clone(),
@@ -156,6 +152,7 @@ impl ContainerRuntime for SimulatedRuntime {
                 published: if c.running { c.ports.clone() } else { vec![] },
                 unhealthy: false,
             })
+            .filter(|c| c.belongs_to(namespace))
             .collect())
     }
 
@@ -334,6 +331,7 @@ impl ContainerRuntime for SimulatedRuntime {
 mod tests {
     use brine_common::names::{ContainerName, RoleName};
     use brine_common::spec::{ContainerSpec, RestartPolicy};
+    use brine_minion::runtime::labels;
 
     use super::*;
 

@@ -13,7 +13,7 @@ use futures::future::join_all;
 use tokio::time::Instant;
 
 use super::health::{RuntimeTarget, wait_until_healthy};
-use super::plan::{Action, DesiredContainer, belongs_to, declared_identity, docker_name, plan};
+use super::plan::{Action, DesiredContainer, declared_identity, docker_name, plan};
 use crate::runtime::{ContainerRuntime, CreateRequest, ObservedContainer, PulledImage, labels};
 
 mod plan_only;
@@ -56,7 +56,7 @@ impl<R: ContainerRuntime> Executor<R> {
         let observed = self.runtime.list_managed(&self.namespace).await?;
         Ok(observed
             .iter()
-            .filter(|o| belongs_to(&self.namespace, o))
+            .filter(|o| o.belongs_to(&self.namespace))
             .filter_map(|o| {
                 let (name, role) = declared_identity(o);
                 Some(RunningContainer {
@@ -104,7 +104,7 @@ impl<R: ContainerRuntime> Executor<R> {
         };
         let ours: Vec<&ObservedContainer> = observed
             .iter()
-            .filter(|o| belongs_to(&self.namespace, o))
+            .filter(|o| o.belongs_to(&self.namespace))
             .collect();
         let broken: Vec<ContainerSpec> = desired
             .containers

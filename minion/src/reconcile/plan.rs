@@ -69,12 +69,6 @@ pub fn declared_identity(
     (name, role)
 }
 
-/// Whether brine created `observed` for this namespace; everything else is never touched.
-pub fn belongs_to(namespace: &str, observed: &ObservedContainer) -> bool {
-    observed.label(labels::MANAGED) == Some("true")
-        && observed.label(labels::NAMESPACE).unwrap_or("") == namespace
-}
-
 /// Computes the actions that make `observed` match `desired` in `namespace`.
 ///
 /// Removals come first (they free names and ports), then replacements and creations in name
@@ -88,7 +82,7 @@ pub fn plan(
 ) -> Vec<Action> {
     let ours: Vec<&ObservedContainer> = observed
         .iter()
-        .filter(|o| belongs_to(namespace, o))
+        .filter(|o| o.belongs_to(namespace))
         .collect();
     let current = |d: &DesiredContainer| {
         let name = docker_name(namespace, &d.spec.name);

@@ -16,7 +16,7 @@ use brine_common::spec::{ContainerSpec, DesiredState};
 
 use super::execute::Executor;
 use super::health::{RuntimeTarget, wait_until_healthy};
-use super::plan::{belongs_to, declared_identity, docker_name, next_name, replaced_name};
+use super::plan::{declared_identity, docker_name, next_name, replaced_name};
 use crate::runtime::{ContainerRuntime, ObservedContainer, labels};
 
 /// A replacement a crash interrupted, as Docker's state shows it.
@@ -41,7 +41,7 @@ pub enum Interrupted {
 pub fn find_interrupted(namespace: &str, observed: &[ObservedContainer]) -> Vec<Interrupted> {
     let mine: Vec<&ObservedContainer> = observed
         .iter()
-        .filter(|o| belongs_to(namespace, o))
+        .filter(|o| o.belongs_to(namespace))
         .collect();
     let holding = |name: &str| {
         mine.iter()

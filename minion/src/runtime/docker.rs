@@ -166,10 +166,7 @@ impl ContainerRuntime for DockerRuntime {
             }) => return Ok(None),
             Err(err) => return Err(runtime_error(err)),
         };
-        Ok(observed_inspected(inspected).filter(|container| {
-            container.label(labels::MANAGED) == Some("true")
-                && container.label(labels::NAMESPACE) == Some(namespace)
-        }))
+        Ok(observed_inspected(inspected).filter(|container| container.belongs_to(namespace)))
     }
 
     async fn clock(&self) -> Result<SystemTime, RuntimeError> {

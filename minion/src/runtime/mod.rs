@@ -54,6 +54,12 @@ impl ObservedContainer {
     pub fn label(&self, key: &str) -> Option<&str> {
         self.labels.get(key).map(String::as_str)
     }
+
+    /// Whether brine created it for `namespace`; everything else is never touched.
+    pub fn belongs_to(&self, namespace: &str) -> bool {
+        self.label(labels::MANAGED) == Some("true")
+            && self.label(labels::NAMESPACE) == Some(namespace)
+    }
 }
 
 /// An image present on the host after a pull.

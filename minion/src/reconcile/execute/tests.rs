@@ -59,7 +59,7 @@ impl ContainerRuntime for Recording {
         Ok(state
             .containers
             .iter()
-            .filter(|c| c.label(labels::NAMESPACE) == Some(namespace))
+            .filter(|c| c.belongs_to(namespace))
             .cloned()
             .collect())
     }
