@@ -166,8 +166,7 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher) {
                             }
                         }
                     }
-                    let expires_at_unix_ms = now_unix_ms()
-                        .saturating_add(i64::try_from(valid_for.as_millis()).unwrap_or(i64::MAX));
+                    let expires_at_unix_ms = expires_after(valid_for);
                     for (id, desired) in hosts {
                         let command = Command::Apply {
                             job_id: job_id.clone(),
@@ -185,8 +184,7 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher) {
                     hosts,
                     valid_for,
                 } => {
-                    let expires_at_unix_ms = now_unix_ms()
-                        .saturating_add(i64::try_from(valid_for.as_millis()).unwrap_or(i64::MAX));
+                    let expires_at_unix_ms = expires_after(valid_for);
                     tracing::debug!(hosts = hosts.len(), "fetching images ahead");
                     for (id, images) in hosts {
                         let command = Command::Prefetch {
@@ -295,6 +293,11 @@ async fn dispatch(master: &Master, host: &MinionId, command: Command) -> Result<
             .map_err(|_| "the minion's link closed or is stalled"),
         None => Err("the minion is not connected"),
     }
+}
+
+/// When a command sent now that is valid for `valid_for` expires, by this master's clock.
+fn expires_after(valid_for: Duration) -> i64 {
+    now_unix_ms().saturating_add(i64::try_from(valid_for.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Hands `command` to `host`'s link if it has room now (a fetch ahead never holds up the job);

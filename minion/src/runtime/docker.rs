@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecOptions};
-use bollard::models::EventMessageTypeEnum;
+use bollard::models::{ContainerInspectResponse, EventMessageTypeEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -117,9 +117,7 @@ impl DockerRuntime {
             })
             .await
     }
-}
 
-impl DockerRuntime {
     /// The containers these filters select, running or not, in brine's terms.
     async fn list(
         &self,
@@ -136,6 +134,20 @@ impl DockerRuntime {
             .await
             .map_err(runtime_error)?;
         Ok(containers.into_iter().filter_map(observed).collect())
+    }
+
+    /// What the engine says of the container `id`; `None` when there is none.
+    async fn inspect_container(
+        &self,
+        id: &str,
+    ) -> Result<Option<ContainerInspectResponse>, RuntimeError> {
+        match self.docker().await?.inspect_container(id, None).await {
+            Ok(inspected) => Ok(Some(inspected)),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(err) => Err(runtime_error(err)),
+        }
     }
 }
 
@@ -159,14 +171,11 @@ impl ContainerRuntime for DockerRuntime {
         namespace: &str,
         id: &str,
     ) -> Result<Option<ObservedContainer>, RuntimeError> {
-        let inspected = match self.docker().await?.inspect_container(id, None).await {
-            Ok(inspected) => inspected,
-            Err(DockerError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => return Ok(None),
-            Err(err) => return Err(runtime_error(err)),
-        };
-        Ok(observed_inspected(inspected).filter(|container| container.belongs_to(namespace)))
+        Ok(self
+            .inspect_container(id)
+            .await?
+            .and_then(observed_inspected)
+            .filter(|container| container.belongs_to(namespace)))
     }
 
     async fn clock(&self) -> Result<SystemTime, RuntimeError> {
@@ -343,16 +352,9 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn inspect(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
         let inspected = self
-            .docker()
+            .inspect_container(id)
             .await?
-            .inspect_container(id, None)
-            .await
-            .map_err(|err| match err {
-                DockerError::DockerResponseServerError {
-                    status_code: 404, ..
-                } => RuntimeError::Gone(id.to_owned()),
-                other => runtime_error(other),
-            })?;
+            .ok_or_else(|| RuntimeError::Gone(id.to_owned()))?;
         Ok(status(inspected))
     }
 

@@ -66,6 +66,13 @@ impl Seen {
     }
 }
 
+impl<R> EngineView<R> {
+    fn seen(&self) -> MutexGuard<'_, Seen> {
+        // Nothing that holds it can panic halfway through a change.
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl<R: ContainerRuntime> EngineView<R> {
     /// A view of `namespace`'s containers through `runtime`; empty, and answering from the
     /// engine, until [`Self::follow`] runs.
@@ -141,11 +148,6 @@ impl<R: ContainerRuntime> EngineView<R> {
         }
     }
 
-    fn seen(&self) -> MutexGuard<'_, Seen> {
-        // Nothing that holds it can panic halfway through a change.
-        self.seen.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Lists the namespace's containers from the engine and, while events are followed, makes
     /// that the view.
     async fn relist(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
@@ -207,7 +209,7 @@ struct Forget<'a, R>(&'a EngineView<R>);
 
 impl<R> Drop for Forget<'_, R> {
     fn drop(&mut self) {
-        let mut seen = self.0.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = self.0.seen();
         let image_epoch = seen.image_epoch + 1;
         *seen = Seen {
             image_epoch,
