@@ -21,35 +21,20 @@ start_minions "$n"
 "$bin/brine-master" highstate --data-dir "$work/master" --output json >"$work/first.json" || {
   echo "the first highstate failed; see $work" >&2; trap - EXIT; exit 1; }
 
-# push_big VARIANT: builds and pushes an image of $mb MB of random data under $image; prints
-# the seconds the push took.
-push_big() {
-  rm -rf "$work/big" && mkdir -p "$work/big"
-  cp /bin/busybox "$work/big/"
-  head -c "${mb}M" /dev/urandom >"$work/big/data.bin"
-  printf 'FROM scratch\nCOPY busybox /bin/busybox\nCOPY data.bin /data.bin\nCMD ["/bin/busybox","sleep","86400"]\n' >"$work/big/Dockerfile"
-  docker build -q -t "$image" "$work/big" >/dev/null
-  rm -rf "$work/big"
-  local start
-  start=$(now)
-  docker push -q "$image" >/dev/null
-  elapsed "$start" "$(now)"
-  docker rmi "$image" >/dev/null
-}
-
-# rollout NAME ARGS...: pushes a new build and rolls it out; records push and rollout seconds.
+# rollout NAME VARIANT ARGS...: pushes a new build and rolls it out; records push and rollout
+# seconds.
 rollout() {
-  local name=$1 push start
-  shift
-  push=$(push_big "$name")
+  local name=$1 start
+  push_image "$2" "$mb"
+  shift 2
   start=$(now)
   "$bin/brine-master" highstate --data-dir "$work/master" --batch "$batch" --timeout 30m \
     "$@" --output json >"$work/$name.json"
-  echo "$push $(elapsed "$start" "$(now)")" >"$work/$name.times"
+  echo "$push_s $(elapsed "$start" "$(now)")" >"$work/$name.times"
 }
 
-rollout before --concurrent-pulls 0
-rollout after
+rollout before 1 --concurrent-pulls 0
+rollout after 2
 
 python3 - "$work" "$n" "$batch" "$mb" <<'PY'
 import json, math, sys

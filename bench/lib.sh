@@ -41,15 +41,24 @@ YAML
   image="127.0.0.1:$registry_port/brine-bench/app:tested"
 }
 
-# push_image VARIANT: builds a busybox image FROM scratch (unique per variant), pushes it under
-# $image and removes it locally, as CI would.
+# push_image VARIANT [MB]: builds a busybox image FROM scratch (unique per variant; with MB, it
+# also holds MB megabytes of random data), pushes it under $image and removes it locally, as CI
+# would. The push's seconds are left in $push_s.
 push_image() {
-  mkdir -p "$work/image"
+  rm -rf "$work/image" && mkdir -p "$work/image"
   cp /bin/busybox "$work/image/"
   echo "variant $1" >"$work/image/variant.txt"
-  printf 'FROM scratch\nCOPY busybox /bin/busybox\nCOPY variant.txt /variant.txt\nCMD ["/bin/busybox","sleep","86400"]\n' >"$work/image/Dockerfile"
+  local data="" start
+  if [ -n "${2:-}" ]; then
+    head -c "${2}M" /dev/urandom >"$work/image/data.bin"
+    data='COPY data.bin /data.bin\n'
+  fi
+  printf "FROM scratch\nCOPY busybox /bin/busybox\nCOPY variant.txt /variant.txt\n${data}CMD [\"/bin/busybox\",\"sleep\",\"86400\"]\n" >"$work/image/Dockerfile"
   docker build -q -t "$image" "$work/image" >/dev/null 2>&1
+  rm -rf "$work/image"
+  start=$(now)
   docker push -q "$image" >/dev/null
+  push_s=$(elapsed "$start" "$(now)")
   images+=("$(docker image inspect --format '{{.Id}}' "$image")")
   # As if CI had built it elsewhere: the hosts must pull it from the registry.
   docker rmi "$image" >/dev/null
