@@ -16,6 +16,11 @@ command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 # ...and run a minion with its clock set off by libfaketime.
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
+# The etcd store's tests and the several-masters tests run real etcd clusters.
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+# The etcd client crate compiles etcd's .proto files with protoc when it is built.
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing Debian packages: ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2

@@ -25,6 +25,10 @@ done
 scripts/check-boundaries.sh
 if $quick; then
   echo "quick run: unit and in-process tests only; the Docker end-to-end tests are left out" >&2
+  if ! command -v protoc >/dev/null 2>&1; then
+    echo "protoc is missing: apt-get install protobuf-compiler (the etcd client crate compiles etcd's .proto files)" >&2
+    exit 1
+  fi
   cargo build --workspace --bins
   cargo nextest run --workspace --no-fail-fast -E "not ($docker_tests)" ${args[@]+"${args[@]}"}
   exit

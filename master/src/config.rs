@@ -11,7 +11,13 @@ use brine_daemon::config::Overrides;
 use serde::Deserialize;
 
 use crate::registry::RegistrySettings;
-use crate::store::JobRetention;
+use crate::store::{JobRetention, StoreLocation};
+
+mod etcd;
+
+pub use etcd::{
+    DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX, endpoint_uses_tls as etcd_endpoint_uses_tls,
+};
 
 /// The default port of the master.
 pub const DEFAULT_PORT: u16 = 4700;
@@ -52,6 +58,7 @@ struct RawConfig {
     keep_jobs: usize,
     #[serde(default = "default_keep_jobs_for", with = "humantime_serde")]
     keep_jobs_for: Duration,
+    etcd: Option<etcd::RawEtcd>,
 }
 
 fn default_ci_lock_limit() -> Duration {
@@ -114,6 +121,8 @@ pub struct MasterConfig {
     pub ci_lock_limit: Duration,
     /// How much job history is kept.
     pub job_retention: JobRetention,
+    /// Where the hosts, tokens, jobs and the rest are kept.
+    pub store: StoreLocation,
 }
 
 impl MasterConfig {
@@ -157,6 +166,17 @@ impl MasterConfig {
                 ),
             ));
         }
+        let store = match raw.etcd {
+            Some(etcd) => {
+                let source = etcd::Source {
+                    file: &file,
+                    text: &text,
+                    overrides,
+                };
+                StoreLocation::Etcd(etcd::settings(etcd, data_dir, &source)?)
+            }
+            None => StoreLocation::File(crate::data_dir::DataDir::new(data_dir).store()),
+        };
         let address = raw
             .address
             .unwrap_or_else(|| local_address(raw.listen).to_string());
@@ -174,6 +194,7 @@ impl MasterConfig {
                 keep: raw.keep_jobs,
                 max_age: raw.keep_jobs_for,
             },
+            store,
         })
     }
 
@@ -228,6 +249,9 @@ impl MasterConfig {
         if !self.registries.is_empty() {
             put("registries", toml::Value::Table(registries));
         }
+        if let StoreLocation::Etcd(settings) = &self.store {
+            put("etcd", etcd::described(settings));
+        }
         let mut out = format!(
             "# The configuration in effect: {}",
             self.data_dir.join(CONFIG_FILE).display()
@@ -240,9 +264,14 @@ impl MasterConfig {
         out
     }
 
-    /// The configuration `brine-master init` writes.
-    pub fn default_file(listen: SocketAddr) -> String {
-        format!(
+    /// The configuration `brine-master init` writes: the store in the data directory, or in
+    /// etcd as `etcd` says.
+    pub fn default_file(listen: SocketAddr, etcd: Option<&crate::store::EtcdSettings>) -> String {
+        let store = match etcd {
+            Some(settings) => etcd::table(settings),
+            None => etcd::COMMENTED_TABLE.to_owned(),
+        };
+        let mut file = format!(
             "# brine-master configuration. Every key can be overridden by an environment variable\n\
              # BRINE_MASTER_<KEY>, e.g. BRINE_MASTER_LISTEN.\n\n\
              # Where the master listens for minions, the CLI and CI.\n\
@@ -276,7 +305,10 @@ impl MasterConfig {
              # password = \"...\"\n\
              # insecure = false\n",
             local = local_address(listen)
-        )
+        );
+        file.push('\n');
+        file.push_str(&store);
+        file
     }
 }
 
@@ -317,7 +349,11 @@ mod tests {
 
     #[test]
     fn the_default_file_loads() {
-        let config = load(&MasterConfig::default_file("0.0.0.0:4700".parse().unwrap())).unwrap();
+        let config = load(&MasterConfig::default_file(
+            "0.0.0.0:4700".parse().unwrap(),
+            None,
+        ))
+        .unwrap();
         assert_eq!(config.address, "127.0.0.1:4700");
         assert_eq!(config.highstate_timeout, Duration::from_secs(600));
         assert!(config.roles_file.ends_with("roles.toml"));
@@ -369,9 +405,66 @@ mod tests {
         assert!(header.starts_with("# "), "{header}");
         assert_eq!(
             body,
-            MasterConfig::default_file("0.0.0.0:4700".parse().unwrap()),
+            MasterConfig::default_file("0.0.0.0:4700".parse().unwrap(), None),
             "deploy/master.toml.example is out of date: regenerate it with `brine-master init`"
         );
+    }
+
+    #[test]
+    fn an_etcd_table_keeps_the_fleet_in_etcd_and_bad_ones_name_their_key() {
+        let config = load(
+            "listen = \"127.0.0.1:1\"\n[etcd]\nendpoints = [\"http://10.0.0.1:2379\", \"http://10.0.0.2:2379\"]\n",
+        )
+        .unwrap();
+        let StoreLocation::Etcd(settings) = &config.store else {
+            panic!("not on etcd: {:?}", config.store);
+        };
+        assert_eq!(settings.endpoints.len(), 2);
+        assert_eq!(settings.prefix, DEFAULT_ETCD_PREFIX);
+        assert_eq!(settings.tls, None);
+        // What init writes loads back as it was.
+        let written = MasterConfig::default_file("127.0.0.1:1".parse().unwrap(), Some(settings));
+        assert!(matches!(load(&written).unwrap().store, StoreLocation::Etcd(s) if s == *settings));
+
+        let tls = load(
+            "listen = \"127.0.0.1:1\"\n[etcd]\nendpoints = [\"https://e:2379\"]\n\
+             ca_file = \"ca.crt\"\ncert_file = \"c.crt\"\nkey_file = \"c.key\"\n",
+        )
+        .unwrap();
+        let StoreLocation::Etcd(settings) = &tls.store else {
+            panic!("not on etcd");
+        };
+        let files = settings.tls.as_ref().expect("TLS files");
+        assert!(files.ca_file.is_absolute() && files.ca_file.ends_with("ca.crt"));
+
+        for (table, key, says) in [
+            ("endpoints = []", "etcd.endpoints", "names no member"),
+            (
+                "endpoints = [\"10.0.0.1:2379\"]",
+                "etcd.endpoints",
+                "is not a URL",
+            ),
+            (
+                "endpoints = [\"https://e:2379\"]",
+                "etcd.endpoints",
+                "needs ca_file, cert_file and key_file",
+            ),
+            (
+                "endpoints = [\"http://e:2379\"]\nca_file = \"ca.crt\"",
+                "etcd.ca_file",
+                "go together",
+            ),
+            (
+                "endpoints = [\"http://e:2379\"]\nprefix = \"brine\"",
+                "etcd.prefix",
+                "must start with '/'",
+            ),
+        ] {
+            let err = load(&format!("listen = \"127.0.0.1:1\"\n[etcd]\n{table}\n")).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some(key), "{table}: {err}");
+            assert!(err.line.is_some(), "{table}: {err}");
+            assert!(err.to_string().contains(says), "{table}: {err}");
+        }
     }
 
     #[test]

@@ -11,9 +11,29 @@ use brine_daemon::files::write_new;
 
 use crate::config::MasterConfig;
 use crate::pki::CertificateAuthority;
+use crate::store::EtcdSettings;
 
 /// Where the data directory is unless `--data-dir` or `BRINE_MASTER_DATA_DIR` says otherwise.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/brine-master";
+
+/// The CA a new data directory gets.
+pub enum FleetCa {
+    /// Made for a new fleet, with its private key.
+    Made {
+        ca: CertificateAuthority,
+        key_pem: String,
+    },
+    /// Copied in from a master of the fleet this one joins.
+    Copied(CertificateAuthority),
+}
+
+impl FleetCa {
+    pub fn ca(&self) -> &CertificateAuthority {
+        match self {
+            FleetCa::Made { ca, .. } | FleetCa::Copied(ca) => ca,
+        }
+    }
+}
 
 /// The files of a data directory.
 #[derive(Debug, Clone)]
@@ -66,35 +86,78 @@ impl DataDir {
         self.root.join("roles.toml")
     }
 
-    /// Creates the CA, the master's server certificate (valid for `advertise` names and
-    /// addresses), the local admin certificate, a default configuration and an example roles
-    /// file. Refuses to touch a directory that already holds a CA.
-    pub fn init(&self, advertise: &[String], listen: SocketAddr) -> anyhow::Result<()> {
-        if self.ca_cert().exists() || self.ca_key().exists() {
+    /// The fleet's CA for a new data directory: made here, or, for a master joining a fleet
+    /// that other masters share (`may_join`), the one copied in from one of them (`ca.pem` and
+    /// `ca.key`). Refuses a directory that holds a master already, or a CA it may not join.
+    pub fn fleet_ca(&self, may_join: bool) -> anyhow::Result<FleetCa> {
+        if self.server_cert().exists() || self.server_key().exists() {
             bail!(
-                "{} already holds a CA; refusing to overwrite it (every enrolled host trusts it)",
-                self.root.display()
+                "{} holds a master already ({} is there); refusing to overwrite it",
+                self.root.display(),
+                self.server_cert().display()
             );
         }
+        let (cert, key) = (self.ca_cert(), self.ca_key());
+        match (cert.exists(), key.exists()) {
+            (false, false) => {
+                let (ca, key_pem) = CertificateAuthority::generate()?;
+                Ok(FleetCa::Made { ca, key_pem })
+            }
+            _ if !may_join => bail!(
+                "{} already holds a CA; refusing to overwrite it (every enrolled host trusts it)",
+                self.root.display()
+            ),
+            (true, true) => Ok(FleetCa::Copied(
+                self.load_ca()
+                    .context("read the CA copied from the fleet's first master")?,
+            )),
+            _ => bail!(
+                "{} holds only one of {} and {}: copy both from a master of the fleet",
+                self.root.display(),
+                cert.display(),
+                key.display()
+            ),
+        }
+    }
+
+    /// Sets up the data directory with the fleet's CA `ca`: the CA's files if it was made
+    /// here, the master's server certificate (valid for `advertise` names and addresses), the
+    /// local admin certificate, a default configuration (keeping the store in `etcd` if given)
+    /// and an example roles file.
+    pub fn init(
+        &self,
+        ca: &FleetCa,
+        advertise: &[String],
+        listen: SocketAddr,
+        etcd: Option<&EtcdSettings>,
+    ) -> anyhow::Result<()> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.root)
             .with_context(|| format!("create {}", self.root.display()))?;
 
-        let (ca, ca_key) = CertificateAuthority::generate()?;
+        let ca = match ca {
+            FleetCa::Made { ca, key_pem } => {
+                write_new(&self.ca_key(), key_pem, 0o600)?;
+                write_new(&self.ca_cert(), ca.cert_pem(), 0o644)?;
+                ca
+            }
+            FleetCa::Copied(ca) => ca,
+        };
         let server = ca.issue("brine-master", CertRole::Master, advertise)?;
         let admin = ca.issue("admin", CertRole::Admin, &[])?;
-
-        write_new(&self.ca_key(), &ca_key, 0o600)?;
-        write_new(&self.ca_cert(), ca.cert_pem(), 0o644)?;
         write_new(&self.server_key(), &server.key_pem, 0o600)?;
         write_new(&self.server_cert(), &server.cert_pem, 0o644)?;
         write_new(&self.admin_key(), &admin.key_pem, 0o600)?;
         write_new(&self.admin_cert(), &admin.cert_pem, 0o644)?;
         // Both can hold secrets: registry passwords, containers' environment values.
         if !self.config().exists() {
-            write_new(&self.config(), &MasterConfig::default_file(listen), 0o600)?;
+            write_new(
+                &self.config(),
+                &MasterConfig::default_file(listen, etcd),
+                0o600,
+            )?;
         }
         if !self.roles().exists() {
             write_new(&self.roles(), EXAMPLE_ROLES, 0o600)?;
@@ -201,7 +264,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::new(dir.path().join("master"));
         let listen = "127.0.0.1:4700".parse().unwrap();
-        data.init(&["localhost".into(), "127.0.0.1".into()], listen)
+        let ca = data.fleet_ca(false).unwrap();
+        data.init(&ca, &["localhost".into(), "127.0.0.1".into()], listen, None)
             .unwrap();
         for private in [
             data.ca_key(),
@@ -219,9 +283,49 @@ mod tests {
         brine_common::roles_file::RolesFile::parse("roles.toml", &read(&data.roles()).unwrap())
             .unwrap();
         let ca_before = read(&data.ca_cert()).unwrap();
-        let err = data.init(&[], listen).unwrap_err();
-        assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+        // Neither for the same fleet nor to join one.
+        for may_join in [false, true] {
+            let err = data
+                .fleet_ca(may_join)
+                .err()
+                .expect("a second init is refused");
+            assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+        }
         assert_eq!(read(&data.ca_cert()).unwrap(), ca_before);
+    }
+
+    #[test]
+    fn a_master_joining_a_fleet_uses_the_ca_copied_in_and_only_a_whole_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DataDir::new(dir.path().join("first"));
+        let ca = first.fleet_ca(false).unwrap();
+        first
+            .init(&ca, &[], "127.0.0.1:4700".parse().unwrap(), None)
+            .unwrap();
+
+        let second = DataDir::new(dir.path().join("second"));
+        fs::create_dir(second.root()).unwrap();
+        fs::copy(first.ca_cert(), second.ca_cert()).unwrap();
+        // A CA without its key is refused, whatever the master means to do.
+        for may_join in [false, true] {
+            assert!(second.fleet_ca(may_join).is_err());
+        }
+        fs::copy(first.ca_key(), second.ca_key()).unwrap();
+        let copied = second.fleet_ca(true).unwrap();
+        assert!(matches!(copied, FleetCa::Copied(_)));
+        assert_eq!(copied.ca().digest(), ca.ca().digest());
+        second
+            .init(&copied, &[], "127.0.0.1:4701".parse().unwrap(), None)
+            .unwrap();
+        // Its own server certificate, from the fleet's CA.
+        assert_ne!(
+            read(&second.server_cert()).unwrap(),
+            read(&first.server_cert()).unwrap()
+        );
+        assert_eq!(
+            read(&second.ca_cert()).unwrap(),
+            read(&first.ca_cert()).unwrap()
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod request_ids;
 pub mod rollout;
 pub mod server;
 pub mod server_cert;
+pub mod setup;
 pub mod state;
 pub mod status;
 pub mod store;

@@ -16,10 +16,12 @@ use brine_master::cli::cert::Issue;
 use brine_master::cli::client::ClientArgs;
 use brine_master::cli::context;
 use brine_master::cli::highstate::JobArgs;
+use brine_master::cli::init::EtcdArgs;
 use brine_master::cli::minions::{ListFormat, MinionAction};
 use brine_master::cli::output::OutputFormat;
 use brine_master::config::{DEFAULT_PORT, ENV_PREFIX, MasterConfig, NOT_CONFIG_VARIABLES};
 use brine_master::data_dir::DataDir;
+use brine_master::setup::Setup;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// brine-master: deploys your application's containers to a fleet of Docker hosts.
@@ -44,7 +46,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a data directory: CA, the master's certificate, an admin certificate, master.toml
-    /// and an example roles.toml.
+    /// and an example roles.toml. With --etcd, the fleet is kept in etcd: the first master
+    /// creates it there; for each further master, copy ca.pem and ca.key from the first into
+    /// the new data directory, then run init with the same --etcd.
     Init {
         /// A host name or IP address minions use to reach the master; repeat for several.
         /// `localhost` and `127.0.0.1` are always included.
@@ -53,6 +57,8 @@ enum Command {
         /// The address the master will listen on (written to master.toml).
         #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
         listen: SocketAddr,
+        #[command(flatten)]
+        etcd: EtcdArgs,
     },
     /// Show the configuration in effect: master.toml with the BRINE_MASTER_* environment
     /// variables applied (registry passwords redacted).
@@ -409,8 +415,27 @@ async fn execute(command: Command, client: ClientArgs) -> anyhow::Result<ExitCod
         job
     };
     match command {
-        Command::Init { advertise, listen } => {
-            DataDir::new(&data_dir).init(&advertised_names(advertise), listen)?;
+        Command::Init {
+            advertise,
+            listen,
+            etcd,
+        } => {
+            let etcd = etcd.settings()?;
+            let prefix = etcd.as_ref().map(|e| e.prefix.clone()).unwrap_or_default();
+            let setup = brine_master::setup::init(
+                &DataDir::new(&data_dir),
+                &advertised_names(advertise),
+                listen,
+                etcd,
+            )
+            .await?;
+            match setup {
+                Setup::NewFleet => {}
+                Setup::NewFleetInEtcd => println!("created the fleet in etcd under {prefix}"),
+                Setup::JoinedFleetInEtcd => {
+                    println!("joined the fleet in etcd under {prefix} with the copied CA")
+                }
+            }
             println!(
                 "initialized {}; start the master with:\n  brine-master serve --data-dir {}",
                 data_dir.display(),

@@ -178,10 +178,19 @@ pub async fn run(
     let certificate = Arc::new(ServerCertificate::load(&data)?);
     let acceptor = tls_acceptor(&data, certificate.clone())?;
     let ca = data.load_ca()?;
-    let store_path = data.store();
-    let store = tokio::task::spawn_blocking(move || store::open(&store_path))
-        .await
-        .context("open the store")??;
+    let store = store::open(&config.store).await.context("open the store")?;
+    // A store that holds another fleet (a master set up with a new CA, pointed at the etcd
+    // of another fleet) is never served.
+    if let store::FleetClaim::Other { ca_sha256 } =
+        store.claim_fleet(ca.digest().to_owned()).await?
+    {
+        anyhow::bail!(
+            "the store holds another fleet: its CA certificate's SHA-256 is {ca_sha256}, this \
+             master's ({}) is {}; copy ca.pem and ca.key from a master of that fleet",
+            data.ca_cert().display(),
+            ca.digest()
+        );
+    }
     for job in store
         .interrupt_running_jobs(crate::state::now_unix_ms())
         .await?

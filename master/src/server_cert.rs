@@ -218,13 +218,16 @@ mod tests {
     fn initialized() -> (tempfile::TempDir, DataDir) {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::new(dir.path().join("master"));
+        let ca = data.fleet_ca(false).unwrap();
         data.init(
+            &ca,
             &[
                 "localhost".into(),
                 "127.0.0.1".into(),
                 "master.example".into(),
             ],
             "127.0.0.1:4700".parse().unwrap(),
+            None,
         )
         .unwrap();
         (dir, data)

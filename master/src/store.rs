@@ -13,11 +13,11 @@
 //! Records are JSON carrying a format version (`record`), so they can grow fields without
 //! migrations and a master never misreads a shape it does not know.
 //!
-//! The one implementation so far, `redb`, is an embedded database file in the data directory;
-//! its code, a module per table, is under `store/redb/`. `contract` is the test suite every
-//! implementation must pass.
+//! Two implementations: `redb`, an embedded database file in the data directory (one master),
+//! and `etcd`, an etcd cluster that several masters can share. Each has its code, a module per
+//! table, under its own directory. `contract` is the test suite both must pass.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use brine_common::host::HostEvent;
@@ -30,6 +30,8 @@ use crate::release::{Pins, Release};
 
 #[cfg(test)]
 mod contract;
+mod etcd;
+mod fleet;
 mod jobs;
 mod lock;
 mod minions;
@@ -38,6 +40,7 @@ mod redb;
 mod revocations;
 mod tokens;
 
+pub use fleet::FleetClaim;
 pub use jobs::{JobRecord, JobRetention, RequestRecord};
 pub use lock::LockRecord;
 pub use minions::{
@@ -50,9 +53,29 @@ pub use tokens::{ListedToken, TokenCheck, TokenRecord};
 /// How many events the store keeps per host; older ones go.
 pub const EVENTS_KEPT: usize = 200;
 
-/// Opens (or creates) the master's store at `path`. Blocking: call it before serving.
-pub fn open(path: &Path) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(Arc::new(self::redb::RedbStore::open(path)?))
+pub use etcd::{DEFAULT_QUOTA_BYTES as DEFAULT_ETCD_QUOTA_BYTES, EtcdSettings, EtcdTls};
+
+/// Where the master keeps what it knows.
+#[derive(Debug, Clone)]
+pub enum StoreLocation {
+    /// A redb database file on the master's disk.
+    File(PathBuf),
+    /// An etcd cluster.
+    Etcd(EtcdSettings),
+}
+
+/// Opens (or creates) the master's store.
+pub async fn open(location: &StoreLocation) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match location {
+        StoreLocation::File(path) => {
+            let path = path.clone();
+            let store = tokio::task::spawn_blocking(move || self::redb::RedbStore::open(&path))
+                .await
+                .map_err(|err| StoreError::Task(err.to_string()))??;
+            Arc::new(store)
+        }
+        StoreLocation::Etcd(settings) => Arc::new(self::etcd::EtcdStore::connect(settings).await?),
+    })
 }
 
 /// What the master keeps: every call is one transaction, committed before it returns.
@@ -61,6 +84,10 @@ pub trait Store: Send + Sync {
     /// How many more bytes the store can take: for a store on the master's disk, what the
     /// filesystem that holds it has free for the master.
     async fn available_bytes(&self) -> Result<u64, StoreError>;
+
+    /// Marks the store as the fleet of the CA whose certificate hashes to `ca_sha256`, unless
+    /// it holds another fleet already: a master must never serve another fleet's hosts.
+    async fn claim_fleet(&self, ca_sha256: String) -> Result<FleetClaim, StoreError>;
 
     // Minions.
 
@@ -247,6 +274,10 @@ pub enum StoreError {
     /// Any other failure of the storage.
     #[error("store: {0}")]
     Backend(String),
+    /// The store could not be reached or did not answer (an etcd cluster without a quorum,
+    /// say).
+    #[error("store: {0}")]
+    Unavailable(String),
     /// A record that is not one this master can read: it does not decode, or it is in a format
     /// this master does not know.
     #[error("store: the {table} record {key:?} is unreadable: {message}")]

@@ -61,7 +61,8 @@ fn init_master_dir() -> (TempDir, DataDir) {
     let dir = tempfile::tempdir().expect("create a temporary directory");
     let data = DataDir::new(dir.path().join("master"));
     let listen = "127.0.0.1:0".parse().expect("a socket address");
-    data.init(&["localhost".into(), "127.0.0.1".into()], listen)
+    let ca = data.fleet_ca(false).expect("a new CA");
+    data.init(&ca, &["localhost".into(), "127.0.0.1".into()], listen, None)
         .expect("initialise the master's data directory");
     (dir, data)
 }

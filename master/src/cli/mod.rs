@@ -7,6 +7,7 @@ pub mod connection;
 pub mod context;
 pub mod docs;
 pub mod highstate;
+pub mod init;
 pub mod jobs;
 pub mod lock;
 pub mod minions;

@@ -21,8 +21,8 @@ use crate::pki::SignedCertificate;
 use crate::release::Pins;
 
 /// Defines a `#[tokio::test]` for every check of the contract, each on a fresh store that
-/// `$open` gives, as a pair: the store (or a pointer to it) and whatever must live as long as
-/// the store (its directory, say).
+/// `$open` gives (an expression, awaited if need be), as a pair: the store (or a pointer to it)
+/// and whatever must live as long as the store (its directory or its etcd cluster, say).
 macro_rules! contract_tests {
     ($open:expr) => {
         $crate::store::contract::contract_tests!(
@@ -40,6 +40,7 @@ macro_rules! contract_tests {
             jobs_are_listed_newest_first_a_page_at_a_time_and_found_by_request_id,
             a_certificate_revocation_is_replaced_by_a_later_one,
             the_lock_refuses_a_second_holder_until_released_or_expired,
+            a_store_holds_the_fleet_that_claimed_it_first,
         );
     };
     ($open:expr; $($check:ident),* $(,)?) => {
@@ -892,4 +893,26 @@ pub(super) async fn the_lock_refuses_a_second_holder_until_released_or_expired(s
         Ok(())
     );
     assert_eq!(store.current_lock(100).await.unwrap().unwrap().holder, "b");
+}
+
+pub(super) async fn a_store_holds_the_fleet_that_claimed_it_first(store: &dyn Store) {
+    assert_eq!(
+        store.claim_fleet("ca-1".into()).await.unwrap(),
+        FleetClaim::New
+    );
+    assert_eq!(
+        store.claim_fleet("ca-1".into()).await.unwrap(),
+        FleetClaim::Same
+    );
+    // A master with another CA is told whose fleet it is, and changes nothing.
+    assert_eq!(
+        store.claim_fleet("ca-2".into()).await.unwrap(),
+        FleetClaim::Other {
+            ca_sha256: "ca-1".into()
+        }
+    );
+    assert_eq!(
+        store.claim_fleet("ca-1".into()).await.unwrap(),
+        FleetClaim::Same
+    );
 }

@@ -24,15 +24,16 @@ use serde::de::DeserializeOwned;
 
 use super::record::decode;
 use super::{
-    Approval, ApprovalChange, CertificateCheck, CertificateRevocation, HostHello, JobRecord,
-    JobRetention, JoinAttempt, JoinOutcome, ListedToken, LockRecord, MinionRecord, Renewal, Store,
-    StoreError, TokenCheck, TokenRecord,
+    Approval, ApprovalChange, CertificateCheck, CertificateRevocation, FleetClaim, HostHello,
+    JobRecord, JobRetention, JoinAttempt, JoinOutcome, ListedToken, LockRecord, MinionRecord,
+    Renewal, Store, StoreError, TokenCheck, TokenRecord,
 };
 use crate::pki::SignedCertificate;
 use crate::release::{Pins, Release};
 
 mod database;
 mod events;
+mod fleet;
 mod jobs;
 mod lock;
 mod minions;
@@ -117,6 +118,7 @@ impl RedbStore {
             tx.open_table(releases::TABLE)?;
             tx.open_table(revocations::TABLE)?;
             tx.open_table(events::TABLE)?;
+            tx.open_table(fleet::TABLE)?;
             tx.commit()?;
             Ok(())
         })?;
@@ -164,6 +166,10 @@ impl Store for RedbStore {
         })
         .await
         .map_err(|err| StoreError::Task(err.to_string()))?
+    }
+
+    async fn claim_fleet(&self, ca_sha256: String) -> Result<FleetClaim, StoreError> {
+        self.blocking(move |db| fleet::claim(db, &ca_sha256)).await
     }
 
     async fn join(&self, attempt: JoinAttempt) -> Result<JoinOutcome, StoreError> {

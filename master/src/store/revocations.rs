@@ -2,6 +2,7 @@
 //! `ROLE/NAME`.
 
 use brine_common::identity::CertRole;
+use serde::{Deserialize, Serialize};
 
 /// Operator or CI certificates refused from a moment on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,6 +10,12 @@ pub struct CertificateRevocation {
     pub role: CertRole,
     pub name: String,
     /// Certificates issued up to this moment are refused.
+    pub revoked_at_unix_ms: i64,
+}
+
+/// A revocation as stored under its key.
+#[derive(Serialize, Deserialize)]
+pub(super) struct RevocationRecord {
     pub revoked_at_unix_ms: i64,
 }
 

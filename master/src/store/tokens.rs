@@ -56,6 +56,17 @@ pub(super) fn token_id(secret_hash: &str) -> Option<&str> {
     secret_hash.get(..TOKEN_ID_LEN)
 }
 
+/// Sorts `tokens` newest first, ties broken by id so that pages of tokens created in the same
+/// millisecond are stable.
+pub(super) fn newest_first(tokens: &mut [ListedToken]) {
+    tokens.sort_by(|a, b| {
+        b.record
+            .created_at_unix_ms
+            .cmp(&a.record.created_at_unix_ms)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+}
+
 impl TokenRecord {
     /// Whether this is the token whose secret hashes to `secret_hash` (found by its public id,
     /// it must match the whole hash), compared in constant time.

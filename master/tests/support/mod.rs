@@ -11,6 +11,7 @@
 
 #![allow(dead_code)] // every test file uses a different part of the harness
 
+pub mod etcd;
 pub mod netns;
 pub mod systemd;
 
@@ -735,6 +736,41 @@ impl HighstateRun {
 }
 
 /// `brine-master serve` on a free loopback port with its own data directory.
+/// Where a test master keeps its fleet.
+pub enum FleetStore {
+    /// In its data directory (redb).
+    DataDir,
+    /// In etcd, under `prefix`; with `ca_from`, the data directory of a master whose CA files
+    /// are copied in first (one more master of its fleet).
+    Etcd {
+        endpoints: String,
+        prefix: String,
+        ca_from: Option<PathBuf>,
+    },
+}
+
+impl FleetStore {
+    /// Prepares data directory `data` and `init`'s arguments.
+    pub fn prepare(&self, data: &Path, init: &mut Command) {
+        let FleetStore::Etcd {
+            endpoints,
+            prefix,
+            ca_from,
+        } = self
+        else {
+            return;
+        };
+        init.args(["--etcd", endpoints, "--etcd-prefix", prefix]);
+        if let Some(from) = ca_from {
+            std::fs::create_dir_all(data).expect("create the data directory");
+            for file in ["ca.pem", "ca.key"] {
+                std::fs::copy(from.join(file), data.join(file))
+                    .unwrap_or_else(|err| panic!("copy {file} from the first master: {err}"));
+            }
+        }
+    }
+}
+
 pub struct Master {
     root: TempDir,
     /// `HOST:PORT` where it listens.
@@ -757,6 +793,26 @@ impl Master {
     /// Starts a master inside network namespace `netns` on `ip` (port 4700), or on a free
     /// loopback port without one; `env` as for [`Master::start_with_env`].
     pub fn start_on(place: Option<(&str, std::net::IpAddr)>, env: &[(&str, &str)]) -> Self {
+        Self::start_with(place, env, &FleetStore::DataDir)
+    }
+
+    /// Starts a master on a free loopback port whose fleet is kept in etcd at `endpoints`
+    /// (`--etcd`), under `prefix`: a new fleet, or, with `ca_from`, the fleet of that master,
+    /// whose CA files are copied in before `init` as the README says.
+    pub fn start_on_etcd(endpoints: &str, prefix: &str, ca_from: Option<&Master>) -> Self {
+        let store = FleetStore::Etcd {
+            endpoints: endpoints.to_owned(),
+            prefix: prefix.to_owned(),
+            ca_from: ca_from.map(|m| m.data_dir()),
+        };
+        Self::start_with(None, &[], &store)
+    }
+
+    fn start_with(
+        place: Option<(&str, std::net::IpAddr)>,
+        env: &[(&str, &str)],
+        store: &FleetStore,
+    ) -> Self {
         let binary = master_binary();
         let mut last_failure = String::new();
         for _attempt in 0..3 {
@@ -776,6 +832,7 @@ impl Master {
             if let Some((_, ip)) = place {
                 init.args(["--advertise", &ip.to_string()]);
             }
+            store.prepare(&data, &mut init);
             let init = run_with_deadline(&mut init, Duration::from_secs(30), "brine-master init");
             assert!(init.code == 0, "{}", init.describe("brine-master init"));
             let log = root.path().join("master.log");

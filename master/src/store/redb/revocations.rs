@@ -3,20 +3,13 @@
 
 use brine_common::identity::CertRole;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
 
 use crate::store::record::{decode, encode};
-use crate::store::revocations::{key, parse_key};
+use crate::store::revocations::{RevocationRecord, key, parse_key};
 use crate::store::{CertificateRevocation, StoreError};
 
 const NAME: &str = "certificate_revocations";
 pub(super) const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new(NAME);
-
-/// A revocation as stored under its key.
-#[derive(Serialize, Deserialize)]
-struct RevocationRecord {
-    revoked_at_unix_ms: i64,
-}
 
 /// When the revocation stored under `key` was made.
 fn revoked_at(key: &str, bytes: &[u8]) -> Result<i64, StoreError> {

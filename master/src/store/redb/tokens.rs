@@ -4,7 +4,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 
 use super::read;
 use crate::store::record::{decode, encode};
-use crate::store::tokens::token_id;
+use crate::store::tokens::{newest_first, token_id};
 use crate::store::{ListedToken, StoreError, TokenCheck, TokenRecord};
 
 const NAME: &str = "join_tokens";
@@ -67,13 +67,7 @@ pub(super) fn list(db: &Database) -> Result<Vec<ListedToken>, StoreError> {
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    // Ties broken by id, so that pages of tokens created in the same millisecond are stable.
-    tokens.sort_by(|a, b| {
-        b.record
-            .created_at_unix_ms
-            .cmp(&a.record.created_at_unix_ms)
-            .then_with(|| a.id.cmp(&b.id))
-    });
+    newest_first(&mut tokens);
     Ok(tokens)
 }
 

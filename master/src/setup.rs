@@ -1,0 +1,62 @@
+//! `brine-master init`: a data directory for the first master of a new fleet, or for one more
+//! master of a fleet kept in etcd.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, bail};
+
+use crate::data_dir::{DataDir, FleetCa};
+use crate::store::{self, EtcdSettings, FleetClaim, StoreLocation};
+
+/// What `init` did, for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Setup {
+    /// A new fleet, its store in the data directory.
+    NewFleet,
+    /// A new fleet, its store in etcd.
+    NewFleetInEtcd,
+    /// One more master of the fleet in etcd, with the CA copied from one of its masters.
+    JoinedFleetInEtcd,
+}
+
+/// Sets up `data` for a master listening on `listen` and reached as `advertise`, with its
+/// store in `etcd` if given. A fleet in etcd is claimed for the data directory's CA before any
+/// file is written, so a master with the wrong CA changes nothing.
+pub async fn init(
+    data: &DataDir,
+    advertise: &[String],
+    listen: SocketAddr,
+    etcd: Option<EtcdSettings>,
+) -> anyhow::Result<Setup> {
+    let ca = data.fleet_ca(etcd.is_some())?;
+    let setup = match &etcd {
+        None => Setup::NewFleet,
+        Some(settings) => claim(settings, &ca).await?,
+    };
+    data.init(&ca, advertise, listen, etcd.as_ref())?;
+    Ok(setup)
+}
+
+async fn claim(settings: &EtcdSettings, ca: &FleetCa) -> anyhow::Result<Setup> {
+    let store = store::open(&StoreLocation::Etcd(settings.clone()))
+        .await
+        .with_context(|| format!("connect to etcd at {}", settings.endpoints.join(",")))?;
+    let digest = ca.ca().digest().to_owned();
+    match (store.claim_fleet(digest.clone()).await?, ca) {
+        (FleetClaim::New, _) => Ok(Setup::NewFleetInEtcd),
+        (FleetClaim::Same, FleetCa::Copied(_)) => Ok(Setup::JoinedFleetInEtcd),
+        // A CA made just now cannot be the fleet's already.
+        (FleetClaim::Same, FleetCa::Made { .. }) => Ok(Setup::NewFleetInEtcd),
+        (FleetClaim::Other { ca_sha256 }, FleetCa::Made { .. }) => bail!(
+            "etcd holds a fleet under {} already (its CA certificate's SHA-256 is {ca_sha256}); \
+             to add a master to it, copy ca.pem and ca.key from one of its masters into the \
+             new data directory first, or give another --etcd-prefix for a new fleet",
+            settings.prefix
+        ),
+        (FleetClaim::Other { ca_sha256 }, FleetCa::Copied(_)) => bail!(
+            "etcd holds another fleet under {}: its CA certificate's SHA-256 is {ca_sha256}, the \
+             copied ca.pem's is {digest}; copy ca.pem and ca.key from a master of that fleet",
+            settings.prefix
+        ),
+    }
+}

@@ -1,0 +1,342 @@
+//! The etcd store's tests on a real etcd (Debian's `etcd`, one member per test unless a test
+//! needs more): the store's contract, and what only a store shared by several masters promises
+//! (writes racing from two stores, records split over many keys, a cluster that goes away).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use brine_common::host::{HostEvent, HostEventKind};
+use brine_common::outcome::{ContainerAction, ContainerResult, HostStatus, JobSummary};
+
+use super::*;
+use crate::store::contract::{KEEP_ALL, enrol, id};
+use crate::store::{Approval, JoinRefusal};
+
+#[path = "../../../tests/support/etcd.rs"]
+mod cluster;
+
+use cluster::EtcdCluster;
+
+/// The settings of a store under a prefix of its own on `cluster`.
+fn settings(cluster: &EtcdCluster) -> EtcdSettings {
+    EtcdSettings {
+        endpoints: cluster.endpoints(),
+        prefix: format!("/brine-test/{:x}/", rand::random::<u64>()),
+        tls: None,
+        quota_bytes: DEFAULT_QUOTA_BYTES,
+    }
+}
+
+async fn start(members: usize) -> EtcdCluster {
+    tokio::task::spawn_blocking(move || EtcdCluster::start(members))
+        .await
+        .unwrap()
+}
+
+/// A store on a new one-member cluster, and the cluster.
+async fn fresh() -> (EtcdStore, EtcdCluster) {
+    let cluster = start(1).await;
+    let store = EtcdStore::connect(&settings(&cluster)).await.unwrap();
+    (store, cluster)
+}
+
+mod contract {
+    crate::store::contract::contract_tests!(super::fresh().await);
+}
+
+/// A host's report of a `web` container created.
+fn report(host: &str) -> HostReport {
+    HostReport {
+        minion_id: id(host),
+        status: HostStatus::Changed,
+        containers: vec![ContainerResult {
+            name: "web".parse().unwrap(),
+            role: Some("web".parse().unwrap()),
+            action: ContainerAction::Created,
+            image: "app:1".into(),
+            image_digest: "app@sha256:1".into(),
+            error: None,
+            previous_restored: false,
+            needs_pull: false,
+        }],
+        error: None,
+        duration_ms: 1,
+        timings: Default::default(),
+        reported_late: false,
+    }
+}
+
+fn job(job_id: &str, hosts: &[String], running: bool) -> JobRecord {
+    JobRecord {
+        summary: JobSummary {
+            job_id: JobId::new(job_id).unwrap(),
+            hosts: hosts.iter().map(|h| report(h)).collect(),
+            started_at_unix_ms: 1,
+            finished_at_unix_ms: if running { 0 } else { 2 },
+            resolve_ms: 0,
+            cancelled_by: None,
+        },
+        target: String::new(),
+        caller: "admin".into(),
+        plan: false,
+        running,
+        targets: hosts.iter().map(|h| id(h)).collect(),
+        request: None,
+    }
+}
+
+/// How many keys the cluster holds under `prefix`.
+async fn keys_under(store: &EtcdStore, prefix: String) -> usize {
+    store.under(prefix).await.unwrap().len()
+}
+
+#[tokio::test]
+async fn a_job_over_more_hosts_than_a_transaction_carries_is_kept_whole_and_forgotten_whole() {
+    let (store, _cluster) = fresh().await;
+    // 2.5 transactions' worth of reports, and of hosts whose records the job's end updates.
+    let hosts: Vec<String> = (0..250).map(|n| format!("host-{n:03}")).collect();
+    for host in &hosts {
+        enrol(&store, host, host).await;
+    }
+    let mut running = job("20260101-000000-000001", &hosts[..120], true);
+    running.targets = hosts.iter().map(|h| id(h)).collect();
+    store.record_job_progress(running).await.unwrap();
+    let so_far = store
+        .job("20260101-000000-000001".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(so_far.running);
+    assert_eq!(so_far.summary.hosts.len(), 120);
+    assert_eq!(so_far.targets.len(), 250);
+
+    let finished = job("20260101-000000-000001", &hosts, false);
+    store.record_job(finished.clone(), KEEP_ALL).await.unwrap();
+    assert_eq!(
+        store.job("20260101-000000-000001".into()).await.unwrap(),
+        Some(finished)
+    );
+    // Every host's record says what it runs now, the last one's as the first one's.
+    for host in [&hosts[0], &hosts[249]] {
+        let record = store.minion(id(host)).await.unwrap().unwrap();
+        assert_eq!(record.running.len(), 1, "{host}");
+    }
+    // No value holds the whole job: each report is a key of its own.
+    assert_eq!(
+        keys_under(&store, store.keys.job_hosts("20260101-000000-000001")).await,
+        250
+    );
+
+    // A newer job pushes it out of a history of one, with every key it had.
+    let retention = JobRetention {
+        keep: 1,
+        max_age: Duration::MAX,
+    };
+    store
+        .record_job(job("20260101-000000-000002", &hosts[..1], false), retention)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.job("20260101-000000-000001".into()).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        keys_under(&store, store.keys.job_hosts("20260101-000000-000001")).await,
+        0
+    );
+    assert!(
+        store
+            .read(store.keys.job_targets("20260101-000000-000001"))
+            .await
+            .unwrap()
+            .value
+            .is_none()
+    );
+    let listed = store.jobs_before(None, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+}
+
+#[tokio::test]
+async fn two_masters_writing_at_once_lose_nothing_and_share_a_single_use_token_once() {
+    let cluster = start(1).await;
+    let settings = settings(&cluster);
+    let first = Arc::new(EtcdStore::connect(&settings).await.unwrap());
+    let second = Arc::new(EtcdStore::connect(&settings).await.unwrap());
+    enrol(first.as_ref(), "web-1", "ab").await;
+
+    // Events, releases and renewed hellos from both masters at once.
+    let mut writers = vec![];
+    for (n, store) in [first.clone(), second.clone()]
+        .into_iter()
+        .cycle()
+        .take(20)
+        .enumerate()
+    {
+        writers.push(tokio::spawn(async move {
+            let at = i64::try_from(n).unwrap();
+            assert!(
+                store
+                    .record_host_event(
+                        id("web-1"),
+                        HostEvent::new(at, HostEventKind::Repaired, "repaired")
+                    )
+                    .await
+                    .unwrap()
+            );
+            store
+                .add_release(format!("job-{n}"), "admin".into(), at, Pins::default())
+                .await
+                .unwrap()
+                .id
+        }));
+    }
+    let mut release_ids = vec![];
+    for writer in writers {
+        release_ids.push(writer.await.unwrap());
+    }
+    release_ids.sort_unstable();
+    assert_eq!(release_ids, (1..=20).collect::<Vec<u64>>());
+    assert_eq!(
+        second.host_events(id("web-1"), 100).await.unwrap().len(),
+        20
+    );
+    assert_eq!(first.releases().await.unwrap().len(), 20);
+
+    // A token good for one host, used by two joins through two masters at once.
+    first
+        .add_token(TokenRecord {
+            secret_sha256: "f".repeat(64),
+            created_at_unix_ms: 0,
+            expires_at_unix_ms: i64::MAX,
+            uses_left: Some(1),
+            uses: 0,
+            labels: Default::default(),
+            replaces: None,
+        })
+        .await
+        .unwrap();
+    let join = |store: Arc<EtcdStore>, who: &'static str| {
+        tokio::spawn(async move {
+            store
+                .join(JoinAttempt {
+                    secret_hash: "f".repeat(64),
+                    id: id(who),
+                    certificate: SignedCertificate {
+                        sha256: who.into(),
+                        expires_unix_ms: 1_000,
+                    },
+                    now_unix_ms: 1,
+                    approval: Approval::Accepted,
+                })
+                .await
+                .unwrap()
+        })
+    };
+    let outcomes = [
+        join(first.clone(), "db-1").await.unwrap(),
+        join(second.clone(), "db-2").await.unwrap(),
+    ];
+    let enrolled = outcomes
+        .iter()
+        .filter(|o| matches!(o, JoinOutcome::Enrolled { .. }))
+        .count();
+    assert_eq!(enrolled, 1, "{outcomes:?}");
+    assert!(
+        outcomes.contains(&JoinOutcome::Refused(JoinRefusal::Token(
+            TokenCheck::UsedUp
+        ))),
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_cluster_that_went_away_fails_calls_in_seconds_and_serves_again_when_it_is_back() {
+    let cluster = start(1).await;
+    let store = EtcdStore::connect(&settings(&cluster)).await.unwrap();
+    enrol(&store, "web-1", "ab").await;
+    let mut cluster = cluster;
+    cluster.kill(0);
+
+    let asked = Instant::now();
+    let err = store.minion(id("web-1")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(
+        asked.elapsed() < RETRY_WINDOW + REQUEST_TIMEOUT,
+        "failed after {:?}",
+        asked.elapsed()
+    );
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.restart(0);
+        cluster
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match store.minion(id("web-1")).await {
+            Ok(found) => {
+                assert!(found.is_some());
+                break;
+            }
+            Err(err) if Instant::now() < deadline => {
+                assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => panic!("the store did not come back: {err}\n{}", cluster.logs()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn connecting_to_no_cluster_fails_with_what_was_asked() {
+    let settings = EtcdSettings {
+        // Nothing listens on a port that was just free.
+        endpoints: vec![format!(
+            "http://127.0.0.1:{}",
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        )],
+        prefix: "/brine/".into(),
+        tls: None,
+        quota_bytes: DEFAULT_QUOTA_BYTES,
+    };
+    let err = EtcdStore::connect(&settings).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+#[test]
+fn only_a_write_etcd_certainly_did_not_apply_is_sent_again() {
+    let status =
+        |code, message: &str| etcd_client::Error::GRpcStatus(tonic::Status::new(code, message));
+    // Refused before anything was proposed.
+    assert!(never_applied(&status(
+        tonic::Code::Unavailable,
+        "etcdserver: no leader"
+    )));
+    assert!(never_applied(&status(
+        tonic::Code::Unavailable,
+        "etcdserver: leader changed"
+    )));
+    // A timeout may come after the write was applied: sending it again could apply it twice.
+    assert!(!never_applied(&status(
+        tonic::Code::Unavailable,
+        "etcdserver: request timed out"
+    )));
+    assert!(!never_applied(&status(
+        tonic::Code::DeadlineExceeded,
+        "deadline exceeded"
+    )));
+    // A read may be asked again after any of them.
+    assert!(unreachable(&status(
+        tonic::Code::Unavailable,
+        "etcdserver: request timed out"
+    )));
+    assert!(!unreachable(&status(
+        tonic::Code::InvalidArgument,
+        "etcdserver: too many operations in txn request"
+    )));
+}

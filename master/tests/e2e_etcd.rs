@@ -1,0 +1,120 @@
+//! End to end: masters whose fleet is kept in a real three-member etcd cluster (Debian's
+//! `etcd`), real minions, a local registry and the host's Docker engine.
+//!
+//! Needs what `e2e_highstate` needs, and Debian's etcd-server and etcd-client.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::etcd::EtcdCluster;
+use support::{Images, Master, Minion, Registry, quoted, run_with_deadline, status, unique_id};
+
+/// A role `web` running `image`, assigned to `host`.
+fn web_role(image: &str, host: &str) -> String {
+    format!(
+        "[roles.web]\nimage = {}\n[[roles.web.containers]]\nname = \"web\"\n\
+         command = [\"/bin/busybox\", \"sleep\", \"3600\"]\n\n[assign]\n{} = [\"web\"]\n",
+        quoted(image),
+        quoted(host)
+    )
+}
+
+/// `brine-master ARGS --output json` on `master`, which must succeed.
+fn json(master: &Master, args: &[&str]) -> Value {
+    let what = format!("brine-master {}", args.join(" "));
+    let finished = run_with_deadline(
+        master.cli(args).args(["--output", "json"]),
+        Duration::from_secs(30),
+        &what,
+    );
+    assert_eq!(finished.code, 0, "{}", finished.describe(&what));
+    serde_json::from_str(&finished.stdout)
+        .unwrap_or_else(|err| panic!("{what} printed no JSON ({err}): {}", finished.stdout))
+}
+
+fn job_ids(master: &Master) -> Vec<String> {
+    json(master, &["jobs"])
+        .as_array()
+        .expect("jobs prints an array")
+        .iter()
+        .filter_map(|job| job["job_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_fleet_in_etcd_is_served_by_every_master_with_its_ca_and_outlives_a_member_and_a_restart() {
+    let mut etcd = EtcdCluster::start(3);
+    let endpoints = etcd.endpoint_list();
+    let prefix = format!("/brine-e2e/{}/", unique_id());
+    let uniq = unique_id();
+    let registry = Registry::start();
+    let mut images = Images::new(&registry, &uniq);
+    let app = images.push_variant("app", 1);
+
+    let mut first = Master::start_on_etcd(&endpoints, &prefix, None);
+    assert!(
+        !first.data_dir().join("state.redb").exists(),
+        "a master on etcd keeps nothing of the fleet on its disk"
+    );
+    let host = format!("e2e-{uniq}-web");
+    let mut minion = Minion::start(&first, &host);
+    minion.wait_connected(&first);
+    first.write_roles(&web_role(&app.reference, &host));
+    let run = first.highstate_run(None);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(status(&run.json, &host), "changed", "{:#}", run.json);
+    let job = run.json["job_id"].as_str().expect("a job id").to_owned();
+
+    // A second master, set up with a copy of the first one's CA, serves the same fleet: the
+    // host enrolled through the first, the job run by the first.
+    let second = Master::start_on_etcd(&endpoints, &prefix, Some(&first));
+    let listed = json(&second, &["minions"]);
+    assert!(
+        listed
+            .as_array()
+            .expect("minions prints an array")
+            .iter()
+            .any(|m| m["id"] == host.as_str()),
+        "{listed:#}"
+    );
+    assert_eq!(job_ids(&second), [job.as_str()]);
+    let shown = json(&second, &["jobs", "show", &job]);
+    assert_eq!(status(&shown, &host), "changed", "{shown:#}");
+
+    // A master with a CA of its own is refused by the fleet, and writes nothing.
+    let stranger = tempfile::tempdir().expect("a temp dir");
+    let data = stranger.path().join("data");
+    let what = "brine-master init with a CA of its own";
+    let init = run_with_deadline(
+        std::process::Command::new(support::master_binary())
+            .args(["init", "--data-dir"])
+            .arg(&data)
+            .args(["--etcd", &endpoints, "--etcd-prefix", &prefix]),
+        Duration::from_secs(30),
+        what,
+    );
+    assert_ne!(init.code, 0, "{}", init.describe(what));
+    assert!(
+        init.stderr.contains("holds a fleet under"),
+        "{}",
+        init.describe(what)
+    );
+    assert!(!data.join("ca.pem").exists() && !data.join("master.toml").exists());
+
+    // The member that leads the cluster goes: nobody notices.
+    let leader = etcd.leader();
+    etcd.kill(leader);
+    let run = first.highstate_run(None);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(status(&run.json, &host), "unchanged", "{:#}", run.json);
+
+    // The first master starts again: its hosts and jobs are in etcd, not on its disk.
+    first.start_again();
+    minion.wait_connected(&first);
+    assert_eq!(job_ids(&first).len(), 2);
+    let run = first.highstate_run(None);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(status(&run.json, &host), "unchanged", "{:#}", run.json);
+}
