@@ -38,6 +38,7 @@ pub type ConfigError = ConfigFileError;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: SocketAddr,
+    name: Option<String>,
     address: Option<String>,
     #[serde(default = "default_roles_file")]
     roles_file: PathBuf,
@@ -106,6 +107,9 @@ pub struct MasterConfig {
     pub data_dir: PathBuf,
     /// Where the daemon listens.
     pub listen: SocketAddr,
+    /// This master's name among the masters that share a store (it names the jobs it runs):
+    /// `HOSTNAME:PORT` unless master.toml says otherwise.
+    pub name: String,
     /// Where the CLI on this host reaches the daemon (`HOST:PORT`).
     pub address: String,
     /// The roles file, absolute.
@@ -177,12 +181,26 @@ impl MasterConfig {
             }
             None => StoreLocation::File(crate::data_dir::DataDir::new(data_dir).store()),
         };
+        let name = match raw.name {
+            Some(name) if name.trim().is_empty() || name.chars().any(char::is_control) => {
+                return Err(brine_daemon::config::invalid(
+                    &file,
+                    &text,
+                    overrides,
+                    "name",
+                    "must be a name of printable characters, e.g. \"master-1\"".to_owned(),
+                ));
+            }
+            Some(name) => name,
+            None => default_name(raw.listen),
+        };
         let address = raw
             .address
             .unwrap_or_else(|| local_address(raw.listen).to_string());
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             listen: raw.listen,
+            name,
             address,
             roles_file: data_dir.join(raw.roles_file),
             highstate_timeout: raw.highstate_timeout,
@@ -207,6 +225,7 @@ impl MasterConfig {
         };
         let text = |value: String| toml::Value::String(value);
         put("listen", text(self.listen.to_string()));
+        put("name", text(self.name.clone()));
         put("address", text(self.address.clone()));
         put("roles_file", text(self.roles_file.display().to_string()));
         let duration = |d: Duration| text(whole_units(d));
@@ -276,6 +295,9 @@ impl MasterConfig {
              # BRINE_MASTER_<KEY>, e.g. BRINE_MASTER_LISTEN.\n\n\
              # Where the master listens for minions, the CLI and CI.\n\
              listen = \"{listen}\"\n\n\
+             # This master's name among the masters that share a store in etcd: the jobs it runs\n\
+             # carry it (defaults to HOSTNAME:PORT).\n\
+             # name = \"master-1\"\n\n\
              # Where the CLI on this host reaches the master (defaults to the listen address,\n\
              # with 127.0.0.1 for an unspecified address).\n\
              # address = \"{local}\"\n\n\
@@ -326,6 +348,14 @@ fn whole_units(duration: Duration) -> String {
         s if s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
     }
+}
+
+/// `HOSTNAME:PORT` of a master listening on `listen`: distinct for masters on distinct hosts,
+/// and for masters on one host.
+fn default_name(listen: SocketAddr) -> String {
+    let uname = rustix::system::uname();
+    let host = uname.nodename().to_string_lossy();
+    format!("{host}:{}", listen.port())
 }
 
 /// The address a local client uses for a listen address: `0.0.0.0` is not a destination.
@@ -465,6 +495,18 @@ mod tests {
             assert!(err.line.is_some(), "{table}: {err}");
             assert!(err.to_string().contains(says), "{table}: {err}");
         }
+    }
+
+    #[test]
+    fn a_master_is_named_after_its_host_and_port_unless_named() {
+        let config = load("listen = \"127.0.0.1:4711\"\n").unwrap();
+        assert!(config.name.ends_with(":4711"), "{}", config.name);
+        assert!(config.name.len() > ":4711".len(), "{}", config.name);
+        let config = load("listen = \"127.0.0.1:1\"\nname = \"master-2\"\n").unwrap();
+        assert_eq!(config.name, "master-2");
+        let err = load("listen = \"127.0.0.1:1\"\nname = \" \"\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("name"), "{err}");
+        assert_eq!(err.line, Some(2), "{err}");
     }
 
     #[test]

@@ -126,6 +126,7 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher) {
         running: finished_at_unix_ms == 0,
         targets: targets.clone(),
         request: job.request.clone(),
+        master: Some(master.config.name.clone()),
     };
     // Recorded as it goes, so a master that stops mid-job can tell, when it starts again, which
     // hosts never reported (their reports are recorded at the end of each batch).

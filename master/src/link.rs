@@ -29,6 +29,7 @@ mod tests;
 /// How long a minion has to say hello after it connects.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
 
+pub mod admission;
 mod registry;
 
 pub use registry::{Cancel, Command, JobEvent, JobRouter, LinkHandle, Links};
@@ -141,7 +142,7 @@ impl pb::minion_link_service_server::MinionLinkService for MinionLinkService {
         }) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        let (session, commands, stop) = self.master.links.register(&minion_id);
+        let (session, commands, stop) = self.master.links.register(&minion_id, certificate.clone());
         // A revocation (or replacement, or deletion) between the check above and the
         // registration would have found no link to drop; looking again after registering
         // closes that gap, as every such change writes the store before it drops links.

@@ -164,6 +164,48 @@ impl RefusalLog {
     }
 }
 
+/// How soon an operator or CI certificate revoked through another master sharing the store is
+/// refused by this one.
+const REVOCATIONS_REFRESH: Duration = Duration::from_secs(1);
+
+/// Reads the store's certificate revocations every [`REVOCATIONS_REFRESH`], for those made
+/// through the other masters that share it, until `stopping`.
+async fn follow_revocations(
+    store: Arc<dyn store::Store>,
+    revocations: Arc<CertificateRevocations>,
+    stopping: CancellationToken,
+) {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = stopping.cancelled() => return,
+            () = tokio::time::sleep(REVOCATIONS_REFRESH) => {}
+        }
+        match store.certificate_revocations().await {
+            Ok(all) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!("certificate revocations are read from the store again");
+                }
+                for revocation in all {
+                    revocations.revoke(
+                        revocation.role,
+                        revocation.name,
+                        revocation.revoked_at_unix_ms,
+                    );
+                }
+            }
+            Err(err) if !failing => {
+                failing = true;
+                tracing::warn!(
+                    "cannot read the certificate revocations other masters made: {err}; \
+                     those made here still apply"
+                );
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Serves the master on `listener` until `shutdown` resolves, then shuts down in order: stop
 /// accepting, end the minion links, give running requests a grace period.
 pub async fn run(
@@ -191,8 +233,12 @@ pub async fn run(
             ca.digest()
         );
     }
+    // Of masters that share a store, each finishes only the jobs it ran itself: the others'
+    // are running.
+    let shared = matches!(config.store, store::StoreLocation::Etcd(_));
+    let run_by = shared.then(|| config.name.clone());
     for job in store
-        .interrupt_running_jobs(crate::state::now_unix_ms())
+        .interrupt_running_jobs(crate::state::now_unix_ms(), run_by)
         .await?
     {
         tracing::warn!(
@@ -231,6 +277,17 @@ pub async fn run(
     let limits = Arc::new(ConnectionLimits::default());
     let incoming = tls_incoming(listener, acceptor, limits, stopping.clone());
     tokio::spawn(certificate.keep_fresh(data.clone(), stopping.clone()));
+    if shared {
+        tokio::spawn(crate::link::admission::follow(
+            master.clone(),
+            stopping.clone(),
+        ));
+        tokio::spawn(follow_revocations(
+            master.store.clone(),
+            master.revocations.clone(),
+            stopping.clone(),
+        ));
+    }
     {
         let stopping = stopping.clone();
         tokio::spawn(async move {

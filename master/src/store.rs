@@ -38,6 +38,7 @@ mod minions;
 mod record;
 mod redb;
 mod revocations;
+mod roles;
 mod tokens;
 
 pub use fleet::FleetClaim;
@@ -48,7 +49,20 @@ pub use minions::{
     MinionRecord, PendingEnrolment, Renewal,
 };
 pub use revocations::CertificateRevocation;
+pub use roles::{NewRoles, ROLES_VERSIONS_KEPT, RolesApplied, RolesVersion};
 pub use tokens::{ListedToken, TokenCheck, TokenRecord};
+
+/// A host's record as changed by a master sharing the store.
+#[derive(Debug, Clone)]
+pub enum HostChange {
+    /// The host's record now.
+    Changed(Box<MinionRecord>),
+    /// The host was forgotten.
+    Deleted(MinionId),
+}
+
+/// What [`Store::follow_host_changes`] yields.
+pub type HostChanges = futures::stream::BoxStream<'static, Result<HostChange, StoreError>>;
 
 /// How many events the store keeps per host; older ones go.
 pub const EVENTS_KEPT: usize = 200;
@@ -132,6 +146,13 @@ pub trait Store: Send + Sync {
         approval: Approval,
     ) -> Result<ApprovalChange, StoreError>;
 
+    /// The hosts' records as they change from now on, through any master sharing the store
+    /// (this one included), so that a master ends the links another master's change no longer
+    /// admits. A store no other master shares yields nothing. The changes stop, or fail, when
+    /// the store loses track: follow them again and check every link, as changes in between
+    /// were missed.
+    async fn follow_host_changes(&self) -> Result<HostChanges, StoreError>;
+
     /// Forgets a host and its events. Returns false for an unknown host.
     async fn delete_minion(&self, id: MinionId) -> Result<bool, StoreError>;
 
@@ -195,9 +216,15 @@ pub trait Store: Send + Sync {
     /// replaces it through [`Store::record_job`].
     async fn record_job_progress(&self, job: JobRecord) -> Result<(), StoreError>;
 
-    /// Finishes the jobs a stopped master left running: every target without a recorded report
-    /// is `interrupted`, and the fleet lock such a job held is released. Returns their ids.
-    async fn interrupt_running_jobs(&self, now_unix_ms: i64) -> Result<Vec<String>, StoreError>;
+    /// Finishes the jobs a stopped master left running: those master `run_by` ran (of masters
+    /// that share the store), or every one (`None`, a store of one master). Every target
+    /// without a recorded report is `interrupted`, and the fleet lock such a job held is
+    /// released. Returns their ids.
+    async fn interrupt_running_jobs(
+        &self,
+        now_unix_ms: i64,
+        run_by: Option<String>,
+    ) -> Result<Vec<String>, StoreError>;
 
     /// Up to `limit` jobs that started before job `before` (from the newest without it),
     /// newest first (job ids sort by start time).
@@ -246,6 +273,19 @@ pub trait Store: Send + Sync {
 
     /// Every release, oldest first.
     async fn releases(&self) -> Result<Vec<Release>, StoreError>;
+
+    // The roles file, for masters that share a store.
+
+    /// Records `new` as the next version of the roles file, unless the newest version has its
+    /// text already; keeps the newest [`ROLES_VERSIONS_KEPT`].
+    async fn apply_roles(&self, new: NewRoles) -> Result<RolesApplied, StoreError>;
+
+    /// Version `version` of the roles file, or the newest (`None`), if it is kept.
+    async fn roles_version(&self, version: Option<u64>)
+    -> Result<Option<RolesVersion>, StoreError>;
+
+    /// Every version of the roles file kept, newest first.
+    async fn roles_versions(&self) -> Result<Vec<RolesVersion>, StoreError>;
 
     // Certificate revocations.
 

@@ -103,6 +103,19 @@ fn a_fleet_in_etcd_is_served_by_every_master_with_its_ca_and_outlives_a_member_a
     );
     assert!(!data.join("ca.pem").exists() && !data.join("master.toml").exists());
 
+    // A host revoked through the second master loses its link to the first at once.
+    let other = format!("e2e-{uniq}-db");
+    let mut revoked = Minion::start(&first, &other);
+    revoked.wait_connected(&first);
+    let what = "brine-master minions revoke through the second master";
+    let revoke = run_with_deadline(
+        &mut second.cli(&["minions", "revoke", &other, "--yes"]),
+        Duration::from_secs(30),
+        what,
+    );
+    assert_eq!(revoke.code, 0, "{}", revoke.describe(what));
+    revoked.wait_disconnected(&first);
+
     // The member that leads the cluster goes: nobody notices.
     let leader = etcd.leader();
     etcd.kill(leader);

@@ -43,6 +43,7 @@ fn job(running: bool) -> JobRecord {
         running,
         targets: vec![host("web-1"), host("web-2"), host("web-3")],
         request: None,
+        master: None,
     }
 }
 

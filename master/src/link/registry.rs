@@ -53,6 +53,8 @@ pub struct LinkHandle {
 
 struct LinkEntry {
     session: u64,
+    /// The SHA-256 of the certificate the host linked with.
+    certificate_sha256: String,
     commands: mpsc::Sender<Command>,
     /// Cancelled to end the stream: when a newer stream replaces it, or at shutdown.
     stop: CancellationToken,
@@ -81,10 +83,12 @@ impl Links {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a new stream for `id`, ending the one it replaces.
+    /// Registers a new stream for `id`, linked with certificate `certificate_sha256`, ending
+    /// the one it replaces.
     pub(super) fn register(
         &self,
         id: &MinionId,
+        certificate_sha256: String,
     ) -> (u64, mpsc::Receiver<Command>, CancellationToken) {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
@@ -93,6 +97,7 @@ impl Links {
             id.clone(),
             LinkEntry {
                 session,
+                certificate_sha256,
                 commands,
                 stop: stop.clone(),
             },
@@ -127,6 +132,35 @@ impl Links {
             }
             None => false,
         }
+    }
+
+    /// Ends `id`'s live stream if it is linked with certificate `certificate_sha256` (not a
+    /// newer link made with another).
+    pub fn disconnect_certificate(&self, id: &MinionId, certificate_sha256: &str) -> bool {
+        let mut entries = self.lock();
+        if entries
+            .get(id)
+            .is_none_or(|entry| entry.certificate_sha256 != certificate_sha256)
+        {
+            return false;
+        }
+        entries
+            .remove(id)
+            .inspect(|entry| entry.stop.cancel())
+            .is_some()
+    }
+
+    /// The certificate `id` is linked with, if it is linked.
+    pub fn certificate_of(&self, id: &MinionId) -> Option<String> {
+        self.lock().get(id).map(|e| e.certificate_sha256.clone())
+    }
+
+    /// Every linked host with the certificate it linked with.
+    pub fn linked(&self) -> Vec<(MinionId, String)> {
+        self.lock()
+            .iter()
+            .map(|(id, entry)| (id.clone(), entry.certificate_sha256.clone()))
+            .collect()
     }
 
     /// How many hosts are linked now.

@@ -41,6 +41,8 @@ macro_rules! contract_tests {
             a_certificate_revocation_is_replaced_by_a_later_one,
             the_lock_refuses_a_second_holder_until_released_or_expired,
             a_store_holds_the_fleet_that_claimed_it_first,
+            a_master_sharing_the_store_finishes_only_the_jobs_it_ran,
+            roles_files_are_versioned_and_the_newest_are_kept,
         );
     };
     ($open:expr; $($check:ident),* $(,)?) => {
@@ -222,6 +224,7 @@ pub(super) async fn hosts_tokens_jobs_and_releases_are_recorded(store: &dyn Stor
                 running: false,
                 targets: vec![id("web-1")],
                 request: None,
+                master: None,
             },
             KEEP_ALL,
         )
@@ -564,6 +567,7 @@ pub(super) async fn a_job_left_running_is_interrupted_for_the_hosts_without_a_re
         plan: false,
         running,
         request: None,
+        master: None,
         targets: vec![id("web-1"), id("web-2")],
     };
     store.record_job_progress(job("j-1", true)).await.unwrap();
@@ -577,7 +581,10 @@ pub(super) async fn a_job_left_running_is_interrupted_for_the_hosts_without_a_re
     };
     assert!(store.try_lock(lock, 0).await.unwrap().is_ok());
 
-    assert_eq!(store.interrupt_running_jobs(9).await.unwrap(), ["j-1"]);
+    assert_eq!(
+        store.interrupt_running_jobs(9, None).await.unwrap(),
+        ["j-1"]
+    );
     let interrupted = store.job("j-1".into()).await.unwrap().unwrap();
     assert!(!interrupted.running);
     assert_eq!(interrupted.summary.finished_at_unix_ms, 9);
@@ -593,7 +600,57 @@ pub(super) async fn a_job_left_running_is_interrupted_for_the_hosts_without_a_re
         1,
         "a finished job is left alone"
     );
-    assert!(store.interrupt_running_jobs(10).await.unwrap().is_empty());
+    assert!(
+        store
+            .interrupt_running_jobs(10, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub(super) async fn a_master_sharing_the_store_finishes_only_the_jobs_it_ran(store: &dyn Store) {
+    let job = |job_id: &str, master: Option<&str>| JobRecord {
+        summary: JobSummary {
+            job_id: JobId::new(job_id).unwrap(),
+            hosts: vec![],
+            started_at_unix_ms: 1,
+            finished_at_unix_ms: 0,
+            resolve_ms: 0,
+            cancelled_by: None,
+        },
+        target: String::new(),
+        caller: "admin".into(),
+        plan: false,
+        running: true,
+        request: None,
+        master: master.map(Into::into),
+        targets: vec![id("web-1")],
+    };
+    store
+        .record_job_progress(job("j-a", Some("master-a:4700")))
+        .await
+        .unwrap();
+    store
+        .record_job_progress(job("j-b", Some("master-b:4700")))
+        .await
+        .unwrap();
+    store.record_job_progress(job("j-old", None)).await.unwrap();
+
+    // Master b starting again leaves master a's job running.
+    assert_eq!(
+        store
+            .interrupt_running_jobs(5, Some("master-b:4700".into()))
+            .await
+            .unwrap(),
+        ["j-b"]
+    );
+    assert!(store.job("j-a".into()).await.unwrap().unwrap().running);
+    assert!(!store.job("j-b".into()).await.unwrap().unwrap().running);
+    // A master alone with its store finishes every job left running.
+    let mut rest = store.interrupt_running_jobs(6, None).await.unwrap();
+    rest.sort();
+    assert_eq!(rest, ["j-a", "j-old"]);
 }
 
 pub(super) async fn a_late_report_replaces_only_a_verdict_given_without_the_host(
@@ -623,6 +680,7 @@ pub(super) async fn a_late_report_replaces_only_a_verdict_given_without_the_host
         caller: "admin".into(),
         plan: false,
         request: None,
+        master: None,
         running,
         targets: vec![id("web-1"), id("web-2")],
     };
@@ -709,6 +767,7 @@ pub(super) async fn jobs_are_listed_newest_first_a_page_at_a_time_and_found_by_r
             id: id.into(),
             fingerprint: format!("f{n}"),
         }),
+        master: None,
         plan: false,
         running: false,
         targets: vec![],
@@ -775,6 +834,7 @@ pub(super) async fn job_history_keeps_the_newest_and_the_recent_but_never_a_runn
         target: String::new(),
         caller: "admin".into(),
         request: None,
+        master: None,
         plan: false,
         running,
         targets: vec![],
@@ -915,4 +975,48 @@ pub(super) async fn a_store_holds_the_fleet_that_claimed_it_first(store: &dyn St
         store.claim_fleet("ca-1".into()).await.unwrap(),
         FleetClaim::Same
     );
+}
+
+pub(super) async fn roles_files_are_versioned_and_the_newest_are_kept(store: &dyn Store) {
+    let roles = |text: &str, at| NewRoles {
+        text: text.into(),
+        sha256: format!("sha-{text}"),
+        applied_by: "ci (ci)".into(),
+        applied_at_unix_ms: at,
+    };
+    assert_eq!(store.roles_version(None).await.unwrap(), None);
+    let RolesApplied::Added { version, previous } = store.apply_roles(roles("a", 1)).await.unwrap()
+    else {
+        panic!("the first roles file is not added");
+    };
+    assert_eq!((version.version, previous), (1, None));
+    // The same text again adds nothing.
+    assert_eq!(
+        store.apply_roles(roles("a", 2)).await.unwrap(),
+        RolesApplied::Unchanged(version.clone())
+    );
+    let RolesApplied::Added { version, previous } = store.apply_roles(roles("b", 3)).await.unwrap()
+    else {
+        panic!("a changed roles file is not added");
+    };
+    assert_eq!((version.version, previous), (2, Some(1)));
+    assert_eq!(store.roles_version(None).await.unwrap(), Some(version));
+    assert_eq!(
+        store.roles_version(Some(1)).await.unwrap().unwrap().text,
+        "a"
+    );
+    assert_eq!(store.roles_version(Some(3)).await.unwrap(), None);
+
+    // The newest ROLES_VERSIONS_KEPT are kept, newest first.
+    for n in 3..=ROLES_VERSIONS_KEPT as u64 + 2 {
+        store
+            .apply_roles(roles(&format!("v{n}"), 10))
+            .await
+            .unwrap();
+    }
+    let kept = store.roles_versions().await.unwrap();
+    assert_eq!(kept.len(), ROLES_VERSIONS_KEPT);
+    assert_eq!(kept[0].version, ROLES_VERSIONS_KEPT as u64 + 2);
+    assert_eq!(kept.last().unwrap().version, 3);
+    assert_eq!(store.roles_version(Some(2)).await.unwrap(), None);
 }

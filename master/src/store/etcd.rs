@@ -38,15 +38,16 @@ use brine_common::outcome::{HostReport, JobId};
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
     KeyValue, KvClient, MaintenanceClient, SortOrder, SortTarget, TlsOptions, Txn, TxnOp,
-    TxnOpResponse,
+    TxnOpResponse, WatchClient,
 };
 use serde::de::DeserializeOwned;
 
 use super::record::decode;
 use super::{
-    Approval, ApprovalChange, CertificateCheck, CertificateRevocation, FleetClaim, HostHello,
-    JobRecord, JobRetention, JoinAttempt, JoinOutcome, ListedToken, LockRecord, MinionRecord,
-    Renewal, Store, StoreError, TokenCheck, TokenRecord,
+    Approval, ApprovalChange, CertificateCheck, CertificateRevocation, FleetClaim, HostChanges,
+    HostHello, JobRecord, JobRetention, JoinAttempt, JoinOutcome, ListedToken, LockRecord,
+    MinionRecord, NewRoles, Renewal, RolesApplied, RolesVersion, Store, StoreError, TokenCheck,
+    TokenRecord,
 };
 use crate::pki::SignedCertificate;
 use crate::release::{Pins, Release};
@@ -59,6 +60,7 @@ mod lock;
 mod minions;
 mod releases;
 mod revocations;
+mod roles;
 #[cfg(test)]
 mod tests;
 mod tokens;
@@ -120,6 +122,7 @@ pub struct EtcdTls {
 /// The store in an etcd cluster.
 pub(super) struct EtcdStore {
     kv: KvClient,
+    watch: WatchClient,
     maintenance: MaintenanceClient,
     keys: Keys,
     quota_bytes: u64,
@@ -319,6 +322,7 @@ impl EtcdStore {
             kv: client
                 .kv_client()
                 .max_decoding_message_size(MAX_RESPONSE_BYTES),
+            watch: client.watch_client(),
             maintenance: client.maintenance_client(),
             keys: Keys::new(&settings.prefix),
             quota_bytes: settings.quota_bytes,
@@ -486,6 +490,10 @@ impl Store for EtcdStore {
         minions::set_approval(self, id, approval).await
     }
 
+    async fn follow_host_changes(&self) -> Result<HostChanges, StoreError> {
+        minions::follow_changes(self).await
+    }
+
     async fn delete_minion(&self, id: MinionId) -> Result<bool, StoreError> {
         minions::delete(self, id).await
     }
@@ -550,8 +558,12 @@ impl Store for EtcdStore {
         jobs::record_progress(self, job).await
     }
 
-    async fn interrupt_running_jobs(&self, now_unix_ms: i64) -> Result<Vec<String>, StoreError> {
-        jobs::interrupt_running(self, now_unix_ms).await
+    async fn interrupt_running_jobs(
+        &self,
+        now_unix_ms: i64,
+        run_by: Option<String>,
+    ) -> Result<Vec<String>, StoreError> {
+        jobs::interrupt_running(self, now_unix_ms, run_by.as_deref()).await
     }
 
     async fn jobs_before(
@@ -602,6 +614,21 @@ impl Store for EtcdStore {
 
     async fn releases(&self) -> Result<Vec<Release>, StoreError> {
         releases::all(self).await
+    }
+
+    async fn apply_roles(&self, new: NewRoles) -> Result<RolesApplied, StoreError> {
+        roles::apply(self, new).await
+    }
+
+    async fn roles_version(
+        &self,
+        version: Option<u64>,
+    ) -> Result<Option<RolesVersion>, StoreError> {
+        roles::version(self, version).await
+    }
+
+    async fn roles_versions(&self) -> Result<Vec<RolesVersion>, StoreError> {
+        roles::all(self).await
     }
 
     async fn revoke_certificates(

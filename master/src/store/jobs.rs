@@ -30,6 +30,10 @@ pub struct JobRecord {
     /// The request id the caller gave, so that a repeated call finds this job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<RequestRecord>,
+    /// The master that runs (or ran) the job, by its name in master.toml: of the masters that
+    /// share a store, only that one finishes the job if it stops while the job runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
 }
 
 /// A caller's request id, and what it asked for under it.
@@ -79,6 +83,12 @@ pub(super) fn jobs_to_forget(
 }
 
 impl JobRecord {
+    /// Whether this job is running and was left so by master `run_by` (by any master when
+    /// `None`).
+    pub(super) fn is_left_running_by(&self, run_by: Option<&str>) -> bool {
+        self.running && run_by.is_none_or(|name| self.master.as_deref() == Some(name))
+    }
+
     /// Puts `report`, which arrived after this finished job had given up on its host, in the
     /// place of the verdict, marked as reported late. Returns the report as recorded, or `None`
     /// (and changes nothing) when the job is running or did not give up on the host.

@@ -422,6 +422,12 @@ pub(super) fn change_approval(
 }
 
 impl MinionRecord {
+    /// Whether this host is admitted with certificate `certificate_sha256` now, as a link or
+    /// a renewal would be.
+    pub fn admits(&self, certificate_sha256: &str) -> bool {
+        admits(Some(self), certificate_sha256).is_none()
+    }
+
     /// Makes `replacement` this host: its certificate, the only one accepted from now on, its
     /// labels, accepted. What the old machine reported is kept until the new one says hello.
     fn replace_with(&mut self, replacement: PendingEnrolment) {

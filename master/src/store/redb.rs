@@ -24,9 +24,10 @@ use serde::de::DeserializeOwned;
 
 use super::record::decode;
 use super::{
-    Approval, ApprovalChange, CertificateCheck, CertificateRevocation, FleetClaim, HostHello,
-    JobRecord, JobRetention, JoinAttempt, JoinOutcome, ListedToken, LockRecord, MinionRecord,
-    Renewal, Store, StoreError, TokenCheck, TokenRecord,
+    Approval, ApprovalChange, CertificateCheck, CertificateRevocation, FleetClaim, HostChanges,
+    HostHello, JobRecord, JobRetention, JoinAttempt, JoinOutcome, ListedToken, LockRecord,
+    MinionRecord, NewRoles, Renewal, RolesApplied, RolesVersion, Store, StoreError, TokenCheck,
+    TokenRecord,
 };
 use crate::pki::SignedCertificate;
 use crate::release::{Pins, Release};
@@ -39,6 +40,7 @@ mod lock;
 mod minions;
 mod releases;
 mod revocations;
+mod roles;
 #[cfg(test)]
 mod tests;
 mod tokens;
@@ -119,6 +121,7 @@ impl RedbStore {
             tx.open_table(revocations::TABLE)?;
             tx.open_table(events::TABLE)?;
             tx.open_table(fleet::TABLE)?;
+            tx.open_table(roles::TABLE)?;
             tx.commit()?;
             Ok(())
         })?;
@@ -218,6 +221,11 @@ impl Store for RedbStore {
             .await
     }
 
+    async fn follow_host_changes(&self) -> Result<HostChanges, StoreError> {
+        // The file is this master's alone: it sees its own changes as it makes them.
+        Ok(Box::pin(futures::stream::pending()))
+    }
+
     async fn delete_minion(&self, id: MinionId) -> Result<bool, StoreError> {
         self.blocking(move |db| minions::delete(db, id)).await
     }
@@ -287,8 +295,12 @@ impl Store for RedbStore {
             .await
     }
 
-    async fn interrupt_running_jobs(&self, now_unix_ms: i64) -> Result<Vec<String>, StoreError> {
-        self.blocking(move |db| jobs::interrupt_running(db, now_unix_ms))
+    async fn interrupt_running_jobs(
+        &self,
+        now_unix_ms: i64,
+        run_by: Option<String>,
+    ) -> Result<Vec<String>, StoreError> {
+        self.blocking(move |db| jobs::interrupt_running(db, now_unix_ms, run_by.as_deref()))
             .await
     }
 
@@ -345,6 +357,21 @@ impl Store for RedbStore {
 
     async fn releases(&self) -> Result<Vec<Release>, StoreError> {
         self.blocking(releases::all).await
+    }
+
+    async fn apply_roles(&self, new: NewRoles) -> Result<RolesApplied, StoreError> {
+        self.blocking(move |db| roles::apply(db, new)).await
+    }
+
+    async fn roles_version(
+        &self,
+        version: Option<u64>,
+    ) -> Result<Option<RolesVersion>, StoreError> {
+        self.blocking(move |db| roles::version(db, version)).await
+    }
+
+    async fn roles_versions(&self) -> Result<Vec<RolesVersion>, StoreError> {
+        self.blocking(roles::all).await
     }
 
     async fn revoke_certificates(

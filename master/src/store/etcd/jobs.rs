@@ -194,12 +194,13 @@ pub(super) async fn record_progress(store: &EtcdStore, job: JobRecord) -> Result
 pub(super) async fn interrupt_running(
     store: &EtcdStore,
     now_unix_ms: i64,
+    run_by: Option<&str>,
 ) -> Result<Vec<String>, StoreError> {
     let mut interrupted = vec![];
     for kv in store.under(store.keys.jobs()).await? {
         let job_id = job_id_of(store, &kv);
         let record: JobRecord = decode(NAME, &job_id, kv.value())?;
-        if !record.running {
+        if !record.is_left_running_by(run_by) {
             continue;
         }
         let Some(mut job) = read_job(store, &job_id).await? else {

@@ -86,6 +86,15 @@ impl Keys {
         self.under(format_args!("releases/{id:0SEQUENCE_DIGITS$}"))
     }
 
+    /// Every version of the roles file.
+    pub fn roles_versions(&self) -> String {
+        self.under(format_args!("roles/"))
+    }
+
+    pub fn roles_version(&self, version: u64) -> String {
+        self.under(format_args!("roles/{version:0SEQUENCE_DIGITS$}"))
+    }
+
     pub fn revocations(&self) -> String {
         self.under(format_args!("revocations/"))
     }

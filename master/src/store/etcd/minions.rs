@@ -4,15 +4,16 @@
 
 use brine_common::names::MinionId;
 use brine_common::outcome::HostReport;
-use etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Event, EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
+use futures::StreamExt;
 
 use super::{Attempts, EtcdStore, HOSTS_PER_PAGE, OPS_PER_TXN, Read, delete_under, deleted};
 use crate::pki::SignedCertificate;
 use crate::store::minions::{self as rules, Enrolment, StoredMinionRecord};
 use crate::store::record::{decode, encode};
 use crate::store::{
-    Approval, ApprovalChange, CertificateCheck, HostHello, JoinAttempt, JoinOutcome, MinionRecord,
-    Renewal, StoreError,
+    Approval, ApprovalChange, CertificateCheck, HostChange, HostChanges, HostHello, JoinAttempt,
+    JoinOutcome, MinionRecord, Renewal, StoreError,
 };
 
 const NAME: &str = "minions";
@@ -279,5 +280,67 @@ pub(super) async fn report_write(
             )
         }),
         None => None,
+    })
+}
+
+/// Every change to a host's key from now on, as [`HostChange`]s, from an etcd watch on the
+/// hosts' prefix. The watch ends with an error when etcd cancels it (a compaction past it, say)
+/// or the connection breaks.
+pub(super) async fn follow_changes(store: &EtcdStore) -> Result<HostChanges, StoreError> {
+    let prefix = store.keys.minions();
+    let watching = store
+        .watch
+        .clone()
+        .watch(prefix.clone(), Some(WatchOptions::new().with_prefix()))
+        .await
+        .map_err(super::etcd_failure)?;
+    let changes = futures::stream::unfold(Some(watching), move |watching| {
+        let prefix = prefix.clone();
+        async move {
+            let mut watching = watching?;
+            let batch = match watching.message().await {
+                Ok(Some(response)) if response.canceled() => Err(StoreError::Unavailable(format!(
+                    "etcd ended the watch on the hosts: {}",
+                    response.cancel_reason()
+                ))),
+                Ok(Some(response)) => Ok(response
+                    .events()
+                    .iter()
+                    .filter_map(|event| change_of(event, &prefix))
+                    .collect::<Vec<_>>()),
+                Ok(None) => Err(StoreError::Unavailable(
+                    "etcd closed the watch on the hosts".into(),
+                )),
+                Err(err) => Err(super::etcd_failure(err)),
+            };
+            Some(match batch {
+                Ok(changes) => (futures::stream::iter(changes), Some(watching)),
+                // The error is the last item.
+                Err(err) => (futures::stream::iter(vec![Err(err)]), None),
+            })
+        }
+    })
+    .flatten();
+    Ok(Box::pin(changes))
+}
+
+/// The change `event` makes to the host record under `prefix`, if it is one.
+fn change_of(event: &Event, prefix: &str) -> Option<Result<HostChange, StoreError>> {
+    let kv = event.kv()?;
+    let key = super::key_text(kv);
+    let id = key.strip_prefix(prefix)?;
+    Some(match event.event_type() {
+        EventType::Delete => {
+            MinionId::new(id)
+                .map(HostChange::Deleted)
+                .map_err(|err| StoreError::Corrupt {
+                    table: NAME,
+                    key: key.clone(),
+                    message: err.to_string(),
+                })
+        }
+        EventType::Put => {
+            decode_record(&key, kv.value()).map(|record| HostChange::Changed(Box::new(record)))
+        }
     })
 }

@@ -10,7 +10,7 @@ use brine_common::outcome::{ContainerAction, ContainerResult, HostStatus, JobSum
 
 use super::*;
 use crate::store::contract::{KEEP_ALL, enrol, id};
-use crate::store::{Approval, JoinRefusal};
+use crate::store::{Approval, HostChange, JoinRefusal};
 
 #[path = "../../../tests/support/etcd.rs"]
 mod cluster;
@@ -82,6 +82,7 @@ fn job(job_id: &str, hosts: &[String], running: bool) -> JobRecord {
         running,
         targets: hosts.iter().map(|h| id(h)).collect(),
         request: None,
+        master: None,
     }
 }
 
@@ -339,4 +340,40 @@ fn only_a_write_etcd_certainly_did_not_apply_is_sent_again() {
         tonic::Code::InvalidArgument,
         "etcdserver: too many operations in txn request"
     )));
+}
+
+#[tokio::test]
+async fn a_master_sees_the_host_changes_another_master_makes() {
+    use futures::StreamExt;
+
+    let cluster = start(1).await;
+    let settings = settings(&cluster);
+    let first = EtcdStore::connect(&settings).await.unwrap();
+    let second = EtcdStore::connect(&settings).await.unwrap();
+    enrol(&first, "web-1", "ab").await;
+    let mut changes = first.follow_host_changes().await.unwrap();
+    let next = async |changes: &mut HostChanges| {
+        tokio::time::timeout(Duration::from_secs(5), changes.next())
+            .await
+            .expect("a change within 5 s")
+            .expect("the changes go on")
+            .unwrap()
+    };
+
+    second
+        .set_approval(id("web-1"), Approval::Revoked)
+        .await
+        .unwrap();
+    match next(&mut changes).await {
+        HostChange::Changed(record) => {
+            assert_eq!(record.id, id("web-1"));
+            assert!(
+                !record.admits("ab"),
+                "a revoked host is admitted: {record:?}"
+            );
+        }
+        other => panic!("not the revocation: {other:?}"),
+    }
+    assert!(second.delete_minion(id("web-1")).await.unwrap());
+    assert!(matches!(next(&mut changes).await, HostChange::Deleted(gone) if gone == id("web-1")));
 }

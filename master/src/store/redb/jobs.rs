@@ -91,6 +91,7 @@ pub(super) fn record_progress(db: &Database, job: JobRecord) -> Result<(), Store
 pub(super) fn interrupt_running(
     db: &Database,
     now_unix_ms: i64,
+    run_by: Option<&str>,
 ) -> Result<Vec<String>, StoreError> {
     let tx = db.begin_write()?;
     let interrupted = {
@@ -101,7 +102,10 @@ pub(super) fn interrupt_running(
                 let (key, value) = entry?;
                 decode::<JobRecord>(NAME, key.value(), value.value())
             })
-            .filter(|job| job.as_ref().map_or(true, |job| job.running))
+            .filter(|job| {
+                job.as_ref()
+                    .map_or(true, |job| job.is_left_running_by(run_by))
+            })
             .collect::<Result<_, _>>()?;
         let mut ids = vec![];
         for mut job in running {

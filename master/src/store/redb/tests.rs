@@ -71,6 +71,7 @@ async fn fill(store: &dyn Store) {
         running: false,
         targets: vec![id("web-1")],
         request: None,
+        master: None,
     };
     store.record_job(job, KEEP_ALL).await.unwrap();
     store
