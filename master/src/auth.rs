@@ -118,6 +118,18 @@ const METHODS: &[(&str, Access)] = &[
         Access::Roles(&[Admin, Ci]),
     ),
     (
+        "/brine.v1.FleetService/ApplyRoles",
+        Access::Roles(&[Admin, Ci]),
+    ),
+    (
+        "/brine.v1.FleetService/GetRoles",
+        Access::Roles(&[Admin, Ci]),
+    ),
+    (
+        "/brine.v1.FleetService/ListRolesVersions",
+        Access::Roles(&[Admin, Ci]),
+    ),
+    (
         "/grpc.health.v1.Health/Check",
         Access::Roles(&[Admin, Ci, Minion]),
     ),

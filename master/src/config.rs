@@ -130,6 +130,11 @@ pub struct MasterConfig {
 }
 
 impl MasterConfig {
+    /// Whether other masters may share the store (it is in etcd), or it is this master's alone.
+    pub fn store_is_shared(&self) -> bool {
+        matches!(self.store, StoreLocation::Etcd(_))
+    }
+
     /// Loads `DATA_DIR/master.toml` and the `BRINE_MASTER_*` environment variables.
     pub fn load(data_dir: &Path) -> Result<Self, ConfigError> {
         Self::load_with(

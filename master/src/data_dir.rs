@@ -123,7 +123,7 @@ impl DataDir {
     /// Sets up the data directory with the fleet's CA `ca`: the CA's files if it was made
     /// here, the master's server certificate (valid for `advertise` names and addresses), the
     /// local admin certificate, a default configuration (keeping the store in `etcd` if given)
-    /// and an example roles file.
+    /// and, for a store of its own, an example roles file.
     pub fn init(
         &self,
         ca: &FleetCa,
@@ -159,7 +159,8 @@ impl DataDir {
                 0o600,
             )?;
         }
-        if !self.roles().exists() {
+        // Masters that share a store read the roles file from it.
+        if etcd.is_none() && !self.roles().exists() {
             write_new(&self.roles(), EXAMPLE_ROLES, 0o600)?;
         }
         Ok(())
@@ -227,7 +228,8 @@ pub fn read(path: &Path) -> anyhow::Result<String> {
     fs::read_to_string(path).with_context(|| format!("read {}", path.display()))
 }
 
-const EXAMPLE_ROLES: &str = r#"# brine roles file: which containers each role runs, and which hosts run which roles.
+/// The example roles file a new fleet starts with.
+pub const EXAMPLE_ROLES: &str = r#"# brine roles file: which containers each role runs, and which hosts run which roles.
 # It is read again at every highstate; a file with errors is refused and nothing is sent.
 #
 # [roles.web]

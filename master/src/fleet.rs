@@ -22,6 +22,7 @@ mod jobs;
 mod lock;
 mod paging;
 mod releases;
+mod roles;
 #[cfg(test)]
 mod tests;
 
@@ -225,5 +226,26 @@ impl pb::fleet_service_server::FleetService for FleetService {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             api: "brine.v1".to_owned(),
         }))
+    }
+
+    async fn apply_roles(
+        &self,
+        request: Request<pb::ApplyRolesRequest>,
+    ) -> Result<Response<pb::ApplyRolesResponse>, Status> {
+        roles::apply_roles(self, request).await
+    }
+
+    async fn get_roles(
+        &self,
+        request: Request<pb::GetRolesRequest>,
+    ) -> Result<Response<pb::GetRolesResponse>, Status> {
+        roles::get_roles(self, request).await
+    }
+
+    async fn list_roles_versions(
+        &self,
+        request: Request<pb::ListRolesVersionsRequest>,
+    ) -> Result<Response<pb::ListRolesVersionsResponse>, Status> {
+        roles::list_roles_versions(self, request).await
     }
 }

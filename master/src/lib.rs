@@ -21,6 +21,7 @@ pub mod pki;
 pub mod registry;
 pub mod release;
 pub mod request_ids;
+pub mod roles;
 pub mod rollout;
 pub mod server;
 pub mod server_cert;

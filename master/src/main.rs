@@ -133,6 +133,13 @@ enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
+    /// The roles file of masters that share a store in etcd, kept there in versions: apply a
+    /// new one (from CI too), show one, list them. A master alone with its store reads its
+    /// roles.toml instead.
+    Roles {
+        #[command(subcommand)]
+        command: RolesCommand,
+    },
     /// The releases: after each successful highstate that changed something, which image
     /// (pinned by digest) each container of each role runs. Rollback targets.
     Releases {
@@ -302,6 +309,26 @@ enum CertCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum RolesCommand {
+    /// Check FILE as a highstate would and make it the roles file every master reads (a new
+    /// version, unless the newest has the same text); prints what changed.
+    Apply {
+        /// The roles file (TOML; see deploy/roles.toml.example).
+        file: PathBuf,
+    },
+    /// Print a version of the roles file: the newest, or VERSION.
+    Show {
+        /// The version, as `roles history` lists it.
+        version: Option<u64>,
+    },
+    /// List the versions kept (the newest 100), newest first: who applied each and when.
+    History {
+        #[arg(long, short, value_enum, default_value_t = ListFormat::Table)]
+        output: ListFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum JobsCommand {
     /// Cancel a running job: no batch starts after this (nor an auto-revert); the hosts of the
     /// batch under way finish their step and report; the hosts not reached are skipped. The
@@ -431,7 +458,10 @@ async fn execute(command: Command, client: ClientArgs) -> anyhow::Result<ExitCod
             .await?;
             match setup {
                 Setup::NewFleet => {}
-                Setup::NewFleetInEtcd => println!("created the fleet in etcd under {prefix}"),
+                Setup::NewFleetInEtcd => println!(
+                    "created the fleet in etcd under {prefix}, with the example roles file as \
+                     roles version 1 (`brine-master roles show`; change it with `roles apply FILE`)"
+                ),
                 Setup::JoinedFleetInEtcd => {
                     println!("joined the fleet in etcd under {prefix} with the copied CA")
                 }
@@ -564,6 +594,15 @@ async fn execute(command: Command, client: ClientArgs) -> anyhow::Result<ExitCod
             let (role, name) = role_and_name(ci, admin)?;
             brine_master::cli::cert::revoke(&client, role, name).await?;
         }
+        Command::Roles { command } => match command {
+            RolesCommand::Apply { file } => brine_master::cli::roles::apply(&client, &file).await?,
+            RolesCommand::Show { version } => {
+                brine_master::cli::roles::show(&client, version).await?;
+            }
+            RolesCommand::History { output } => {
+                brine_master::cli::roles::history(&client, output).await?;
+            }
+        },
         Command::Releases { role, output } => {
             brine_master::cli::releases::list(&client, role, output).await?;
         }

@@ -235,7 +235,7 @@ pub async fn run(
     }
     // Of masters that share a store, each finishes only the jobs it ran itself: the others'
     // are running.
-    let shared = matches!(config.store, store::StoreLocation::Etcd(_));
+    let shared = config.store_is_shared();
     let run_by = shared.then(|| config.name.clone());
     for job in store
         .interrupt_running_jobs(crate::state::now_unix_ms(), run_by)

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
 
-use crate::data_dir::{DataDir, FleetCa};
-use crate::store::{self, EtcdSettings, FleetClaim, StoreLocation};
+use crate::data_dir::{DataDir, EXAMPLE_ROLES, FleetCa};
+use crate::state::now_unix_ms;
+use crate::store::{self, EtcdSettings, FleetClaim, NewRoles, StoreLocation};
 
 /// What `init` did, for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +44,18 @@ async fn claim(settings: &EtcdSettings, ca: &FleetCa) -> anyhow::Result<Setup> {
         .with_context(|| format!("connect to etcd at {}", settings.endpoints.join(",")))?;
     let digest = ca.ca().digest().to_owned();
     match (store.claim_fleet(digest.clone()).await?, ca) {
-        (FleetClaim::New, _) => Ok(Setup::NewFleetInEtcd),
+        (FleetClaim::New, _) => {
+            // A new fleet starts with the example roles file, as a data directory does.
+            store
+                .apply_roles(NewRoles {
+                    text: EXAMPLE_ROLES.to_owned(),
+                    sha256: brine_common::token::sha256_hex(EXAMPLE_ROLES.as_bytes()),
+                    applied_by: "brine-master init".to_owned(),
+                    applied_at_unix_ms: now_unix_ms(),
+                })
+                .await?;
+            Ok(Setup::NewFleetInEtcd)
+        }
         (FleetClaim::Same, FleetCa::Copied(_)) => Ok(Setup::JoinedFleetInEtcd),
         // A CA made just now cannot be the fleet's already.
         (FleetClaim::Same, FleetCa::Made { .. }) => Ok(Setup::NewFleetInEtcd),

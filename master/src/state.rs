@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use brine_common::roles_file::{RolesFile, RolesFileError};
-
 use crate::auth::CertificateRevocations;
 use crate::config::MasterConfig;
 use crate::link::{JobRouter, Links};
@@ -27,29 +25,6 @@ pub struct Master {
     pub activity: crate::status::Activity,
     /// Which hosts of recently ended jobs may still report late.
     pub late_reports: crate::late_reports::LateReports,
-}
-
-/// Why the roles file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum RolesError {
-    #[error("cannot read the roles file {file}: {message}")]
-    Unreadable { file: String, message: String },
-    #[error("the roles file has errors; nothing was sent (hosts keep what they run):\n{0}")]
-    Invalid(#[from] RolesFileError),
-}
-
-/// Reads and validates the roles file. A file with errors is refused as a whole, so hosts keep
-/// running what the last good file gave them.
-pub async fn load_roles(config: &MasterConfig) -> Result<RolesFile, RolesError> {
-    let path = &config.roles_file;
-    let file = path.display().to_string();
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|err| RolesError::Unreadable {
-            file: file.clone(),
-            message: err.to_string(),
-        })?;
-    Ok(RolesFile::parse(&file, &text)?)
 }
 
 pub use brine_daemon::clock::now_unix_ms;

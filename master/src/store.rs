@@ -1,14 +1,16 @@
 //! The master's store: enrolled minions, join tokens, jobs, the fleet lock, releases,
-//! certificate revocations and host events.
+//! certificate revocations, host events, the versions of the roles file (for masters that share
+//! a store) and which fleet it holds.
 //!
 //! Callers hold it as `Arc<dyn Store>` (from [`open`]) and see only the [`Store`] trait and the
 //! records it speaks, none of which knows how records are kept. Each table's records and the
 //! rules that change them (who may join under which id, what a renewal gives, which jobs are
 //! forgotten) live in a module of their own here: `minions` (with joins), `tokens`, `jobs`,
-//! `lock` and `revocations`; host events and releases are records of `brine-common` and
-//! [`crate::release`]. Keeping the rules out of the implementations means every implementation
-//! applies the same ones; an implementation only keeps records and makes each call one
-//! transaction, committed before the caller is answered.
+//! `lock`, `revocations`, `roles` and `fleet`; host events and releases are records of
+//! `brine-common` and [`crate::release`]. Keeping the rules out of the implementations means
+//! every implementation applies the same ones; an implementation only keeps records and makes
+//! each call one transaction (etcd: a job's record, split over keys, in several, see
+//! `etcd.rs`), committed before the caller is answered.
 //!
 //! Records are JSON carrying a format version (`record`), so they can grow fields without
 //! migrations and a master never misreads a shape it does not know.

@@ -471,3 +471,27 @@ fn every_subcommand_has_help() {
     }
     assert!(seen > 30, "only {seen} commands found");
 }
+
+#[test]
+fn a_master_alone_with_its_store_keeps_its_roles_in_its_file_and_says_so() {
+    let master = Master::start();
+    let file = tempfile::NamedTempFile::new().expect("a temp file");
+    std::fs::write(file.path(), "[roles.web]\nimage = \"app:1\"\n").expect("write roles");
+    let what = "brine-master roles apply on a master alone";
+    let finished = run_with_deadline(
+        &mut master.cli(&["roles", "apply", path(file.path())]),
+        Duration::from_secs(30),
+        what,
+    );
+    // Refused as a matter of setup (exit 2), naming the file to edit instead.
+    assert_eq!(finished.code, 2, "{}", finished.describe(what));
+    assert!(
+        finished
+            .stderr
+            .contains(&master.roles_path().display().to_string())
+            && finished.stderr.contains("edit that file"),
+        "{}",
+        finished.describe(what)
+    );
+    assert!(on_master(&master, &["roles", "history"]).contains("no roles file applied yet"));
+}

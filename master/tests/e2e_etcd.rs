@@ -34,6 +34,14 @@ fn json(master: &Master, args: &[&str]) -> Value {
         .unwrap_or_else(|err| panic!("{what} printed no JSON ({err}): {}", finished.stdout))
 }
 
+/// `brine-master ARGS` on `master`, which must succeed; its standard output.
+fn text(master: &Master, args: &[&str]) -> String {
+    let what = format!("brine-master {}", args.join(" "));
+    let finished = run_with_deadline(&mut master.cli(args), Duration::from_secs(30), &what);
+    assert_eq!(finished.code, 0, "{}", finished.describe(&what));
+    finished.stdout
+}
+
 fn job_ids(master: &Master) -> Vec<String> {
     json(master, &["jobs"])
         .as_array()
@@ -61,7 +69,23 @@ fn a_fleet_in_etcd_is_served_by_every_master_with_its_ca_and_outlives_a_member_a
     let host = format!("e2e-{uniq}-web");
     let mut minion = Minion::start(&first, &host);
     minion.wait_connected(&first);
-    first.write_roles(&web_role(&app.reference, &host));
+    // The fleet's roles file is in etcd: a new fleet starts with the example (version 1); the
+    // web role is applied as version 2, with the change shown.
+    let roles = tempfile::NamedTempFile::new().expect("a temp file");
+    std::fs::write(roles.path(), web_role(&app.reference, &host)).expect("write roles");
+    let applied = text(
+        &first,
+        &["roles", "apply", &roles.path().display().to_string()],
+    );
+    assert!(
+        applied.contains("applied roles version 2, replacing version 1")
+            && applied.contains("+[roles.web]"),
+        "{applied}"
+    );
+    assert!(
+        !first.roles_path().exists(),
+        "a master on etcd has no roles.toml"
+    );
     let run = first.highstate_run(None);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(status(&run.json, &host), "changed", "{:#}", run.json);
@@ -82,6 +106,14 @@ fn a_fleet_in_etcd_is_served_by_every_master_with_its_ca_and_outlives_a_member_a
     assert_eq!(job_ids(&second), [job.as_str()]);
     let shown = json(&second, &["jobs", "show", &job]);
     assert_eq!(status(&shown, &host), "changed", "{shown:#}");
+    // ...and the same roles file.
+    assert_eq!(
+        text(&second, &["roles", "show"]),
+        web_role(&app.reference, &host)
+    );
+    let history = json(&second, &["roles", "history"]);
+    assert_eq!(history[0]["version"], 2, "{history:#}");
+    assert_eq!(history[1]["applied_by"], "brine-master init", "{history:#}");
 
     // A master with a CA of its own is refused by the fleet, and writes nothing.
     let stranger = tempfile::tempdir().expect("a temp dir");

@@ -13,6 +13,7 @@ pub mod lock;
 pub mod minions;
 pub mod output;
 pub mod releases;
+pub mod roles;
 pub mod token;
 pub mod version;
 

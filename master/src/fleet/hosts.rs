@@ -13,7 +13,6 @@ use super::paging::{page_size, page_token, paged};
 use super::{FleetService, store_failure};
 use crate::auth::Caller;
 use crate::highstate::{HighstateError, is_targeted};
-use crate::state::load_roles;
 use crate::store::{Approval, ApprovalChange, EVENTS_KEPT, MinionRecord};
 
 fn minion_not_found(id: &MinionId) -> Status {
@@ -111,7 +110,7 @@ pub(super) async fn list_minions(
     // Only a filter reads the roles file (for `role:ROLE`).
     let roles = match &filter {
         Some(_) => Some(
-            load_roles(&fleet.master.config)
+            crate::roles::load(&fleet.master)
                 .await
                 .map_err(|err| Status::from(HighstateError::Roles(err)))?,
         ),

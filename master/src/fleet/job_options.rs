@@ -191,6 +191,7 @@ impl From<HighstateError> for Status {
         let message = err.to_string();
         let refused = |code, reason| failure(code, reason, message.clone(), []);
         match err {
+            HighstateError::Roles(crate::roles::RolesError::Store(err)) => store_failure(err),
             HighstateError::Roles(_) | HighstateError::ImpossibleHosts(_) => {
                 refused(Code::FailedPrecondition, pb::ErrorReason::RolesFileInvalid)
             }

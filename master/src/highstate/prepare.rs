@@ -24,7 +24,7 @@ use crate::job::{JobImages, JobKind, RollbackError};
 use crate::registry::{ResolveError, Resolver};
 use crate::release::{Pins, pins_of};
 use crate::rollout::Rollout;
-use crate::state::{Master, load_roles, now_unix_ms};
+use crate::state::{Master, now_unix_ms};
 use crate::store::{Approval, LockRecord, MinionRecord, RequestRecord};
 
 /// How much free space a job needs where the store is: its record, for 10,000 hosts, and room
@@ -66,7 +66,7 @@ fn unix_ms_to_time(ms: i64) -> std::time::SystemTime {
 #[derive(Debug, thiserror::Error)]
 pub enum HighstateError {
     #[error(transparent)]
-    Roles(#[from] crate::state::RolesError),
+    Roles(#[from] crate::roles::RolesError),
     #[error("no enrolled minion matches {0:?}")]
     NoTargets(String),
     #[error("roles: {0} is not declared in the roles file")]
@@ -194,7 +194,7 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
         deploy,
         lock_message: default_lock_message,
     } = kind.images(&releases)?;
-    let roles = load_roles(&master.config).await?;
+    let roles = crate::roles::load(master).await?;
     if let Some((deployed, image)) = &deploy {
         if let Some(unknown) = deployed
             .iter()
