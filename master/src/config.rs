@@ -39,6 +39,7 @@ pub type ConfigError = ConfigFileError;
 struct RawConfig {
     listen: SocketAddr,
     name: Option<String>,
+    advertise_address: Option<String>,
     address: Option<String>,
     #[serde(default = "default_roles_file")]
     roles_file: PathBuf,
@@ -110,6 +111,9 @@ pub struct MasterConfig {
     /// This master's name among the masters that share a store (it names the jobs it runs):
     /// `HOSTNAME:PORT` unless master.toml says otherwise.
     pub name: String,
+    /// `HOST:PORT` where minions reach this master, told to minions when masters share a
+    /// store (so that they move to another master when theirs is gone).
+    pub advertise_address: Option<String>,
     /// Where the CLI on this host reaches the daemon (`HOST:PORT`).
     pub address: String,
     /// The roles file, absolute.
@@ -199,6 +203,17 @@ impl MasterConfig {
             Some(name) => name,
             None => default_name(raw.listen),
         };
+        if let Some(address) = &raw.advertise_address
+            && !is_host_and_port(address)
+        {
+            return Err(brine_daemon::config::invalid(
+                &file,
+                &text,
+                overrides,
+                "advertise_address",
+                format!("{address:?} is not HOST:PORT, e.g. \"master-1.example.com:4700\""),
+            ));
+        }
         let address = raw
             .address
             .unwrap_or_else(|| local_address(raw.listen).to_string());
@@ -206,6 +221,7 @@ impl MasterConfig {
             data_dir: data_dir.to_path_buf(),
             listen: raw.listen,
             name,
+            advertise_address: raw.advertise_address,
             address,
             roles_file: data_dir.join(raw.roles_file),
             highstate_timeout: raw.highstate_timeout,
@@ -231,6 +247,9 @@ impl MasterConfig {
         let text = |value: String| toml::Value::String(value);
         put("listen", text(self.listen.to_string()));
         put("name", text(self.name.clone()));
+        if let Some(address) = &self.advertise_address {
+            put("advertise_address", text(address.clone()));
+        }
         put("address", text(self.address.clone()));
         put("roles_file", text(self.roles_file.display().to_string()));
         let duration = |d: Duration| text(whole_units(d));
@@ -290,10 +309,18 @@ impl MasterConfig {
 
     /// The configuration `brine-master init` writes: the store in the data directory, or in
     /// etcd as `etcd` says.
-    pub fn default_file(listen: SocketAddr, etcd: Option<&crate::store::EtcdSettings>) -> String {
+    pub fn default_file(
+        listen: SocketAddr,
+        etcd: Option<&crate::store::EtcdSettings>,
+        advertise_address: Option<&str>,
+    ) -> String {
         let store = match etcd {
             Some(settings) => etcd::table(settings),
             None => etcd::COMMENTED_TABLE.to_owned(),
+        };
+        let advertise_address = match advertise_address {
+            Some(address) => format!("advertise_address = {}", toml::Value::from(address)),
+            None => "# advertise_address = \"master-1.example.com:4700\"".to_owned(),
         };
         let mut file = format!(
             "# brine-master configuration. Every key can be overridden by an environment variable\n\
@@ -303,6 +330,10 @@ impl MasterConfig {
              # This master's name among the masters that share a store in etcd: the jobs it runs\n\
              # carry it (defaults to HOSTNAME:PORT).\n\
              # name = \"master-1\"\n\n\
+             # Where minions reach this master (HOST:PORT, a name its certificate holds). Masters\n\
+             # that share a store tell their minions each other's, so that a minion whose master\n\
+             # is gone links to another; `init --advertise HOST --etcd ...` sets it.\n\
+             {advertise_address}\n\n\
              # Where the CLI on this host reaches the master (defaults to the listen address,\n\
              # with 127.0.0.1 for an unspecified address).\n\
              # address = \"{local}\"\n\n\
@@ -355,6 +386,22 @@ fn whole_units(duration: Duration) -> String {
     }
 }
 
+/// Whether `address` is `HOST:PORT` (a name, an IPv4 address or a bracketed IPv6 one).
+fn is_host_and_port(address: &str) -> bool {
+    address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0))
+}
+
+/// `HOST:PORT` for `host` (bracketed if it is an IPv6 address) and `port`.
+pub fn host_and_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// `HOSTNAME:PORT` of a master listening on `listen`: distinct for masters on distinct hosts,
 /// and for masters on one host.
 fn default_name(listen: SocketAddr) -> String {
@@ -386,6 +433,7 @@ mod tests {
     fn the_default_file_loads() {
         let config = load(&MasterConfig::default_file(
             "0.0.0.0:4700".parse().unwrap(),
+            None,
             None,
         ))
         .unwrap();
@@ -440,7 +488,7 @@ mod tests {
         assert!(header.starts_with("# "), "{header}");
         assert_eq!(
             body,
-            MasterConfig::default_file("0.0.0.0:4700".parse().unwrap(), None),
+            MasterConfig::default_file("0.0.0.0:4700".parse().unwrap(), None, None),
             "deploy/master.toml.example is out of date: regenerate it with `brine-master init`"
         );
     }
@@ -458,7 +506,11 @@ mod tests {
         assert_eq!(settings.prefix, DEFAULT_ETCD_PREFIX);
         assert_eq!(settings.tls, None);
         // What init writes loads back as it was.
-        let written = MasterConfig::default_file("127.0.0.1:1".parse().unwrap(), Some(settings));
+        let written = MasterConfig::default_file(
+            "127.0.0.1:1".parse().unwrap(),
+            Some(settings),
+            Some("m1.example:4700"),
+        );
         assert!(matches!(load(&written).unwrap().store, StoreLocation::Etcd(s) if s == *settings));
 
         let tls = load(

@@ -130,6 +130,7 @@ impl DataDir {
         advertise: &[String],
         listen: SocketAddr,
         etcd: Option<&EtcdSettings>,
+        advertise_address: Option<&str>,
     ) -> anyhow::Result<()> {
         fs::DirBuilder::new()
             .recursive(true)
@@ -155,7 +156,7 @@ impl DataDir {
         if !self.config().exists() {
             write_new(
                 &self.config(),
-                &MasterConfig::default_file(listen, etcd),
+                &MasterConfig::default_file(listen, etcd, advertise_address),
                 0o600,
             )?;
         }
@@ -267,8 +268,14 @@ mod tests {
         let data = DataDir::new(dir.path().join("master"));
         let listen = "127.0.0.1:4700".parse().unwrap();
         let ca = data.fleet_ca(false).unwrap();
-        data.init(&ca, &["localhost".into(), "127.0.0.1".into()], listen, None)
-            .unwrap();
+        data.init(
+            &ca,
+            &["localhost".into(), "127.0.0.1".into()],
+            listen,
+            None,
+            None,
+        )
+        .unwrap();
         for private in [
             data.ca_key(),
             data.server_key(),
@@ -302,7 +309,7 @@ mod tests {
         let first = DataDir::new(dir.path().join("first"));
         let ca = first.fleet_ca(false).unwrap();
         first
-            .init(&ca, &[], "127.0.0.1:4700".parse().unwrap(), None)
+            .init(&ca, &[], "127.0.0.1:4700".parse().unwrap(), None, None)
             .unwrap();
 
         let second = DataDir::new(dir.path().join("second"));
@@ -317,7 +324,7 @@ mod tests {
         assert!(matches!(copied, FleetCa::Copied(_)));
         assert_eq!(copied.ca().digest(), ca.ca().digest());
         second
-            .init(&copied, &[], "127.0.0.1:4701".parse().unwrap(), None)
+            .init(&copied, &[], "127.0.0.1:4701".parse().unwrap(), None, None)
             .unwrap();
         // Its own server certificate, from the fleet's CA.
         assert_ne!(

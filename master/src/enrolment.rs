@@ -251,6 +251,7 @@ impl EnrolmentService {
             certificate_pem: certificate.pem,
             ca_certificate_pem: self.master.ca.cert_pem().to_owned(),
             minion_id: minion_id.into(),
+            master_addresses: self.master.peers.addresses(),
         })
     }
 }

@@ -179,10 +179,13 @@ impl pb::minion_link_service_server::MinionLinkService for MinionLinkService {
                 now: Some(time::timestamp(now_unix_ms())),
             })),
         };
-        let outbound = futures::stream::once(async move { Ok(clock) })
-            .chain(
-                ReceiverStream::new(commands).map(move |command| Ok(to_wire(&minion_id, command))),
-            )
+        // Then, when the fleet has several masters, where they all are (and again at every
+        // change, through the commands).
+        let masters = self.master.peers.addresses();
+        let masters = (!masters.is_empty()).then(|| to_wire(&minion_id, Command::Masters(masters)));
+        let outbound = futures::stream::iter([Some(clock), masters].into_iter().flatten())
+            .chain(ReceiverStream::new(commands).map(move |command| to_wire(&minion_id, command)))
+            .map(Ok)
             .take_until(stop.cancelled_owned());
         Ok(Response::new(Box::pin(outbound)))
     }
@@ -298,6 +301,9 @@ fn to_wire(minion_id: &MinionId, command: Command) -> pb::ConnectResponse {
             expires_at: Some(time::timestamp(expires_at_unix_ms)),
             images: images.into_iter().map(|image| image.to_string()).collect(),
         }),
+        Command::Masters(addresses) => {
+            pb::connect_response::Kind::Masters(pb::Masters { addresses })
+        }
     };
     pb::ConnectResponse { kind: Some(kind) }
 }

@@ -449,9 +449,11 @@ async fn execute(command: Command, client: ClientArgs) -> anyhow::Result<ExitCod
         } => {
             let etcd = etcd.settings()?;
             let prefix = etcd.as_ref().map(|e| e.prefix.clone()).unwrap_or_default();
+            let reached_at = advertise.first().cloned();
             let setup = brine_master::setup::init(
                 &DataDir::new(&data_dir),
                 &advertised_names(advertise),
+                reached_at.as_deref(),
                 listen,
                 etcd,
             )

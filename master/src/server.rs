@@ -255,6 +255,7 @@ pub async fn run(
     ));
 
     let stopping = CancellationToken::new();
+    let peers = crate::peers::Peers::new(config.advertise_address.clone());
     let master = Arc::new(Master {
         config,
         ca,
@@ -266,6 +267,7 @@ pub async fn run(
         revocations: revocations.clone(),
         activity: crate::status::Activity::default(),
         late_reports: Default::default(),
+        peers,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -278,6 +280,10 @@ pub async fn run(
     let incoming = tls_incoming(listener, acceptor, limits, stopping.clone());
     tokio::spawn(certificate.keep_fresh(data.clone(), stopping.clone()));
     if shared {
+        tokio::spawn(crate::peers::keep_announced(
+            master.clone(),
+            stopping.clone(),
+        ));
         tokio::spawn(crate::link::admission::follow(
             master.clone(),
             stopping.clone(),

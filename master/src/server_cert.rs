@@ -228,6 +228,7 @@ mod tests {
             ],
             "127.0.0.1:4700".parse().unwrap(),
             None,
+            None,
         )
         .unwrap();
         (dir, data)

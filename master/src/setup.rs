@@ -20,12 +20,14 @@ pub enum Setup {
     JoinedFleetInEtcd,
 }
 
-/// Sets up `data` for a master listening on `listen` and reached as `advertise`, with its
-/// store in `etcd` if given. A fleet in etcd is claimed for the data directory's CA before any
-/// file is written, so a master with the wrong CA changes nothing.
+/// Sets up `data` for a master listening on `listen` and reached as `advertise` (names for
+/// its certificate, the first one given by the operator being where minions reach it), with
+/// its store in `etcd` if given. A fleet in etcd is claimed for the data directory's CA before
+/// any file is written, so a master with the wrong CA changes nothing.
 pub async fn init(
     data: &DataDir,
     advertise: &[String],
+    minions_reach_it_at: Option<&str>,
     listen: SocketAddr,
     etcd: Option<EtcdSettings>,
 ) -> anyhow::Result<Setup> {
@@ -34,7 +36,17 @@ pub async fn init(
         None => Setup::NewFleet,
         Some(settings) => claim(settings, &ca).await?,
     };
-    data.init(&ca, advertise, listen, etcd.as_ref())?;
+    // Only masters that share a store tell minions where they are.
+    let advertise_address = minions_reach_it_at
+        .filter(|_| etcd.is_some())
+        .map(|host| crate::config::host_and_port(host, listen.port()));
+    data.init(
+        &ca,
+        advertise,
+        listen,
+        etcd.as_ref(),
+        advertise_address.as_deref(),
+    )?;
     Ok(setup)
 }
 

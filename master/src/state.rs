@@ -25,6 +25,8 @@ pub struct Master {
     pub activity: crate::status::Activity,
     /// Which hosts of recently ended jobs may still report late.
     pub late_reports: crate::late_reports::LateReports,
+    /// Where the fleet's masters serve minions, when they share the store.
+    pub peers: crate::peers::Peers,
 }
 
 pub use brine_daemon::clock::now_unix_ms;

@@ -36,6 +36,7 @@ mod etcd;
 mod fleet;
 mod jobs;
 mod lock;
+mod masters;
 mod minions;
 mod record;
 mod redb;
@@ -46,6 +47,7 @@ mod tokens;
 pub use fleet::FleetClaim;
 pub use jobs::{JobRecord, JobRetention, RequestRecord};
 pub use lock::LockRecord;
+pub use masters::MasterAnnouncement;
 pub use minions::{
     Approval, ApprovalChange, CertificateCheck, HostHello, JoinAttempt, JoinOutcome, JoinRefusal,
     MinionRecord, PendingEnrolment, Renewal,
@@ -275,6 +277,14 @@ pub trait Store: Send + Sync {
 
     /// Every release, oldest first.
     async fn releases(&self) -> Result<Vec<Release>, StoreError>;
+
+    // The masters sharing the store.
+
+    /// Records (or renews) a master's announcement that it serves minions.
+    async fn announce_master(&self, announcement: MasterAnnouncement) -> Result<(), StoreError>;
+
+    /// The masters whose announcement holds at `now_unix_ms`, by name.
+    async fn masters(&self, now_unix_ms: i64) -> Result<Vec<MasterAnnouncement>, StoreError>;
 
     // The roles file, for masters that share a store.
 

@@ -155,11 +155,85 @@ fn a_fleet_in_etcd_is_served_by_every_master_with_its_ca_and_outlives_a_member_a
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(status(&run.json, &host), "unchanged", "{:#}", run.json);
 
-    // The first master starts again: its hosts and jobs are in etcd, not on its disk.
+    // The first master starts again: its hosts and jobs are in etcd, not on its disk. Its host
+    // links again, to the second master (which it was told of) or to the first once it is back.
     first.start_again();
-    minion.wait_connected(&first);
     assert_eq!(job_ids(&first).len(), 2);
-    let run = first.highstate_run(None);
+    let holder = support::wait_for(
+        "the host to link to one of the masters again",
+        Duration::from_secs(20),
+        || {
+            if second.connected(&host) == Some(true) {
+                Ok(&second)
+            } else if first.connected(&host) == Some(true) {
+                Ok(&first)
+            } else {
+                Err("linked to neither".to_owned())
+            }
+        },
+    );
+    eprintln!(
+        "the host linked again to the {} master",
+        if std::ptr::eq(holder, &second) {
+            "second"
+        } else {
+            "first"
+        }
+    );
+    let run = holder.highstate_run(None);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(status(&run.json, &host), "unchanged", "{:#}", run.json);
+}
+
+#[test]
+fn a_host_whose_master_dies_links_to_another_within_seconds_and_deploys_through_it() {
+    let etcd = EtcdCluster::start(3);
+    let endpoints = etcd.endpoint_list();
+    let prefix = format!("/brine-e2e/{}/", unique_id());
+    let uniq = unique_id();
+    let registry = Registry::start();
+    let mut images = Images::new(&registry, &uniq);
+    let app = images.push_variant("app", 1);
+    let mut first = Master::start_on_etcd(&endpoints, &prefix, None);
+    let second = Master::start_on_etcd(&endpoints, &prefix, Some(&first));
+    let host = format!("e2e-{uniq}-web");
+    let mut minion = Minion::start(&first, &host);
+    minion.wait_connected(&first);
+    // The minion hears of both masters (at its join, or on its link once the first master
+    // has read the second's announcement) and keeps them on disk.
+    let masters_file = minion.data_dir().join("masters.json");
+    support::wait_for(
+        "the minion to know both masters",
+        Duration::from_secs(15),
+        || {
+            let known = std::fs::read_to_string(&masters_file).unwrap_or_default();
+            if known.contains(&second.address()) && known.contains(&first.address()) {
+                Ok(())
+            } else {
+                Err(format!("masters.json: {known:?}"))
+            }
+        },
+    );
+
+    // The first master dies at once; the host links to the second.
+    let killed = std::time::Instant::now();
+    first.kill();
+    minion.wait_connected(&second);
+    let failover = killed.elapsed();
+    eprintln!("host failover: {failover:?}");
+    assert!(
+        failover < Duration::from_secs(10),
+        "the host took {failover:?} to link to the other master"
+    );
+
+    // A deploy through the second master reaches it, with the roles kept in etcd.
+    let roles = tempfile::NamedTempFile::new().expect("a temp file");
+    std::fs::write(roles.path(), web_role(&app.reference, &host)).expect("write roles");
+    text(
+        &second,
+        &["roles", "apply", &roles.path().display().to_string()],
+    );
+    let run = second.highstate_run(None);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(status(&run.json, &host), "changed", "{:#}", run.json);
 }

@@ -62,8 +62,14 @@ fn init_master_dir() -> (TempDir, DataDir) {
     let data = DataDir::new(dir.path().join("master"));
     let listen = "127.0.0.1:0".parse().expect("a socket address");
     let ca = data.fleet_ca(false).expect("a new CA");
-    data.init(&ca, &["localhost".into(), "127.0.0.1".into()], listen, None)
-        .expect("initialise the master's data directory");
+    data.init(
+        &ca,
+        &["localhost".into(), "127.0.0.1".into()],
+        listen,
+        None,
+        None,
+    )
+    .expect("initialise the master's data directory");
     (dir, data)
 }
 

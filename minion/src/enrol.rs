@@ -79,6 +79,9 @@ pub async fn join(data: &DataDir, request: JoinRequest) -> anyhow::Result<()> {
         .mode(0o700)
         .create(data.root())
         .with_context(|| format!("create {}", data.root().display()))?;
+    // The fleet's other masters, if they share a store: somewhere to link to when this one is
+    // gone.
+    crate::masters::Masters::load(data, &request.master).learn(response.master_addresses)?;
     let config = MinionConfig {
         master: request.master,
         namespace: request.namespace,

@@ -13,6 +13,7 @@ pub mod facts;
 pub mod identity;
 pub mod keeper;
 pub mod link;
+pub mod masters;
 pub mod reconcile;
 pub mod renewal;
 pub mod retention;

@@ -1,5 +1,6 @@
 //! The link to the master: dial out, say hello, apply what the master sends, report back;
-//! reconnect forever with exponential backoff and full jitter.
+//! reconnect forever: to the fleet's other masters first when it has several (`masters`), with
+//! a little jitter, then with exponential backoff and full jitter.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::applied_jobs::AppliedJobs;
 use crate::config::{DataDir, MinionConfig};
 use crate::identity::{self, Identity};
 use crate::keeper::{Check, Job, Outbox, Outgoing, check_periodically, keep_host, watch_engine};
+use crate::masters::{Masters, Rotation};
 use crate::reconcile::execute::Executor;
 use crate::renewal;
 use crate::runtime::ContainerRuntime;
@@ -34,6 +36,9 @@ const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// what one master handshakes in that time (10,000 hosts here), and none waits much longer
 /// than that once it is up.
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// The most a minion waits before trying another master of its fleet after losing a link:
+/// hosts of a master that went away spread over this, and are linked again within seconds.
+const FAILOVER_JITTER: Duration = BACKOFF_BASE;
 /// How many messages may wait to go up to the master.
 const OUTBOUND_QUEUE: usize = 64;
 /// How many commands may wait while one is being applied.
@@ -106,19 +111,22 @@ pub async fn run_with_status<R: ContainerRuntime + 'static>(
     let links = async {
         let mut attempt = 0;
         let mut applied = AppliedJobs::load(&data);
+        let mut masters = Masters::load(&data, &config.master);
+        let host = Host {
+            data: &data,
+            config: &config,
+            executor: &executor,
+            jobs: &jobs,
+            events: &events,
+        };
         loop {
-            let linked = || status.linked(&config.master);
-            match session(
-                &data,
-                &config,
-                &executor,
-                &jobs,
-                &events,
-                &mut applied,
-                linked,
-            )
-            .await
-            {
+            let mut was_linked = false;
+            let linked = |master: &str| {
+                status.linked(master);
+                was_linked = true;
+            };
+            let lost = masters.current().to_owned();
+            match session(&host, &mut masters, &mut applied, linked).await {
                 Ok(SessionEnd::Renewed) => {
                     // The previous certificate is done with: the next link shows the new one,
                     // after which the master refuses the old one for good.
@@ -126,16 +134,25 @@ pub async fn run_with_status<R: ContainerRuntime + 'static>(
                     attempt = 0;
                     continue;
                 }
-                Ok(SessionEnd::Closed) => {
-                    tracing::info!("the master closed the link");
-                    attempt = 0;
-                }
-                Err(err) => tracing::warn!("link to {} lost: {err:#}", config.master),
+                Ok(SessionEnd::Closed) => tracing::info!("{lost} closed the link"),
+                Err(err) => tracing::warn!("link to {lost} lost: {err:#}"),
             }
-            let delay = backoff(attempt);
-            attempt = attempt.saturating_add(1);
-            tracing::info!("reconnecting in {delay:?}");
-            status.lost(&config.master, delay);
+            if was_linked {
+                attempt = 0;
+            }
+            // Another master of the fleet is tried at once (with a little jitter, so a fleet
+            // that lost its master does not arrive at another in lockstep); once every one was
+            // tried since the last link, the delays grow.
+            let delay = match masters.move_on(was_linked) {
+                Rotation::Another => rand::rng().random_range(Duration::ZERO..=FAILOVER_JITTER),
+                Rotation::AllTried => {
+                    let delay = backoff(attempt);
+                    attempt = attempt.saturating_add(1);
+                    delay
+                }
+            };
+            tracing::info!("linking to {} in {delay:?}", masters.current());
+            status.lost(&lost, delay);
             tokio::time::sleep(delay).await;
         }
     };
@@ -169,16 +186,32 @@ enum SessionEnd {
     Renewed,
 }
 
-/// One connection: hello, then commands until the stream ends.
+/// What every link of the minion's life works with.
+struct Host<'a, R: ContainerRuntime> {
+    data: &'a DataDir,
+    config: &'a MinionConfig,
+    executor: &'a Arc<Executor<R>>,
+    /// Where jobs go to be applied, one at a time, whatever becomes of the link.
+    jobs: &'a mpsc::Sender<Job>,
+    /// Results and events waiting to go up.
+    events: &'a Outbox,
+}
+
+/// One connection to the current master: hello, then commands until the stream ends.
 async fn session<R: ContainerRuntime + 'static>(
-    data: &DataDir,
-    config: &MinionConfig,
-    executor: &Arc<Executor<R>>,
-    jobs: &mpsc::Sender<Job>,
-    events: &Outbox,
+    host: &Host<'_, R>,
+    masters: &mut Masters,
     applied: &mut AppliedJobs,
-    linked: impl FnOnce(),
+    linked: impl FnOnce(&str),
 ) -> anyhow::Result<SessionEnd> {
+    let Host {
+        data,
+        config,
+        executor,
+        jobs,
+        events,
+    } = *host;
+    let master = masters.current().to_owned();
     let Identity {
         tls,
         id,
@@ -192,7 +225,7 @@ async fn session<R: ContainerRuntime + 'static>(
             humantime::format_rfc3339_seconds(expiry)
         );
     }
-    let channel = connect_from(&config.master, config.source_address, tls, CONNECT_TIMEOUT).await?;
+    let channel = connect_from(&master, config.source_address, tls, CONNECT_TIMEOUT).await?;
     let (outbound, outbound_queue) = mpsc::channel(OUTBOUND_QUEUE);
     let facts = crate::facts::gather(executor.runtime(), &config.labels).await;
     let running = match executor.running().await {
@@ -219,8 +252,8 @@ async fn session<R: ContainerRuntime + 'static>(
         .map_err(|status| anyhow::anyhow!("{}", status.message()))
         .context("open the link")?
         .into_inner();
-    tracing::info!(master = %config.master, "connected");
-    linked();
+    tracing::info!(%master, "connected");
+    linked(&master);
 
     events.resend_recent();
     send_outbox(events, &outbound).await?;
@@ -265,6 +298,12 @@ async fn session<R: ContainerRuntime + 'static>(
             Some(pb::connect_response::Kind::Prefetch(prefetch)) => {
                 let master_now = clock.now(crate::now_unix_ms());
                 fetch_ahead(&id, prefetch, master_now, executor, &outbound).await;
+                continue;
+            }
+            Some(pb::connect_response::Kind::Masters(said)) => {
+                if let Err(err) = masters.learn(said.addresses) {
+                    tracing::warn!("cannot keep the fleet's masters: {err:#}");
+                }
                 continue;
             }
             Some(pb::connect_response::Kind::Clock(reading)) => {

@@ -33,6 +33,8 @@ pub enum Command {
         expires_at_unix_ms: i64,
         images: Vec<ImageRef>,
     },
+    /// Where the fleet's masters are now (`HOST:PORT`, this one first).
+    Masters(Vec<String>),
 }
 
 /// What a minion sent about a job, or that its link was lost.
@@ -161,6 +163,16 @@ impl Links {
             .iter()
             .map(|(id, entry)| (id.clone(), entry.certificate_sha256.clone()))
             .collect()
+    }
+
+    /// Tells every linked minion where the fleet's masters are now. A minion whose queue is
+    /// full is not told: it hears the list again on its next link.
+    pub fn tell_masters(&self, addresses: &[String]) {
+        for entry in self.lock().values() {
+            let _ = entry
+                .commands
+                .try_send(Command::Masters(addresses.to_vec()));
+        }
     }
 
     /// How many hosts are linked now.

@@ -43,6 +43,7 @@ macro_rules! contract_tests {
             a_store_holds_the_fleet_that_claimed_it_first,
             a_master_sharing_the_store_finishes_only_the_jobs_it_ran,
             roles_files_are_versioned_and_the_newest_are_kept,
+            a_master_is_listed_while_its_announcement_holds,
         );
     };
     ($open:expr; $($check:ident),* $(,)?) => {
@@ -1019,4 +1020,22 @@ pub(super) async fn roles_files_are_versioned_and_the_newest_are_kept(store: &dy
     assert_eq!(kept[0].version, ROLES_VERSIONS_KEPT as u64 + 2);
     assert_eq!(kept.last().unwrap().version, 3);
     assert_eq!(store.roles_version(Some(2)).await.unwrap(), None);
+}
+
+pub(super) async fn a_master_is_listed_while_its_announcement_holds(store: &dyn Store) {
+    let announce = |name: &str, until| MasterAnnouncement {
+        name: name.into(),
+        address: format!("{name}.example:4700"),
+        until_unix_ms: until,
+    };
+    store.announce_master(announce("m1", 100)).await.unwrap();
+    store.announce_master(announce("m2", 50)).await.unwrap();
+    let names = |listed: Vec<MasterAnnouncement>| -> Vec<String> {
+        listed.into_iter().map(|m| m.name).collect()
+    };
+    assert_eq!(names(store.masters(10).await.unwrap()), ["m1", "m2"]);
+    assert_eq!(names(store.masters(50).await.unwrap()), ["m1"]);
+    // Renewed, it holds again.
+    store.announce_master(announce("m2", 200)).await.unwrap();
+    assert_eq!(names(store.masters(150).await.unwrap()), ["m2"]);
 }

@@ -46,8 +46,8 @@ use super::record::decode;
 use super::{
     Approval, ApprovalChange, CertificateCheck, CertificateRevocation, FleetClaim, HostChanges,
     HostHello, JobRecord, JobRetention, JoinAttempt, JoinOutcome, ListedToken, LockRecord,
-    MinionRecord, NewRoles, Renewal, RolesApplied, RolesVersion, Store, StoreError, TokenCheck,
-    TokenRecord,
+    MasterAnnouncement, MinionRecord, NewRoles, Renewal, RolesApplied, RolesVersion, Store,
+    StoreError, TokenCheck, TokenRecord,
 };
 use crate::pki::SignedCertificate;
 use crate::release::{Pins, Release};
@@ -57,6 +57,7 @@ mod fleet;
 mod jobs;
 mod keys;
 mod lock;
+mod masters;
 mod minions;
 mod releases;
 mod revocations;
@@ -614,6 +615,14 @@ impl Store for EtcdStore {
 
     async fn releases(&self) -> Result<Vec<Release>, StoreError> {
         releases::all(self).await
+    }
+
+    async fn announce_master(&self, announcement: MasterAnnouncement) -> Result<(), StoreError> {
+        masters::announce(self, announcement).await
+    }
+
+    async fn masters(&self, now_unix_ms: i64) -> Result<Vec<MasterAnnouncement>, StoreError> {
+        masters::holding(self, now_unix_ms).await
     }
 
     async fn apply_roles(&self, new: NewRoles) -> Result<RolesApplied, StoreError> {

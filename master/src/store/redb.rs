@@ -26,8 +26,8 @@ use super::record::decode;
 use super::{
     Approval, ApprovalChange, CertificateCheck, CertificateRevocation, FleetClaim, HostChanges,
     HostHello, JobRecord, JobRetention, JoinAttempt, JoinOutcome, ListedToken, LockRecord,
-    MinionRecord, NewRoles, Renewal, RolesApplied, RolesVersion, Store, StoreError, TokenCheck,
-    TokenRecord,
+    MasterAnnouncement, MinionRecord, NewRoles, Renewal, RolesApplied, RolesVersion, Store,
+    StoreError, TokenCheck, TokenRecord,
 };
 use crate::pki::SignedCertificate;
 use crate::release::{Pins, Release};
@@ -37,6 +37,7 @@ mod events;
 mod fleet;
 mod jobs;
 mod lock;
+mod masters;
 mod minions;
 mod releases;
 mod revocations;
@@ -122,6 +123,7 @@ impl RedbStore {
             tx.open_table(events::TABLE)?;
             tx.open_table(fleet::TABLE)?;
             tx.open_table(roles::TABLE)?;
+            tx.open_table(masters::TABLE)?;
             tx.commit()?;
             Ok(())
         })?;
@@ -357,6 +359,16 @@ impl Store for RedbStore {
 
     async fn releases(&self) -> Result<Vec<Release>, StoreError> {
         self.blocking(releases::all).await
+    }
+
+    async fn announce_master(&self, announcement: MasterAnnouncement) -> Result<(), StoreError> {
+        self.blocking(move |db| masters::announce(db, announcement))
+            .await
+    }
+
+    async fn masters(&self, now_unix_ms: i64) -> Result<Vec<MasterAnnouncement>, StoreError> {
+        self.blocking(move |db| masters::holding(db, now_unix_ms))
+            .await
     }
 
     async fn apply_roles(&self, new: NewRoles) -> Result<RolesApplied, StoreError> {

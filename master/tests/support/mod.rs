@@ -760,7 +760,15 @@ impl FleetStore {
         else {
             return;
         };
-        init.args(["--etcd", endpoints, "--etcd-prefix", prefix]);
+        // Minions reach it on loopback, and are told so, to move to it from another master.
+        init.args([
+            "--etcd",
+            endpoints,
+            "--etcd-prefix",
+            prefix,
+            "--advertise",
+            "127.0.0.1",
+        ]);
         if let Some(from) = ca_from {
             std::fs::create_dir_all(data).expect("create the data directory");
             for file in ["ca.pem", "ca.key"] {

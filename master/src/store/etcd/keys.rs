@@ -86,6 +86,15 @@ impl Keys {
         self.under(format_args!("releases/{id:0SEQUENCE_DIGITS$}"))
     }
 
+    /// Every master's announcement.
+    pub fn masters(&self) -> String {
+        self.under(format_args!("masters/"))
+    }
+
+    pub fn master(&self, name: &str) -> String {
+        self.under(format_args!("masters/{name}"))
+    }
+
     /// Every version of the roles file.
     pub fn roles_versions(&self) -> String {
         self.under(format_args!("roles/"))
