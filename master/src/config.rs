@@ -191,13 +191,17 @@ impl MasterConfig {
             None => StoreLocation::File(crate::data_dir::DataDir::new(data_dir).store()),
         };
         let name = match raw.name {
-            Some(name) if name.trim().is_empty() || name.chars().any(char::is_control) => {
+            // The name is part of the master's keys in a shared store: no '/'.
+            Some(name)
+                if name.trim().is_empty() || name.chars().any(|c| c.is_control() || c == '/') =>
+            {
                 return Err(brine_daemon::config::invalid(
                     &file,
                     &text,
                     overrides,
                     "name",
-                    "must be a name of printable characters, e.g. \"master-1\"".to_owned(),
+                    "must be a name of printable characters without '/', e.g. \"master-1\""
+                        .to_owned(),
                 ));
             }
             Some(name) => name,

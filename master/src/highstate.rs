@@ -176,7 +176,7 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher) {
                             plan,
                         };
                         if let Err(reason) = dispatch(&master, &id, command).await {
-                            steps.extend(run.undeliverable(id, reason, Instant::now()));
+                            steps.extend(run.undeliverable(id, &reason, Instant::now()));
                         }
                     }
                 }
@@ -194,7 +194,7 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher) {
                             images,
                         };
                         // Best effort: a host that cannot be asked pulls in its own turn.
-                        if !try_dispatch(&master, &id, command) {
+                        if !try_dispatch(&master, &id, command).await {
                             steps.extend(run.prefetch_unanswered(&id, Instant::now()));
                         }
                     }
@@ -225,6 +225,12 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher) {
                 }
                 JobEvent::Result(id, result) => run.result(id, result, Instant::now()),
                 JobEvent::Prefetched(id, outcome) => run.prefetched(&id, outcome, Instant::now()),
+                JobEvent::Undeliverable { host, prefetch: true, .. } => {
+                    run.prefetch_unanswered(&host, Instant::now())
+                }
+                JobEvent::Undeliverable { host, prefetch: false, reason } => {
+                    run.undeliverable(host, &reason, Instant::now())
+                }
                 JobEvent::LinkLost(id) => {
                     // The minion keeps working and reports on its next link.
                     run.link_lost(&id, Instant::now());
@@ -284,15 +290,16 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher) {
     caller.publish(HighstateEvent::Summary(summary));
 }
 
-/// Hands `command` to `host`'s link; why not, if it cannot.
-async fn dispatch(master: &Master, host: &MinionId, command: Command) -> Result<(), &'static str> {
+/// Hands `command` to `host`'s link, here or through the master that holds it; why not, if it
+/// cannot.
+async fn dispatch(master: &Master, host: &MinionId, command: Command) -> Result<(), String> {
     match master.links.get(host) {
         Some(link) => link
             .commands
             .send_timeout(command, DISPATCH_TIMEOUT)
             .await
-            .map_err(|_| "the minion's link closed or is stalled"),
-        None => Err("the minion is not connected"),
+            .map_err(|_| "the minion's link closed or is stalled".to_owned()),
+        None => crate::relay::send_through_another(master, host, command).await,
     }
 }
 
@@ -301,13 +308,15 @@ fn expires_after(valid_for: Duration) -> i64 {
     now_unix_ms().saturating_add(i64::try_from(valid_for.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Hands `command` to `host`'s link if it has room now (a fetch ahead never holds up the job);
-/// whether it could.
-fn try_dispatch(master: &Master, host: &MinionId, command: Command) -> bool {
-    master
-        .links
-        .get(host)
-        .is_some_and(|link| link.commands.try_send(command).is_ok())
+/// Hands `command` to `host`'s link if it has room now (a fetch ahead never holds up the job),
+/// or leaves it for the master that holds the link; whether it could.
+async fn try_dispatch(master: &Master, host: &MinionId, command: Command) -> bool {
+    match master.links.get(host) {
+        Some(link) => link.commands.try_send(command).is_ok(),
+        None => crate::relay::send_through_another(master, host, command)
+            .await
+            .is_ok(),
+    }
 }
 
 fn log_summary(summary: &JobSummary) {

@@ -20,6 +20,7 @@ pub mod link;
 pub mod peers;
 pub mod pki;
 pub mod registry;
+pub mod relay;
 pub mod release;
 pub mod request_ids;
 pub mod roles;

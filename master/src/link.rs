@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Caller;
 use crate::state::{Master, now_unix_ms};
-use crate::store::{Approval, CertificateCheck, HostHello, Renewal};
+use crate::store::{Approval, CertificateCheck, HostAnswer, HostHello, Renewal};
 
 #[cfg(test)]
 mod tests;
@@ -165,6 +165,16 @@ impl pb::minion_link_service_server::MinionLinkService for MinionLinkService {
             )));
         }
         tracing::info!(minion.id = %minion_id, peer = ?caller.peer, %version, "minion connected");
+        if self.master.config.store_is_shared()
+            && let Err(err) = self
+                .master
+                .store
+                .record_link(minion_id.clone(), self.master.config.name.clone())
+                .await
+        {
+            // Other masters' jobs do not reach the host until it links again.
+            tracing::warn!(minion.id = %minion_id, "cannot record the link for the other masters: {err}");
+        }
         tokio::spawn(inbound_loop(
             self.master.clone(),
             minion_id.clone(),
@@ -362,7 +372,15 @@ async fn inbound_loop(
         }
     }
     stop.cancel();
-    master.links.unregister(&minion_id, session);
+    if master.links.unregister(&minion_id, session)
+        && master.config.store_is_shared()
+        && let Err(err) = master
+            .store
+            .forget_link(minion_id.clone(), master.config.name.clone())
+            .await
+    {
+        tracing::warn!(minion.id = %minion_id, "cannot record the end of the link for the other masters: {err}");
+    }
     for job in master.router.all() {
         // A job that already finished has dropped its receiver; that is fine.
         let _ = job.send(JobEvent::LinkLost(minion_id.clone())).await;
@@ -422,20 +440,31 @@ async fn route(master: &Master, minion_id: &MinionId, message: pb::ConnectReques
         tracing::warn!(minion.id = %minion_id, "ignored a message with an invalid job id");
         return;
     };
-    match (master.router.sender_of(&job_id), event) {
-        (Some(job), event) => {
-            let _ = job.send(event).await;
+    let Some(job) = master.router.sender_of(&job_id) else {
+        // Not a job of this master: another master sharing the store may run it.
+        let answer = match event {
+            JobEvent::Result(_, result) => HostAnswer::Result(result),
+            JobEvent::Progress(_, progress) => HostAnswer::Progress(progress),
+            JobEvent::Prefetched(_, outcome) => HostAnswer::Prefetched(outcome),
+            JobEvent::LinkLost(_) | JobEvent::Undeliverable { .. } => return,
+        };
+        let passed = master.config.store_is_shared()
+            && crate::relay::answer_another(master, &job_id, minion_id, answer.clone()).await;
+        match answer {
+            _ if passed => {}
+            HostAnswer::Result(result) => record_late_result(master, minion_id, result).await,
+            _ => {
+                tracing::debug!(minion.id = %minion_id, job.id = %job_id, "progress for a job that already ended");
+            }
         }
-        (None, JobEvent::Result(_, result)) => record_late_result(master, minion_id, result).await,
-        (None, JobEvent::Progress(..) | JobEvent::Prefetched(..) | JobEvent::LinkLost(_)) => {
-            tracing::debug!(minion.id = %minion_id, job.id = %job_id, "progress for a job that already ended");
-        }
-    }
+        return;
+    };
+    let _ = job.send(event).await;
 }
 
 /// A host's result for a job that has ended: if the job gave up on the host (a partition that
 /// healed, a master that restarted), its record now shows what the host really did.
-async fn record_late_result(master: &Master, minion_id: &MinionId, result: JobResult) {
+pub(crate) async fn record_late_result(master: &Master, minion_id: &MinionId, result: JobResult) {
     let job_id = result.job_id.clone();
     let load = || master.store.job(job_id.to_string());
     if !master.late_reports.awaited(&job_id, minion_id, load).await {

@@ -4,6 +4,7 @@
 //! link at its start and whenever it changes), so a minion whose master goes away links to
 //! another.
 
+use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ pub struct Peers {
     /// Every master's address, this one first, or none while no other is known. A std lock:
     /// never held across an await.
     addresses: RwLock<Vec<String>>,
+    /// The names of the masters whose announcement held at the last reading, this one's too.
+    live: RwLock<HashSet<String>>,
 }
 
 impl Peers {
@@ -33,7 +36,21 @@ impl Peers {
         Self {
             own,
             addresses: RwLock::default(),
+            live: RwLock::default(),
         }
+    }
+
+    /// Whether the master named `name` announced itself lately (commands for the hosts it
+    /// holds can reach them).
+    pub fn is_live(&self, name: &str) -> bool {
+        self.live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
+    }
+
+    fn set_live(&self, names: HashSet<String>) {
+        *self.live.write().unwrap_or_else(PoisonError::into_inner) = names;
     }
 
     /// Every master's address, this one first; empty while no other master is known (a
@@ -70,17 +87,12 @@ pub async fn keep_announced(master: Arc<Master>, stopping: CancellationToken) {
     loop {
         let now = now_unix_ms();
         let lifetime = i64::try_from(ANNOUNCEMENT_LIFETIME.as_millis()).unwrap_or(i64::MAX);
-        let announced = match &master.peers.own {
-            Some(address) => {
-                let announcement = MasterAnnouncement {
-                    name: master.config.name.clone(),
-                    address: address.clone(),
-                    until_unix_ms: now.saturating_add(lifetime),
-                };
-                master.store.announce_master(announcement).await
-            }
-            None => Ok(()),
+        let announcement = MasterAnnouncement {
+            name: master.config.name.clone(),
+            address: master.peers.own.clone(),
+            until_unix_ms: now.saturating_add(lifetime),
         };
+        let announced = master.store.announce_master(announcement).await;
         let read = match announced {
             Ok(()) => master.store.masters(now).await,
             Err(err) => Err(err),
@@ -90,10 +102,13 @@ pub async fn keep_announced(master: Arc<Master>, stopping: CancellationToken) {
                 if std::mem::take(&mut failing) {
                     tracing::info!("announcing this master in the store again");
                 }
+                master
+                    .peers
+                    .set_live(masters.iter().map(|m| m.name.clone()).collect());
                 let others: Vec<String> = masters
                     .into_iter()
                     .filter(|m| m.name != master.config.name)
-                    .map(|m| m.address)
+                    .filter_map(|m| m.address)
                     .collect();
                 if let Some(changed) = master.peers.set_others(&others) {
                     tracing::info!(masters = ?changed, "the fleet's masters changed");
@@ -101,6 +116,8 @@ pub async fn keep_announced(master: Arc<Master>, stopping: CancellationToken) {
                 }
             }
             Err(err) => {
+                // Cut off from the store, this master cannot tell who else is there.
+                master.peers.set_live(HashSet::new());
                 if !std::mem::replace(&mut failing, true) {
                     tracing::warn!("cannot announce this master to the others: {err}");
                 }

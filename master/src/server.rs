@@ -237,6 +237,10 @@ pub async fn run(
     // are running.
     let shared = config.store_is_shared();
     let run_by = shared.then(|| config.name.clone());
+    if shared {
+        // Links this master held before it stopped are gone.
+        store.forget_links_of(config.name.clone()).await?;
+    }
     for job in store
         .interrupt_running_jobs(crate::state::now_unix_ms(), run_by)
         .await?
@@ -268,6 +272,7 @@ pub async fn run(
         activity: crate::status::Activity::default(),
         late_reports: Default::default(),
         peers,
+        remote_links: Default::default(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -285,6 +290,11 @@ pub async fn run(
             stopping.clone(),
         ));
         tokio::spawn(crate::link::admission::follow(
+            master.clone(),
+            stopping.clone(),
+        ));
+        tokio::spawn(crate::relay::follow_links(master.clone(), stopping.clone()));
+        tokio::spawn(crate::relay::follow_messages(
             master.clone(),
             stopping.clone(),
         ));

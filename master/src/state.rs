@@ -27,6 +27,8 @@ pub struct Master {
     pub late_reports: crate::late_reports::LateReports,
     /// Where the fleet's masters serve minions, when they share the store.
     pub peers: crate::peers::Peers,
+    /// Which master holds the links of hosts linked to others, when they share the store.
+    pub remote_links: crate::relay::RemoteLinks,
 }
 
 pub use brine_daemon::clock::now_unix_ms;

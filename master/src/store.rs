@@ -40,6 +40,7 @@ mod masters;
 mod minions;
 mod record;
 mod redb;
+mod relay;
 mod revocations;
 mod roles;
 mod tokens;
@@ -52,6 +53,7 @@ pub use minions::{
     Approval, ApprovalChange, CertificateCheck, HostHello, JoinAttempt, JoinOutcome, JoinRefusal,
     MinionRecord, PendingEnrolment, Renewal,
 };
+pub use relay::{HostAnswer, LinkChange, LinkChanges, Relayed, RelayedCommand, RelayedMessages};
 pub use revocations::CertificateRevocation;
 pub use roles::{NewRoles, ROLES_VERSIONS_KEPT, RolesApplied, RolesVersion};
 pub use tokens::{ListedToken, TokenCheck, TokenRecord};
@@ -285,6 +287,29 @@ pub trait Store: Send + Sync {
 
     /// The masters whose announcement holds at `now_unix_ms`, by name.
     async fn masters(&self, now_unix_ms: i64) -> Result<Vec<MasterAnnouncement>, StoreError>;
+
+    // Links and messages between masters that share the store (`relay`). A master alone
+    // with its store holds every link itself: it records none and has no one to write to.
+
+    /// Records that `host` is linked to the master named `master`.
+    async fn record_link(&self, host: MinionId, master: String) -> Result<(), StoreError>;
+
+    /// Records that `host` is no longer linked to `master`; a link another master holds by
+    /// now stays recorded.
+    async fn forget_link(&self, host: MinionId, master: String) -> Result<(), StoreError>;
+
+    /// Forgets every link recorded as held by `master` (which starts again with none).
+    async fn forget_links_of(&self, master: String) -> Result<(), StoreError>;
+
+    /// Every link recorded now, then each change, until the stream ends with an error.
+    async fn follow_links(&self) -> Result<LinkChanges, StoreError>;
+
+    /// Leaves `message` for the master named `to`.
+    async fn relay(&self, to: String, message: Relayed) -> Result<(), StoreError>;
+
+    /// The messages for the master named `master`: those waiting, then each new one, each
+    /// taken out of the store as it is read.
+    async fn follow_relayed(&self, master: String) -> Result<RelayedMessages, StoreError>;
 
     // The roles file, for masters that share a store.
 

@@ -237,3 +237,109 @@ fn a_host_whose_master_dies_links_to_another_within_seconds_and_deploys_through_
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(status(&run.json, &host), "changed", "{:#}", run.json);
 }
+
+/// `brine-master minions --output json` on `master`: the name of the master holding each
+/// listed host's link.
+fn linked_to(master: &Master, host: &str) -> Value {
+    json(master, &["minions"])
+        .as_array()
+        .expect("minions prints an array")
+        .iter()
+        .find(|m| m["id"] == host)
+        .map(|m| m["linked_to"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn a_job_on_one_master_reaches_the_hosts_linked_to_another_and_each_reports_once() {
+    let etcd = EtcdCluster::start(3);
+    let endpoints = etcd.endpoint_list();
+    let prefix = format!("/brine-e2e/{}/", unique_id());
+    let uniq = unique_id();
+    let registry = Registry::start();
+    let mut images = Images::new(&registry, &uniq);
+    let v1 = images.push_variant("app", 1);
+    let first = Master::start_on_etcd(&endpoints, &prefix, None);
+    let second = Master::start_on_etcd(&endpoints, &prefix, Some(&first));
+    // One host joins (and links) through each master.
+    let near = format!("e2e-{uniq}-near");
+    let far = format!("e2e-{uniq}-far");
+    let mut near_minion = Minion::start(&first, &near);
+    let mut far_minion = Minion::start(&second, &far);
+    near_minion.wait_connected(&first);
+    far_minion.wait_connected(&second);
+    // Every master shows every host linked, and to which master.
+    for master in [&first, &second] {
+        support::wait_for(
+            "every master to show which master holds each link",
+            Duration::from_secs(10),
+            || {
+                let seen = (linked_to(master, &near), linked_to(master, &far));
+                if seen.0 == first.name().as_str() && seen.1 == second.name().as_str() {
+                    Ok(())
+                } else {
+                    Err(format!("{seen:?}"))
+                }
+            },
+        );
+    }
+
+    let roles = |image: &str| {
+        format!(
+            "[roles.web]\nimage = {}\n[[roles.web.containers]]\nname = \"web\"\n\
+             command = [\"/bin/busybox\", \"sleep\", \"3600\"]\n\n[assign]\n{} = [\"web\"]\n{} = [\"web\"]\n",
+            quoted(image),
+            quoted(&near),
+            quoted(&far)
+        )
+    };
+    let file = tempfile::NamedTempFile::new().expect("a temp file");
+    std::fs::write(file.path(), roles(&v1.reference)).expect("write roles");
+    text(
+        &first,
+        &["roles", "apply", &file.path().display().to_string()],
+    );
+
+    // A highstate through the first master deploys to both hosts; the far one's command and
+    // result go through the second master.
+    let run = first.highstate_run(None);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(status(&run.json, &near), "changed", "{:#}", run.json);
+    assert_eq!(status(&run.json, &far), "changed", "{:#}", run.json);
+    let hosts = run.json["hosts"].as_array().expect("hosts");
+    assert_eq!(
+        hosts.len(),
+        2,
+        "each host reports exactly once: {:#}",
+        run.json
+    );
+    let runs = |minion: &Minion| -> Vec<String> {
+        minion
+            .containers()
+            .into_iter()
+            .filter(|c| c.state == "running")
+            .map(|c| c.image_id)
+            .collect()
+    };
+    assert_eq!(runs(&far_minion), [v1.id.as_str()]);
+
+    // A new image, rolled out in batches of one through the second master: the near host,
+    // linked to the first, is reached the same way; the job's record is the same through both
+    // masters.
+    let v2 = images.push_variant("app", 2);
+    std::fs::write(file.path(), roles(&v2.reference)).expect("write roles");
+    text(
+        &second,
+        &["roles", "apply", &file.path().display().to_string()],
+    );
+    let run = second.highstate_run_with(&["--batch", "1"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(status(&run.json, &near), "changed", "{:#}", run.json);
+    assert_eq!(status(&run.json, &far), "changed", "{:#}", run.json);
+    let job = run.json["job_id"].as_str().expect("a job id");
+    let shown = json(&first, &["jobs", "show", job]);
+    assert_eq!(status(&shown, &near), "changed", "{shown:#}");
+    assert_eq!(status(&shown, &far), "changed", "{shown:#}");
+    assert_eq!(runs(&near_minion), [v2.id.as_str()]);
+    assert_eq!(runs(&far_minion), [v2.id.as_str()]);
+}

@@ -23,6 +23,8 @@ pub enum ListFormat {
 struct MinionJson {
     id: String,
     connected: bool,
+    /// The name of the master holding its link, when it is linked.
+    linked_to: Option<String>,
     last_seen_unix_ms: i64,
     hostname: String,
     os: String,
@@ -428,6 +430,7 @@ fn to_json(m: pb::MinionInfo) -> MinionJson {
     MinionJson {
         id: m.minion_id,
         connected: m.connected,
+        linked_to: (!m.linked_to.is_empty()).then_some(m.linked_to),
         last_seen_unix_ms: unix_ms(m.last_seen),
         hostname: facts.hostname,
         os: facts.os,

@@ -77,8 +77,10 @@ impl FleetService {
 
     /// A host as the fleet API shows it.
     fn minion_info(&self, m: MinionRecord) -> pb::MinionInfo {
+        let linked_to = crate::relay::link_holder(&self.master, &m.id);
         pb::MinionInfo {
-            connected: self.master.links.is_connected(&m.id),
+            connected: linked_to.is_some(),
+            linked_to: linked_to.unwrap_or_default(),
             minion_id: m.id.into(),
             last_seen: time::timestamp_if_known(m.last_seen_unix_ms),
             facts: Some(m.facts.into()),

@@ -45,6 +45,13 @@ pub enum JobEvent {
     /// The answer to a prefetch: its images are on the host, or why not.
     Prefetched(MinionId, Result<(), String>),
     LinkLost(MinionId),
+    /// Another master holding the host's link could not hand it the command (a fetch ahead,
+    /// or the job's own).
+    Undeliverable {
+        host: MinionId,
+        prefetch: bool,
+        reason: String,
+    },
 }
 
 /// A live link, as a job sees it.
@@ -111,12 +118,15 @@ impl Links {
         (session, receiver, stop)
     }
 
-    /// Forgets the stream `session` of `id`, unless a newer one already replaced it.
-    pub(super) fn unregister(&self, id: &MinionId, session: u64) {
+    /// Forgets the stream `session` of `id`, unless a newer one already replaced it; whether
+    /// it did.
+    pub(super) fn unregister(&self, id: &MinionId, session: u64) -> bool {
         let mut entries = self.lock();
-        if entries.get(id).is_some_and(|e| e.session == session) {
+        let current = entries.get(id).is_some_and(|e| e.session == session);
+        if current {
             entries.remove(id);
         }
+        current
     }
 
     pub fn get(&self, id: &MinionId) -> Option<LinkHandle> {

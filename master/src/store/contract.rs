@@ -1025,7 +1025,7 @@ pub(super) async fn roles_files_are_versioned_and_the_newest_are_kept(store: &dy
 pub(super) async fn a_master_is_listed_while_its_announcement_holds(store: &dyn Store) {
     let announce = |name: &str, until| MasterAnnouncement {
         name: name.into(),
-        address: format!("{name}.example:4700"),
+        address: Some(format!("{name}.example:4700")),
         until_unix_ms: until,
     };
     store.announce_master(announce("m1", 100)).await.unwrap();

@@ -14,6 +14,9 @@
 //! PREFIX releases/00000000000000000001
 //! PREFIX revocations/ROLE/NAME
 //! PREFIX events/ID/00000000000000000001
+//! PREFIX masters/NAME               a master's announcement
+//! PREFIX links/ID                   which master holds a host's link
+//! PREFIX relay/NAME/UNIQUE          a message for the master NAME (a command, an answer)
 //! ```
 //!
 //! A call that reads and then writes is an optimistic transaction: its write is made only if
@@ -45,9 +48,9 @@ use serde::de::DeserializeOwned;
 use super::record::decode;
 use super::{
     Approval, ApprovalChange, CertificateCheck, CertificateRevocation, FleetClaim, HostChanges,
-    HostHello, JobRecord, JobRetention, JoinAttempt, JoinOutcome, ListedToken, LockRecord,
-    MasterAnnouncement, MinionRecord, NewRoles, Renewal, RolesApplied, RolesVersion, Store,
-    StoreError, TokenCheck, TokenRecord,
+    HostHello, JobRecord, JobRetention, JoinAttempt, JoinOutcome, LinkChanges, ListedToken,
+    LockRecord, MasterAnnouncement, MinionRecord, NewRoles, Relayed, RelayedMessages, Renewal,
+    RolesApplied, RolesVersion, Store, StoreError, TokenCheck, TokenRecord,
 };
 use crate::pki::SignedCertificate;
 use crate::release::{Pins, Release};
@@ -59,6 +62,7 @@ mod keys;
 mod lock;
 mod masters;
 mod minions;
+mod relay;
 mod releases;
 mod revocations;
 mod roles;
@@ -493,6 +497,30 @@ impl Store for EtcdStore {
 
     async fn follow_host_changes(&self) -> Result<HostChanges, StoreError> {
         minions::follow_changes(self).await
+    }
+
+    async fn record_link(&self, host: MinionId, master: String) -> Result<(), StoreError> {
+        relay::record_link(self, host, master).await
+    }
+
+    async fn forget_link(&self, host: MinionId, master: String) -> Result<(), StoreError> {
+        relay::forget_link(self, host, master).await
+    }
+
+    async fn forget_links_of(&self, master: String) -> Result<(), StoreError> {
+        relay::forget_links_of(self, master).await
+    }
+
+    async fn follow_links(&self) -> Result<LinkChanges, StoreError> {
+        relay::follow_links(self).await
+    }
+
+    async fn relay(&self, to: String, message: Relayed) -> Result<(), StoreError> {
+        relay::relay(self, to, message).await
+    }
+
+    async fn follow_relayed(&self, master: String) -> Result<RelayedMessages, StoreError> {
+        relay::follow_relayed(self, master).await
     }
 
     async fn delete_minion(&self, id: MinionId) -> Result<bool, StoreError> {

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 pub struct MasterAnnouncement {
     /// Its name (master.toml's `name`).
     pub name: String,
-    /// `HOST:PORT` where minions reach it.
-    pub address: String,
+    /// `HOST:PORT` where minions reach it, if it has one for them (`advertise_address`).
+    #[serde(default)]
+    pub address: Option<String>,
     /// Until when it holds.
     pub until_unix_ms: i64,
 }

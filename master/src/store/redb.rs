@@ -25,9 +25,9 @@ use serde::de::DeserializeOwned;
 use super::record::decode;
 use super::{
     Approval, ApprovalChange, CertificateCheck, CertificateRevocation, FleetClaim, HostChanges,
-    HostHello, JobRecord, JobRetention, JoinAttempt, JoinOutcome, ListedToken, LockRecord,
-    MasterAnnouncement, MinionRecord, NewRoles, Renewal, RolesApplied, RolesVersion, Store,
-    StoreError, TokenCheck, TokenRecord,
+    HostHello, JobRecord, JobRetention, JoinAttempt, JoinOutcome, LinkChanges, ListedToken,
+    LockRecord, MasterAnnouncement, MinionRecord, NewRoles, Relayed, RelayedMessages, Renewal,
+    RolesApplied, RolesVersion, Store, StoreError, TokenCheck, TokenRecord,
 };
 use crate::pki::SignedCertificate;
 use crate::release::{Pins, Release};
@@ -225,6 +225,33 @@ impl Store for RedbStore {
 
     async fn follow_host_changes(&self) -> Result<HostChanges, StoreError> {
         // The file is this master's alone: it sees its own changes as it makes them.
+        Ok(Box::pin(futures::stream::pending()))
+    }
+
+    async fn record_link(&self, _host: MinionId, _master: String) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn forget_link(&self, _host: MinionId, _master: String) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn forget_links_of(&self, _master: String) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn follow_links(&self) -> Result<LinkChanges, StoreError> {
+        // Every link is this master's own.
+        Ok(Box::pin(futures::stream::pending()))
+    }
+
+    async fn relay(&self, to: String, _message: Relayed) -> Result<(), StoreError> {
+        Err(StoreError::Backend(format!(
+            "no message can reach master {to}: a master alone with its store has no other"
+        )))
+    }
+
+    async fn follow_relayed(&self, _master: String) -> Result<RelayedMessages, StoreError> {
         Ok(Box::pin(futures::stream::pending()))
     }
 

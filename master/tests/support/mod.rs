@@ -953,15 +953,32 @@ impl Master {
             .unwrap_or_else(|err| panic!("`minions --output json` printed no JSON ({err}): {text}"))
     }
 
-    /// Whether `minions` lists `id` with `"connected": true`; `None` if it is not listed.
+    /// Whether `minions` lists `id` as linked to this master; `None` if it is not listed.
     pub fn connected(&self, id: &str) -> Option<bool> {
+        let name = self.name();
         let minions = self.minions();
         minions
             .as_array()
             .expect("`minions --output json` prints an array")
             .iter()
             .find(|m| m["id"] == id)
-            .map(|m| m["connected"] == true)
+            .map(|m| m["connected"] == true && m["linked_to"] == name.as_str())
+    }
+
+    /// The master's name (`name` in master.toml, `HOSTNAME:PORT` unless set there).
+    pub fn name(&self) -> String {
+        let config =
+            std::fs::read_to_string(self.data_dir().join("master.toml")).expect("read master.toml");
+        let set = config.lines().find_map(|line| {
+            let value = line.strip_prefix("name = ")?;
+            serde_json::from_str::<String>(value).ok()
+        });
+        set.unwrap_or_else(|| {
+            let host =
+                std::fs::read_to_string("/proc/sys/kernel/hostname").expect("read the host name");
+            let port = self.address.rsplit_once(':').expect("HOST:PORT").1;
+            format!("{}:{port}", host.trim())
+        })
     }
 
     /// Replaces the roles file.

@@ -95,6 +95,25 @@ impl Keys {
         self.under(format_args!("masters/{name}"))
     }
 
+    /// Which master holds each host's link.
+    pub fn links(&self) -> String {
+        self.under(format_args!("links/"))
+    }
+
+    pub fn link(&self, host: &MinionId) -> String {
+        self.under(format_args!("links/{host}"))
+    }
+
+    /// The messages waiting for the master named `master`.
+    pub fn relayed_to(&self, master: &str) -> String {
+        self.under(format_args!("relay/{master}/"))
+    }
+
+    /// One message for `master`; `unique` tells it from every other.
+    pub fn relayed(&self, master: &str, unique: &str) -> String {
+        self.under(format_args!("relay/{master}/{unique}"))
+    }
+
     /// Every version of the roles file.
     pub fn roles_versions(&self) -> String {
         self.under(format_args!("roles/"))

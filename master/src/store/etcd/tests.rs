@@ -377,3 +377,96 @@ async fn a_master_sees_the_host_changes_another_master_makes() {
     assert!(second.delete_minion(id("web-1")).await.unwrap());
     assert!(matches!(next(&mut changes).await, HostChange::Deleted(gone) if gone == id("web-1")));
 }
+
+#[tokio::test]
+async fn masters_see_who_holds_each_link_and_pass_each_message_once() {
+    use futures::StreamExt;
+
+    use crate::store::{HostAnswer, LinkChange, Relayed};
+
+    let cluster = start(1).await;
+    let settings = settings(&cluster);
+    let first = EtcdStore::connect(&settings).await.unwrap();
+    let second = EtcdStore::connect(&settings).await.unwrap();
+    let within = Duration::from_secs(5);
+
+    // A link recorded before following is seen first, then each change.
+    first.record_link(id("web-1"), "m1".into()).await.unwrap();
+    let mut links = second.follow_links().await.unwrap();
+    let mut next_link = async || {
+        tokio::time::timeout(within, links.next())
+            .await
+            .expect("a change within 5 s")
+            .expect("the changes go on")
+            .unwrap()
+    };
+    assert_eq!(
+        next_link().await,
+        LinkChange::Linked {
+            host: id("web-1"),
+            master: "m1".into()
+        }
+    );
+    // The host moves to the second master; the first's late word that its link ended does
+    // not undo that.
+    second.record_link(id("web-1"), "m2".into()).await.unwrap();
+    first.forget_link(id("web-1"), "m1".into()).await.unwrap();
+    first.record_link(id("web-2"), "m1".into()).await.unwrap();
+    assert_eq!(
+        next_link().await,
+        LinkChange::Linked {
+            host: id("web-1"),
+            master: "m2".into()
+        }
+    );
+    assert_eq!(
+        next_link().await,
+        LinkChange::Linked {
+            host: id("web-2"),
+            master: "m1".into()
+        }
+    );
+    // A master that starts again forgets the links it held, only those.
+    first.forget_links_of("m1".into()).await.unwrap();
+    assert_eq!(next_link().await, LinkChange::Unlinked(id("web-2")));
+    second.forget_link(id("web-1"), "m2".into()).await.unwrap();
+    assert_eq!(next_link().await, LinkChange::Unlinked(id("web-1")));
+
+    // Messages: one left before following and one after reach their master, once each.
+    let answer = |n: u64| Relayed::Answer {
+        job: JobId::new("job-1").unwrap(),
+        host: id(&format!("web-{n}")),
+        answer: HostAnswer::Undeliverable {
+            prefetch: false,
+            reason: format!("reason {n}"),
+        },
+    };
+    first.relay("m2".into(), answer(1)).await.unwrap();
+    first.relay("m3".into(), answer(9)).await.unwrap();
+    let mut messages = second.follow_relayed("m2".into()).await.unwrap();
+    first.relay("m2".into(), answer(2)).await.unwrap();
+    for n in [1, 2] {
+        let message = tokio::time::timeout(within, messages.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("the messages go on")
+            .unwrap();
+        assert_eq!(message, answer(n));
+    }
+    drop(messages);
+    // Read messages are gone; another master's wait for it.
+    let mut again = second.follow_relayed("m2".into()).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), again.next())
+            .await
+            .is_err(),
+        "a message was delivered twice"
+    );
+    let mut third = first.follow_relayed("m3".into()).await.unwrap();
+    let message = tokio::time::timeout(within, third.next())
+        .await
+        .expect("a message within 5 s")
+        .expect("the messages go on")
+        .unwrap();
+    assert_eq!(message, answer(9));
+}
