@@ -132,6 +132,15 @@ struct Pending {
 
 impl JobRun {
     pub fn new(plan: JobPlan) -> Self {
+        Self::resume(plan, BTreeMap::new())
+    }
+
+    /// A job that another master started and could not finish, taken over: `done` are the
+    /// final reports it recorded. Their hosts get nothing again; the batches all of whose hosts
+    /// reported are over, and the rest runs as it would have (a batch that was under way sends
+    /// its commands again to the hosts it has no report of: a host that applied one already
+    /// answers with its result and applies nothing).
+    pub fn resume(plan: JobPlan, done: BTreeMap<MinionId, HostReport>) -> Self {
         let targets: Vec<MinionId> = plan
             .desired
             .keys()
@@ -140,10 +149,25 @@ impl JobRun {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let batches: VecDeque<Vec<MinionId>> = plan.rollout.batches(&targets).into();
+        let mut batches: VecDeque<Vec<MinionId>> = plan.rollout.batches(&targets).into();
+        let batch_count = batches.len();
+        let over = batches
+            .iter()
+            .take_while(|batch| batch.iter().all(|id| done.contains_key(id)))
+            .count();
+        batches.drain(..over);
+        let mut unsent = plan.desired;
+        let mut blocked = plan.blocked;
+        let mut sent = BTreeMap::new();
+        for id in done.keys() {
+            blocked.remove(id);
+            if let Some(desired) = unsent.remove(id) {
+                sent.insert(id.clone(), desired);
+            }
+        }
         // The first batch pulls in its own turn; a plan pulls nothing.
         let ahead = batches.iter().skip(1).flatten().filter_map(|id| {
-            let images = plan.desired.get(id)?.images().into_iter().cloned();
+            let images = unsent.get(id)?.images().into_iter().cloned();
             Some((id.clone(), images.collect()))
         });
         let cap = match plan.plan {
@@ -156,18 +180,18 @@ impl JobRun {
             timeout: plan.timeout,
             plan: plan.plan,
             previous_release: plan.previous_release,
-            batch_count: batches.len(),
+            batch_count,
             batches,
             rollout: plan.rollout,
             targets,
-            unsent: plan.desired,
-            blocked: plan.blocked,
-            sent: BTreeMap::new(),
-            batches_started: 0,
+            unsent,
+            blocked,
+            sent,
+            batches_started: over,
             phase: Phase::Between { until: None },
             pending: BTreeMap::new(),
             links_lost: 0,
-            reports: BTreeMap::new(),
+            reports: done,
             reverted: BTreeMap::new(),
             cancelled_by: None,
             prefetches,

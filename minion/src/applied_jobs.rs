@@ -1,4 +1,5 @@
-//! The job ids this minion accepted, so a replayed command is refused, also after a restart.
+//! The job ids this minion accepted, so a replayed command is never applied again, also after a
+//! restart (it is answered with the result already sent, when the minion still has it).
 //!
 //! Each id is kept in `applied-jobs.json` in the data directory until its command expires by the
 //! master's clock (a command past its expiry is refused anyway), newest last and at most

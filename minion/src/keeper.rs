@@ -320,6 +320,31 @@ impl Outbox {
         }
     }
 
+    /// Queues again, ahead of everything, the result of `job` handed to a link within
+    /// [`RESEND_WINDOW`], unless it is queued already; whether this host has one to send.
+    pub(crate) fn resend(&self, job: &JobId) -> bool {
+        let result = {
+            let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+            sent.iter()
+                .find(|(at, result)| result.job_id == *job && at.elapsed() < RESEND_WINDOW)
+                .map(|(_, result)| result.clone())
+        };
+        let mut queue = self.lock();
+        let queued = queue
+            .iter()
+            .any(|m| matches!(m, Outgoing::Result(r) if r.job_id == *job));
+        if queued {
+            return true;
+        }
+        let Some(result) = result else {
+            return false;
+        };
+        queue.push_front(Outgoing::Result(result));
+        drop(queue);
+        self.added.notify_one();
+        true
+    }
+
     /// Queues again, ahead of everything, the results handed to links within
     /// [`RESEND_WINDOW`] that are not queued already: for a new link to send.
     pub(crate) fn resend_recent(&self) {
@@ -521,6 +546,22 @@ async fn save_desired(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_asked_again_gets_the_result_already_sent_once_queued() {
+        let outbox = Outbox::default();
+        let job = |n: usize| JobId::new(format!("j-{n}")).unwrap();
+        outbox.handed_over(JobResult::failed(job(1), "x".into()));
+        assert!(outbox.resend(&job(1)));
+        // Asked twice before it went: still one in the queue.
+        assert!(outbox.resend(&job(1)));
+        let taken = outbox.take();
+        assert_eq!(taken.len(), 1);
+        assert!(matches!(&taken[0], Outgoing::Result(r) if r.job_id == job(1)));
+        // A job with no result here yet (still running) has none to send.
+        assert!(!outbox.resend(&job(2)));
+        assert!(outbox.take().is_empty());
+    }
 
     #[test]
     fn results_handed_to_a_link_are_sent_again_on_the_next_one() {

@@ -324,13 +324,16 @@ async fn session<R: ContainerRuntime + 'static>(
                 .await
             {
                 Ok(true) => Ok(command),
-                Ok(false) => Err(JobResult::failed(
-                    command.job_id.clone(),
-                    format!(
-                        "job {} was already applied on this host; a replayed command is refused",
-                        command.job_id
-                    ),
-                )),
+                Ok(false) => {
+                    // Applied once only. A master that took the job over from another asks
+                    // again the hosts it has no report of: they get what this host did.
+                    if events.resend(&command.job_id) {
+                        tracing::info!(job.id = %command.job_id, "job already applied here; its result is sent again");
+                    } else {
+                        tracing::info!(job.id = %command.job_id, "job already applied here and still running; its result goes up when it is over");
+                    }
+                    continue;
+                }
                 Err(err) => Err(JobResult::failed(
                     command.job_id.clone(),
                     format!(

@@ -98,6 +98,39 @@ fn hosts(ns: &[usize]) -> Vec<MinionId> {
 }
 
 #[test]
+fn a_job_taken_over_sends_nothing_again_to_hosts_that_reported_and_goes_on_from_its_batch() {
+    let rollout = Rollout {
+        batch: BatchSize::Count(2),
+        max_failures: 5,
+        ..Rollout::default()
+    };
+    // Hosts 1 and 2 (the first batch) and 3 (of the second) had reported.
+    let done: BTreeMap<MinionId, HostReport> = [1, 2, 3]
+        .into_iter()
+        .map(|n| {
+            let report = HostReport::from_result(host(n), result(HostStatus::Changed), 5, false);
+            (host(n), report)
+        })
+        .collect();
+    let mut run = JobRun::resume(plan(5, rollout), done);
+    let t0 = Instant::now();
+    // The second batch goes on with its host that had not reported; the first is not sent.
+    let steps = run.start(t0);
+    assert_eq!(sent(&steps), [("j-1".into(), hosts(&[4]))]);
+    let Step::Send { batch, .. } = &steps[0] else {
+        panic!("not a send first: {steps:?}");
+    };
+    assert_eq!(*batch, Some((2, 3)));
+    let steps = run.result(host(4), result(HostStatus::Unchanged), t0);
+    assert_eq!(sent(&steps), [("j-1".into(), hosts(&[5]))]);
+    let steps = run.result(host(5), result(HostStatus::Changed), t0);
+    assert_eq!(steps.last(), Some(&Step::Done));
+    // Every host reported once: the three from before, two since.
+    assert_eq!(run.reports().len(), 5);
+    assert_eq!(finished(&steps).len(), 1);
+}
+
+#[test]
 fn batches_go_out_one_after_the_other_as_hosts_report() {
     let rollout = Rollout {
         batch: BatchSize::Count(2),
