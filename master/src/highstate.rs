@@ -20,7 +20,7 @@ use crate::link::{Command, JobEvent};
 use crate::release::{Pins, Release};
 use crate::rollout::Rollout;
 use crate::state::{Master, now_unix_ms};
-use crate::store::{JobRecord, RequestRecord};
+use crate::store::{JobOwner, JobPlanRecord, JobRecord, RequestRecord};
 
 mod finish;
 mod prepare;
@@ -64,16 +64,140 @@ pub struct PreparedJob {
     request: Option<RequestRecord>,
 }
 
+impl PreparedJob {
+    /// What another master needs to run the job on if this one stops.
+    fn to_record(&self) -> JobPlanRecord {
+        JobPlanRecord {
+            job_id: self.job_id.clone(),
+            target: self.target.clone(),
+            rollout: self.rollout.clone(),
+            timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            plan: self.plan,
+            desired: self.desired.clone(),
+            blocked: self.blocked.clone(),
+            deployed: self.deployed.clone(),
+            previous_release: self.previous_release.clone(),
+            caller: self.caller.clone(),
+            resolve_ms: self.resolve_ms,
+            not_accepted: self.not_accepted,
+            request: self.request.clone(),
+        }
+    }
+
+    fn from_record(plan: JobPlanRecord) -> Self {
+        Self {
+            job_id: plan.job_id,
+            target: plan.target,
+            desired: plan.desired,
+            deployed: plan.deployed,
+            previous_release: plan.previous_release,
+            blocked: plan.blocked,
+            timeout: Duration::from_millis(plan.timeout_ms),
+            rollout: plan.rollout,
+            caller: plan.caller,
+            plan: plan.plan,
+            resolve_ms: plan.resolve_ms,
+            not_accepted: plan.not_accepted,
+            request: plan.request,
+        }
+    }
+}
+
+/// Where a job run starts from.
+struct Start {
+    started_at_unix_ms: i64,
+    /// The final reports recorded before (a job taken over from another master).
+    done: BTreeMap<MinionId, HostReport>,
+    /// The lease the job is held under, when masters share the store.
+    lease: Option<i64>,
+}
+
 /// Runs a prepared job in the background; its events go to the returned feed, which any
 /// number of callers may follow. The job runs to the end and is recorded whoever follows it.
 pub fn spawn(master: Arc<Master>, job: PreparedJob) -> Arc<Feed> {
     let (feed, publisher) = master.feeds.open(job.job_id.clone());
     let span = tracing::info_span!("highstate", job.id = %job.job_id);
     tokio::spawn(tracing::Instrument::instrument(
-        run(master, job, publisher),
+        async move {
+            let start = Start {
+                started_at_unix_ms: now_unix_ms(),
+                done: BTreeMap::new(),
+                lease: hold(&master, &job).await,
+            };
+            run(master, job, publisher, start).await;
+        },
         span,
     ));
     feed
+}
+
+/// Runs on a job another master started and stopped running, which this one claimed under
+/// `lease`: from the reports in `record`, with the plan the job started with.
+pub fn resume(master: Arc<Master>, plan: JobPlanRecord, record: JobRecord, lease: i64) {
+    let job = PreparedJob::from_record(plan);
+    let (_, publisher) = master.feeds.open(job.job_id.clone());
+    let span = tracing::info_span!("highstate", job.id = %job.job_id);
+    let start = Start {
+        started_at_unix_ms: record.summary.started_at_unix_ms,
+        done: record
+            .summary
+            .hosts
+            .into_iter()
+            .map(|report| (report.minion_id.clone(), report))
+            .collect(),
+        lease: Some(lease),
+    };
+    tokio::spawn(tracing::Instrument::instrument(
+        run(master, job, publisher, start),
+        span,
+    ));
+}
+
+/// Claims a new job under this master's lease, with its plan, when masters share the store, so
+/// another master can run it on if this one stops. Without a lease (the store out of reach) the
+/// job runs unclaimed: nobody else takes it over.
+async fn hold(master: &Master, job: &PreparedJob) -> Option<i64> {
+    if !master.config.store_is_shared() {
+        return None;
+    }
+    // A master whose lease ran out takes a new one within a second or two of reaching the
+    // store again.
+    let waited = Instant::now();
+    let lease = loop {
+        match master.fence.current() {
+            Some(lease) => break lease,
+            None if waited.elapsed() < crate::takeover::LEASE_TTL => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None => {
+                tracing::warn!(
+                    "this master holds no lease: no other master can take this job over"
+                );
+                return None;
+            }
+        }
+    };
+    let owner = JobOwner {
+        master: master.config.name.clone(),
+        lease,
+    };
+    match master
+        .store
+        .claim_job(job.job_id.clone(), owner, Some(job.to_record()))
+        .await
+    {
+        Ok(true) => Some(lease),
+        Ok(false) => {
+            tracing::error!("another master holds this new job's id; it runs unclaimed");
+            None
+        }
+        Err(err) => {
+            tracing::warn!(
+                "cannot keep the job's plan for the other masters ({err}); no other master can take it over"
+            );
+            None
+        }
+    }
 }
 
 /// Sleeps until `at`, or forever without one.
@@ -84,17 +208,26 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher) {
-    let started_at_unix_ms = now_unix_ms();
-    let mut run = JobRun::new(JobPlan {
-        job_id: job.job_id.clone(),
-        rollout: job.rollout.clone(),
-        timeout: job.timeout,
-        plan: job.plan,
-        desired: job.desired,
-        blocked: job.blocked,
-        previous_release: job.previous_release,
-    });
+async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher, start: Start) {
+    let Start {
+        started_at_unix_ms,
+        done,
+        lease,
+    } = start;
+    // A job held under a lease acts only while this master holds it.
+    let holds = || lease.is_none_or(|lease| master.fence.holds(lease));
+    let mut run = JobRun::resume(
+        JobPlan {
+            job_id: job.job_id.clone(),
+            rollout: job.rollout.clone(),
+            timeout: job.timeout,
+            plan: job.plan,
+            desired: job.desired,
+            blocked: job.blocked,
+            previous_release: job.previous_release,
+        },
+        done,
+    );
     let targets = run.targets().to_vec();
     tracing::info!(hosts = targets.len(), caller = %job.caller, batch = %job.rollout.batch, "highstate started");
     caller.publish(HighstateEvent::Started {
@@ -127,6 +260,7 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher) {
         targets: targets.clone(),
         request: job.request.clone(),
         master: Some(master.config.name.clone()),
+        lease,
     };
     // Recorded as it goes, so a master that stops mid-job can tell, when it starts again, which
     // hosts never reported (their reports are recorded at the end of each batch).
@@ -144,7 +278,12 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher) {
     // The driver: takes the steps the job's state machine decides, and feeds it what happens.
     let mut steps: VecDeque<Step> = run.start(Instant::now()).into();
     let mut routed = vec![];
+    let mut fenced = false;
     while !run.is_done() || !steps.is_empty() {
+        if !holds() {
+            fenced = true;
+            break;
+        }
         while let Some(step) = steps.pop_front() {
             match step {
                 Step::Send {
@@ -250,6 +389,14 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher) {
         master.router.unregister(&job_id);
     }
     master.router.forget_cancel(&job.job_id);
+    if fenced {
+        // Another master may run it by now: this one sends and records nothing more of it.
+        tracing::error!(
+            "this master lost its lease: the job stops here, and another master takes it over"
+        );
+        master.feeds.remove(&job.job_id);
+        return;
+    }
     let record = record_of(
         run.reports(),
         now_unix_ms(),

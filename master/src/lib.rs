@@ -31,3 +31,4 @@ pub mod setup;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod takeover;

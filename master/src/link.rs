@@ -51,6 +51,13 @@ impl pb::minion_link_service_server::MinionLinkService for MinionLinkService {
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let caller = Caller::of(&request)?.clone();
         let identity = caller.identity()?;
+        // A master sharing a store serves hosts only while it holds its lease: cut off from the
+        // store, it could neither run their jobs nor see other masters' changes to them.
+        if self.master.config.store_is_shared() && self.master.fence.current().is_none() {
+            return Err(Status::unavailable(
+                "this master is cut off from the fleet's store; link to another master",
+            ));
+        }
         let minion_id = MinionId::new(identity.name.clone()).map_err(|err| {
             Status::permission_denied(format!("the certificate's name is not a minion id: {err}"))
         })?;

@@ -154,10 +154,14 @@ pub async fn answer_another(
     host: &MinionId,
     answer: HostAnswer,
 ) -> bool {
-    let job_master = match master.remote_links.job_master(job) {
+    let remembered = master
+        .remote_links
+        .job_master(job)
+        .filter(|job_master| master.peers.is_live(job_master));
+    let job_master = match remembered {
         Some(job_master) => job_master,
-        // Not delivered through this master (the host moved here since): the job's record
-        // says who runs it.
+        // Not delivered through this master (the host moved here since), or its master is
+        // gone (another runs the job on): the job's record says who runs it.
         None if matches!(answer, HostAnswer::Result(_)) => {
             match master.store.job(job.to_string()).await {
                 Ok(Some(record)) if record.running => match record.master {

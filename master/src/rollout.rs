@@ -15,7 +15,7 @@ pub const DEFAULT_CONCURRENT_PULLS: u32 = 8;
 pub const MAX_CONCURRENT_PULLS: u32 = 1000;
 
 /// Hosts per batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum BatchSize {
     /// Every host at once.
     #[default]
@@ -60,7 +60,7 @@ impl fmt::Display for BatchSize {
 }
 
 /// How a highstate proceeds.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Rollout {
     pub batch: BatchSize,
     pub batch_wait: Duration,

@@ -236,19 +236,20 @@ pub async fn run(
     // Of masters that share a store, each finishes only the jobs it ran itself: the others'
     // are running.
     let shared = config.store_is_shared();
-    let run_by = shared.then(|| config.name.clone());
     if shared {
-        // Links this master held before it stopped are gone.
+        // Links this master held before it stopped are gone. Its jobs are taken over, by any
+        // master, once its lease runs out (`takeover`).
         store.forget_links_of(config.name.clone()).await?;
-    }
-    for job in store
-        .interrupt_running_jobs(crate::state::now_unix_ms(), run_by)
-        .await?
-    {
-        tracing::warn!(
-            job.id = %job,
-            "a job was still running when the master stopped; its hosts that had not reported are marked interrupted"
-        );
+    } else {
+        for job in store
+            .interrupt_running_jobs(crate::state::now_unix_ms(), None)
+            .await?
+        {
+            tracing::warn!(
+                job.id = %job,
+                "a job was still running when the master stopped; its hosts that had not reported are marked interrupted"
+            );
+        }
     }
     let revocations = Arc::new(CertificateRevocations::new(
         store
@@ -273,6 +274,7 @@ pub async fn run(
         late_reports: Default::default(),
         peers,
         remote_links: Default::default(),
+        fence: Default::default(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -290,6 +292,14 @@ pub async fn run(
             stopping.clone(),
         ));
         tokio::spawn(crate::link::admission::follow(
+            master.clone(),
+            stopping.clone(),
+        ));
+        tokio::spawn(crate::takeover::keep_lease(
+            master.clone(),
+            stopping.clone(),
+        ));
+        tokio::spawn(crate::takeover::take_over_jobs(
             master.clone(),
             stopping.clone(),
         ));

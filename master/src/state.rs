@@ -29,6 +29,8 @@ pub struct Master {
     pub peers: crate::peers::Peers,
     /// Which master holds the links of hosts linked to others, when they share the store.
     pub remote_links: crate::relay::RemoteLinks,
+    /// The lease this master holds its jobs under, when masters share the store.
+    pub fence: crate::takeover::Fence,
 }
 
 pub use brine_daemon::clock::now_unix_ms;

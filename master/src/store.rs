@@ -21,6 +21,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use brine_common::host::HostEvent;
 use brine_common::identity::CertRole;
@@ -43,6 +44,7 @@ mod redb;
 mod relay;
 mod revocations;
 mod roles;
+mod takeover;
 mod tokens;
 
 pub use fleet::FleetClaim;
@@ -56,6 +58,7 @@ pub use minions::{
 pub use relay::{HostAnswer, LinkChange, LinkChanges, Relayed, RelayedCommand, RelayedMessages};
 pub use revocations::CertificateRevocation;
 pub use roles::{NewRoles, ROLES_VERSIONS_KEPT, RolesApplied, RolesVersion};
+pub use takeover::{JobOwner, JobPlanRecord, Lease, ReleasedJobs};
 pub use tokens::{ListedToken, TokenCheck, TokenRecord};
 
 /// A host's record as changed by a master sharing the store.
@@ -310,6 +313,34 @@ pub trait Store: Send + Sync {
     /// The messages for the master named `master`: those waiting, then each new one, each
     /// taken out of the store as it is read.
     async fn follow_relayed(&self, master: String) -> Result<RelayedMessages, StoreError>;
+
+    // Taking over jobs, for masters that share a store (`takeover`). A master alone with its
+    // store keeps no plan and takes nothing over.
+
+    /// A new lease that holds for `ttl` unless renewed.
+    async fn grant_lease(&self, ttl: Duration) -> Result<Box<dyn Lease>, StoreError>;
+
+    /// Claims running job `job` for `owner`, with `plan` if given (a new job): false if
+    /// another master holds it.
+    async fn claim_job(
+        &self,
+        job: JobId,
+        owner: JobOwner,
+        plan: Option<JobPlanRecord>,
+    ) -> Result<bool, StoreError>;
+
+    /// The plan of running job `job`, if it was kept.
+    async fn job_plan(&self, job: JobId) -> Result<Option<JobPlanRecord>, StoreError>;
+
+    /// Every running job with the master holding it, if one does.
+    async fn running_jobs(&self) -> Result<Vec<(JobId, Option<JobOwner>)>, StoreError>;
+
+    /// Jobs whose holder let go of them, from now on.
+    async fn follow_released_jobs(&self) -> Result<ReleasedJobs, StoreError>;
+
+    /// Finishes running job `job` as interrupted (its hosts that had not reported), as a
+    /// master's start does with its own jobs; false if it is not running.
+    async fn interrupt_job(&self, job: JobId, now_unix_ms: i64) -> Result<bool, StoreError>;
 
     // The roles file, for masters that share a store.
 

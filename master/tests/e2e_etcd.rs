@@ -343,3 +343,215 @@ fn a_job_on_one_master_reaches_the_hosts_linked_to_another_and_each_reports_once
     assert_eq!(runs(&near_minion), [v2.id.as_str()]);
     assert_eq!(runs(&far_minion), [v2.id.as_str()]);
 }
+
+#[test]
+fn a_rollout_whose_master_is_killed_mid_batch_is_finished_by_another_and_each_host_reports_once() {
+    let etcd = EtcdCluster::start(3);
+    let endpoints = etcd.endpoint_list();
+    let prefix = format!("/brine-e2e/{}/", unique_id());
+    let uniq = unique_id();
+    let registry = Registry::start();
+    let mut images = Images::new(&registry, &uniq);
+    let app = images.push_variant("app", 1);
+    let mut first = Master::start_on_etcd(&endpoints, &prefix, None);
+    let second = Master::start_on_etcd(&endpoints, &prefix, Some(&first));
+    // Five hosts, linked to both masters.
+    let hosts: Vec<String> = (1..=5).map(|n| format!("e2e-{uniq}-h{n}")).collect();
+    let mut minions: Vec<Minion> = hosts
+        .iter()
+        .enumerate()
+        .map(|(n, host)| Minion::start(if n % 2 == 0 { &first } else { &second }, host))
+        .collect();
+    for (n, minion) in minions.iter_mut().enumerate() {
+        minion.wait_connected(if n % 2 == 0 { &first } else { &second });
+    }
+    let assign: String = hosts
+        .iter()
+        .map(|host| format!("{} = [\"web\"]\n", quoted(host)))
+        .collect();
+    let roles = format!(
+        "[roles.web]\nimage = {}\n[[roles.web.containers]]\nname = \"web\"\n\
+         command = [\"/bin/busybox\", \"sleep\", \"3600\"]\n\n[assign]\n{assign}",
+        quoted(&app.reference)
+    );
+    let file = tempfile::NamedTempFile::new().expect("a temp file");
+    std::fs::write(file.path(), roles).expect("write roles");
+    text(
+        &first,
+        &["roles", "apply", &file.path().display().to_string()],
+    );
+
+    // A rollout of five batches through the first master, which is killed once two hosts
+    // reported: in the middle of the third batch.
+    let mut follower = first.start_highstate(&["--batch", "1", "--timeout", "60s"]);
+    let job = support::wait_for(
+        "the rollout to have two hosts reported",
+        Duration::from_secs(60),
+        || {
+            let Some(job) = job_ids(&second).first().cloned() else {
+                return Err("no job yet".to_owned());
+            };
+            let shown = json(&second, &["jobs", "show", &job]);
+            let reported = shown["hosts"].as_array().map_or(0, Vec::len);
+            if reported >= 2 {
+                Ok(job)
+            } else {
+                Err(format!("{reported} reported"))
+            }
+        },
+    );
+    let killed = std::time::Instant::now();
+    first.kill();
+    let _ = follower.kill();
+    let _ = follower.wait();
+
+    // The second master takes the job over and finishes it.
+    support::wait_for(
+        "the second master to take the job over",
+        Duration::from_secs(30),
+        || {
+            let log = std::fs::read_to_string(second.log_path()).unwrap_or_default();
+            if log.contains("taking over a job whose master stopped") {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
+        },
+    );
+    let takeover = killed.elapsed();
+    let shown = support::wait_for(
+        "the job to finish on the second master",
+        Duration::from_secs(90),
+        || {
+            let shown = json(&second, &["jobs", "show", &job]);
+            if shown["running"] == false {
+                Ok(shown)
+            } else {
+                Err(format!("{shown}"))
+            }
+        },
+    );
+    let finished = killed.elapsed();
+    eprintln!("job takeover: {takeover:?}; rollout finished {finished:?} after the kill");
+    let reports = shown["hosts"].as_array().expect("hosts");
+    assert_eq!(reports.len(), hosts.len(), "each host once: {shown:#}");
+    for host in &hosts {
+        assert_eq!(status(&shown, host), "changed", "{shown:#}");
+    }
+    // No host applied the job twice, and each runs the new container.
+    for minion in &minions {
+        let log = std::fs::read_to_string(minion.log_path()).unwrap_or_default();
+        let applied = log
+            .lines()
+            .filter(|line| line.contains(job.as_str()) && line.contains(" applied status="))
+            .count();
+        assert_eq!(
+            applied,
+            1,
+            "{} applied the job {applied} times:\n{log}",
+            minion.id()
+        );
+        let running: Vec<String> = minion
+            .containers()
+            .into_iter()
+            .filter(|c| c.state == "running")
+            .map(|c| c.image_id)
+            .collect();
+        assert_eq!(running, [app.id.as_str()], "{}", minion.id());
+    }
+    // The fleet lock went with the job.
+    let lock = text(&second, &["lock", "status"]);
+    assert!(!lock.contains(&job), "{lock}");
+}
+
+#[test]
+fn a_master_cut_off_from_etcd_stops_serving_and_its_hosts_move_to_another() {
+    let etcd = EtcdCluster::start(3);
+    let prefix = format!("/brine-e2e/{}/", unique_id());
+    let uniq = unique_id();
+    let registry = Registry::start();
+    let mut images = Images::new(&registry, &uniq);
+    let app = images.push_variant("app", 1);
+    // The first master reaches etcd only through paths the test can cut.
+    let paths: Vec<support::TcpProxy> = etcd
+        .endpoints()
+        .iter()
+        .map(|url| support::TcpProxy::start(url.trim_start_matches("http://")))
+        .collect();
+    let through_paths = paths
+        .iter()
+        .map(|path| format!("http://{}", path.address()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let first = Master::start_on_etcd(&through_paths, &prefix, None);
+    let second = Master::start_on_etcd(&etcd.endpoint_list(), &prefix, Some(&first));
+    let host = format!("e2e-{uniq}-web");
+    let mut minion = Minion::start(&first, &host);
+    minion.wait_connected(&first);
+    let masters_file = minion.data_dir().join("masters.json");
+    support::wait_for(
+        "the minion to know both masters",
+        Duration::from_secs(15),
+        || {
+            let known = std::fs::read_to_string(&masters_file).unwrap_or_default();
+            if known.contains(&second.address()) {
+                Ok(())
+            } else {
+                Err(format!("masters.json: {known:?}"))
+            }
+        },
+    );
+    let roles = tempfile::NamedTempFile::new().expect("a temp file");
+    std::fs::write(roles.path(), web_role(&app.reference, &host)).expect("write roles");
+    text(
+        &second,
+        &["roles", "apply", &roles.path().display().to_string()],
+    );
+
+    // Cut off: the first master lets its host go once its lease would run out, and the host
+    // links to the second, which deploys to it.
+    let cut = std::time::Instant::now();
+    for path in &paths {
+        path.partition();
+    }
+    minion.wait_connected(&second);
+    let moved = cut.elapsed();
+    eprintln!("host moved {moved:?} after its master was cut off from etcd");
+    let log = std::fs::read_to_string(first.log_path()).unwrap_or_default();
+    assert!(
+        log.contains("its jobs stop here") && log.contains("ended every link"),
+        "the cut-off master did not stop:\n{log}"
+    );
+    let run = second.highstate_run(None);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(status(&run.json, &host), "changed", "{:#}", run.json);
+
+    // Back in touch, the first master holds a lease again and serves as before.
+    for path in &paths {
+        path.heal();
+    }
+    support::wait_for(
+        "the first master to hold a lease again",
+        Duration::from_secs(30),
+        || {
+            let log = std::fs::read_to_string(first.log_path()).unwrap_or_default();
+            let leases = log
+                .matches("holding this master's jobs under a lease")
+                .count();
+            if leases >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{leases} leases taken"))
+            }
+        },
+    );
+    let listed = json(&first, &["minions"]);
+    assert!(
+        listed
+            .as_array()
+            .expect("an array")
+            .iter()
+            .any(|m| m["id"] == host.as_str() && m["linked_to"] == second.name().as_str()),
+        "{listed:#}"
+    );
+}

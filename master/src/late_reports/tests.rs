@@ -44,6 +44,7 @@ fn job(running: bool) -> JobRecord {
         targets: vec![host("web-1"), host("web-2"), host("web-3")],
         request: None,
         master: None,
+        lease: None,
     }
 }
 

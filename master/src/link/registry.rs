@@ -146,6 +146,15 @@ impl Links {
         }
     }
 
+    /// Ends every live stream; how many there were.
+    pub fn disconnect_all(&self) -> usize {
+        let entries: Vec<LinkEntry> = self.lock().drain().map(|(_, entry)| entry).collect();
+        for entry in &entries {
+            entry.stop.cancel();
+        }
+        entries.len()
+    }
+
     /// Ends `id`'s live stream if it is linked with certificate `certificate_sha256` (not a
     /// newer link made with another).
     pub fn disconnect_certificate(&self, id: &MinionId, certificate_sha256: &str) -> bool {

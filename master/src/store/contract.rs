@@ -226,6 +226,7 @@ pub(super) async fn hosts_tokens_jobs_and_releases_are_recorded(store: &dyn Stor
                 targets: vec![id("web-1")],
                 request: None,
                 master: None,
+                lease: None,
             },
             KEEP_ALL,
         )
@@ -569,6 +570,7 @@ pub(super) async fn a_job_left_running_is_interrupted_for_the_hosts_without_a_re
         running,
         request: None,
         master: None,
+        lease: None,
         targets: vec![id("web-1"), id("web-2")],
     };
     store.record_job_progress(job("j-1", true)).await.unwrap();
@@ -626,6 +628,7 @@ pub(super) async fn a_master_sharing_the_store_finishes_only_the_jobs_it_ran(sto
         running: true,
         request: None,
         master: master.map(Into::into),
+        lease: None,
         targets: vec![id("web-1")],
     };
     store
@@ -682,6 +685,7 @@ pub(super) async fn a_late_report_replaces_only_a_verdict_given_without_the_host
         plan: false,
         request: None,
         master: None,
+        lease: None,
         running,
         targets: vec![id("web-1"), id("web-2")],
     };
@@ -769,6 +773,7 @@ pub(super) async fn jobs_are_listed_newest_first_a_page_at_a_time_and_found_by_r
             fingerprint: format!("f{n}"),
         }),
         master: None,
+        lease: None,
         plan: false,
         running: false,
         targets: vec![],
@@ -836,6 +841,7 @@ pub(super) async fn job_history_keeps_the_newest_and_the_recent_but_never_a_runn
         caller: "admin".into(),
         request: None,
         master: None,
+        lease: None,
         plan: false,
         running,
         targets: vec![],

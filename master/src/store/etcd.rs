@@ -17,6 +17,9 @@
 //! PREFIX masters/NAME               a master's announcement
 //! PREFIX links/ID                   which master holds a host's link
 //! PREFIX relay/NAME/UNIQUE          a message for the master NAME (a command, an answer)
+//! PREFIX job-owners/JOB             which master holds a running job (under its lease)...
+//! PREFIX job-plans/JOB              ...and the job's plan, while it runs...
+//! PREFIX job-desired/JOB/ID         ...with each host's desired state
 //! ```
 //!
 //! A call that reads and then writes is an optimistic transaction: its write is made only if
@@ -40,17 +43,18 @@ use brine_common::names::MinionId;
 use brine_common::outcome::{HostReport, JobId};
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
-    KeyValue, KvClient, MaintenanceClient, SortOrder, SortTarget, TlsOptions, Txn, TxnOp,
-    TxnOpResponse, WatchClient,
+    KeyValue, KvClient, LeaseClient, MaintenanceClient, SortOrder, SortTarget, TlsOptions, Txn,
+    TxnOp, TxnOpResponse, WatchClient,
 };
 use serde::de::DeserializeOwned;
 
 use super::record::decode;
 use super::{
     Approval, ApprovalChange, CertificateCheck, CertificateRevocation, FleetClaim, HostChanges,
-    HostHello, JobRecord, JobRetention, JoinAttempt, JoinOutcome, LinkChanges, ListedToken,
-    LockRecord, MasterAnnouncement, MinionRecord, NewRoles, Relayed, RelayedMessages, Renewal,
-    RolesApplied, RolesVersion, Store, StoreError, TokenCheck, TokenRecord,
+    HostHello, JobOwner, JobPlanRecord, JobRecord, JobRetention, JoinAttempt, JoinOutcome, Lease,
+    LinkChanges, ListedToken, LockRecord, MasterAnnouncement, MinionRecord, NewRoles, Relayed,
+    RelayedMessages, ReleasedJobs, Renewal, RolesApplied, RolesVersion, Store, StoreError,
+    TokenCheck, TokenRecord,
 };
 use crate::pki::SignedCertificate;
 use crate::release::{Pins, Release};
@@ -66,6 +70,7 @@ mod relay;
 mod releases;
 mod revocations;
 mod roles;
+mod takeover;
 #[cfg(test)]
 mod tests;
 mod tokens;
@@ -128,6 +133,7 @@ pub struct EtcdTls {
 pub(super) struct EtcdStore {
     kv: KvClient,
     watch: WatchClient,
+    leases: LeaseClient,
     maintenance: MaintenanceClient,
     keys: Keys,
     quota_bytes: u64,
@@ -328,6 +334,7 @@ impl EtcdStore {
                 .kv_client()
                 .max_decoding_message_size(MAX_RESPONSE_BYTES),
             watch: client.watch_client(),
+            leases: client.lease_client(),
             maintenance: client.maintenance_client(),
             keys: Keys::new(&settings.prefix),
             quota_bytes: settings.quota_bytes,
@@ -517,6 +524,35 @@ impl Store for EtcdStore {
 
     async fn relay(&self, to: String, message: Relayed) -> Result<(), StoreError> {
         relay::relay(self, to, message).await
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<Box<dyn Lease>, StoreError> {
+        takeover::grant_lease(self, ttl).await
+    }
+
+    async fn claim_job(
+        &self,
+        job: JobId,
+        owner: JobOwner,
+        plan: Option<JobPlanRecord>,
+    ) -> Result<bool, StoreError> {
+        takeover::claim(self, job, owner, plan).await
+    }
+
+    async fn job_plan(&self, job: JobId) -> Result<Option<JobPlanRecord>, StoreError> {
+        takeover::plan(self, job).await
+    }
+
+    async fn running_jobs(&self) -> Result<Vec<(JobId, Option<JobOwner>)>, StoreError> {
+        takeover::running(self).await
+    }
+
+    async fn follow_released_jobs(&self) -> Result<ReleasedJobs, StoreError> {
+        takeover::follow_released(self).await
+    }
+
+    async fn interrupt_job(&self, job: JobId, now_unix_ms: i64) -> Result<bool, StoreError> {
+        jobs::interrupt_one(self, job.as_str(), now_unix_ms).await
     }
 
     async fn follow_relayed(&self, master: String) -> Result<RelayedMessages, StoreError> {

@@ -34,6 +34,11 @@ pub struct JobRecord {
     /// share a store, only that one finishes the job if it stops while the job runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master: Option<String>,
+    /// The lease under which that master holds the job, when masters share a store: a write
+    /// of the record is refused once the job is no longer held under it (another master took
+    /// it over), so a master cut off from the others never overwrites the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<i64>,
 }
 
 /// A caller's request id, and what it asked for under it.

@@ -25,9 +25,10 @@ use serde::de::DeserializeOwned;
 use super::record::decode;
 use super::{
     Approval, ApprovalChange, CertificateCheck, CertificateRevocation, FleetClaim, HostChanges,
-    HostHello, JobRecord, JobRetention, JoinAttempt, JoinOutcome, LinkChanges, ListedToken,
-    LockRecord, MasterAnnouncement, MinionRecord, NewRoles, Relayed, RelayedMessages, Renewal,
-    RolesApplied, RolesVersion, Store, StoreError, TokenCheck, TokenRecord,
+    HostHello, JobOwner, JobPlanRecord, JobRecord, JobRetention, JoinAttempt, JoinOutcome, Lease,
+    LinkChanges, ListedToken, LockRecord, MasterAnnouncement, MinionRecord, NewRoles, Relayed,
+    RelayedMessages, ReleasedJobs, Renewal, RolesApplied, RolesVersion, Store, StoreError,
+    TokenCheck, TokenRecord,
 };
 use crate::pki::SignedCertificate;
 use crate::release::{Pins, Release};
@@ -255,6 +256,35 @@ impl Store for RedbStore {
         Ok(Box::pin(futures::stream::pending()))
     }
 
+    async fn grant_lease(&self, _ttl: Duration) -> Result<Box<dyn Lease>, StoreError> {
+        Err(alone("holds no lease"))
+    }
+
+    async fn claim_job(
+        &self,
+        _job: JobId,
+        _owner: JobOwner,
+        _plan: Option<JobPlanRecord>,
+    ) -> Result<bool, StoreError> {
+        Err(alone("holds its jobs without claiming them"))
+    }
+
+    async fn job_plan(&self, _job: JobId) -> Result<Option<JobPlanRecord>, StoreError> {
+        Ok(None)
+    }
+
+    async fn running_jobs(&self) -> Result<Vec<(JobId, Option<JobOwner>)>, StoreError> {
+        Err(alone("takes no job over"))
+    }
+
+    async fn follow_released_jobs(&self) -> Result<ReleasedJobs, StoreError> {
+        Ok(Box::pin(futures::stream::pending()))
+    }
+
+    async fn interrupt_job(&self, _job: JobId, _now_unix_ms: i64) -> Result<bool, StoreError> {
+        Err(alone("finishes its jobs all at once when it starts"))
+    }
+
     async fn delete_minion(&self, id: MinionId) -> Result<bool, StoreError> {
         self.blocking(move |db| minions::delete(db, id)).await
     }
@@ -426,4 +456,9 @@ impl Store for RedbStore {
     async fn certificate_revocations(&self) -> Result<Vec<CertificateRevocation>, StoreError> {
         self.blocking(revocations::all).await
     }
+}
+
+/// The error of a call that only masters sharing a store make.
+fn alone(what: &str) -> StoreError {
+    StoreError::Backend(format!("a master alone with its store {what}"))
 }

@@ -1583,10 +1583,11 @@ fn copy_between(client: UnixStream, server: TcpStream) {
 
 /// A TCP forwarder on a free loopback port: a minion dialling it reaches `target`, and
 /// [`TcpProxy::cut`] drops every open connection (as a network blip would) while new ones still
-/// get through.
+/// get through; [`TcpProxy::partition`] also drops every new one until [`TcpProxy::heal`].
 pub struct TcpProxy {
     port: u16,
     stop: Arc<AtomicBool>,
+    blocked: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<TcpStream>>>,
     acceptor: Option<thread::JoinHandle<()>>,
 }
@@ -1596,16 +1597,21 @@ impl TcpProxy {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the proxy");
         let port = listener.local_addr().expect("the proxy's address").port();
         let stop = Arc::new(AtomicBool::new(false));
+        let blocked = Arc::new(AtomicBool::new(false));
         let connections: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let target = target.to_owned();
         let acceptor = {
-            let (stop, connections) = (stop.clone(), connections.clone());
+            let (stop, blocked, connections) = (stop.clone(), blocked.clone(), connections.clone());
             thread::spawn(move || {
                 for client in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let Ok(client) = client else { continue };
+                    if blocked.load(Ordering::SeqCst) {
+                        let _ = client.shutdown(std::net::Shutdown::Both);
+                        continue;
+                    }
                     let Ok(server) = TcpStream::connect(&target) else {
                         continue;
                     };
@@ -1624,9 +1630,21 @@ impl TcpProxy {
         Self {
             port,
             stop,
+            blocked,
             connections,
             acceptor: Some(acceptor),
         }
+    }
+
+    /// Drops every open connection and every new one, until [`TcpProxy::heal`].
+    pub fn partition(&self) {
+        self.blocked.store(true, Ordering::SeqCst);
+        self.cut();
+    }
+
+    /// Lets new connections through again.
+    pub fn heal(&self) {
+        self.blocked.store(false, Ordering::SeqCst);
     }
 
     /// `127.0.0.1:PORT`.

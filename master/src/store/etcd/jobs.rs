@@ -10,10 +10,10 @@ use brine_common::outcome::{HostReport, JobId};
 use etcd_client::{GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::{Attempts, EtcdStore, Read, delete_under, key_text, limit_of, minions};
+use super::{Attempts, EtcdStore, Read, delete_under, key_text, limit_of, minions, takeover};
 use crate::store::jobs::jobs_to_forget;
 use crate::store::record::{decode, encode};
-use crate::store::{JobRecord, JobRetention, StoreError};
+use crate::store::{JobOwner, JobRecord, JobRetention, StoreError};
 
 const NAME: &str = "jobs";
 const REPORTS: &str = "job_hosts";
@@ -49,18 +49,57 @@ fn report_writes<'a>(
     })
 }
 
-/// Writes a job: its reports first, then its targets and record in one transaction.
+/// Writes a job: its reports first, then its targets and record in one transaction. A job held
+/// under a lease is written only while it still is (each transaction compares), and its end
+/// lets go of it and of its plan.
 async fn write(store: &EtcdStore, job: JobRecord) -> Result<Vec<HostReport>, StoreError> {
     let (record, reports, targets) = split(job);
     let job_id = record.summary.job_id.to_string();
-    store
-        .write_all(report_writes(store, &job_id, &reports).collect())
-        .await?;
-    let txn = Txn::new().and_then([
+    let holder = match (&record.master, record.lease) {
+        (Some(master), Some(lease)) => Some(takeover::held_by(
+            store,
+            &job_id,
+            &JobOwner {
+                master: master.clone(),
+                lease,
+            },
+        )),
+        _ => None,
+    };
+    let fenced = || {
+        StoreError::Backend(format!(
+            "job {job_id} is no longer held by this master (its lease ran out, and another \
+             master may have taken it over): it writes nothing more of it"
+        ))
+    };
+    let when = |txn: Txn| match &holder {
+        Some(held) => txn.when([held.clone()]),
+        None => txn,
+    };
+    let writes: Vec<TxnOp> = report_writes(store, &job_id, &reports).collect();
+    for chunk in writes.chunks(super::OPS_PER_TXN) {
+        if store
+            .commit(when(Txn::new()).and_then(chunk.to_vec()))
+            .await?
+            .is_none()
+        {
+            return Err(fenced());
+        }
+    }
+    let mut last = vec![
         TxnOp::put(store.keys.job_targets(&job_id), encode(&targets), None),
         TxnOp::put(store.keys.job(&job_id), encode(&record), None),
-    ]);
-    store.commit_unconditionally(txn).await?;
+    ];
+    if !record.running {
+        last.extend(takeover::forget_ownership(store, &job_id));
+    }
+    if store
+        .commit(when(Txn::new()).and_then(last))
+        .await?
+        .is_none()
+    {
+        return Err(fenced());
+    }
     Ok(reports)
 }
 
@@ -200,35 +239,58 @@ pub(super) async fn interrupt_running(
     for kv in store.under(store.keys.jobs()).await? {
         let job_id = job_id_of(store, &kv);
         let record: JobRecord = decode(NAME, &job_id, kv.value())?;
-        if !record.is_left_running_by(run_by) {
-            continue;
+        if record.is_left_running_by(run_by) && interrupt(store, &job_id, now_unix_ms).await? {
+            interrupted.push(job_id);
         }
-        let Some(mut job) = read_job(store, &job_id).await? else {
-            continue;
-        };
-        let reported: BTreeSet<MinionId> = job
-            .summary
-            .hosts
-            .iter()
-            .map(|h| h.minion_id.clone())
-            .collect();
-        job.interrupt(now_unix_ms);
-        let (record, reports, _) = split(job);
-        let unreported = reports
-            .iter()
-            .filter(|report| !reported.contains(&report.minion_id));
-        let mut writes: Vec<TxnOp> = report_writes(store, &job_id, unreported).collect();
-        writes.push(TxnOp::put(store.keys.job(&job_id), encode(&record), None));
-        store.write_all(writes).await?;
-        interrupted.push(job_id);
     }
-    super::lock::release_if(store, |held| {
-        held.job_id
-            .as_ref()
-            .is_some_and(|job| interrupted.contains(job))
-    })
-    .await?;
+    release_lock_of(store, &interrupted).await?;
     Ok(interrupted)
+}
+
+pub(super) async fn interrupt_one(
+    store: &EtcdStore,
+    job_id: &str,
+    now_unix_ms: i64,
+) -> Result<bool, StoreError> {
+    let interrupted = interrupt(store, job_id, now_unix_ms).await?;
+    if interrupted {
+        release_lock_of(store, &[job_id.to_owned()]).await?;
+    }
+    Ok(interrupted)
+}
+
+/// Finishes running job `job_id` as interrupted; false if it is not running.
+async fn interrupt(store: &EtcdStore, job_id: &str, now_unix_ms: i64) -> Result<bool, StoreError> {
+    let Some(mut job) = read_job(store, job_id).await? else {
+        return Ok(false);
+    };
+    if !job.running {
+        return Ok(false);
+    }
+    let reported: BTreeSet<MinionId> = job
+        .summary
+        .hosts
+        .iter()
+        .map(|h| h.minion_id.clone())
+        .collect();
+    job.interrupt(now_unix_ms);
+    let (record, reports, _) = split(job);
+    let unreported = reports
+        .iter()
+        .filter(|report| !reported.contains(&report.minion_id));
+    let mut writes: Vec<TxnOp> = report_writes(store, job_id, unreported).collect();
+    writes.push(TxnOp::put(store.keys.job(job_id), encode(&record), None));
+    writes.extend(takeover::forget_ownership(store, job_id));
+    store.write_all(writes).await?;
+    Ok(true)
+}
+
+async fn release_lock_of(store: &EtcdStore, jobs: &[String]) -> Result<(), StoreError> {
+    super::lock::release_if(store, |held| {
+        held.job_id.as_ref().is_some_and(|job| jobs.contains(job))
+    })
+    .await
+    .map(drop)
 }
 
 /// Up to `limit` jobs before job `before` (from the newest without it), newest first.

@@ -70,6 +70,29 @@ impl Keys {
         self.under(format_args!("job-hosts/{job_id}/"))
     }
 
+    /// Which master holds each running job (attached to that master's lease).
+    pub fn job_owners(&self) -> String {
+        self.under(format_args!("job-owners/"))
+    }
+
+    pub fn job_owner(&self, job_id: &str) -> String {
+        self.under(format_args!("job-owners/{job_id}"))
+    }
+
+    /// A running job's plan, without its hosts' desired states...
+    pub fn job_plan(&self, job_id: &str) -> String {
+        self.under(format_args!("job-plans/{job_id}"))
+    }
+
+    /// ...which are one key per host.
+    pub fn job_desired(&self, job_id: &str) -> String {
+        self.under(format_args!("job-desired/{job_id}/"))
+    }
+
+    pub fn job_desired_of(&self, job_id: &str, id: &MinionId) -> String {
+        self.under(format_args!("job-desired/{job_id}/{id}"))
+    }
+
     pub fn job_host(&self, job_id: &str, id: &MinionId) -> String {
         self.under(format_args!("job-hosts/{job_id}/{id}"))
     }

@@ -167,14 +167,14 @@ pub(super) async fn follow_relayed(
 }
 
 /// What a follower saw happen to a key.
-enum Seen {
+pub(super) enum Seen {
     Put(KeyValue),
     Deleted(String),
 }
 
 /// Every key under `prefix` now, then every change to one; `what` names it in errors. The
 /// stream ends with an error when the watch breaks or etcd cancels it.
-async fn follow_prefix(
+pub(super) async fn follow_prefix(
     store: &EtcdStore,
     prefix: String,
     what: &'static str,

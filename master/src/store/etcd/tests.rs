@@ -83,6 +83,7 @@ fn job(job_id: &str, hosts: &[String], running: bool) -> JobRecord {
         targets: hosts.iter().map(|h| id(h)).collect(),
         request: None,
         master: None,
+        lease: None,
     }
 }
 
@@ -469,4 +470,96 @@ async fn masters_see_who_holds_each_link_and_pass_each_message_once() {
         .expect("the messages go on")
         .unwrap();
     assert_eq!(message, answer(9));
+}
+
+#[tokio::test]
+async fn a_job_is_held_under_a_lease_and_let_go_when_the_lease_runs_out() {
+    use futures::StreamExt;
+
+    use crate::rollout::Rollout;
+    use crate::store::{JobOwner, JobPlanRecord};
+
+    let cluster = start(1).await;
+    let settings = settings(&cluster);
+    let first = EtcdStore::connect(&settings).await.unwrap();
+    let second = EtcdStore::connect(&settings).await.unwrap();
+    let hosts = ["web-1".to_owned(), "web-2".to_owned()];
+    let job_id = JobId::new("20261203T000000-00000001").unwrap();
+    let lease = first.grant_lease(Duration::from_secs(1)).await.unwrap();
+    let owner = JobOwner {
+        master: "m1".into(),
+        lease: lease.id(),
+    };
+    let plan = JobPlanRecord {
+        job_id: job_id.clone(),
+        target: String::new(),
+        rollout: Rollout::default(),
+        timeout_ms: 60_000,
+        plan: false,
+        desired: hosts.iter().map(|h| (id(h), Default::default())).collect(),
+        blocked: Default::default(),
+        deployed: Default::default(),
+        previous_release: None,
+        caller: "admin".into(),
+        resolve_ms: 0,
+        not_accepted: 0,
+        request: None,
+    };
+    assert!(
+        first
+            .claim_job(job_id.clone(), owner.clone(), Some(plan.clone()))
+            .await
+            .unwrap()
+    );
+    let mut held = job(job_id.as_str(), &hosts[..1], true);
+    held.master = Some("m1".into());
+    held.lease = Some(lease.id());
+    first.record_job_progress(held.clone()).await.unwrap();
+    // Held: another master's claim fails, and it sees the job, its holder and its plan.
+    let other = second.grant_lease(Duration::from_secs(30)).await.unwrap();
+    let claimant = JobOwner {
+        master: "m2".into(),
+        lease: other.id(),
+    };
+    assert!(
+        !second
+            .claim_job(job_id.clone(), claimant.clone(), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        second.running_jobs().await.unwrap(),
+        [(job_id.clone(), Some(owner))]
+    );
+    assert_eq!(second.job_plan(job_id.clone()).await.unwrap(), Some(plan));
+
+    // The first master stops renewing: the job is let go of, and the second claims it.
+    let mut released = second.follow_released_jobs().await.unwrap();
+    drop(lease);
+    let gone = tokio::time::timeout(Duration::from_secs(10), released.next())
+        .await
+        .expect("let go of within the lease's time and etcd's check")
+        .expect("the following goes on")
+        .unwrap();
+    assert_eq!(gone, job_id);
+    assert!(
+        second
+            .claim_job(job_id.clone(), claimant.clone(), None)
+            .await
+            .unwrap()
+    );
+    // The first master's late write is refused: it no longer holds the job.
+    let refused = first.record_job_progress(held).await.unwrap_err();
+    assert!(refused.to_string().contains("no longer held"), "{refused}");
+    // The new holder's end of the job lets go of it and forgets its plan.
+    let mut finished = job(job_id.as_str(), &hosts, false);
+    finished.master = Some("m2".into());
+    finished.lease = Some(other.id());
+    second
+        .record_job(finished, crate::store::contract::KEEP_ALL)
+        .await
+        .unwrap();
+    assert!(second.running_jobs().await.unwrap().is_empty());
+    assert_eq!(second.job_plan(job_id.clone()).await.unwrap(), None);
+    assert_eq!(keys_under(&second, second.keys.job_owners()).await, 0);
 }

@@ -72,6 +72,7 @@ async fn fill(store: &dyn Store) {
         targets: vec![id("web-1")],
         request: None,
         master: None,
+        lease: None,
     };
     store.record_job(job, KEEP_ALL).await.unwrap();
     store
