@@ -17,6 +17,7 @@ mod etcd;
 
 pub use etcd::{
     DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX, endpoint_uses_tls as etcd_endpoint_uses_tls,
+    table as etcd_table,
 };
 
 /// The default port of the master.

@@ -17,6 +17,7 @@ pub mod job_feed;
 pub mod job_run;
 pub mod late_reports;
 pub mod link;
+pub mod migrate;
 pub mod peers;
 pub mod pki;
 pub mod registry;

@@ -16,7 +16,7 @@ use brine_master::cli::cert::Issue;
 use brine_master::cli::client::ClientArgs;
 use brine_master::cli::context;
 use brine_master::cli::highstate::JobArgs;
-use brine_master::cli::init::EtcdArgs;
+use brine_master::cli::init::{EtcdArgs, MigrateArgs};
 use brine_master::cli::minions::{ListFormat, MinionAction};
 use brine_master::cli::output::OutputFormat;
 use brine_master::config::{DEFAULT_PORT, ENV_PREFIX, MasterConfig, NOT_CONFIG_VARIABLES};
@@ -139,6 +139,11 @@ enum Command {
     Roles {
         #[command(subcommand)]
         command: RolesCommand,
+    },
+    /// Where the master keeps its fleet.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
     },
     /// The releases: after each successful highstate that changed something, which image
     /// (pinned by digest) each container of each role runs. Rollback targets.
@@ -305,6 +310,19 @@ enum CertCommand {
         /// An operator's certificates.
         #[arg(long, value_name = "NAME", group = "role")]
         admin: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Move the fleet of a master alone with its store (state.redb in its data directory) to
+    /// an etcd cluster, so that more masters can share it: hosts, tokens, jobs, releases,
+    /// revocations and the roles file (as roles version 1). Stop the master first; start it
+    /// again afterwards, then add masters as for any fleet in etcd. master.toml gets an
+    /// [etcd] table; state.redb and roles.toml are kept as *.migrated.
+    Migrate {
+        #[command(flatten)]
+        to: MigrateArgs,
     },
 }
 
@@ -595,6 +613,28 @@ async fn execute(command: Command, client: ClientArgs) -> anyhow::Result<ExitCod
         } => {
             let (role, name) = role_and_name(ci, admin)?;
             brine_master::cli::cert::revoke(&client, role, name).await?;
+        }
+        Command::Store {
+            command: StoreCommand::Migrate { to },
+        } => {
+            let settings = to.settings()?;
+            let prefix = settings.prefix.clone();
+            let moved = brine_master::migrate::to_etcd(&DataDir::new(&data_dir), settings).await?;
+            println!(
+                "moved the fleet to etcd under {prefix}: {} hosts ({} events), {} join tokens, {} \
+                 jobs, {} releases, {} revocations, and the roles file as roles version 1",
+                moved.hosts,
+                moved.host_events,
+                moved.tokens,
+                moved.jobs,
+                moved.releases,
+                moved.revocations
+            );
+            println!(
+                "start the master again (brine-master serve); set advertise_address in {} so that \
+                 hosts can find it among the masters you add",
+                data_dir.join("master.toml").display()
+            );
         }
         Command::Roles { command } => match command {
             RolesCommand::Apply { file } => brine_master::cli::roles::apply(&client, &file).await?,

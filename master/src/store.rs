@@ -162,6 +162,10 @@ pub trait Store: Send + Sync {
     /// were missed.
     async fn follow_host_changes(&self) -> Result<HostChanges, StoreError>;
 
+    /// Keeps `record` as it is, for a move from another store; false (nothing written) when
+    /// its id is enrolled here already.
+    async fn import_minion(&self, record: MinionRecord) -> Result<bool, StoreError>;
+
     /// Forgets a host and its events. Returns false for an unknown host.
     async fn delete_minion(&self, id: MinionId) -> Result<bool, StoreError>;
 

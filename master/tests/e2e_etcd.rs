@@ -555,3 +555,95 @@ fn a_master_cut_off_from_etcd_stops_serving_and_its_hosts_move_to_another() {
         "{listed:#}"
     );
 }
+
+#[test]
+fn a_master_alone_with_its_store_moves_to_etcd_with_its_whole_fleet() {
+    let etcd = EtcdCluster::start(1);
+    let prefix = format!("/brine-e2e/{}/", unique_id());
+    let uniq = unique_id();
+    let registry = Registry::start();
+    let mut images = Images::new(&registry, &uniq);
+    let app = images.push_variant("app", 1);
+    let mut master = Master::start();
+    let host = format!("e2e-{uniq}-web");
+    let mut minion = Minion::start(&master, &host);
+    minion.wait_connected(&master);
+    master.write_roles(&web_role(&app.reference, &host));
+    let run = master.highstate_run(None);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let job = run.json["job_id"].as_str().expect("a job id").to_owned();
+    text(&master, &["token", "create", "--uses", "3"]);
+    let token_ids = |master: &Master| -> Vec<String> {
+        text(master, &["token", "list"])
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+            .collect()
+    };
+    let tokens_before = token_ids(&master);
+    assert!(!tokens_before.is_empty());
+
+    // Moved, as the README says: stop, migrate, start.
+    master.stop();
+    let what = "brine-master store migrate";
+    let migrate = |master: &Master| {
+        run_with_deadline(
+            &mut master.cli(&[
+                "store",
+                "migrate",
+                "--to",
+                "etcd",
+                &etcd.endpoint_list(),
+                "--etcd-prefix",
+                &prefix,
+            ]),
+            Duration::from_secs(60),
+            what,
+        )
+    };
+    let moved = migrate(&master);
+    assert_eq!(moved.code, 0, "{}", moved.describe(what));
+    assert!(
+        moved.stdout.contains("1 hosts") && moved.stdout.contains("1 jobs"),
+        "{}",
+        moved.describe(what)
+    );
+    assert!(master.data_dir().join("state.redb.migrated").exists());
+    assert!(!master.data_dir().join("state.redb").exists());
+    master.start_again();
+    minion.wait_connected(&master);
+
+    // Everything came along: the host, its job, the release, the tokens, the roles file.
+    assert_eq!(job_ids(&master), [job.as_str()]);
+    let shown = json(&master, &["jobs", "show", &job]);
+    assert_eq!(status(&shown, &host), "changed", "{shown:#}");
+    let releases = json(&master, &["releases"]);
+    assert_eq!(releases.as_array().map(Vec::len), Some(1), "{releases:#}");
+    assert_eq!(token_ids(&master), tokens_before);
+    assert_eq!(
+        text(&master, &["roles", "show"]),
+        web_role(&app.reference, &host)
+    );
+    let run = master.highstate_run(None);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(status(&run.json, &host), "unchanged", "{:#}", run.json);
+
+    // A second master joins the moved fleet; a second migration is refused.
+    let second = Master::start_on_etcd(&etcd.endpoint_list(), &prefix, Some(&master));
+    let listed = json(&second, &["minions"]);
+    assert!(
+        listed
+            .as_array()
+            .expect("an array")
+            .iter()
+            .any(|m| m["id"] == host.as_str()),
+        "{listed:#}"
+    );
+    let again = migrate(&master);
+    assert_ne!(again.code, 0, "{}", again.describe(what));
+    assert!(
+        again.stderr.contains("in etcd already"),
+        "{}",
+        again.describe(what)
+    );
+}

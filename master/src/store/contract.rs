@@ -44,6 +44,7 @@ macro_rules! contract_tests {
             a_master_sharing_the_store_finishes_only_the_jobs_it_ran,
             roles_files_are_versioned_and_the_newest_are_kept,
             a_master_is_listed_while_its_announcement_holds,
+            an_imported_host_is_kept_as_it_was_and_never_over_an_enrolled_one,
         );
     };
     ($open:expr; $($check:ident),* $(,)?) => {
@@ -1044,4 +1045,23 @@ pub(super) async fn a_master_is_listed_while_its_announcement_holds(store: &dyn 
     // Renewed, it holds again.
     store.announce_master(announce("m2", 200)).await.unwrap();
     assert_eq!(names(store.masters(150).await.unwrap()), ["m2"]);
+}
+
+pub(super) async fn an_imported_host_is_kept_as_it_was_and_never_over_an_enrolled_one(
+    store: &dyn Store,
+) {
+    enrol(store, "web-1", "aa").await;
+    let mut record = store.minion(id("web-1")).await.unwrap().unwrap();
+    record.id = id("web-2");
+    record.certificate_sha256 = "bb".into();
+    assert!(store.import_minion(record.clone()).await.unwrap());
+    assert_eq!(
+        store.minion(id("web-2")).await.unwrap(),
+        Some(record.clone())
+    );
+    // An enrolled id stays as it is.
+    record.id = id("web-1");
+    assert!(!store.import_minion(record).await.unwrap());
+    let kept = store.minion(id("web-1")).await.unwrap().unwrap();
+    assert_eq!(kept.certificate_sha256, "aa");
 }

@@ -559,6 +559,10 @@ impl Store for EtcdStore {
         relay::follow_relayed(self, master).await
     }
 
+    async fn import_minion(&self, record: MinionRecord) -> Result<bool, StoreError> {
+        minions::import(self, record).await
+    }
+
     async fn delete_minion(&self, id: MinionId) -> Result<bool, StoreError> {
         minions::delete(self, id).await
     }

@@ -285,6 +285,10 @@ impl Store for RedbStore {
         Err(alone("finishes its jobs all at once when it starts"))
     }
 
+    async fn import_minion(&self, record: MinionRecord) -> Result<bool, StoreError> {
+        self.blocking(move |db| minions::import(db, record)).await
+    }
+
     async fn delete_minion(&self, id: MinionId) -> Result<bool, StoreError> {
         self.blocking(move |db| minions::delete(db, id)).await
     }

@@ -145,6 +145,18 @@ pub(super) async fn set_approval(
     .await
 }
 
+pub(super) async fn import(store: &EtcdStore, record: MinionRecord) -> Result<bool, StoreError> {
+    let key = store.keys.minion(&record.id);
+    let txn = Txn::new()
+        .when([etcd_client::Compare::version(
+            key.as_str(),
+            etcd_client::CompareOp::Equal,
+            0,
+        )])
+        .and_then([TxnOp::put(key.as_str(), encode(&record), None)]);
+    Ok(store.commit(txn).await?.is_some())
+}
+
 pub(super) async fn delete(store: &EtcdStore, id: MinionId) -> Result<bool, StoreError> {
     let txn = Txn::new().and_then([
         TxnOp::delete(store.keys.minion(&id), None),

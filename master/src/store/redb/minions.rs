@@ -158,6 +158,20 @@ pub(super) fn set_approval(
     change(db, &id, |record| rules::change_approval(record, approval))
 }
 
+pub(super) fn import(db: &Database, record: MinionRecord) -> Result<bool, StoreError> {
+    let tx = db.begin_write()?;
+    let imported = {
+        let mut table = tx.open_table(TABLE)?;
+        let absent = table.get(record.id.as_str())?.is_none();
+        if absent {
+            put(&mut table, &record.id, &record)?;
+        }
+        absent
+    };
+    tx.commit()?;
+    Ok(imported)
+}
+
 pub(super) fn delete(db: &Database, id: MinionId) -> Result<bool, StoreError> {
     let tx = db.begin_write()?;
     let found = tx.open_table(TABLE)?.remove(id.as_str())?.is_some();
