@@ -48,22 +48,8 @@ wait "${minion_pids[@]}" "$master_pid" 2>/dev/null || true
 docker ps -aq --filter "label=io.brine.role=$role" | xargs -r docker rm -f >/dev/null
 
 # --- A three-member etcd cluster and two masters sharing it ---
-cluster=""
-client_urls=()
-declare -A peer client
-for m in 1 2 3; do peer[$m]=$(free_port); client[$m]=$(free_port); done
-for m in 1 2 3; do cluster+="${cluster:+,}etcd-$m=http://127.0.0.1:${peer[$m]}"; done
-for m in 1 2 3; do
-  etcd --name "etcd-$m" --data-dir "$work/etcd-$m" \
-    --listen-peer-urls "http://127.0.0.1:${peer[$m]}" --initial-advertise-peer-urls "http://127.0.0.1:${peer[$m]}" \
-    --listen-client-urls "http://127.0.0.1:${client[$m]}" --advertise-client-urls "http://127.0.0.1:${client[$m]}" \
-    --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token "bench-$$" \
-    >"$work/etcd-$m.log" 2>&1 &
-  pids+=($!)
-  client_urls+=("http://127.0.0.1:${client[$m]}")
-done
-endpoints=$(IFS=,; echo "${client_urls[*]}")
-until ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1; do sleep 0.2; done
+start_etcd
+endpoints=$etcd_endpoints
 
 host_name=$(cat /proc/sys/kernel/hostname)
 declare -A port name pid

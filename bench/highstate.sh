@@ -3,6 +3,7 @@
 # Docker engine), one small container each, one master, one private registry on loopback.
 #
 #   bench/highstate.sh [N]        # default N=100
+#   BENCH_STORE=etcd bench/highstate.sh [N]   # the same, the fleet kept in a three-member etcd cluster
 #
 # Prints: time to enrol and connect N minions, the first highstate (creates N containers), the
 # no-change highstate (median of 7, wall clock of the CLI), a round trip to every host (a plan,

@@ -74,15 +74,46 @@ one_container_roles() {
 # rss_kib PID: the resident memory of process PID, in KiB.
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
-# start_master ROLES_TOML
+# start_etcd: a three-member etcd cluster (Debian's etcd) on loopback, its data under $work; its
+# client URLs, comma-separated, are in $etcd_endpoints.
+start_etcd() {
+  local m cluster="" urls=()
+  declare -A peer client
+  for m in 1 2 3; do peer[$m]=$(free_port); client[$m]=$(free_port); done
+  for m in 1 2 3; do cluster+="${cluster:+,}etcd-$m=http://127.0.0.1:${peer[$m]}"; done
+  for m in 1 2 3; do
+    etcd --name "etcd-$m" --data-dir "$work/etcd-$m" \
+      --listen-peer-urls "http://127.0.0.1:${peer[$m]}" --initial-advertise-peer-urls "http://127.0.0.1:${peer[$m]}" \
+      --listen-client-urls "http://127.0.0.1:${client[$m]}" --advertise-client-urls "http://127.0.0.1:${client[$m]}" \
+      --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token "bench-$$" \
+      >"$work/etcd-$m.log" 2>&1 &
+    pids+=($!)
+    urls+=("http://127.0.0.1:${client[$m]}")
+  done
+  etcd_endpoints=$(IFS=,; echo "${urls[*]}")
+  until ETCDCTL_API=3 etcdctl --endpoints "$etcd_endpoints" endpoint health >/dev/null 2>&1; do sleep 0.2; done
+}
+
+# start_master ROLES_TOML: one master; with BENCH_STORE=etcd its fleet is kept in a
+# three-member etcd cluster (start_etcd) instead of its data directory.
 start_master() {
   master_port=$(free_port)
-  "$bin/brine-master" init --data-dir "$work/master" --listen "127.0.0.1:$master_port" >/dev/null
-  printf '%s' "$1" >"$work/master/roles.toml"
+  if [ "${BENCH_STORE:-redb}" = etcd ]; then
+    [ -n "${etcd_endpoints:-}" ] || start_etcd
+    "$bin/brine-master" init --data-dir "$work/master" --listen "127.0.0.1:$master_port" \
+      --advertise 127.0.0.1 --etcd "$etcd_endpoints" --etcd-prefix "/brine-bench-$$/" >/dev/null
+  else
+    "$bin/brine-master" init --data-dir "$work/master" --listen "127.0.0.1:$master_port" >/dev/null
+    printf '%s' "$1" >"$work/master/roles.toml"
+  fi
   RUST_LOG=warn "$bin/brine-master" serve --data-dir "$work/master" 2>"$work/master.log" &
   master_pid=$!
   pids+=($master_pid)
   for _ in $(seq 1 50); do "$bin/brine-master" minions --data-dir "$work/master" >/dev/null 2>&1 && break; sleep 0.1; done
+  if [ "${BENCH_STORE:-redb}" = etcd ]; then
+    printf '%s' "$1" >"$work/roles.toml"
+    "$bin/brine-master" roles apply "$work/roles.toml" --data-dir "$work/master" >/dev/null
+  fi
 }
 
 # start_minions N: bench-1 ... bench-N, each in its own namespace on this engine, or on the

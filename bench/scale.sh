@@ -4,6 +4,7 @@
 # and a private registry on loopback.
 #
 #   bench/scale.sh [N]            # default N=10000
+#   BENCH_STORE=etcd bench/scale.sh [N]   # the same, the fleet kept in a three-member etcd cluster
 #
 # Measures: enrolment through Join and the time until all are linked; the first highstate
 # (creates a container on every host); a no-change highstate (median and p99 of 10) with the
