@@ -79,7 +79,7 @@ token=$("$bin/brine-master" token create --data-dir "$work/a" 2>/dev/null)
 minion_pids=()
 for i in $(seq 1 "$n"); do
   "$bin/brine-minion" join --master "127.0.0.1:${port[a]}" --token "$token" --id "ha-$i" \
-    --namespace "ha-$i-$$" --data-dir "$work/ha-$i" >/dev/null
+    --namespace "ha-$i-$$" --data-dir "$work/ha-$i" >/dev/null 2>>"$work/join.log"
   RUST_LOG=info "$bin/brine-minion" run --data-dir "$work/ha-$i" 2>"$work/ha-$i.log" &
   minion_pids+=($!)
   pids+=($!)

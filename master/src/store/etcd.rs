@@ -85,6 +85,10 @@ const OPS_PER_TXN: usize = 100;
 /// read, before it gives up.
 const CONFLICT_RETRIES: usize = 64;
 
+/// After a conflict, a call waits up to 2, 4, ... and at most 2^this milliseconds before it
+/// reads again.
+const CONFLICT_BACKOFF_DOUBLINGS: usize = 6;
+
 /// How long a call waits for etcd before it fails, and how long connecting to a member may
 /// take: a cluster without a quorum fails calls, it does not hang them.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -307,13 +311,19 @@ impl Attempts {
     }
 
     /// Allows another attempt, unless other writers changed the same records too many times
-    /// in a row.
-    fn another(&mut self) -> Result<(), StoreError> {
+    /// in a row. After a conflict it first waits a random while, longer after each: writers
+    /// racing for one record (hosts joining with one token) would otherwise meet again at once.
+    async fn another(&mut self) -> Result<(), StoreError> {
         if self.made == CONFLICT_RETRIES {
             return Err(StoreError::Backend(format!(
                 "{}: other masters changed the same records {CONFLICT_RETRIES} times in a row",
                 self.what
             )));
+        }
+        if self.made > 0 {
+            let most = 1u64 << self.made.min(CONFLICT_BACKOFF_DOUBLINGS);
+            let wait = rand::random_range(0..=most);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
         }
         self.made += 1;
         Ok(())

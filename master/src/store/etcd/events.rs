@@ -22,7 +22,7 @@ pub(super) async fn record(
     let value = encode(&event);
     let mut attempts = Attempts::new("a host event");
     loop {
-        attempts.another()?;
+        attempts.another().await?;
         let host = store.read(minion_key.clone()).await?;
         if host.value.is_none() {
             return Ok(false);

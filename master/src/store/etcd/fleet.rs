@@ -13,7 +13,7 @@ pub(super) async fn claim(store: &EtcdStore, ca_sha256: &str) -> Result<FleetCla
     let key = store.keys.fleet();
     let mut attempts = Attempts::new("claiming the fleet");
     loop {
-        attempts.another()?;
+        attempts.another().await?;
         let read = store.read(key.clone()).await?;
         let (claim, write) = rules::claim(read.decode::<FleetRecord>(NAME, &key)?, ca_sha256);
         let Some(record) = write else {

@@ -196,7 +196,7 @@ pub(super) async fn record_late_report(
     let report_key = store.keys.job_host(job_id, &report.minion_id);
     let mut attempts = Attempts::new("a late report");
     loop {
-        attempts.another()?;
+        attempts.another().await?;
         let record_read = store.read(record_key.clone()).await?;
         let Some(mut job) = record_read.decode::<JobRecord>(NAME, job_id)? else {
             return Ok(false);

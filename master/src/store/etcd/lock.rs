@@ -17,7 +17,7 @@ pub(super) async fn try_lock(
     let value = encode(&lock);
     let mut attempts = Attempts::new("taking the lock");
     loop {
-        attempts.another()?;
+        attempts.another().await?;
         let read = store.read(key.clone()).await?;
         match read.decode::<LockRecord>(NAME, &key)? {
             Some(held) if !held.is_expired(now_unix_ms) => return Ok(Err(held)),
@@ -62,7 +62,7 @@ pub(super) async fn release_if(
     let key = store.keys.lock();
     let mut attempts = Attempts::new("releasing the lock");
     loop {
-        attempts.another()?;
+        attempts.another().await?;
         let read = store.read(key.clone()).await?;
         match read.decode::<LockRecord>(NAME, &key)? {
             Some(held) if releases(&held) => {

@@ -40,7 +40,7 @@ async fn change<T>(
     let key = store.keys.minion(id);
     let mut attempts = Attempts::new(what);
     loop {
-        attempts.another()?;
+        attempts.another().await?;
         let read = store.read(key.clone()).await?;
         let (answer, changed) = decide(record_in(&read, id)?);
         let Some(record) = changed else {
@@ -64,7 +64,7 @@ pub(super) async fn join(
     let minion_key = store.keys.minion(&attempt.id);
     let mut attempts = Attempts::new("join");
     loop {
-        attempts.another()?;
+        attempts.another().await?;
         let (token_read, token) = super::tokens::find(store, &attempt.secret_hash).await?;
         let token = match rules::usable_token(token, &attempt) {
             Ok(token) => token,
@@ -249,7 +249,7 @@ async fn apply_chunk(store: &EtcdStore, chunk: &[HostReport]) -> Result<(), Stor
     );
     let mut attempts = Attempts::new("recording what hosts run");
     loop {
-        attempts.another()?;
+        attempts.another().await?;
         let answers = store.read_all(reads.clone()).await?;
         let mut compares = vec![];
         let mut writes = vec![];

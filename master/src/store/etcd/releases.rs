@@ -19,7 +19,7 @@ pub(super) async fn add(
 ) -> Result<Release, StoreError> {
     let mut attempts = Attempts::new("a release");
     loop {
-        attempts.another()?;
+        attempts.another().await?;
         let id = match latest(store).await? {
             Some(release) => release.id + 1,
             None => 1,

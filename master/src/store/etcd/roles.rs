@@ -20,7 +20,7 @@ fn version_in(kv: &etcd_client::KeyValue) -> Result<RolesVersion, StoreError> {
 pub(super) async fn apply(store: &EtcdStore, new: NewRoles) -> Result<RolesApplied, StoreError> {
     let mut attempts = Attempts::new("applying roles");
     loop {
-        attempts.another()?;
+        attempts.another().await?;
         let newest = version(store, None).await?;
         let applied = rules::apply(newest, new.clone());
         let RolesApplied::Added { version, .. } = &applied else {
