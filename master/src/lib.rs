@@ -11,6 +11,7 @@ pub mod connections;
 pub mod data_dir;
 pub mod enrolment;
 pub mod fleet;
+pub mod following;
 pub mod highstate;
 pub mod job;
 pub mod job_feed;

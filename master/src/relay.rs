@@ -10,19 +10,16 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
 
 use brine_common::names::MinionId;
 use brine_common::outcome::JobId;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::following::keep_following;
 use crate::link::{Command, JobEvent};
 use crate::state::{Master, now_unix_ms};
-use crate::store::{HostAnswer, LinkChange, Relayed, RelayedCommand};
-
-/// How long a follower waits before following again after the store failed it.
-const FOLLOW_RETRY: Duration = Duration::from_secs(1);
+use crate::store::{HostAnswer, LinkChange, Relayed, RelayedCommand, StoreError};
 
 /// The most jobs of other masters this one remembers delivering commands for.
 const MAX_REMEMBERED_JOBS: usize = 1024;
@@ -189,42 +186,26 @@ pub async fn answer_another(
 
 /// Keeps [`RemoteLinks`] current from the store until `stopping`.
 pub async fn follow_links(master: Arc<Master>, stopping: CancellationToken) {
-    loop {
-        let following = async {
-            let mut changes = match master.store.follow_links().await {
-                Ok(changes) => changes,
-                Err(err) => return err,
-            };
-            master.remote_links.clear();
-            loop {
-                match changes.next().await {
-                    Some(Ok(change)) => {
-                        master.remote_links.apply(&change);
-                        if let LinkChange::Unlinked(host) = &change {
-                            keep_own_link_recorded(&master, host).await;
-                        }
-                    }
-                    Some(Err(err)) => return err,
-                    None => {
-                        return crate::store::StoreError::Unavailable(
-                            "the store ended the following of links".into(),
-                        );
+    keep_following(&stopping, "which master holds each host's link", || async {
+        let mut changes = match master.store.follow_links().await {
+            Ok(changes) => changes,
+            Err(err) => return err,
+        };
+        master.remote_links.clear();
+        loop {
+            match changes.next().await {
+                Some(Ok(change)) => {
+                    master.remote_links.apply(&change);
+                    if let LinkChange::Unlinked(host) = &change {
+                        keep_own_link_recorded(&master, host).await;
                     }
                 }
+                Some(Err(err)) => return err,
+                None => return StoreError::Unavailable("the store ended the following".into()),
             }
-        };
-        let err = tokio::select! {
-            () = stopping.cancelled() => return,
-            err = following => err,
-        };
-        tracing::warn!(
-            "cannot follow which master holds each host's link; following again in {FOLLOW_RETRY:?}: {err}"
-        );
-        tokio::select! {
-            () = stopping.cancelled() => return,
-            () = tokio::time::sleep(FOLLOW_RETRY) => {}
         }
-    }
+    })
+    .await;
 }
 
 /// A host linked here whose record of it went (a previous link's end recorded late, after the
@@ -242,43 +223,27 @@ async fn keep_own_link_recorded(master: &Master, host: &MinionId) {
 
 /// Acts on the messages other masters leave for this one until `stopping`.
 pub async fn follow_messages(master: Arc<Master>, stopping: CancellationToken) {
-    loop {
-        let following = async {
-            let mut messages = match master
-                .store
-                .follow_relayed(master.config.name.clone())
-                .await
-            {
-                Ok(messages) => messages,
-                Err(err) => return err,
-            };
-            loop {
-                match messages.next().await {
-                    Some(Ok(message)) => act_on(&master, message).await,
-                    Some(Err(err @ crate::store::StoreError::Corrupt { .. })) => {
-                        tracing::warn!("ignored a message from another master: {err}");
-                    }
-                    Some(Err(err)) => return err,
-                    None => {
-                        return crate::store::StoreError::Unavailable(
-                            "the store ended the following of messages".into(),
-                        );
-                    }
+    keep_following(&stopping, "the messages from other masters", || async {
+        let mut messages = match master
+            .store
+            .follow_relayed(master.config.name.clone())
+            .await
+        {
+            Ok(messages) => messages,
+            Err(err) => return err,
+        };
+        loop {
+            match messages.next().await {
+                Some(Ok(message)) => act_on(&master, message).await,
+                Some(Err(err @ StoreError::Corrupt { .. })) => {
+                    tracing::warn!("ignored a message from another master: {err}");
                 }
+                Some(Err(err)) => return err,
+                None => return StoreError::Unavailable("the store ended the following".into()),
             }
-        };
-        let err = tokio::select! {
-            () = stopping.cancelled() => return,
-            err = following => err,
-        };
-        tracing::warn!(
-            "cannot follow the messages from other masters; following again in {FOLLOW_RETRY:?}: {err}"
-        );
-        tokio::select! {
-            () = stopping.cancelled() => return,
-            () = tokio::time::sleep(FOLLOW_RETRY) => {}
         }
-    }
+    })
+    .await;
 }
 
 async fn act_on(master: &Master, message: Relayed) {

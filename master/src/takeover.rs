@@ -15,6 +15,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::following::{RETRY, keep_following};
 use crate::state::{Master, now_unix_ms};
 use crate::store::{JobOwner, StoreError};
 
@@ -26,8 +27,6 @@ const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// A master stops its jobs this long before its lease would run out without a renewal: the
 /// store's clock and this one's may differ a little.
 const FENCE_MARGIN: Duration = Duration::from_secs(1);
-/// How long a follower waits before following again after the store failed it.
-const RETRY: Duration = Duration::from_secs(1);
 /// How often every running job is looked at, besides the jobs let go of as it happens.
 const SCAN_EVERY: Duration = Duration::from_secs(30);
 
@@ -132,46 +131,32 @@ fn let_hosts_go(master: &Master) {
 /// Takes over the running jobs nobody holds: at start, whenever a master lets go of one, and
 /// every [`SCAN_EVERY`], until `stopping`.
 pub async fn take_over_jobs(master: Arc<Master>, stopping: CancellationToken) {
-    loop {
-        let following = async {
-            let mut released = match master.store.follow_released_jobs().await {
-                Ok(released) => released,
-                Err(err) => return err,
-            };
-            if let Err(err) = scan(&master).await {
-                return err;
-            }
-            let mut next_scan = Instant::now() + SCAN_EVERY;
-            loop {
-                tokio::select! {
-                    item = released.next() => match item {
-                        Some(Ok(job)) => take_over(&master, job).await,
-                        Some(Err(err)) => return err,
-                        None => {
-                            return StoreError::Unavailable(
-                                "the store ended the following of jobs".into(),
-                            );
-                        }
-                    },
-                    () = tokio::time::sleep_until(next_scan) => {
-                        next_scan = Instant::now() + SCAN_EVERY;
-                        if let Err(err) = scan(&master).await {
-                            return err;
-                        }
+    keep_following(&stopping, "the running jobs", || async {
+        let mut released = match master.store.follow_released_jobs().await {
+            Ok(released) => released,
+            Err(err) => return err,
+        };
+        if let Err(err) = scan(&master).await {
+            return err;
+        }
+        let mut next_scan = Instant::now() + SCAN_EVERY;
+        loop {
+            tokio::select! {
+                item = released.next() => match item {
+                    Some(Ok(job)) => take_over(&master, job).await,
+                    Some(Err(err)) => return err,
+                    None => return StoreError::Unavailable("the store ended the following".into()),
+                },
+                () = tokio::time::sleep_until(next_scan) => {
+                    next_scan = Instant::now() + SCAN_EVERY;
+                    if let Err(err) = scan(&master).await {
+                        return err;
                     }
                 }
             }
-        };
-        let err = tokio::select! {
-            () = stopping.cancelled() => return,
-            err = following => err,
-        };
-        tracing::warn!("cannot follow the running jobs; following again in {RETRY:?}: {err}");
-        tokio::select! {
-            () = stopping.cancelled() => return,
-            () = tokio::time::sleep(RETRY) => {}
         }
-    }
+    })
+    .await;
 }
 
 /// Takes over every running job that nobody holds.

@@ -51,13 +51,60 @@ fn job_ids(master: &Master) -> Vec<String> {
         .collect()
 }
 
+/// What every test here stands on: an etcd cluster, a fleet prefix of the test's own in it, a
+/// registry, and a unique id for names.
+struct Bed {
+    etcd: EtcdCluster,
+    prefix: String,
+    uniq: String,
+    registry: Registry,
+}
+
+impl Bed {
+    fn new(members: usize) -> Self {
+        Self {
+            etcd: EtcdCluster::start(members),
+            prefix: format!("/brine-e2e/{}/", unique_id()),
+            uniq: unique_id(),
+            registry: Registry::start(),
+        }
+    }
+
+    /// Two masters of one fleet: the first creates it, the second joins with a copy of its CA.
+    fn two_masters(&self) -> (Master, Master) {
+        let first = Master::start_on_etcd(&self.etcd.endpoint_list(), &self.prefix, None);
+        let second = Master::start_on_etcd(&self.etcd.endpoint_list(), &self.prefix, Some(&first));
+        (first, second)
+    }
+}
+
+/// Waits until `minion` was told of `master` (at its join, or on a link once its master read
+/// the other's announcement) and keeps it on disk.
+fn wait_knows(minion: &Minion, master: &Master) {
+    let masters_file = minion.data_dir().join("masters.json");
+    support::wait_for(
+        "the minion to know the other master",
+        Duration::from_secs(15),
+        || {
+            let known = std::fs::read_to_string(&masters_file).unwrap_or_default();
+            if known.contains(&master.address()) {
+                Ok(())
+            } else {
+                Err(format!("masters.json: {known:?}"))
+            }
+        },
+    );
+}
+
 #[test]
 fn a_fleet_in_etcd_is_served_by_every_master_with_its_ca_and_outlives_a_member_and_a_restart() {
-    let mut etcd = EtcdCluster::start(3);
+    let Bed {
+        mut etcd,
+        prefix,
+        uniq,
+        registry,
+    } = Bed::new(3);
     let endpoints = etcd.endpoint_list();
-    let prefix = format!("/brine-e2e/{}/", unique_id());
-    let uniq = unique_id();
-    let registry = Registry::start();
     let mut images = Images::new(&registry, &uniq);
     let app = images.push_variant("app", 1);
 
@@ -187,33 +234,16 @@ fn a_fleet_in_etcd_is_served_by_every_master_with_its_ca_and_outlives_a_member_a
 
 #[test]
 fn a_host_whose_master_dies_links_to_another_within_seconds_and_deploys_through_it() {
-    let etcd = EtcdCluster::start(3);
-    let endpoints = etcd.endpoint_list();
-    let prefix = format!("/brine-e2e/{}/", unique_id());
-    let uniq = unique_id();
-    let registry = Registry::start();
-    let mut images = Images::new(&registry, &uniq);
+    let bed = Bed::new(3);
+    let uniq = &bed.uniq;
+    let mut images = Images::new(&bed.registry, uniq);
     let app = images.push_variant("app", 1);
-    let mut first = Master::start_on_etcd(&endpoints, &prefix, None);
-    let second = Master::start_on_etcd(&endpoints, &prefix, Some(&first));
+    let (mut first, second) = bed.two_masters();
     let host = format!("e2e-{uniq}-web");
     let mut minion = Minion::start(&first, &host);
     minion.wait_connected(&first);
-    // The minion hears of both masters (at its join, or on its link once the first master
-    // has read the second's announcement) and keeps them on disk.
-    let masters_file = minion.data_dir().join("masters.json");
-    support::wait_for(
-        "the minion to know both masters",
-        Duration::from_secs(15),
-        || {
-            let known = std::fs::read_to_string(&masters_file).unwrap_or_default();
-            if known.contains(&second.address()) && known.contains(&first.address()) {
-                Ok(())
-            } else {
-                Err(format!("masters.json: {known:?}"))
-            }
-        },
-    );
+    // The minion hears of both masters and keeps them on disk.
+    wait_knows(&minion, &second);
 
     // The first master dies at once; the host links to the second.
     let killed = std::time::Instant::now();
@@ -252,15 +282,11 @@ fn linked_to(master: &Master, host: &str) -> Value {
 
 #[test]
 fn a_job_on_one_master_reaches_the_hosts_linked_to_another_and_each_reports_once() {
-    let etcd = EtcdCluster::start(3);
-    let endpoints = etcd.endpoint_list();
-    let prefix = format!("/brine-e2e/{}/", unique_id());
-    let uniq = unique_id();
-    let registry = Registry::start();
-    let mut images = Images::new(&registry, &uniq);
+    let bed = Bed::new(3);
+    let uniq = &bed.uniq;
+    let mut images = Images::new(&bed.registry, uniq);
     let v1 = images.push_variant("app", 1);
-    let first = Master::start_on_etcd(&endpoints, &prefix, None);
-    let second = Master::start_on_etcd(&endpoints, &prefix, Some(&first));
+    let (first, second) = bed.two_masters();
     // One host joins (and links) through each master.
     let near = format!("e2e-{uniq}-near");
     let far = format!("e2e-{uniq}-far");
@@ -346,15 +372,11 @@ fn a_job_on_one_master_reaches_the_hosts_linked_to_another_and_each_reports_once
 
 #[test]
 fn a_rollout_whose_master_is_killed_mid_batch_is_finished_by_another_and_each_host_reports_once() {
-    let etcd = EtcdCluster::start(3);
-    let endpoints = etcd.endpoint_list();
-    let prefix = format!("/brine-e2e/{}/", unique_id());
-    let uniq = unique_id();
-    let registry = Registry::start();
-    let mut images = Images::new(&registry, &uniq);
+    let bed = Bed::new(3);
+    let uniq = &bed.uniq;
+    let mut images = Images::new(&bed.registry, uniq);
     let app = images.push_variant("app", 1);
-    let mut first = Master::start_on_etcd(&endpoints, &prefix, None);
-    let second = Master::start_on_etcd(&endpoints, &prefix, Some(&first));
+    let (mut first, second) = bed.two_masters();
     // Five hosts, linked to both masters.
     let hosts: Vec<String> = (1..=5).map(|n| format!("e2e-{uniq}-h{n}")).collect();
     let mut minions: Vec<Minion> = hosts
@@ -466,10 +488,12 @@ fn a_rollout_whose_master_is_killed_mid_batch_is_finished_by_another_and_each_ho
 
 #[test]
 fn a_master_cut_off_from_etcd_stops_serving_and_its_hosts_move_to_another() {
-    let etcd = EtcdCluster::start(3);
-    let prefix = format!("/brine-e2e/{}/", unique_id());
-    let uniq = unique_id();
-    let registry = Registry::start();
+    let Bed {
+        etcd,
+        prefix,
+        uniq,
+        registry,
+    } = Bed::new(3);
     let mut images = Images::new(&registry, &uniq);
     let app = images.push_variant("app", 1);
     // The first master reaches etcd only through paths the test can cut.
@@ -488,19 +512,7 @@ fn a_master_cut_off_from_etcd_stops_serving_and_its_hosts_move_to_another() {
     let host = format!("e2e-{uniq}-web");
     let mut minion = Minion::start(&first, &host);
     minion.wait_connected(&first);
-    let masters_file = minion.data_dir().join("masters.json");
-    support::wait_for(
-        "the minion to know both masters",
-        Duration::from_secs(15),
-        || {
-            let known = std::fs::read_to_string(&masters_file).unwrap_or_default();
-            if known.contains(&second.address()) {
-                Ok(())
-            } else {
-                Err(format!("masters.json: {known:?}"))
-            }
-        },
-    );
+    wait_knows(&minion, &second);
     let roles = tempfile::NamedTempFile::new().expect("a temp file");
     std::fs::write(roles.path(), web_role(&app.reference, &host)).expect("write roles");
     text(
@@ -558,10 +570,12 @@ fn a_master_cut_off_from_etcd_stops_serving_and_its_hosts_move_to_another() {
 
 #[test]
 fn a_master_alone_with_its_store_moves_to_etcd_with_its_whole_fleet() {
-    let etcd = EtcdCluster::start(1);
-    let prefix = format!("/brine-e2e/{}/", unique_id());
-    let uniq = unique_id();
-    let registry = Registry::start();
+    let Bed {
+        etcd,
+        prefix,
+        uniq,
+        registry,
+    } = Bed::new(1);
     let mut images = Images::new(&registry, &uniq);
     let app = images.push_variant("app", 1);
     let mut master = Master::start();

@@ -64,6 +64,28 @@ pub(super) fn id(s: &str) -> MinionId {
     MinionId::new(s).unwrap()
 }
 
+/// `host`'s report of a `web` container created.
+pub(super) fn created_report(host: &str) -> HostReport {
+    HostReport {
+        minion_id: id(host),
+        status: HostStatus::Changed,
+        containers: vec![ContainerResult {
+            name: "web".parse().unwrap(),
+            role: Some("web".parse().unwrap()),
+            action: ContainerAction::Created,
+            image: "app:1".into(),
+            image_digest: "app@sha256:1".into(),
+            error: None,
+            previous_restored: false,
+            needs_pull: false,
+        }],
+        error: None,
+        duration_ms: 3,
+        timings: Default::default(),
+        reported_late: false,
+    }
+}
+
 fn hello_at(at_unix_ms: i64) -> HostHello {
     HostHello {
         at_unix_ms,
@@ -190,24 +212,7 @@ pub(super) async fn hosts_tokens_jobs_and_releases_are_recorded(store: &dyn Stor
         .add_token(token(&"0d".repeat(32), None))
         .await
         .unwrap();
-    let report = HostReport {
-        minion_id: id("web-1"),
-        status: HostStatus::Changed,
-        containers: vec![ContainerResult {
-            name: "web".parse().unwrap(),
-            role: Some("web".parse().unwrap()),
-            action: ContainerAction::Created,
-            image: "app:1".into(),
-            image_digest: "app@sha256:1".into(),
-            error: None,
-            previous_restored: false,
-            needs_pull: false,
-        }],
-        error: None,
-        duration_ms: 3,
-        timings: Default::default(),
-        reported_late: false,
-    };
+    let report = created_report("web-1");
     let summary = JobSummary {
         job_id: JobId::new("j-1").unwrap(),
         hosts: vec![report],

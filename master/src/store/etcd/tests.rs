@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use brine_common::host::{HostEvent, HostEventKind};
-use brine_common::outcome::{ContainerAction, ContainerResult, HostStatus, JobSummary};
+use brine_common::outcome::JobSummary;
 
 use super::*;
-use crate::store::contract::{KEEP_ALL, enrol, id};
+use crate::store::contract::{KEEP_ALL, created_report, enrol, id};
 use crate::store::{Approval, HostChange, JoinRefusal};
 
 #[path = "../../../tests/support/etcd.rs"]
@@ -44,33 +44,11 @@ mod contract {
     crate::store::contract::contract_tests!(super::fresh().await);
 }
 
-/// A host's report of a `web` container created.
-fn report(host: &str) -> HostReport {
-    HostReport {
-        minion_id: id(host),
-        status: HostStatus::Changed,
-        containers: vec![ContainerResult {
-            name: "web".parse().unwrap(),
-            role: Some("web".parse().unwrap()),
-            action: ContainerAction::Created,
-            image: "app:1".into(),
-            image_digest: "app@sha256:1".into(),
-            error: None,
-            previous_restored: false,
-            needs_pull: false,
-        }],
-        error: None,
-        duration_ms: 1,
-        timings: Default::default(),
-        reported_late: false,
-    }
-}
-
 fn job(job_id: &str, hosts: &[String], running: bool) -> JobRecord {
     JobRecord {
         summary: JobSummary {
             job_id: JobId::new(job_id).unwrap(),
-            hosts: hosts.iter().map(|h| report(h)).collect(),
+            hosts: hosts.iter().map(|h| created_report(h)).collect(),
             started_at_unix_ms: 1,
             finished_at_unix_ms: if running { 0 } else { 2 },
             resolve_ms: 0,

@@ -2,7 +2,7 @@
 //! again after a reopen or as an older master wrote it).
 
 use brine_common::host::{HostEvent, HostEventKind};
-use brine_common::outcome::{ContainerAction, ContainerResult, HostStatus, JobSummary};
+use brine_common::outcome::JobSummary;
 use redb::TableDefinition;
 
 use super::*;
@@ -38,24 +38,7 @@ async fn fill(store: &dyn Store) {
         )
         .await
         .unwrap();
-    let report = HostReport {
-        minion_id: id("web-1"),
-        status: HostStatus::Changed,
-        containers: vec![ContainerResult {
-            name: "web".parse().unwrap(),
-            role: Some("web".parse().unwrap()),
-            action: ContainerAction::Created,
-            image: "app:1".into(),
-            image_digest: "app@sha256:1".into(),
-            error: None,
-            previous_restored: false,
-            needs_pull: false,
-        }],
-        error: None,
-        duration_ms: 3,
-        timings: Default::default(),
-        reported_late: false,
-    };
+    let report = crate::store::contract::created_report("web-1");
     let job = JobRecord {
         summary: JobSummary {
             job_id: JobId::new("j-1").unwrap(),
