@@ -30,6 +30,18 @@ struct Member {
 pub struct EtcdCluster {
     members: Vec<Member>,
     dir: tempfile::TempDir,
+    tls: Option<Tls>,
+}
+
+/// The PEM files of a cluster that serves clients over TLS and requires their certificates:
+/// the CA that signed both sides, the members' certificate and key, and a client's.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 /// A loopback port that was free a moment ago.
@@ -41,9 +53,19 @@ fn free_port() -> u16 {
 impl EtcdCluster {
     /// Starts a cluster of `members` members and waits until every one answers.
     pub fn start(members: usize) -> Self {
+        Self::start_with(members, None)
+    }
+
+    /// Starts a cluster that serves clients over TLS only, requiring a client certificate
+    /// signed by `tls.ca`.
+    pub fn start_tls(members: usize, tls: Tls) -> Self {
+        Self::start_with(members, Some(tls))
+    }
+
+    fn start_with(members: usize, tls: Option<Tls>) -> Self {
         let mut last_failure = String::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(members) {
+            match Self::try_start(members, tls.clone()) {
                 Ok(cluster) => return cluster,
                 Err(failure) => last_failure = failure,
             }
@@ -51,7 +73,7 @@ impl EtcdCluster {
         panic!("etcd did not start: {last_failure}");
     }
 
-    fn try_start(count: usize) -> Result<Self, String> {
+    fn try_start(count: usize, tls: Option<Tls>) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("a temporary directory for etcd");
         let members = (0..count)
             .map(|n| Member {
@@ -61,7 +83,7 @@ impl EtcdCluster {
                 child: None,
             })
             .collect();
-        let mut cluster = Self { members, dir };
+        let mut cluster = Self { members, dir, tls };
         for index in 0..count {
             cluster.spawn(index, "new");
         }
@@ -72,9 +94,12 @@ impl EtcdCluster {
         }
     }
 
-    /// Every member's client URL, `http://127.0.0.1:PORT`.
+    /// Every member's client URL, `http://127.0.0.1:PORT` (`https://` with TLS).
     pub fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(|m| m.client_url()).collect()
+        self.members
+            .iter()
+            .map(|m| m.client_url(self.tls.is_some()))
+            .collect()
     }
 
     /// The client URLs joined with commas, as `--etcd` takes them.
@@ -94,7 +119,7 @@ impl EtcdCluster {
     /// waits until it answers.
     pub fn restart(&mut self, index: usize) {
         self.spawn(index, "existing");
-        let endpoint = vec![self.members[index].client_url()];
+        let endpoint = vec![self.members[index].client_url(self.tls.is_some())];
         if let Err(failure) = self.wait_healthy(&endpoint) {
             panic!(
                 "etcd member {index} did not come back: {failure}\n{}",
@@ -109,10 +134,10 @@ impl EtcdCluster {
             .members
             .iter()
             .filter(|m| m.child.is_some())
-            .map(Member::client_url)
+            .map(|m| m.client_url(self.tls.is_some()))
             .collect();
-        let output = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
+        let output = self
+            .etcdctl()
             .args(["--endpoints", &running.join(",")])
             .args(["endpoint", "status", "--write-out", "json"])
             .output()
@@ -125,7 +150,11 @@ impl EtcdCluster {
             .flatten()
             .find(|s| s["Status"]["header"]["member_id"] == s["Status"]["leader"])
             .and_then(|s| s["Endpoint"].as_str())
-            .and_then(|url| self.members.iter().position(|m| m.client_url() == url))
+            .and_then(|url| {
+                self.members
+                    .iter()
+                    .position(|m| m.client_url(self.tls.is_some()) == url)
+            })
             .unwrap_or_else(|| panic!("no member leads: {statuses}"))
     }
 
@@ -144,13 +173,24 @@ impl EtcdCluster {
         let member = &self.members[index];
         let data = self.dir.path().join(&member.name);
         let log = File::create(self.log_path(index)).expect("an etcd log file");
-        let child = Command::new("etcd")
+        let client_url = member.client_url(self.tls.is_some());
+        let mut etcd = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            etcd.arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = etcd
             .arg("--name")
             .arg(&member.name)
             .arg("--data-dir")
             .arg(&data)
-            .args(["--listen-client-urls", &member.client_url()])
-            .args(["--advertise-client-urls", &member.client_url()])
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &member.peer_url()])
             .args(["--initial-advertise-peer-urls", &member.peer_url()])
             .args(["--initial-cluster", &initial_cluster])
@@ -187,8 +227,8 @@ impl EtcdCluster {
                     return Err(format!("{} exited ({status})", member.name));
                 }
             }
-            let output = Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
+            let output = self
+                .etcdctl()
                 .args(["--endpoints", &endpoints.join(",")])
                 .args(["--dial-timeout", "1s", "--command-timeout", "2s"])
                 .args(["endpoint", "health"])
@@ -204,6 +244,22 @@ impl EtcdCluster {
             "not healthy within {START_DEADLINE:?}: {}",
             last.trim()
         ))
+    }
+
+    /// `etcdctl`, with the client certificate when the cluster wants one.
+    fn etcdctl(&self) -> Command {
+        let mut etcdctl = Command::new("etcdctl");
+        etcdctl.env("ETCDCTL_API", "3");
+        if let Some(tls) = &self.tls {
+            etcdctl
+                .arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.client_cert)
+                .arg("--key")
+                .arg(&tls.client_key);
+        }
+        etcdctl
     }
 
     /// The end of every member's log, for a failure message.
@@ -222,8 +278,9 @@ impl EtcdCluster {
 }
 
 impl Member {
-    fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+    fn client_url(&self, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     fn peer_url(&self) -> String {

@@ -541,3 +541,106 @@ async fn a_job_is_held_under_a_lease_and_let_go_when_the_lease_runs_out() {
     assert_eq!(second.job_plan(job_id.clone()).await.unwrap(), None);
     assert_eq!(keys_under(&second, second.keys.job_owners()).await, 0);
 }
+
+/// PEM files for a TLS cluster: a CA, the members' certificate (for 127.0.0.1) and a client's,
+/// all written to `dir`; and a client certificate from another CA.
+fn tls_files(dir: &std::path::Path) -> (cluster::Tls, EtcdTls) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+
+    let authority = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let pem = params.self_signed(&key).unwrap().pem();
+        (pem, Issuer::new(params, key))
+    };
+    let leaf = |issuer: &Issuer<'_, KeyPair>, name: &str, usages| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = usages;
+        let cert = params.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let write = |name: &str, pem: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let (ca_pem, ca) = authority("etcd CA");
+    let (server_cert, server_key) = leaf(
+        &ca,
+        "etcd",
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    );
+    let (client_cert, client_key) = leaf(
+        &ca,
+        "brine-master",
+        vec![ExtendedKeyUsagePurpose::ClientAuth],
+    );
+    let (_, other) = authority("another CA");
+    let (stranger_cert, stranger_key) = leaf(
+        &other,
+        "stranger",
+        vec![ExtendedKeyUsagePurpose::ClientAuth],
+    );
+    let files = cluster::Tls {
+        ca: write("ca.pem", &ca_pem),
+        server_cert: write("server.pem", &server_cert),
+        server_key: write("server.key", &server_key),
+        client_cert: write("client.pem", &client_cert),
+        client_key: write("client.key", &client_key),
+    };
+    let stranger = EtcdTls {
+        ca_file: files.ca.clone(),
+        cert_file: write("stranger.pem", &stranger_cert),
+        key_file: write("stranger.key", &stranger_key),
+    };
+    (files, stranger)
+}
+
+#[tokio::test]
+async fn etcd_over_tls_serves_a_master_with_its_client_certificate_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, stranger) = tls_files(dir.path());
+    let cluster = {
+        let files = files.clone();
+        tokio::task::spawn_blocking(move || EtcdCluster::start_tls(1, files))
+            .await
+            .unwrap()
+    };
+    let with = |tls: Option<EtcdTls>| EtcdSettings {
+        tls,
+        ..settings(&cluster)
+    };
+    let master = EtcdTls {
+        ca_file: files.ca.clone(),
+        cert_file: files.client_cert.clone(),
+        key_file: files.client_key.clone(),
+    };
+    assert!(cluster.endpoints()[0].starts_with("https://"));
+    let store = EtcdStore::connect(&with(Some(master.clone())))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.claim_fleet("ab".repeat(32)).await.unwrap(),
+        FleetClaim::New
+    ));
+    // Without a client certificate, or with one another CA signed, etcd lets nobody in.
+    for refused in [None, Some(stranger)] {
+        let attempt =
+            tokio::time::timeout(Duration::from_secs(30), EtcdStore::connect(&with(refused)))
+                .await
+                .expect("a refusal within 30 s");
+        assert!(
+            attempt.is_err(),
+            "etcd let a master in without its certificate"
+        );
+    }
+}
