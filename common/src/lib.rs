@@ -3,6 +3,7 @@
 //! Everything here is pure: no IO, no async, no gRPC types. The `brine-proto` crate converts
 //! between these types and the wire format; the daemons work only with these.
 
+pub mod address;
 pub mod host;
 pub mod identity;
 pub mod limits;

@@ -209,7 +209,7 @@ impl MasterConfig {
             None => default_name(raw.listen),
         };
         if let Some(address) = &raw.advertise_address
-            && !is_host_and_port(address)
+            && !brine_common::address::is_host_and_port(address)
         {
             return Err(brine_daemon::config::invalid(
                 &file,
@@ -389,13 +389,6 @@ fn whole_units(duration: Duration) -> String {
         s if s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
     }
-}
-
-/// Whether `address` is `HOST:PORT` (a name, an IPv4 address or a bracketed IPv6 one).
-fn is_host_and_port(address: &str) -> bool {
-    address
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0))
 }
 
 /// `HOST:PORT` for `host` (bracketed if it is an IPv6 address) and `port`.

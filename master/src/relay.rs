@@ -108,29 +108,7 @@ pub async fn send_through_another(
     let holder = link_holder(master, host)
         .filter(|holder| *holder != master.config.name)
         .ok_or_else(|| "the minion is not connected".to_owned())?;
-    let command = match command {
-        Command::Apply {
-            job_id,
-            expires_at_unix_ms,
-            desired,
-            plan,
-        } => RelayedCommand::Apply {
-            job_id,
-            expires_at_unix_ms,
-            desired,
-            plan,
-        },
-        Command::Prefetch {
-            job_id,
-            expires_at_unix_ms,
-            images,
-        } => RelayedCommand::Prefetch {
-            job_id,
-            expires_at_unix_ms,
-            images,
-        },
-        Command::Masters(_) => return Err("the fleet's masters are told by each master".into()),
-    };
+    let command = RelayedCommand::try_from(command)?;
     let message = Relayed::Command {
         host: host.clone(),
         job_master: master.config.name.clone(),
@@ -279,48 +257,13 @@ async fn act_on(master: &Master, message: Relayed) {
 /// Hands a command another master's job left here to the host, or tells that master why not.
 async fn deliver(master: &Master, host: MinionId, job_master: String, command: RelayedCommand) {
     let job = command.job_id().clone();
-    let (prefetch, local) = match command {
-        RelayedCommand::Apply {
-            job_id,
-            expires_at_unix_ms,
-            desired,
-            plan,
-        } => {
-            master.remote_links.remember_job(
-                job_id.clone(),
-                job_master.clone(),
-                expires_at_unix_ms,
-            );
-            (
-                false,
-                Command::Apply {
-                    job_id,
-                    expires_at_unix_ms,
-                    desired,
-                    plan,
-                },
-            )
-        }
-        RelayedCommand::Prefetch {
-            job_id,
-            expires_at_unix_ms,
-            images,
-        } => {
-            master.remote_links.remember_job(
-                job_id.clone(),
-                job_master.clone(),
-                expires_at_unix_ms,
-            );
-            (
-                true,
-                Command::Prefetch {
-                    job_id,
-                    expires_at_unix_ms,
-                    images,
-                },
-            )
-        }
-    };
+    let prefetch = matches!(command, RelayedCommand::Prefetch { .. });
+    master.remote_links.remember_job(
+        job.clone(),
+        job_master.clone(),
+        command.expires_at_unix_ms(),
+    );
+    let local = Command::from(command);
     // Never waits: a stalled host must not hold up the commands for the others.
     let reason = match master.links.get(&host) {
         Some(link) => match link.commands.try_send(local) {
@@ -340,5 +283,62 @@ async fn deliver(master: &Master, host: MinionId, job_master: String, command: R
     };
     if let Err(err) = master.store.relay(job_master.clone(), message).await {
         tracing::warn!(minion.id = %host, job.id = %job, "cannot tell master {job_master} its command was not delivered: {err}");
+    }
+}
+
+impl TryFrom<Command> for RelayedCommand {
+    type Error = String;
+
+    fn try_from(command: Command) -> Result<Self, String> {
+        Ok(match command {
+            Command::Apply {
+                job_id,
+                expires_at_unix_ms,
+                desired,
+                plan,
+            } => Self::Apply {
+                job_id,
+                expires_at_unix_ms,
+                desired,
+                plan,
+            },
+            Command::Prefetch {
+                job_id,
+                expires_at_unix_ms,
+                images,
+            } => Self::Prefetch {
+                job_id,
+                expires_at_unix_ms,
+                images,
+            },
+            Command::Masters(_) => return Err("the fleet's masters are told by each master".into()),
+        })
+    }
+}
+
+impl From<RelayedCommand> for Command {
+    fn from(command: RelayedCommand) -> Self {
+        match command {
+            RelayedCommand::Apply {
+                job_id,
+                expires_at_unix_ms,
+                desired,
+                plan,
+            } => Self::Apply {
+                job_id,
+                expires_at_unix_ms,
+                desired,
+                plan,
+            },
+            RelayedCommand::Prefetch {
+                job_id,
+                expires_at_unix_ms,
+                images,
+            } => Self::Prefetch {
+                job_id,
+                expires_at_unix_ms,
+                images,
+            },
+        }
     }
 }

@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
+use brine_common::address::is_host_and_port;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
@@ -53,25 +54,11 @@ pub enum Rotation {
     AllTried,
 }
 
-/// Whether `address` is `HOST:PORT` with a host a name or address could be, and a port.
-fn is_address(address: &str) -> bool {
-    let Some((host, port)) = address.rsplit_once(':') else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    !host.is_empty()
-        && host.len() <= 253
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'))
-        && port.parse::<u16>().is_ok_and(|port| port != 0)
-}
-
 /// The valid addresses of `addresses`, in order, without repeats, at most [`MAX_MASTERS`].
 fn valid(addresses: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut kept: Vec<String> = vec![];
     for address in addresses {
-        if !is_address(&address) {
+        if !is_host_and_port(&address) {
             tracing::warn!(%address, "ignored a master address that is not HOST:PORT");
             continue;
         }

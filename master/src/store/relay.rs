@@ -66,6 +66,17 @@ impl RelayedCommand {
             Self::Apply { job_id, .. } | Self::Prefetch { job_id, .. } => job_id,
         }
     }
+
+    pub fn expires_at_unix_ms(&self) -> i64 {
+        match self {
+            Self::Apply {
+                expires_at_unix_ms, ..
+            }
+            | Self::Prefetch {
+                expires_at_unix_ms, ..
+            } => *expires_at_unix_ms,
+        }
+    }
 }
 
 /// What a host said about a job, or why the master holding its link could not ask it.
