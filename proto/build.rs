@@ -15,6 +15,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     files.sort();
     let descriptors = protox::compile(&files, ["proto"])?;
+    // The same descriptors, encoded, for gRPC server reflection: generic clients discover the
+    // services without the .proto files.
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("brine_descriptors.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
     // No generated `connect` helpers: clients build their own TLS channel, and
     // `MinionLinkService.Connect` would clash with one.
     tonic_prost_build::configure()

@@ -52,7 +52,7 @@ fi
 
 # The CI-client test calls the gRPC API from Python, as a CI pipeline would.
 venv="$(dirname "$0")/../.venv-tests"
-if ! "$venv/bin/python" -c 'import grpc, grpc_tools, grpc_status' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import grpc, grpc_tools, grpc_status, grpc_reflection' >/dev/null 2>&1; then
   echo "installing grpcio for the Python client test" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q -r "$(dirname "$0")/../tests/python/requirements.txt"

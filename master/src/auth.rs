@@ -137,6 +137,15 @@ const METHODS: &[(&str, Access)] = &[
         "/grpc.health.v1.Health/Watch",
         Access::Roles(&[Admin, Ci, Minion]),
     ),
+    // Describes the API to generic clients; hosts have no use for it.
+    (
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        Access::Roles(&[Admin, Ci]),
+    ),
+    (
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        Access::Roles(&[Admin, Ci]),
+    ),
 ];
 
 /// Revoked operator and CI certificates: for each role and name, the moment up to which issued

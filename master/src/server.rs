@@ -206,6 +206,33 @@ async fn follow_revocations(
     }
 }
 
+/// gRPC server reflection, in its current version and the older `v1alpha` many clients (grpcio's
+/// among them) still ask first: brine's services and the health service, described to any
+/// caller the authorization table lets in, so generic clients list and call them without the
+/// .proto files.
+fn reflection_services() -> anyhow::Result<(
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(brine_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok((
+        builder()
+            .build_v1()
+            .context("describe the services for reflection")?,
+        builder()
+            .build_v1alpha()
+            .context("describe the services for reflection")?,
+    ))
+}
+
 /// Serves the master on `listener` until `shutdown` resolves, then shuts down in order: stop
 /// accepting, end the minion links, give running requests a grace period.
 pub async fn run(
@@ -281,6 +308,8 @@ pub async fn run(
     health
         .set_serving::<pb::fleet_service_server::FleetServiceServer<FleetService>>()
         .await;
+
+    let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
     let address = listener.local_addr().context("read the listen address")?;
     let limits = Arc::new(ConnectionLimits::default());
@@ -364,6 +393,8 @@ pub async fn run(
             .max_decoding_message_size(FLEET_MESSAGE_LIMIT),
         )
         .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, stopping.clone().cancelled_owned());
 
     let grace = async {

@@ -928,6 +928,42 @@ fn a_python_grpc_client_deploys_with_a_ci_certificate() {
 }
 
 #[test]
+fn a_generic_grpc_client_discovers_the_api_through_reflection_and_lists_the_hosts() {
+    let fleet = Fleet::start(&["a"]);
+    let a = fleet.minion_id("a");
+    let certs = tempfile::tempdir().expect("a temp dir");
+    let out = certs.path().to_str().expect("a UTF-8 temp path");
+    let (code, _, stderr) =
+        master_cli(&fleet, &["cert", "issue", "--ci", "explorer", "--out", out]);
+    assert_eq!(code, 0, "{stderr}");
+
+    // No .proto file: the script learns every type from the master's reflection service.
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/reflect.py");
+    let run = std::process::Command::new(python())
+        .arg(&script)
+        .args(["--master", &fleet.master.address()])
+        .args(["--ca", &format!("{out}/ca.pem")])
+        .args(["--cert", &format!("{out}/explorer.pem")])
+        .args(["--key", &format!("{out}/explorer.key")])
+        .output()
+        .expect("run the Python reflection client");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{stdout}\n{stderr}");
+    let found: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|err| panic!("the client prints JSON ({err}): {stdout}\n{stderr}"));
+    let services = found["services"].as_array().expect("a list of services");
+    assert!(
+        services.iter().any(|s| s == "brine.v1.FleetService"),
+        "{found:#}"
+    );
+    let minions = found["minions"].as_array().expect("a list of hosts");
+    assert_eq!(minions.len(), 1, "{found:#}");
+    assert_eq!(minions[0]["minion_id"], a.as_str(), "{found:#}");
+}
+
+#[test]
 fn a_tag_pushed_during_a_rollout_does_not_reach_the_remaining_hosts() {
     let mut fleet = Fleet::start(&["a", "b"]);
     let (a, b) = (fleet.minion_id("a"), fleet.minion_id("b"));

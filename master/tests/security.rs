@@ -2602,3 +2602,75 @@ async fn a_job_waiting_for_the_lock_is_refused_in_its_stream_when_the_wait_ends(
     assert_eq!(failure.metadata["message"], "maintenance", "{refused:?}");
     master.shutdown().await;
 }
+
+/// Lists the services the master describes through gRPC server reflection (v1), as `identity`.
+async fn reflected_services(
+    master: &TestMaster,
+    identity: Option<ClientIdentity>,
+) -> Result<Vec<String>, Status> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let mut reflection = ServerReflectionClient::new(master.trusted_channel(identity).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = within(
+        "server_reflection_info",
+        reflection.server_reflection_info(tokio_stream::once(request)),
+    )
+    .await?
+    .into_inner();
+    let answer = within("the reflection answer", answers.message())
+        .await?
+        .expect("an answer to ListServices");
+    match answer.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            Ok(list.service.into_iter().map(|s| s.name).collect())
+        }
+        other => panic!("not a list of services: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_describes_the_api_to_operators_and_ci_only() {
+    let master = TestMaster::start().await;
+
+    let services = reflected_services(&master, Some(admin_identity(&master.data)))
+        .await
+        .expect("an admin lists the services");
+    for service in [
+        "brine.v1.FleetService",
+        "brine.v1.EnrolmentService",
+        "brine.v1.MinionLinkService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            services.iter().any(|s| s == service),
+            "{service} missing from {services:?}"
+        );
+    }
+    let (_ci_dir, ci) = master.operator_identity(CertRole::Ci, "pipeline");
+    reflected_services(&master, Some(ci))
+        .await
+        .expect("a CI certificate lists the services");
+
+    // A host's certificate, or none at all, learns nothing about the API.
+    let (_dir, minion) = master.enrolled_minion("web-1").await;
+    expect_refused(
+        "reflection with a minion certificate",
+        reflected_services(&master, Some(TestMaster::minion_identity(&minion))).await,
+        Code::PermissionDenied,
+        "minion role",
+    );
+    expect_refused(
+        "reflection without a certificate",
+        reflected_services(&master, None).await,
+        Code::Unauthenticated,
+        "client certificate",
+    );
+    master.shutdown().await;
+}

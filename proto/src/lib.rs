@@ -12,6 +12,11 @@ pub mod tls;
 
 pub use convert::InvalidField;
 
+/// The encoded `FileDescriptorSet` of every brine `.proto` file (and what they import), which the
+/// master serves through gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/brine_descriptors.bin"));
+
 /// Generated code for package `brine.v1`.
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
