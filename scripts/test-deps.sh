@@ -19,6 +19,8 @@ command -v socat >/dev/null 2>&1 || missing+=(socat)
 # The etcd store's tests and the several-masters tests run real etcd clusters.
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+# The metrics test scrapes both daemons with a real Prometheus and checks names with promtool.
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 # The etcd client crate compiles etcd's .proto files with protoc when it is built.
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 if ((${#missing[@]})); then

@@ -14,6 +14,7 @@ use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
+use crate::metrics::{Metrics, Refusal};
 use crate::pki::LEAF_VALIDITY;
 
 /// Who may call a method.
@@ -229,7 +230,7 @@ fn authorize(
     path: &str,
     connection: Option<&TlsConnectInfo<TcpConnectInfo>>,
     revocations: &CertificateRevocations,
-) -> Result<Caller, Status> {
+) -> Result<Caller, (Refusal, Status)> {
     let peer = connection.and_then(|c| c.get_ref().remote_addr());
     let leaf = connection
         .and_then(TlsConnectInfo::peer_certs)
@@ -243,9 +244,12 @@ fn authorize(
                     None,
                     &format!("unusable client certificate: {err}"),
                 );
-                brine_proto::errors::certificate_refused(format!(
-                    "the client certificate is not usable: {err}"
-                ))
+                (
+                    Refusal::UnusableCertificate,
+                    brine_proto::errors::certificate_refused(format!(
+                        "the client certificate is not usable: {err}"
+                    )),
+                )
             })?;
             (Some(identity), Some(sha256_hex(der)))
         }
@@ -254,33 +258,43 @@ fn authorize(
     let Some((_, access)) = METHODS.iter().find(|(method, _)| *method == path) else {
         refused(path, peer, identity.as_ref(), "no such method");
         // Whoever asks, an unknown method does nothing; saying so is what gRPC clients expect.
-        return Err(Status::unimplemented(format!(
-            "{path} is not a method of this master"
-        )));
+        return Err((
+            Refusal::UnknownMethod,
+            Status::unimplemented(format!("{path} is not a method of this master")),
+        ));
     };
     match (access, &identity) {
         (Access::Anyone, _) => {}
         (Access::Roles(_), None) => {
             refused(path, peer, None, "no client certificate");
-            return Err(brine_proto::errors::certificate_refused(
-                "a client certificate issued by the master's CA is required",
+            return Err((
+                Refusal::NoCertificate,
+                brine_proto::errors::certificate_refused(
+                    "a client certificate issued by the master's CA is required",
+                ),
             ));
         }
         (Access::Roles(roles), Some(id)) if !roles.contains(&id.role) => {
             refused(path, peer, Some(id), "role not allowed");
-            return Err(brine_proto::errors::not_allowed(format!(
-                "a certificate with the {} role may not call {path}",
-                id.role
-            )));
+            return Err((
+                Refusal::NotAllowed,
+                brine_proto::errors::not_allowed(format!(
+                    "a certificate with the {} role may not call {path}",
+                    id.role
+                )),
+            ));
         }
         (Access::Roles(_), Some(id))
             if matches!(id.role, Admin | Ci) && revocations.is_revoked(id) =>
         {
             refused(path, peer, Some(id), "certificate revoked");
-            return Err(brine_proto::errors::certificate_refused(format!(
-                "this {} certificate for {} was revoked; ask an operator for a new one",
-                id.role, id.name
-            )));
+            return Err((
+                Refusal::RevokedCertificate,
+                brine_proto::errors::certificate_refused(format!(
+                    "this {} certificate for {} was revoked; ask an operator for a new one",
+                    id.role, id.name
+                )),
+            ));
         }
         (Access::Roles(_), Some(_)) => {}
     }
@@ -305,6 +319,7 @@ fn refused(path: &str, peer: Option<SocketAddr>, identity: Option<&CertIdentity>
 #[derive(Debug, Clone)]
 pub struct AuthorizeLayer {
     pub revocations: Arc<CertificateRevocations>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl<S> Layer<S> for AuthorizeLayer {
@@ -314,6 +329,7 @@ impl<S> Layer<S> for AuthorizeLayer {
         Authorize {
             inner,
             revocations: self.revocations.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -323,6 +339,7 @@ impl<S> Layer<S> for AuthorizeLayer {
 pub struct Authorize<S> {
     inner: S,
     revocations: Arc<CertificateRevocations>,
+    metrics: Arc<Metrics>,
 }
 
 impl<S, B, R> Service<http::Request<B>> for Authorize<S>
@@ -349,7 +366,10 @@ where
                 request.extensions_mut().insert(caller);
                 Either::Left(Box::pin(self.inner.call(request)))
             }
-            Err(status) => Either::Right(ready(Ok(status.into_http()))),
+            Err((why, status)) => {
+                self.metrics.refused(why);
+                Either::Right(ready(Ok(status.into_http())))
+            }
         }
     }
 }
@@ -365,7 +385,8 @@ mod tests {
             None,
             &Default::default(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .1;
         assert_eq!(err.code(), tonic::Code::Unimplemented);
     }
 
@@ -375,7 +396,7 @@ mod tests {
         assert!(authorize("/brine.v1.EnrolmentService/Join", None, &revocations).is_ok());
         for (method, access) in METHODS {
             if matches!(access, Access::Roles(_)) {
-                let err = authorize(method, None, &revocations).unwrap_err();
+                let (_, err) = authorize(method, None, &revocations).unwrap_err();
                 assert_eq!(err.code(), tonic::Code::Unauthenticated, "{method}");
             }
         }

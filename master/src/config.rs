@@ -39,6 +39,7 @@ pub type ConfigError = ConfigFileError;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
     name: Option<String>,
     advertise_address: Option<String>,
     address: Option<String>,
@@ -109,6 +110,8 @@ pub struct MasterConfig {
     pub data_dir: PathBuf,
     /// Where the daemon listens.
     pub listen: SocketAddr,
+    /// Where the Prometheus endpoint listens (plain HTTP), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// This master's name among the masters that share a store (it names the jobs it runs):
     /// `HOSTNAME:PORT` unless master.toml says otherwise.
     pub name: String,
@@ -225,6 +228,7 @@ impl MasterConfig {
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             listen: raw.listen,
+            metrics_listen: raw.metrics_listen,
             name,
             advertise_address: raw.advertise_address,
             address,
@@ -251,6 +255,9 @@ impl MasterConfig {
         };
         let text = |value: String| toml::Value::String(value);
         put("listen", text(self.listen.to_string()));
+        if let Some(address) = self.metrics_listen {
+            put("metrics_listen", text(address.to_string()));
+        }
         put("name", text(self.name.clone()));
         if let Some(address) = &self.advertise_address {
             put("advertise_address", text(address.clone()));
@@ -332,6 +339,8 @@ impl MasterConfig {
              # BRINE_MASTER_<KEY>, e.g. BRINE_MASTER_LISTEN.\n\n\
              # Where the master listens for minions, the CLI and CI.\n\
              listen = \"{listen}\"\n\n\
+             # Where the Prometheus endpoint listens (plain HTTP, GET /metrics); off unless set.\n\
+             # metrics_listen = \"127.0.0.1:9470\"\n\n\
              # This master's name among the masters that share a store in etcd: the jobs it runs\n\
              # carry it (defaults to HOSTNAME:PORT).\n\
              # name = \"master-1\"\n\n\

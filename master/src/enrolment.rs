@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
 use crate::config::JoinApproval;
+use crate::metrics::JoinOutcomeLabel;
 use crate::state::{Master, now_unix_ms};
 use crate::store::{Approval, JoinAttempt, JoinOutcome, JoinRefusal, TokenCheck};
 
@@ -128,6 +129,7 @@ impl pb::enrolment_service_server::EnrolmentService for EnrolmentService {
         let peer = Caller::of(&request)?.peer;
         let ticket = match peer.map(|p| self.throttle.begin(p.ip(), Instant::now())) {
             Some(Err(wait)) => {
+                self.master.metrics.join(JoinOutcomeLabel::Throttled);
                 tracing::warn!(peer = ?peer, "join refused: too many failed attempts");
                 let wait = wait.max(std::time::Duration::from_secs(1));
                 return Err(brine_proto::errors::retry_after(
@@ -144,6 +146,11 @@ impl pb::enrolment_service_server::EnrolmentService for EnrolmentService {
             None => None,
         };
         let result = self.enrol(peer, request.into_inner()).await;
+        self.master.metrics.join(if result.is_ok() {
+            JoinOutcomeLabel::Enrolled
+        } else {
+            JoinOutcomeLabel::Refused
+        });
         if result.is_ok()
             && let Some(ticket) = ticket
         {

@@ -14,6 +14,7 @@ use brine_common::spec::DesiredState;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::job::JobType;
 use crate::job_feed::{Feed, Publisher};
 use crate::job_run::{JobPlan, JobRun, Step};
 use crate::link::{Command, JobEvent};
@@ -41,6 +42,7 @@ const DISPATCH_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct PreparedJob {
     pub job_id: JobId,
+    job_type: JobType,
     /// The target expression as given (empty for every host).
     target: String,
     /// Every host that gets a command, with images pinned to digests.
@@ -69,6 +71,7 @@ impl PreparedJob {
     fn to_record(&self) -> JobPlanRecord {
         JobPlanRecord {
             job_id: self.job_id.clone(),
+            job_type: self.job_type,
             target: self.target.clone(),
             rollout: self.rollout.clone(),
             timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
@@ -87,6 +90,7 @@ impl PreparedJob {
     fn from_record(plan: JobPlanRecord) -> Self {
         Self {
             job_id: plan.job_id,
+            job_type: plan.job_type,
             target: plan.target,
             desired: plan.desired,
             deployed: plan.deployed,
@@ -405,6 +409,7 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher, start: St
     let summary = record.summary.clone();
     log_summary(&summary);
     master.activity.job_finished(&summary);
+    master.metrics.job_finished(job.job_type, &summary);
     let release =
         (summary.is_success() && !job.plan).then(|| (job.caller.clone(), job.deployed.clone()));
     // A plan takes no lock.

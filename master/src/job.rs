@@ -29,6 +29,29 @@ pub enum JobKind {
     },
 }
 
+/// What a job does, without its arguments: how its record, its metrics and its events name it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobType {
+    #[default]
+    Highstate,
+    /// A highstate's dry run.
+    Plan,
+    Deploy,
+    Rollback,
+}
+
+impl JobType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobType::Highstate => "highstate",
+            JobType::Plan => "plan",
+            JobType::Deploy => "deploy",
+            JobType::Rollback => "rollback",
+        }
+    }
+}
+
 /// The images a job runs, beyond what the roles file says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobImages {
@@ -54,6 +77,15 @@ pub enum RollbackError {
 }
 
 impl JobKind {
+    pub fn job_type(&self) -> JobType {
+        match self {
+            JobKind::Highstate { plan: false } => JobType::Highstate,
+            JobKind::Highstate { plan: true } => JobType::Plan,
+            JobKind::Deploy { .. } => JobType::Deploy,
+            JobKind::Rollback { .. } => JobType::Rollback,
+        }
+    }
+
     /// A dry run changes nothing, so it neither takes nor needs the fleet lock.
     pub fn is_plan(&self) -> bool {
         matches!(self, JobKind::Highstate { plan: true })

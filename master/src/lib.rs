@@ -18,6 +18,7 @@ pub mod job_feed;
 pub mod job_run;
 pub mod late_reports;
 pub mod link;
+pub mod metrics;
 pub mod migrate;
 pub mod peers;
 pub mod pki;

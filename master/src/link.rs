@@ -267,6 +267,7 @@ async fn record_event(master: &Master, minion_id: &MinionId, event: pb::HostEven
     };
     // The message is the host's text: kept in its history, not written to the master's log.
     tracing::info!(minion.id = %minion_id, kind = event.kind.as_str(), "host event");
+    master.metrics.host_event(event.kind);
     if let Err(err) = master
         .store
         .record_host_event(minion_id.clone(), event)

@@ -18,11 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthorizeLayer, CertificateRevocations};
 use crate::config::MasterConfig;
-use crate::connections::{ConnectionLimits, HANDSHAKE_TIMEOUT, Limited, Watched};
+use crate::connections::{ConnectionLimits, HANDSHAKE_TIMEOUT, Limited, Refused, Watched};
 use crate::data_dir::{DataDir, read};
 use crate::enrolment::{EnrolmentService, JoinThrottle};
 use crate::fleet::{FleetService, PlanRate};
 use crate::link::{JobRouter, Links, MinionLinkService};
+use crate::metrics::{Metrics, Refusal, TimedStore};
 use crate::server_cert::ServerCertificate;
 use crate::state::Master;
 use crate::store;
@@ -80,6 +81,7 @@ fn tls_incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     limits: Arc<ConnectionLimits>,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> ReceiverStream<Result<Limited<TlsStream<Watched<TcpStream>>>, std::io::Error>> {
     let (connections, incoming) = mpsc::channel(ACCEPT_QUEUE);
@@ -107,11 +109,16 @@ fn tls_incoming(
             let admitted = match limits.admit(peer.ip()) {
                 Ok(admitted) => admitted,
                 Err(refused) => {
+                    metrics.refused(match refused {
+                        Refused::Full => Refusal::ConnectionsFull,
+                        Refused::SourceBusy | Refused::Busy => Refusal::UnauthenticatedBusy,
+                    });
                     refusals.note(peer, refused);
                     continue;
                 }
             };
-            let (acceptor, connections) = (acceptor.clone(), connections.clone());
+            let (acceptor, connections, metrics) =
+                (acceptor.clone(), connections.clone(), metrics.clone());
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
                 let handshake =
@@ -125,13 +132,20 @@ fn tls_incoming(
                 };
                 match tls {
                     Ok(Ok(tls)) => {
+                        metrics.handshake_completed();
                         let authenticated = tls.get_ref().1.peer_certificates().is_some();
                         let _ = connections
                             .send(Ok(admitted.into_stream(tls, authenticated)))
                             .await;
                     }
-                    Ok(Err(err)) => tracing::warn!(%peer, "TLS handshake refused: {err}"),
-                    Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+                    Ok(Err(err)) => {
+                        metrics.refused(Refusal::HandshakeFailed);
+                        tracing::warn!(%peer, "TLS handshake refused: {err}");
+                    }
+                    Err(_) => {
+                        metrics.refused(Refusal::HandshakeTimedOut);
+                        tracing::warn!(%peer, "TLS handshake timed out");
+                    }
                 }
             });
         }
@@ -233,6 +247,34 @@ fn reflection_services() -> anyhow::Result<(
     ))
 }
 
+/// Serves the Prometheus endpoint until `stopping`: each scrape reads the hosts from the store
+/// to count them by link and approval.
+async fn serve_metrics(master: Arc<Master>, listener: TcpListener, stopping: CancellationToken) {
+    let address = listener.local_addr().ok();
+    let render: brine_daemon::metrics::Render = Arc::new(move || {
+        let master = master.clone();
+        Box::pin(async move {
+            let hosts = match master.store.minions().await {
+                Ok(hosts) => hosts,
+                Err(err) => {
+                    tracing::warn!("metrics: cannot read the hosts: {err}");
+                    vec![]
+                }
+            };
+            let linked = hosts
+                .iter()
+                .map(|h| (h, crate::relay::link_holder(&master, &h.id).is_some()));
+            master.metrics.render(linked, master.router.running_jobs())
+        })
+    });
+    tracing::info!(address = ?address, "serving Prometheus metrics at /metrics");
+    if let Err(err) =
+        brine_daemon::metrics::serve(listener, render, stopping.cancelled_owned()).await
+    {
+        tracing::error!("the Prometheus endpoint stopped: {err}");
+    }
+}
+
 /// Serves the master on `listener` until `shutdown` resolves, then shuts down in order: stop
 /// accepting, end the minion links, give running requests a grace period.
 pub async fn run(
@@ -241,13 +283,24 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let data = DataDir::new(&config.data_dir);
+    // Bound first, so that an address in use stops the start before anything else happens.
+    let metrics_listener = match config.metrics_listen {
+        Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+            format!("listen for Prometheus on {address} (metrics_listen in master.toml)")
+        })?),
+        None => None,
+    };
     for warning in data.tighten_permissions(&config.roles_file)? {
         tracing::warn!("{warning}");
     }
     let certificate = Arc::new(ServerCertificate::load(&data)?);
     let acceptor = tls_acceptor(&data, certificate.clone())?;
     let ca = data.load_ca()?;
-    let store = store::open(&config.store).await.context("open the store")?;
+    let metrics = Metrics::new();
+    let store: Arc<dyn store::Store> = Arc::new(TimedStore::new(
+        store::open(&config.store).await.context("open the store")?,
+        metrics.clone(),
+    ));
     // A store that holds another fleet (a master set up with a new CA, pointed at the etcd
     // of another fleet) is never served.
     if let store::FleetClaim::Other { ca_sha256 } =
@@ -302,6 +355,7 @@ pub async fn run(
         peers,
         remote_links: Default::default(),
         fence: Default::default(),
+        metrics: metrics.clone(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -313,7 +367,20 @@ pub async fn run(
 
     let address = listener.local_addr().context("read the listen address")?;
     let limits = Arc::new(ConnectionLimits::default());
-    let incoming = tls_incoming(listener, acceptor, limits, stopping.clone());
+    let incoming = tls_incoming(
+        listener,
+        acceptor,
+        limits,
+        metrics.clone(),
+        stopping.clone(),
+    );
+    if let Some(metrics_listener) = metrics_listener {
+        tokio::spawn(serve_metrics(
+            master.clone(),
+            metrics_listener,
+            stopping.clone(),
+        ));
+    }
     tokio::spawn(certificate.keep_fresh(data.clone(), stopping.clone()));
     if shared {
         tokio::spawn(crate::peers::keep_announced(
@@ -371,7 +438,10 @@ pub async fn run(
         .http2_max_header_list_size(Some(MAX_HEADER_LIST_SIZE))
         // Until a handler answers; streams (links, job progress) then run as long as they need.
         .timeout(REQUEST_TIMEOUT)
-        .layer(AuthorizeLayer { revocations })
+        .layer(AuthorizeLayer {
+            revocations,
+            metrics,
+        })
         .add_service(
             pb::enrolment_service_server::EnrolmentServiceServer::new(EnrolmentService {
                 master: master.clone(),

@@ -31,6 +31,8 @@ pub struct Master {
     pub remote_links: crate::relay::RemoteLinks,
     /// The lease this master holds its jobs under, when masters share the store.
     pub fence: crate::takeover::Fence,
+    /// What the master counts, for its Prometheus endpoint.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub use brine_daemon::clock::now_unix_ms;

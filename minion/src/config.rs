@@ -89,6 +89,9 @@ pub struct MinionConfig {
     /// several addresses when the master's firewall expects one of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_address: Option<std::net::IpAddr>,
+    /// Where the Prometheus endpoint listens (plain HTTP), if anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// A registry account. Its password is never printed (see the `Debug` impl).
@@ -215,6 +218,7 @@ mod tests {
                 },
             )]),
             source_address: Some("127.0.0.7".parse().unwrap()),
+            metrics_listen: Some("127.0.0.1:9471".parse().unwrap()),
         };
         std::fs::write(data.config(), config.to_file()).unwrap();
         let loaded = MinionConfig::load(&data).unwrap();

@@ -90,6 +90,7 @@ pub async fn join(data: &DataDir, request: JoinRequest) -> anyhow::Result<()> {
         keep_releases: crate::config::default_keep_releases(),
         registries: Default::default(),
         source_address: request.source_address,
+        metrics_listen: None,
     };
     write_synced(&data.key(), &key.serialize_pem(), 0o600)?;
     write_synced(&data.ca_cert(), &response.ca_certificate_pem, 0o644)?;

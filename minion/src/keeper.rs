@@ -262,6 +262,8 @@ pub(crate) struct Outbox {
     /// what it had not delivered, so each new link sends them again. The master takes a result
     /// it already has as a no-op.
     sent: Mutex<VecDeque<(std::time::Instant, JobResult)>>,
+    /// Every result and event passes through here once: counted for the Prometheus endpoint.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How long a result handed to a link is sent again on every new link.
@@ -275,6 +277,10 @@ impl Outbox {
     }
 
     fn push(&self, message: Outgoing) {
+        match &message {
+            Outgoing::Result(result) => self.metrics.job_applied(result),
+            Outgoing::Event(event) => self.metrics.host_event(event.kind),
+        }
         {
             let mut queue = self.lock();
             queue.push_back(message);
@@ -289,6 +295,14 @@ impl Outbox {
             kind,
             message,
         )));
+    }
+
+    /// An outbox whose results and events are counted in `metrics`.
+    pub(crate) fn counted_in(metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Self {
+            metrics,
+            ..Self::default()
+        }
     }
 
     /// Takes every waiting message, oldest first.

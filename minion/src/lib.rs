@@ -14,6 +14,7 @@ pub mod identity;
 pub mod keeper;
 pub mod link;
 pub mod masters;
+pub mod metrics;
 pub mod reconcile;
 pub mod renewal;
 pub mod retention;

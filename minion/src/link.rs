@@ -84,7 +84,21 @@ pub async fn run_with_status<R: ContainerRuntime + 'static>(
     // Requests to look for drift; one waiting is enough, as a check looks at everything.
     let (checks, check_queue) = mpsc::channel(1);
     let _ = checks.try_send(Check::Startup);
-    let events = Arc::new(Outbox::default());
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    if let Some(address) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| {
+                format!("listen for Prometheus on {address} (metrics_listen in minion.toml)")
+            })?;
+        tokio::spawn(serve_metrics(
+            listener,
+            metrics.clone(),
+            status.clone(),
+            stop.clone(),
+        ));
+    }
+    let events = Arc::new(Outbox::counted_in(metrics));
     let applier = tokio::spawn(keep_host(
         executor.clone(),
         data.clone(),
@@ -176,6 +190,24 @@ pub async fn run_with_status<R: ContainerRuntime + 'static>(
         tracing::warn!("a job was still running at shutdown");
     }
     Ok(())
+}
+
+/// Serves the Prometheus endpoint until `stop`.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<crate::metrics::Metrics>,
+    status: Arc<StatusLine>,
+    stop: CancellationToken,
+) {
+    let address = listener.local_addr().ok();
+    let render: brine_daemon::metrics::Render = Arc::new(move || {
+        let text = metrics.render(status.counts());
+        Box::pin(async move { text })
+    });
+    tracing::info!(address = ?address, "serving Prometheus metrics at /metrics");
+    if let Err(err) = brine_daemon::metrics::serve(listener, render, stop.cancelled_owned()).await {
+        tracing::error!("the Prometheus endpoint stopped: {err}");
+    }
 }
 
 /// Why a link ended without an error.

@@ -173,6 +173,7 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
     } = request;
     tracing::info!(%caller, ?kind, "job requested");
     let plan = kind.is_plan();
+    let job_type = kind.job_type();
     // A job that could not be recorded would leave no trace of what it changed, and the fleet
     // locked: refused before anything is sent.
     let available_bytes = master.store.available_bytes().await?;
@@ -328,6 +329,7 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
     }
     Ok(PreparedJob {
         job_id,
+        job_type,
         target: target_text,
         desired,
         deployed,

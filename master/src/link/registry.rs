@@ -266,6 +266,11 @@ impl JobRouter {
             .remove(job);
     }
 
+    /// How many jobs run here now (each can be cancelled while it runs).
+    pub fn running_jobs(&self) -> usize {
+        self.cancels.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Cancels a running job on behalf of `by`; false if no such job runs.
     pub fn cancel(&self, job: &JobId, by: &str) -> bool {
         let cancels = self.cancels.lock().unwrap_or_else(|p| p.into_inner());

@@ -15,6 +15,7 @@ use brine_common::spec::DesiredState;
 use serde::{Deserialize, Serialize};
 
 use super::{RequestRecord, StoreError};
+use crate::job::JobType;
 use crate::release::{Pins, Release};
 use crate::rollout::Rollout;
 
@@ -22,6 +23,8 @@ use crate::rollout::Rollout;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobPlanRecord {
     pub job_id: JobId,
+    #[serde(default)]
+    pub job_type: JobType,
     pub target: String,
     pub rollout: Rollout,
     pub timeout_ms: u64,

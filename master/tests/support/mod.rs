@@ -13,6 +13,7 @@
 
 pub mod etcd;
 pub mod netns;
+pub mod prometheus;
 pub mod systemd;
 
 use std::collections::BTreeMap;

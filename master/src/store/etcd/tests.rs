@@ -470,6 +470,7 @@ async fn a_job_is_held_under_a_lease_and_let_go_when_the_lease_runs_out() {
     };
     let plan = JobPlanRecord {
         job_id: job_id.clone(),
+        job_type: crate::job::JobType::Highstate,
         target: String::new(),
         rollout: Rollout::default(),
         timeout_ms: 60_000,
