@@ -21,7 +21,12 @@ if [ "$what" = master ] && ! getent passwd brine-master >/dev/null; then
     --shell /usr/sbin/nologin --comment "brine master" brine-master
 fi
 install -m 0755 "$binary" /usr/local/bin/
-install -m 0644 "deploy/brine-$what.service" /etc/systemd/system/
+# The unit names the Debian package's paths (scripts/package.sh); a manual install lives under
+# /usr/local, which the package manager leaves alone.
+sed -e "s|/usr/bin/brine-$what|/usr/local/bin/brine-$what|" \
+  -e "s|/usr/share/doc/brine-$what/|/usr/local/share/doc/brine/|" \
+  "deploy/brine-$what.service" >"/etc/systemd/system/brine-$what.service"
+chmod 0644 "/etc/systemd/system/brine-$what.service"
 install -D -m 0644 README.md /usr/local/share/doc/brine/README.md
 systemctl daemon-reload
 echo "installed brine-$what; see README.md, section 'Installing on real hosts', for the next steps"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Docker image in which the tests run brine under a real systemd (PID 1): Debian
-# bookworm from Debian's debootstrap (minbase, systemd, socat), imported into the local engine.
+# bookworm from Debian's debootstrap (minbase, systemd, socat, and ca-certificates, which the
+# brine-master package depends on), imported into the local engine.
 # Does nothing when the image is there already. Needs root and debootstrap (scripts/test-deps.sh
 # installs it). About 2 minutes, once per machine.
 #
@@ -10,7 +11,7 @@
 set -euo pipefail
 
 # Bump the tag when the recipe below changes.
-image=brine-test-systemd:bookworm-1
+image=brine-test-systemd:bookworm-2
 if docker image inspect "$image" >/dev/null 2>&1; then
   exit 0
 fi
@@ -23,7 +24,7 @@ fi
 root=$(mktemp -d /tmp/brine-systemd-rootfs.XXXXXX)
 trap 'rm -rf "$root"' EXIT
 echo "building $image with debootstrap (once per machine)" >&2
-debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,socat,procps \
+debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,socat,procps,ca-certificates \
   bookworm "$root/fs" http://deb.debian.org/debian >"$root/debootstrap.log" 2>&1 || {
   tail -20 "$root/debootstrap.log" >&2
   exit 1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure what the tests need is here: Debian's docker-registry and busybox-static (test
-# images are built FROM scratch around the static busybox), a running Docker engine, and
-# cargo-nextest. Installs or starts what is missing, or says exactly what it cannot do.
+# images are built FROM scratch around the static busybox), a running Docker engine,
+# cargo-nextest, and cargo-deb. Installs or starts what is missing, or says exactly what it cannot do.
 set -euo pipefail
 
 missing=()
@@ -63,4 +63,11 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest" >&2
   cargo install cargo-nextest --locked
+fi
+
+# The packaging test builds brine's Debian packages (scripts/package.sh). Pinned: the tests
+# package debug builds, which cargo-deb only warns about today.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "installing cargo-deb" >&2
+  cargo install cargo-deb --locked --version 3.8.0
 fi

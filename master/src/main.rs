@@ -31,7 +31,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 /// TLS. `highstate` makes every host pull its images and replace exactly the containers that
 /// changed.
 #[derive(Debug, Parser)]
-#[command(name = "brine-master", version, about, long_about)]
+#[command(name = "brine-master", version = brine_daemon::VERSION, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -347,7 +347,10 @@ fn version_shows_the_client_and_the_master() {
     laptop.ok(&["context", "import", path(&certs(&issued))]);
     let version = env!("CARGO_PKG_VERSION");
     let shown = laptop.ok(&["version"]);
-    assert!(shown.contains(&format!("client  {version}")), "{shown}");
+    assert!(
+        shown.contains(&format!("client  {version} (commit {})", built_commit())),
+        "{shown}"
+    );
     assert!(
         shown.contains(&format!("master  {version} (API brine.v1)")),
         "{shown}"
@@ -361,6 +364,39 @@ fn version_shows_the_client_and_the_master() {
         "{}",
         finished.describe("version")
     );
+}
+
+/// The commit the binaries were built from, as their build script found it: the build's
+/// `BRINE_GIT_COMMIT` when it set one, else this checkout's `HEAD` (a commit or checkout since
+/// makes Cargo run the build script again), else "unknown".
+fn built_commit() -> String {
+    if let Some(commit) = option_env!("BRINE_GIT_COMMIT")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
+        return commit.to_owned();
+    }
+    Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+#[test]
+fn version_flag_prints_the_version_and_the_commit() {
+    let laptop = Laptop::new();
+    let wanted = format!(
+        "brine-master {} (commit {})",
+        env!("CARGO_PKG_VERSION"),
+        built_commit()
+    );
+    for flag in ["--version", "-V"] {
+        assert_eq!(laptop.ok(&[flag]).trim(), wanted, "{flag}");
+    }
 }
 
 #[test]

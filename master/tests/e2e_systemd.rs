@@ -2,7 +2,8 @@
 //! PID 1 (a container of `scripts/systemd-test-image.sh`'s image), and the units do what they
 //! promise: ready only when serving, a status line, a watchdog that restarts a hung daemon,
 //! restarts after a crash, an ordered stop within `TimeoutStopSec`, plain journal lines, a
-//! minion that outlives a Docker restart, and a hardened master.
+//! minion that outlives a Docker restart, and a hardened master. The Debian packages install,
+//! upgrade and remove both as services.
 //!
 //! These tests run one at a time (nextest group `systemd`): their minions use the default,
 //! empty namespace on the shared Docker engine, as a real host's minion does.
@@ -12,8 +13,10 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::systemd::{CHECKOUT, MASTER_NAME, SystemdHost, readme_install_blocks};
-use support::{Images, Registry, docker, try_docker, unique_id, wait_for};
+use support::systemd::{CHECKOUT, MASTER_NAME, SystemdHost, debian_packages, readme_blocks};
+use support::{
+    Images, Registry, docker, master_binary, minion_binary, try_docker, unique_id, wait_for,
+};
 
 const MASTER: &str = "brine-master";
 const MINION: &str = "brine-minion";
@@ -22,18 +25,23 @@ const MASTER_EXPOSURE_AT_MOST: f32 = 1.5;
 /// The minion drives Docker (root-equivalent) and cannot take every restriction.
 const MINION_EXPOSURE_AT_MOST: f32 = 2.0;
 
-/// Runs the README's install blocks in order: the master's, then the minion's with the token
-/// the master printed. Returns the token.
-fn install_as_the_readme_says(host: &SystemdHost) -> String {
-    let blocks = readme_install_blocks();
+/// The README's section on installing from a checkout.
+const INSTALL_SECTION: &str = "Installing on real hosts";
+/// The README's section on the Debian packages.
+const PACKAGES_SECTION: &str = "Debian packages";
+
+/// Runs the install blocks of the README's section `## SECTION` in `cwd`, in order: the
+/// master's, then the minion's with the token the master printed. Returns the token.
+fn install_as_the_readme_says(host: &SystemdHost, section: &str, cwd: &str) -> String {
+    let blocks = readme_blocks(section);
     assert_eq!(
         blocks.len(),
         2,
-        "the README's install section has a block for the master and one for each host: {blocks:?}"
+        "the README's section {section:?} has a block for the master and one for each host: {blocks:?}"
     );
     let mut token = None;
     for command in &blocks[0] {
-        let finished = host.sh_in(CHECKOUT, command);
+        let finished = host.sh_in(cwd, command);
         assert!(finished.code == 0, "{}", finished.describe(command));
         if command.starts_with("brine-master token create") {
             token = Some(finished.stdout.trim().to_owned());
@@ -43,7 +51,7 @@ fn install_as_the_readme_says(host: &SystemdHost) -> String {
     assert!(token.starts_with("BRINE-1-"), "not a token: {token:?}");
     for command in &blocks[1] {
         let command = command.replace("BRINE-1-...", &token);
-        let finished = host.sh_in(CHECKOUT, &command);
+        let finished = host.sh_in(cwd, &command);
         assert!(finished.code == 0, "{}", finished.describe(&command));
     }
     token
@@ -96,7 +104,7 @@ fn the_readme_install_steps_run_both_daemons_under_systemd() {
     host.forward_registry(&registry);
     host.stage_checkout();
 
-    install_as_the_readme_says(&host);
+    install_as_the_readme_says(&host, INSTALL_SECTION, CHECKOUT);
 
     // Type=notify: `systemctl enable --now` returned only once the master served, so the CLI
     // answers at once, without retrying.
@@ -119,9 +127,11 @@ fn the_readme_install_steps_run_both_daemons_under_systemd() {
             app.reference
         ),
     );
-    // This machine has no CA certificates (Debian's minbase lacks ca-certificates). The
-    // registry client cannot work without them, even over plain HTTP: the highstate fails
-    // clearly and sends nothing, and the master keeps serving (it once panicked here).
+    // A manual install does not bring Debian's ca-certificates (the package depends on it): on
+    // a host without (here: the machine's CA certificates set aside), the registry client
+    // cannot work, even over plain HTTP. The highstate fails clearly and sends nothing, and the
+    // master keeps serving (it once panicked here).
+    host.sh_ok("mv /etc/ssl/certs /etc/ssl/certs.aside");
     let highstate = host.sh("brine-master highstate");
     assert!(
         highstate.code == 2 && highstate.stderr.contains("ca-certificates"),
@@ -130,11 +140,7 @@ fn the_readme_install_steps_run_both_daemons_under_systemd() {
     );
     assert_eq!(host.property(MASTER, "NRestarts"), "0");
     assert_eq!(host.sh_ok("brine-master lock status").trim(), "unlocked");
-    host.sh_ok("mkdir -p /etc/ssl/certs");
-    host.copy_in(
-        Path::new("/etc/ssl/certs/ca-certificates.crt"),
-        "/etc/ssl/certs/ca-certificates.crt",
-    );
+    host.sh_ok("mv /etc/ssl/certs.aside /etc/ssl/certs");
     let highstate = host.sh("brine-master highstate --output json");
     assert!(highstate.code == 0, "{}", highstate.describe("highstate"));
     let state = docker(&["inspect", "--format", "{{.State.Status}}", &container]);
@@ -255,7 +261,7 @@ fn systemd_restarts_a_hung_or_killed_daemon() {
     let uniq = unique_id();
     let host = SystemdHost::boot(&uniq);
     host.stage_checkout();
-    install_as_the_readme_says(&host);
+    install_as_the_readme_says(&host, INSTALL_SECTION, CHECKOUT);
     wait_status(&host, MASTER, "1 host linked");
 
     for unit in [MASTER, MINION] {
@@ -289,7 +295,7 @@ fn the_minion_keeps_running_while_docker_stops_and_restarts() {
     let uniq = unique_id();
     let host = SystemdHost::boot(&uniq);
     host.stage_checkout();
-    install_as_the_readme_says(&host);
+    install_as_the_readme_says(&host, INSTALL_SECTION, CHECKOUT);
     wait_status(&host, MINION, "linked to");
     let pid = host.property(MINION, "MainPID");
 
@@ -327,4 +333,171 @@ fn the_minion_keeps_running_while_docker_stops_and_restarts() {
     assert_eq!(host.property(MINION, "ActiveState"), "active");
     assert_eq!(host.property(MINION, "MainPID"), pid);
     assert_eq!(host.property(MINION, "NRestarts"), "0");
+}
+
+/// `brine-master --version` or `brine-minion --version` of this test run's binaries.
+fn version_of(binary: &Path) -> String {
+    let output = std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .expect("run --version");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// The state of package `name` as `dpkg-query` shows it, e.g. "install ok installed".
+fn package_status(host: &SystemdHost, name: &str) -> String {
+    host.sh(&format!("dpkg-query -W -f='${{Status}}' {name}"))
+        .stdout
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn the_debian_packages_install_upgrade_and_remove_both_services() {
+    let uniq = unique_id();
+    let packages = debian_packages();
+    let host = SystemdHost::boot(&uniq);
+    let dir = "/root/packages";
+    host.sh_ok(&format!("mkdir {dir}"));
+    for package in &packages {
+        let name = package
+            .file_name()
+            .and_then(|name| name.to_str())
+            .expect("a UTF-8 file name");
+        host.copy_in(package, &format!("{dir}/{name}"));
+    }
+
+    // Installed: the daemons, their units (neither enabled nor started), the conffiles, the
+    // documentation, the data directories and the master's user.
+    host.sh_ok(&format!(
+        "cd {dir} && dpkg -i brine-master_*.deb brine-minion_*.deb"
+    ));
+    for unit in [MASTER, MINION] {
+        assert_eq!(package_status(&host, unit), "install ok installed");
+        // Debian's /lib is /usr/lib: systemd may name either.
+        let unit_file = host.property(unit, "FragmentPath");
+        assert!(
+            unit_file.ends_with(&format!("/lib/systemd/system/{unit}.service")),
+            "{unit_file}"
+        );
+        host.sh_ok(&format!("test -f /usr/lib/systemd/system/{unit}.service"));
+        let exec = host.property(unit, "ExecStart");
+        assert!(exec.contains(&format!("path=/usr/bin/{unit} ")), "{exec}");
+        assert_eq!(host.property(unit, "UnitFileState"), "disabled", "{unit}");
+        assert_eq!(host.property(unit, "ActiveState"), "inactive", "{unit}");
+        let conffiles = host.sh_ok(&format!("dpkg-query -W -f='${{Conffiles}}' {unit}"));
+        assert!(
+            conffiles.contains(&format!("/etc/default/{unit} ")),
+            "{unit}: {conffiles}"
+        );
+        let environment = host.property(unit, "EnvironmentFiles");
+        assert!(
+            environment.starts_with(&format!("/etc/default/{unit} ")),
+            "{environment}"
+        );
+        host.sh_ok(&format!(
+            "test -f /usr/share/doc/{unit}/README.md && test -f /usr/share/doc/{unit}/copyright"
+        ));
+    }
+    let verify = host.sh(
+        "systemd-analyze verify /usr/lib/systemd/system/brine-master.service /usr/lib/systemd/system/brine-minion.service",
+    );
+    assert!(
+        verify.code == 0 && verify.stdout.trim().is_empty() && verify.stderr.trim().is_empty(),
+        "{}",
+        verify.describe("systemd-analyze verify")
+    );
+    host.sh_ok(
+        "cd /usr/share/doc && test -f brine-master/examples/master.toml.example \
+         && test -f brine-master/examples/roles.toml.example \
+         && test -f brine-minion/examples/minion.toml.example",
+    );
+    assert_eq!(
+        host.sh_ok("stat -c '%U %G %a' /var/lib/brine-master")
+            .trim(),
+        "brine-master brine-master 700"
+    );
+    assert_eq!(
+        host.sh_ok("stat -c '%U %G %a' /var/lib/brine-minion")
+            .trim(),
+        "root root 700"
+    );
+    let user = host.sh_ok("getent passwd brine-master");
+    assert!(
+        user.trim()
+            .ends_with(":brine master:/var/lib/brine-master:/usr/sbin/nologin"),
+        "{user}"
+    );
+    // The packaged binaries are this run's: same version, same commit.
+    assert_eq!(
+        host.sh_ok("brine-master --version").trim(),
+        version_of(&master_binary())
+    );
+    assert_eq!(
+        host.sh_ok("brine-minion --version").trim(),
+        version_of(&minion_binary())
+    );
+
+    // The README's steps after `dpkg -i` start both.
+    install_as_the_readme_says(&host, PACKAGES_SECTION, dir);
+    for unit in [MASTER, MINION] {
+        assert_eq!(host.property(unit, "ActiveState"), "active", "{unit}");
+        assert_eq!(host.property(unit, "UnitFileState"), "enabled", "{unit}");
+    }
+    wait_status(&host, MASTER, "1 host linked");
+    wait_status(&host, MINION, &format!("linked to {MASTER_NAME}:4700"));
+    let pid = host.property(MASTER, "MainPID");
+    assert_eq!(host.sh_ok(&format!("ps -o user= -p {pid}")).trim(), MASTER);
+
+    // An upgrade (here: the same packages again, which runs the same maintainer scripts) keeps
+    // an edited conffile and restarts the running daemons, which read it.
+    host.sh_ok("echo RUST_LOG=debug >>/etc/default/brine-master");
+    let pids = [MASTER, MINION].map(|unit| host.property(unit, "MainPID"));
+    host.sh_ok(&format!(
+        "cd {dir} && dpkg -i brine-master_*.deb brine-minion_*.deb"
+    ));
+    for (unit, old_pid) in [MASTER, MINION].into_iter().zip(&pids) {
+        assert_eq!(host.property(unit, "ActiveState"), "active", "{unit}");
+        assert_ne!(&host.property(unit, "MainPID"), old_pid, "{unit} restarted");
+        assert_eq!(host.property(unit, "UnitFileState"), "enabled", "{unit}");
+    }
+    assert!(
+        host.sh_ok("cat /etc/default/brine-master")
+            .contains("RUST_LOG=debug")
+    );
+    let pid = host.property(MASTER, "MainPID");
+    host.sh_ok(&format!(
+        "tr '\\0' '\\n' </proc/{pid}/environ | grep -qx RUST_LOG=debug"
+    ));
+    wait_status(&host, MASTER, "1 host linked");
+
+    // Removed: stopped, units and binaries gone; conffiles and data kept.
+    host.sh_ok("dpkg -r brine-minion brine-master");
+    for unit in [MASTER, MINION] {
+        assert_eq!(package_status(&host, unit), "deinstall ok config-files");
+        assert_eq!(host.property(unit, "ActiveState"), "inactive", "{unit}");
+        host.sh_ok(&format!(
+            "test ! -e /usr/lib/systemd/system/{unit}.service && test ! -e /usr/bin/{unit} \
+             && test -f /etc/default/{unit}"
+        ));
+    }
+    assert!(
+        host.sh_ok("cat /etc/default/brine-master")
+            .contains("RUST_LOG=debug")
+    );
+
+    // Purged: conffiles and the units' links gone. The data directories stay (the fleet's CA
+    // key, the host's identity), and so does the user owning the master's.
+    host.sh_ok("dpkg --purge brine-minion brine-master");
+    for unit in [MASTER, MINION] {
+        assert_eq!(package_status(&host, unit), "");
+        host.sh_ok(&format!(
+            "test ! -e /etc/default/{unit} && test ! -L /etc/systemd/system/{unit}.service \
+             && test ! -L /etc/systemd/system/multi-user.target.wants/{unit}.service"
+        ));
+    }
+    host.sh_ok("test -f /var/lib/brine-master/master.toml");
+    host.sh_ok("test -f /var/lib/brine-minion/minion.toml");
+    host.sh_ok("getent passwd brine-master");
 }

@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 /// host's facts, and when the master runs a highstate it pulls the images of the host's roles
 /// and creates, replaces or removes exactly the containers that changed.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(version = brine_daemon::VERSION, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -6,10 +6,10 @@ use brine_proto::pb;
 
 use super::client::ClientArgs;
 
-/// Prints the client's version, then asks the master for its own; fails (after printing the
+/// Prints the client's version and commit, then asks the master for its own; fails (after printing the
 /// client's) when the master cannot be asked.
 pub async fn show(client: &ClientArgs) -> anyhow::Result<()> {
-    println!("client  {}", env!("CARGO_PKG_VERSION"));
+    println!("client  {}", brine_daemon::VERSION);
     let master = pb::fleet_service_client::FleetServiceClient::new(client.connect().await?)
         .get_version(pb::GetVersionRequest {})
         .await

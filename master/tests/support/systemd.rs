@@ -4,7 +4,8 @@
 //! loopback address inside, so an image reference means the same thing on both sides.
 //!
 //! brine goes in as the README tells users: a checkout (here: `deploy/`, `README.md` and the
-//! binaries this test run built, in `target/release/`) and the README's install commands.
+//! binaries this test run built, in `target/release/`) and the README's install commands, or
+//! the Debian packages `scripts/package.sh` makes of those binaries.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use super::{
 };
 
 /// The image the build script makes; bump with the script's tag.
-pub const IMAGE: &str = "brine-test-systemd:bookworm-1";
+pub const IMAGE: &str = "brine-test-systemd:bookworm-2";
 /// Where the checkout is staged inside the machine.
 pub const CHECKOUT: &str = "/root/brine";
 /// The master's name in the README's commands; it resolves to the machine itself.
@@ -230,17 +231,16 @@ impl Drop for SystemdHost {
     }
 }
 
-/// The shell commands of the README's "Installing on real hosts" section, block by block
-/// (comments dropped).
-pub fn readme_install_blocks() -> Vec<Vec<String>> {
+/// The shell commands of the README's section `## TITLE`, block by block (comments dropped).
+pub fn readme_blocks(title: &str) -> Vec<Vec<String>> {
     let mut readme = String::new();
     std::fs::File::open(workspace().join("README.md"))
         .and_then(|mut f| f.read_to_string(&mut readme))
         .expect("read README.md");
     let section = readme
-        .split("\n## Installing on real hosts\n")
+        .split(&format!("\n## {title}\n"))
         .nth(1)
-        .expect("README.md has a section `## Installing on real hosts`");
+        .unwrap_or_else(|| panic!("README.md has a section `## {title}`"));
     let section = section.split("\n## ").next().unwrap_or(section);
     let mut blocks = vec![];
     let mut current: Option<Vec<String>> = None;
@@ -258,4 +258,34 @@ pub fn readme_install_blocks() -> Vec<Vec<String>> {
         }
     }
     blocks
+}
+
+/// The Debian packages of both daemons, as `scripts/package.sh --debug` builds them from the
+/// binaries of this test run (in the target directory the master's binary is in).
+pub fn debian_packages() -> Vec<PathBuf> {
+    let target_dir = master_binary()
+        .parent()
+        .and_then(Path::parent)
+        .expect("the binary is in TARGET/PROFILE/")
+        .to_path_buf();
+    let script = workspace().join("scripts/package.sh");
+    let built = run_with_deadline(
+        Command::new(&script)
+            .arg("--debug")
+            .env("CARGO_TARGET_DIR", &target_dir),
+        Duration::from_secs(180),
+        "scripts/package.sh --debug",
+    );
+    assert!(
+        built.code == 0,
+        "{}",
+        built.describe("scripts/package.sh --debug")
+    );
+    let packages: Vec<PathBuf> = built.stdout.lines().map(PathBuf::from).collect();
+    assert!(
+        packages.len() == 2 && packages.iter().all(|p| p.is_file()),
+        "not the paths of two packages: {}",
+        built.describe("scripts/package.sh --debug")
+    );
+    packages
 }
