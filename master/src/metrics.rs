@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use brine_common::host::HostEventKind;
 use brine_common::outcome::{HostReport, HostStatus, JobSummary};
+use brine_daemon::metrics::{KindLabel, PhaseLabel, StatusLabel, encode, observe_phases};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -30,21 +31,6 @@ struct HostLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
     kind: &'static str,
-    status: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
-    kind: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PhaseLabel {
-    phase: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabel {
     status: &'static str,
 }
 
@@ -256,10 +242,7 @@ impl Metrics {
         }
         self.jobs_running
             .set(i64::try_from(jobs_running).unwrap_or(i64::MAX));
-        let mut text = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+        encode(&self.registry)
     }
 
     /// A job this master ran has finished.
@@ -298,15 +281,7 @@ impl Metrics {
         ) {
             return;
         }
-        for (phase, ms) in [
-            ("pull", report.timings.pull_ms),
-            ("containers", report.timings.containers_ms),
-            ("health", report.timings.health_ms),
-        ] {
-            self.host_phase_duration
-                .get_or_create(&PhaseLabel { phase })
-                .observe(ms as f64 / 1000.0);
-        }
+        observe_phases(&self.host_phase_duration, &report.timings);
     }
 
     pub fn host_event(&self, kind: HostEventKind) {

@@ -4,7 +4,7 @@
 
 use brine_common::host::HostEventKind;
 use brine_common::outcome::JobResult;
-use prometheus_client::encoding::EncodeLabelSet;
+use brine_daemon::metrics::{KindLabel, PhaseLabel, StatusLabel, encode, observe_phases};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -12,21 +12,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::status::LinkCounts;
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabel {
-    status: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PhaseLabel {
-    phase: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
-    kind: &'static str,
-}
 
 /// Everything the minion counts, registered once.
 #[derive(Debug)]
@@ -109,15 +94,7 @@ impl Metrics {
                 status: result.status.as_str(),
             })
             .inc();
-        for (phase, ms) in [
-            ("pull", result.timings.pull_ms),
-            ("containers", result.timings.containers_ms),
-            ("health", result.timings.health_ms),
-        ] {
-            self.job_phase_duration
-                .get_or_create(&PhaseLabel { phase })
-                .observe(ms as f64 / 1000.0);
-        }
+        observe_phases(&self.job_phase_duration, &result.timings);
     }
 
     pub fn host_event(&self, kind: HostEventKind) {
@@ -140,10 +117,7 @@ impl Metrics {
             let seen = counter.get();
             counter.inc_by(u64::from(total).saturating_sub(seen));
         }
-        let mut text = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+        encode(&self.registry)
     }
 }
 

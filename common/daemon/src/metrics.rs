@@ -10,6 +10,11 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
+use brine_common::outcome::Timings;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 /// The content type of the OpenMetrics text format.
@@ -18,6 +23,45 @@ pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0;
 /// Produces the text of one scrape: a daemon refreshes what it counts only when asked (the
 /// hosts by state, say) and encodes its registry.
 pub type Render = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = String> + Send>> + Send + Sync>;
+
+/// A `status` label: of a job, a host's report, a join.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: &'static str,
+}
+
+/// A `kind` label: of a job, a host event.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+/// A `phase` label: the phases of a job on a host.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: &'static str,
+}
+
+/// Observes the time a job spent on a host in each phase (pull, containers, health), in seconds.
+pub fn observe_phases(phases: &Family<PhaseLabel, Histogram>, timings: &Timings) {
+    for (phase, ms) in [
+        ("pull", timings.pull_ms),
+        ("containers", timings.containers_ms),
+        ("health", timings.health_ms),
+    ] {
+        phases
+            .get_or_create(&PhaseLabel { phase })
+            .observe(ms as f64 / 1000.0);
+    }
+}
+
+/// `registry` in the OpenMetrics text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, registry);
+    text
+}
 
 /// Serves `GET /metrics` on `listener` until `stop` resolves.
 pub async fn serve(
