@@ -174,6 +174,13 @@ name_type!(
     read back by check_name
 );
 
+name_type!(
+    /// The name of a secret the master keeps, which a container's environment refers to.
+    SecretName,
+    checked by check_name,
+    read back by check_name
+);
+
 impl ContainerName {
     /// The name of a container that already exists, as a host reports it or a container's label
     /// holds it: such a container may have been created when names could contain '.'. Accepting

@@ -23,10 +23,10 @@ use std::ops::Range;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::names::{ContainerName, MinionId, RoleName};
+use crate::names::{ContainerName, MinionId, RoleName, SecretName};
 use crate::spec::{
     ContainerSpec, DEFAULT_STOP_TIMEOUT_SECONDS, DesiredState, DesiredStateError, HealthCheck,
-    ImageRef, PortMapping, Probe, RestartPolicy, VolumeMount,
+    ImageRef, PortMapping, Probe, RestartPolicy, SecretRef, VolumeMount,
 };
 use crate::toml_span::{Problem, locate_all};
 
@@ -102,7 +102,7 @@ struct RawContainer {
     #[serde(default)]
     command: Vec<String>,
     #[serde(default)]
-    env: BTreeMap<Spanned<String>, String>,
+    env: BTreeMap<Spanned<String>, RawEnvValue>,
     #[serde(default)]
     ports: Vec<Spanned<String>>,
     #[serde(default)]
@@ -110,6 +110,50 @@ struct RawContainer {
     restart: Option<Spanned<String>>,
     stop_timeout: Option<Spanned<String>>,
     health: Option<Spanned<RawHealth>>,
+}
+
+/// An environment variable's value: written out, or a secret the master keeps.
+enum RawEnvValue {
+    Plain(String),
+    Secret(Spanned<String>),
+}
+
+/// Read by hand rather than as an untagged enum: that would buffer the value and lose the
+/// position a wrong secret name is reported at.
+impl<'de> Deserialize<'de> for RawEnvValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawEnvValue;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, or a secret reference such as { secret = \"db\" }")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<RawEnvValue, E> {
+                Ok(RawEnvValue::Plain(value.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawEnvValue, A::Error> {
+                let mut secret = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "secret" || secret.is_some() {
+                        return Err(serde::de::Error::custom(format!(
+                            "a secret reference has one key, `secret`, not {key:?}"
+                        )));
+                    }
+                    secret = Some(map.next_value::<Spanned<String>>()?);
+                }
+                secret
+                    .map(RawEnvValue::Secret)
+                    .ok_or_else(|| serde::de::Error::missing_field("secret"))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -185,6 +229,16 @@ impl RolesFile {
             .flat_map(|role| self.roles.get(role).into_iter().flatten().cloned())
             .collect();
         DesiredState::new(containers)
+    }
+
+    /// The containers whose environment uses secret `name`, as `ROLE/CONTAINER`, sorted.
+    pub fn secret_users(&self, name: &SecretName) -> Vec<String> {
+        self.roles
+            .values()
+            .flatten()
+            .filter(|c| c.secret_env.values().any(|r| &r.secret == name))
+            .map(|c| format!("{}/{}", c.role, c.name))
+            .collect()
     }
 
     /// The declared roles, sorted.
@@ -292,14 +346,26 @@ fn check_container(
         None => role_image.cloned(),
     };
     let mut env = BTreeMap::new();
+    let mut secret_env = BTreeMap::new();
     for (key, value) in raw.env {
         if key.get_ref().is_empty() || key.get_ref().contains('=') {
             problems.push(
                 key.span(),
                 "an environment variable name must be non-empty and without '='",
             );
-        } else {
-            env.insert(key.into_inner(), value);
+            continue;
+        }
+        match value {
+            RawEnvValue::Plain(value) => {
+                env.insert(key.into_inner(), value);
+            }
+            RawEnvValue::Secret(name) => {
+                if let Some(secret) =
+                    problems.check(name.span(), SecretName::new(name.into_inner()))
+                {
+                    secret_env.insert(key.into_inner(), SecretRef::to(secret));
+                }
+            }
         }
     }
     let ports: Vec<Option<PortMapping>> = raw
@@ -336,6 +402,7 @@ fn check_container(
         image: image?,
         command: raw.command,
         env,
+        secret_env,
         ports: ports.into_iter().collect::<Option<_>>()?,
         volumes: volumes.into_iter().collect::<Option<_>>()?,
         restart: restart?,

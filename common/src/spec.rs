@@ -1,6 +1,6 @@
 //! Container specs and the desired state of a host.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -8,7 +8,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::names::{ContainerName, RoleName};
+use crate::names::{ContainerName, RoleName, SecretName};
+use crate::secret::SecretValue;
 
 /// A validated image reference such as `127.0.0.1:5000/mynames/app:tested`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -503,6 +504,35 @@ pub struct ContainerSpec {
     pub restart: RestartPolicy,
     pub stop_timeout_seconds: u32,
     pub health: HealthCheck,
+    /// Environment variables whose values are secrets the master keeps. Left out of the
+    /// rendering when empty, so the hash of a spec without secrets is what it always was.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, SecretRef>,
+}
+
+/// An environment variable's reference to a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRef {
+    pub secret: SecretName,
+    /// Which value of the secret: the master's keyed digest of it, empty until the master fills
+    /// it in for a job. It is part of the spec's hash, so a new value replaces the containers
+    /// that use it, while the hash tells nothing of the value.
+    pub fingerprint: String,
+    /// The value, attached only on its way to a host that runs the container and on that host.
+    /// Never serialized: not into a hash, a record, a job or the store.
+    #[serde(skip)]
+    pub value: Option<SecretValue>,
+}
+
+impl SecretRef {
+    /// A reference as the roles file writes it, before the master knows which value.
+    pub fn to(secret: SecretName) -> Self {
+        Self {
+            secret,
+            fingerprint: String::new(),
+            value: None,
+        }
+    }
 }
 
 /// The hash that tells whether a running container still matches its spec.
@@ -522,6 +552,19 @@ impl fmt::Display for SpecHash {
 }
 
 impl ContainerSpec {
+    /// The container's environment as Docker takes it (`KEY=VALUE`): its plain variables and
+    /// its secrets' values, those attached.
+    pub fn environment(&self) -> Vec<String> {
+        let plain = self.env.iter().map(|(k, v)| format!("{k}={v}"));
+        let secret = self.secret_env.iter().filter_map(|(k, reference)| {
+            reference
+                .value
+                .as_ref()
+                .map(|value| format!("{k}={}", value.expose()))
+        });
+        plain.chain(secret).collect()
+    }
+
     /// The canonical hash of everything that defines the container.
     ///
     /// It is computed from a JSON rendering whose field and key order is fixed by the struct and
@@ -568,6 +611,49 @@ impl DesiredState {
         images.sort();
         images.dedup();
         images
+    }
+
+    /// The secrets its containers' environments refer to.
+    pub fn secret_names(&self) -> BTreeSet<&SecretName> {
+        self.secret_refs().map(|r| &r.secret).collect()
+    }
+
+    /// Every reference to a secret, in container order.
+    pub fn secret_refs(&self) -> impl Iterator<Item = &SecretRef> {
+        self.containers.iter().flat_map(|c| c.secret_env.values())
+    }
+
+    /// Every reference to a secret, to fill in.
+    pub fn secret_refs_mut(&mut self) -> impl Iterator<Item = &mut SecretRef> {
+        self.containers
+            .iter_mut()
+            .flat_map(|c| c.secret_env.values_mut())
+    }
+
+    /// The values attached to its references, one per secret.
+    pub fn secret_values(&self) -> BTreeMap<SecretName, SecretValue> {
+        self.secret_refs()
+            .filter_map(|r| Some((r.secret.clone(), r.value.clone()?)))
+            .collect()
+    }
+
+    /// Attaches to each reference its secret's value from `values`; the first secret without
+    /// one is the error, and nothing is attached then.
+    pub fn attach_secret_values(
+        &mut self,
+        values: &BTreeMap<SecretName, SecretValue>,
+    ) -> Result<(), SecretName> {
+        if let Some(missing) = self
+            .secret_names()
+            .into_iter()
+            .find(|n| !values.contains_key(n))
+        {
+            return Err(missing.clone());
+        }
+        for reference in self.secret_refs_mut() {
+            reference.value = values.get(&reference.secret).cloned();
+        }
+        Ok(())
     }
 
     /// Builds a host's desired state, refusing what Docker would refuse half-way through.

@@ -130,6 +130,16 @@ const METHODS: &[(&str, Access)] = &[
         "/brine.v1.FleetService/ListRolesVersions",
         Access::Roles(&[Admin, Ci]),
     ),
+    // Secrets are an operator's: CI deploys with them but never sets or lists them.
+    ("/brine.v1.FleetService/SetSecret", Access::Roles(&[Admin])),
+    (
+        "/brine.v1.FleetService/ListSecrets",
+        Access::Roles(&[Admin]),
+    ),
+    (
+        "/brine.v1.FleetService/DeleteSecret",
+        Access::Roles(&[Admin]),
+    ),
     (
         "/grpc.health.v1.Health/Check",
         Access::Roles(&[Admin, Ci, Minion]),

@@ -58,6 +58,11 @@ impl DataDir {
         self.root.join("ca.key")
     }
 
+    /// The key that seals the secrets in the store; every master of a fleet needs the same.
+    pub fn secrets_key(&self) -> PathBuf {
+        self.root.join("secrets.key")
+    }
+
     pub fn server_cert(&self) -> PathBuf {
         self.root.join("master.pem")
     }
@@ -176,6 +181,7 @@ impl DataDir {
         let private = [
             (self.root.clone(), 0o700, "it holds the CA key"),
             (self.config(), 0o600, "it can hold registry passwords"),
+            (self.secrets_key(), 0o600, "it opens the secrets"),
             (
                 roles_file.to_path_buf(),
                 0o600,

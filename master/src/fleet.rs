@@ -23,6 +23,7 @@ mod lock;
 mod paging;
 mod releases;
 mod roles;
+mod secrets;
 #[cfg(test)]
 mod tests;
 
@@ -247,5 +248,26 @@ impl pb::fleet_service_server::FleetService for FleetService {
         request: Request<pb::ListRolesVersionsRequest>,
     ) -> Result<Response<pb::ListRolesVersionsResponse>, Status> {
         roles::list_roles_versions(self, request).await
+    }
+
+    async fn set_secret(
+        &self,
+        request: Request<pb::SetSecretRequest>,
+    ) -> Result<Response<pb::SetSecretResponse>, Status> {
+        secrets::set_secret(self, request).await
+    }
+
+    async fn list_secrets(
+        &self,
+        request: Request<pb::ListSecretsRequest>,
+    ) -> Result<Response<pb::ListSecretsResponse>, Status> {
+        secrets::list_secrets(self, request).await
+    }
+
+    async fn delete_secret(
+        &self,
+        request: Request<pb::DeleteSecretRequest>,
+    ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
+        secrets::delete_secret(self, request).await
     }
 }

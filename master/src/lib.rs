@@ -28,6 +28,7 @@ pub mod release;
 pub mod request_ids;
 pub mod roles;
 pub mod rollout;
+pub mod secrets;
 pub mod server;
 pub mod server_cert;
 pub mod setup;

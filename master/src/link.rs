@@ -198,10 +198,17 @@ impl pb::minion_link_service_server::MinionLinkService for MinionLinkService {
         };
         // Then, when the fleet has several masters, where they all are (and again at every
         // change, through the commands).
+        let master = self.master.clone();
         let masters = self.master.peers.addresses();
         let masters = (!masters.is_empty()).then(|| to_wire(&minion_id, Command::Masters(masters)));
         let outbound = futures::stream::iter([Some(clock), masters].into_iter().flatten())
-            .chain(ReceiverStream::new(commands).map(move |command| to_wire(&minion_id, command)))
+            .chain(ReceiverStream::new(commands).then(move |command| {
+                let (master, minion_id) = (master.clone(), minion_id.clone());
+                async move {
+                    let command = with_secret_values(&master, &minion_id, command).await;
+                    to_wire(&minion_id, command)
+                }
+            }))
             .map(Ok)
             .take_until(stop.cancelled_owned());
         Ok(Response::new(Box::pin(outbound)))
@@ -295,6 +302,44 @@ fn refusal(check: CertificateCheck) -> Option<&'static str> {
     }
 }
 
+/// Attaches to a command the values of the secrets its containers use. Only here, on the way to
+/// the host that runs those containers: no record, relayed command or job plan ever holds a
+/// value, and a plan (which creates nothing) is sent none. A value that cannot be had is left
+/// out, and the host refuses the command for it.
+async fn with_secret_values(
+    master: &Master,
+    minion_id: &MinionId,
+    mut command: Command,
+) -> Command {
+    if let Command::Apply {
+        job_id,
+        desired,
+        plan: false,
+        ..
+    } = &mut command
+        && desired.secret_refs().next().is_some()
+    {
+        let attached = match master
+            .vault
+            .values_for(master.store.as_ref(), desired)
+            .await
+        {
+            Ok(values) => desired
+                .attach_secret_values(&values)
+                .map_err(|missing| format!("no value for secret {missing}")),
+            Err(err) => Err(err.to_string()),
+        };
+        if let Err(err) = attached {
+            tracing::error!(
+                minion.id = %minion_id,
+                job.id = %job_id,
+                "cannot send the secrets this host's containers use, so it will refuse the job: {err}"
+            );
+        }
+    }
+    command
+}
+
 fn to_wire(minion_id: &MinionId, command: Command) -> pb::ConnectResponse {
     let kind = match command {
         Command::Apply {
@@ -306,6 +351,11 @@ fn to_wire(minion_id: &MinionId, command: Command) -> pb::ConnectResponse {
             job_id: job_id.into(),
             minion_id: minion_id.to_string(),
             expires_at: Some(time::timestamp(expires_at_unix_ms)),
+            secrets: desired
+                .secret_values()
+                .into_iter()
+                .map(|(name, value)| (name.into(), value.into()))
+                .collect(),
             desired: Some(desired.into()),
             plan,
         }),

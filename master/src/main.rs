@@ -140,6 +140,13 @@ enum Command {
         #[command(subcommand)]
         command: RolesCommand,
     },
+    /// Secrets: values the master keeps encrypted, outside the roles file, which containers
+    /// get as environment variables (`DB_PASSWORD = { secret = "db" }` in the roles file). A
+    /// value is sent only to the hosts whose containers use it, and never printed.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Where the master keeps its fleet.
     Store {
         #[command(subcommand)]
@@ -317,7 +324,8 @@ enum CertCommand {
 enum StoreCommand {
     /// Move the fleet of a master alone with its store (state.redb in its data directory) to
     /// an etcd cluster, so that more masters can share it: hosts, tokens, jobs, releases,
-    /// revocations and the roles file (as roles version 1). Stop the master first; start it
+    /// revocations, secrets (still sealed: every master needs a copy of secrets.key) and the
+    /// roles file (as roles version 1). Stop the master first; start it
     /// again afterwards, then add masters as for any fleet in etcd. master.toml gets an
     /// [etcd] table; state.redb and roles.toml are kept as *.migrated.
     Migrate {
@@ -343,6 +351,34 @@ enum RolesCommand {
     History {
         #[arg(long, short, value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Set secret NAME. The value is read from --from-file, else typed at the terminal (not
+    /// shown), else read from standard input (`printf %s "$DB_PASSWORD" | brine-master secret
+    /// set db`); one trailing newline is dropped. A new value replaces, at the next highstate,
+    /// the containers that use it.
+    Set {
+        /// The secret's name, as the roles file refers to it.
+        name: String,
+        /// Read the value from this file.
+        #[arg(long, value_name = "PATH")]
+        from_file: Option<PathBuf>,
+    },
+    /// List the secrets: name, fingerprint (which value), when and by whom set, and the
+    /// containers that use it. Never a value.
+    List {
+        #[arg(long, short, value_enum, default_value_t = ListFormat::Table)]
+        output: ListFormat,
+    },
+    /// Delete secret NAME. Refused while the roles file uses it, unless --force.
+    Delete {
+        name: String,
+        /// Delete it even though the roles file uses it: the next job that needs it fails.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -622,13 +658,15 @@ async fn execute(command: Command, client: ClientArgs) -> anyhow::Result<ExitCod
             let moved = brine_master::migrate::to_etcd(&DataDir::new(&data_dir), settings).await?;
             println!(
                 "moved the fleet to etcd under {prefix}: {} hosts ({} events), {} join tokens, {} \
-                 jobs, {} releases, {} revocations, and the roles file as roles version 1",
+                 jobs, {} releases, {} revocations, {} secrets, and the roles file as roles \
+                 version 1",
                 moved.hosts,
                 moved.host_events,
                 moved.tokens,
                 moved.jobs,
                 moved.releases,
-                moved.revocations
+                moved.revocations,
+                moved.secrets
             );
             println!(
                 "start the master again (brine-master serve); set advertise_address in {} so that \
@@ -643,6 +681,17 @@ async fn execute(command: Command, client: ClientArgs) -> anyhow::Result<ExitCod
             }
             RolesCommand::History { output } => {
                 brine_master::cli::roles::history(&client, output).await?;
+            }
+        },
+        Command::Secret { command } => match command {
+            SecretCommand::Set { name, from_file } => {
+                brine_master::cli::secret::set(&client, &name, from_file.as_deref()).await?;
+            }
+            SecretCommand::List { output } => {
+                brine_master::cli::secret::list(&client, output).await?;
+            }
+            SecretCommand::Delete { name, force } => {
+                brine_master::cli::secret::delete(&client, &name, force).await?;
             }
         },
         Command::Releases { role, output } => {

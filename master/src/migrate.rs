@@ -2,8 +2,8 @@
 //! its data directory) to an etcd cluster, so that more masters can share its fleet.
 //!
 //! Everything the master keeps is copied through the store's own calls (hosts as they are,
-//! their events, join tokens, jobs with their reports, releases, revocations, a lock taken by
-//! hand) and the roles file becomes roles version 1. Only then is `master.toml` given its
+//! their events, join tokens, jobs with their reports, releases, revocations, secrets (still
+//! sealed), a lock taken by hand) and the roles file becomes roles version 1. Only then is `master.toml` given its
 //! `[etcd]` table and are `state.redb` and `roles.toml` set aside (renamed `*.migrated`), so a
 //! migration that fails half-way leaves the master as it was.
 
@@ -26,6 +26,9 @@ pub struct Migrated {
     pub jobs: usize,
     pub releases: usize,
     pub revocations: usize,
+    /// Copied sealed: they open with this master's secrets.key, which the masters sharing the
+    /// store need a copy of.
+    pub secrets: usize,
 }
 
 /// Moves the fleet of the master in `data` into etcd as `settings` says. The master must be
@@ -130,6 +133,10 @@ pub async fn to_etcd(data: &DataDir, settings: EtcdSettings) -> anyhow::Result<M
             )
             .await?;
         migrated.revocations += 1;
+    }
+    for (name, record) in source.secrets().await? {
+        target.put_secret(name, record).await?;
+        migrated.secrets += 1;
     }
     if let Some(lock) = lock {
         let _ = target.try_lock(lock, now).await?;

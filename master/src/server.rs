@@ -296,6 +296,7 @@ pub async fn run(
     let certificate = Arc::new(ServerCertificate::load(&data)?);
     let acceptor = tls_acceptor(&data, certificate.clone())?;
     let ca = data.load_ca()?;
+    let vault = crate::secrets::Vault::open_or_create(&data.secrets_key())?;
     let metrics = Metrics::new();
     let store: Arc<dyn store::Store> = Arc::new(TimedStore::new(
         store::open(&config.store).await.context("open the store")?,
@@ -356,6 +357,7 @@ pub async fn run(
         remote_links: Default::default(),
         fence: Default::default(),
         metrics: metrics.clone(),
+        vault,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();

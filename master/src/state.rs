@@ -33,6 +33,8 @@ pub struct Master {
     pub fence: crate::takeover::Fence,
     /// What the master counts, for its Prometheus endpoint.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The key that seals secrets, and the values lately opened for the links.
+    pub vault: crate::secrets::Vault,
 }
 
 pub use brine_daemon::clock::now_unix_ms;

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use brine_common::host::HostEvent;
 use brine_common::identity::CertRole;
-use brine_common::names::MinionId;
+use brine_common::names::{MinionId, SecretName};
 use brine_common::outcome::{HostReport, JobId};
 
 use crate::pki::SignedCertificate;
@@ -44,6 +44,7 @@ mod redb;
 mod relay;
 mod revocations;
 mod roles;
+mod secrets;
 mod takeover;
 mod tokens;
 
@@ -58,6 +59,7 @@ pub use minions::{
 pub use relay::{HostAnswer, LinkChange, LinkChanges, Relayed, RelayedCommand, RelayedMessages};
 pub use revocations::CertificateRevocation;
 pub use roles::{NewRoles, ROLES_VERSIONS_KEPT, RolesApplied, RolesVersion};
+pub use secrets::SecretRecord;
 pub use takeover::{JobOwner, JobPlanRecord, Lease, ReleasedJobs};
 pub use tokens::{ListedToken, TokenCheck, TokenRecord};
 
@@ -371,6 +373,24 @@ pub trait Store: Send + Sync {
 
     /// Every operator and CI certificate revocation.
     async fn certificate_revocations(&self) -> Result<Vec<CertificateRevocation>, StoreError>;
+
+    // Secrets, sealed: the store never holds a value in clear.
+
+    /// Keeps `record` as secret `name`; returns the record it replaced.
+    async fn put_secret(
+        &self,
+        name: SecretName,
+        record: SecretRecord,
+    ) -> Result<Option<SecretRecord>, StoreError>;
+
+    /// Secret `name`, if it is kept.
+    async fn secret(&self, name: SecretName) -> Result<Option<SecretRecord>, StoreError>;
+
+    /// Every secret, by name.
+    async fn secrets(&self) -> Result<Vec<(SecretName, SecretRecord)>, StoreError>;
+
+    /// Forgets secret `name`; returns the record it held.
+    async fn delete_secret(&self, name: SecretName) -> Result<Option<SecretRecord>, StoreError>;
 }
 
 /// A store operation that failed.

@@ -2674,3 +2674,133 @@ async fn reflection_describes_the_api_to_operators_and_ci_only() {
     );
     master.shutdown().await;
 }
+
+/// Every secret call made with `fleet`, each refused with `code` and `needle`.
+async fn expect_secret_calls_refused(
+    who: &str,
+    fleet: &mut pb::fleet_service_client::FleetServiceClient<Channel>,
+    code: Code,
+    needle: &str,
+) {
+    let set = within(
+        "set_secret",
+        fleet.set_secret(pb::SetSecretRequest {
+            name: "db".into(),
+            value: "overwritten".into(),
+        }),
+    )
+    .await
+    .map(|_| ());
+    let list = within(
+        "list_secrets",
+        fleet.list_secrets(pb::ListSecretsRequest {}),
+    )
+    .await
+    .map(|_| ());
+    let delete = within(
+        "delete_secret",
+        fleet.delete_secret(pb::DeleteSecretRequest {
+            name: "db".into(),
+            force: true,
+        }),
+    )
+    .await
+    .map(|_| ());
+    for (call, result) in [
+        ("SetSecret", set),
+        ("ListSecrets", list),
+        ("DeleteSecret", delete),
+    ] {
+        expect_refused(&format!("{call} {who}"), result, code, needle);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_an_admins_only_and_no_call_returns_a_value() {
+    let master = TestMaster::start().await;
+    let value = "correct horse battery staple";
+    let mut admin = master.admin().await;
+    let set = admin
+        .set_secret(pb::SetSecretRequest {
+            name: "db".into(),
+            value: value.into(),
+        })
+        .await
+        .expect("an admin sets a secret")
+        .into_inner();
+    assert!(set.created && !set.changed, "{set:?}");
+    let fingerprint = set.secret.clone().unwrap_or_default().fingerprint;
+    assert_eq!(fingerprint.len(), 32, "{set:?}");
+
+    // A CI pipeline deploys with secrets but can neither read, change nor delete them; a
+    // host's certificate or none at all, still less.
+    let (_ci_dir, ci) = master.operator_identity(CertRole::Ci, "pipeline");
+    let mut as_ci = master.fleet(Some(ci)).await;
+    expect_secret_calls_refused(
+        "with a ci certificate",
+        &mut as_ci,
+        Code::PermissionDenied,
+        "ci role",
+    )
+    .await;
+    let (_dir, minion) = master.enrolled_minion("web-1").await;
+    let mut as_host = master
+        .fleet(Some(TestMaster::minion_identity(&minion)))
+        .await;
+    expect_secret_calls_refused(
+        "with a minion certificate",
+        &mut as_host,
+        Code::PermissionDenied,
+        "minion role",
+    )
+    .await;
+    let mut anonymous = master.fleet(None).await;
+    expect_secret_calls_refused(
+        "without a certificate",
+        &mut anonymous,
+        Code::Unauthenticated,
+        "client certificate",
+    )
+    .await;
+
+    // Nothing the refused callers sent changed the secret, and no answer carries a value.
+    let listed = admin
+        .list_secrets(pb::ListSecretsRequest {})
+        .await
+        .expect("an admin lists the secrets")
+        .into_inner();
+    assert_eq!(listed.secrets.len(), 1, "{listed:?}");
+    assert_eq!(listed.secrets[0].fingerprint, fingerprint);
+    assert!(!format!("{listed:?}{set:?}").contains(value));
+
+    // Bad input is refused naming the field, and the refusal does not echo the value.
+    let bad_name = admin
+        .set_secret(pb::SetSecretRequest {
+            name: "../db".into(),
+            value: "x".into(),
+        })
+        .await;
+    expect_refused("a bad secret name", bad_name, Code::InvalidArgument, "name");
+    let nul = admin
+        .set_secret(pb::SetSecretRequest {
+            name: "db".into(),
+            value: "sec\0ret-with-nul".into(),
+        })
+        .await;
+    let status = nul.expect_err("a value with NUL is refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with("value"), "{status:?}");
+    assert!(
+        !format!("{status:?}").contains("ret-with-nul"),
+        "{status:?}"
+    );
+
+    // The store holds it sealed: the value is nowhere in the database file.
+    let store = std::fs::read(master.data.store()).expect("read state.redb");
+    assert!(
+        !store.windows(value.len()).any(|w| w == value.as_bytes()),
+        "the value is in state.redb in clear"
+    );
+    drop((admin, as_ci, as_host, anonymous));
+    master.shutdown().await;
+}

@@ -6,12 +6,13 @@
 //! that cannot be read is reported and ignored: the minion then leaves every container as it is
 //! until the master sends a desired state.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use brine_common::names::ContainerName;
+use brine_common::names::{ContainerName, SecretName};
 use brine_common::outcome::JobId;
+use brine_common::secret::SecretValue;
 use brine_common::spec::DesiredState;
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +33,10 @@ pub struct CachedDesired {
     /// retry a failed deploy.
     #[serde(default)]
     pub failed: BTreeSet<ContainerName>,
+    /// The values of the secrets its containers use, which the desired state never serializes:
+    /// a repair after a restart creates those containers with them, as the job did.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    secrets: BTreeMap<SecretName, SecretValue>,
 }
 
 impl CachedDesired {
@@ -74,6 +79,7 @@ pub fn save(
         saved_at_unix_ms: crate::now_unix_ms(),
         desired: desired.clone(),
         failed,
+        secrets: desired.secret_values(),
     };
     let json = serde_json::to_string_pretty(&cached).context("encode the desired state")?;
     brine_daemon::files::replace(&path(data), &json, 0o600)?;
@@ -92,7 +98,7 @@ pub fn load(data: &DataDir) -> Result<Option<CachedDesired>, CacheError> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(error(err.to_string())),
     };
-    let cached: CachedDesired =
+    let mut cached: CachedDesired =
         serde_json::from_slice(&bytes).map_err(|err| error(err.to_string()))?;
     if cached.format != FORMAT {
         return Err(error(format!(
@@ -102,6 +108,12 @@ pub fn load(data: &DataDir) -> Result<Option<CachedDesired>, CacheError> {
     }
     // Checked as when it came from the master: names unique, specs valid.
     DesiredState::new(cached.desired.containers.clone()).map_err(|err| error(err.to_string()))?;
+    let secrets = std::mem::take(&mut cached.secrets);
+    cached
+        .desired
+        .attach_secret_values(&secrets)
+        .map_err(|missing| error(format!("the value of secret {missing} is missing")))?;
+    cached.secrets = secrets;
     Ok(Some(cached))
 }
 
@@ -141,5 +153,44 @@ mod tests {
         assert!(err.to_string().contains("desired.json"), "{err}");
         std::fs::write(path(&data), text.replace("\"format\": 1", "\"format\": 9")).unwrap();
         assert!(load(&data).unwrap_err().to_string().contains("format 9"));
+    }
+
+    #[test]
+    fn the_values_of_secrets_come_back_with_the_state_for_repairs() {
+        let roles = brine_common::roles_file::RolesFile::parse(
+            "roles.toml",
+            "[roles.web]\nimage = \"app:1\"\n[[roles.web.containers]]\nname = \"web\"\n\
+             env = { DB = { secret = \"db\" } }\n[assign]\n\"*\" = [\"web\"]\n",
+        )
+        .unwrap();
+        let mut desired = roles
+            .desired_state_for(&brine_common::names::MinionId::new("h").unwrap())
+            .unwrap();
+        let name = SecretName::new("db").unwrap();
+        let values = BTreeMap::from([(name, SecretValue::new("hunter2".into()).unwrap())]);
+        desired.attach_secret_values(&values).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        save(
+            &data,
+            &JobId::new("j-1").unwrap(),
+            &desired,
+            BTreeSet::new(),
+        )
+        .unwrap();
+        let cached = load(&data).unwrap().unwrap();
+        assert_eq!(
+            cached.to_repair().containers[0].environment(),
+            ["DB=hunter2"]
+        );
+        // A file without the value it needs is refused, not applied without it.
+        let text = std::fs::read_to_string(path(&data)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut json = json.as_object().unwrap().clone();
+        json.remove("secrets");
+        std::fs::write(path(&data), serde_json::to_string(&json).unwrap()).unwrap();
+        let err = load(&data).unwrap_err().to_string();
+        assert!(err.contains("secret db"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 }

@@ -2,13 +2,15 @@
 //! reconnect forever: to the fleet's other masters first when it has several (`masters`), with
 //! a little jitter, then with exponential backoff and full jitter.
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use brine_common::names::MinionId;
+use brine_common::names::{MinionId, SecretName};
 use brine_common::outcome::{JobId, JobResult};
+use brine_common::secret::SecretValue;
 use brine_common::spec::{DesiredState, ImageRef};
 use brine_proto::pb::connect_request::Kind;
 use brine_proto::tls::connect_from;
@@ -578,12 +580,39 @@ fn accept(id: &MinionId, apply: pb::Apply, master_now: i64) -> Result<Command, J
         .desired
         .ok_or_else(|| refuse("desired: is required".into()))
         .and_then(|d| DesiredState::try_from(d).map_err(|err| refuse(format!("desired.{err}"))))?;
+    let desired = with_secret_values(desired, apply.secrets, apply.plan).map_err(refuse)?;
     Ok(Command {
         job_id,
         desired,
         plan: apply.plan,
         expires_at_unix_ms,
     })
+}
+
+/// Attaches the values the master sent to the secret references of `desired`. Every secret a
+/// container uses must have one (a plan creates nothing and needs none); a value the
+/// environment cannot carry is refused, and no value is ever put in the refusal.
+fn with_secret_values(
+    mut desired: DesiredState,
+    sent: HashMap<String, String>,
+    plan: bool,
+) -> Result<DesiredState, String> {
+    if plan {
+        return Ok(desired);
+    }
+    let mut values = BTreeMap::new();
+    for (name, value) in sent {
+        let name = SecretName::new(name).map_err(|err| format!("secrets: {err}"))?;
+        let value = SecretValue::new(value).map_err(|err| format!("secrets[{name:?}]: {err}"))?;
+        values.insert(name, value);
+    }
+    desired.attach_secret_values(&values).map_err(|missing| {
+        format!(
+            "the master sent no value for secret {missing}, which a container uses; see the \
+             master's log"
+        )
+    })?;
+    Ok(desired)
 }
 
 fn result_message(result: JobResult) -> pb::ConnectRequest {
@@ -619,6 +648,7 @@ mod tests {
             expires_at: Some(time::timestamp(MASTER_NOW + expires_in_ms)),
             desired: Some(pb::DesiredState::default()),
             plan: false,
+            secrets: Default::default(),
         }
     }
 
@@ -683,5 +713,53 @@ mod tests {
         assert!(stale.error.unwrap().contains("expired"));
         // Before the master says its time, the host's own clock is all there is.
         assert_eq!(MasterClock::default().now(local_now), local_now);
+    }
+
+    /// A command whose one container uses secret `db`.
+    fn apply_with_secret(secrets: &[(&str, &str)], plan: bool) -> pb::Apply {
+        let roles = brine_common::roles_file::RolesFile::parse(
+            "roles.toml",
+            "[roles.web]\nimage = \"app:1\"\n[[roles.web.containers]]\nname = \"web\"\n\
+             env = { DB = { secret = \"db\" } }\n[assign]\n\"*\" = [\"web\"]\n",
+        )
+        .unwrap();
+        let mut desired = roles
+            .desired_state_for(&MinionId::new("web-1").unwrap())
+            .unwrap();
+        for reference in desired.secret_refs_mut() {
+            reference.fingerprint = "abcd".into();
+        }
+        pb::Apply {
+            desired: Some(desired.into()),
+            plan,
+            secrets: secrets
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..apply("web-1", 60_000)
+        }
+    }
+
+    #[test]
+    fn a_command_carries_the_value_of_every_secret_its_containers_use() {
+        let me = MinionId::new("web-1").unwrap();
+        let command = accept(
+            &me,
+            apply_with_secret(&[("db", "hunter2")], false),
+            MASTER_NOW,
+        )
+        .unwrap();
+        assert_eq!(command.desired.containers[0].environment(), ["DB=hunter2"]);
+        let refused =
+            accept(&me, apply_with_secret(&[("other", "x")], false), MASTER_NOW).unwrap_err();
+        let error = refused.error.unwrap();
+        assert!(error.contains("no value for secret db"), "{error}");
+        let refused =
+            accept(&me, apply_with_secret(&[("db", "a\0b")], false), MASTER_NOW).unwrap_err();
+        let error = refused.error.unwrap();
+        assert!(error.contains("NUL"), "{error}");
+        assert!(!error.contains("a\0b"), "{error}");
+        // A plan creates nothing, so it is sent no value and needs none.
+        assert!(accept(&me, apply_with_secret(&[], true), MASTER_NOW).is_ok());
     }
 }

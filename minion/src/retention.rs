@@ -102,6 +102,7 @@ mod tests {
                     restart: Default::default(),
                     stop_timeout_seconds: 10,
                     health: Default::default(),
+                    secret_env: Default::default(),
                 })
                 .collect(),
         )

@@ -125,6 +125,7 @@ fn spec(image: &str, data_dir: &Path) -> ContainerSpec {
         restart: RestartPolicy::No,
         stop_timeout_seconds: 7,
         health: HealthCheck::default(),
+        secret_env: Default::default(),
     }
 }
 

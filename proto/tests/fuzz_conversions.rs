@@ -267,6 +267,17 @@ fn container_spec_message(u: &mut Unstructured<'_>) -> Built<pb::ContainerSpec> 
         } else {
             Some(health_check_message(u)?)
         },
+        secret_env: list(u, 2, 2, |u| {
+            Ok((
+                text(u, &["DB_PASSWORD", "APP_ENV"], &["", "A=B"])?,
+                pb::SecretRef {
+                    secret: text(u, &["db", "api-key"], &["", "a/b"])?,
+                    fingerprint: text(u, &["0123abcd", "ff"], &["", "xyz"])?,
+                },
+            ))
+        })?
+        .into_iter()
+        .collect(),
     })
 }
 

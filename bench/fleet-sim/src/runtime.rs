@@ -347,6 +347,7 @@ mod tests {
             restart: RestartPolicy::UnlessStopped,
             stop_timeout_seconds: 1,
             health: Default::default(),
+            secret_env: Default::default(),
         };
         CreateRequest {
             docker_name: name.to_owned(),

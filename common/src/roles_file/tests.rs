@@ -336,3 +336,45 @@ fn an_empty_file_is_valid_and_assigns_nothing() {
     let file = RolesFile::parse("roles.toml", "").unwrap();
     assert!(file.roles_for(&id("x")).is_empty());
 }
+
+#[test]
+fn an_environment_variable_may_refer_to_a_secret() {
+    let text = r#"
+[roles.web]
+image = "app:1"
+[[roles.web.containers]]
+name = "web"
+env = { MODE = "production", DB_PASSWORD = { secret = "db" } }
+[assign]
+"*" = ["web"]
+"#;
+    let file = RolesFile::parse("roles.toml", text).unwrap();
+    let web = file.desired_state_for(&id("web-1")).unwrap();
+    let c = &web.containers[0];
+    assert_eq!(c.env.len(), 1);
+    assert_eq!(c.env["MODE"], "production");
+    let reference = &c.secret_env["DB_PASSWORD"];
+    assert_eq!(reference.secret.as_str(), "db");
+    assert!(reference.fingerprint.is_empty());
+    assert!(reference.value.is_none());
+    let names: Vec<&str> = web.secret_names().iter().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["db"]);
+    // The roles file alone carries no value: nothing of a secret reaches the environment yet.
+    assert_eq!(c.environment(), ["MODE=production"]);
+}
+
+#[test]
+fn a_malformed_secret_reference_names_its_line_and_key() {
+    let base = "[roles.web]\nimage = \"app:1\"\n[[roles.web.containers]]\nname = \"web\"\n";
+    let p = problems(&format!(
+        "{base}env = {{ DB = {{ secret = \"no/slash\" }} }}\n"
+    ));
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].line, 5);
+    let p = problems(&format!("{base}env = {{ DB = {{ secrte = \"db\" }} }}\n"));
+    assert_eq!(p[0].line, 5);
+    assert!(p[0].key.contains("env"), "{}", p[0].key);
+    assert!(p[0].message.contains("secret"), "{}", p[0].message);
+    let p = problems(&format!("{base}env = {{ DB = 3 }}\n"));
+    assert_eq!(p[0].line, 5);
+}

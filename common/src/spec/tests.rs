@@ -15,6 +15,7 @@ pub(crate) fn spec(role: &str, name: &str, image: &str) -> ContainerSpec {
         restart: RestartPolicy::UnlessStopped,
         stop_timeout_seconds: DEFAULT_STOP_TIMEOUT_SECONDS,
         health: HealthCheck::default(),
+        secret_env: Default::default(),
     }
 }
 
@@ -308,4 +309,65 @@ fn many_ports_are_checked_without_comparing_every_pair() {
         DesiredState::new(vec![a, b]),
         Err(DesiredStateError::PortConflict { .. })
     ));
+}
+
+#[test]
+fn a_secret_changes_the_hash_by_its_fingerprint_never_by_its_value() {
+    let plain = spec("web", "web", "app:1");
+    let mut with_secret = plain.clone();
+    let mut reference = SecretRef::to(SecretName::new("db").unwrap());
+    reference.fingerprint = "aaaa".into();
+    with_secret
+        .secret_env
+        .insert("DB_PASSWORD".into(), reference.clone());
+    assert_ne!(with_secret.hash(), plain.hash());
+    let mut new_value = with_secret.clone();
+    new_value
+        .secret_env
+        .get_mut("DB_PASSWORD")
+        .unwrap()
+        .fingerprint = "bbbb".into();
+    assert_ne!(new_value.hash(), with_secret.hash());
+    // The value itself is never rendered: attaching it changes nothing a record or hash holds.
+    let mut attached = with_secret.clone();
+    attached.secret_env.get_mut("DB_PASSWORD").unwrap().value =
+        Some(SecretValue::new("hunter2".into()).unwrap());
+    assert_eq!(attached.hash(), with_secret.hash());
+    let json = serde_json::to_string(&attached).unwrap();
+    assert!(!json.contains("hunter2"), "{json}");
+    assert!(
+        attached
+            .environment()
+            .contains(&"DB_PASSWORD=hunter2".to_owned())
+    );
+}
+
+#[test]
+fn values_are_attached_only_when_every_secret_has_one() {
+    let mut s = spec("web", "web", "app:1");
+    s.secret_env
+        .insert("A".into(), SecretRef::to(SecretName::new("a").unwrap()));
+    s.secret_env
+        .insert("B".into(), SecretRef::to(SecretName::new("b").unwrap()));
+    let mut state = DesiredState::new(vec![s]).unwrap();
+    let a = SecretName::new("a").unwrap();
+    let only_a = BTreeMap::from([(a.clone(), SecretValue::new("1".into()).unwrap())]);
+    assert_eq!(
+        state.attach_secret_values(&only_a),
+        Err(SecretName::new("b").unwrap())
+    );
+    assert!(state.secret_values().is_empty());
+    let mut both = only_a.clone();
+    both.insert(
+        SecretName::new("b").unwrap(),
+        SecretValue::new("2".into()).unwrap(),
+    );
+    both.insert(
+        SecretName::new("unused").unwrap(),
+        SecretValue::new("3".into()).unwrap(),
+    );
+    state.attach_secret_values(&both).unwrap();
+    let attached = state.secret_values();
+    assert_eq!(attached.len(), 2, "only the secrets the state uses");
+    assert_eq!(attached[&a].expose(), "1");
 }

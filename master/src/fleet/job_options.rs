@@ -239,6 +239,12 @@ impl From<HighstateError> for Status {
                 }
                 RollbackError::RoleNotInRelease { .. } => invalid("role", message),
             },
+            HighstateError::SecretNotFound { secret, .. } => failure(
+                Code::FailedPrecondition,
+                pb::ErrorReason::SecretNotFound,
+                message,
+                [("secret", secret.to_string())],
+            ),
             HighstateError::Store(err) => store_failure(err),
             HighstateError::DiskFull { available_bytes } => {
                 tracing::error!("refused a job: {message}");

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use brine_common::identity::CertRole;
-use brine_common::names::{MinionId, RoleName};
+use brine_common::names::{MinionId, RoleName, SecretName};
 use brine_common::outcome::{
     ContainerAction, ContainerResult, HostReport, HostStatus, JobId, Timings,
 };
@@ -103,6 +103,16 @@ pub enum HighstateError {
         human_bytes(MIN_FREE_BYTES)
     )]
     DiskFull { available_bytes: u64 },
+    #[error(
+        "the roles file gives {} secret {secret:?}, which the master does not hold; nothing was \
+         sent. Set it with `brine-master secret set {secret}`",
+        users.join(", ")
+    )]
+    SecretNotFound {
+        secret: SecretName,
+        /// The containers that use it, as `ROLE/CONTAINER`.
+        users: Vec<String>,
+    },
     #[error(transparent)]
     Rollback(#[from] RollbackError),
     #[error(transparent)]
@@ -266,6 +276,7 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
             )));
         }
     }
+    fill_secret_fingerprints(master, &roles, &mut desired).await?;
     // The lock lasts as long as the job can, so a master that dies mid-job cannot leave the
     // fleet locked for good.
     let job_id = new_job_id();
@@ -343,6 +354,35 @@ pub async fn prepare(master: &Master, request: JobRequest) -> Result<PreparedJob
         not_accepted,
         request,
     })
+}
+
+/// Says in each reference to a secret which value the job sends: the one the master holds now,
+/// by its fingerprint (so a new value is a changed spec, and replaces the containers that use
+/// it). A secret the master does not hold refuses the job before anything is sent.
+async fn fill_secret_fingerprints(
+    master: &Master,
+    roles: &RolesFile,
+    desired: &mut BTreeMap<MinionId, DesiredState>,
+) -> Result<(), HighstateError> {
+    let names: BTreeSet<SecretName> = desired
+        .values()
+        .flat_map(DesiredState::secret_names)
+        .cloned()
+        .collect();
+    let mut fingerprints = BTreeMap::new();
+    for name in names {
+        let Some(record) = master.store.secret(name.clone()).await? else {
+            return Err(HighstateError::SecretNotFound {
+                users: roles.secret_users(&name),
+                secret: name,
+            });
+        };
+        fingerprints.insert(name, record.fingerprint);
+    }
+    for reference in desired.values_mut().flat_map(DesiredState::secret_refs_mut) {
+        reference.fingerprint = fingerprints[&reference.secret].clone();
+    }
+    Ok(())
 }
 
 /// Resolves every distinct image once and pins each host's containers to the digests. A

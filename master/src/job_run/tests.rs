@@ -36,6 +36,7 @@ fn web_on(tag: &str) -> DesiredState {
             restart: RestartPolicy::default(),
             stop_timeout_seconds: 10,
             health: HealthCheck::default(),
+            secret_env: Default::default(),
         }],
     }
 }

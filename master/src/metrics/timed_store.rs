@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use brine_common::host::HostEvent;
 use brine_common::identity::CertRole;
-use brine_common::names::MinionId;
+use brine_common::names::{MinionId, SecretName};
 use brine_common::outcome::{HostReport, JobId};
 
 use super::Metrics;
@@ -18,8 +18,8 @@ use crate::store::{
     Approval, ApprovalChange, CertificateCheck, CertificateRevocation, FleetClaim, HostChanges,
     HostHello, JobOwner, JobPlanRecord, JobRecord, JobRetention, JoinAttempt, JoinOutcome, Lease,
     LinkChanges, ListedToken, LockRecord, MasterAnnouncement, MinionRecord, NewRoles, Relayed,
-    RelayedMessages, ReleasedJobs, Renewal, RolesApplied, RolesVersion, Store, StoreError,
-    TokenCheck, TokenRecord,
+    RelayedMessages, ReleasedJobs, Renewal, RolesApplied, RolesVersion, SecretRecord, Store,
+    StoreError, TokenCheck, TokenRecord,
 };
 
 /// A [`Store`] that times every call of the one it wraps.
@@ -373,5 +373,27 @@ impl Store for TimedStore {
             self.inner.certificate_revocations(),
         )
         .await
+    }
+
+    async fn put_secret(
+        &self,
+        name: SecretName,
+        record: SecretRecord,
+    ) -> Result<Option<SecretRecord>, StoreError> {
+        self.timed("put_secret", self.inner.put_secret(name, record))
+            .await
+    }
+
+    async fn secret(&self, name: SecretName) -> Result<Option<SecretRecord>, StoreError> {
+        self.timed("secret", self.inner.secret(name)).await
+    }
+
+    async fn secrets(&self) -> Result<Vec<(SecretName, SecretRecord)>, StoreError> {
+        self.timed("secrets", self.inner.secrets()).await
+    }
+
+    async fn delete_secret(&self, name: SecretName) -> Result<Option<SecretRecord>, StoreError> {
+        self.timed("delete_secret", self.inner.delete_secret(name))
+            .await
     }
 }

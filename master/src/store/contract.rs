@@ -45,6 +45,7 @@ macro_rules! contract_tests {
             roles_files_are_versioned_and_the_newest_are_kept,
             a_master_is_listed_while_its_announcement_holds,
             an_imported_host_is_kept_as_it_was_and_never_over_an_enrolled_one,
+            a_secret_is_replaced_listed_and_deleted_with_what_it_held,
         );
     };
     ($open:expr; $($check:ident),* $(,)?) => {
@@ -1069,4 +1070,41 @@ pub(super) async fn an_imported_host_is_kept_as_it_was_and_never_over_an_enrolle
     assert!(!store.import_minion(record).await.unwrap());
     let kept = store.minion(id("web-1")).await.unwrap().unwrap();
     assert_eq!(kept.certificate_sha256, "aa");
+}
+
+pub(super) async fn a_secret_is_replaced_listed_and_deleted_with_what_it_held(store: &dyn Store) {
+    let name = |s: &str| brine_common::names::SecretName::new(s).unwrap();
+    let record = |fingerprint: &str| SecretRecord {
+        fingerprint: fingerprint.into(),
+        key_id: "k1".into(),
+        nonce: "00".into(),
+        sealed: "ab".into(),
+        updated_at_unix_ms: 5,
+        updated_by: "admin".into(),
+    };
+    assert!(store.secrets().await.unwrap().is_empty());
+    assert_eq!(store.secret(name("db")).await.unwrap(), None);
+    assert_eq!(
+        store.put_secret(name("db"), record("f1")).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.put_secret(name("db"), record("f2")).await.unwrap(),
+        Some(record("f1"))
+    );
+    store
+        .put_secret(name("api-key"), record("f3"))
+        .await
+        .unwrap();
+    assert_eq!(store.secret(name("db")).await.unwrap(), Some(record("f2")));
+    assert_eq!(
+        store.secrets().await.unwrap(),
+        [(name("api-key"), record("f3")), (name("db"), record("f2"))]
+    );
+    assert_eq!(
+        store.delete_secret(name("db")).await.unwrap(),
+        Some(record("f2"))
+    );
+    assert_eq!(store.delete_secret(name("db")).await.unwrap(), None);
+    assert_eq!(store.secrets().await.unwrap().len(), 1);
 }

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use brine_common::host::HostEvent;
 use brine_common::identity::CertRole;
-use brine_common::names::MinionId;
+use brine_common::names::{MinionId, SecretName};
 use brine_common::outcome::{HostReport, JobId};
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
@@ -53,8 +53,8 @@ use super::{
     Approval, ApprovalChange, CertificateCheck, CertificateRevocation, FleetClaim, HostChanges,
     HostHello, JobOwner, JobPlanRecord, JobRecord, JobRetention, JoinAttempt, JoinOutcome, Lease,
     LinkChanges, ListedToken, LockRecord, MasterAnnouncement, MinionRecord, NewRoles, Relayed,
-    RelayedMessages, ReleasedJobs, Renewal, RolesApplied, RolesVersion, Store, StoreError,
-    TokenCheck, TokenRecord,
+    RelayedMessages, ReleasedJobs, Renewal, RolesApplied, RolesVersion, SecretRecord, Store,
+    StoreError, TokenCheck, TokenRecord,
 };
 use crate::pki::SignedCertificate;
 use crate::release::{Pins, Release};
@@ -70,6 +70,7 @@ mod relay;
 mod releases;
 mod revocations;
 mod roles;
+mod secrets;
 mod takeover;
 #[cfg(test)]
 mod tests;
@@ -729,5 +730,25 @@ impl Store for EtcdStore {
 
     async fn certificate_revocations(&self) -> Result<Vec<CertificateRevocation>, StoreError> {
         revocations::all(self).await
+    }
+
+    async fn put_secret(
+        &self,
+        name: SecretName,
+        record: SecretRecord,
+    ) -> Result<Option<SecretRecord>, StoreError> {
+        secrets::put(self, &name, &record).await
+    }
+
+    async fn secret(&self, name: SecretName) -> Result<Option<SecretRecord>, StoreError> {
+        secrets::get(self, &name).await
+    }
+
+    async fn secrets(&self) -> Result<Vec<(SecretName, SecretRecord)>, StoreError> {
+        secrets::all(self).await
+    }
+
+    async fn delete_secret(&self, name: SecretName) -> Result<Option<SecretRecord>, StoreError> {
+        secrets::delete(self, &name).await
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use brine_common::host::HostEvent;
 use brine_common::identity::CertRole;
-use brine_common::names::MinionId;
+use brine_common::names::{MinionId, SecretName};
 use brine_common::outcome::{HostReport, JobId};
 use redb::{Database, ReadableTable};
 use serde::de::DeserializeOwned;
@@ -27,8 +27,8 @@ use super::{
     Approval, ApprovalChange, CertificateCheck, CertificateRevocation, FleetClaim, HostChanges,
     HostHello, JobOwner, JobPlanRecord, JobRecord, JobRetention, JoinAttempt, JoinOutcome, Lease,
     LinkChanges, ListedToken, LockRecord, MasterAnnouncement, MinionRecord, NewRoles, Relayed,
-    RelayedMessages, ReleasedJobs, Renewal, RolesApplied, RolesVersion, Store, StoreError,
-    TokenCheck, TokenRecord,
+    RelayedMessages, ReleasedJobs, Renewal, RolesApplied, RolesVersion, SecretRecord, Store,
+    StoreError, TokenCheck, TokenRecord,
 };
 use crate::pki::SignedCertificate;
 use crate::release::{Pins, Release};
@@ -43,6 +43,7 @@ mod minions;
 mod releases;
 mod revocations;
 mod roles;
+mod secrets;
 #[cfg(test)]
 mod tests;
 mod tokens;
@@ -125,6 +126,7 @@ impl RedbStore {
             tx.open_table(fleet::TABLE)?;
             tx.open_table(roles::TABLE)?;
             tx.open_table(masters::TABLE)?;
+            tx.open_table(secrets::TABLE)?;
             tx.commit()?;
             Ok(())
         })?;
@@ -459,6 +461,27 @@ impl Store for RedbStore {
 
     async fn certificate_revocations(&self) -> Result<Vec<CertificateRevocation>, StoreError> {
         self.blocking(revocations::all).await
+    }
+
+    async fn put_secret(
+        &self,
+        name: SecretName,
+        record: SecretRecord,
+    ) -> Result<Option<SecretRecord>, StoreError> {
+        self.blocking(move |db| secrets::put(db, &name, &record))
+            .await
+    }
+
+    async fn secret(&self, name: SecretName) -> Result<Option<SecretRecord>, StoreError> {
+        self.blocking(move |db| secrets::get(db, &name)).await
+    }
+
+    async fn secrets(&self) -> Result<Vec<(SecretName, SecretRecord)>, StoreError> {
+        self.blocking(secrets::all).await
+    }
+
+    async fn delete_secret(&self, name: SecretName) -> Result<Option<SecretRecord>, StoreError> {
+        self.blocking(move |db| secrets::delete(db, &name)).await
     }
 }
 

@@ -151,6 +151,7 @@ mod tests {
             restart: RestartPolicy::UnlessStopped,
             stop_timeout_seconds: 10,
             health: Default::default(),
+            secret_env: Default::default(),
         };
         DesiredContainer {
             hash: spec.hash(),

@@ -2,10 +2,10 @@
 //! and health check. Separate because it is what the minion validates before it changes any
 //! container.
 
-use brine_common::names::{ContainerName, RoleName};
+use brine_common::names::{ContainerName, RoleName, SecretName};
 use brine_common::spec::{
     ContainerSpec, DesiredState, HealthCheck, ImageRef, PortMapping, Probe, Protocol,
-    RestartPolicy, VolumeMount,
+    RestartPolicy, SecretRef, VolumeMount,
 };
 
 use super::{InvalidField, field, optional_string, required};
@@ -73,6 +73,43 @@ impl TryFrom<pb::ContainerSpec> for ContainerSpec {
                 "a variable name must be non-empty and without '='",
             ));
         }
+        let secret_env = spec
+            .secret_env
+            .into_iter()
+            .map(|(key, reference)| -> Result<_, InvalidField> {
+                let at = |name: &str| format!("secret_env[{key:?}].{name}");
+                if key.is_empty() || key.contains('=') {
+                    return Err(InvalidField::new(
+                        format!("secret_env[{key:?}]"),
+                        "a variable name must be non-empty and without '='",
+                    ));
+                }
+                if spec.env.contains_key(&key) {
+                    return Err(InvalidField::new(
+                        format!("secret_env[{key:?}]"),
+                        "the variable is also in env",
+                    ));
+                }
+                let fingerprint = reference.fingerprint;
+                if fingerprint.is_empty()
+                    || fingerprint.len() > 64
+                    || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit())
+                {
+                    return Err(InvalidField::new(
+                        at("fingerprint"),
+                        "a fingerprint is 1 to 64 hex digits",
+                    ));
+                }
+                Ok((
+                    key.clone(),
+                    SecretRef {
+                        secret: field(&at("secret"), SecretName::new(reference.secret))?,
+                        fingerprint,
+                        value: None,
+                    },
+                ))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(ContainerSpec {
             role: field("role", RoleName::new(spec.role))?,
             name: field("name", ContainerName::new(spec.name))?,
@@ -85,6 +122,7 @@ impl TryFrom<pb::ContainerSpec> for ContainerSpec {
             stop_timeout_seconds: whole_seconds("stop_timeout", spec.stop_timeout)?,
             health: HealthCheck::try_from(required("health", spec.health)?)
                 .map_err(|e| e.within("health"))?,
+            secret_env,
         })
     }
 }
@@ -187,6 +225,20 @@ impl From<ContainerSpec> for pb::ContainerSpec {
                 spec.stop_timeout_seconds,
             )))),
             health: Some(spec.health.into()),
+            // The values never travel in a spec: only beside it, in `Apply.secrets`.
+            secret_env: spec
+                .secret_env
+                .into_iter()
+                .map(|(key, reference)| {
+                    (
+                        key,
+                        pb::SecretRef {
+                            secret: reference.secret.into(),
+                            fingerprint: reference.fingerprint,
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 }

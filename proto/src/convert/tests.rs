@@ -31,6 +31,7 @@ fn spec() -> ContainerSpec {
             }),
             ..HealthCheck::default()
         },
+        secret_env: Default::default(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Where each record lives under the fleet's prefix.
 
-use brine_common::names::MinionId;
+use brine_common::names::{MinionId, SecretName};
 
 /// Key sequences (releases, a host's events) are written with this many digits, so that their
 /// keys sort as their numbers do.
@@ -144,6 +144,14 @@ impl Keys {
 
     pub fn roles_version(&self, version: u64) -> String {
         self.under(format_args!("roles/{version:0SEQUENCE_DIGITS$}"))
+    }
+
+    pub fn secrets(&self) -> String {
+        self.under(format_args!("secrets/"))
+    }
+
+    pub fn secret(&self, name: &SecretName) -> String {
+        self.under(format_args!("secrets/{name}"))
     }
 
     pub fn revocations(&self) -> String {

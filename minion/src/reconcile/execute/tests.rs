@@ -243,6 +243,7 @@ fn spec(name: &str, image: &str) -> ContainerSpec {
         restart: RestartPolicy::UnlessStopped,
         stop_timeout_seconds: 1,
         health: Default::default(),
+        secret_env: Default::default(),
     }
 }
 

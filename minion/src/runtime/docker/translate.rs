@@ -201,7 +201,7 @@ pub(super) fn container_body(request: &CreateRequest) -> ContainerCreateBody {
     ContainerCreateBody {
         image: Some(EngineReference::of(&spec.image).to_string()),
         cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
-        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        env: Some(spec.environment()),
         labels: Some(request.labels.clone()),
         exposed_ports: Some(bindings.keys().cloned().collect()),
         stop_timeout: Some(i64::from(spec.stop_timeout_seconds)),

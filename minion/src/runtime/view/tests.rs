@@ -307,6 +307,7 @@ async fn the_minions_own_changes_are_seen_before_their_events() {
             restart: RestartPolicy::UnlessStopped,
             stop_timeout_seconds: 1,
             health: Default::default(),
+            secret_env: Default::default(),
         },
         labels: HashMap::new(),
     };
