@@ -58,7 +58,7 @@ start_etcd_master() {
   port[$1]=$(free_port)
   name[$1]="$host_name:${port[$1]}"
   mkdir -p "$work/$1"
-  if [ -n "${2:-}" ]; then cp "$work/$2/ca.pem" "$work/$2/ca.key" "$work/$1/"; fi
+  if [ -n "${2:-}" ]; then cp "$work/$2/ca.pem" "$work/$2/ca.key" "$work/$2/secrets.key" "$work/$1/"; fi
   "$bin/brine-master" init --data-dir "$work/$1" --listen "127.0.0.1:${port[$1]}" --advertise 127.0.0.1 \
     --etcd "$endpoints" --etcd-prefix "/brine-bench-$$/" >/dev/null
   serve_master "$1"

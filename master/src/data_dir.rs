@@ -147,8 +147,16 @@ impl DataDir {
             FleetCa::Made { ca, key_pem } => {
                 write_new(&self.ca_key(), key_pem, 0o600)?;
                 write_new(&self.ca_cert(), ca.cert_pem(), 0o644)?;
+                crate::secrets::Vault::open_or_create(&self.secrets_key())?;
                 ca
             }
+            // The fleet's secrets are sealed with the first master's key: another key would
+            // open none of them.
+            FleetCa::Copied(_) if !self.secrets_key().exists() => bail!(
+                "{} is missing: copy it from a master of the fleet with ca.pem and ca.key (it \
+                 opens the fleet's secrets)",
+                self.secrets_key().display()
+            ),
             FleetCa::Copied(ca) => ca,
         };
         let server = ca.issue("brine-master", CertRole::Master, advertise)?;
@@ -288,6 +296,7 @@ mod tests {
             data.admin_key(),
             data.config(),
             data.roles(),
+            data.secrets_key(),
         ] {
             assert_eq!(mode(&private), 0o600, "{}", private.display());
         }
@@ -329,6 +338,12 @@ mod tests {
         let copied = second.fleet_ca(true).unwrap();
         assert!(matches!(copied, FleetCa::Copied(_)));
         assert_eq!(copied.ca().digest(), ca.ca().digest());
+        // Without the key that seals the fleet's secrets, it could open none of them.
+        let err = second
+            .init(&copied, &[], "127.0.0.1:4701".parse().unwrap(), None, None)
+            .unwrap_err();
+        assert!(err.to_string().contains("secrets.key"), "{err}");
+        fs::copy(first.secrets_key(), second.secrets_key()).unwrap();
         second
             .init(&copied, &[], "127.0.0.1:4701".parse().unwrap(), None, None)
             .unwrap();

@@ -296,7 +296,6 @@ pub async fn run(
     let certificate = Arc::new(ServerCertificate::load(&data)?);
     let acceptor = tls_acceptor(&data, certificate.clone())?;
     let ca = data.load_ca()?;
-    let vault = crate::secrets::Vault::open_or_create(&data.secrets_key())?;
     let metrics = Metrics::new();
     let store: Arc<dyn store::Store> = Arc::new(TimedStore::new(
         store::open(&config.store).await.context("open the store")?,
@@ -314,6 +313,16 @@ pub async fn run(
             ca.digest()
         );
     }
+    // A key made here would open none of the secrets other masters sealed: a master without
+    // one makes it only while the store holds no secret.
+    if !data.secrets_key().exists() && !store.secrets().await?.is_empty() {
+        anyhow::bail!(
+            "{} is missing and the store holds secrets sealed with another master's key: copy \
+             secrets.key from a master of the fleet",
+            data.secrets_key().display()
+        );
+    }
+    let vault = crate::secrets::Vault::open_or_create(&data.secrets_key())?;
     // Of masters that share a store, each finishes only the jobs it ran itself: the others'
     // are running.
     let shared = config.store_is_shared();

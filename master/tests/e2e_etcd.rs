@@ -661,3 +661,89 @@ fn a_master_alone_with_its_store_moves_to_etcd_with_its_whole_fleet() {
         again.describe(what)
     );
 }
+
+#[test]
+fn a_secret_set_through_one_master_reaches_a_host_linked_to_another() {
+    let bed = Bed::new(1);
+    let uniq = &bed.uniq;
+    let mut images = Images::new(&bed.registry, uniq);
+    let v1 = images.push_variant("app", 1);
+    let (first, second) = bed.two_masters();
+    let far = format!("e2e-{uniq}-far");
+    let mut far_minion = Minion::start(&second, &far);
+    far_minion.wait_connected(&second);
+    support::wait_for(
+        "the first master to see the host linked to the second",
+        Duration::from_secs(10),
+        || {
+            let seen = linked_to(&first, &far);
+            (seen == second.name().as_str())
+                .then_some(())
+                .ok_or_else(|| format!("{seen:?}"))
+        },
+    );
+    let file = tempfile::NamedTempFile::new().expect("a temp file");
+    std::fs::write(
+        file.path(),
+        format!(
+            "[roles.web]\nimage = {}\n[[roles.web.containers]]\nname = \"web\"\n\
+             command = [\"/bin/busybox\", \"sleep\", \"3600\"]\n\
+             env = {{ DB_PASSWORD = {{ secret = \"db\" }} }}\n\n[assign]\n{} = [\"web\"]\n",
+            quoted(&v1.reference),
+            quoted(&far)
+        ),
+    )
+    .expect("write roles");
+    text(
+        &first,
+        &["roles", "apply", &file.path().display().to_string()],
+    );
+    let value = format!("pw-{uniq}");
+    let value_file = tempfile::NamedTempFile::new().expect("a temp file");
+    std::fs::write(value_file.path(), &value).expect("write the value");
+    text(
+        &first,
+        &[
+            "secret",
+            "set",
+            "db",
+            "--from-file",
+            &value_file.path().display().to_string(),
+        ],
+    );
+
+    // The job runs on the first master; the second, which holds the link and a copy of the
+    // fleet's secrets key, opens the value and hands it to the host. The store in between only
+    // ever held it sealed.
+    let run = first.highstate_run(None);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(status(&run.json, &far), "changed", "{:#}", run.json);
+    let env = support::docker(&[
+        "inspect",
+        "-f",
+        "{{json .Config.Env}}",
+        &format!("{far}.web"),
+    ]);
+    assert!(env.contains(&format!("DB_PASSWORD={value}")), "{env}");
+    let stored = std::process::Command::new("etcdctl")
+        .args([
+            "--endpoints",
+            &bed.etcd.endpoint_list(),
+            "get",
+            "--prefix",
+            &bed.prefix,
+        ])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .expect("run etcdctl");
+    assert!(stored.status.success(), "{stored:?}");
+    assert!(
+        !String::from_utf8_lossy(&stored.stdout).contains(&value),
+        "etcd holds the secret in clear"
+    );
+    assert!(
+        String::from_utf8_lossy(&stored.stdout).contains("secrets/db"),
+        "the dump of etcd shows no secret at all; the check above proves nothing"
+    );
+    drop(far_minion);
+}

@@ -217,3 +217,40 @@ fn a_secret_reaches_only_the_hosts_that_use_it_and_a_new_value_replaces_their_co
     let env = environment(&api);
     assert!(env.contains(&format!("DB_PASSWORD={second}")), "{env:?}");
 }
+
+#[test]
+fn a_master_that_lost_its_secrets_key_refuses_to_start_instead_of_making_another() {
+    let mut master = support::Master::start();
+    let value_file = tempfile::NamedTempFile::new().expect("a temp file");
+    std::fs::write(value_file.path(), "kept-sealed").expect("write the value");
+    let set = master
+        .cli(&[
+            "secret",
+            "set",
+            "db",
+            "--from-file",
+            &value_file.path().display().to_string(),
+        ])
+        .output()
+        .expect("run secret set");
+    assert!(set.status.success(), "{set:?}");
+    master.stop();
+    let key = master.data_dir().join("secrets.key");
+    std::fs::remove_file(&key).expect("remove secrets.key");
+
+    let started = support::run_with_deadline(
+        &mut master.cli(&["serve"]),
+        Duration::from_secs(30),
+        "brine-master serve",
+    );
+    assert_ne!(started.code, 0, "{}", started.describe("serve"));
+    assert!(
+        started.stderr.contains("secrets.key is missing"),
+        "{}",
+        started.describe("serve")
+    );
+    assert!(
+        !key.exists(),
+        "a new key was made, which opens none of the secrets"
+    );
+}

@@ -772,7 +772,7 @@ impl FleetStore {
         ]);
         if let Some(from) = ca_from {
             std::fs::create_dir_all(data).expect("create the data directory");
-            for file in ["ca.pem", "ca.key"] {
+            for file in ["ca.pem", "ca.key", "secrets.key"] {
                 std::fs::copy(from.join(file), data.join(file))
                     .unwrap_or_else(|err| panic!("copy {file} from the first master: {err}"));
             }
