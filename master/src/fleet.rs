@@ -226,6 +226,7 @@ impl pb::fleet_service_server::FleetService for FleetService {
         Ok(Response::new(pb::GetVersionResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             api: "brine.v1".to_owned(),
+            commit: brine_daemon::COMMIT.to_owned(),
         }))
     }
 

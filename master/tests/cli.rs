@@ -352,7 +352,10 @@ fn version_shows_the_client_and_the_master() {
         "{shown}"
     );
     assert!(
-        shown.contains(&format!("master  {version} (API brine.v1)")),
+        shown.contains(&format!(
+            "master  {version} (commit {}, API brine.v1)",
+            built_commit()
+        )),
         "{shown}"
     );
     // Without a master, the client's own version still shows, and the exit says "later".

@@ -15,6 +15,9 @@ pub mod metrics;
 pub mod shutdown;
 pub mod systemd;
 
+/// The commit the binaries were built from, as [`VERSION`] shows it.
+pub const COMMIT: &str = env!("BRINE_GIT_COMMIT");
+
 /// What `--version` prints after the program's name, e.g. `0.1.0 (commit 1a2b3c4d5e6f)`: both
 /// binaries are built from one workspace, with one version. The commit is what `build.rs` found:
 /// the `BRINE_GIT_COMMIT` variable of the build's environment when set, else `git rev-parse`,

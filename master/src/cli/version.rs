@@ -16,6 +16,11 @@ pub async fn show(client: &ClientArgs) -> anyhow::Result<()> {
         .map_err(super::status_error)
         .context("ask the master for its version")?
         .into_inner();
-    println!("master  {} (API {})", master.version, master.api);
+    // A master older than the commit field says nothing of it.
+    let commit = match master.commit.as_str() {
+        "" => String::new(),
+        commit => format!("commit {commit}, "),
+    };
+    println!("master  {} ({commit}API {})", master.version, master.api);
     Ok(())
 }
