@@ -11,6 +11,7 @@ pub mod names;
 pub mod outcome;
 pub mod progress;
 pub mod roles_file;
+pub mod session;
 pub mod spec;
 pub mod target;
 pub mod token;

@@ -130,6 +130,12 @@ const METHODS: &[(&str, Access)] = &[
         "/brine.v1.FleetService/ListRolesVersions",
         Access::Roles(&[Admin, Ci]),
     ),
+    // A container's logs and a shell in it are an operator's, never a pipeline's.
+    (
+        "/brine.v1.FleetService/ContainerLogs",
+        Access::Roles(&[Admin]),
+    ),
+    ("/brine.v1.FleetService/Exec", Access::Roles(&[Admin])),
     (
         "/grpc.health.v1.Health/Check",
         Access::Roles(&[Admin, Ci, Minion]),

@@ -30,6 +30,7 @@ pub mod roles;
 pub mod rollout;
 pub mod server;
 pub mod server_cert;
+pub mod sessions;
 pub mod setup;
 pub mod state;
 pub mod status;

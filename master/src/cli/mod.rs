@@ -14,6 +14,7 @@ pub mod minions;
 pub mod output;
 pub mod releases;
 pub mod roles;
+pub mod sessions;
 pub mod token;
 pub mod version;
 
