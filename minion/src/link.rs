@@ -296,6 +296,7 @@ async fn session<R: ContainerRuntime + 'static>(
     // Logs and commands for the master's callers, which end with this link.
     let (session_messages, mut session_outbox) = mpsc::channel(OUTBOUND_QUEUE);
     let sessions = Sessions::new(session_messages);
+    let _sessions_end_with_the_link = sessions.stop_all_on_drop();
     loop {
         let wait = renew_at
             .duration_since(SystemTime::now())

@@ -34,7 +34,7 @@ const ENGINE_QUEUE: usize = 16;
 
 const _: () = assert!(CHUNK_BYTES <= MAX_OUTPUT_CHUNK);
 
-/// The sessions of one link: they end with it (dropping this stops them all).
+/// The sessions of one link: they end with it ([`Sessions::stop_all_on_drop`]).
 pub struct Sessions {
     // A std mutex: it is never held across an await.
     running: Mutex<HashMap<SessionId, CancellationToken>>,
@@ -104,6 +104,12 @@ impl Sessions {
         });
     }
 
+    /// A guard that stops every session when dropped: the link holds it, as each running
+    /// session holds the sessions themselves.
+    pub fn stop_all_on_drop(&self) -> tokio_util::sync::DropGuard {
+        self.all.clone().drop_guard()
+    }
+
     /// Stops session `id`, if it runs.
     pub fn stop(&self, id: &SessionId) {
         if let Some(cancel) = self.running().get(id) {
@@ -121,12 +127,6 @@ impl Sessions {
                 event,
             })
             .await;
-    }
-}
-
-impl Drop for Sessions {
-    fn drop(&mut self) {
-        self.all.cancel();
     }
 }
 
