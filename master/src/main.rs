@@ -93,7 +93,8 @@ enum Command {
         #[arg(long)]
         plan: bool,
     },
-    /// The history of highstates: who ran what, when, and every host's result.
+    /// The history of jobs (highstates, deploys, rollbacks, and `exec` and `logs` calls): who
+    /// ran what, when, and every host's result.
     Jobs {
         #[command(subcommand)]
         command: Option<JobsCommand>,
