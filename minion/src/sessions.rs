@@ -349,6 +349,212 @@ impl Shaper {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use brine_common::names::{ContainerName, RoleName};
+    use brine_common::session::{Command, LogsOptions};
+    use brine_common::spec::ImageRef;
+
+    use crate::runtime::{
+        ContainerStatus, CreateRequest, EngineEvent, ImageRemoval, ObservedContainer, PullProgress,
+        PulledImage, RuntimeError,
+    };
+
+    /// An engine that lists what it is given, as is (so the session's own checks are what
+    /// keeps other containers out), and answers logs and commands with where they ran.
+    struct Engine {
+        containers: Vec<ObservedContainer>,
+    }
+
+    fn refused<T>() -> Result<T, RuntimeError> {
+        Err(RuntimeError::Other("a session changes nothing".into()))
+    }
+
+    impl ContainerRuntime for Engine {
+        async fn version(&self) -> Result<String, RuntimeError> {
+            Ok("fake".into())
+        }
+        async fn list_managed(&self, _: &str) -> Result<Vec<ObservedContainer>, RuntimeError> {
+            Ok(self.containers.clone())
+        }
+        async fn pull(
+            &self,
+            _: &ImageRef,
+            _: &(dyn Fn(PullProgress) + Send + Sync),
+        ) -> Result<PulledImage, RuntimeError> {
+            refused()
+        }
+        async fn local_image(&self, _: &ImageRef) -> Result<Option<PulledImage>, RuntimeError> {
+            Ok(None)
+        }
+        async fn create(&self, _: &CreateRequest) -> Result<String, RuntimeError> {
+            refused()
+        }
+        async fn start(&self, _: &str) -> Result<(), RuntimeError> {
+            refused()
+        }
+        async fn stop(&self, _: &str, _: u32) -> Result<(), RuntimeError> {
+            refused()
+        }
+        async fn remove(&self, _: &str) -> Result<(), RuntimeError> {
+            refused()
+        }
+        async fn rename(&self, _: &str, _: &str) -> Result<(), RuntimeError> {
+            refused()
+        }
+        async fn inspect(&self, _: &str) -> Result<ContainerStatus, RuntimeError> {
+            refused()
+        }
+        async fn exec(&self, _: &str, _: &[String]) -> Result<i64, RuntimeError> {
+            refused()
+        }
+        async fn remove_image(&self, _: &ImageRef) -> Result<ImageRemoval, RuntimeError> {
+            refused()
+        }
+        async fn follow_events(
+            &self,
+            _: &str,
+            _: std::time::SystemTime,
+            _: &(dyn Fn(EngineEvent) + Send + Sync),
+        ) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn logs(
+            &self,
+            id: &str,
+            options: &LogsOptions,
+            output: &mpsc::Sender<OutputBytes>,
+        ) -> Result<(), RuntimeError> {
+            let line = format!("log of {id}, {} lines\n", options.tail);
+            let _ = output.send(piece(OutputStream::Stdout, &line)).await;
+            Ok(())
+        }
+        async fn exec_attached(
+            &self,
+            id: &str,
+            command: &[String],
+            output: &mpsc::Sender<OutputBytes>,
+        ) -> Result<i64, RuntimeError> {
+            let line = format!("ran {} in {id}\n", command.join(" "));
+            let _ = output.send(piece(OutputStream::Stderr, &line)).await;
+            Ok(3)
+        }
+    }
+
+    /// A container named `docker_name`, with brine's labels when `namespace` is given.
+    fn observed(
+        id: &str,
+        docker_name: &str,
+        namespace: Option<&str>,
+        state: &str,
+    ) -> ObservedContainer {
+        let mut labels = std::collections::HashMap::new();
+        if let Some(namespace) = namespace {
+            labels.insert(labels::MANAGED.to_owned(), "true".to_owned());
+            labels.insert(labels::NAMESPACE.to_owned(), namespace.to_owned());
+            labels.insert(labels::ROLE.to_owned(), "web".to_owned());
+            labels.insert(labels::CONTAINER.to_owned(), "app".to_owned());
+        }
+        ObservedContainer {
+            id: id.into(),
+            docker_name: docker_name.into(),
+            image: "app".into(),
+            image_id: "sha256:1".into(),
+            state: state.into(),
+            labels,
+            published: vec![],
+            unhealthy: false,
+        }
+    }
+
+    fn request(kind: SessionKind) -> SessionRequest {
+        SessionRequest {
+            session_id: SessionId::new("job-1-0").unwrap(),
+            role: RoleName::new("web").unwrap(),
+            container: ContainerName::new("app").unwrap(),
+            kind,
+            limits: UNLIMITED,
+            ends_at_unix_ms: None,
+        }
+    }
+
+    fn exec_kind() -> SessionKind {
+        SessionKind::Exec(Command::new(vec!["id".into()]).unwrap())
+    }
+
+    /// Runs one session on an engine holding `containers`; everything it said.
+    async fn session(containers: Vec<ObservedContainer>, kind: SessionKind) -> Vec<SessionEvent> {
+        let executor = Arc::new(Executor::new(Engine { containers }, "ns".into()));
+        let (messages, mut said) = mpsc::channel(16);
+        let sessions = Sessions::new(messages);
+        sessions.start(executor, request(kind), Some(Duration::from_secs(10)));
+        let mut events = vec![];
+        while let Some(message) = said.recv().await {
+            let last = matches!(message.event, SessionEvent::Ended(_));
+            events.push(message.event);
+            if last {
+                break;
+            }
+        }
+        events
+    }
+
+    fn error_of(events: &[SessionEvent]) -> String {
+        match events.last() {
+            Some(SessionEvent::Ended(end)) => end.error.clone().unwrap_or_default(),
+            other => panic!("no end: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_declared_container_brine_manages_here_is_reached() {
+        let strangers = vec![
+            // Under the very Docker name brine would give it, but not created by brine.
+            observed("impostor", "ns.app", None, "running"),
+            // brine's, in another minion's namespace.
+            observed("elsewhere", "other.app", Some("other"), "running"),
+            // brine's own, but a replacement's temporary container.
+            observed("next", "ns.app.next", Some("ns"), "running"),
+        ];
+        let events = session(strangers.clone(), exec_kind()).await;
+        assert_eq!(events.len(), 1, "refused before anything runs: {events:?}");
+        assert!(error_of(&events).contains("no container app of role web that brine manages"));
+
+        let mut with_it = strangers;
+        with_it.push(observed("good", "ns.app", Some("ns"), "running"));
+        let events = session(with_it, exec_kind()).await;
+        assert_eq!(
+            events,
+            vec![
+                SessionEvent::Accepted,
+                output(OutputStream::Stderr, "ran id in good\n", 0),
+                SessionEvent::Ended(SessionEnd {
+                    exit_code: Some(3),
+                    error: None,
+                    truncated: false,
+                }),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_command_needs_its_container_running_and_a_stopped_ones_log_is_read() {
+        let stopped = vec![observed("good", "ns.app", Some("ns"), "exited")];
+        let events = session(stopped.clone(), exec_kind()).await;
+        assert!(
+            error_of(&events).contains("is exited, not running"),
+            "{events:?}"
+        );
+        let logs = SessionKind::Logs(LogsOptions {
+            since_unix_ms: None,
+            tail: 5,
+            follow: false,
+        });
+        let events = session(stopped, logs).await;
+        assert_eq!(
+            events[1],
+            output(OutputStream::Stdout, "log of good, 5 lines\n", 0)
+        );
+        assert_eq!(events[2], SessionEvent::Ended(SessionEnd::default()));
+    }
 
     fn piece(stream: OutputStream, text: &str) -> OutputBytes {
         OutputBytes {
