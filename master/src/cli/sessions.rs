@@ -11,7 +11,7 @@ use brine_common::names::{ContainerName, MinionId, RoleName};
 use brine_common::session::{
     Command, LogsOptions, OutputStream, SessionEnd, SessionKind, SessionsEvent, SessionsRequest,
 };
-use brine_proto::{pb, time};
+use brine_proto::pb;
 use futures::{Stream, StreamExt};
 use serde::Serialize;
 
@@ -99,15 +99,15 @@ pub async fn exec(
 ) -> anyhow::Result<u8> {
     let (role, container) = parse_role_and_container(what)?;
     let command = Command::new(command).context("the command (after --)")?;
-    let request = pb::ExecRequest {
-        role: role.to_string(),
-        container: container.map(|c| c.to_string()).unwrap_or_default(),
+    let request = SessionsRequest {
+        role,
+        container,
         target: target.unwrap_or_default(),
-        command: command.into_argv(),
-        timeout: Some(time::duration(timeout)),
+        kind: SessionKind::Exec(command),
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
     };
     let stream = pb::fleet_service_client::FleetServiceClient::new(client.connect().await?)
-        .exec(request)
+        .exec(pb::ExecRequest::from(request))
         .await
         .map_err(super::status_error)
         .context("run the command")?

@@ -89,6 +89,23 @@ impl From<SessionsRequest> for pb::ContainerLogsRequest {
     }
 }
 
+impl From<SessionsRequest> for pb::ExecRequest {
+    /// The exec part of `request`; a logs request gives no command.
+    fn from(request: SessionsRequest) -> Self {
+        let command = match request.kind {
+            SessionKind::Exec(command) => command.into_argv(),
+            SessionKind::Logs(_) => vec![],
+        };
+        pb::ExecRequest {
+            role: request.role.to_string(),
+            container: request.container.map(|c| c.to_string()).unwrap_or_default(),
+            target: request.target,
+            command,
+            timeout: Some(time::duration_of_ms(request.timeout_ms)),
+        }
+    }
+}
+
 impl From<OutputStream> for pb::OutputStream {
     fn from(stream: OutputStream) -> Self {
         match stream {
