@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use brine_common::names::MinionId;
-use brine_common::session::{SessionEnd, SessionEvent, SessionId};
+use brine_common::session::{OutputStream, SessionEnd, SessionEvent, SessionId};
 use tokio::sync::mpsc;
 
 pub mod targets;
@@ -36,6 +36,8 @@ struct Routes {
 struct Route {
     host: MinionId,
     caller: mpsc::Sender<Routed>,
+    /// Output bytes its caller could not take, to be counted on the next output it gets.
+    left_out: u64,
 }
 
 /// Why sessions could not be opened.
@@ -111,6 +113,7 @@ impl SessionRouter {
                 Route {
                     host: host.clone(),
                     caller: caller.clone(),
+                    left_out: 0,
                 },
             );
         }
@@ -121,18 +124,68 @@ impl SessionRouter {
     }
 
     /// Hands what `host` said about `session` to its caller, never waiting: output a caller
-    /// cannot take now is left out (the driver says so), and the end of a session is handed
-    /// over from a task of its own. A session `host` was not opened on is ignored: no host
-    /// speaks for another. Whether the session was found.
+    /// cannot take now is left out and counted on the next output it gets, and the end of a
+    /// session is handed over from a task of its own. A session `host` was not opened on is
+    /// ignored: no host speaks for another. Whether the session was found.
     pub fn route(&self, host: &MinionId, session: SessionId, event: SessionEvent) -> bool {
-        let caller = {
-            let routes = lock(&self.inner);
-            match routes.sessions.get(&session) {
-                Some(route) if route.host == *host => route.caller.clone(),
-                _ => return false,
-            }
+        let mut routes = lock(&self.inner);
+        let Some(route) = routes.sessions.get_mut(&session) else {
+            return false;
         };
-        deliver(caller, session, event);
+        if route.host != *host {
+            return false;
+        }
+        let left_out = std::mem::take(&mut route.left_out);
+        let event = match event {
+            SessionEvent::Output {
+                stream,
+                data,
+                dropped_bytes,
+            } => SessionEvent::Output {
+                stream,
+                data,
+                dropped_bytes: dropped_bytes.saturating_add(left_out),
+            },
+            SessionEvent::Ended(end) if left_out > 0 => {
+                let caller = route.caller.clone();
+                drop(routes);
+                let count = SessionEvent::Output {
+                    stream: OutputStream::Stderr,
+                    data: vec![],
+                    dropped_bytes: left_out,
+                };
+                hand_over(
+                    caller,
+                    vec![
+                        (session.clone(), count),
+                        (session, SessionEvent::Ended(end)),
+                    ],
+                );
+                return true;
+            }
+            other => other,
+        };
+        match route.caller.try_send((session, event)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full((session, event))) => match event {
+                SessionEvent::Output {
+                    data,
+                    dropped_bytes,
+                    ..
+                } => {
+                    let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+                    route.left_out = dropped_bytes.saturating_add(len);
+                    tracing::debug!(session.id = %session, "left out output its caller could not take");
+                }
+                last => {
+                    let caller = route.caller.clone();
+                    drop(routes);
+                    hand_over(caller, vec![(session, last)]);
+                }
+            },
+            // The caller went away; its driver stops the session.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
         true
     }
 
@@ -149,7 +202,7 @@ impl SessionRouter {
                 error: Some("the host's link was lost".into()),
                 ..SessionEnd::default()
             };
-            deliver(caller, id, SessionEvent::Ended(end));
+            hand_over(caller, vec![(id, SessionEvent::Ended(end))]);
         }
     }
 
@@ -159,21 +212,26 @@ impl SessionRouter {
     }
 }
 
-fn deliver(caller: mpsc::Sender<Routed>, session: SessionId, event: SessionEvent) {
-    match caller.try_send((session, event)) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full((session, event))) => match event {
-            SessionEvent::Output { .. } => {
-                tracing::debug!(session.id = %session, "left out output its caller could not take")
-            }
-            last => {
+/// Hands `messages` to `caller` in order, from a task of its own when it cannot take them now.
+fn hand_over(caller: mpsc::Sender<Routed>, messages: Vec<Routed>) {
+    let mut messages = messages.into_iter();
+    for message in messages.by_ref() {
+        match caller.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                let rest: Vec<Routed> = std::iter::once(message).chain(messages).collect();
                 tokio::spawn(async move {
-                    let _ = caller.send((session, last)).await;
+                    for message in rest {
+                        if caller.send(message).await.is_err() {
+                            break;
+                        }
+                    }
                 });
+                return;
             }
-        },
-        // The caller went away; its driver stops the session.
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
+            // The caller went away; its driver stops the session.
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
     }
 }
 
@@ -210,6 +268,58 @@ mod tests {
         drop(open);
         assert_eq!(router.count(), 0);
         assert!(!router.route(&host("web-1"), session("s-1"), SessionEvent::Accepted));
+    }
+
+    #[tokio::test]
+    async fn output_a_slow_caller_cannot_take_is_counted_not_lost_silently() {
+        let router = SessionRouter::default();
+        let (caller, mut inbox) = mpsc::channel(1);
+        let _open = router
+            .open(&[(session("s-1"), host("web-1"))], &caller)
+            .unwrap();
+        let output = |text: &str| SessionEvent::Output {
+            stream: OutputStream::Stdout,
+            data: text.as_bytes().to_vec(),
+            dropped_bytes: 0,
+        };
+        router.route(&host("web-1"), session("s-1"), output("first\n"));
+        router.route(&host("web-1"), session("s-1"), output("lost\n"));
+        assert_eq!(
+            inbox.recv().await,
+            Some((session("s-1"), output("first\n")))
+        );
+        router.route(&host("web-1"), session("s-1"), output("third\n"));
+        let Some((
+            _,
+            SessionEvent::Output {
+                data,
+                dropped_bytes,
+                ..
+            },
+        )) = inbox.recv().await
+        else {
+            panic!("output")
+        };
+        assert_eq!((data.as_slice(), dropped_bytes), (&b"third\n"[..], 5));
+        router.route(&host("web-1"), session("s-1"), output("fills\n"));
+        router.route(&host("web-1"), session("s-1"), output("lost again\n"));
+        router.route(
+            &host("web-1"),
+            session("s-1"),
+            SessionEvent::Ended(SessionEnd::default()),
+        );
+        assert!(matches!(
+            inbox.recv().await,
+            Some((_, SessionEvent::Output { .. }))
+        ));
+        let Some((_, SessionEvent::Output { dropped_bytes, .. })) = inbox.recv().await else {
+            panic!("the count of what was left out, before the end")
+        };
+        assert_eq!(dropped_bytes, 11);
+        assert!(matches!(
+            inbox.recv().await,
+            Some((_, SessionEvent::Ended(_)))
+        ));
     }
 
     #[test]

@@ -162,6 +162,35 @@ fn logs_and_exec_reach_the_roles_containers_on_every_host_and_are_recorded() {
         },
     );
 
+    let minion_log = fleet.minion("b").log_path();
+    wait_for(
+        "the session stopped on the host",
+        Duration::from_secs(10),
+        || {
+            let log = std::fs::read_to_string(&minion_log).unwrap_or_default();
+            if log.contains("session stopped by the master") {
+                Ok(())
+            } else {
+                Err(support::tail(&minion_log, 10))
+            }
+        },
+    );
+
+    // A command that outlives its timeout is no longer waited for.
+    let slow = exec_cli(
+        &fleet,
+        &["app", "--target", &a, "--timeout", "1s"],
+        &["/bin/busybox", "sleep", "30"],
+    );
+    assert_eq!(slow.code, 1, "{}", slow.describe("exec --timeout 1s"));
+    assert!(
+        slow.stderr
+            .contains(&format!("{a} | error: timed out after 1s")),
+        "{}",
+        slow.describe("exec --timeout 1s")
+    );
+    assert!(slow.elapsed < Duration::from_secs(15), "{:?}", slow.elapsed);
+
     // A command on both hosts: each host's output and exit status; the exit code says one failed.
     let run = exec_cli(
         &fleet,

@@ -173,8 +173,10 @@ impl Lines {
                     dropped_bytes,
                 } => {
                     if dropped_bytes > 0 {
-                        let note =
-                            format!("… {dropped_bytes} bytes left out here: over the rate limit");
+                        let note = format!(
+                            "… {dropped_bytes} bytes left out here (over the rate limit, or not \
+                             read as fast as written)"
+                        );
                         self.print(&minion_id, Some(&container), true, &note);
                     }
                     let stderr = stream == OutputStream::Stderr;
