@@ -155,14 +155,7 @@ impl Lines {
                 .context("the master sent an invalid message")?;
             match event {
                 SessionsEvent::Started { job_id, targets } => {
-                    let containers: std::collections::BTreeSet<_> =
-                        targets.iter().filter_map(|(_, c)| c.clone()).collect();
-                    self.name_containers = containers.len() > 1;
-                    self.width = targets
-                        .iter()
-                        .map(|(host, container)| self.prefix(host, container.as_ref()).len())
-                        .max()
-                        .unwrap_or(0);
+                    self.started(&targets);
                     job = Some(job_id);
                 }
                 SessionsEvent::Output {
@@ -215,6 +208,19 @@ impl Lines {
             eprintln!("recorded as job {job} (brine-master jobs show {job})");
         }
         Ok(failed)
+    }
+
+    /// Lines name their container when the call reaches several, and align on the widest
+    /// prefix.
+    fn started(&mut self, targets: &[(MinionId, Option<ContainerName>)]) {
+        let containers: std::collections::BTreeSet<_> =
+            targets.iter().filter_map(|(_, c)| c.as_ref()).collect();
+        self.name_containers = containers.len() > 1;
+        self.width = targets
+            .iter()
+            .map(|(host, container)| self.prefix(host, container.as_ref()).len())
+            .max()
+            .unwrap_or(0);
     }
 
     /// Says how a host's session ended, if there is something to say; whether it failed.
@@ -380,6 +386,27 @@ mod tests {
             1_800_000_000_000
         );
         assert!(since_unix_ms("yesterday", now).is_err());
+    }
+
+    #[test]
+    fn lines_name_their_container_only_when_the_call_reaches_several() {
+        let host = |id: &str| MinionId::new(id).unwrap();
+        let name = |n: &str| Some(ContainerName::new(n).unwrap());
+        let mut lines = Lines::default();
+        lines.started(&[(host("web-1"), name("app")), (host("web-12"), name("app"))]);
+        assert_eq!(lines.prefix(&host("web-1"), name("app").as_ref()), "web-1");
+        assert_eq!(lines.width, "web-12".len());
+        lines.started(&[
+            (host("web-1"), name("app")),
+            (host("web-1"), name("sidecar")),
+            (host("web-2"), None),
+        ]);
+        assert_eq!(
+            lines.prefix(&host("web-1"), name("app").as_ref()),
+            "web-1 app"
+        );
+        assert_eq!(lines.prefix(&host("web-2"), None), "web-2");
+        assert_eq!(lines.width, "web-1 sidecar".len());
     }
 
     #[test]
