@@ -58,7 +58,7 @@ cat >"$root/image/Dockerfile" <<'DOCKERFILE'
 FROM scratch
 COPY busybox /bin/busybox
 COPY www /www
-CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+CMD ["/bin/busybox", "httpd", "-f", "-v", "-p", "8080", "-h", "/www"]
 DOCKERFILE
 docker build -q -t "$image" "$root/image" >/dev/null 2>&1
 docker push -q "$image" >/dev/null
@@ -104,6 +104,11 @@ echo
 echo "== the deployed container answers:"
 curl -fsS http://127.0.0.1:8080/
 echo
+echo "== its log through the master: the request above, as busybox httpd -v logged it"
+"$bin/brine-master" logs hello --tail 20 --data-dir "$root/master"
+echo
 echo "Run it again (nothing changes):  $bin/brine-master highstate --data-dir $root/master"
 echo "See the fleet:                    $bin/brine-master minions --data-dir $root/master"
+echo "Follow the container's log:       $bin/brine-master logs hello --follow --data-dir $root/master"
+echo "Run a command in it:              $bin/brine-master exec hello --data-dir $root/master -- /bin/busybox uptime"
 echo "Stop everything:                  scripts/quickstart.sh stop"

@@ -12,6 +12,7 @@ pub mod outcome;
 pub mod progress;
 pub mod roles_file;
 pub mod secret;
+pub mod session;
 pub mod spec;
 pub mod target;
 pub mod token;

@@ -14,6 +14,8 @@ pub const MAX_SHORT_TEXT: usize = 256;
 pub const MAX_ERROR_TEXT: usize = 8 * 1024;
 /// Containers a host reports (running, or in one job's result).
 pub const MAX_CONTAINERS: usize = 1024;
+/// One chunk of a session's output (a container's logs, a command's output).
+pub const MAX_OUTPUT_CHUNK: usize = 64 * 1024;
 
 /// How far a host's clock may be from the master's (in milliseconds) before the master and
 /// the minion both warn about it; commands are timed by the master's clock either way. Compared

@@ -241,6 +241,13 @@ impl RolesFile {
             .collect()
     }
 
+    /// The names of the containers `role` declares, in order; `None` for an undeclared role.
+    pub fn containers_of(&self, role: &RoleName) -> Option<Vec<&ContainerName>> {
+        self.roles
+            .get(role)
+            .map(|specs| specs.iter().map(|spec| &spec.name).collect())
+    }
+
     /// The declared roles, sorted.
     pub fn role_names(&self) -> impl Iterator<Item = &RoleName> {
         self.roles.keys()

@@ -140,6 +140,12 @@ const METHODS: &[(&str, Access)] = &[
         "/brine.v1.FleetService/DeleteSecret",
         Access::Roles(&[Admin]),
     ),
+    // A container's logs and a shell in it are an operator's, never a pipeline's.
+    (
+        "/brine.v1.FleetService/ContainerLogs",
+        Access::Roles(&[Admin]),
+    ),
+    ("/brine.v1.FleetService/Exec", Access::Roles(&[Admin])),
     (
         "/grpc.health.v1.Health/Check",
         Access::Roles(&[Admin, Ci, Minion]),

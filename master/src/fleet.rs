@@ -4,7 +4,8 @@
 //! what it acts on: `jobs.rs` (highstate, deploy, rollback, following and recorded jobs) with
 //! `job_options.rs` (what every job request carries, and what a refused job tells its caller),
 //! `releases.rs`, `hosts.rs` (listing and admission), `credentials.rs` (join tokens,
-//! certificate revocations) and `lock.rs` (the fleet lock), with `paging.rs` for long answers.
+//! certificate revocations), `lock.rs` (the fleet lock) and `sessions.rs` (a role's containers'
+//! logs, and commands run in them), with `paging.rs` for long answers.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ mod paging;
 mod releases;
 mod roles;
 mod secrets;
+mod sessions;
 #[cfg(test)]
 mod tests;
 
@@ -89,6 +91,24 @@ impl pb::fleet_service_server::FleetService for FleetService {
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<Self::RollbackStream>, Status> {
         jobs::rollback(self, request).await
+    }
+
+    type ContainerLogsStream = JobStream<pb::ContainerLogsResponse>;
+
+    async fn container_logs(
+        &self,
+        request: Request<pb::ContainerLogsRequest>,
+    ) -> Result<Response<Self::ContainerLogsStream>, Status> {
+        sessions::container_logs(self, request).await
+    }
+
+    type ExecStream = JobStream<pb::ExecResponse>;
+
+    async fn exec(
+        &self,
+        request: Request<pb::ExecRequest>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        sessions::exec(self, request).await
     }
 
     type WatchJobStream = JobStream<pb::WatchJobResponse>;

@@ -29,6 +29,7 @@ mod prepare;
 mod tests;
 
 use finish::{FINISH_RETRY, Finishing};
+pub(crate) use prepare::new_job_id;
 pub use prepare::{
     HighstateError, JobRequest, MIN_FREE_BYTES, describe_lock, is_targeted, prepare,
 };
@@ -265,6 +266,8 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher, start: St
         request: job.request.clone(),
         master: Some(master.config.name.clone()),
         lease,
+        kind: Some(job.job_type),
+        command: None,
     };
     // Recorded as it goes, so a master that stops mid-job can tell, when it starts again, which
     // hosts never reported (their reports are recorded at the end of each batch).

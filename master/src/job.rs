@@ -39,6 +39,10 @@ pub enum JobType {
     Plan,
     Deploy,
     Rollback,
+    /// A command run in containers (`brine-master exec`).
+    Exec,
+    /// Containers' logs read (`brine-master logs`).
+    Logs,
 }
 
 impl JobType {
@@ -48,6 +52,8 @@ impl JobType {
             JobType::Plan => "plan",
             JobType::Deploy => "deploy",
             JobType::Rollback => "rollback",
+            JobType::Exec => "exec",
+            JobType::Logs => "logs",
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod rollout;
 pub mod secrets;
 pub mod server;
 pub mod server_cert;
+pub mod sessions;
 pub mod setup;
 pub mod state;
 pub mod status;

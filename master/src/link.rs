@@ -12,6 +12,7 @@ use brine_common::limits::MAX_CONTAINERS;
 use brine_common::names::MinionId;
 use brine_common::outcome::{HostReport, JobId, JobResult};
 use brine_common::progress::Progress;
+use brine_common::session::SessionMessage;
 use brine_proto::pb::connect_request::Kind;
 use brine_proto::{pb, time};
 use futures::{Stream, StreamExt};
@@ -372,6 +373,16 @@ fn to_wire(minion_id: &MinionId, command: Command) -> pb::ConnectResponse {
         Command::Masters(addresses) => {
             pb::connect_response::Kind::Masters(pb::Masters { addresses })
         }
+        Command::StartSession(request) => {
+            let mut start = pb::StartSession::from(*request);
+            start.minion_id = minion_id.to_string();
+            pb::connect_response::Kind::StartSession(start)
+        }
+        Command::StopSession(session_id) => {
+            pb::connect_response::Kind::StopSession(pb::StopSession {
+                session_id: session_id.to_string(),
+            })
+        }
     };
     pb::ConnectResponse { kind: Some(kind) }
 }
@@ -439,6 +450,7 @@ async fn inbound_loop(
     {
         tracing::warn!(minion.id = %minion_id, "cannot record the end of the link for the other masters: {err}");
     }
+    master.sessions.link_lost(&minion_id);
     for job in master.router.all() {
         // A job that already finished has dropped its receiver; that is fine.
         let _ = job.send(JobEvent::LinkLost(minion_id.clone())).await;
@@ -472,6 +484,18 @@ async fn route(master: &Master, minion_id: &MinionId, message: pb::ConnectReques
                 return;
             }
         },
+        Some(Kind::SessionAccepted(accepted)) => {
+            route_session(master, minion_id, SessionMessage::try_from(accepted));
+            return;
+        }
+        Some(Kind::SessionOutput(output)) => {
+            route_session(master, minion_id, SessionMessage::try_from(output));
+            return;
+        }
+        Some(Kind::SessionEnded(ended)) => {
+            route_session(master, minion_id, SessionMessage::try_from(ended));
+            return;
+        }
         Some(Kind::Prefetched(pb::Prefetched { job_id, error })) => {
             // The text is the host's own: shown in its report, bounded like any error there.
             let outcome = if error.is_empty() {
@@ -518,6 +542,25 @@ async fn route(master: &Master, minion_id: &MinionId, message: pb::ConnectReques
         return;
     };
     let _ = job.send(event).await;
+}
+
+/// Hands a session's message to its caller. An invalid one is dropped (its session then ends
+/// by its caller's deadlines); the host's text is not logged.
+fn route_session(
+    master: &Master,
+    minion_id: &MinionId,
+    message: Result<SessionMessage, brine_proto::InvalidField>,
+) {
+    match message {
+        Ok(SessionMessage { session_id, event }) => {
+            if !master.sessions.route(minion_id, session_id, event) {
+                tracing::debug!(minion.id = %minion_id, "a message for a session that is not open");
+            }
+        }
+        Err(err) => {
+            tracing::warn!(minion.id = %minion_id, field = %err.field, "ignored an invalid session message");
+        }
+    }
 }
 
 /// A host's result for a job that has ended: if the job gave up on the host (a partition that

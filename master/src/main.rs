@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use brine_common::identity::CertRole;
@@ -93,7 +93,8 @@ enum Command {
         #[arg(long)]
         plan: bool,
     },
-    /// The history of highstates: who ran what, when, and every host's result.
+    /// The history of jobs (highstates, deploys, rollbacks, and `exec` and `logs` calls): who
+    /// ran what, when, and every host's result.
     Jobs {
         #[command(subcommand)]
         command: Option<JobsCommand>,
@@ -103,6 +104,57 @@ enum Command {
         // Global, so that `jobs --output json show ID` means what it says.
         #[arg(long, short, global = true, value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
+    },
+    /// Show the logs of a role's containers on every host that runs it, each line prefixed
+    /// with its host (and container, when the role has several); standard error lines go to
+    /// standard error. Admin only; recorded in `jobs`. Without --follow, the last 100 lines of
+    /// each (--tail), at most 4 MiB a container; with it, new lines as they come, at most
+    /// 64 KiB/s a container (over that, lines are left out and counted), until interrupted.
+    /// Exits 0 when every host's log was read, 1 when any host failed or was unreachable.
+    Logs {
+        /// The role, as the roles file names it, or ROLE/CONTAINER for one of its containers.
+        #[arg(value_name = "ROLE[/CONTAINER]")]
+        what: String,
+        /// Only these hosts among those that run the role; the same expressions as for
+        /// highstate (e.g. 'web-1' or 'label:env=prod').
+        #[arg(long, value_name = "EXPRESSION")]
+        target: Option<String>,
+        /// Keep showing new lines until interrupted (Ctrl-C).
+        #[arg(long, short)]
+        follow: bool,
+        /// Only lines written since then: a duration back (`10m`, `2h`) or a time
+        /// (`2026-12-03T10:00:00Z`).
+        #[arg(long, value_name = "DURATION_OR_TIME")]
+        since: Option<String>,
+        /// How many lines of each log's end (at most 10000).
+        #[arg(long, short = 'n', default_value_t = brine_common::session::DEFAULT_TAIL_LINES)]
+        tail: u32,
+    },
+    /// Run a command in a role's containers on every host that runs it, at once, and show
+    /// each host's output (prefixed with the host) and exit status. The command runs as given,
+    /// without a shell: use `-- sh -c '...'` for one. Admin only; recorded in `jobs` with the
+    /// command. At most 1 MiB of output a container is shown (the rest is left out, and said
+    /// to be). Exits 0 when the command exited 0 on every host, 1 when any host exited
+    /// otherwise, failed, timed out or was unreachable.
+    Exec {
+        /// The role, as the roles file names it, or ROLE/CONTAINER for one of its containers.
+        #[arg(value_name = "ROLE[/CONTAINER]")]
+        what: String,
+        /// Only these hosts among those that run the role; the same expressions as for
+        /// highstate.
+        #[arg(long, value_name = "EXPRESSION")]
+        target: Option<String>,
+        /// How long to wait for the command on each host (at most 1h); after that it is no
+        /// longer waited for (it may still run in the container).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// `text`: each host's lines as they come, then `exit N`; `json`: one document at the
+        /// end with every host's output, exit status and error.
+        #[arg(long, short, value_enum, default_value_t = brine_master::cli::sessions::ExecFormat::Text)]
+        output: brine_master::cli::sessions::ExecFormat,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// The fleet lock: while it is held, every highstate is refused. A highstate holds it while
     /// it runs; take it by hand to stop rollouts during maintenance.
@@ -592,6 +644,36 @@ async fn execute(command: Command, client: ClientArgs) -> anyhow::Result<ExitCod
                 brine_master::cli::jobs::show(&client, id, output).await?;
             }
         },
+        Command::Logs {
+            what,
+            target,
+            follow,
+            since,
+            tail,
+        } => {
+            let since_unix_ms = since
+                .map(|since| brine_master::cli::sessions::since_unix_ms(&since, SystemTime::now()))
+                .transpose()?;
+            let options = brine_common::session::LogsOptions {
+                since_unix_ms,
+                tail,
+                follow,
+            };
+            let code = brine_master::cli::sessions::logs(&client, &what, target, options).await?;
+            return Ok(ExitCode::from(code));
+        }
+        Command::Exec {
+            what,
+            target,
+            timeout,
+            output,
+            command,
+        } => {
+            let code =
+                brine_master::cli::sessions::exec(&client, &what, target, command, timeout, output)
+                    .await?;
+            return Ok(ExitCode::from(code));
+        }
         Command::Lock { command } => match command {
             LockCommand::Status => brine_master::cli::lock::status(&client).await?,
             LockCommand::Acquire { message, ttl } => {

@@ -312,6 +312,11 @@ impl TryFrom<Command> for RelayedCommand {
                 images,
             },
             Command::Masters(_) => return Err("the fleet's masters are told by each master".into()),
+            Command::StartSession(_) | Command::StopSession(_) => {
+                return Err(
+                    "logs and exec reach only hosts linked to the master they are asked of".into(),
+                );
+            }
         })
     }
 }

@@ -357,6 +357,7 @@ pub async fn run(
         store,
         links: Links::new(stopping.clone()),
         router: JobRouter::default(),
+        sessions: Default::default(),
         feeds: Default::default(),
         requests: Default::default(),
         revocations: revocations.clone(),

@@ -15,6 +15,8 @@ pub struct Master {
     pub store: Arc<dyn Store>,
     pub links: Links,
     pub router: JobRouter,
+    /// Where the output of `logs` and `exec` sessions goes.
+    pub sessions: crate::sessions::SessionRouter,
     /// The events of running jobs, for whoever follows them.
     pub feeds: crate::job_feed::JobFeeds,
     /// The request ids of the jobs this master started.

@@ -517,6 +517,26 @@ async fn a_client_without_a_certificate_is_refused() {
         "client certificate",
     );
 
+    for (what, result) in [
+        (
+            "Exec without a certificate",
+            within("exec", fleet.exec(exec_request("web-1", &["id"])))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "ContainerLogs without a certificate",
+            within(
+                "container_logs",
+                fleet.container_logs(pb::ContainerLogsRequest::default()),
+            )
+            .await
+            .map(|_| ()),
+        ),
+    ] {
+        expect_refused(what, result, Code::Unauthenticated, "client certificate");
+    }
+
     let mut link = pb::minion_link_service_client::MinionLinkServiceClient::new(channel);
     let result = within("connect", link.connect(hello_stream())).await;
     expect_refused(
@@ -745,6 +765,21 @@ async fn a_minion_certificate_cannot_call_fleet() {
             within("list_jobs", fleet.list_jobs(pb::ListJobsRequest::default()))
                 .await
                 .map(|_| ()),
+        ),
+        (
+            "Exec",
+            within("exec", fleet.exec(exec_request("web-1", &["id"])))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "ContainerLogs",
+            within(
+                "container_logs",
+                fleet.container_logs(pb::ContainerLogsRequest::default()),
+            )
+            .await
+            .map(|_| ()),
         ),
     ] {
         expect_refused(what, result, Code::PermissionDenied, "minion role");
@@ -2802,5 +2837,174 @@ async fn secrets_are_an_admins_only_and_no_call_returns_a_value() {
         "the value is in state.redb in clear"
     );
     drop((admin, as_ci, as_host, anonymous));
+    master.shutdown().await;
+}
+
+/// `Exec` of `command` in role `web` on the hosts `target` picks.
+fn exec_request(target: &str, command: &[&str]) -> pb::ExecRequest {
+    pb::ExecRequest {
+        role: "web".into(),
+        container: String::new(),
+        target: target.into(),
+        command: command.iter().map(|arg| (*arg).to_owned()).collect(),
+        timeout: None,
+    }
+}
+
+/// The next `StartSession` the master sends down a link, skipping anything else.
+async fn next_start_session(link: &mut tonic::Streaming<pb::ConnectResponse>) -> pb::StartSession {
+    loop {
+        let message = within("a command on the link", link.message())
+            .await
+            .expect("the link stays up")
+            .expect("the link stays open");
+        if let Some(pb::connect_response::Kind::StartSession(start)) = message.kind {
+            return start;
+        }
+    }
+}
+
+/// What a minion says about a session.
+fn session_message(kind: pb::connect_request::Kind) -> pb::ConnectRequest {
+    pb::ConnectRequest { kind: Some(kind) }
+}
+
+/// Reads an `Exec` stream to its end: each host's output, and how each ended.
+async fn exec_outcome(
+    mut stream: tonic::Streaming<pb::ExecResponse>,
+) -> (Vec<(String, Vec<u8>)>, Vec<pb::HostSessionEnded>) {
+    let (mut output, mut ended) = (vec![], vec![]);
+    while let Some(piece) = within("the exec stream", stream.message())
+        .await
+        .expect("the exec stream ends cleanly")
+    {
+        match piece.kind {
+            Some(pb::exec_response::Kind::Output(out)) => output.push((out.minion_id, out.data)),
+            Some(pb::exec_response::Kind::Ended(end)) => ended.push(end),
+            _ => {}
+        }
+    }
+    (output, ended)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_exec_are_for_admins_and_a_host_speaks_only_for_its_own_sessions() {
+    let master = TestMaster::start().await;
+    let (_ci_dir, ci) = master.operator_identity(CertRole::Ci, "pipeline");
+    let mut as_ci = master.fleet(Some(ci)).await;
+    let result = within("exec", as_ci.exec(exec_request("", &["id"]))).await;
+    expect_refused(
+        "Exec with a ci certificate",
+        result.map(|_| ()),
+        Code::PermissionDenied,
+        "ci role",
+    );
+    let result = within(
+        "container_logs",
+        as_ci.container_logs(pb::ContainerLogsRequest::default()),
+    )
+    .await;
+    expect_refused(
+        "ContainerLogs with a ci certificate",
+        result.map(|_| ()),
+        Code::PermissionDenied,
+        "ci role",
+    );
+
+    std::fs::write(
+        master.data.root().join("roles.toml"),
+        "[roles.web]\nimage = \"127.0.0.1:5000/app:1\"\n[[roles.web.containers]]\nname = \"app\"\n\n[assign]\n\"web-*\" = [\"web\"]\n",
+    )
+    .expect("write roles.toml");
+    let (_web_1_dir, web_1) = master.enrolled_minion("web-1").await;
+    let (_web_2_dir, web_2) = master.enrolled_minion("web-2").await;
+    let (to_web_1, mut from_web_1) = open_link(&master, &web_1).await.expect("link web-1");
+    let (to_web_2, mut from_web_2) = open_link(&master, &web_2).await.expect("link web-2");
+    let mut admin = master.admin().await;
+
+    // web-2 stands for a minion older than the master: it ignores the request it does not know.
+    let silent = within("exec", admin.exec(exec_request("web-2", &["id"])))
+        .await
+        .expect("exec on web-2")
+        .into_inner();
+    let ignored = next_start_session(&mut from_web_2).await;
+    assert_eq!(ignored.minion_id, "web-2");
+
+    let stream = within("exec", admin.exec(exec_request("web-1", &["id"])))
+        .await
+        .expect("exec on web-1")
+        .into_inner();
+    let start = next_start_session(&mut from_web_1).await;
+    assert_eq!(start.minion_id, "web-1");
+    assert_eq!(
+        (start.role.as_str(), start.container.as_str()),
+        ("web", "app")
+    );
+    assert!(start.ends_at.is_some(), "a command has a deadline");
+    let limits = start.limits.expect("limits");
+    assert_eq!(limits.max_bytes, 1024 * 1024);
+    let session_id = start.session_id.clone();
+
+    // web-2 answers for web-1's session: not heard.
+    let forged = [
+        pb::connect_request::Kind::SessionOutput(pb::SessionOutput {
+            session_id: session_id.clone(),
+            stream: pb::OutputStream::Stdout.into(),
+            data: b"forged by web-2\n".to_vec(),
+            dropped_bytes: 0,
+        }),
+        pb::connect_request::Kind::SessionEnded(pb::SessionEnded {
+            session_id: session_id.clone(),
+            exit_code: Some(0),
+            ..Default::default()
+        }),
+    ];
+    for kind in forged {
+        to_web_2
+            .send(session_message(kind))
+            .await
+            .expect("web-2 sends");
+    }
+    // web-1's own answers: a chunk over the bound is dropped where it arrives; the rest counts.
+    let answers = [
+        pb::connect_request::Kind::SessionAccepted(pb::SessionAccepted {
+            session_id: session_id.clone(),
+        }),
+        pb::connect_request::Kind::SessionOutput(pb::SessionOutput {
+            session_id: session_id.clone(),
+            stream: pb::OutputStream::Stdout.into(),
+            data: vec![b'x'; 64 * 1024 + 1],
+            dropped_bytes: 0,
+        }),
+        pb::connect_request::Kind::SessionOutput(pb::SessionOutput {
+            session_id: session_id.clone(),
+            stream: pb::OutputStream::Stdout.into(),
+            data: b"genuine\n".to_vec(),
+            dropped_bytes: 0,
+        }),
+        pb::connect_request::Kind::SessionEnded(pb::SessionEnded {
+            session_id: session_id.clone(),
+            exit_code: Some(7),
+            ..Default::default()
+        }),
+    ];
+    for kind in answers {
+        to_web_1
+            .send(session_message(kind))
+            .await
+            .expect("web-1 sends");
+    }
+    let (output, ended) = exec_outcome(stream).await;
+    assert_eq!(output, vec![("web-1".to_owned(), b"genuine\n".to_vec())]);
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0].minion_id, "web-1");
+    assert_eq!(ended[0].exit_code, Some(7), "{ended:?}");
+
+    // The silent host is reported as not answering, within seconds, not waited for forever.
+    let (output, ended) = exec_outcome(silent).await;
+    assert!(output.is_empty(), "{output:?}");
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert!(ended[0].error.contains("did not answer"), "{:?}", ended[0]);
+    drop((to_web_1, to_web_2, admin, as_ci));
     master.shutdown().await;
 }

@@ -19,6 +19,7 @@ pub mod reconcile;
 pub mod renewal;
 pub mod retention;
 pub mod runtime;
+pub mod sessions;
 pub mod status;
 
 pub use brine_daemon::clock::now_unix_ms;

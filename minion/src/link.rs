@@ -11,6 +11,7 @@ use anyhow::Context;
 use brine_common::names::{MinionId, SecretName};
 use brine_common::outcome::{JobId, JobResult};
 use brine_common::secret::SecretValue;
+use brine_common::session::{SessionEvent, SessionId, SessionMessage, SessionRequest};
 use brine_common::spec::{DesiredState, ImageRef};
 use brine_proto::pb::connect_request::Kind;
 use brine_proto::tls::connect_from;
@@ -29,6 +30,7 @@ use crate::reconcile::execute::Executor;
 use crate::renewal;
 use crate::runtime::ContainerRuntime;
 use crate::runtime::view::EngineView;
+use crate::sessions::Sessions;
 use crate::status::StatusLine;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -293,6 +295,10 @@ async fn session<R: ContainerRuntime + 'static>(
     send_outbox(events, &outbound).await?;
     let mut renew_at = renewal::renewal_time(&certificate);
     let mut clock = MasterClock::default();
+    // Logs and commands for the master's callers, which end with this link.
+    let (session_messages, mut session_outbox) = mpsc::channel(OUTBOUND_QUEUE);
+    let sessions = Sessions::new(session_messages);
+    let _sessions_end_with_the_link = sessions.stop_all_on_drop();
     loop {
         let wait = renew_at
             .duration_since(SystemTime::now())
@@ -301,6 +307,11 @@ async fn session<R: ContainerRuntime + 'static>(
             message = inbound.message() => message,
             () = events.added() => {
                 send_outbox(events, &outbound).await?;
+                continue;
+            }
+            Some(message) = session_outbox.recv() => {
+                let message = pb::ConnectRequest { kind: Some(message.into()) };
+                outbound.send(message).await.context("send a session's output")?;
                 continue;
             }
             () = tokio::time::sleep(wait) => {
@@ -332,6 +343,36 @@ async fn session<R: ContainerRuntime + 'static>(
             Some(pb::connect_response::Kind::Prefetch(prefetch)) => {
                 let master_now = clock.now(crate::now_unix_ms());
                 fetch_ahead(&id, prefetch, master_now, executor, &outbound).await;
+                continue;
+            }
+            Some(pb::connect_response::Kind::StartSession(start)) => {
+                let master_now = clock.now(crate::now_unix_ms());
+                match accept_session(&id, start, master_now) {
+                    Ok((request, lasts)) => sessions.start(executor.clone(), request, lasts),
+                    Err((session_id, refusal)) => {
+                        tracing::warn!("refused a session: {refusal}");
+                        if let Ok(session_id) = SessionId::new(session_id) {
+                            let end = brine_common::session::SessionEnd {
+                                error: Some(refusal),
+                                ..Default::default()
+                            };
+                            let message = SessionMessage {
+                                session_id,
+                                event: SessionEvent::Ended(end),
+                            };
+                            let message = pb::ConnectRequest {
+                                kind: Some(message.into()),
+                            };
+                            let _ = outbound.send(message).await;
+                        }
+                    }
+                }
+                continue;
+            }
+            Some(pb::connect_response::Kind::StopSession(stop)) => {
+                if let Ok(session_id) = SessionId::new(stop.session_id) {
+                    sessions.stop(&session_id);
+                }
                 continue;
             }
             Some(pb::connect_response::Kind::Masters(said)) => {
@@ -477,6 +518,38 @@ fn accept_prefetch(
             }
         })
         .collect()
+}
+
+/// Validates a `StartSession` at the edge: addressed to this host, well formed, not past its
+/// end at `master_now`. The request and how long it may last (`None`: until stopped), or the
+/// session's id and why it is refused.
+fn accept_session(
+    id: &MinionId,
+    start: pb::StartSession,
+    master_now: i64,
+) -> Result<(SessionRequest, Option<Duration>), (String, String)> {
+    let session_id = start.session_id.clone();
+    if start.minion_id != id.as_str() {
+        return Err((
+            session_id,
+            format!(
+                "the request is addressed to {:?}, not to this host ({id})",
+                start.minion_id
+            ),
+        ));
+    }
+    let request =
+        SessionRequest::try_from(start).map_err(|err| (session_id.clone(), err.to_string()))?;
+    let lasts = match request.ends_at_unix_ms {
+        None => None,
+        Some(ends_at) if ends_at <= master_now => {
+            return Err((session_id, "the request has expired".into()));
+        }
+        Some(ends_at) => Some(Duration::from_millis(
+            u64::try_from(ends_at.saturating_sub(master_now)).unwrap_or(u64::MAX),
+        )),
+    };
+    Ok((request, lasts))
 }
 
 /// A job's progress, sent on the link that brought it: best effort, as progress is advisory,

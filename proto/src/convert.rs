@@ -3,7 +3,8 @@
 //! This file holds what every conversion shares: [`InvalidField`], which names the offending
 //! field, and the helpers that check presence and bounds. The conversions themselves are per
 //! message family: `spec.rs` (desired state), `host.rs` (facts, running containers, host
-//! events), `outcome.rs` (results and reports) and `events.rs` (progress and highstate events).
+//! events), `outcome.rs` (results and reports), `events.rs` (progress and highstate events) and
+//! `session.rs` (`logs` and `exec`: requests, sessions on a host, what the caller is streamed).
 
 use std::fmt::Display;
 
@@ -12,6 +13,7 @@ use brine_common::limits::check_len;
 mod events;
 mod host;
 mod outcome;
+mod session;
 mod spec;
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@ use brine_common::host::{Facts, HostEvent, RunningContainer};
 use brine_common::limits::{MAX_CONTAINERS, MAX_ERROR_TEXT, MAX_FACT_TEXT, MAX_LABELS};
 use brine_common::outcome::{ContainerResult, HighstateEvent, HostReport, JobResult};
 use brine_common::progress::Progress;
+use brine_common::session::{SessionMessage, SessionRequest, SessionsEvent, SessionsRequest};
 use brine_common::spec::{ContainerSpec, DesiredState, HealthCheck};
 use brine_proto::{InvalidField, pb};
 use prost::Message;
@@ -85,6 +86,47 @@ conversion_target!(container_result: pb::ContainerResult => ContainerResult, bui
 conversion_target!(job_result: pb::JobResult => JobResult, built by job_result_message);
 conversion_target!(host_report: pb::HostReport => HostReport, built by host_report_message);
 conversion_target!(highstate_event: pb::JobEvent => HighstateEvent, built by highstate_event_message);
+conversion_target!(start_session: pb::StartSession => SessionRequest, built by start_session_message);
+conversion_target!(exec_request: pb::ExecRequest => SessionsRequest, built by exec_request_message);
+conversion_target!(logs_request: pb::ContainerLogsRequest => SessionsRequest, built by logs_request_message);
+conversion_target!(exec_response: pb::ExecResponse => SessionsEvent, built by exec_response_message);
+
+/// What a minion says about a session (three messages of the link), checked as
+/// [`check_conversion`] does, through the link's message kind.
+#[test]
+fn session_message() {
+    use pb::connect_request::Kind;
+    let check_kind = |kind: Kind| {
+        let converted = match kind.clone() {
+            Kind::SessionAccepted(m) => SessionMessage::try_from(m),
+            Kind::SessionOutput(m) => SessionMessage::try_from(m),
+            Kind::SessionEnded(m) => SessionMessage::try_from(m),
+            _ => return,
+        };
+        match converted {
+            Ok(domain) => {
+                let again = match Kind::from(domain.clone()) {
+                    Kind::SessionAccepted(m) => SessionMessage::try_from(m),
+                    Kind::SessionOutput(m) => SessionMessage::try_from(m),
+                    Kind::SessionEnded(m) => SessionMessage::try_from(m),
+                    other => panic!("a session message became {other:?}"),
+                };
+                assert_eq!(again, Ok(domain), "domain -> wire -> domain");
+            }
+            Err(err) => assert!(!err.field.is_empty() && !err.message.is_empty(), "{err:?}"),
+        }
+    };
+    let check = |input: &[u8]| {
+        if let Ok(pb::ConnectRequest { kind: Some(kind) }) = pb::ConnectRequest::decode(input) {
+            check_kind(kind);
+        }
+        if let Ok(kind) = session_message_kind(&mut Unstructured::new(input)) {
+            check_kind(kind);
+        }
+    };
+    replay_corpus("session_message", check);
+    bolero::check!().for_each(check);
+}
 
 type Built<T> = arbitrary::Result<T>;
 
@@ -416,4 +458,151 @@ fn highstate_event_message(u: &mut Unstructured<'_>) -> Built<pb::JobEvent> {
         _ => None,
     };
     Ok(pb::JobEvent { kind })
+}
+
+fn session_id(u: &mut Unstructured<'_>) -> Built<String> {
+    text(
+        u,
+        &["j-1-0", "20261203T120000-ab12cd34-3"],
+        &["", "j 1", "a/b"],
+    )
+}
+
+fn argv(u: &mut Unstructured<'_>) -> Built<Vec<String>> {
+    list(u, 4, brine_common::session::MAX_COMMAND_ARGS, |u| {
+        text(u, &["sh", "-c", "echo hi; exit 3", "id"], &["", "a\0b"])
+    })
+}
+
+fn bytes(u: &mut Unstructured<'_>) -> Built<Vec<u8>> {
+    Ok(if rarely(u)? {
+        vec![b'x'; brine_common::limits::MAX_OUTPUT_CHUNK + 1]
+    } else {
+        u.arbitrary()?
+    })
+}
+
+fn start_session_message(u: &mut Unstructured<'_>) -> Built<pb::StartSession> {
+    use pb::start_session::Kind;
+    let kind = match u.int_in_range(0..=2)? {
+        0 => Some(Kind::Logs(pb::LogsSession {
+            since: timestamp(u)?,
+            tail: number(u, &[0, 100, 10_000], &[10_001, u32::MAX])?,
+            follow: u.arbitrary()?,
+        })),
+        1 => Some(Kind::Exec(pb::ExecSession { command: argv(u)? })),
+        _ => None,
+    };
+    Ok(pb::StartSession {
+        session_id: session_id(u)?,
+        minion_id: name(u)?,
+        role: name(u)?,
+        container: name(u)?,
+        ends_at: timestamp(u)?,
+        limits: if rarely(u)? {
+            None
+        } else {
+            Some(pb::SessionLimits {
+                max_bytes: u.arbitrary()?,
+                bytes_per_second: u.arbitrary()?,
+                burst_bytes: u.arbitrary()?,
+            })
+        },
+        kind,
+    })
+}
+
+fn exec_request_message(u: &mut Unstructured<'_>) -> Built<pb::ExecRequest> {
+    Ok(pb::ExecRequest {
+        role: name(u)?,
+        container: name(u)?,
+        target: word(u)?,
+        command: argv(u)?,
+        timeout: duration(u)?,
+    })
+}
+
+fn logs_request_message(u: &mut Unstructured<'_>) -> Built<pb::ContainerLogsRequest> {
+    Ok(pb::ContainerLogsRequest {
+        role: name(u)?,
+        container: name(u)?,
+        target: word(u)?,
+        follow: u.arbitrary()?,
+        since: timestamp(u)?,
+        tail: if rarely(u)? {
+            None
+        } else {
+            Some(number(u, &[0, 100, 10_000], &[10_001, u32::MAX])?)
+        },
+    })
+}
+
+fn session_ended_message(u: &mut Unstructured<'_>) -> Built<(Option<i64>, String, bool)> {
+    Ok((
+        if rarely(u)? {
+            None
+        } else {
+            Some(u.arbitrary()?)
+        },
+        word(u)?,
+        u.arbitrary()?,
+    ))
+}
+
+fn exec_response_message(u: &mut Unstructured<'_>) -> Built<pb::ExecResponse> {
+    use pb::exec_response::Kind;
+    let kind = match u.int_in_range(0..=3)? {
+        0 => Some(Kind::Started(pb::SessionsStarted {
+            job_id: job_id(u)?,
+            targets: list(u, 3, 3, |u| {
+                Ok(pb::SessionTarget {
+                    minion_id: name(u)?,
+                    container: name(u)?,
+                })
+            })?,
+        })),
+        1 => Some(Kind::Output(pb::HostOutput {
+            minion_id: name(u)?,
+            container: name(u)?,
+            stream: enum_value(u, 1..=2)?,
+            data: bytes(u)?,
+            dropped_bytes: u.arbitrary()?,
+        })),
+        2 => {
+            let (exit_code, error, truncated) = session_ended_message(u)?;
+            Some(Kind::Ended(pb::HostSessionEnded {
+                minion_id: name(u)?,
+                container: name(u)?,
+                exit_code,
+                error,
+                truncated,
+            }))
+        }
+        _ => None,
+    };
+    Ok(pb::ExecResponse { kind })
+}
+
+fn session_message_kind(u: &mut Unstructured<'_>) -> Built<pb::connect_request::Kind> {
+    use pb::connect_request::Kind;
+    Ok(match u.int_in_range(0..=2)? {
+        0 => Kind::SessionAccepted(pb::SessionAccepted {
+            session_id: session_id(u)?,
+        }),
+        1 => Kind::SessionOutput(pb::SessionOutput {
+            session_id: session_id(u)?,
+            stream: enum_value(u, 1..=2)?,
+            data: bytes(u)?,
+            dropped_bytes: u.arbitrary()?,
+        }),
+        _ => {
+            let (exit_code, error, truncated) = session_ended_message(u)?;
+            Kind::SessionEnded(pb::SessionEnded {
+                session_id: session_id(u)?,
+                exit_code,
+                error,
+                truncated,
+            })
+        }
+    })
 }

@@ -1,4 +1,5 @@
-//! `brine-master jobs`: the history of highstates.
+//! `brine-master jobs`: the history of jobs: highstates, deploys, rollbacks, and the `exec` and
+//! `logs` calls.
 
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -14,6 +15,11 @@ use super::minions::ListFormat;
 /// every host's report.
 #[derive(Debug, Serialize)]
 struct JobJson {
+    /// `highstate`, `plan`, `deploy`, `rollback`, `exec` or `logs`; empty for old records.
+    kind: String,
+    /// For `exec` and `logs`: what was asked (role, container, command or log options).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    command: String,
     caller: String,
     target: String,
     /// A plan (dry run) that changed nothing.
@@ -55,6 +61,8 @@ fn to_json(record: pb::Job) -> anyhow::Result<JobJson> {
             .all(|status| matches!(*status, "unchanged" | "changed"));
     match HighstateEvent::try_from(event)? {
         HighstateEvent::Summary(summary) => Ok(JobJson {
+            kind: record.kind,
+            command: record.command,
             caller: record.caller,
             target: record.target,
             plan: record.plan,
@@ -123,13 +131,14 @@ pub async fn list(client: &ClientArgs, limit: u32, format: ListFormat) -> anyhow
         ListFormat::Table if jobs.is_empty() => println!("no jobs recorded yet"),
         ListFormat::Table => {
             println!(
-                "{:<26}  {:<20}  {:>8}  {:<6}  {:<24}  HOSTS",
-                "JOB", "STARTED", "TOOK", "RESULT", "BY"
+                "{:<26}  {:<9}  {:<20}  {:>8}  {:<9}  {:<24}  HOSTS",
+                "JOB", "KIND", "STARTED", "TOOK", "RESULT", "BY"
             );
             for job in &jobs {
                 println!(
-                    "{:<26}  {:<20}  {:>8}  {:<6}  {:<24}  {}",
+                    "{:<26}  {:<9}  {:<20}  {:>8}  {:<9}  {:<24}  {}",
                     job.summary.job_id,
+                    if job.kind.is_empty() { "-" } else { &job.kind },
                     started(&job.summary),
                     took(&job.summary),
                     result_word(job),
@@ -200,6 +209,12 @@ pub async fn show(client: &ClientArgs, id: String, format: ListFormat) -> anyhow
                 &job.target
             };
             println!("job      {}", job.summary.job_id);
+            if !job.kind.is_empty() {
+                println!("kind     {}", job.kind);
+            }
+            if !job.command.is_empty() {
+                println!("command  {}", super::printable(&job.command));
+            }
             println!("by       {}", job.caller);
             println!("target   {target}");
             println!(

@@ -15,6 +15,7 @@ pub mod output;
 pub mod releases;
 pub mod roles;
 pub mod secret;
+pub mod sessions;
 pub mod token;
 pub mod version;
 

@@ -492,6 +492,8 @@ fn job_to_wire(job: JobRecord, hosts: HostPage) -> (pb::Job, String) {
         running: job.running,
         summary: Some(summary),
         request_id: job.request.map(|r| r.id).unwrap_or_default(),
+        kind: job.kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
+        command: job.command.unwrap_or_default(),
     };
     (job, next_page_token)
 }

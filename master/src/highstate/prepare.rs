@@ -139,7 +139,7 @@ pub struct JobRequest {
 }
 
 /// A new job id: UTC start time, then random hex, so ids sort by time and never collide.
-pub(super) fn new_job_id() -> JobId {
+pub(crate) fn new_job_id() -> JobId {
     let now = time::OffsetDateTime::now_utc();
     let suffix: u32 = rand::rng().random();
     let id = format!(

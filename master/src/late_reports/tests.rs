@@ -45,6 +45,8 @@ fn job(running: bool) -> JobRecord {
         request: None,
         master: None,
         lease: None,
+        kind: None,
+        command: None,
     }
 }
 

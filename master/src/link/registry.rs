@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use brine_common::names::MinionId;
 use brine_common::outcome::{JobId, JobResult};
 use brine_common::progress::Progress;
+use brine_common::session::{SessionId, SessionRequest};
 use brine_common::spec::{DesiredState, ImageRef};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,10 @@ pub enum Command {
     },
     /// Where the fleet's masters are now (`HOST:PORT`, this one first).
     Masters(Vec<String>),
+    /// Stream a container's logs or run a command in it (`logs`, `exec`).
+    StartSession(Box<SessionRequest>),
+    /// End a session early: its caller went away.
+    StopSession(SessionId),
 }
 
 /// What a minion sent about a job, or that its link was lost.

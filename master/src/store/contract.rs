@@ -234,6 +234,8 @@ pub(super) async fn hosts_tokens_jobs_and_releases_are_recorded(store: &dyn Stor
                 request: None,
                 master: None,
                 lease: None,
+                kind: None,
+                command: None,
             },
             KEEP_ALL,
         )
@@ -578,6 +580,8 @@ pub(super) async fn a_job_left_running_is_interrupted_for_the_hosts_without_a_re
         request: None,
         master: None,
         lease: None,
+        kind: None,
+        command: None,
         targets: vec![id("web-1"), id("web-2")],
     };
     store.record_job_progress(job("j-1", true)).await.unwrap();
@@ -636,6 +640,8 @@ pub(super) async fn a_master_sharing_the_store_finishes_only_the_jobs_it_ran(sto
         request: None,
         master: master.map(Into::into),
         lease: None,
+        kind: None,
+        command: None,
         targets: vec![id("web-1")],
     };
     store
@@ -693,6 +699,8 @@ pub(super) async fn a_late_report_replaces_only_a_verdict_given_without_the_host
         request: None,
         master: None,
         lease: None,
+        kind: None,
+        command: None,
         running,
         targets: vec![id("web-1"), id("web-2")],
     };
@@ -781,6 +789,8 @@ pub(super) async fn jobs_are_listed_newest_first_a_page_at_a_time_and_found_by_r
         }),
         master: None,
         lease: None,
+        kind: None,
+        command: None,
         plan: false,
         running: false,
         targets: vec![],
@@ -849,6 +859,8 @@ pub(super) async fn job_history_keeps_the_newest_and_the_recent_but_never_a_runn
         request: None,
         master: None,
         lease: None,
+        kind: None,
+        command: None,
         plan: false,
         running,
         targets: vec![],

@@ -9,6 +9,7 @@ use brine_common::outcome::{HostReport, HostStatus, JobSummary};
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
+use crate::job::JobType;
 
 /// A job, running or finished.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +40,12 @@ pub struct JobRecord {
     /// it over), so a master cut off from the others never overwrites the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<i64>,
+    /// What the job was; `None` in records from before masters kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<JobType>,
+    /// For `exec` and `logs`: the role, container and command or log options asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
 }
 
 /// A caller's request id, and what it asked for under it.

@@ -7,25 +7,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bollard::auth::DockerCredentials;
+use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::exec::{CreateExecOptions, StartExecOptions};
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{ContainerInspectResponse, EventMessageTypeEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
+use brine_common::session::{LogsOptions, OutputStream};
 use brine_common::spec::ImageRef;
 use futures::StreamExt;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, mpsc};
 
 use crate::config::RegistryLogin;
 
 use super::{
     ContainerRuntime, ContainerStatus, CreateRequest, EngineEvent, ImageRemoval, ObservedContainer,
-    PullProgress, PulledImage, RuntimeError, labels,
+    OutputBytes, PullProgress, PulledImage, RuntimeError, labels,
 };
 
 #[cfg(test)]
@@ -449,12 +452,87 @@ impl ContainerRuntime for DockerRuntime {
             .start_exec(&exec.id, Some(detached))
             .await
             .map_err(runtime_error)?;
+        self.exit_code_of(&exec.id).await
+    }
+
+    async fn logs(
+        &self,
+        id: &str,
+        options: &LogsOptions,
+        output: &mpsc::Sender<OutputBytes>,
+    ) -> Result<(), RuntimeError> {
+        let mut query = LogsOptionsBuilder::new()
+            .follow(options.follow)
+            .stdout(true)
+            .stderr(true)
+            .tail(&options.tail.to_string());
+        if let Some(since_ms) = options.since_unix_ms {
+            // The engine counts whole seconds; a time before 1970 is every line.
+            let seconds = i32::try_from(since_ms.div_euclid(1000).max(0)).unwrap_or(i32::MAX);
+            query = query.since(seconds);
+        }
+        let docker = self.docker().await?;
+        let mut log = docker.logs(id, Some(query.build()));
+        while let Some(piece) = log.next().await {
+            let Some(bytes) = output_bytes(piece.map_err(runtime_error)?) else {
+                continue;
+            };
+            if output.send(bytes).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn exec_attached(
+        &self,
+        id: &str,
+        command: &[String],
+        output: &mpsc::Sender<OutputBytes>,
+    ) -> Result<i64, RuntimeError> {
+        let options = CreateExecOptions {
+            cmd: Some(command.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let docker = self.docker().await?;
+        let exec = docker
+            .create_exec(id, options)
+            .await
+            .map_err(runtime_error)?;
+        if let StartExecResults::Attached {
+            output: mut written,
+            ..
+        } = docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(runtime_error)?
+        {
+            while let Some(piece) = written.next().await {
+                let Some(bytes) = output_bytes(piece.map_err(runtime_error)?) else {
+                    continue;
+                };
+                if output.send(bytes).await.is_err() {
+                    return Err(RuntimeError::Other(
+                        "the command's output was no longer read".into(),
+                    ));
+                }
+            }
+        }
+        self.exit_code_of(&exec.id).await
+    }
+}
+
+impl DockerRuntime {
+    /// The exit status of exec `exec_id`, once its process has ended.
+    async fn exit_code_of(&self, exec_id: &str) -> Result<i64, RuntimeError> {
         let mut pause = EXEC_POLL_FIRST;
         loop {
             let state = self
                 .docker()
                 .await?
-                .inspect_exec(&exec.id)
+                .inspect_exec(exec_id)
                 .await
                 .map_err(runtime_error)?;
             // The exit code appears only once the process has ended.
@@ -467,6 +545,21 @@ impl ContainerRuntime for DockerRuntime {
             pause = (pause * 2).min(EXEC_POLL_MAX);
         }
     }
+}
+
+/// What a process wrote, as a session streams it; nothing for its input echoed back.
+fn output_bytes(piece: LogOutput) -> Option<OutputBytes> {
+    let (stream, message) = match piece {
+        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+            (OutputStream::Stdout, message)
+        }
+        LogOutput::StdErr { message } => (OutputStream::Stderr, message),
+        LogOutput::StdIn { .. } => return None,
+    };
+    Some(OutputBytes {
+        stream,
+        data: message.to_vec(),
+    })
 }
 
 /// The container events that change what [`ContainerRuntime::observe`] reports. Docker matches

@@ -12,7 +12,9 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+use brine_common::session::{LogsOptions, OutputStream};
 use brine_common::spec::{ContainerSpec, ImageRef, PortMapping};
+use tokio::sync::mpsc;
 
 /// Labels brine puts on every container it creates. Containers without `MANAGED` are never
 /// touched.
@@ -225,6 +227,37 @@ pub trait ContainerRuntime: Send + Sync {
         command: &[String],
     ) -> impl Future<Output = Result<i64, RuntimeError>> + Send;
 
+    /// Sends the container `id`'s log, as `options` select it, to `output`, in order; returns
+    /// when the log ends (with `follow`, when the container stops) or `output` is closed. An
+    /// engine that keeps no logs (the tests' fakes) refuses.
+    fn logs(
+        &self,
+        id: &str,
+        options: &LogsOptions,
+        output: &mpsc::Sender<OutputBytes>,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        let _ = (id, options, output);
+        async { Err(RuntimeError::Other("this engine keeps no logs".into())) }
+    }
+
+    /// Runs `command` (no shell) inside the running container `id`, sends what it writes to
+    /// `output` as it comes, and returns its exit status. It waits for the command to end:
+    /// callers bound it with a timeout. An engine that cannot attach to a command (the tests'
+    /// fakes) refuses.
+    fn exec_attached(
+        &self,
+        id: &str,
+        command: &[String],
+        output: &mpsc::Sender<OutputBytes>,
+    ) -> impl Future<Output = Result<i64, RuntimeError>> + Send {
+        let _ = (id, command, output);
+        async {
+            Err(RuntimeError::Other(
+                "this engine cannot attach to commands".into(),
+            ))
+        }
+    }
+
     /// Removes the local image `image` names, unless a container uses it.
     fn remove_image(
         &self,
@@ -241,6 +274,13 @@ pub trait ContainerRuntime: Send + Sync {
         since: SystemTime,
         seen: &(dyn Fn(EngineEvent) + Send + Sync),
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+}
+
+/// Bytes a container's process wrote, as the engine hands them over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputBytes {
+    pub stream: OutputStream,
+    pub data: Vec<u8>,
 }
 
 /// A change the engine reported on its event stream.

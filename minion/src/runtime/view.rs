@@ -13,12 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use brine_common::session::LogsOptions;
 use brine_common::spec::ImageRef;
 use tokio::sync::mpsc;
 
 use super::{
     ContainerRuntime, ContainerStatus, CreateRequest, EngineEvent, ImageRemoval, ObservedContainer,
-    PullProgress, PulledImage, RuntimeError,
+    OutputBytes, PullProgress, PulledImage, RuntimeError,
 };
 
 #[cfg(test)]
@@ -327,6 +328,24 @@ impl<R: ContainerRuntime> ContainerRuntime for EngineView<R> {
 
     async fn exec(&self, id: &str, command: &[String]) -> Result<i64, RuntimeError> {
         self.runtime.exec(id, command).await
+    }
+
+    async fn logs(
+        &self,
+        id: &str,
+        options: &LogsOptions,
+        output: &mpsc::Sender<OutputBytes>,
+    ) -> Result<(), RuntimeError> {
+        self.runtime.logs(id, options, output).await
+    }
+
+    async fn exec_attached(
+        &self,
+        id: &str,
+        command: &[String],
+        output: &mpsc::Sender<OutputBytes>,
+    ) -> Result<i64, RuntimeError> {
+        self.runtime.exec_attached(id, command, output).await
     }
 
     async fn remove_image(&self, image: &ImageRef) -> Result<ImageRemoval, RuntimeError> {

@@ -62,6 +62,8 @@ fn job(job_id: &str, hosts: &[String], running: bool) -> JobRecord {
         request: None,
         master: None,
         lease: None,
+        kind: None,
+        command: None,
     }
 }
 

@@ -56,6 +56,8 @@ async fn fill(store: &dyn Store) {
         request: None,
         master: None,
         lease: None,
+        kind: None,
+        command: None,
     };
     store.record_job(job, KEEP_ALL).await.unwrap();
     store
