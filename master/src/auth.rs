@@ -130,6 +130,11 @@ const METHODS: &[(&str, Access)] = &[
         "/brine.v1.FleetService/ListRolesVersions",
         Access::Roles(&[Admin, Ci]),
     ),
+    ("/brine.v1.FleetService/Watch", Access::Roles(&[Admin, Ci])),
+    (
+        "/brine.v1.FleetService/ListHookFailures",
+        Access::Roles(&[Admin, Ci]),
+    ),
     (
         "/grpc.health.v1.Health/Check",
         Access::Roles(&[Admin, Ci, Minion]),

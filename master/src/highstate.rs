@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use brine_common::fleet_event::FleetEventKind;
 use brine_common::names::MinionId;
 use brine_common::outcome::{HighstateEvent, HostReport, JobId, JobSummary};
 use brine_common::spec::DesiredState;
@@ -239,6 +240,12 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher, start: St
         targets: targets.clone(),
         not_accepted: job.not_accepted,
     });
+    master.events.publish(FleetEventKind::JobStarted {
+        job_id: job.job_id.clone(),
+        job_type: job.job_type.as_str().to_owned(),
+        caller: job.caller.clone(),
+        targets: targets.clone(),
+    });
 
     let (job_events, mut inbox) = mpsc::channel(JOB_QUEUE);
     master.router.register(job.job_id.clone(), job_events);
@@ -346,6 +353,12 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher, start: St
                     // A host's error text is its own: recorded with the job, not written to
                     // the master's log.
                     tracing::info!(minion.id = %report.minion_id, status = %report.status, "host finished");
+                    master.events.publish(FleetEventKind::HostReported {
+                        job_id: job.job_id.clone(),
+                        minion_id: report.minion_id.clone(),
+                        status: report.status,
+                        error: report.error.clone(),
+                    });
                     caller.publish(HighstateEvent::HostFinished(report));
                 }
                 Step::BatchOver => record_progress(run.reports()).await,
@@ -410,6 +423,10 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher, start: St
     log_summary(&summary);
     master.activity.job_finished(&summary);
     master.metrics.job_finished(job.job_type, &summary);
+    master.events.publish(FleetEventKind::job_finished(
+        job.job_type.as_str(),
+        &summary,
+    ));
     let release =
         (summary.is_success() && !job.plan).then(|| (job.caller.clone(), job.deployed.clone()));
     // A plan takes no lock.

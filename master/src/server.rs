@@ -341,6 +341,13 @@ pub async fn run(
 
     let stopping = CancellationToken::new();
     let peers = crate::peers::Peers::new(config.advertise_address.clone());
+    let hook_failures = Arc::new(crate::hooks::HookFailures::load(
+        crate::data_dir::DataDir::new(&config.data_dir).hook_failures(),
+    ));
+    let (hook_queues, hooks) =
+        crate::hooks::prepare(&config.hooks, hook_failures.clone(), metrics.clone());
+    let events = Arc::new(crate::events::EventBus::new(hook_queues));
+    hooks.spawn(events.clone());
     let master = Arc::new(Master {
         config,
         ca,
@@ -356,6 +363,8 @@ pub async fn run(
         remote_links: Default::default(),
         fence: Default::default(),
         metrics: metrics.clone(),
+        events,
+        hook_failures,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();

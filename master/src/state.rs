@@ -33,6 +33,10 @@ pub struct Master {
     pub fence: crate::takeover::Fence,
     /// What the master counts, for its Prometheus endpoint.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What happens in the fleet, for watchers and hooks.
+    pub events: Arc<crate::events::EventBus>,
+    /// The failed deliveries to hooks, newest kept.
+    pub hook_failures: Arc<crate::hooks::HookFailures>,
 }
 
 pub use brine_daemon::clock::now_unix_ms;

@@ -3,13 +3,15 @@
 //! This file holds what every conversion shares: [`InvalidField`], which names the offending
 //! field, and the helpers that check presence and bounds. The conversions themselves are per
 //! message family: `spec.rs` (desired state), `host.rs` (facts, running containers, host
-//! events), `outcome.rs` (results and reports) and `events.rs` (progress and highstate events).
+//! events), `outcome.rs` (results and reports), `events.rs` (progress and highstate events) and
+//! `fleet_events.rs` (the fleet's events and failed hook deliveries).
 
 use std::fmt::Display;
 
 use brine_common::limits::check_len;
 
 mod events;
+mod fleet_events;
 mod host;
 mod outcome;
 mod spec;
@@ -69,3 +71,5 @@ fn bounded_list<T>(name: &str, items: Vec<T>, max: usize) -> Result<Vec<T>, Inva
     }
     Ok(items)
 }
+
+pub use fleet_events::{fleet_event_kind, watchable_kinds};

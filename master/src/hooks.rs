@@ -1,0 +1,338 @@
+//! Hooks (`[[hooks]]` in master.toml): each fleet event a hook takes is run through its command
+//! or POSTed to its URL, as JSON, with a timeout per try and retries with backoff.
+//!
+//! Nothing here holds up a job or the event bus: the bus offers each event to every hook's
+//! bounded queue without waiting (`HookQueues::offer`), and each hook delivers from its queue in
+//! a task of its own. A delivery that fails after its retries, or that a full queue dropped, is
+//! a failure: logged (without the URL's credentials or query), counted
+//! (`brine_hook_deliveries_total`), published as a `hook_failed` event and kept in the data
+//! directory (`failures.rs`).
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use brine_common::fleet_event::{FleetEvent, HookFailure};
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::mpsc;
+
+use crate::config::{HookConfig, HookTarget};
+use crate::events::EventBus;
+use crate::metrics::{HookDelivery, Metrics};
+use crate::state::now_unix_ms;
+
+mod failures;
+
+pub use failures::{FAILURES_KEPT, HookFailures};
+
+/// How many events may wait for one hook.
+const HOOK_QUEUE: usize = 256;
+/// How many failures may wait to be recorded.
+const FAILURE_QUEUE: usize = 256;
+/// The wait before the first retry; it doubles with each one, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How much of a failed command's standard error the failure record keeps.
+const STDERR_KEPT: usize = 512;
+
+/// One hook's queue, as the bus sees it.
+struct Queue {
+    hook: Arc<HookConfig>,
+    events: mpsc::Sender<Arc<FleetEvent>>,
+}
+
+/// The hooks' queues, which the bus offers every event to.
+#[derive(Default)]
+pub struct HookQueues {
+    queues: Vec<Queue>,
+    /// Deliveries dropped because a hook's queue was full, to be recorded.
+    dropped: Option<mpsc::Sender<HookFailure>>,
+}
+
+impl HookQueues {
+    /// Hands `event` to every hook that takes it, without waiting: a hook whose queue is full
+    /// misses it, and that counts as a failed delivery.
+    pub fn offer(&self, event: &Arc<FleetEvent>) {
+        for queue in &self.queues {
+            if !queue.hook.wants(event) {
+                continue;
+            }
+            if queue.events.try_send(event.clone()).is_err() {
+                let failure = HookFailure {
+                    hook: queue.hook.name.clone(),
+                    event_sequence: event.sequence,
+                    event_kind: event.what.name().to_owned(),
+                    attempts: 0,
+                    error: format!(
+                        "dropped: the hook's queue of {HOOK_QUEUE} events was full (the hook is \
+                         slower than the events it takes)"
+                    ),
+                    failed_at_unix_ms: now_unix_ms(),
+                };
+                if let Some(dropped) = &self.dropped
+                    && dropped.try_send(failure).is_err()
+                {
+                    tracing::error!(
+                        hook = %queue.hook.name,
+                        "a delivery was dropped and the record of failures is behind too"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// What delivers: a task per hook, and one that records failures.
+pub struct HookRunner {
+    hooks: Vec<(Arc<HookConfig>, mpsc::Receiver<Arc<FleetEvent>>)>,
+    failures_in: mpsc::Sender<HookFailure>,
+    failures_out: mpsc::Receiver<HookFailure>,
+    record: Arc<HookFailures>,
+    metrics: Arc<Metrics>,
+}
+
+/// The hooks' queues for the bus, and what delivers from them once the bus exists.
+pub fn prepare(
+    hooks: &[HookConfig],
+    record: Arc<HookFailures>,
+    metrics: Arc<Metrics>,
+) -> (HookQueues, HookRunner) {
+    let (failures_in, failures_out) = mpsc::channel(FAILURE_QUEUE);
+    let mut queues = vec![];
+    let mut receivers = vec![];
+    for hook in hooks {
+        let hook = Arc::new(hook.clone());
+        let (events, receiver) = mpsc::channel(HOOK_QUEUE);
+        queues.push(Queue {
+            hook: hook.clone(),
+            events,
+        });
+        receivers.push((hook, receiver));
+    }
+    (
+        HookQueues {
+            queues,
+            dropped: Some(failures_in.clone()),
+        },
+        HookRunner {
+            hooks: receivers,
+            failures_in,
+            failures_out,
+            record,
+            metrics,
+        },
+    )
+}
+
+impl HookRunner {
+    /// Starts delivering; the tasks end when the bus (and so every queue) is gone.
+    pub fn spawn(self, bus: Arc<EventBus>) {
+        let HookRunner {
+            hooks,
+            failures_in,
+            mut failures_out,
+            record,
+            metrics,
+        } = self;
+        let client = match reqwest::Client::builder()
+            .user_agent(concat!("brine-master/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+        {
+            Ok(client) => Some(client),
+            Err(err) => {
+                tracing::error!(
+                    "cannot set up the HTTP client of the hooks: {err}; URL hooks fail"
+                );
+                None
+            }
+        };
+        for (hook, events) in hooks {
+            tokio::spawn(deliver_all(
+                hook,
+                events,
+                client.clone(),
+                failures_in.clone(),
+                metrics.clone(),
+            ));
+        }
+        // Holds the bus weakly: the failures' task must not keep it, and with it the hooks'
+        // queues, alive forever.
+        let bus = Arc::downgrade(&bus);
+        tokio::spawn(async move {
+            while let Some(failure) = failures_out.recv().await {
+                if failure.attempts == 0 {
+                    // Dropped from a full queue; failures after tries are logged and counted
+                    // where they happen.
+                    tracing::warn!(hook = %failure.hook, event.sequence = failure.event_sequence, "{}", failure.error);
+                    metrics.hook_delivery(&failure.hook, HookDelivery::Dropped);
+                }
+                record.record(failure.clone()).await;
+                if let Some(bus) = bus.upgrade() {
+                    bus.publish(failure.to_event());
+                }
+            }
+        });
+    }
+}
+
+/// Delivers the events in `events` one at a time, in order.
+async fn deliver_all(
+    hook: Arc<HookConfig>,
+    mut events: mpsc::Receiver<Arc<FleetEvent>>,
+    client: Option<reqwest::Client>,
+    failures: mpsc::Sender<HookFailure>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(event) = events.recv().await {
+        let json = match serde_json::to_string(&*event) {
+            Ok(json) => json,
+            Err(err) => {
+                tracing::error!(hook = %hook.name, "cannot encode event {}: {err}", event.sequence);
+                continue;
+            }
+        };
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempts = 0;
+        let outcome = loop {
+            attempts += 1;
+            let tried = tokio::time::timeout(
+                hook.timeout,
+                deliver_once(&hook.target, &json, event.what.name(), client.as_ref()),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(anyhow::anyhow!(
+                    "no answer within {}",
+                    humantime::format_duration(hook.timeout)
+                ))
+            });
+            match tried {
+                Ok(()) => break Ok(()),
+                Err(err) if attempts > hook.retries => break Err(err),
+                Err(err) => {
+                    tracing::debug!(hook = %hook.name, attempts, "delivery failed, retrying: {err:#}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::debug!(hook = %hook.name, event.sequence = event.sequence, "delivered");
+                metrics.hook_delivery(&hook.name, HookDelivery::Delivered);
+            }
+            Err(err) => {
+                // The error says what failed (a status, a refusal, a timeout), never the URL.
+                tracing::warn!(
+                    hook = %hook.name,
+                    target = %hook.target.describe(),
+                    event.sequence = event.sequence,
+                    event.kind = event.what.name(),
+                    attempts,
+                    "hook delivery failed: {}",
+                    first_line(&err)
+                );
+                metrics.hook_delivery(&hook.name, HookDelivery::Failed);
+                let failure = HookFailure {
+                    hook: hook.name.clone(),
+                    event_sequence: event.sequence,
+                    event_kind: event.what.name().to_owned(),
+                    attempts,
+                    error: format!("{err:#}"),
+                    failed_at_unix_ms: now_unix_ms(),
+                };
+                if failures.send(failure).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// What the log says of an error: its first line, without a command's standard error (which
+/// may repeat host-written text from the event).
+fn first_line(err: &anyhow::Error) -> String {
+    err.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// One try: the command ran and exited 0, or the URL answered 2xx.
+async fn deliver_once(
+    target: &HookTarget,
+    json: &str,
+    kind: &str,
+    client: Option<&reqwest::Client>,
+) -> anyhow::Result<()> {
+    match target {
+        HookTarget::Command(argv) => run_command(argv, json, kind).await,
+        HookTarget::Url(url) => {
+            let client = client.context("no HTTP client")?;
+            let response = client
+                .post(url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header("X-Brine-Event", kind)
+                .body(json.to_owned())
+                .send()
+                .await
+                // Without the URL: it may hold credentials or a token in its query.
+                .map_err(|err| anyhow::anyhow!("{}", describe_http_error(err)))?;
+            let status = response.status();
+            if status.is_success() {
+                Ok(())
+            } else {
+                anyhow::bail!("answered HTTP {status}")
+            }
+        }
+    }
+}
+
+/// A request's error without its URL, with its causes (a refused connection says so).
+fn describe_http_error(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Runs `argv` (no shell) with the event's JSON on its standard input and in `BRINE_EVENT`;
+/// the child is killed if the try is abandoned (its timeout).
+async fn run_command(argv: &[String], json: &str, kind: &str) -> anyhow::Result<()> {
+    let (program, args) = argv.split_first().context("no program")?;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .env("BRINE_EVENT", json)
+        .env("BRINE_EVENT_KIND", kind)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that does not read its input may exit first; its exit status decides.
+        let _ = stdin.write_all(json.as_bytes()).await;
+    }
+    let output = child
+        .wait_with_output()
+        .await
+        .with_context(|| format!("cannot wait for {program}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = brine_common::limits::truncate(stderr.trim().to_owned(), STDERR_KEPT);
+    if stderr.is_empty() {
+        anyhow::bail!("{program} {}", output.status)
+    }
+    anyhow::bail!("{program} {}\n{stderr}", output.status)
+}
