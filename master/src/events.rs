@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use brine_common::fleet_event::{FleetEvent, FleetEventKind, WatchRequest};
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::hooks::HookQueues;
 use crate::state::now_unix_ms;
@@ -36,6 +37,9 @@ pub struct EventBus {
     recent: Mutex<Recent>,
     live: broadcast::Sender<Arc<FleetEvent>>,
     hooks: HookQueues,
+    /// Cancelled when the master stops: followers' streams end then, so that they do not hold
+    /// up its shutdown.
+    closing: CancellationToken,
 }
 
 impl Default for EventBus {
@@ -54,7 +58,13 @@ impl EventBus {
             }),
             live: broadcast::Sender::new(LIVE_QUEUE),
             hooks,
+            closing: CancellationToken::new(),
         }
+    }
+
+    /// Ends every watcher's stream, now and from now on: the master is stopping.
+    pub fn close(&self) {
+        self.closing.cancel();
     }
 
     /// Publishes `what` now, without waiting for any watcher or hook.
@@ -94,13 +104,14 @@ impl EventBus {
             };
             (replay, self.live.subscribe())
         };
+        let closing = self.closing.clone();
         tokio::spawn(async move {
             for event in replay {
                 if request.wants(&event.what) && sender.send(event).await.is_err() {
                     return;
                 }
             }
-            if !request.follow {
+            if !request.follow || closing.is_cancelled() {
                 return;
             }
             loop {
@@ -115,6 +126,7 @@ impl EventBus {
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
                     () = sender.closed() => return,
+                    () = closing.cancelled() => return,
                 };
                 if request.wants(&event.what) && sender.send(event).await.is_err() {
                     return;
@@ -164,6 +176,18 @@ mod tests {
             assert_eq!(next(&mut replay).await.sequence, sequence);
         }
         assert!(replay.recv().await.is_none(), "no follow: the stream ends");
+    }
+
+    #[tokio::test]
+    async fn a_followers_stream_ends_when_the_master_stops() {
+        let bus = EventBus::default();
+        let mut live = bus.watch(WatchRequest {
+            follow: true,
+            ..Default::default()
+        });
+        bus.close();
+        let ended = tokio::time::timeout(Duration::from_secs(5), live.recv()).await;
+        assert!(matches!(ended, Ok(None)), "{ended:?}");
     }
 
     #[tokio::test]

@@ -135,19 +135,11 @@ impl HookRunner {
             record,
             metrics,
         } = self;
-        let client = match reqwest::Client::builder()
-            .user_agent(concat!("brine-master/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-        {
-            Ok(client) => Some(client),
-            Err(err) => {
-                tracing::error!(
-                    "cannot set up the HTTP client of the hooks: {err}; URL hooks fail"
-                );
-                None
-            }
-        };
+        // Only URL hooks need the client (and, for HTTPS, the process's crypto provider).
+        let speaks_http = hooks
+            .iter()
+            .any(|(hook, _)| matches!(hook.target, HookTarget::Url(_)));
+        let client = if speaks_http { http_client() } else { None };
         for (hook, events) in hooks {
             tokio::spawn(deliver_all(
                 hook,
@@ -174,6 +166,22 @@ impl HookRunner {
                 }
             }
         });
+    }
+}
+
+/// The client of the URL hooks: no redirects (a hook's answer is its own), none if it cannot be
+/// set up (then URL hooks fail, and say so).
+fn http_client() -> Option<reqwest::Client> {
+    match reqwest::Client::builder()
+        .user_agent(concat!("brine-master/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(client) => Some(client),
+        Err(err) => {
+            tracing::error!("cannot set up the HTTP client of the hooks: {err}; URL hooks fail");
+            None
+        }
     }
 }
 

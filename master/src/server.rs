@@ -421,10 +421,12 @@ pub async fn run(
     }
     {
         let stopping = stopping.clone();
+        let events = master.events.clone();
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down");
             brine_daemon::systemd::stopping("shutting down: ending minion links");
+            events.close();
             stopping.cancel();
         });
     }
