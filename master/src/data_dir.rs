@@ -86,11 +86,6 @@ impl DataDir {
         self.root.join("roles.toml")
     }
 
-    /// The newest failed deliveries to hooks, for `brine-master hooks failures`.
-    pub fn hook_failures(&self) -> PathBuf {
-        self.root.join("hook-failures.json")
-    }
-
     /// The fleet's CA for a new data directory: made here, or, for a master joining a fleet
     /// that other masters share (`may_join`), the one copied in from one of them (`ca.pem` and
     /// `ca.key`). Refuses a directory that holds a master already, or a CA it may not join.

@@ -5,8 +5,8 @@
 //! bounded queue without waiting (`HookQueues::offer`), and each hook delivers from its queue in
 //! a task of its own. A delivery that fails after its retries, or that a full queue dropped, is
 //! a failure: logged (without the URL's credentials or query), counted
-//! (`brine_hook_deliveries_total`), published as a `hook_failed` event and kept in the data
-//! directory (`failures.rs`).
+//! (`brine_hook_deliveries_total`), published as a `hook_failed` event and kept in the store
+//! (its newest `HOOK_FAILURES_KEPT`).
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -21,10 +21,7 @@ use crate::config::{HookConfig, HookTarget};
 use crate::events::EventBus;
 use crate::metrics::{HookDelivery, Metrics};
 use crate::state::now_unix_ms;
-
-mod failures;
-
-pub use failures::{FAILURES_KEPT, HookFailures};
+use crate::store::Store;
 
 /// How many events may wait for one hook.
 const HOOK_QUEUE: usize = 256;
@@ -88,14 +85,14 @@ pub struct HookRunner {
     hooks: Vec<(Arc<HookConfig>, mpsc::Receiver<Arc<FleetEvent>>)>,
     failures_in: mpsc::Sender<HookFailure>,
     failures_out: mpsc::Receiver<HookFailure>,
-    record: Arc<HookFailures>,
+    store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
 }
 
 /// The hooks' queues for the bus, and what delivers from them once the bus exists.
 pub fn prepare(
     hooks: &[HookConfig],
-    record: Arc<HookFailures>,
+    store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
 ) -> (HookQueues, HookRunner) {
     let (failures_in, failures_out) = mpsc::channel(FAILURE_QUEUE);
@@ -119,7 +116,7 @@ pub fn prepare(
             hooks: receivers,
             failures_in,
             failures_out,
-            record,
+            store,
             metrics,
         },
     )
@@ -132,7 +129,7 @@ impl HookRunner {
             hooks,
             failures_in,
             mut failures_out,
-            record,
+            store,
             metrics,
         } = self;
         // Only URL hooks need the client (and, for HTTPS, the process's crypto provider).
@@ -149,9 +146,10 @@ impl HookRunner {
                 metrics.clone(),
             ));
         }
-        // Holds the bus weakly: the failures' task must not keep it, and with it the hooks'
-        // queues, alive forever.
+        // Holds the bus and the store weakly: the failures' task must not keep them alive after
+        // the master stops (the bus holds the hooks' queues; a redb store, its file open).
         let bus = Arc::downgrade(&bus);
+        let store = Arc::downgrade(&store);
         tokio::spawn(async move {
             while let Some(failure) = failures_out.recv().await {
                 if failure.attempts == 0 {
@@ -160,7 +158,13 @@ impl HookRunner {
                     tracing::warn!(hook = %failure.hook, event.sequence = failure.event_sequence, "{}", failure.error);
                     metrics.hook_delivery(&failure.hook, HookDelivery::Dropped);
                 }
-                record.record(failure.clone()).await;
+                let Some(store) = store.upgrade() else {
+                    return;
+                };
+                if let Err(err) = store.record_hook_failure(failure.clone()).await {
+                    tracing::error!(hook = %failure.hook, "cannot keep a failed hook delivery: {err}");
+                }
+                drop(store);
                 if let Some(bus) = bus.upgrade() {
                     bus.publish(failure.to_event());
                 }

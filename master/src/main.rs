@@ -377,7 +377,8 @@ enum RolesCommand {
 #[derive(Debug, Subcommand)]
 enum HooksCommand {
     /// The deliveries that failed after their retries (or were dropped because the hook's
-    /// queue was full), newest first: the master keeps the newest 1000 in its data directory.
+    /// queue was full), newest first: the master keeps the newest 1000 in its store, across
+    /// restarts.
     Failures {
         /// `text`: a line per failure; `json`: one JSON object per line.
         #[arg(long, short, value_enum, default_value_t = EventsFormat::Text)]

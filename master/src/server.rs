@@ -341,11 +341,7 @@ pub async fn run(
 
     let stopping = CancellationToken::new();
     let peers = crate::peers::Peers::new(config.advertise_address.clone());
-    let hook_failures = Arc::new(crate::hooks::HookFailures::load(
-        crate::data_dir::DataDir::new(&config.data_dir).hook_failures(),
-    ));
-    let (hook_queues, hooks) =
-        crate::hooks::prepare(&config.hooks, hook_failures.clone(), metrics.clone());
+    let (hook_queues, hooks) = crate::hooks::prepare(&config.hooks, store.clone(), metrics.clone());
     let events = Arc::new(crate::events::EventBus::new(hook_queues));
     hooks.spawn(events.clone());
     let master = Arc::new(Master {
@@ -364,7 +360,6 @@ pub async fn run(
         fence: Default::default(),
         metrics: metrics.clone(),
         events,
-        hook_failures,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -35,8 +35,6 @@ pub struct Master {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What happens in the fleet, for watchers and hooks.
     pub events: Arc<crate::events::EventBus>,
-    /// The failed deliveries to hooks, newest kept.
-    pub hook_failures: Arc<crate::hooks::HookFailures>,
 }
 
 pub use brine_daemon::clock::now_unix_ms;

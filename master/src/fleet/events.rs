@@ -1,5 +1,6 @@
-//! The fleet's events (`Watch`) and the failed hook deliveries (`ListHookFailures`). Separate
-//! because they read the master's event bus and hooks, not the store.
+//! The fleet's events (`Watch`, from the master's event bus) and the failed hook deliveries
+//! (`ListHookFailures`, from the store). Separate because they are what operators' tools
+//! follow, apart from the jobs and hosts they are about.
 
 use brine_common::fleet_event::{FleetEvent, WatchRequest};
 use brine_proto::errors::invalid;
@@ -8,7 +9,8 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{FleetService, JobStream};
+use super::{FleetService, JobStream, store_failure};
+use crate::store::HOOK_FAILURES_KEPT;
 
 pub(super) async fn watch(
     fleet: &FleetService,
@@ -29,7 +31,12 @@ pub(super) async fn list_hook_failures(
     fleet: &FleetService,
     _request: Request<pb::ListHookFailuresRequest>,
 ) -> Result<Response<pb::ListHookFailuresResponse>, Status> {
-    let failures = fleet.master.hook_failures.newest_first();
+    let failures = fleet
+        .master
+        .store
+        .hook_failures(HOOK_FAILURES_KEPT)
+        .await
+        .map_err(store_failure)?;
     Ok(Response::new(pb::ListHookFailuresResponse {
         failures: failures.into_iter().map(pb::HookFailure::from).collect(),
     }))
