@@ -17,7 +17,7 @@ use std::thread;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Images, Master, Minion, Registry, free_port, quoted, unique_id, wait_for};
+use support::{Images, Master, Minion, Registry, docker, free_port, quoted, unique_id, wait_for};
 
 /// One POST the test's HTTP endpoint received.
 #[derive(Debug, Clone)]
@@ -277,12 +277,17 @@ fn events_are_listed_followed_and_delivered_to_hooks_and_failed_hooks_are_record
         .collect();
     assert!(sequences.is_sorted(), "{sequences:?}");
 
+    // Drift the minion repairs on its own reaches the events as it is reported.
+    docker(&["rm", "-f", &format!("{id}.web")]);
+
     // After the fact: the recent events, as JSON lines and as text.
     let events = json_lines(&master, &["events", "--output", "json"]);
     let kinds_of = |events: &[Value]| -> Vec<String> {
         events
             .iter()
             .filter(|e| e["minion_id"] == id.as_str() || e["job_id"] == job_id.as_str())
+            // The repair below may be reported by now.
+            .filter(|e| e["kind"] != "host_event")
             .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
             .collect()
     };
@@ -426,6 +431,23 @@ fn events_are_listed_followed_and_delivered_to_hooks_and_failed_hooks_are_record
     let log = std::fs::read_to_string(master.log_path()).expect("the master's log");
     assert!(log.contains("hook delivery failed"), "{log}");
     assert!(!log.contains("SECRET-IN-QUERY"), "{log}");
+
+    let repaired = wait_for("the repair's event", Duration::from_secs(30), || {
+        let events = json_lines(
+            &master,
+            &["events", "--kind", "host_event", "--output", "json"],
+        );
+        events
+            .into_iter()
+            .find(|e| e["minion_id"] == id.as_str() && e["event"]["kind"] == "repaired")
+            .ok_or_else(|| "no repair yet".to_owned())
+    });
+    assert!(
+        repaired["event"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("web")),
+        "{repaired}"
+    );
 
     // The record outlives the master.
     master.start_again();

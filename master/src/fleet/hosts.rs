@@ -47,6 +47,10 @@ impl FleetService {
             ApprovalChange::ReplacementAccepted => {
                 let disconnected = self.master.links.disconnect(&id);
                 tracing::warn!(%caller, minion.id = %id, disconnected, "the replacing machine is accepted; the host's previous certificate is refused");
+                self.master.events.publish(FleetEventKind::HostAccepted {
+                    minion_id: id,
+                    by: caller.to_owned(),
+                });
                 return Ok(disconnected);
             }
             ApprovalChange::ReplacementRejected => {
