@@ -132,7 +132,7 @@ impl HookRunner {
             store,
             metrics,
         } = self;
-        // Only URL hooks need the client (and, for HTTPS, the process's crypto provider).
+        // Only URL hooks need the client (and the system's CA certificates, read here).
         let speaks_http = hooks
             .iter()
             .any(|(hook, _)| matches!(hook.target, HookTarget::Url(_)));
@@ -173,14 +173,31 @@ impl HookRunner {
     }
 }
 
-/// The client of the URL hooks: no redirects (a hook's answer is its own), none if it cannot be
-/// set up (then URL hooks fail, and say so).
+/// The client of the URL hooks: TLS through rustls with ring and the system's CA certificates
+/// (given explicitly, so nothing depends on a process-wide default), no redirects (a hook's
+/// answer is its own); none if it cannot be set up (then URL hooks fail, and say so).
 fn http_client() -> Option<reqwest::Client> {
-    match reqwest::Client::builder()
-        .user_agent(concat!("brine-master/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if added == 0 {
+        tracing::warn!(
+            "this machine has no CA certificates (install Debian's ca-certificates): HTTPS hooks \
+             will fail"
+        );
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(brine_proto::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map(|builder| builder.with_root_certificates(roots).with_no_client_auth());
+    let built = tls.map_err(|err| err.to_string()).and_then(|tls| {
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .user_agent(concat!("brine-master/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|err| err.to_string())
+    });
+    match built {
         Ok(client) => Some(client),
         Err(err) => {
             tracing::error!("cannot set up the HTTP client of the hooks: {err}; URL hooks fail");
@@ -347,4 +364,116 @@ async fn run_command(argv: &[String], json: &str, kind: &str) -> anyhow::Result<
         anyhow::bail!("{program} {}", output.status)
     }
     anyhow::bail!("{program} {}\n{stderr}", output.status)
+}
+
+#[cfg(test)]
+mod tests {
+    use brine_common::fleet_event::FleetEventKind;
+    use brine_common::names::MinionId;
+
+    use super::*;
+    use crate::store::StoreLocation;
+
+    fn hook(name: &str, argv: &[&str], timeout: Duration, retries: u32) -> HookConfig {
+        HookConfig {
+            name: name.into(),
+            on: ["host_linked"].into(),
+            status: Default::default(),
+            target: HookTarget::Command(argv.iter().map(|a| (*a).to_owned()).collect()),
+            timeout,
+            retries,
+        }
+    }
+
+    fn linked(sequence: u64) -> Arc<FleetEvent> {
+        Arc::new(FleetEvent {
+            sequence,
+            at_unix_ms: 0,
+            what: FleetEventKind::HostLinked {
+                minion_id: MinionId::new("web-1").unwrap(),
+            },
+        })
+    }
+
+    async fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(&StoreLocation::File(dir.path().join("state.redb")))
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_the_delivery_as_a_failure_without_waiting() {
+        let (_dir, store) = store().await;
+        let hooks = [hook("slow", &["/bin/true"], Duration::from_secs(1), 0)];
+        // Nothing delivers: the runner is never started.
+        let (queues, mut runner) = prepare(&hooks, store, Metrics::new());
+        for sequence in 1..=HOOK_QUEUE as u64 + 1 {
+            queues.offer(&linked(sequence));
+        }
+        let dropped = runner
+            .failures_out
+            .try_recv()
+            .expect("one dropped delivery");
+        assert_eq!(dropped.hook, "slow");
+        assert_eq!(dropped.event_sequence, HOOK_QUEUE as u64 + 1);
+        assert_eq!(dropped.attempts, 0);
+        assert!(runner.failures_out.try_recv().is_err(), "only one");
+    }
+
+    #[tokio::test]
+    async fn a_command_gets_the_event_on_stdin_and_a_hanging_one_is_cut_at_its_timeout() {
+        let json = r#"{"kind":"host_linked"}"#;
+        let argv = |script: &str| vec!["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()];
+        let target = HookTarget::Command(argv(
+            r#"test "$(cat)" = "$BRINE_EVENT" && test "$BRINE_EVENT_KIND" = host_linked"#,
+        ));
+        deliver_once(&target, json, "host_linked", None)
+            .await
+            .expect("the command saw the JSON on stdin and in its variables");
+        let failing = HookTarget::Command(argv("echo 'no such channel' >&2; exit 3"));
+        let err = deliver_once(&failing, json, "host_linked", None)
+            .await
+            .unwrap_err();
+        assert_eq!(first_line(&err), "/bin/sh exit status: 3");
+        assert!(format!("{err:#}").contains("no such channel"), "{err:#}");
+
+        let started = tokio::time::Instant::now();
+        let hanging = HookTarget::Command(argv("sleep 30"));
+        let cut = tokio::time::timeout(
+            Duration::from_millis(200),
+            deliver_once(&hanging, json, "host_linked", None),
+        )
+        .await;
+        assert!(cut.is_err(), "still running at its timeout");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_url_hook_failure_never_names_the_url() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let url = reqwest::Url::parse(&format!(
+            "http://user:password@127.0.0.1:{port}/hook?token=SECRET"
+        ))
+        .unwrap();
+        let target = HookTarget::Url(url);
+        assert_eq!(
+            target.describe(),
+            format!("http://127.0.0.1:{port}/hook"),
+            "no credentials or query in the log"
+        );
+        let client = http_client().expect("a client, without a process-wide crypto provider");
+        let err = deliver_once(&target, "{}", "host_linked", Some(&client))
+            .await
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            !text.contains("SECRET") && !text.contains("password"),
+            "{text}"
+        );
+        assert!(text.to_lowercase().contains("connect"), "{text}");
+    }
 }
