@@ -423,10 +423,6 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher, start: St
     log_summary(&summary);
     master.activity.job_finished(&summary);
     master.metrics.job_finished(job.job_type, &summary);
-    master.events.publish(FleetEventKind::job_finished(
-        job.job_type.as_str(),
-        &summary,
-    ));
     let release =
         (summary.is_success() && !job.plan).then(|| (job.caller.clone(), job.deployed.clone()));
     // A plan takes no lock.
@@ -456,6 +452,11 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher, start: St
         // Whoever follows the job from now on reads its record.
         master.feeds.remove(&job.job_id);
     }
+    // After the record (unless the disk is full), so that a hook that reads the job finds it.
+    master.events.publish(FleetEventKind::job_finished(
+        job.job_type.as_str(),
+        &summary,
+    ));
     caller.publish(HighstateEvent::Summary(summary));
 }
 

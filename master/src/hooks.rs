@@ -45,6 +45,7 @@ pub struct HookQueues {
     queues: Vec<Queue>,
     /// Deliveries dropped because a hook's queue was full, to be recorded.
     dropped: Option<mpsc::Sender<HookFailure>>,
+    metrics: Arc<Metrics>,
 }
 
 impl HookQueues {
@@ -56,6 +57,8 @@ impl HookQueues {
                 continue;
             }
             if queue.events.try_send(event.clone()).is_err() {
+                self.metrics
+                    .hook_delivery(&queue.hook.name, HookDelivery::Dropped);
                 let failure = HookFailure {
                     hook: queue.hook.name.clone(),
                     event_sequence: event.sequence,
@@ -111,6 +114,7 @@ pub fn prepare(
         HookQueues {
             queues,
             dropped: Some(failures_in.clone()),
+            metrics: metrics.clone(),
         },
         HookRunner {
             hooks: receivers,
@@ -153,10 +157,9 @@ impl HookRunner {
         tokio::spawn(async move {
             while let Some(failure) = failures_out.recv().await {
                 if failure.attempts == 0 {
-                    // Dropped from a full queue; failures after tries are logged and counted
-                    // where they happen.
+                    // Dropped from a full queue (and counted there); failures after tries are
+                    // logged where they happen.
                     tracing::warn!(hook = %failure.hook, event.sequence = failure.event_sequence, "{}", failure.error);
-                    metrics.hook_delivery(&failure.hook, HookDelivery::Dropped);
                 }
                 let Some(store) = store.upgrade() else {
                     return;
@@ -241,7 +244,7 @@ async fn deliver_all(
                 Ok(()) => break Ok(()),
                 Err(err) if attempts > hook.retries => break Err(err),
                 Err(err) => {
-                    tracing::debug!(hook = %hook.name, attempts, "delivery failed, retrying: {err:#}");
+                    tracing::debug!(hook = %hook.name, attempts, "delivery failed, retrying: {}", first_line(&err));
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
