@@ -336,12 +336,21 @@ fn describe_http_error(err: reqwest::Error) -> String {
     text
 }
 
+/// Variables of the master's environment a command hook gets; nothing else of it (which may
+/// hold `BRINE_MASTER_*` settings, registry passwords among them).
+const PASSED_VARIABLES: &[&str] = &["PATH", "LANG", "TZ"];
+
 /// Runs `argv` (no shell) with the event's JSON on its standard input and in `BRINE_EVENT`;
 /// the child is killed if the try is abandoned (its timeout).
 async fn run_command(argv: &[String], json: &str, kind: &str) -> anyhow::Result<()> {
     let (program, args) = argv.split_first().context("no program")?;
+    let passed = PASSED_VARIABLES
+        .iter()
+        .filter_map(|name| Some((*name, std::env::var_os(name)?)));
     let mut child = tokio::process::Command::new(program)
         .args(args)
+        .env_clear()
+        .envs(passed)
         .env("BRINE_EVENT", json)
         .env("BRINE_EVENT_KIND", kind)
         .stdin(Stdio::piped())
@@ -429,8 +438,10 @@ mod tests {
     async fn a_command_gets_the_event_on_stdin_and_a_hanging_one_is_cut_at_its_timeout() {
         let json = r#"{"kind":"host_linked"}"#;
         let argv = |script: &str| vec!["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()];
+        // This process has HOME set; the hook gets none of the master's environment but PATH,
+        // LANG and TZ.
         let target = HookTarget::Command(argv(
-            r#"test "$(cat)" = "$BRINE_EVENT" && test "$BRINE_EVENT_KIND" = host_linked"#,
+            r#"test "$(cat)" = "$BRINE_EVENT" && test "$BRINE_EVENT_KIND" = host_linked && test -z "${HOME:-}""#,
         ));
         deliver_once(&target, json, "host_linked", None)
             .await
