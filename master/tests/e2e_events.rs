@@ -155,6 +155,20 @@ impl Follower {
     }
 }
 
+impl Follower {
+    /// Its exit code, once it has exited (15 s at most).
+    fn exit_code(&mut self) -> Option<i32> {
+        wait_for(
+            "`events --follow` to exit",
+            Duration::from_secs(15),
+            || match self.child.try_wait() {
+                Ok(Some(status)) => Ok(status.code()),
+                _ => Err("still running".to_owned()),
+            },
+        )
+    }
+}
+
 impl Drop for Follower {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -449,9 +463,9 @@ fn events_are_listed_followed_and_delivered_to_hooks_and_failed_hooks_are_record
         "{repaired}"
     );
 
-    // The record outlives the master.
+    // The record outlives the master; a follower is told the master went away ("retry later").
     master.start_again();
+    assert_eq!(follower.exit_code(), Some(3));
     let kept = json_lines(&master, &["hooks", "failures", "--output", "json"]);
     assert_eq!(kept.len(), 3, "{kept:#?}");
-    drop(follower);
 }

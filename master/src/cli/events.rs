@@ -69,7 +69,10 @@ pub async fn run(
         println!("{}", render(&event, format)?);
     }
     if follow {
-        anyhow::bail!("the master ended the stream of events (it is stopping?)");
+        // Exit code 3, "retry later": a master that stops ends its watchers' streams.
+        return Err(super::status_error(tonic::Status::unavailable(
+            "the master ended the stream of events (it is stopping)",
+        )));
     }
     Ok(())
 }
