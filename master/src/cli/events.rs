@@ -14,10 +14,9 @@ use super::{printable, time_of_ms};
 /// How `events` and `hooks failures` print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EventsFormat {
-    /// One line per event for people: time, sequence, kind, what it is about.
+    /// A line each, for people.
     Text,
-    /// One JSON object per line (JSON Lines), with the fields README's "Events and hooks"
-    /// lists: what hooks receive.
+    /// One JSON object per line (JSON Lines), for programs.
     Json,
 }
 
