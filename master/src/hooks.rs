@@ -336,6 +336,11 @@ fn describe_http_error(err: reqwest::Error) -> String {
     text
 }
 
+/// The largest event put in `BRINE_EVENT` too: Linux refuses to start a program with a
+/// variable of more than 128 KiB (a finished job of thousands of hosts), so larger events go
+/// to standard input only.
+const MAX_EVENT_VARIABLE: usize = 64 * 1024;
+
 /// Variables of the master's environment a command hook gets; nothing else of it (which may
 /// hold `BRINE_MASTER_*` settings, registry passwords among them).
 const PASSED_VARIABLES: &[&str] = &["PATH", "LANG", "TZ"];
@@ -347,12 +352,16 @@ async fn run_command(argv: &[String], json: &str, kind: &str) -> anyhow::Result<
     let passed = PASSED_VARIABLES
         .iter()
         .filter_map(|name| Some((*name, std::env::var_os(name)?)));
-    let mut child = tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    command
         .args(args)
         .env_clear()
         .envs(passed)
-        .env("BRINE_EVENT", json)
-        .env("BRINE_EVENT_KIND", kind)
+        .env("BRINE_EVENT_KIND", kind);
+    if json.len() <= MAX_EVENT_VARIABLE {
+        command.env("BRINE_EVENT", json);
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -446,6 +455,17 @@ mod tests {
         deliver_once(&target, json, "host_linked", None)
             .await
             .expect("the command saw the JSON on stdin and in its variables");
+        // Too large for a variable: on standard input only.
+        let large = format!(
+            r#"{{"kind":"host_linked","padding":"{}"}}"#,
+            "x".repeat(200_000)
+        );
+        let target = HookTarget::Command(argv(
+            r#"test "$(cat | wc -c)" -gt 200000 && test -z "${BRINE_EVENT:-}""#,
+        ));
+        deliver_once(&target, &large, "host_linked", None)
+            .await
+            .expect("a large event reaches the command on its standard input");
         let failing = HookTarget::Command(argv("echo 'no such channel' >&2; exit 3"));
         let err = deliver_once(&failing, json, "host_linked", None)
             .await
