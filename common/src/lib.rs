@@ -4,6 +4,7 @@
 //! between these types and the wire format; the daemons work only with these.
 
 pub mod address;
+pub mod fleet_event;
 pub mod host;
 pub mod identity;
 pub mod limits;

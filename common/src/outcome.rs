@@ -50,7 +50,7 @@ impl fmt::Display for JobId {
 }
 
 /// The final status of a host in a job. Every targeted host gets exactly one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HostStatus {
     /// Everything already matched; nothing was touched.

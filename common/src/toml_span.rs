@@ -119,16 +119,31 @@ fn key_path_in_array(items: &[Spanned<DeValue<'_>>], offset: usize) -> Option<St
 }
 
 /// The line (1-based) where the dotted `key` (as configuration libraries name keys, e.g.
-/// `labels.zone`) is written in `text`, if it is.
+/// `labels.zone`, or `hooks[1].url` in an array of tables) is written in `text`, if it is.
 pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
     let table = DeTable::parse(text).ok()?;
+    let line_at = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
     let mut current = table.get_ref();
     let mut parts = key.split('.').peekable();
     while let Some(part) = parts.next() {
-        let (found_key, value) = current.iter().find(|(k, _)| k.get_ref() == part)?;
+        // `name[index]`: the table at `index` of the array `name`.
+        let (name, index) = match part.strip_suffix(']').and_then(|p| p.split_once('[')) {
+            Some((name, index)) => (name, Some(index.parse::<usize>().ok()?)),
+            None => (part, None),
+        };
+        let (found_key, value) = current.iter().find(|(k, _)| k.get_ref() == name)?;
+        let value = match index {
+            Some(index) => match value.get_ref() {
+                DeValue::Array(items) => items.get(index)?,
+                _ => return None,
+            },
+            None => value,
+        };
         if parts.peek().is_none() {
-            let offset = found_key.span().start;
-            return Some(text[..offset.min(text.len())].matches('\n').count() + 1);
+            return Some(match index {
+                Some(_) => line_at(value.span().start),
+                None => line_at(found_key.span().start),
+            });
         }
         match value.get_ref() {
             DeValue::Table(inner) => current = inner,
@@ -213,6 +228,15 @@ mod tests {
             "\"x y\".\"\\u{7}\""
         );
         assert_eq!(key("[assign]\n\"web-*\" = [1]\n", "1"), "assign.web-*[0]");
+    }
+
+    #[test]
+    fn finds_the_line_of_keys_in_arrays_of_tables() {
+        let text = "a = 1\n\n[[hooks]]\nname = \"x\"\n\n[[hooks]]\nname = \"y\"\nurl = \"z\"\n";
+        assert_eq!(line_of_key(text, "hooks[1].url"), Some(8));
+        assert_eq!(line_of_key(text, "hooks[0].name"), Some(4));
+        assert_eq!(line_of_key(text, "hooks[2].name"), None);
+        assert_eq!(line_of_key(text, "hooks[x].name"), None);
     }
 
     #[test]

@@ -146,6 +146,11 @@ const METHODS: &[(&str, Access)] = &[
         Access::Roles(&[Admin]),
     ),
     ("/brine.v1.FleetService/Exec", Access::Roles(&[Admin])),
+    ("/brine.v1.FleetService/Watch", Access::Roles(&[Admin, Ci])),
+    (
+        "/brine.v1.FleetService/ListHookFailures",
+        Access::Roles(&[Admin, Ci]),
+    ),
     (
         "/grpc.health.v1.Health/Check",
         Access::Roles(&[Admin, Ci, Minion]),

@@ -14,11 +14,13 @@ use crate::registry::RegistrySettings;
 use crate::store::{JobRetention, StoreLocation};
 
 mod etcd;
+mod hooks;
 
 pub use etcd::{
     DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX, endpoint_uses_tls as etcd_endpoint_uses_tls,
     table as etcd_table,
 };
+pub use hooks::{HookConfig, HookTarget};
 
 /// The default port of the master.
 pub const DEFAULT_PORT: u16 = 4700;
@@ -63,6 +65,8 @@ struct RawConfig {
     #[serde(default = "default_keep_jobs_for", with = "humantime_serde")]
     keep_jobs_for: Duration,
     etcd: Option<etcd::RawEtcd>,
+    #[serde(default)]
+    hooks: Vec<hooks::RawHook>,
 }
 
 fn default_ci_lock_limit() -> Duration {
@@ -135,6 +139,8 @@ pub struct MasterConfig {
     pub job_retention: JobRetention,
     /// Where the hosts, tokens, jobs and the rest are kept.
     pub store: StoreLocation,
+    /// Commands to run and URLs to POST to on the fleet's events (`[[hooks]]`).
+    pub hooks: Vec<HookConfig>,
 }
 
 impl MasterConfig {
@@ -183,15 +189,14 @@ impl MasterConfig {
                 ),
             ));
         }
+        let source = etcd::Source {
+            file: &file,
+            text: &text,
+            overrides,
+        };
+        let hooks = hooks::settings(raw.hooks, &source)?;
         let store = match raw.etcd {
-            Some(etcd) => {
-                let source = etcd::Source {
-                    file: &file,
-                    text: &text,
-                    overrides,
-                };
-                StoreLocation::Etcd(etcd::settings(etcd, data_dir, &source)?)
-            }
+            Some(etcd) => StoreLocation::Etcd(etcd::settings(etcd, data_dir, &source)?),
             None => StoreLocation::File(crate::data_dir::DataDir::new(data_dir).store()),
         };
         let name = match raw.name {
@@ -243,6 +248,7 @@ impl MasterConfig {
                 max_age: raw.keep_jobs_for,
             },
             store,
+            hooks,
         })
     }
 
@@ -306,6 +312,9 @@ impl MasterConfig {
         }
         if let StoreLocation::Etcd(settings) = &self.store {
             put("etcd", etcd::described(settings));
+        }
+        if !self.hooks.is_empty() {
+            put("hooks", hooks::described(&self.hooks));
         }
         let mut out = format!(
             "# The configuration in effect: {}",
@@ -375,7 +384,24 @@ impl MasterConfig {
              # [registries.\"registry.example.com:5000\"]\n\
              # username = \"deploy\"\n\
              # password = \"...\"\n\
-             # insecure = false\n",
+             # insecure = false\n\n\
+             # Hooks: a command to run, or a URL to POST to, with the JSON of each fleet event\n\
+             # they take (README, \"Events and hooks\"). A slow or failing hook never holds up a\n\
+             # job; a delivery that still fails after its retries is kept for\n\
+             # `brine-master hooks failures`.\n\
+             # [[hooks]]\n\
+             # name = \"chat\"\n\
+             # on = [\"job_finished\"]\n\
+             # status = [\"failed\", \"partial\"]\n\
+             # url = \"https://chat.example/hook\"\n\
+             # timeout = \"10s\"\n\
+             # retries = 3\n\
+             #\n\
+             # [[hooks]]\n\
+             # name = \"crash-pager\"\n\
+             # on = [\"host_event\"]\n\
+             # status = [\"crash_looping\"]\n\
+             # command = [\"/usr/local/bin/page-oncall\", \"--team\", \"web\"]\n",
             local = local_address(listen)
         );
         file.push('\n');
@@ -584,5 +610,148 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = MasterConfig::load(dir.path()).unwrap_err();
         assert!(err.to_string().contains("brine-master init"), "{err}");
+    }
+
+    const HOOKS: &str = "listen = \"127.0.0.1:1\"\n\
+                         \n\
+                         [[hooks]]\n\
+                         name = \"chat\"\n\
+                         on = [\"job_finished\"]\n\
+                         status = [\"failed\", \"partial\"]\n\
+                         url = \"https://user:secret@chat.example/hook?token=abc\"\n\
+                         \n\
+                         [[hooks]]\n\
+                         name = \"pager\"\n\
+                         on = [\"host_event\", \"hook_failed\"]\n\
+                         command = [\"/usr/local/bin/page\", \"--team\", \"web\"]\n\
+                         timeout = \"2s\"\n\
+                         retries = 0\n";
+
+    #[test]
+    fn hooks_take_a_command_or_a_url_with_defaults() {
+        let config = load(HOOKS).unwrap();
+        let [chat, pager] = &config.hooks[..] else {
+            panic!("two hooks: {:?}", config.hooks);
+        };
+        assert_eq!(chat.name, "chat");
+        assert_eq!(chat.timeout, Duration::from_secs(10));
+        assert_eq!(chat.retries, 3);
+        assert_eq!(chat.target.describe(), "https://chat.example/hook");
+        assert_eq!(
+            pager.target,
+            HookTarget::Command(vec![
+                "/usr/local/bin/page".into(),
+                "--team".into(),
+                "web".into()
+            ])
+        );
+        assert_eq!(pager.timeout, Duration::from_secs(2));
+        assert_eq!(pager.retries, 0);
+        let described = config.describe(&Default::default());
+        assert!(
+            !described.contains("secret") && !described.contains("token"),
+            "{described}"
+        );
+    }
+
+    #[test]
+    fn a_bad_hook_names_its_line_and_key() {
+        let cases = [
+            (
+                "url = \"https://user",
+                "url = \"ftp://chat.example/\"\n#",
+                7,
+                "hooks[0].url",
+            ),
+            (
+                "on = [\"host_event\"",
+                "on = [\"host_evnt\"",
+                11,
+                "hooks[1].on",
+            ),
+            (
+                "status = [\"failed\"",
+                "status = [\"broken\"",
+                6,
+                "hooks[0].status",
+            ),
+            (
+                "timeout = \"2s\"",
+                "timeout = \"0s\"",
+                13,
+                "hooks[1].timeout",
+            ),
+            ("retries = 0", "retries = 11", 14, "hooks[1].retries"),
+            ("name = \"pager\"", "name = \"chat\"", 10, "hooks[1].name"),
+            ("name = \"pager\"", "name = \"Pager!\"", 10, "hooks[1].name"),
+            (
+                "command = [\"/usr",
+                "url = \"http://x/\"\ncommand = [\"/usr",
+                10,
+                "hooks[1].name",
+            ),
+            (
+                "command = [\"/usr/local/bin/page\", \"--team\", \"web\"]",
+                "command = []",
+                12,
+                "hooks[1].command",
+            ),
+        ];
+        for (from, to, line, key) in cases {
+            let text = HOOKS.replacen(from, to, 1);
+            let err = load(&text).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some(key), "{text}: {err}");
+            assert_eq!(err.line, Some(line), "{text}: {err}");
+            assert!(err.to_string().starts_with(&err.file), "{err}");
+        }
+        let err = load(&HOOKS.replacen("retries = 0", "retry = 0", 1)).unwrap_err();
+        assert!(err.to_string().contains("retry"), "{err}");
+    }
+
+    #[test]
+    fn a_hook_takes_the_kinds_and_statuses_it_names_and_never_its_own_failures() {
+        use brine_common::fleet_event::{FleetEvent, FleetEventKind, JobOutcome};
+        use brine_common::outcome::{JobId, JobSummary};
+        let config = load(HOOKS).unwrap();
+        let [chat, pager] = &config.hooks[..] else {
+            panic!("two hooks");
+        };
+        let event = |what| FleetEvent {
+            sequence: 1,
+            at_unix_ms: 0,
+            what,
+        };
+        let finished = |outcome: JobOutcome| {
+            let mut what = FleetEventKind::job_finished(
+                "deploy",
+                &JobSummary {
+                    job_id: JobId::new("j").unwrap(),
+                    hosts: vec![],
+                    started_at_unix_ms: 0,
+                    finished_at_unix_ms: 0,
+                    resolve_ms: 0,
+                    cancelled_by: None,
+                },
+            );
+            if let FleetEventKind::JobFinished { outcome: o, .. } = &mut what {
+                *o = outcome;
+            }
+            event(what)
+        };
+        assert!(chat.wants(&finished(JobOutcome::Failed)));
+        assert!(chat.wants(&finished(JobOutcome::Partial)));
+        assert!(!chat.wants(&finished(JobOutcome::Succeeded)));
+        assert!(!pager.wants(&finished(JobOutcome::Failed)));
+        let failed = |hook: &str| {
+            event(FleetEventKind::HookFailed {
+                hook: hook.into(),
+                event_sequence: 1,
+                event_kind: "job_finished".into(),
+                attempts: 4,
+                error: "HTTP 500".into(),
+            })
+        };
+        assert!(pager.wants(&failed("chat")));
+        assert!(!pager.wants(&failed("pager")), "not its own failures");
     }
 }

@@ -4,8 +4,9 @@
 //! what it acts on: `jobs.rs` (highstate, deploy, rollback, following and recorded jobs) with
 //! `job_options.rs` (what every job request carries, and what a refused job tells its caller),
 //! `releases.rs`, `hosts.rs` (listing and admission), `credentials.rs` (join tokens,
-//! certificate revocations), `lock.rs` (the fleet lock) and `sessions.rs` (a role's containers'
-//! logs, and commands run in them), with `paging.rs` for long answers.
+//! certificate revocations), `lock.rs` (the fleet lock), `sessions.rs` (a role's containers'
+//! logs, and commands run in them) and `events.rs` (the fleet's events and failed hook
+//! deliveries), with `paging.rs` for long answers.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::state::Master;
 
 mod credentials;
+mod events;
 mod hosts;
 mod job_options;
 mod jobs;
@@ -290,5 +292,21 @@ impl pb::fleet_service_server::FleetService for FleetService {
         request: Request<pb::DeleteSecretRequest>,
     ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
         secrets::delete_secret(self, request).await
+    }
+
+    type WatchStream = JobStream<pb::WatchResponse>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        events::watch(self, request).await
+    }
+
+    async fn list_hook_failures(
+        &self,
+        request: Request<pb::ListHookFailuresRequest>,
+    ) -> Result<Response<pb::ListHookFailuresResponse>, Status> {
+        events::list_hook_failures(self, request).await
     }
 }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use brine_common::fleet_event::FleetEventKind;
 use brine_common::names::MinionId;
 use brine_common::outcome::{HighstateEvent, HostReport, JobId, JobSummary};
 use brine_common::spec::DesiredState;
@@ -240,6 +241,12 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher, start: St
         targets: targets.clone(),
         not_accepted: job.not_accepted,
     });
+    master.events.publish(FleetEventKind::JobStarted {
+        job_id: job.job_id.clone(),
+        job_type: job.job_type.as_str().to_owned(),
+        caller: job.caller.clone(),
+        targets: targets.clone(),
+    });
 
     let (job_events, mut inbox) = mpsc::channel(JOB_QUEUE);
     master.router.register(job.job_id.clone(), job_events);
@@ -349,6 +356,12 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher, start: St
                     // A host's error text is its own: recorded with the job, not written to
                     // the master's log.
                     tracing::info!(minion.id = %report.minion_id, status = %report.status, "host finished");
+                    master.events.publish(FleetEventKind::HostReported {
+                        job_id: job.job_id.clone(),
+                        minion_id: report.minion_id.clone(),
+                        status: report.status,
+                        error: report.error.clone(),
+                    });
                     caller.publish(HighstateEvent::HostFinished(report));
                 }
                 Step::BatchOver => record_progress(run.reports()).await,
@@ -442,6 +455,11 @@ async fn run(master: Arc<Master>, job: PreparedJob, caller: Publisher, start: St
         // Whoever follows the job from now on reads its record.
         master.feeds.remove(&job.job_id);
     }
+    // After the record (unless the disk is full), so that a hook that reads the job finds it.
+    master.events.publish(FleetEventKind::job_finished(
+        job.job_type.as_str(),
+        &summary,
+    ));
     caller.publish(HighstateEvent::Summary(summary));
 }
 

@@ -7,6 +7,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
+use brine_common::fleet_event::FleetEventKind;
 use brine_common::host::{AgentVersion, Facts, HostEvent, RunningContainer};
 use brine_common::limits::MAX_CONTAINERS;
 use brine_common::names::MinionId;
@@ -173,6 +174,9 @@ impl pb::minion_link_service_server::MinionLinkService for MinionLinkService {
             )));
         }
         tracing::info!(minion.id = %minion_id, peer = ?caller.peer, %version, "minion connected");
+        self.master.events.publish(FleetEventKind::HostLinked {
+            minion_id: minion_id.clone(),
+        });
         if self.master.config.store_is_shared()
             && let Err(err) = self
                 .master
@@ -276,6 +280,10 @@ async fn record_event(master: &Master, minion_id: &MinionId, event: pb::HostEven
     // The message is the host's text: kept in its history, not written to the master's log.
     tracing::info!(minion.id = %minion_id, kind = event.kind.as_str(), "host event");
     master.metrics.host_event(event.kind);
+    master.events.publish(FleetEventKind::HostEvent {
+        minion_id: minion_id.clone(),
+        event: event.clone(),
+    });
     if let Err(err) = master
         .store
         .record_host_event(minion_id.clone(), event)
@@ -441,14 +449,19 @@ async fn inbound_loop(
         }
     }
     stop.cancel();
-    if master.links.unregister(&minion_id, session)
-        && master.config.store_is_shared()
-        && let Err(err) = master
-            .store
-            .forget_link(minion_id.clone(), master.config.name.clone())
-            .await
-    {
-        tracing::warn!(minion.id = %minion_id, "cannot record the end of the link for the other masters: {err}");
+    // False when a newer link of the host took this one's place: the host is not lost.
+    if master.links.unregister(&minion_id, session) {
+        master.events.publish(FleetEventKind::HostLost {
+            minion_id: minion_id.clone(),
+        });
+        if master.config.store_is_shared()
+            && let Err(err) = master
+                .store
+                .forget_link(minion_id.clone(), master.config.name.clone())
+                .await
+        {
+            tracing::warn!(minion.id = %minion_id, "cannot record the end of the link for the other masters: {err}");
+        }
     }
     master.sessions.link_lost(&minion_id);
     for job in master.router.all() {

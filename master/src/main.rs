@@ -15,6 +15,7 @@ use brine_daemon::logging::LogFormat;
 use brine_master::cli::cert::Issue;
 use brine_master::cli::client::ClientArgs;
 use brine_master::cli::context;
+use brine_master::cli::events::EventsFormat;
 use brine_master::cli::highstate::JobArgs;
 use brine_master::cli::init::{EtcdArgs, MigrateArgs};
 use brine_master::cli::minions::{ListFormat, MinionAction};
@@ -155,6 +156,33 @@ enum Command {
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
+    },
+    /// What happens in the fleet: hosts linking and losing their links, admission decisions,
+    /// jobs starting, each host's final report, jobs finishing, repairs and crash loops the
+    /// hosts report, and hooks that failed.
+    ///
+    /// Without --follow, prints the recent events the master keeps (its last 1000, since it
+    /// started) and exits; with it, goes on printing events as they happen until interrupted
+    /// (Ctrl-C). A watcher that reads too slowly is told how many events it missed.
+    Events {
+        /// Keep printing events as they happen, until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only events of this kind; repeat for several (host_linked, host_lost,
+        /// host_accepted, host_rejected, host_revoked, host_deleted, job_started,
+        /// host_reported, job_finished, host_event, hook_failed).
+        #[arg(long = "kind", value_name = "KIND")]
+        kinds: Vec<String>,
+        /// `text`: a line per event for people; `json`: one JSON object per line, with the
+        /// fields README's "Events and hooks" lists (what hooks receive).
+        #[arg(long, short, value_enum, default_value_t = EventsFormat::Text)]
+        output: EventsFormat,
+    },
+    /// The hooks of master.toml (`[[hooks]]`), which run a command or POST to a URL on chosen
+    /// events.
+    Hooks {
+        #[command(subcommand)]
+        command: HooksCommand,
     },
     /// The fleet lock: while it is held, every highstate is refused. A highstate holds it while
     /// it runs; take it by hand to stop rollouts during maintenance.
@@ -435,6 +463,18 @@ enum SecretCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum HooksCommand {
+    /// The deliveries that failed after their retries (or were dropped because the hook's
+    /// queue was full), newest first: the master keeps the newest 1000 in its store, across
+    /// restarts.
+    Failures {
+        /// `text`: a line per failure; `json`: one JSON object per line.
+        #[arg(long, short, value_enum, default_value_t = EventsFormat::Text)]
+        output: EventsFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum JobsCommand {
     /// Cancel a running job: no batch starts after this (nor an auto-revert); the hosts of the
     /// batch under way finish their step and report; the hosts not reached are skipped. The
@@ -674,6 +714,14 @@ async fn execute(command: Command, client: ClientArgs) -> anyhow::Result<ExitCod
                     .await?;
             return Ok(ExitCode::from(code));
         }
+        Command::Events {
+            follow,
+            kinds,
+            output,
+        } => brine_master::cli::events::run(&client, follow, kinds, output).await?,
+        Command::Hooks {
+            command: HooksCommand::Failures { output },
+        } => brine_master::cli::events::failures(&client, output).await?,
         Command::Lock { command } => match command {
             LockCommand::Status => brine_master::cli::lock::status(&client).await?,
             LockCommand::Acquire { message, ttl } => {

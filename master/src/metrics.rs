@@ -40,6 +40,34 @@ struct ReasonLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    /// A hook's name: master.toml holds at most 32.
+    hook: String,
+    status: &'static str,
+}
+
+/// How a delivery to a hook ended, as the `status` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookDelivery {
+    /// The command exited 0, or the URL answered 2xx.
+    Delivered,
+    /// Every try failed.
+    Failed,
+    /// The hook's queue was full: the event was not tried.
+    Dropped,
+}
+
+impl HookDelivery {
+    fn as_str(self) -> &'static str {
+        match self {
+            HookDelivery::Delivered => "delivered",
+            HookDelivery::Failed => "failed",
+            HookDelivery::Dropped => "dropped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabel {
     operation: &'static str,
 }
@@ -98,6 +126,7 @@ pub struct Metrics {
     refusals: Family<ReasonLabel, Counter>,
     joins: Family<StatusLabel, Counter>,
     store_duration: Family<OperationLabel, Histogram>,
+    hook_deliveries: Family<HookLabels, Counter>,
 }
 
 /// Seconds from 1 ms to about 33 s: a store call, a health probe.
@@ -184,6 +213,13 @@ impl Default for Metrics {
             Unit::Seconds,
             store_duration.clone(),
         );
+        let hook_deliveries = Family::<HookLabels, Counter>::default();
+        registry.register(
+            "hook_deliveries",
+            "Deliveries of fleet events to hooks, by hook and status: delivered, failed (after \
+             its retries), dropped (the hook's queue was full)",
+            hook_deliveries.clone(),
+        );
         Self {
             registry,
             hosts,
@@ -197,6 +233,7 @@ impl Default for Metrics {
             refusals,
             joins,
             store_duration,
+            hook_deliveries,
         }
     }
 }
@@ -308,6 +345,15 @@ impl Metrics {
         self.joins
             .get_or_create(&StatusLabel {
                 status: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn hook_delivery(&self, hook: &str, delivery: HookDelivery) {
+        self.hook_deliveries
+            .get_or_create(&HookLabels {
+                hook: hook.to_owned(),
+                status: delivery.as_str(),
             })
             .inc();
     }

@@ -351,6 +351,9 @@ pub async fn run(
 
     let stopping = CancellationToken::new();
     let peers = crate::peers::Peers::new(config.advertise_address.clone());
+    let (hook_queues, hooks) = crate::hooks::prepare(&config.hooks, store.clone(), metrics.clone());
+    let events = Arc::new(crate::events::EventBus::new(hook_queues));
+    hooks.spawn(events.clone());
     let master = Arc::new(Master {
         config,
         ca,
@@ -368,6 +371,7 @@ pub async fn run(
         fence: Default::default(),
         metrics: metrics.clone(),
         vault,
+        events,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -424,10 +428,12 @@ pub async fn run(
     }
     {
         let stopping = stopping.clone();
+        let events = master.events.clone();
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down");
             brine_daemon::systemd::stopping("shutting down: ending minion links");
+            events.close();
             stopping.cancel();
         });
     }

@@ -37,6 +37,8 @@ pub struct Master {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The key that seals secrets, and the values lately opened for the links.
     pub vault: crate::secrets::Vault,
+    /// What happens in the fleet, for watchers and hooks.
+    pub events: Arc<crate::events::EventBus>,
 }
 
 pub use brine_daemon::clock::now_unix_ms;

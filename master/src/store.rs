@@ -1,5 +1,5 @@
 //! The master's store: enrolled minions, join tokens, jobs, the fleet lock, releases,
-//! certificate revocations, host events, the versions of the roles file (for masters that share
+//! certificate revocations, host events, failed hook deliveries, the versions of the roles file (for masters that share
 //! a store) and which fleet it holds.
 //!
 //! Callers hold it as `Arc<dyn Store>` (from [`open`]) and see only the [`Store`] trait and the
@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use brine_common::fleet_event::HookFailure;
 use brine_common::host::HostEvent;
 use brine_common::identity::CertRole;
 use brine_common::names::{MinionId, SecretName};
@@ -77,6 +78,8 @@ pub type HostChanges = futures::stream::BoxStream<'static, Result<HostChange, St
 
 /// How many events the store keeps per host; older ones go.
 pub const EVENTS_KEPT: usize = 200;
+/// How many failed hook deliveries the store keeps (of every master, when they share it).
+pub const HOOK_FAILURES_KEPT: usize = 1000;
 
 pub use etcd::{DEFAULT_QUOTA_BYTES as DEFAULT_ETCD_QUOTA_BYTES, EtcdSettings, EtcdTls};
 
@@ -192,6 +195,14 @@ pub trait Store: Send + Sync {
 
     /// A host's newest `limit` events, newest first.
     async fn host_events(&self, id: MinionId, limit: usize) -> Result<Vec<HostEvent>, StoreError>;
+
+    // Failed hook deliveries.
+
+    /// Keeps a delivery to a hook that failed, with the newest [`HOOK_FAILURES_KEPT`].
+    async fn record_hook_failure(&self, failure: HookFailure) -> Result<(), StoreError>;
+
+    /// The newest `limit` failed hook deliveries, newest first.
+    async fn hook_failures(&self, limit: usize) -> Result<Vec<HookFailure>, StoreError>;
 
     // Join tokens.
 

@@ -3008,3 +3008,106 @@ async fn logs_and_exec_are_for_admins_and_a_host_speaks_only_for_its_own_session
     drop((to_web_1, to_web_2, admin, as_ci));
     master.shutdown().await;
 }
+
+/// The fleet's events tell who links, who is let in and how jobs end: only operators and CI
+/// read them. An attacker without a certificate, or with a host's, gets nothing; a watcher's
+/// request is checked at the edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_operators_and_ci_watch_the_fleets_events() {
+    let master = TestMaster::start().await;
+    let (_dir, minion) = master.enrolled_minion("web-1").await;
+    let watch = pb::WatchRequest {
+        replay_recent: true,
+        follow: false,
+        kinds: vec![],
+    };
+
+    let mut anonymous =
+        pb::fleet_service_client::FleetServiceClient::new(master.trusted_channel(None).await);
+    let result = within("watch", anonymous.watch(watch.clone())).await;
+    expect_refused(
+        "Watch without a certificate",
+        result,
+        Code::Unauthenticated,
+        "client certificate",
+    );
+    let result = within(
+        "list_hook_failures",
+        anonymous.list_hook_failures(pb::ListHookFailuresRequest {}),
+    )
+    .await;
+    expect_refused(
+        "ListHookFailures without a certificate",
+        result,
+        Code::Unauthenticated,
+        "client certificate",
+    );
+
+    let mut host = master
+        .fleet(Some(TestMaster::minion_identity(&minion)))
+        .await;
+    let result = within("watch", host.watch(watch.clone())).await;
+    expect_refused(
+        "Watch with a minion certificate",
+        result,
+        Code::PermissionDenied,
+        "minion role",
+    );
+    let result = within(
+        "list_hook_failures",
+        host.list_hook_failures(pb::ListHookFailuresRequest {}),
+    )
+    .await;
+    expect_refused(
+        "ListHookFailures with a minion certificate",
+        result,
+        Code::PermissionDenied,
+        "minion role",
+    );
+
+    // A host's link is an event; CI reads it.
+    let (_sender, _link) = open_link(&master, &minion).await.expect("the link opens");
+    let (_ci_dir, ci) = master.operator_identity(CertRole::Ci, "pipeline");
+    let mut ci = master.fleet(Some(ci)).await;
+    let mut events = within("watch", ci.watch(watch.clone()))
+        .await
+        .expect("CI may watch")
+        .into_inner();
+    let mut kinds = vec![];
+    while let Some(response) = within("an event", events.message())
+        .await
+        .expect("the stream")
+    {
+        kinds.push(response.event.and_then(|event| event.kind));
+    }
+    assert!(
+        kinds.iter().any(|kind| matches!(
+            kind,
+            Some(pb::fleet_event::Kind::HostLinked(change)) if change.minion_id == "web-1"
+        )),
+        "{kinds:?}"
+    );
+    within(
+        "list_hook_failures",
+        ci.list_hook_failures(pb::ListHookFailuresRequest {}),
+    )
+    .await
+    .expect("CI may read the failed hook deliveries");
+
+    let result = within(
+        "watch",
+        master.admin().await.watch(pb::WatchRequest {
+            kinds: vec![0],
+            ..watch
+        }),
+    )
+    .await;
+    expect_refused(
+        "Watch for an unknown kind",
+        result,
+        Code::InvalidArgument,
+        "kinds",
+    );
+    drop((anonymous, host, ci));
+    master.shutdown().await;
+}

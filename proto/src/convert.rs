@@ -5,12 +5,14 @@
 //! message family: `spec.rs` (desired state), `host.rs` (facts, running containers, host
 //! events), `outcome.rs` (results and reports), `events.rs` (progress and highstate events) and
 //! `session.rs` (`logs` and `exec`: requests, sessions on a host, what the caller is streamed).
+//! `fleet_events.rs` (the fleet's events and failed hook deliveries).
 
 use std::fmt::Display;
 
 use brine_common::limits::check_len;
 
 mod events;
+mod fleet_events;
 mod host;
 mod outcome;
 mod session;
@@ -71,3 +73,5 @@ fn bounded_list<T>(name: &str, items: Vec<T>, max: usize) -> Result<Vec<T>, Inva
     }
     Ok(items)
 }
+
+pub use fleet_events::{fleet_event_kind, watchable_kinds};

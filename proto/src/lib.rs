@@ -10,7 +10,7 @@ pub mod errors;
 pub mod time;
 pub mod tls;
 
-pub use convert::InvalidField;
+pub use convert::{InvalidField, fleet_event_kind, watchable_kinds};
 
 /// The encoded `FileDescriptorSet` of every brine `.proto` file (and what they import), which the
 /// master serves through gRPC server reflection.

@@ -11,6 +11,7 @@ use std::fmt::Debug;
 use std::path::Path;
 
 use arbitrary::Unstructured;
+use brine_common::fleet_event::{FleetEvent, HookFailure};
 use brine_common::host::{Facts, HostEvent, RunningContainer};
 use brine_common::limits::{MAX_CONTAINERS, MAX_ERROR_TEXT, MAX_FACT_TEXT, MAX_LABELS};
 use brine_common::outcome::{ContainerResult, HighstateEvent, HostReport, JobResult};
@@ -127,6 +128,8 @@ fn session_message() {
     replay_corpus("session_message", check);
     bolero::check!().for_each(check);
 }
+conversion_target!(fleet_event: pb::FleetEvent => FleetEvent, built by fleet_event_message);
+conversion_target!(hook_failure: pb::HookFailure => HookFailure, built by hook_failure_message);
 
 type Built<T> = arbitrary::Result<T>;
 
@@ -423,6 +426,91 @@ fn host_report_message(u: &mut Unstructured<'_>) -> Built<pb::HostReport> {
         duration: duration(u)?,
         timings: timings_message(u)?,
         reported_late: u.arbitrary()?,
+    })
+}
+
+fn hook_failure_message(u: &mut Unstructured<'_>) -> Built<pb::HookFailure> {
+    Ok(pb::HookFailure {
+        hook: name(u)?,
+        event_sequence: u.arbitrary()?,
+        event_kind: text(u, &["job_finished", "host_event"], &["", "missed!"])?,
+        attempts: u.arbitrary()?,
+        error: word(u)?,
+        failed_at: timestamp(u)?,
+    })
+}
+
+fn fleet_event_message(u: &mut Unstructured<'_>) -> Built<pb::FleetEvent> {
+    use pb::fleet_event::Kind;
+    let change = |u: &mut Unstructured<'_>| -> Built<pb::HostChange> {
+        Ok(pb::HostChange {
+            minion_id: name(u)?,
+            changed_by: word(u)?,
+        })
+    };
+    let kind = match u.int_in_range(0..=12)? {
+        0 => Some(Kind::HostLinked(change(u)?)),
+        1 => Some(Kind::HostLost(change(u)?)),
+        2 => Some(Kind::HostAccepted(change(u)?)),
+        3 => Some(Kind::HostRejected(change(u)?)),
+        4 => Some(Kind::HostRevoked(change(u)?)),
+        5 => Some(Kind::HostDeleted(change(u)?)),
+        6 => Some(Kind::JobStarted(pb::JobStartedEvent {
+            job_id: job_id(u)?,
+            job_type: word(u)?,
+            caller: word(u)?,
+            minion_ids: list(u, 3, 3, name)?,
+        })),
+        7 => Some(Kind::HostReported(pb::HostReportedEvent {
+            job_id: job_id(u)?,
+            minion_id: name(u)?,
+            status: enum_value(u, 1..=7)?,
+            error: word(u)?,
+        })),
+        8 => Some(Kind::JobFinished(pb::JobFinishedEvent {
+            job_id: job_id(u)?,
+            job_type: word(u)?,
+            outcome: enum_value(u, 1..=4)?,
+            counts: if rarely(u)? {
+                None
+            } else {
+                Some(pb::JobCounts {
+                    unchanged: u.arbitrary()?,
+                    changed: u.arbitrary()?,
+                    failed: u.arbitrary()?,
+                    unreachable: u.arbitrary()?,
+                    timed_out: u.arbitrary()?,
+                    skipped: u.arbitrary()?,
+                    interrupted: u.arbitrary()?,
+                })
+            },
+            hosts: list(u, 3, 3, |u| {
+                Ok(pb::HostOutcome {
+                    minion_id: name(u)?,
+                    status: enum_value(u, 1..=7)?,
+                })
+            })?,
+            cancelled_by: word(u)?,
+            duration: duration(u)?,
+        })),
+        9 => Some(Kind::HostEvent(pb::HostEventReported {
+            minion_id: name(u)?,
+            event: if rarely(u)? {
+                None
+            } else {
+                Some(host_event_message(u)?)
+            },
+        })),
+        10 => Some(Kind::HookFailed(hook_failure_message(u)?)),
+        11 => Some(Kind::Missed(pb::EventsMissed {
+            count: u.arbitrary()?,
+        })),
+        _ => None,
+    };
+    Ok(pb::FleetEvent {
+        sequence: u.arbitrary()?,
+        at: timestamp(u)?,
+        kind,
     })
 }
 

@@ -6,6 +6,7 @@ pub mod client_config;
 pub mod connection;
 pub mod context;
 pub mod docs;
+pub mod events;
 pub mod highstate;
 pub mod init;
 pub mod jobs;

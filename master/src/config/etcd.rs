@@ -41,7 +41,7 @@ pub(super) struct Source<'a> {
 }
 
 impl Source<'_> {
-    fn invalid(&self, key: &str, message: String) -> ConfigError {
+    pub(super) fn invalid(&self, key: &str, message: String) -> ConfigError {
         brine_daemon::config::invalid(self.file, self.text, self.overrides, key, message)
     }
 }

@@ -3,6 +3,7 @@
 //! when it may no longer have one. It is separate because admission is a security decision
 //! that reads best in one place.
 
+use brine_common::fleet_event::FleetEventKind;
 use brine_common::names::MinionId;
 use brine_proto::errors::{failure, invalid};
 use brine_proto::{pb, time};
@@ -46,6 +47,10 @@ impl FleetService {
             ApprovalChange::ReplacementAccepted => {
                 let disconnected = self.master.links.disconnect(&id);
                 tracing::warn!(%caller, minion.id = %id, disconnected, "the replacing machine is accepted; the host's previous certificate is refused");
+                self.master.events.publish(FleetEventKind::HostAccepted {
+                    minion_id: id,
+                    by: caller.to_owned(),
+                });
                 return Ok(disconnected);
             }
             ApprovalChange::ReplacementRejected => {
@@ -72,6 +77,17 @@ impl FleetService {
         }
         let disconnected = approval != Approval::Accepted && self.master.links.disconnect(&id);
         tracing::warn!(%caller, minion.id = %id, ?approval, disconnected, "minion approval changed");
+        let (minion_id, by) = (id, caller.to_owned());
+        let event = match approval {
+            Approval::Accepted => Some(FleetEventKind::HostAccepted { minion_id, by }),
+            Approval::Rejected => Some(FleetEventKind::HostRejected { minion_id, by }),
+            Approval::Revoked => Some(FleetEventKind::HostRevoked { minion_id, by }),
+            // No call makes a host pending again.
+            Approval::Pending => None,
+        };
+        if let Some(event) = event {
+            self.master.events.publish(event);
+        }
         Ok(disconnected)
     }
 
@@ -223,5 +239,9 @@ pub(super) async fn delete_minion(
     }
     let disconnected = fleet.master.links.disconnect(&id);
     tracing::warn!(%caller, minion.id = %id, disconnected, "minion deleted");
+    fleet.master.events.publish(FleetEventKind::HostDeleted {
+        minion_id: id,
+        by: caller,
+    });
     Ok(Response::new(pb::DeleteMinionResponse { disconnected }))
 }

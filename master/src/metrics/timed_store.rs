@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use brine_common::fleet_event::HookFailure;
 use brine_common::host::HostEvent;
 use brine_common::identity::CertRole;
 use brine_common::names::{MinionId, SecretName};
@@ -145,6 +146,19 @@ impl Store for TimedStore {
 
     async fn host_events(&self, id: MinionId, limit: usize) -> Result<Vec<HostEvent>, StoreError> {
         self.timed("host_events", self.inner.host_events(id, limit))
+            .await
+    }
+
+    async fn record_hook_failure(&self, failure: HookFailure) -> Result<(), StoreError> {
+        self.timed(
+            "record_hook_failure",
+            self.inner.record_hook_failure(failure),
+        )
+        .await
+    }
+
+    async fn hook_failures(&self, limit: usize) -> Result<Vec<HookFailure>, StoreError> {
+        self.timed("hook_failures", self.inner.hook_failures(limit))
             .await
     }
 

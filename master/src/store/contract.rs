@@ -34,6 +34,7 @@ macro_rules! contract_tests {
             an_enrolled_id_is_taken_over_only_with_a_token_made_to_replace_it,
             a_pending_replacement_leaves_the_host_alone_until_accepted,
             host_events_keep_the_newest_and_go_with_their_host,
+            failed_hook_deliveries_keep_the_newest,
             a_job_left_running_is_interrupted_for_the_hosts_without_a_report,
             a_late_report_replaces_only_a_verdict_given_without_the_host,
             job_history_keeps_the_newest_and_the_recent_but_never_a_running_job,
@@ -550,6 +551,28 @@ pub(super) async fn host_events_keep_the_newest_and_go_with_their_host(store: &d
     assert!(store.delete_minion(id("web-1")).await.unwrap());
     assert!(store.host_events(id("web-1"), 10).await.unwrap().is_empty());
     assert_eq!(store.host_events(id("web-10"), 10).await.unwrap().len(), 1);
+}
+
+pub(super) async fn failed_hook_deliveries_keep_the_newest(store: &dyn Store) {
+    use brine_common::fleet_event::HookFailure;
+    let failure = |n: u64| HookFailure {
+        hook: "chat".into(),
+        event_sequence: n,
+        event_kind: "job_finished".into(),
+        attempts: 4,
+        error: format!("HTTP 500 for {n}"),
+        failed_at_unix_ms: 1_000,
+    };
+    assert!(store.hook_failures(10).await.unwrap().is_empty());
+    let total = HOOK_FAILURES_KEPT as u64 + 3;
+    for n in 0..total {
+        store.record_hook_failure(failure(n)).await.unwrap();
+    }
+    let kept = store.hook_failures(10_000).await.unwrap();
+    assert_eq!(kept.len(), HOOK_FAILURES_KEPT);
+    assert_eq!(kept[0], failure(total - 1), "newest first");
+    assert_eq!(kept.last().unwrap().event_sequence, 3, "the oldest went");
+    assert_eq!(store.hook_failures(2).await.unwrap().len(), 2);
 }
 
 pub(super) async fn a_job_left_running_is_interrupted_for_the_hosts_without_a_report(

@@ -14,6 +14,7 @@
 //! PREFIX releases/00000000000000000001
 //! PREFIX revocations/ROLE/NAME
 //! PREFIX events/ID/00000000000000000001
+//! PREFIX hook-failures/00000000000000000001
 //! PREFIX masters/NAME               a master's announcement
 //! PREFIX links/ID                   which master holds a host's link
 //! PREFIX relay/NAME/UNIQUE          a message for the master NAME (a command, an answer)
@@ -37,6 +38,7 @@
 
 use std::time::Duration;
 
+use brine_common::fleet_event::HookFailure;
 use brine_common::host::HostEvent;
 use brine_common::identity::CertRole;
 use brine_common::names::{MinionId, SecretName};
@@ -61,6 +63,7 @@ use crate::release::{Pins, Release};
 
 mod events;
 mod fleet;
+mod hook_failures;
 mod jobs;
 mod keys;
 mod lock;
@@ -600,6 +603,14 @@ impl Store for EtcdStore {
 
     async fn host_events(&self, id: MinionId, limit: usize) -> Result<Vec<HostEvent>, StoreError> {
         events::newest(self, id, limit).await
+    }
+
+    async fn record_hook_failure(&self, failure: HookFailure) -> Result<(), StoreError> {
+        hook_failures::record(self, failure).await
+    }
+
+    async fn hook_failures(&self, limit: usize) -> Result<Vec<HookFailure>, StoreError> {
+        hook_failures::newest(self, limit).await
     }
 
     async fn add_token(&self, record: TokenRecord) -> Result<(), StoreError> {

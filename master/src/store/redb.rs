@@ -5,7 +5,7 @@
 //! next call, so a full disk, once freed, needs no restart.
 //!
 //! A module per table (`minions`, `tokens`, `jobs`, `lock`, `releases`, `revocations`,
-//! `events`) holds the table's definition and the transactions of the calls about it; a call
+//! `events`, `hook_failures`) holds the table's definition and the transactions of the calls about it; a call
 //! that spans tables (a join uses a token and writes a host) lives in the module of the table
 //! it is about and reaches the others through their modules. What each call decides is not
 //! here: the rules are in the store's modules of the same names, one level up, shared by every
@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use brine_common::fleet_event::HookFailure;
 use brine_common::host::HostEvent;
 use brine_common::identity::CertRole;
 use brine_common::names::{MinionId, SecretName};
@@ -36,6 +37,7 @@ use crate::release::{Pins, Release};
 mod database;
 mod events;
 mod fleet;
+mod hook_failures;
 mod jobs;
 mod lock;
 mod masters;
@@ -123,6 +125,7 @@ impl RedbStore {
             tx.open_table(releases::TABLE)?;
             tx.open_table(revocations::TABLE)?;
             tx.open_table(events::TABLE)?;
+            tx.open_table(hook_failures::TABLE)?;
             tx.open_table(fleet::TABLE)?;
             tx.open_table(roles::TABLE)?;
             tx.open_table(masters::TABLE)?;
@@ -318,6 +321,16 @@ impl Store for RedbStore {
 
     async fn host_events(&self, id: MinionId, limit: usize) -> Result<Vec<HostEvent>, StoreError> {
         self.blocking(move |db| events::newest(db, id, limit)).await
+    }
+
+    async fn record_hook_failure(&self, failure: HookFailure) -> Result<(), StoreError> {
+        self.blocking(move |db| hook_failures::record(db, failure))
+            .await
+    }
+
+    async fn hook_failures(&self, limit: usize) -> Result<Vec<HookFailure>, StoreError> {
+        self.blocking(move |db| hook_failures::newest(db, limit))
+            .await
     }
 
     async fn add_token(&self, record: TokenRecord) -> Result<(), StoreError> {

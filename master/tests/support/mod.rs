@@ -970,10 +970,14 @@ impl Master {
     pub fn name(&self) -> String {
         let config =
             std::fs::read_to_string(self.data_dir().join("master.toml")).expect("read master.toml");
-        let set = config.lines().find_map(|line| {
-            let value = line.strip_prefix("name = ")?;
-            serde_json::from_str::<String>(value).ok()
-        });
+        // A top-level key: before the first table (`[[hooks]]` have names of their own).
+        let set = config
+            .lines()
+            .take_while(|line| !line.starts_with('['))
+            .find_map(|line| {
+                let value = line.strip_prefix("name = ")?;
+                serde_json::from_str::<String>(value).ok()
+            });
         set.unwrap_or_else(|| {
             let host =
                 std::fs::read_to_string("/proc/sys/kernel/hostname").expect("read the host name");

@@ -11,7 +11,7 @@ use brine_common::outcome::{
 use super::{InvalidField, bounded, bounded_list, field, optional_string};
 use crate::{pb, time};
 
-fn host_status_from_wire(status: i32) -> Result<HostStatus, InvalidField> {
+pub(super) fn host_status_from_wire(status: i32) -> Result<HostStatus, InvalidField> {
     match pb::HostStatus::try_from(status) {
         Ok(pb::HostStatus::Unchanged) => Ok(HostStatus::Unchanged),
         Ok(pb::HostStatus::Changed) => Ok(HostStatus::Changed),

@@ -172,6 +172,15 @@ impl Keys {
         self.under(format_args!("events/{id}/{sequence:0SEQUENCE_DIGITS$}"))
     }
 
+    /// Every failed hook delivery.
+    pub fn hook_failures(&self) -> String {
+        self.under(format_args!("hook-failures/"))
+    }
+
+    pub fn hook_failure(&self, sequence: u64) -> String {
+        self.under(format_args!("hook-failures/{sequence:0SEQUENCE_DIGITS$}"))
+    }
+
     /// The number at the end of a sequence key (a release's or an event's).
     pub fn sequence_of(key: &str) -> Option<u64> {
         key.rsplit('/').next()?.parse().ok()
