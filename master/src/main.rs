@@ -788,15 +788,16 @@ async fn execute(command: Command, client: ClientArgs) -> anyhow::Result<ExitCod
             let moved = brine_master::migrate::to_etcd(&DataDir::new(&data_dir), settings).await?;
             println!(
                 "moved the fleet to etcd under {prefix}: {} hosts ({} events), {} join tokens, {} \
-                 jobs, {} releases, {} revocations, {} secrets, and the roles file as roles \
-                 version 1",
+                 jobs, {} releases, {} revocations, {} secrets, {} failed hook deliveries, and \
+                 the roles file as roles version 1",
                 moved.hosts,
                 moved.host_events,
                 moved.tokens,
                 moved.jobs,
                 moved.releases,
                 moved.revocations,
-                moved.secrets
+                moved.secrets,
+                moved.hook_failures
             );
             println!(
                 "start the master again (brine-master serve); set advertise_address in {} so that \

@@ -3,7 +3,7 @@
 //!
 //! Everything the master keeps is copied through the store's own calls (hosts as they are,
 //! their events, join tokens, jobs with their reports, releases, revocations, secrets (still
-//! sealed), a lock taken by hand) and the roles file becomes roles version 1. Only then is `master.toml` given its
+//! sealed), failed hook deliveries, a lock taken by hand) and the roles file becomes roles version 1. Only then is `master.toml` given its
 //! `[etcd]` table and are `state.redb` and `roles.toml` set aside (renamed `*.migrated`), so a
 //! migration that fails half-way leaves the master as it was.
 
@@ -12,7 +12,9 @@ use anyhow::{Context, bail};
 use crate::config::MasterConfig;
 use crate::data_dir::DataDir;
 use crate::state::now_unix_ms;
-use crate::store::{self, EVENTS_KEPT, EtcdSettings, FleetClaim, NewRoles, StoreLocation};
+use crate::store::{
+    self, EVENTS_KEPT, EtcdSettings, FleetClaim, HOOK_FAILURES_KEPT, NewRoles, StoreLocation,
+};
 
 /// How many jobs are read from the old store at a time.
 const JOBS_PAGE: usize = 500;
@@ -29,6 +31,7 @@ pub struct Migrated {
     /// Copied sealed: they open with this master's secrets.key, which the masters sharing the
     /// store need a copy of.
     pub secrets: usize,
+    pub hook_failures: usize,
 }
 
 /// Moves the fleet of the master in `data` into etcd as `settings` says. The master must be
@@ -133,6 +136,12 @@ pub async fn to_etcd(data: &DataDir, settings: EtcdSettings) -> anyhow::Result<M
             )
             .await?;
         migrated.revocations += 1;
+    }
+    let mut failures = source.hook_failures(HOOK_FAILURES_KEPT).await?;
+    failures.reverse();
+    for failure in failures {
+        target.record_hook_failure(failure).await?;
+        migrated.hook_failures += 1;
     }
     for (name, record) in source.secrets().await? {
         target.put_secret(name, record).await?;

@@ -597,6 +597,21 @@ fn a_master_alone_with_its_store_moves_to_etcd_with_its_whole_fleet() {
     let tokens_before = token_ids(&master);
     assert!(!tokens_before.is_empty());
 
+    // A secret, which moves sealed and opens with the same key afterwards.
+    let value_file = tempfile::NamedTempFile::new().expect("a temp file");
+    std::fs::write(value_file.path(), "moved-sealed").expect("write the value");
+    text(
+        &master,
+        &[
+            "secret",
+            "set",
+            "db",
+            "--from-file",
+            &value_file.path().display().to_string(),
+        ],
+    );
+    let secrets_before = json(&master, &["secret", "list"]);
+
     // Moved, as the README says: stop, migrate, start.
     master.stop();
     let what = "brine-master store migrate";
@@ -618,7 +633,9 @@ fn a_master_alone_with_its_store_moves_to_etcd_with_its_whole_fleet() {
     let moved = migrate(&master);
     assert_eq!(moved.code, 0, "{}", moved.describe(what));
     assert!(
-        moved.stdout.contains("1 hosts") && moved.stdout.contains("1 jobs"),
+        moved.stdout.contains("1 hosts")
+            && moved.stdout.contains("1 jobs")
+            && moved.stdout.contains("1 secrets"),
         "{}",
         moved.describe(what)
     );
@@ -634,6 +651,7 @@ fn a_master_alone_with_its_store_moves_to_etcd_with_its_whole_fleet() {
     let releases = json(&master, &["releases"]);
     assert_eq!(releases.as_array().map(Vec::len), Some(1), "{releases:#}");
     assert_eq!(token_ids(&master), tokens_before);
+    assert_eq!(json(&master, &["secret", "list"]), secrets_before);
     assert_eq!(
         text(&master, &["roles", "show"]),
         web_role(&app.reference, &host)

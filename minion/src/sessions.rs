@@ -130,6 +130,18 @@ impl Sessions {
     }
 }
 
+/// A session's time as the caller gave it: what is left of `--timeout 1s` when the command
+/// arrives is 999 ms, which the caller should read as the 1 s it asked for.
+fn whole_seconds(lasts: Duration) -> Duration {
+    Duration::from_secs(
+        lasts
+            .as_millis()
+            .div_ceil(1000)
+            .try_into()
+            .unwrap_or(u64::MAX),
+    )
+}
+
 /// Runs one session to its end.
 async fn run<R: ContainerRuntime>(
     executor: &Executor<R>,
@@ -203,7 +215,7 @@ async fn run<R: ContainerRuntime>(
             return SessionEnd {
                 error: Some(format!(
                     "timed out after {}; the command may still run in the container",
-                    humantime::format_duration(lasts.unwrap_or_default())
+                    humantime::format_duration(whole_seconds(lasts.unwrap_or_default()))
                 )),
                 truncated: shaper.truncated,
                 ..SessionEnd::default()
@@ -349,6 +361,7 @@ impl Shaper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use brine_common::names::{ContainerName, RoleName};
     use brine_common::session::{Command, LogsOptions};
     use brine_common::spec::ImageRef;
@@ -651,5 +664,21 @@ mod tests {
             vec![output(OutputStream::Stdout, "1s later\n", 6)]
         );
         assert!(!shaper.truncated);
+    }
+
+    #[test]
+    fn a_timeout_is_told_in_the_whole_seconds_the_caller_asked_for() {
+        assert_eq!(
+            whole_seconds(Duration::from_millis(999)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            whole_seconds(Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            whole_seconds(Duration::from_millis(59_001)),
+            Duration::from_secs(60)
+        );
     }
 }
