@@ -238,6 +238,7 @@ impl ContainerRuntime for DockerRuntime {
                 last_report = Some(Instant::now());
             }
         }
+        tally.complete();
         progress(tally.sum());
 
         self.local_image(image)

@@ -166,3 +166,28 @@ fn progress_sums_downloads_and_ignores_extraction() {
         }
     );
 }
+
+/// The engine does not always say "Download complete": a layer can go from its last progress
+/// message straight to extraction, and a pull that succeeded is whole anyway.
+#[test]
+fn a_layer_is_downloaded_once_anything_after_its_download_is_said_and_at_the_end() {
+    let mut tally = PullTally::default();
+    tally.record(&layer("a", "Downloading", Some(36), Some(1000)));
+    tally.record(&layer("b", "Downloading", Some(10), Some(20)));
+    tally.record(&layer("a", "Verifying Checksum", None, None));
+    assert_eq!(
+        tally.sum(),
+        PullProgress {
+            bytes_done: 1010,
+            bytes_total: 1020
+        }
+    );
+    tally.complete();
+    assert_eq!(
+        tally.sum(),
+        PullProgress {
+            bytes_done: 1020,
+            bytes_total: 1020
+        }
+    );
+}

@@ -302,12 +302,22 @@ impl PullTally {
                 // The engine sends no (or a negative) total when the registry gave no size.
                 entry.bytes_total = bytes(detail.total).max(entry.bytes_done);
             }
-            ("Download complete", _) => {
+            // Whatever comes after a layer's download says it is downloaded: the engine does
+            // not always send "Download complete" (a layer that arrived between two progress
+            // messages goes straight to checking and extracting).
+            ("Download complete" | "Verifying Checksum" | "Extracting" | "Pull complete", _) => {
                 if let Some(entry) = self.layers.get_mut(layer) {
                     entry.bytes_done = entry.bytes_total;
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The pull succeeded: every layer it downloaded is whole, whatever the engine last said.
+    pub(super) fn complete(&mut self) {
+        for layer in self.layers.values_mut() {
+            layer.bytes_done = layer.bytes_total;
         }
     }
 
