@@ -253,7 +253,7 @@ pub(crate) enum Outgoing {
 }
 
 /// Results and events on their way to the master, kept while it is unreachable.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Outbox {
     // A std mutex: it is never held across an await.
     queue: Mutex<VecDeque<Outgoing>>,
@@ -300,8 +300,10 @@ impl Outbox {
     /// An outbox whose results and events are counted in `metrics`.
     pub(crate) fn counted_in(metrics: Arc<crate::metrics::Metrics>) -> Self {
         Self {
+            queue: Mutex::default(),
+            added: Notify::new(),
+            sent: Mutex::default(),
             metrics,
-            ..Self::default()
         }
     }
 
@@ -561,9 +563,13 @@ async fn save_desired(
 mod tests {
     use super::*;
 
+    fn uncounted_outbox() -> Outbox {
+        Outbox::counted_in(Arc::new(crate::metrics::Metrics::new(Arc::default())))
+    }
+
     #[test]
     fn a_job_asked_again_gets_the_result_already_sent_once_queued() {
-        let outbox = Outbox::default();
+        let outbox = uncounted_outbox();
         let job = |n: usize| JobId::new(format!("j-{n}")).unwrap();
         outbox.handed_over(JobResult::failed(job(1), "x".into()));
         assert!(outbox.resend(&job(1)));
@@ -579,7 +585,7 @@ mod tests {
 
     #[test]
     fn results_handed_to_a_link_are_sent_again_on_the_next_one() {
-        let outbox = Outbox::default();
+        let outbox = uncounted_outbox();
         let result =
             |n: usize| JobResult::failed(JobId::new(format!("j-{n}")).unwrap(), "x".into());
         outbox.handed_over(result(1));
@@ -604,7 +610,7 @@ mod tests {
 
     #[test]
     fn the_outbox_keeps_results_over_events_and_order() {
-        let outbox = Outbox::default();
+        let outbox = uncounted_outbox();
         let result = |n: usize| {
             Outgoing::Result(JobResult::failed(
                 JobId::new(format!("j-{n}")).unwrap(),

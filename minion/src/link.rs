@@ -88,19 +88,14 @@ pub async fn run_with_status<R: ContainerRuntime + 'static>(
     // Requests to look for drift; one waiting is enough, as a check looks at everything.
     let (checks, check_queue) = mpsc::channel(1);
     let _ = checks.try_send(Check::Startup);
-    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let metrics = Arc::new(crate::metrics::Metrics::new(status.clone()));
     if let Some(address) = config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| {
                 format!("listen for Prometheus on {address} (metrics_listen in minion.toml)")
             })?;
-        tokio::spawn(serve_metrics(
-            listener,
-            metrics.clone(),
-            status.clone(),
-            stop.clone(),
-        ));
+        tokio::spawn(serve_metrics(listener, metrics.clone(), stop.clone()));
     }
     let events = Arc::new(Outbox::counted_in(metrics));
     let applier = tokio::spawn(keep_host(
@@ -200,12 +195,11 @@ pub async fn run_with_status<R: ContainerRuntime + 'static>(
 async fn serve_metrics(
     listener: tokio::net::TcpListener,
     metrics: Arc<crate::metrics::Metrics>,
-    status: Arc<StatusLine>,
     stop: CancellationToken,
 ) {
     let address = listener.local_addr().ok();
     let render: brine_daemon::metrics::Render = Arc::new(move || {
-        let text = metrics.render(status.counts());
+        let text = metrics.render();
         Box::pin(async move { text })
     });
     tracing::info!(address = ?address, "serving Prometheus metrics at /metrics");

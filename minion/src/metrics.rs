@@ -2,25 +2,25 @@
 //! the jobs it applied with the time each phase took, and the events it reported (repairs,
 //! crash loops, Docker going away). Documented in the README's Operations section.
 
+use std::sync::Arc;
+
 use brine_common::host::HostEventKind;
 use brine_common::outcome::JobResult;
 use brine_daemon::metrics::{KindLabel, PhaseLabel, StatusLabel, encode, observe_phases};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::status::LinkCounts;
+use crate::status::StatusLine;
 
 /// Everything the minion counts, registered once.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    link_up: Gauge,
-    links: Counter,
-    link_losses: Counter,
-    failed_link_attempts: Counter,
     jobs: Family<StatusLabel, Counter>,
     job_phase_duration: Family<PhaseLabel, Histogram>,
     host_events: Family<KindLabel, Counter>,
@@ -31,29 +31,53 @@ fn phase_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.01, 2.0, 16))
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("brine_minion");
-        let link_up = Gauge::default();
-        registry.register(
+/// The link's state and counts, read from the status line (which keeps them) at each scrape.
+#[derive(Debug)]
+struct LinkCollector {
+    status: Arc<StatusLine>,
+}
+
+impl Collector for LinkCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counts = self.status.counts();
+        let link_up = ConstGauge::new(i64::from(counts.linked));
+        link_up.encode(encoder.encode_descriptor(
             "link_up",
             "1 while a link to a master is up",
-            link_up.clone(),
-        );
-        let links = Counter::default();
-        registry.register("links", "Links to a master that came up", links.clone());
-        let link_losses = Counter::default();
-        registry.register(
-            "link_losses",
-            "Links that were up and were lost",
-            link_losses.clone(),
-        );
-        let failed_link_attempts = Counter::default();
-        registry.register(
-            "failed_link_attempts",
-            "Attempts to link that never came up: master unreachable, handshake failed, refused",
-            failed_link_attempts.clone(),
-        );
+            None,
+            link_up.metric_type(),
+        )?)?;
+        for (name, help, total) in [
+            ("links", "Links to a master that came up", counts.links),
+            (
+                "link_losses",
+                "Links that were up and were lost",
+                counts.losses,
+            ),
+            (
+                "failed_link_attempts",
+                "Attempts to link that never came up: master unreachable, handshake failed, \
+                 refused",
+                counts.failed_attempts,
+            ),
+        ] {
+            let counter = ConstCounter::new(u64::from(total));
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Metrics {
+    /// The minion's metrics, with the link's as `status` keeps them.
+    pub fn new(status: Arc<StatusLine>) -> Self {
+        let mut registry = Registry::with_prefix("brine_minion");
+        registry.register_collector(Box::new(LinkCollector { status }));
         let jobs = Family::<StatusLabel, Counter>::default();
         registry.register(
             "jobs",
@@ -76,18 +100,12 @@ impl Default for Metrics {
         );
         Self {
             registry,
-            link_up,
-            links,
-            link_losses,
-            failed_link_attempts,
             jobs,
             job_phase_duration,
             host_events,
         }
     }
-}
 
-impl Metrics {
     pub fn job_applied(&self, result: &JobResult) {
         self.jobs
             .get_or_create(&StatusLabel {
@@ -105,18 +123,8 @@ impl Metrics {
             .inc();
     }
 
-    /// The scrape's text, with the link's state and counts as they are now.
-    pub fn render(&self, link: LinkCounts) -> String {
-        self.link_up.set(i64::from(link.linked));
-        // The status line keeps the counts; the counters catch up with them.
-        for (counter, total) in [
-            (&self.links, link.links),
-            (&self.link_losses, link.losses),
-            (&self.failed_link_attempts, link.failed_attempts),
-        ] {
-            let seen = counter.get();
-            counter.inc_by(u64::from(total).saturating_sub(seen));
-        }
+    /// The scrape's text.
+    pub fn render(&self) -> String {
         encode(&self.registry)
     }
 }
@@ -128,7 +136,8 @@ mod tests {
 
     #[test]
     fn counts_jobs_phases_events_and_the_link() {
-        let metrics = Metrics::default();
+        let status = Arc::new(StatusLine::default());
+        let metrics = Metrics::new(status.clone());
         let mut result = JobResult::from_containers(
             JobId::new("20261203T101010Z-0001").expect("a job id"),
             vec![],
@@ -141,13 +150,14 @@ mod tests {
         };
         metrics.job_applied(&result);
         metrics.host_event(HostEventKind::CrashLooping);
-        let link = LinkCounts {
-            linked: true,
-            links: 3,
-            failed_attempts: 1,
-            losses: 2,
-        };
-        let text = metrics.render(link);
+        // Three links, two of them lost, and an attempt that never came up; linked now.
+        for _ in 0..2 {
+            status.linked("m");
+            status.lost("m", std::time::Duration::from_secs(1));
+        }
+        status.lost("m", std::time::Duration::from_secs(1));
+        status.linked("m");
+        let text = metrics.render();
         for line in [
             "brine_minion_link_up 1",
             "brine_minion_links_total 3",
@@ -163,6 +173,6 @@ mod tests {
             );
         }
         // A second scrape with the same counts adds nothing.
-        assert_eq!(metrics.render(link), text);
+        assert_eq!(metrics.render(), text);
     }
 }
