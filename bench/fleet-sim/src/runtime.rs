@@ -9,13 +9,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use brine_common::session::LogsOptions;
 use brine_common::spec::{ImageRef, PortMapping};
 use brine_common::token::sha256_hex;
 use brine_minion::runtime::{
     ContainerRuntime, ContainerStatus, CreateRequest, EngineEvent, ImageRemoval, ObservedContainer,
-    PullProgress, PulledImage, RuntimeError,
+    OutputBytes, PullProgress, PulledImage, RuntimeError,
 };
 use rand::Rng;
+use tokio::sync::mpsc;
 
 /// How the simulated engine behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -298,6 +300,29 @@ impl ContainerRuntime for SimulatedRuntime {
                 "container {id} is not running"
             )))
         }
+    }
+
+    // A simulated container runs no process: it has no log to read and no command to run in.
+    async fn logs(
+        &self,
+        id: &str,
+        _options: &LogsOptions,
+        _output: &mpsc::Sender<OutputBytes>,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Other(format!(
+            "simulated container {id} runs no process and writes no log"
+        )))
+    }
+
+    async fn exec_attached(
+        &self,
+        id: &str,
+        _command: &[String],
+        _output: &mpsc::Sender<OutputBytes>,
+    ) -> Result<i64, RuntimeError> {
+        Err(RuntimeError::Other(format!(
+            "simulated container {id} runs no process to run a command beside"
+        )))
     }
 
     async fn remove_image(&self, image: &ImageRef) -> Result<ImageRemoval, RuntimeError> {

@@ -228,35 +228,23 @@ pub trait ContainerRuntime: Send + Sync {
     ) -> impl Future<Output = Result<i64, RuntimeError>> + Send;
 
     /// Sends the container `id`'s log, as `options` select it, to `output`, in order; returns
-    /// when the log ends (with `follow`, when the container stops) or `output` is closed. An
-    /// engine that keeps no logs (the tests' fakes) refuses.
+    /// when the log ends (with `follow`, when the container stops) or `output` is closed.
     fn logs(
         &self,
         id: &str,
         options: &LogsOptions,
         output: &mpsc::Sender<OutputBytes>,
-    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
-        let _ = (id, options, output);
-        async { Err(RuntimeError::Other("this engine keeps no logs".into())) }
-    }
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Runs `command` (no shell) inside the running container `id`, sends what it writes to
     /// `output` as it comes, and returns its exit status. It waits for the command to end:
-    /// callers bound it with a timeout. An engine that cannot attach to a command (the tests'
-    /// fakes) refuses.
+    /// callers bound it with a timeout.
     fn exec_attached(
         &self,
         id: &str,
         command: &[String],
         output: &mpsc::Sender<OutputBytes>,
-    ) -> impl Future<Output = Result<i64, RuntimeError>> + Send {
-        let _ = (id, command, output);
-        async {
-            Err(RuntimeError::Other(
-                "this engine cannot attach to commands".into(),
-            ))
-        }
-    }
+    ) -> impl Future<Output = Result<i64, RuntimeError>> + Send;
 
     /// Removes the local image `image` names, unless a container uses it.
     fn remove_image(

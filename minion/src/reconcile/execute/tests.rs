@@ -9,7 +9,12 @@ use brine_common::outcome::HostStatus;
 use brine_common::spec::{HealthCheck, PortMapping, Probe, RestartPolicy};
 
 use super::*;
-use crate::runtime::{ContainerStatus, EngineEvent, ImageRemoval, PullProgress, RuntimeError};
+use brine_common::session::LogsOptions;
+use tokio::sync::mpsc;
+
+use crate::runtime::{
+    ContainerStatus, EngineEvent, ImageRemoval, OutputBytes, PullProgress, RuntimeError,
+};
 
 /// A runtime that records every call and keeps containers in memory.
 #[derive(Default)]
@@ -225,6 +230,26 @@ impl ContainerRuntime for Recording {
         let container = state.containers.iter().find(|c| c.id == id).unwrap();
         Ok(i64::from(
             unhealthy.as_deref() == Some(container.image_id.as_str()),
+        ))
+    }
+
+    async fn logs(
+        &self,
+        _id: &str,
+        _options: &LogsOptions,
+        _output: &mpsc::Sender<OutputBytes>,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Other("no logs in these tests".into()))
+    }
+
+    async fn exec_attached(
+        &self,
+        _id: &str,
+        _command: &[String],
+        _output: &mpsc::Sender<OutputBytes>,
+    ) -> Result<i64, RuntimeError> {
+        Err(RuntimeError::Other(
+            "no attached commands in these tests".into(),
         ))
     }
 }

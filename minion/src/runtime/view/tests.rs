@@ -150,6 +150,24 @@ impl ContainerRuntime for Engine {
         Err(unused())
     }
 
+    async fn logs(
+        &self,
+        _id: &str,
+        _options: &LogsOptions,
+        _output: &mpsc::Sender<OutputBytes>,
+    ) -> Result<(), RuntimeError> {
+        Err(unused())
+    }
+
+    async fn exec_attached(
+        &self,
+        _id: &str,
+        _command: &[String],
+        _output: &mpsc::Sender<OutputBytes>,
+    ) -> Result<i64, RuntimeError> {
+        Err(unused())
+    }
+
     async fn remove_image(&self, image: &ImageRef) -> Result<ImageRemoval, RuntimeError> {
         Ok(match self.images.lock().unwrap().remove(image) {
             Some(_) => ImageRemoval::Removed,
