@@ -199,6 +199,9 @@ pub struct SessionEnd {
     pub error: Option<String>,
     /// Output over the session's `max_bytes` was left out.
     pub truncated: bool,
+    /// The session's end time came before its end; the master, which knows the caller's
+    /// timeout, says so in `error`.
+    pub timed_out: bool,
 }
 
 /// What a minion says about one of its sessions.

@@ -3005,6 +3005,31 @@ async fn logs_and_exec_are_for_admins_and_a_host_speaks_only_for_its_own_session
     assert!(output.is_empty(), "{output:?}");
     assert_eq!(ended.len(), 1, "{ended:?}");
     assert!(ended[0].error.contains("did not answer"), "{:?}", ended[0]);
+
+    // A host whose clock or link made it stop at a slightly other moment says only that the end
+    // time came: the caller hears the timeout it asked for, not the host's arithmetic.
+    let timed = within("exec", admin.exec(exec_request("web-1", &["sleep", "99"])))
+        .await
+        .expect("exec on web-1")
+        .into_inner();
+    let start = next_start_session(&mut from_web_1).await;
+    to_web_1
+        .send(session_message(pb::connect_request::Kind::SessionEnded(
+            pb::SessionEnded {
+                session_id: start.session_id,
+                timed_out: true,
+                ..Default::default()
+            },
+        )))
+        .await
+        .expect("web-1 sends");
+    let (_, ended) = exec_outcome(timed).await;
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert!(
+        ended[0].error.starts_with("timed out after 1m;"),
+        "{:?}",
+        ended[0]
+    );
     drop((to_web_1, to_web_2, admin, as_ci));
     master.shutdown().await;
 }

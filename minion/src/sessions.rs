@@ -130,18 +130,6 @@ impl Sessions {
     }
 }
 
-/// A session's time as the caller gave it: what is left of `--timeout 1s` when the command
-/// arrives is 999 ms, which the caller should read as the 1 s it asked for.
-fn whole_seconds(lasts: Duration) -> Duration {
-    Duration::from_secs(
-        lasts
-            .as_millis()
-            .div_ceil(1000)
-            .try_into()
-            .unwrap_or(u64::MAX),
-    )
-}
-
 /// Runs one session to its end.
 async fn run<R: ContainerRuntime>(
     executor: &Executor<R>,
@@ -213,10 +201,7 @@ async fn run<R: ContainerRuntime>(
         outcome = both => outcome,
         () = deadline => {
             return SessionEnd {
-                error: Some(format!(
-                    "timed out after {}; the command may still run in the container",
-                    humantime::format_duration(whole_seconds(lasts.unwrap_or_default()))
-                )),
+                timed_out: true,
                 truncated: shaper.truncated,
                 ..SessionEnd::default()
             };
@@ -225,13 +210,13 @@ async fn run<R: ContainerRuntime>(
     match outcome {
         Ok(exit_code) => SessionEnd {
             exit_code,
-            error: None,
             truncated: shaper.truncated,
+            ..SessionEnd::default()
         },
         Err(err) => SessionEnd {
-            exit_code: None,
             error: Some(err.to_string()),
             truncated: shaper.truncated,
+            ..SessionEnd::default()
         },
     }
 }
@@ -541,8 +526,7 @@ mod tests {
                 output(OutputStream::Stderr, "ran id in good\n", 0),
                 SessionEvent::Ended(SessionEnd {
                     exit_code: Some(3),
-                    error: None,
-                    truncated: false,
+                    ..SessionEnd::default()
                 }),
             ]
         );
@@ -664,21 +648,5 @@ mod tests {
             vec![output(OutputStream::Stdout, "1s later\n", 6)]
         );
         assert!(!shaper.truncated);
-    }
-
-    #[test]
-    fn a_timeout_is_told_in_the_whole_seconds_the_caller_asked_for() {
-        assert_eq!(
-            whole_seconds(Duration::from_millis(999)),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            whole_seconds(Duration::from_secs(60)),
-            Duration::from_secs(60)
-        );
-        assert_eq!(
-            whole_seconds(Duration::from_millis(59_001)),
-            Duration::from_secs(60)
-        );
     }
 }

@@ -690,6 +690,7 @@ fn session_message_kind(u: &mut Unstructured<'_>) -> Built<pb::connect_request::
                 exit_code,
                 error,
                 truncated,
+                timed_out: u.arbitrary()?,
             })
         }
     })

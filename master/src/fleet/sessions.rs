@@ -231,6 +231,14 @@ fn unreachable_reason(master: &Master, host: &MinionId) -> String {
 }
 
 /// The limits of a session of `kind`, and how long it may last (`None`: until stopped).
+/// Why a session that outlived the caller's timeout `lasts` ended, as the caller is told.
+fn timed_out(lasts: Option<Duration>) -> String {
+    format!(
+        "timed out after {}; the command may still run in the container",
+        humantime::format_duration(lasts.unwrap_or_default())
+    )
+}
+
 fn limits_of(kind: &SessionKind, timeout_ms: u64) -> (SessionLimits, Option<Duration>) {
     match kind {
         SessionKind::Exec(_) => (
@@ -376,10 +384,7 @@ impl Call {
                                 ACCEPT_TIMEOUT.as_secs()
                             )
                         } else if end_by.is_some_and(|end_by| now >= end_by) {
-                            format!(
-                                "timed out after {}",
-                                humantime::format_duration(lasts.unwrap_or_default())
-                            )
+                            timed_out(lasts)
                         } else {
                             continue;
                         };
@@ -474,6 +479,16 @@ impl Call {
                     data,
                     dropped_bytes,
                 })
+            }
+            SessionEvent::Ended(end) if end.timed_out => {
+                // The host kept the end time the master gave it; the caller's timeout is here.
+                let (_, lasts) = limits_of(&self.asked.kind, self.asked.timeout_ms);
+                let end = SessionEnd {
+                    error: Some(timed_out(lasts)),
+                    ..end
+                };
+                session.end = Some((HostStatus::TimedOut, end));
+                Some(ended_event(session))
             }
             SessionEvent::Ended(end) => {
                 let failed = end.error.is_some() || end.exit_code.is_some_and(|code| code != 0);

@@ -220,6 +220,7 @@ impl From<SessionMessage> for pb::connect_request::Kind {
                 exit_code: end.exit_code,
                 error: end.error.unwrap_or_default(),
                 truncated: end.truncated,
+                timed_out: end.timed_out,
             }),
         }
     }
@@ -262,6 +263,7 @@ impl TryFrom<pb::SessionEnded> for SessionMessage {
                 exit_code: ended.exit_code,
                 error: optional_string(truncate(ended.error, MAX_ERROR_TEXT)),
                 truncated: ended.truncated,
+                timed_out: ended.timed_out,
             }),
         })
     }
@@ -352,6 +354,8 @@ impl TryFrom<Piece> for SessionsEvent {
                     exit_code: ended.exit_code,
                     error: optional_string(truncate(ended.error, MAX_ERROR_TEXT)),
                     truncated: ended.truncated,
+                    // The caller is told why in `error`.
+                    timed_out: false,
                 },
             },
         })
@@ -514,6 +518,7 @@ mod tests {
             exit_code: Some(3),
             error: "e".repeat(MAX_ERROR_TEXT * 2),
             truncated: false,
+            timed_out: false,
         })
         .unwrap();
         let SessionEvent::Ended(end) = ended.event else {
@@ -550,6 +555,7 @@ mod tests {
                     exit_code: None,
                     error: Some("not linked".into()),
                     truncated: false,
+                    timed_out: false,
                 },
             },
         ];
