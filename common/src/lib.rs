@@ -11,6 +11,7 @@ pub mod limits;
 pub mod names;
 pub mod outcome;
 pub mod progress;
+pub mod proxy_control;
 pub mod roles_file;
 pub mod secret;
 pub mod session;
