@@ -76,14 +76,23 @@ pub enum ControlRequest {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum ControlResponse {
     /// The route is in place; `previous` is the backend it replaced, if any.
-    Routed { previous: Option<SocketAddr> },
+    Routed {
+        previous: Option<SocketAddr>,
+    },
     /// The backend is drained: `cut` connections or requests were still open at the timeout.
-    Drained { cut: u64, waited_ms: u64 },
+    Drained {
+        cut: u64,
+        waited_ms: u64,
+    },
     /// The port is free.
     Released,
-    Routes { routes: Vec<RouteStatus> },
+    Routes {
+        routes: Vec<RouteStatus>,
+    },
     /// The request was not carried out, and why, for an operator to read.
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 /// A route and what flows through it now.

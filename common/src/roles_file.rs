@@ -24,9 +24,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::names::{ContainerName, MinionId, RoleName, SecretName};
+use crate::proxy_control::ProxyMode;
 use crate::spec::{
-    ContainerSpec, DEFAULT_STOP_TIMEOUT_SECONDS, DesiredState, DesiredStateError, HealthCheck,
-    ImageRef, PortMapping, Probe, RestartPolicy, SecretRef, VolumeMount,
+    ContainerSpec, DEFAULT_DRAIN_MS, DEFAULT_HOOK_TIMEOUT_MS, DEFAULT_STOP_TIMEOUT_SECONDS,
+    DesiredState, DesiredStateError, HealthCheck, ImageRef, MAX_ROLLOUT_WAIT_MS, PortMapping,
+    Probe, ProxySpec, RestartPolicy, RolloutHooks, SecretRef, VolumeMount,
 };
 use crate::toml_span::{Problem, locate_all};
 
@@ -91,6 +93,24 @@ struct RawRole {
     /// More repositories a deploy may bring this role's image from.
     #[serde(default)]
     deploy_from: Vec<Spanned<String>>,
+    /// Commands run on the host around a replacement of this role's containers.
+    hooks: Option<Spanned<RawHooks>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    #[serde(default)]
+    before_replace: Vec<String>,
+    #[serde(default)]
+    after_healthy: Vec<String>,
+    timeout: Option<Spanned<String>>,
+}
+
+/// A container's proxy: `proxy = "http"` (or `"tcp"`), or a table with `mode` and `drain`.
+struct RawProxy {
+    mode: Option<Spanned<String>>,
+    drain: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +130,7 @@ struct RawContainer {
     restart: Option<Spanned<String>>,
     stop_timeout: Option<Spanned<String>>,
     health: Option<Spanned<RawHealth>>,
+    proxy: Option<Spanned<RawProxy>>,
 }
 
 /// An environment variable's value: written out, or a secret the master keeps.
@@ -150,6 +171,56 @@ impl<'de> Deserialize<'de> for RawEnvValue {
                 secret
                     .map(RawEnvValue::Secret)
                     .ok_or_else(|| serde::de::Error::missing_field("secret"))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Read by hand, as [`RawEnvValue`], to accept both forms and keep the positions.
+impl<'de> Deserialize<'de> for RawProxy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawProxy;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "\"tcp\", \"http\", or a table such as { mode = \"http\", drain = \"30s\" }",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<RawProxy, E> {
+                Ok(RawProxy {
+                    mode: Some(Spanned::new(0..0, value.to_owned())),
+                    drain: None,
+                })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawProxy, A::Error> {
+                let mut proxy = RawProxy {
+                    mode: None,
+                    drain: None,
+                };
+                while let Some(key) = map.next_key::<String>()? {
+                    let slot = match key.as_str() {
+                        "mode" => &mut proxy.mode,
+                        "drain" => &mut proxy.drain,
+                        other => {
+                            return Err(serde::de::Error::custom(format!(
+                                "unknown key {other:?} in proxy (mode, drain)"
+                            )));
+                        }
+                    };
+                    if slot.is_some() {
+                        return Err(serde::de::Error::custom(format!("{key} is given twice")));
+                    }
+                    *slot = Some(map.next_value::<Spanned<String>>()?);
+                }
+                Ok(proxy)
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -275,6 +346,7 @@ fn check_roles(raw: BTreeMap<Spanned<String>, RawRole>, problems: &mut Problems)
             continue;
         };
         let image = problems.check(role.image.span(), ImageRef::new(role.image.into_inner()));
+        let hooks = role.hooks.and_then(|hooks| check_hooks(hooks, problems));
         if role.containers.get_ref().is_empty() {
             problems.push(
                 role.containers.span(),
@@ -287,7 +359,8 @@ fn check_roles(raw: BTreeMap<Spanned<String>, RawRole>, problems: &mut Problems)
         let mut name_spans: BTreeMap<ContainerName, Range<usize>> = BTreeMap::new();
         for raw in role.containers.into_inner() {
             let name_span = raw.name.span();
-            let Some(spec) = check_container(&name, image.as_ref(), raw, problems) else {
+            let Some(spec) = check_container(&name, image.as_ref(), hooks.as_ref(), raw, problems)
+            else {
                 continue;
             };
             if name_spans.contains_key(&spec.name) {
@@ -344,6 +417,7 @@ fn check_roles(raw: BTreeMap<Spanned<String>, RawRole>, problems: &mut Problems)
 fn check_container(
     role: &RoleName,
     role_image: Option<&ImageRef>,
+    role_hooks: Option<&RolloutHooks>,
     raw: RawContainer,
     problems: &mut Problems,
 ) -> Option<ContainerSpec> {
@@ -403,7 +477,9 @@ fn check_container(
         Some(health) => check_health(health, problems),
         None => Some(HealthCheck::default()),
     };
-    Some(ContainerSpec {
+    let proxy_span = raw.proxy.as_ref().map(Spanned::span);
+    let proxy = raw.proxy.map(|proxy| check_proxy(proxy, problems));
+    let spec = ContainerSpec {
         role: role.clone(),
         name: name?,
         image: image?,
@@ -415,7 +491,89 @@ fn check_container(
         restart: restart?,
         stop_timeout_seconds: stop_timeout_seconds?,
         health: health?,
+        proxy: match proxy {
+            Some(proxy) => Some(proxy?),
+            None => None,
+        },
+        hooks: role_hooks.cloned(),
+    };
+    if let Some(span) = proxy_span {
+        problems.check(span, spec.check_proxy())?;
+    }
+    Some(spec)
+}
+
+/// A duration in milliseconds, at most `max`; `default` when not given.
+fn checked_millis(
+    value: Option<Spanned<String>>,
+    default: u32,
+    max: u32,
+    problems: &mut Problems,
+) -> Option<u32> {
+    let Some(value) = value else {
+        return Some(default);
+    };
+    let duration = problems.check(value.span(), humantime::parse_duration(value.get_ref()))?;
+    match u32::try_from(duration.as_millis()) {
+        Ok(ms) if ms <= max => Some(ms),
+        _ => {
+            problems.push(
+                value.span(),
+                format!(
+                    "the duration must be at most {}",
+                    humantime::format_duration(std::time::Duration::from_millis(max.into()))
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `span` is where the proxy key is written, for the string form whose value has no position.
+fn check_proxy(raw: Spanned<RawProxy>, problems: &mut Problems) -> Option<ProxySpec> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let mode = match raw.mode {
+        None => Some(ProxyMode::Tcp),
+        Some(mode) => {
+            let at = if mode.span().is_empty() {
+                span.clone()
+            } else {
+                mode.span()
+            };
+            match mode.get_ref().as_str() {
+                "tcp" => Some(ProxyMode::Tcp),
+                "http" => Some(ProxyMode::Http),
+                other => {
+                    problems.push(at, format!("unknown proxy mode {other:?} (tcp or http)"));
+                    None
+                }
+            }
+        }
+    };
+    let drain_ms = checked_millis(raw.drain, DEFAULT_DRAIN_MS, MAX_ROLLOUT_WAIT_MS, problems);
+    Some(ProxySpec {
+        mode: mode?,
+        drain_ms: drain_ms?,
     })
+}
+
+fn check_hooks(raw: Spanned<RawHooks>, problems: &mut Problems) -> Option<RolloutHooks> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let timeout_ms = checked_millis(
+        raw.timeout,
+        DEFAULT_HOOK_TIMEOUT_MS,
+        MAX_ROLLOUT_WAIT_MS,
+        problems,
+    )?;
+    let hooks = RolloutHooks {
+        before_replace: raw.before_replace,
+        after_healthy: raw.after_healthy,
+        timeout_ms,
+    };
+    problems.check(span, hooks.validate())?;
+    Some(hooks)
 }
 
 fn check_health(raw: Spanned<RawHealth>, problems: &mut Problems) -> Option<HealthCheck> {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::names::{ContainerName, RoleName, SecretName};
+use crate::proxy_control::ProxyMode;
 use crate::secret::SecretValue;
 
 /// A validated image reference such as `127.0.0.1:5000/mynames/app:tested`.
@@ -508,6 +509,74 @@ pub struct ContainerSpec {
     /// rendering when empty, so the hash of a spec without secrets is what it always was.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_env: BTreeMap<String, SecretRef>,
+    /// The host's proxy owns the container's published TCP ports, so a replacement switches
+    /// traffic instead of freeing the port. Left out of the rendering when off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxySpec>,
+    /// Commands the host runs around a replacement of its role's containers. Not part of the
+    /// spec's hash: changing a hook changes how the next replacement goes, not the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<RolloutHooks>,
+}
+
+/// The default time a replaced container gets to finish the traffic in flight to it.
+pub const DEFAULT_DRAIN_MS: u32 = 30_000;
+
+/// The longest drain or hook timeout a roles file may set.
+pub const MAX_ROLLOUT_WAIT_MS: u32 = 3_600_000;
+
+/// How the host's proxy carries a container's published ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProxySpec {
+    pub mode: ProxyMode,
+    /// How long the previous container keeps the traffic in flight to it after the switch,
+    /// before what remains is cut and it is stopped.
+    pub drain_ms: u32,
+}
+
+impl Default for ProxySpec {
+    fn default() -> Self {
+        Self {
+            mode: ProxyMode::Tcp,
+            drain_ms: DEFAULT_DRAIN_MS,
+        }
+    }
+}
+
+/// The default time a rollout hook may take.
+pub const DEFAULT_HOOK_TIMEOUT_MS: u32 = 60_000;
+
+/// Commands run on the host, without a shell, around the replacement of a role's containers
+/// in a job: e.g. taking the host out of an external load balancer and putting it back.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RolloutHooks {
+    /// Runs once before the role's first container is replaced; failing, it stops the
+    /// replacements (nothing was touched).
+    pub before_replace: Vec<String>,
+    /// Runs once after the role's last replacement, when its containers serve again (the new
+    /// ones healthy, or the previous ones restored).
+    pub after_healthy: Vec<String>,
+    /// How long each command may take before it is killed and counted as failed.
+    pub timeout_ms: u32,
+}
+
+impl RolloutHooks {
+    /// Refuses hooks that cannot run: none at all, or a timeout outside what is allowed.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.before_replace.is_empty() && self.after_healthy.is_empty() {
+            return Err("give before_replace, after_healthy or both".into());
+        }
+        if [&self.before_replace, &self.after_healthy]
+            .iter()
+            .any(|command| command.first().is_some_and(String::is_empty))
+        {
+            return Err("a hook's program must not be empty".into());
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_ROLLOUT_WAIT_MS {
+            return Err("a hook's timeout must be between 1ms and 1h".into());
+        }
+        Ok(())
+    }
 }
 
 /// An environment variable's reference to a secret.
@@ -552,6 +621,39 @@ impl fmt::Display for SpecHash {
 }
 
 impl ContainerSpec {
+    /// The ports Docker publishes for the container: none when the host's proxy owns them.
+    pub fn docker_ports(&self) -> &[PortMapping] {
+        if self.proxy.is_some() {
+            &[]
+        } else {
+            &self.ports
+        }
+    }
+
+    /// Refuses a proxy that could not carry the container's ports: it needs at least one, and
+    /// each a TCP port with a host port.
+    pub fn check_proxy(&self) -> Result<(), String> {
+        let Some(proxy) = &self.proxy else {
+            return Ok(());
+        };
+        if self.ports.is_empty() {
+            return Err("the proxy needs a published port (ports = [\"80:8000\"])".into());
+        }
+        if let Some(port) = self
+            .ports
+            .iter()
+            .find(|p| p.protocol != Protocol::Tcp || p.host_port.is_none())
+        {
+            return Err(format!(
+                "the proxy carries TCP ports with a host port, not {port}"
+            ));
+        }
+        if proxy.drain_ms > MAX_ROLLOUT_WAIT_MS {
+            return Err("the drain time must be at most 1h".into());
+        }
+        Ok(())
+    }
+
     /// The container's environment as Docker takes it (`KEY=VALUE`): its plain variables and
     /// its secrets' values, those attached.
     pub fn environment(&self) -> Vec<String> {
@@ -571,7 +673,16 @@ impl ContainerSpec {
     /// `BTreeMap`, so the same spec hashes the same on every host and across releases. The version
     /// prefix changes when the rendering does, which replaces containers once, deliberately.
     pub fn hash(&self) -> SpecHash {
-        let canonical = serde_json::to_vec(self).expect("a spec always serializes to JSON");
+        let canonical = if self.hooks.is_some() {
+            let without_hooks = Self {
+                hooks: None,
+                ..self.clone()
+            };
+            serde_json::to_vec(&without_hooks)
+        } else {
+            serde_json::to_vec(self)
+        }
+        .expect("a spec always serializes to JSON");
         let mut hasher = Sha256::new();
         hasher.update(b"brine-spec-v1\n");
         hasher.update(&canonical);

@@ -92,6 +92,15 @@ pub struct MinionConfig {
     /// Where the Prometheus endpoint listens (plain HTTP), if anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The control socket of the host's proxy (brine-proxy), asked only for containers whose
+    /// roles turn the proxy on.
+    #[serde(default = "default_proxy_socket")]
+    pub proxy_socket: std::path::PathBuf,
+}
+
+/// Where brine-proxy listens unless minion.toml says otherwise.
+pub fn default_proxy_socket() -> std::path::PathBuf {
+    brine_common::proxy_control::DEFAULT_CONTROL_SOCKET.into()
 }
 
 /// A registry account. Its password is never printed (see the `Debug` impl).
@@ -219,6 +228,7 @@ mod tests {
             )]),
             source_address: Some("127.0.0.7".parse().unwrap()),
             metrics_listen: Some("127.0.0.1:9471".parse().unwrap()),
+            proxy_socket: "/run/brine-proxy/test.sock".into(),
         };
         std::fs::write(data.config(), config.to_file()).unwrap();
         let loaded = MinionConfig::load(&data).unwrap();

@@ -91,6 +91,7 @@ pub async fn join(data: &DataDir, request: JoinRequest) -> anyhow::Result<()> {
         registries: Default::default(),
         source_address: request.source_address,
         metrics_listen: None,
+        proxy_socket: crate::config::default_proxy_socket(),
     };
     write_synced(&data.key(), &key.serialize_pem(), 0o600)?;
     write_synced(&data.ca_cert(), &response.ca_certificate_pem, 0o644)?;

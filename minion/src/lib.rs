@@ -15,6 +15,7 @@ pub mod keeper;
 pub mod link;
 pub mod masters;
 pub mod metrics;
+pub mod proxy;
 pub mod reconcile;
 pub mod renewal;
 pub mod retention;

@@ -26,6 +26,7 @@ use crate::config::{DataDir, MinionConfig};
 use crate::identity::{self, Identity};
 use crate::keeper::{Check, Job, Outbox, Outgoing, check_periodically, keep_host, watch_engine};
 use crate::masters::{Masters, Rotation};
+use crate::proxy::ProxyClient;
 use crate::reconcile::execute::Executor;
 use crate::renewal;
 use crate::runtime::ContainerRuntime;
@@ -79,7 +80,10 @@ pub async fn run_with_status<R: ContainerRuntime + 'static>(
     // Fail fast on a host that has not joined; later sessions reload it (a renewal changes it).
     identity::load(&data)?;
     let view = EngineView::new(runtime, config.namespace.clone());
-    let executor = Arc::new(Executor::new(view, config.namespace.clone()));
+    let executor = Arc::new(
+        Executor::new(view, config.namespace.clone())
+            .with_proxy(ProxyClient::new(config.proxy_socket.clone())),
+    );
     let stop = CancellationToken::new();
 
     // One applier for the whole life of the minion: jobs run one at a time and finish even if

@@ -103,6 +103,8 @@ mod tests {
                     stop_timeout_seconds: 10,
                     health: Default::default(),
                     secret_env: Default::default(),
+                    proxy: None,
+                    hooks: None,
                 })
                 .collect(),
         )

@@ -126,6 +126,8 @@ fn spec(image: &str, data_dir: &Path) -> ContainerSpec {
         stop_timeout_seconds: 7,
         health: HealthCheck::default(),
         secret_env: Default::default(),
+        proxy: None,
+        hooks: None,
     }
 }
 

@@ -323,6 +323,23 @@ fn container_spec_message(u: &mut Unstructured<'_>) -> Built<pb::ContainerSpec> 
         })?
         .into_iter()
         .collect(),
+        proxy: if u.arbitrary()? {
+            None
+        } else {
+            Some(pb::ProxySpec {
+                mode: enum_value(u, 0..=2)?,
+                drain: duration(u)?,
+            })
+        },
+        hooks: if u.arbitrary()? {
+            None
+        } else {
+            Some(pb::RolloutHooks {
+                before_replace: list(u, 2, 2, word)?,
+                after_healthy: list(u, 2, 2, word)?,
+                timeout: duration(u)?,
+            })
+        },
     })
 }
 

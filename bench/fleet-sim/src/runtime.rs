@@ -373,6 +373,8 @@ mod tests {
             stop_timeout_seconds: 1,
             health: Default::default(),
             secret_env: Default::default(),
+            proxy: None,
+            hooks: None,
         };
         CreateRequest {
             docker_name: name.to_owned(),

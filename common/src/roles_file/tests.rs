@@ -378,3 +378,98 @@ fn a_malformed_secret_reference_names_its_line_and_key() {
     let p = problems(&format!("{base}env = {{ DB = 3 }}\n"));
     assert_eq!(p[0].line, 5);
 }
+
+#[test]
+fn a_container_may_put_its_ports_behind_the_hosts_proxy() {
+    let base = "[roles.web]\nimage = \"app:1\"\n[[roles.web.containers]]\nname = \"web\"\nports = [\"80:8000\"]\n";
+    let web = RoleName::new("web").unwrap();
+    let file = RolesFile::parse("r.toml", &format!("{base}proxy = \"http\"\n")).unwrap();
+    let spec = &file.roles[&web][0];
+    assert_eq!(
+        spec.proxy,
+        Some(ProxySpec {
+            mode: ProxyMode::Http,
+            drain_ms: 30_000
+        })
+    );
+    assert!(spec.docker_ports().is_empty(), "the proxy owns the port");
+    let file = RolesFile::parse(
+        "r.toml",
+        &format!("{base}[roles.web.containers.proxy]\nmode = \"tcp\"\ndrain = \"5s\"\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        file.roles[&web][0].proxy,
+        Some(ProxySpec {
+            mode: ProxyMode::Tcp,
+            drain_ms: 5_000
+        })
+    );
+    // Turning the proxy on changes how the container runs: its spec, and so its hash.
+    let plain = RolesFile::parse("r.toml", base).unwrap();
+    assert_ne!(plain.roles[&web][0].hash(), file.roles[&web][0].hash());
+
+    for (bad, line, says) in [
+        ("proxy = \"udp\"\n", 6, "unknown proxy mode"),
+        (
+            "proxy = { mode = \"http\", drain = \"2h\" }\n",
+            6,
+            "at most 1h",
+        ),
+        (
+            "proxy = { mode = \"http\", grace = \"2s\" }\n",
+            6,
+            "unknown key \"grace\"",
+        ),
+        ("proxy = 3\n", 6, "\"tcp\", \"http\""),
+    ] {
+        let p = problems(&format!("{base}{bad}"));
+        assert_eq!(p.len(), 1, "{bad}: {p:?}");
+        assert_eq!(p[0].line, line, "{bad}: {p:?}");
+        assert!(p[0].key.contains("proxy"), "{bad}: {p:?}");
+        assert!(p[0].message.contains(says), "{bad}: {p:?}");
+    }
+    let udp = "[roles.web]\nimage = \"app:1\"\n[[roles.web.containers]]\nname = \"web\"\nports = [\"53:53/udp\"]\nproxy = \"tcp\"\n";
+    let p = problems(udp);
+    assert!(p[0].message.contains("TCP ports with a host port"), "{p:?}");
+    let none = "[roles.web]\nimage = \"app:1\"\n[[roles.web.containers]]\nname = \"web\"\nproxy = \"tcp\"\n";
+    assert!(problems(none)[0].message.contains("needs a published port"));
+}
+
+#[test]
+fn a_roles_rollout_hooks_reach_each_container_without_changing_its_hash() {
+    let base = "[roles.web]\nimage = \"app:1\"\n[[roles.web.containers]]\nname = \"a\"\n[[roles.web.containers]]\nname = \"b\"\n";
+    let web = RoleName::new("web").unwrap();
+    let hooked = format!(
+        "{base}[roles.web.hooks]\nbefore_replace = [\"/usr/local/bin/lb\", \"deregister\"]\nafter_healthy = [\"/usr/local/bin/lb\", \"register\"]\ntimeout = \"2m\"\n"
+    );
+    let file = RolesFile::parse("r.toml", &hooked).unwrap();
+    let plain = RolesFile::parse("r.toml", base).unwrap();
+    for (with, without) in file.roles[&web].iter().zip(&plain.roles[&web]) {
+        let hooks = with.hooks.as_ref().unwrap();
+        assert_eq!(hooks.before_replace, ["/usr/local/bin/lb", "deregister"]);
+        assert_eq!(hooks.timeout_ms, 120_000);
+        assert_eq!(with.hash(), without.hash());
+    }
+
+    for (bad, says) in [
+        (
+            "[roles.web.hooks]\ntimeout = \"1m\"\n",
+            "give before_replace",
+        ),
+        (
+            "[roles.web.hooks]\nbefore_replace = [\"\"]\n",
+            "must not be empty",
+        ),
+        (
+            "[roles.web.hooks]\nbefore_replace = [\"x\"]\ntimeout = \"3h\"\n",
+            "at most 1h",
+        ),
+        ("[roles.web.hooks]\nbefore = [\"x\"]\n", "unknown field"),
+    ] {
+        let p = problems(&format!("{base}{bad}"));
+        assert_eq!(p.len(), 1, "{bad}: {p:?}");
+        assert!(p[0].key.starts_with("roles.web.hooks"), "{bad}: {p:?}");
+        assert!(p[0].message.contains(says), "{bad}: {p:?}");
+    }
+}

@@ -16,6 +16,8 @@ pub(crate) fn spec(role: &str, name: &str, image: &str) -> ContainerSpec {
         stop_timeout_seconds: DEFAULT_STOP_TIMEOUT_SECONDS,
         health: HealthCheck::default(),
         secret_env: Default::default(),
+        proxy: None,
+        hooks: None,
     }
 }
 

@@ -37,6 +37,8 @@ fn web_on(tag: &str) -> DesiredState {
             stop_timeout_seconds: 10,
             health: HealthCheck::default(),
             secret_env: Default::default(),
+            proxy: None,
+            hooks: None,
         }],
     }
 }

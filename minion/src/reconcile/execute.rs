@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use brine_common::host::RunningContainer;
-use brine_common::names::ContainerName;
+use brine_common::names::{ContainerName, RoleName};
 use brine_common::outcome::{ContainerAction, ContainerResult, JobId, JobResult, Timings};
 use brine_common::progress::{Phase, Progress};
 use brine_common::spec::{ContainerSpec, DesiredState, ImageRef};
@@ -13,10 +13,13 @@ use futures::future::join_all;
 use tokio::time::Instant;
 
 use super::health::{RuntimeTarget, wait_until_healthy};
+use super::hooks::{self, HookPoint};
 use super::plan::{Action, DesiredContainer, declared_identity, docker_name, plan};
+use crate::proxy::ProxyClient;
 use crate::runtime::{ContainerRuntime, CreateRequest, ObservedContainer, PulledImage, labels};
 
 mod plan_only;
+pub(crate) mod proxied;
 mod replace;
 #[cfg(test)]
 mod tests;
@@ -29,6 +32,8 @@ pub type ProgressSink<'a> = &'a (dyn Fn(Progress) + Send + Sync);
 pub struct Executor<R> {
     runtime: R,
     namespace: String,
+    /// The host's proxy, asked only for containers whose ports it carries.
+    proxy: ProxyClient,
     /// Milliseconds spent waiting for health in the current job; jobs run one at a time.
     health_ms: AtomicU64,
 }
@@ -38,8 +43,14 @@ impl<R: ContainerRuntime> Executor<R> {
         Self {
             runtime,
             namespace,
+            proxy: ProxyClient::new(brine_common::proxy_control::DEFAULT_CONTROL_SOCKET),
             health_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Talks to the host's proxy at `proxy` instead of its default control socket.
+    pub fn with_proxy(self, proxy: ProxyClient) -> Self {
+        Self { proxy, ..self }
     }
 
     /// The namespace whose containers it manages.
@@ -190,9 +201,76 @@ impl<R: ContainerRuntime> Executor<R> {
         let pull_ms = elapsed_ms(pulling);
         self.health_ms.store(0, Ordering::Relaxed);
         let acting = Instant::now();
-        let mut results = vec![];
-        for action in plan(&self.namespace, &wanted, observed) {
-            results.push(self.execute(job_id, action, &pulled, progress).await);
+        let actions = plan(&self.namespace, &wanted, observed);
+        let rollouts =
+            hooks::rollouts(
+                actions
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(at, action)| match action {
+                        Action::Replace { desired, .. } => Some((
+                            at,
+                            &desired.spec.role,
+                            &desired.spec.name,
+                            desired.spec.hooks.as_ref(),
+                        )),
+                        _ => None,
+                    }),
+            );
+        // Roles whose before_replace hook failed, and why: their replacements do not happen.
+        let mut held_back: BTreeMap<RoleName, String> = BTreeMap::new();
+        let mut results: Vec<ContainerResult> = vec![];
+        for (at, action) in actions.into_iter().enumerate() {
+            let role = match &action {
+                Action::Replace { desired, .. } => Some(desired.spec.role.clone()),
+                _ => None,
+            };
+            let rollout = role.as_ref().and_then(|r| Some((r, rollouts.get(r)?)));
+            if let Some((role, rollout)) = rollout
+                && rollout.first == at
+                && let Err(err) = hooks::run(HookPoint::BeforeReplace, role, rollout, job_id).await
+            {
+                tracing::warn!(%role, "{err}");
+                held_back.insert(role.clone(), err);
+            }
+            let result = match (&action, role.as_ref().and_then(|r| held_back.get(r))) {
+                (Action::Replace { desired, .. }, Some(why)) => ContainerResult {
+                    // The previous container was never touched: it still runs.
+                    previous_restored: true,
+                    ..result_for(
+                        desired,
+                        ContainerAction::Failed,
+                        String::new(),
+                        Some(format!("not replaced: {why}")),
+                    )
+                },
+                _ => self.execute(job_id, action, &pulled, progress).await,
+            };
+            results.push(result);
+            // Put back into service only a role whose containers all serve: replaced, or the
+            // previous ones restored.
+            let serving = |role: &RoleName| {
+                results
+                    .iter()
+                    .filter(|r| r.role.as_ref() == Some(role))
+                    .all(|r| r.action != ContainerAction::Failed || r.previous_restored)
+            };
+            if let Some((role, rollout)) = rollout
+                && rollout.last == at
+                && !held_back.contains_key(role)
+                && serving(role)
+                && let Err(err) = hooks::run(HookPoint::AfterHealthy, role, rollout, job_id).await
+            {
+                tracing::warn!(%role, "{err}");
+                if let Some(last) = results.last_mut() {
+                    let done = match last.action {
+                        ContainerAction::Replaced => "replaced".to_owned(),
+                        _ => last.error.clone().unwrap_or_default(),
+                    };
+                    last.action = ContainerAction::Failed;
+                    last.error = Some(format!("{done}; then {err}"));
+                }
+            }
         }
         let health_ms = self.health_ms.load(Ordering::Relaxed);
         JobResult {
@@ -282,12 +360,16 @@ impl<R: ContainerRuntime> Executor<R> {
                 .unwrap_or_default()
         };
         match action {
-            Action::Keep { desired, .. } => result_for(
-                &desired,
-                ContainerAction::Kept,
-                digest(&desired.spec.image),
-                None,
-            ),
+            Action::Keep { desired, observed } => {
+                // The proxy may have lost the route (a host rebooted, a proxy reinstalled):
+                // setting it again is cheap and changes nothing when it is in place.
+                let error = self.route_to(&desired.spec, &observed.id).await.err();
+                let action = match error {
+                    None => ContainerAction::Kept,
+                    Some(_) => ContainerAction::Failed,
+                };
+                result_for(&desired, action, digest(&desired.spec.image), error)
+            }
             Action::Create { desired } => {
                 let name = docker_name(&self.namespace, &desired.spec.name);
                 let outcome = self.launch(job_id, &desired, &name, progress).await;
@@ -315,12 +397,16 @@ impl<R: ContainerRuntime> Executor<R> {
             }
             Action::Remove { observed } => {
                 progress(phase(Phase::Removing, &observed.docker_name));
-                let error = self
-                    .runtime
-                    .remove(&observed.id)
-                    .await
-                    .err()
-                    .map(|e| e.to_string());
+                let error = match self.release(&observed, None).await {
+                    // The container stays while the proxy still routes to it.
+                    Err(err) => Some(err),
+                    Ok(()) => self
+                        .runtime
+                        .remove(&observed.id)
+                        .await
+                        .err()
+                        .map(|e| e.to_string()),
+                };
                 removed(&observed, error)
             }
         }
@@ -332,7 +418,7 @@ impl<R: ContainerRuntime> Executor<R> {
         desired: &DesiredContainer,
         docker_name: &str,
     ) -> CreateRequest {
-        let labels = HashMap::from([
+        let mut labels = HashMap::from([
             (labels::MANAGED.to_owned(), "true".to_owned()),
             (labels::NAMESPACE.to_owned(), self.namespace.clone()),
             (labels::ROLE.to_owned(), desired.spec.role.to_string()),
@@ -340,6 +426,16 @@ impl<R: ContainerRuntime> Executor<R> {
             (labels::SPEC_HASH.to_owned(), desired.hash.to_string()),
             (labels::JOB.to_owned(), job_id.to_string()),
         ]);
+        if let Some(proxy) = &desired.spec.proxy {
+            labels.insert(
+                labels::PROXY.to_owned(),
+                proxied::proxy_label(&proxied::proxied_ports(&desired.spec)),
+            );
+            labels.insert(
+                labels::PROXY_MODE.to_owned(),
+                proxy.mode.as_str().to_owned(),
+            );
+        }
         CreateRequest {
             docker_name: docker_name.to_owned(),
             spec: desired.spec.clone(),
@@ -386,6 +482,12 @@ impl<R: ContainerRuntime> Executor<R> {
             self.discard(&id, docker_name, desired.spec.stop_timeout_seconds)
                 .await;
             return Err(format!("the new container is unhealthy: {unhealthy}"));
+        }
+        // Only a healthy container gets traffic; a route that fails leaves it to no one.
+        if let Err(err) = self.route_to(&desired.spec, &id).await {
+            self.discard(&id, docker_name, desired.spec.stop_timeout_seconds)
+                .await;
+            return Err(err);
         }
         Ok(id)
     }

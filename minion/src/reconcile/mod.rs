@@ -3,5 +3,6 @@
 
 pub mod execute;
 pub mod health;
+pub mod hooks;
 pub mod plan;
 pub mod recover;

@@ -152,6 +152,8 @@ mod tests {
             stop_timeout_seconds: 10,
             health: Default::default(),
             secret_env: Default::default(),
+            proxy: None,
+            hooks: None,
         };
         DesiredContainer {
             hash: spec.hash(),

@@ -25,6 +25,11 @@ pub mod labels {
     pub const CONTAINER: &str = "io.brine.container";
     pub const SPEC_HASH: &str = "io.brine.spec-hash";
     pub const JOB: &str = "io.brine.job";
+    /// The ports the host's proxy holds for the container, `LISTEN>CONTAINER_PORT`,
+    /// comma-separated; only on a container whose ports the proxy carries.
+    pub const PROXY: &str = "io.brine.proxy";
+    /// How the proxy carries them: `tcp` or `http`.
+    pub const PROXY_MODE: &str = "io.brine.proxy-mode";
 }
 
 /// A container as Docker reports it, with brine's labels.

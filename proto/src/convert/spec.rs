@@ -3,9 +3,10 @@
 //! container.
 
 use brine_common::names::{ContainerName, RoleName, SecretName};
+use brine_common::proxy_control::ProxyMode;
 use brine_common::spec::{
-    ContainerSpec, DesiredState, HealthCheck, ImageRef, PortMapping, Probe, Protocol,
-    RestartPolicy, SecretRef, VolumeMount,
+    ContainerSpec, DesiredState, HealthCheck, ImageRef, PortMapping, Probe, Protocol, ProxySpec,
+    RestartPolicy, RolloutHooks, SecretRef, VolumeMount,
 };
 
 use super::{InvalidField, field, optional_string, required};
@@ -110,7 +111,7 @@ impl TryFrom<pb::ContainerSpec> for ContainerSpec {
                 ))
             })
             .collect::<Result<_, _>>()?;
-        Ok(ContainerSpec {
+        let converted = ContainerSpec {
             role: field("role", RoleName::new(spec.role))?,
             name: field("name", ContainerName::new(spec.name))?,
             image: field("image", ImageRef::new(spec.image))?,
@@ -123,7 +124,32 @@ impl TryFrom<pb::ContainerSpec> for ContainerSpec {
             health: HealthCheck::try_from(required("health", spec.health)?)
                 .map_err(|e| e.within("health"))?,
             secret_env,
-        })
+            proxy: match spec.proxy {
+                Some(proxy) => Some(ProxySpec {
+                    mode: match pb::ProxyMode::try_from(proxy.mode) {
+                        Ok(pb::ProxyMode::Unspecified | pb::ProxyMode::Tcp) => ProxyMode::Tcp,
+                        Ok(pb::ProxyMode::Http) => ProxyMode::Http,
+                        Err(_) => return Err(InvalidField::new("proxy.mode", "unknown mode")),
+                    },
+                    drain_ms: short_ms("proxy.drain", proxy.drain)?,
+                }),
+                None => None,
+            },
+            hooks: match spec.hooks {
+                Some(hooks) => {
+                    let hooks = RolloutHooks {
+                        before_replace: hooks.before_replace,
+                        after_healthy: hooks.after_healthy,
+                        timeout_ms: short_ms("hooks.timeout", hooks.timeout)?,
+                    };
+                    field("hooks", hooks.validate().map(|()| hooks.clone()))?;
+                    Some(hooks)
+                }
+                None => None,
+            },
+        };
+        field("proxy", converted.check_proxy())?;
+        Ok(converted)
     }
 }
 
@@ -239,6 +265,23 @@ impl From<ContainerSpec> for pb::ContainerSpec {
                     )
                 })
                 .collect(),
+            proxy: spec.proxy.map(|proxy| pb::ProxySpec {
+                mode: match proxy.mode {
+                    ProxyMode::Tcp => pb::ProxyMode::Tcp,
+                    ProxyMode::Http => pb::ProxyMode::Http,
+                }
+                .into(),
+                drain: Some(time::duration(std::time::Duration::from_millis(u64::from(
+                    proxy.drain_ms,
+                )))),
+            }),
+            hooks: spec.hooks.map(|hooks| pb::RolloutHooks {
+                before_replace: hooks.before_replace,
+                after_healthy: hooks.after_healthy,
+                timeout: Some(time::duration(std::time::Duration::from_millis(u64::from(
+                    hooks.timeout_ms,
+                )))),
+            }),
         }
     }
 }

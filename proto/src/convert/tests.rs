@@ -32,6 +32,8 @@ fn spec() -> ContainerSpec {
             ..HealthCheck::default()
         },
         secret_env: Default::default(),
+        proxy: None,
+        hooks: None,
     }
 }
 

@@ -6,6 +6,9 @@
 use brine_common::outcome::JobId;
 use brine_common::progress::Phase;
 
+use std::time::Duration;
+
+use super::proxied::{held_as_published, held_ports};
 use super::{Executor, ProgressSink, phase};
 use crate::reconcile::plan::{DesiredContainer, docker_name, next_name, replaced_name};
 use crate::runtime::{ContainerRuntime, ObservedContainer};
@@ -20,11 +23,15 @@ impl<R: ContainerRuntime> Executor<R> {
         old: &ObservedContainer,
         progress: ProgressSink<'_>,
     ) -> Result<(), ReplaceFailure> {
-        let conflict = desired
-            .spec
-            .ports
-            .iter()
-            .any(|new| old.published.iter().any(|held| new.conflicts_with(held)));
+        // The ports the proxy holds for the old container count as its: a successor that
+        // Docker publishes needs them back first.
+        let held = held_as_published(&held_ports(old));
+        let conflict = desired.spec.docker_ports().iter().any(|new| {
+            old.published
+                .iter()
+                .chain(&held)
+                .any(|p| new.conflicts_with(p))
+        });
         if conflict {
             self.replace_stop_first(job_id, desired, old, progress)
                 .await
@@ -57,6 +64,12 @@ impl<R: ContainerRuntime> Executor<R> {
             })?;
 
         progress(phase(Phase::Stopping, &desired.spec.name));
+        // The new container has the traffic now; what is in flight to the old one ends first.
+        if let Some(proxy) = &desired.spec.proxy {
+            self.drain(old, Duration::from_millis(proxy.drain_ms.into()))
+                .await;
+        }
+        self.release_unclaimed(old, &desired.spec).await;
         let handed_over = match self
             .runtime
             .stop(&old.id, desired.spec.stop_timeout_seconds)
@@ -105,6 +118,13 @@ impl<R: ContainerRuntime> Executor<R> {
     ) -> Result<(), ReplaceFailure> {
         let name = docker_name(&self.namespace, &desired.spec.name);
         let parked = replaced_name(&self.namespace, &desired.spec.name);
+        // The proxy gives the old container's ports back for Docker to publish the new one's.
+        if let Err(err) = self.release(old, None).await {
+            return Err(ReplaceFailure {
+                message: format!("{err}; the previous container was not touched"),
+                previous_restored: true,
+            });
+        }
         progress(phase(Phase::Stopping, &desired.spec.name));
         if let Err(err) = self
             .runtime
@@ -155,6 +175,12 @@ impl<R: ContainerRuntime> Executor<R> {
         {
             tracing::error!(container = %name, "cannot restart the previous container: {err}");
             return Err(format!("start it again: {err}"));
+        }
+        if old.is_running()
+            && let Err(err) = self.reroute(old).await
+        {
+            tracing::error!(container = %name, "cannot route the proxy to the previous container again: {err}");
+            return Err(err);
         }
         Ok(())
     }

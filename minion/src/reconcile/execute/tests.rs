@@ -1,7 +1,7 @@
 //! The executor against an in-memory runtime that records every call: what each job creates,
 //! replaces, removes and restores, in which order, without Docker.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use brine_common::names::RoleName;
@@ -19,7 +19,8 @@ use crate::runtime::{
 /// A runtime that records every call and keeps containers in memory.
 #[derive(Default)]
 struct Recording {
-    state: Mutex<FakeState>,
+    /// Shared with the fake proxy of `proxied.rs`, which records its calls in the same list.
+    state: Arc<Mutex<FakeState>>,
 }
 
 #[derive(Default)]
@@ -128,7 +129,7 @@ impl ContainerRuntime for Recording {
         });
         let ports = request
             .spec
-            .ports
+            .docker_ports()
             .iter()
             .filter(|p| p.host_port.is_some())
             .cloned()
@@ -196,12 +197,14 @@ impl ContainerRuntime for Recording {
             .iter()
             .find(|c| c.id == id)
             .ok_or_else(|| RuntimeError::Gone(id.to_owned()))?;
+        // Each container has its own address: 10.0.0.N for container cN.
+        let n: u8 = container.id[1..].parse().unwrap_or(0);
         Ok(ContainerStatus {
             running: container.is_running(),
             exit_code: 0,
             restart_count: 0,
             docker_health: None,
-            ip_address: None,
+            ip_address: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, n))),
         })
     }
 
@@ -254,6 +257,8 @@ impl ContainerRuntime for Recording {
     }
 }
 
+mod proxied;
+
 const NS: &str = "host";
 
 fn spec(name: &str, image: &str) -> ContainerSpec {
@@ -269,6 +274,8 @@ fn spec(name: &str, image: &str) -> ContainerSpec {
         stop_timeout_seconds: 1,
         health: Default::default(),
         secret_env: Default::default(),
+        proxy: None,
+        hooks: None,
     }
 }
 

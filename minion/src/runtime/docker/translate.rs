@@ -177,7 +177,7 @@ pub(super) fn container_body(request: &CreateRequest) -> ContainerCreateBody {
     let spec = &request.spec;
     // Several host ports may publish the same container port; Docker wants them under one key.
     let mut bindings: HashMap<String, Vec<PortBinding>> = HashMap::new();
-    for port in &spec.ports {
+    for port in spec.docker_ports() {
         bindings
             .entry(format!(
                 "{}/{}",

@@ -326,6 +326,8 @@ async fn the_minions_own_changes_are_seen_before_their_events() {
             stop_timeout_seconds: 1,
             health: Default::default(),
             secret_env: Default::default(),
+            proxy: None,
+            hooks: None,
         },
         labels: HashMap::new(),
     };
