@@ -158,7 +158,10 @@ async fn a_tcp_drain_cuts_a_connection_that_outlasts_it() {
         ControlResponse::Drained { cut: 1, .. } => {}
         other => panic!("{other:?}"),
     }
-    assert!(idle.get("/").await.is_err(), "the cut connection still answers");
+    assert!(
+        idle.get("/").await.is_err(),
+        "the cut connection still answers"
+    );
     assert_eq!(get_once(listen, "/").await.expect("served").1, "green");
 }
 
@@ -169,7 +172,9 @@ async fn a_streamed_response_arrives_chunk_by_chunk() {
     let backend = Backend::start("blue").await;
     let listen = free_address();
     let mut control = proxy.control().await;
-    control.route(listen, backend.address, ProxyMode::Http).await;
+    control
+        .route(listen, backend.address, ProxyMode::Http)
+        .await;
 
     let mut client = KeptAlive::connect(listen).await.expect("connect");
     let response = client.send("/stream").await.expect("the head");

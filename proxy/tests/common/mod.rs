@@ -165,12 +165,10 @@ impl Control {
 
     pub async fn read(&mut self) -> Option<ControlResponse> {
         let mut answer = String::new();
-        let read = tokio::time::timeout(
-            Duration::from_secs(10),
-            self.reader.read_line(&mut answer),
-        )
-        .await
-        .expect("an answer within 10s");
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), self.reader.read_line(&mut answer))
+                .await
+                .expect("an answer within 10s");
         match read {
             Ok(0) | Err(_) => None,
             Ok(_) => Some(serde_json::from_str(&answer).expect("a JSON answer")),
@@ -369,4 +367,3 @@ pub async fn next_chunk(body: &mut Incoming) -> Option<String> {
         }
     }
 }
-
