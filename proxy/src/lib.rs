@@ -32,6 +32,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -86,6 +87,12 @@ pub async fn run(
     control: UnixListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ProxyError> {
+    // Polled once before anything is served: a shutdown future that installs signal handlers
+    // when first polled has them in place from here on.
+    let mut shutdown = std::pin::pin!(shutdown);
+    if shutdown.as_mut().now_or_never().is_some() {
+        return Ok(());
+    }
     let saved = state::load(&config.state_file)?;
     let shared = Arc::new(Shared::new(&config));
     let proxy = Arc::new(Proxy::new(

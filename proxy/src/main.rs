@@ -7,6 +7,7 @@ use brine_daemon::logging::LogFormat;
 use brine_proxy::ProxyConfig;
 use brine_proxy::config::DEFAULT_CONFIG_FILE;
 use clap::{Parser, Subcommand};
+use futures::FutureExt;
 
 /// brine-proxy: the host's proxy for the ports brine's containers publish.
 ///
@@ -63,13 +64,19 @@ fn main() -> ExitCode {
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config } => {
+            // Polled once now, the signal handlers are installed before the control socket
+            // exists: a SIGTERM right after start stops the proxy in order, not by default.
+            let mut shutdown = Box::pin(brine_daemon::shutdown::signal_received());
+            if shutdown.as_mut().now_or_never().is_some() {
+                return Ok(());
+            }
             let (path, required) = match config {
                 Some(path) => (path, true),
                 None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
             };
             let config = ProxyConfig::load(&path, required)?;
             let control = brine_proxy::control::bind(&config.control_socket).await?;
-            brine_proxy::run(config, control, brine_daemon::shutdown::signal_received()).await?;
+            brine_proxy::run(config, control, shutdown).await?;
         }
     }
     Ok(())

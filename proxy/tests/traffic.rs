@@ -177,6 +177,9 @@ async fn a_streamed_response_arrives_chunk_by_chunk() {
         .await;
 
     let mut client = KeptAlive::connect(listen).await.expect("connect");
+    let plain = client.send("/").await.expect("served");
+    assert_eq!(plain.headers()["x-seen-forwarded-for"], "127.0.0.1");
+    drop(plain);
     let response = client.send("/stream").await.expect("the head");
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.into_body();
@@ -196,4 +199,53 @@ async fn a_streamed_response_arrives_chunk_by_chunk() {
     assert_eq!(second.as_deref(), Some("second\n"));
     // The stream counted as in flight until it ended.
     assert_eq!(next_chunk(&mut body).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upgraded_connection_is_spliced_and_drained_by_closing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proxy = ProxyProcess::start(dir.path()).await;
+    let (blue, green) = (Backend::start("blue").await, Backend::start("green").await);
+    let listen = free_address();
+    let mut control = proxy.control().await;
+    control.route(listen, blue.address, ProxyMode::Http).await;
+
+    let mut stream = tokio::net::TcpStream::connect(listen)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .expect("send");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.expect("the head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    stream.write_all(b"ping").await.expect("send");
+    let mut echoed = [0u8; 4];
+    stream.read_exact(&mut echoed).await.expect("the echo");
+    assert_eq!(&echoed, b"ping");
+
+    // Counted in flight while open; a drain that times out cuts it.
+    match control.send(&ControlRequest::List).await {
+        ControlResponse::Routes { routes } => assert_eq!(routes[0].in_flight, 1, "{routes:?}"),
+        other => panic!("{other:?}"),
+    }
+    control.route(listen, green.address, ProxyMode::Http).await;
+    match control.drain(listen, blue.address, 100).await {
+        ControlResponse::Drained { cut: 1, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest))
+        .await
+        .expect("the cut connection closes");
+    assert!(read.is_err() || rest.is_empty(), "{read:?} {rest:?}");
 }

@@ -221,7 +221,8 @@ pub fn free_address() -> SocketAddr {
 type Body = BoxBody<Bytes, Infallible>;
 
 /// A small HTTP/1.1 backend that answers with its name: `/` at once, `/slow/MS` after MS
-/// milliseconds, and `/stream` in two chunks, the second once [`Backend::gate`] is notified.
+/// milliseconds, `/stream` in two chunks, the second once [`Backend::gate`] is notified, and
+/// `/echo` with `Upgrade: echo` by echoing the upgraded connection.
 pub struct Backend {
     pub address: SocketAddr,
     pub name: String,
@@ -248,6 +249,7 @@ impl Backend {
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades()
                             .await;
                     });
                 }
@@ -271,9 +273,25 @@ impl Drop for Backend {
 async fn answer(
     name: String,
     gate: Arc<Notify>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path().to_owned();
+    if path == "/echo" && request.headers().contains_key("upgrade") {
+        // An upgraded connection that echoes what it reads.
+        let upgrade = hyper::upgrade::on(&mut request);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            }
+        });
+        return Ok(Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo")
+            .body(Full::new(Bytes::new()).boxed())
+            .expect("a response"));
+    }
     if let Some(ms) = path.strip_prefix("/slow/") {
         let ms: u64 = ms.parse().unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(ms)).await;
