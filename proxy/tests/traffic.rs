@@ -249,3 +249,37 @@ async fn an_upgraded_connection_is_spliced_and_drained_by_closing() {
         .expect("the cut connection closes");
     assert!(read.is_err() || rest.is_empty(), "{read:?} {rest:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_backend_is_a_502_in_http_and_a_closed_connection_in_tcp() {
+    use tokio::io::AsyncReadExt;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proxy = ProxyProcess::start(dir.path()).await;
+    let nobody = free_address();
+    let (web, raw) = (free_address(), free_address());
+    let mut control = proxy.control().await;
+    control.route(web, nobody, ProxyMode::Http).await;
+    control.route(raw, nobody, ProxyMode::Tcp).await;
+
+    let (status, body) = get_once(web, "/").await.expect("answered");
+    assert_eq!(status.as_u16(), 502);
+    assert_eq!(
+        body,
+        "brine-proxy: the backend of this port cannot be reached\n"
+    );
+
+    let mut stream = tokio::net::TcpStream::connect(raw).await.expect("accepted");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut rest))
+        .await
+        .expect("closed");
+    assert!(read.is_err() || rest.is_empty(), "{read:?}");
+    // Logged once; the tcp failure just after is within the same 10 s and only counted.
+    let log = proxy.log();
+    assert!(
+        log.contains(&format!("{web}: request to {nobody} failed")),
+        "{log}"
+    );
+    assert!(!log.contains(&format!("{raw}: cannot connect")), "{log}");
+}
