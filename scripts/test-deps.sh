@@ -21,6 +21,10 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 # The metrics test scrapes both daemons with a real Prometheus and checks names with promtool.
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# The zero-downtime test puts a steady HTTP load on a published port while hosts deploy; the
+# proxy's tests hand it a listening socket the way systemd does.
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
 # The etcd client crate compiles etcd's .proto files with protoc when it is built.
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 if ((${#missing[@]})); then

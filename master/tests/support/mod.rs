@@ -12,6 +12,7 @@
 #![allow(dead_code)] // every test file uses a different part of the harness
 
 pub mod etcd;
+pub mod load;
 pub mod netns;
 pub mod prometheus;
 pub mod systemd;
@@ -79,6 +80,11 @@ pub fn minion_binary() -> PathBuf {
     CHECKED
         .get_or_init(|| sibling_binary("brine-minion", &["minion", "common", "proto"]))
         .clone()
+}
+
+/// The `brine-proxy` binary, built next to the master's by `cargo build --bins`.
+pub fn proxy_binary() -> PathBuf {
+    sibling_binary("brine-proxy", &["proxy", "common"])
 }
 
 /// The `brine-fleet-sim` binary, built next to the master's by `cargo build --bins`.

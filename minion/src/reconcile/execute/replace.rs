@@ -23,15 +23,21 @@ impl<R: ContainerRuntime> Executor<R> {
         old: &ObservedContainer,
         progress: ProgressSink<'_>,
     ) -> Result<(), ReplaceFailure> {
-        // The ports the proxy holds for the old container count as its: a successor that
-        // Docker publishes needs them back first.
+        // A port Docker publishes for the old container is free for the new one only once the
+        // old one is stopped, whoever takes it next (Docker or the proxy). A port the proxy
+        // holds for the old container moves to a successor behind the proxy by a switch, but
+        // a successor that Docker publishes needs it given back first.
         let held = held_as_published(&held_ports(old));
-        let conflict = desired.spec.docker_ports().iter().any(|new| {
-            old.published
+        let conflict = desired
+            .spec
+            .ports
+            .iter()
+            .any(|new| old.published.iter().any(|p| new.conflicts_with(p)))
+            || desired
+                .spec
+                .docker_ports()
                 .iter()
-                .chain(&held)
-                .any(|p| new.conflicts_with(p))
-        });
+                .any(|new| held.iter().any(|p| new.conflicts_with(p)));
         if conflict {
             self.replace_stop_first(job_id, desired, old, progress)
                 .await

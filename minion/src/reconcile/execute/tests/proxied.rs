@@ -306,3 +306,30 @@ async fn a_failing_before_replace_hook_leaves_the_role_as_it_was() {
         "{calls:?}"
     );
 }
+
+#[tokio::test]
+async fn turning_the_proxy_on_stops_the_container_docker_published_the_port_for_first() {
+    let (exec, _proxy) = with_proxy(executor(&[("app:1", "sha256:a")]));
+    let plain = ContainerSpec {
+        proxy: None,
+        ..proxied("app:1")
+    };
+    apply(&exec, vec![plain]).await;
+    exec.runtime.state.lock().unwrap().calls.clear();
+
+    let result = apply(&exec, vec![proxied("app:1")]).await;
+    assert_eq!(
+        result.containers[0].action,
+        ContainerAction::Replaced,
+        "{result:?}"
+    );
+    let calls = exec.runtime.calls();
+    let expected_order = [
+        "stop c1",
+        "create host.web",
+        "route 0.0.0.0:8080 10.0.0.2:80",
+        "remove c1",
+    ];
+    let positions: Vec<usize> = expected_order.iter().map(|c| position(&calls, c)).collect();
+    assert!(positions.is_sorted(), "{calls:?}");
+}
