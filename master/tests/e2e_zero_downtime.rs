@@ -174,7 +174,7 @@ fn twenty_deploys_and_a_crashed_minion_under_load_fail_no_request() {
         let started = std::time::Instant::now();
         stage.deploy();
         eprintln!("deploy {deploy}: {:?}", started.elapsed());
-        assert_eq!(stage.container_names(), [web.clone()]);
+        assert_eq!(stage.container_names(), std::slice::from_ref(&web));
     }
     stage.wait_serving(1);
     // The worst moment for the minion to die: nothing may notice, and it takes up again.
