@@ -9,6 +9,7 @@
 //! lost job's result, which the master records late.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use brine_common::names::ContainerName;
 use brine_common::outcome::{ContainerAction, ContainerResult, HostStatus, JobId, JobResult};
@@ -204,7 +205,26 @@ impl<R: ContainerRuntime> Executor<R> {
         old: Option<&ObservedContainer>,
         spec: Option<&ContainerSpec>,
     ) {
+        // The proxy's routes follow, as the replacement would have moved them: to the new
+        // container, draining the old one, before the old one stops.
+        if let Some(spec) = spec
+            && let Err(err) = self.route_to(spec, &new.id).await
+        {
+            tracing::error!(container = %name, "cannot route the proxy to the new container: {err}");
+        }
         if let Some(old) = old {
+            if let Some(proxy) = spec.and_then(|s| s.proxy.as_ref()) {
+                self.drain(old, Duration::from_millis(proxy.drain_ms.into()))
+                    .await;
+            }
+            match spec {
+                Some(spec) => self.release_unclaimed(old, spec).await,
+                None => {
+                    if let Err(err) = self.release(old, None).await {
+                        tracing::warn!(container = %old.docker_name, "{err}");
+                    }
+                }
+            }
             let timeout = spec.map_or(10, |s| s.stop_timeout_seconds);
             if let Err(err) = self.runtime().stop(&old.id, timeout).await {
                 tracing::warn!(container = %old.docker_name, "cannot stop the replaced container: {err}");
@@ -237,7 +257,8 @@ impl<R: ContainerRuntime> Executor<R> {
                 .await
                 .map_err(|err| format!("start it again: {err}"))?;
         }
-        Ok(())
+        // The proxy may have been switched to the new container before the crash.
+        self.reroute(old).await
     }
 
     async fn remove(&self, container: &ObservedContainer) {

@@ -85,7 +85,7 @@ pub(crate) fn held_as_published(held: &[ProxiedPort]) -> Vec<PortMapping> {
 impl<R: ContainerRuntime> Executor<R> {
     /// Points the proxy's routes for `spec` at the container `id`. All or nothing: when one
     /// route fails, those already switched go back to what they were.
-    pub(super) async fn route_to(&self, spec: &ContainerSpec, id: &str) -> Result<(), String> {
+    pub(crate) async fn route_to(&self, spec: &ContainerSpec, id: &str) -> Result<(), String> {
         let Some(proxy) = &spec.proxy else {
             return Ok(());
         };
@@ -143,7 +143,7 @@ impl<R: ContainerRuntime> Executor<R> {
     /// Lets the traffic in flight to `old` end (at most `drain`) after its ports were switched
     /// to its successor. A proxy that cannot drain is logged and the replacement goes on: the
     /// switch already took the new traffic away from `old`.
-    pub(super) async fn drain(&self, old: &ObservedContainer, drain: Duration) {
+    pub(crate) async fn drain(&self, old: &ObservedContainer, drain: Duration) {
         let held = held_ports(old);
         if held.is_empty() {
             return;
@@ -181,7 +181,7 @@ impl<R: ContainerRuntime> Executor<R> {
 
     /// Gives back the ports the proxy holds for `old` (a container that goes away or is
     /// replaced by one Docker publishes). The traffic in flight ends within the drain time.
-    pub(super) async fn release(
+    pub(crate) async fn release(
         &self,
         old: &ObservedContainer,
         drain: Option<Duration>,
@@ -198,7 +198,7 @@ impl<R: ContainerRuntime> Executor<R> {
 
     /// Gives back the ports the proxy holds for `old` that its successor `spec` does not take
     /// over, so that no route points at a container that is going away.
-    pub(super) async fn release_unclaimed(&self, old: &ObservedContainer, spec: &ContainerSpec) {
+    pub(crate) async fn release_unclaimed(&self, old: &ObservedContainer, spec: &ContainerSpec) {
         let claimed = proxied_ports(spec);
         for port in held_ports(old) {
             if claimed.iter().any(|c| c.listen == port.listen) {
@@ -213,7 +213,7 @@ impl<R: ContainerRuntime> Executor<R> {
 
     /// Points the proxy back at `old`, restored after its successor failed, for the ports it
     /// held.
-    pub(super) async fn reroute(&self, old: &ObservedContainer) -> Result<(), String> {
+    pub(crate) async fn reroute(&self, old: &ObservedContainer) -> Result<(), String> {
         let held = held_ports(old);
         if held.is_empty() {
             return Ok(());

@@ -333,3 +333,31 @@ async fn turning_the_proxy_on_stops_the_container_docker_published_the_port_for_
     let positions: Vec<usize> = expected_order.iter().map(|c| position(&calls, c)).collect();
     assert!(positions.is_sorted(), "{calls:?}");
 }
+
+#[tokio::test]
+async fn a_replacement_a_crash_interrupted_moves_the_proxy_when_it_finishes() {
+    let (exec, _proxy) = with_proxy(executor(&[("app:1", "sha256:a")]));
+    apply(&exec, vec![proxied("app:1")]).await;
+    // The minion died with the new container started beside the old one, before the switch.
+    {
+        let mut state = exec.runtime.state.lock().unwrap();
+        let mut next = state.containers[0].clone();
+        next.id = "c2".into();
+        next.docker_name = "host.web.next".into();
+        state.containers.push(next);
+        state.calls.clear();
+    }
+
+    let desired = DesiredState::new(vec![proxied("app:1")]).unwrap();
+    let results = exec.finish_interrupted(&desired).await.unwrap();
+    assert_eq!(results[0].containers[0].action, ContainerAction::Replaced);
+    let calls = exec.runtime.calls();
+    let expected_order = [
+        "route 0.0.0.0:8080 10.0.0.2:80",
+        "drain 0.0.0.0:8080 10.0.0.1:80",
+        "stop c1",
+        "rename c2 host.web",
+    ];
+    let positions: Vec<usize> = expected_order.iter().map(|c| position(&calls, c)).collect();
+    assert!(positions.is_sorted(), "{calls:?}");
+}
