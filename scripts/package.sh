@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the Debian packages of both daemons, brine-master and brine-minion, with cargo-deb, and
-# prints the path of each .deb on a line of its own (everything else goes to standard error).
+# Builds the Debian packages of brine's two host roles with cargo-deb, brine-master and
+# brine-minion (which also holds brine-proxy, the host's proxy for published ports), and prints
+# the path of each .deb on a line of its own (everything else goes to standard error).
 #   scripts/package.sh           # a release build, then its packages
 #   scripts/package.sh --debug   # packages the debug binaries already built (`cargo build
 #                                # --bins`): the tests' packages, without a release build
@@ -21,8 +22,8 @@ if ! cargo deb --version >/dev/null 2>&1; then
   exit 1
 fi
 
-# One cargo build for both packages (they share most of their dependencies), then cargo-deb
-# packages what it built without building again.
+# One cargo build for both packages and the three binaries in them (they share most of their
+# dependencies), then cargo-deb packages what it built without building again.
 deb_args=(--no-build)
 if $debug; then
   # cargo-deb warns that the dev profile is not for releases: these packages are for tests.
@@ -30,14 +31,14 @@ if $debug; then
   deb_args+=(--profile dev --fast)
   target_dir=$(cargo metadata --format-version 1 --no-deps |
     sed -e 's/.*"target_directory":"\([^"]*\)".*/\1/')
-  for binary in brine-master brine-minion; do
+  for binary in brine-master brine-minion brine-proxy; do
     if [ ! -x "$target_dir/debug/$binary" ]; then
       echo "$target_dir/debug/$binary is missing: run \`cargo build --bins\` first" >&2
       exit 1
     fi
   done
 else
-  cargo build --release --locked -p brine-master -p brine-minion >&2
+  cargo build --release --locked -p brine-master -p brine-minion -p brine-proxy >&2
 fi
 
 for package in brine-master brine-minion; do

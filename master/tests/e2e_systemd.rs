@@ -3,7 +3,9 @@
 //! promise: ready only when serving, a status line, a watchdog that restarts a hung daemon,
 //! restarts after a crash, an ordered stop within `TimeoutStopSec`, plain journal lines, a
 //! minion that outlives a Docker restart, and a hardened master. The Debian packages install,
-//! upgrade and remove both as services.
+//! upgrade and remove both as services, and brine-proxy with the minion's. brine-proxy keeps its
+//! ports open while systemd restarts it (its sockets wait in the unit's file-descriptor store)
+//! and frees them when stopped.
 //!
 //! These tests run one at a time (nextest group `systemd`): their minions use the default,
 //! empty namespace on the shared Docker engine, as a real host's minion does.
@@ -15,15 +17,20 @@ use std::time::{Duration, Instant};
 
 use support::systemd::{CHECKOUT, MASTER_NAME, SystemdHost, debian_packages, readme_blocks};
 use support::{
-    Images, Registry, docker, master_binary, minion_binary, try_docker, unique_id, wait_for,
+    Images, Registry, docker, master_binary, minion_binary, proxy_binary, try_docker, unique_id,
+    wait_for,
 };
 
 const MASTER: &str = "brine-master";
 const MINION: &str = "brine-minion";
+const PROXY: &str = "brine-proxy";
 /// `systemd-analyze security` scores from 0 (safest) to 10; the master unit is held to this.
 const MASTER_EXPOSURE_AT_MOST: f32 = 1.5;
 /// The minion drives Docker (root-equivalent) and cannot take every restriction.
 const MINION_EXPOSURE_AT_MOST: f32 = 2.0;
+/// The proxy runs as a user of its own with one capability (binding ports below 1024); it
+/// rates 1.4 with systemd 252.
+const PROXY_EXPOSURE_AT_MOST: f32 = 1.5;
 
 /// The README's section on installing from a checkout.
 const INSTALL_SECTION: &str = "Installing on real hosts";
@@ -400,8 +407,36 @@ fn the_debian_packages_install_upgrade_and_remove_both_services() {
             "test -f /usr/share/doc/{unit}/README.md && test -f /usr/share/doc/{unit}/copyright"
         ));
     }
+    // brine-proxy, in brine-minion's package: its unit enabled and started at once (it needs
+    // no configuration), its conffile, its example configuration.
+    let unit_file = host.property(PROXY, "FragmentPath");
+    assert!(
+        unit_file.ends_with("/lib/systemd/system/brine-proxy.service"),
+        "{unit_file}"
+    );
+    let exec = host.property(PROXY, "ExecStart");
+    assert!(exec.contains("path=/usr/bin/brine-proxy "), "{exec}");
+    assert_eq!(host.property(PROXY, "UnitFileState"), "enabled");
+    assert_eq!(host.property(PROXY, "ActiveState"), "active");
+    assert_eq!(host.property(PROXY, "StatusText"), "0 ports routed");
+    let conffiles = host.sh_ok("dpkg-query -W -f='${Conffiles}' brine-minion");
+    assert!(
+        conffiles.contains("/etc/default/brine-proxy "),
+        "{conffiles}"
+    );
+    let environment = host.property(PROXY, "EnvironmentFiles");
+    assert!(
+        environment.starts_with("/etc/default/brine-proxy "),
+        "{environment}"
+    );
+    host.sh_ok("test -f /usr/share/doc/brine-minion/examples/proxy.toml.example");
+    assert_eq!(
+        host.sh_ok("brine-proxy --version").trim(),
+        version_of(&proxy_binary())
+    );
     let verify = host.sh(
-        "systemd-analyze verify /usr/lib/systemd/system/brine-master.service /usr/lib/systemd/system/brine-minion.service",
+        "systemd-analyze verify /usr/lib/systemd/system/brine-master.service \
+         /usr/lib/systemd/system/brine-minion.service /usr/lib/systemd/system/brine-proxy.service",
     );
     assert!(
         verify.code == 0 && verify.stdout.trim().is_empty() && verify.stderr.trim().is_empty(),
@@ -453,11 +488,17 @@ fn the_debian_packages_install_upgrade_and_remove_both_services() {
     // An upgrade (here: the same packages again, which runs the same maintainer scripts) keeps
     // an edited conffile and restarts the running daemons, which read it.
     host.sh_ok("echo RUST_LOG=debug >>/etc/default/brine-master");
-    let pids = [MASTER, MINION].map(|unit| host.property(unit, "MainPID"));
+    // The proxy's port stays open across the upgrade's restart (no backend needed for that).
+    let routed = control(
+        &host,
+        r#"{"op":"route","route":{"listen":"127.0.0.1:8080","backend":"127.0.0.1:9","mode":"tcp","owner":"test/web"}}"#,
+    );
+    assert_eq!(routed, r#"{"result":"routed","previous":null}"#);
+    let pids = [MASTER, MINION, PROXY].map(|unit| host.property(unit, "MainPID"));
     host.sh_ok(&format!(
         "cd {dir} && dpkg -i brine-master_*.deb brine-minion_*.deb"
     ));
-    for (unit, old_pid) in [MASTER, MINION].into_iter().zip(&pids) {
+    for (unit, old_pid) in [MASTER, MINION, PROXY].into_iter().zip(&pids) {
         assert_eq!(host.property(unit, "ActiveState"), "active", "{unit}");
         assert_ne!(&host.property(unit, "MainPID"), old_pid, "{unit} restarted");
         assert_eq!(host.property(unit, "UnitFileState"), "enabled", "{unit}");
@@ -465,6 +506,14 @@ fn the_debian_packages_install_upgrade_and_remove_both_services() {
     assert!(
         host.sh_ok("cat /etc/default/brine-master")
             .contains("RUST_LOG=debug")
+    );
+    assert!(port_8080_listens(&host));
+    let journal = host.journal(&[PROXY]);
+    assert!(
+        journal.lines().any(
+            |l| l.contains("restored route (inherited socket)") && l.contains("127.0.0.1:8080")
+        ),
+        "{journal}"
     );
     let pid = host.property(MASTER, "MainPID");
     host.sh_ok(&format!(
@@ -474,8 +523,14 @@ fn the_debian_packages_install_upgrade_and_remove_both_services() {
 
     // Removed: stopped, units and binaries gone; conffiles and data kept.
     host.sh_ok("dpkg -r brine-minion brine-master");
-    for unit in [MASTER, MINION] {
-        assert_eq!(package_status(&host, unit), "deinstall ok config-files");
+    assert!(
+        !port_8080_listens(&host),
+        "the removed proxy's port is free"
+    );
+    for unit in [MASTER, MINION, PROXY] {
+        if unit != PROXY {
+            assert_eq!(package_status(&host, unit), "deinstall ok config-files");
+        }
         assert_eq!(host.property(unit, "ActiveState"), "inactive", "{unit}");
         host.sh_ok(&format!(
             "test ! -e /usr/lib/systemd/system/{unit}.service && test ! -e /usr/bin/{unit} \
@@ -490,8 +545,10 @@ fn the_debian_packages_install_upgrade_and_remove_both_services() {
     // Purged: conffiles and the units' links gone. The data directories stay (the fleet's CA
     // key, the host's identity), and so does the user owning the master's.
     host.sh_ok("dpkg --purge brine-minion brine-master");
-    for unit in [MASTER, MINION] {
-        assert_eq!(package_status(&host, unit), "");
+    for unit in [MASTER, MINION, PROXY] {
+        if unit != PROXY {
+            assert_eq!(package_status(&host, unit), "");
+        }
         host.sh_ok(&format!(
             "test ! -e /etc/default/{unit} && test ! -L /etc/systemd/system/{unit}.service \
              && test ! -L /etc/systemd/system/multi-user.target.wants/{unit}.service"
@@ -500,4 +557,263 @@ fn the_debian_packages_install_upgrade_and_remove_both_services() {
     host.sh_ok("test -f /var/lib/brine-master/master.toml");
     host.sh_ok("test -f /var/lib/brine-minion/minion.toml");
     host.sh_ok("getent passwd brine-master");
+}
+
+/// A tiny HTTP backend for the proxy test: answers every request `200 hello` (socat runs it
+/// once per connection). It reads the request's head first, so closing does not reset it.
+const BACKEND_SCRIPT: &str = r#"#!/bin/bash
+while IFS= read -r line; do
+  line=${line%$'\r'}
+  [ -z "$line" ] && break
+done
+printf 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello\n'
+"#;
+
+/// One request to the proxy with bash's /dev/tcp; prints the answer. Exits 7 when the
+/// connection is refused, 124 after 10 s without an answer.
+const REQUEST: &str = "timeout 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080 || exit 7; \
+     printf \"GET / HTTP/1.1\\r\\nHost: proxy\\r\\nConnection: close\\r\\n\\r\\n\" >&3; cat <&3'";
+
+/// Requests through the proxy back to back until /root/client.stop exists, a line per request
+/// in /root/client.log: its start and end (µs since the epoch) and how it went (`ok`,
+/// `refused`: the connection was refused, `failed`: connected but no `200 hello`).
+fn client_script() -> String {
+    format!(
+        r#"#!/bin/bash
+while [ ! -e /root/client.stop ]; do
+  start=${{EPOCHREALTIME/./}}
+  answer=$({REQUEST} 2>&1)
+  code=$?
+  if [ "$code" = 7 ]; then
+    outcome=refused
+  elif [ "$code" = 0 ] && [[ "$answer" == "HTTP/1.1 200 OK"*hello* ]]; then
+    outcome=ok
+  else
+    outcome=failed
+  fi
+  echo "$start ${{EPOCHREALTIME/./}} $outcome" >>/root/client.log
+done
+"#
+    )
+}
+
+/// Sends one request line to the proxy's control socket; returns the answer line.
+fn control(host: &SystemdHost, request: &str) -> String {
+    host.sh_ok(&format!(
+        "echo '{request}' | socat -t 5 - UNIX-CONNECT:/run/brine-proxy/control.sock"
+    ))
+    .trim()
+    .to_owned()
+}
+
+/// Whether anything listens on 127.0.0.1:8080 in the machine (`/proc/net/tcp`: local address
+/// 0100007F:1F90, state 0A).
+fn port_8080_listens(host: &SystemdHost) -> bool {
+    host.sh_ok("cat /proc/net/tcp").lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&"0100007F:1F90") && fields.get(3) == Some(&"0A")
+    })
+}
+
+#[test]
+fn the_proxy_keeps_its_ports_open_while_systemd_restarts_it() {
+    let uniq = unique_id();
+    let host = SystemdHost::boot(&uniq);
+    host.stage_checkout();
+
+    // A manual install of a host, as the README's (the package test covers the package):
+    // the proxy is enabled and started beside the minion's unit.
+    let installed = host.sh_in(CHECKOUT, "deploy/install.sh minion");
+    assert!(
+        installed.code == 0,
+        "{}",
+        installed.describe("deploy/install.sh minion")
+    );
+    assert_eq!(host.property(PROXY, "ActiveState"), "active");
+    assert_eq!(host.property(PROXY, "UnitFileState"), "enabled");
+    assert_eq!(host.property(PROXY, "Type"), "notify");
+    assert_eq!(host.property(PROXY, "StatusText"), "0 ports routed");
+    let exec = host.property(PROXY, "ExecStart");
+    assert!(exec.contains("path=/usr/local/bin/brine-proxy "), "{exec}");
+    let verify = host.sh("systemd-analyze verify /etc/systemd/system/brine-proxy.service");
+    assert!(
+        verify.code == 0 && verify.stdout.trim().is_empty() && verify.stderr.trim().is_empty(),
+        "{}",
+        verify.describe("systemd-analyze verify")
+    );
+    let proxy_exposure = exposure(&host, PROXY);
+    eprintln!("systemd-analyze security: proxy {proxy_exposure}");
+    assert!(proxy_exposure <= PROXY_EXPOSURE_AT_MOST, "{proxy_exposure}");
+    // Its own user, allocated by systemd; root can still reach the control socket.
+    let pid = host.property(PROXY, "MainPID");
+    let user = host.sh_ok(&format!("ps -o user= -p {pid}"));
+    assert_ne!(user.trim(), "root");
+
+    // A backend on 127.0.0.1:8000, and port 8080 routed to it.
+    host.write_file("/root/backend.sh", BACKEND_SCRIPT);
+    host.sh_ok(
+        "chmod 755 /root/backend.sh && systemd-run --unit brine-test-backend /usr/bin/socat \
+         TCP-LISTEN:8000,bind=127.0.0.1,fork,reuseaddr,backlog=256 EXEC:/root/backend.sh",
+    );
+    wait_for("the backend to answer", Duration::from_secs(10), || {
+        let answer = host.sh(
+            "timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/8000 && printf \"GET / HTTP/1.1\\r\\n\\r\\n\" >&3 && cat <&3'",
+        );
+        if answer.stdout.contains("hello") {
+            Ok(())
+        } else {
+            Err(answer.describe("the backend"))
+        }
+    });
+    assert!(!port_8080_listens(&host));
+    let routed = control(
+        &host,
+        r#"{"op":"route","route":{"listen":"127.0.0.1:8080","backend":"127.0.0.1:8000","mode":"http","owner":"test/web"}}"#,
+    );
+    assert_eq!(routed, r#"{"result":"routed","previous":null}"#);
+    assert!(port_8080_listens(&host));
+    let answer = host.sh_ok(REQUEST);
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("hello\n"),
+        "{answer}"
+    );
+    assert_eq!(host.property(PROXY, "StatusText"), "1 port routed");
+    let saved = host.sh_ok("cat /var/lib/brine-proxy/routes.json");
+    assert!(saved.contains("127.0.0.1:8080"), "{saved}");
+
+    // `systemctl restart` while a client requests back to back: no connection is refused and
+    // none fails; those arriving while no proxy runs wait in the backlog of the socket
+    // systemd kept, and the next proxy serves them.
+    host.write_file("/root/client.sh", &client_script());
+    host.sh_ok("chmod 755 /root/client.sh && systemd-run --unit brine-test-client /root/client.sh");
+    let ok_lines = |host: &SystemdHost| {
+        host.sh("cat /root/client.log 2>/dev/null")
+            .stdout
+            .lines()
+            .filter(|l| l.ends_with(" ok"))
+            .count()
+    };
+    wait_for(
+        "the client's first requests",
+        Duration::from_secs(30),
+        || {
+            let ok = ok_lines(&host);
+            if ok >= 20 {
+                Ok(ok)
+            } else {
+                Err(format!("{ok} ok"))
+            }
+        },
+    );
+    let old_pid = host.property(PROXY, "MainPID");
+    let restart = host.sh_ok(
+        "start=${EPOCHREALTIME/./}; systemctl restart brine-proxy; echo $start ${EPOCHREALTIME/./}",
+    );
+    let window: Vec<u64> = restart
+        .split_whitespace()
+        .map(|t| t.parse().expect("a time in µs"))
+        .collect();
+    let (restart_start, restart_end) = (window[0], window[1]);
+    let new_pid = host.property(PROXY, "MainPID");
+    assert_ne!(new_pid, old_pid, "the proxy was restarted");
+    assert_eq!(host.property(PROXY, "ActiveState"), "active");
+    let before_restart = ok_lines(&host);
+    wait_for(
+        "the client's requests after the restart",
+        Duration::from_secs(30),
+        || {
+            let ok = ok_lines(&host);
+            if ok >= before_restart + 20 {
+                Ok(ok)
+            } else {
+                Err(format!("{ok} ok"))
+            }
+        },
+    );
+    host.sh_ok("touch /root/client.stop");
+    wait_for("the client to stop", Duration::from_secs(30), || {
+        let state = host.property("brine-test-client", "ActiveState");
+        if state == "inactive" || state == "failed" {
+            Ok(())
+        } else {
+            Err(state)
+        }
+    });
+    let log = host.sh_ok("cat /root/client.log");
+    let requests: Vec<(u64, u64, &str)> = log
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(fields.len(), 3, "{line}");
+            (
+                fields[0].parse().expect("µs"),
+                fields[1].parse().expect("µs"),
+                fields[2],
+            )
+        })
+        .collect();
+    let count = |outcome: &str| requests.iter().filter(|r| r.2 == outcome).count();
+    let during: Vec<&(u64, u64, &str)> = requests
+        .iter()
+        .filter(|r| r.0 >= restart_start && r.0 <= restart_end)
+        .collect();
+    let slowest = during.iter().map(|r| r.1 - r.0).max().unwrap_or(0);
+    eprintln!(
+        "requests: {} ok, {} refused, {} failed; the restart took {} ms, {} requests started \
+         during it, the slowest took {} ms",
+        count("ok"),
+        count("refused"),
+        count("failed"),
+        (restart_end - restart_start) / 1000,
+        during.len(),
+        slowest / 1000,
+    );
+    assert_eq!(count("refused"), 0, "refused connections:\n{log}");
+    assert_eq!(count("failed"), 0, "failed requests:\n{log}");
+    assert!(!during.is_empty(), "no request during the restart:\n{log}");
+
+    // The new proxy took the socket back from systemd's store (not a fresh bind), and its
+    // route from the state file.
+    let journal = host.journal(&[PROXY]);
+    let restored: Vec<&str> = journal
+        .lines()
+        .filter(|l| l.contains("restored route"))
+        .collect();
+    assert_eq!(restored.len(), 1, "{journal}");
+    assert!(
+        restored[0].contains("inherited socket") && restored[0].contains("127.0.0.1:8080"),
+        "{journal}"
+    );
+    assert_eq!(host.property(PROXY, "StatusText"), "1 port routed");
+    assert!(host.sh_ok(REQUEST).ends_with("hello\n"));
+    let listed = control(&host, r#"{"op":"list"}"#);
+    assert!(listed.contains(r#""backend":"127.0.0.1:8000""#), "{listed}");
+
+    // `systemctl stop` frees the port: systemd closes its copy along with the store.
+    host.sh_ok("systemctl stop brine-proxy");
+    assert_eq!(host.property(PROXY, "Result"), "success");
+    assert!(
+        !port_8080_listens(&host),
+        "{}",
+        host.sh_ok("cat /proc/net/tcp")
+    );
+    let refused = host.sh(REQUEST);
+    assert_eq!(
+        refused.code,
+        7,
+        "{}",
+        refused.describe("a request to a stopped proxy")
+    );
+
+    // Started again, it binds the saved route's port afresh.
+    host.sh_ok("systemctl start brine-proxy");
+    assert!(host.sh_ok(REQUEST).ends_with("hello\n"));
+    let journal = host.journal(&[PROXY]);
+    assert!(
+        journal
+            .lines()
+            .any(|l| l.contains("restored route (bound socket)")),
+        "{journal}"
+    );
+    host.sh_ok("systemctl stop brine-test-backend");
 }

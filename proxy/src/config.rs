@@ -150,6 +150,42 @@ mod tests {
         assert!(err.to_string().contains("cannot read it"), "{err}");
     }
 
+    /// deploy/proxy.toml.example shows every key with its default, commented out: as shipped it
+    /// is an empty file, and with every key uncommented it is the defaults still.
+    #[test]
+    fn the_example_in_deploy_shows_every_key_with_its_default() {
+        let example = include_str!("../../deploy/proxy.toml.example");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("proxy.toml");
+        std::fs::write(&path, example).expect("write");
+        let config = ProxyConfig::load_with(&path, true, &overrides(&[])).expect("the example");
+        assert_eq!(config, ProxyConfig::default());
+
+        let uncommented: String = example
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.contains(" = "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        std::fs::write(&path, &uncommented).expect("write");
+        let config = ProxyConfig::load_with(&path, true, &overrides(&[]))
+            .unwrap_or_else(|err| panic!("the example's keys: {err}"));
+        assert_eq!(config, ProxyConfig::default());
+        let keys = uncommented.lines().count();
+        let all = toml_keys(&ProxyConfig::default());
+        assert_eq!(
+            keys, all,
+            "the example shows {keys} keys of {all}:\n{uncommented}"
+        );
+    }
+
+    fn toml_keys(config: &ProxyConfig) -> usize {
+        match serde_json::to_value(config).expect("serializes") {
+            serde_json::Value::Object(map) => map.len(),
+            other => panic!("not an object: {other}"),
+        }
+    }
+
     #[test]
     fn the_file_and_variables_set_keys() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -34,6 +34,9 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const POOL_MAX_IDLE: usize = 64;
 /// How long a client may take to send a request's head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection accepted before the proxy began to stop may still take to send its
+/// first request.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// The headers of one hop (RFC 9110, 7.6.1), never forwarded as they are.
 const HOP_BY_HOP: [&str; 9] = [
@@ -94,7 +97,8 @@ impl Clients {
 }
 
 /// Serves one client connection until it closes, or until `stop`: then the request in flight
-/// finishes and the connection closes.
+/// finishes and the connection closes. A connection that has sent nothing yet when `stop`
+/// comes gets [`FIRST_REQUEST_GRACE`] to send its first request, which is answered.
 pub async fn serve(
     shared: Arc<Shared>,
     listen: SocketAddr,
@@ -103,6 +107,30 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    // A graceful shutdown closes at once a connection that has read nothing, so a client that
+    // connected just before a stop (a restart of the proxy, say) and sends its request a moment
+    // later would see its connection closed without an answer. Its first bytes are awaited
+    // here (a peek: `readable()` can be ready before any byte is), and read before the stop is
+    // looked at.
+    let first_request = async {
+        let mut first = [0u8; 1];
+        matches!(
+            tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await,
+            Ok(Ok(n)) if n > 0
+        )
+    };
+    let stop_and_grace = async {
+        stop.cancelled().await;
+        tokio::time::sleep(FIRST_REQUEST_GRACE).await;
+    };
+    let has_request = tokio::select! {
+        biased;
+        readable = first_request => readable,
+        () = stop_and_grace => false,
+    };
+    if !has_request {
+        return;
+    }
     let service = hyper::service::service_fn(move |request| {
         forward(Arc::clone(&shared), listen, peer.ip(), request)
     });
@@ -116,6 +144,9 @@ pub async fn serve(
         .with_upgrades();
     tokio::pin!(connection);
     let served = tokio::select! {
+        // The connection first: with its first bytes there, it reads the request before a stop
+        // already signalled can close it.
+        biased;
         served = connection.as_mut() => served,
         () = stop.cancelled() => {
             connection.as_mut().graceful_shutdown();

@@ -206,6 +206,41 @@ async fn routes_come_back_after_a_restart_and_a_stop_finishes_what_is_in_flight(
     assert_eq!(get_once(raw, "/").await.expect("served").1, "green");
 }
 
+/// A restart's race: a client connected (and accepted) just before SIGTERM, which sends its
+/// request a moment later, is answered, not closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_accepted_before_a_stop_has_its_request_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut proxy = ProxyProcess::start(dir.path()).await;
+    let blue = Backend::start("blue").await;
+    let web = free_address();
+    let mut control = proxy.control().await;
+    control.route(web, blue.address, ProxyMode::Http).await;
+
+    let mut stream = tokio::net::TcpStream::connect(web).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = tokio::task::spawn_blocking(move || {
+        let status = proxy.stop();
+        (status, proxy)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send the request");
+    let mut answer = String::new();
+    let read = stream.read_to_string(&mut answer).await;
+    let (status, proxy) = stopping.await.expect("stop");
+    assert!(status.success(), "{status}\n{}", proxy.log());
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("blue"),
+        "{read:?} {answer:?}\n{}",
+        proxy.log()
+    );
+}
+
 /// `systemd-socket-activate`, on PATH or where Debian puts it.
 fn socket_activate() -> Option<std::path::PathBuf> {
     let on_path = std::env::var_os("PATH")

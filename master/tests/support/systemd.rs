@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use super::{
-    Finished, Registry, UnixForwarder, docker, master_binary, minion_binary, run_with_deadline,
-    try_docker,
+    Finished, Registry, UnixForwarder, docker, master_binary, minion_binary, proxy_binary,
+    run_with_deadline, try_docker,
 };
 
 /// The image the build script makes; bump with the script's tag.
@@ -176,7 +176,8 @@ impl SystemdHost {
     }
 
     /// Stages a checkout of brine at [`CHECKOUT`]: `deploy/`, `README.md`, and the binaries this
-    /// test run built where `cargo build --release` puts them.
+    /// test run built (the master's, the minion's and the proxy's) where `cargo build --release`
+    /// puts them.
     pub fn stage_checkout(&self) {
         self.sh_ok(&format!("mkdir -p {CHECKOUT}/target/release"));
         let root = workspace();
@@ -191,6 +192,7 @@ impl SystemdHost {
         copy(&root.join("README.md"), &format!("{CHECKOUT}/README.md"));
         copy(&master_binary(), &format!("{CHECKOUT}/target/release/"));
         copy(&minion_binary(), &format!("{CHECKOUT}/target/release/"));
+        copy(&proxy_binary(), &format!("{CHECKOUT}/target/release/"));
     }
 
     /// Makes `registry` answer on its own address inside the machine too.
@@ -218,7 +220,7 @@ impl Drop for SystemdHost {
     fn drop(&mut self) {
         if thread::panicking() {
             let journal =
-                self.sh("journalctl --no-pager -u brine-master -u brine-minion -u docker -n 80");
+                self.sh("journalctl --no-pager -u brine-master -u brine-minion -u brine-proxy -u docker -n 80");
             eprintln!(
                 "----- journal of the systemd machine -----\n{}\n----- end of journal -----",
                 journal.stdout
@@ -260,9 +262,13 @@ pub fn readme_blocks(title: &str) -> Vec<Vec<String>> {
     blocks
 }
 
-/// The Debian packages of both daemons, as `scripts/package.sh --debug` builds them from the
-/// binaries of this test run (in the target directory the master's binary is in).
+/// The Debian packages of both host roles, as `scripts/package.sh --debug` builds them from the
+/// binaries of this test run (in the target directory the master's binary is in): brine-master,
+/// and brine-minion with brine-proxy.
 pub fn debian_packages() -> Vec<PathBuf> {
+    // The script packages what it finds; these refuse a binary older than its sources.
+    minion_binary();
+    proxy_binary();
     let target_dir = master_binary()
         .parent()
         .and_then(Path::parent)
