@@ -3,6 +3,7 @@
 //! It is longer than most files because it holds the whole command line, as the types clap
 //! derives it from, in one place; what each command does is in the library (`cli/`).
 
+use brine_daemon::entry::{self, Threads};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -551,16 +552,9 @@ fn main() -> ExitCode {
     let cli = parse();
     let serving = matches!(cli.command, Command::Serve { .. });
     brine_daemon::logging::init(cli.log_format, if serving { "info" } else { "warn" });
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match entry::runtime(Threads::Workers(2)) {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(2);
-        }
+        Err(status) => return status,
     };
     match runtime.block_on(execute(cli.command, cli.client)) {
         Ok(code) => code,

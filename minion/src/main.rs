@@ -1,5 +1,6 @@
 //! The `brine-minion` binary: argument parsing around the library.
 
+use brine_daemon::entry::{self, Threads};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,23 +81,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     brine_daemon::logging::init(cli.log_format, "info");
     // One thread is plenty for one stream and one Docker engine, and keeps the agent small.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match entry::runtime(Threads::One) {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(2);
-        }
+        Err(status) => return status,
     };
-    match runtime.block_on(execute(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(2)
-        }
-    }
+    entry::exit_status(runtime.block_on(execute(cli.command)))
 }
 
 async fn execute(command: Command) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! The `brine-proxy` binary: argument parsing around the library.
 
+use brine_daemon::entry::{self, Threads};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,26 +40,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     brine_daemon::logging::init(cli.log_format, "info");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match entry::runtime(Threads::PerCore) {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(2);
-        }
+        Err(status) => return status,
     };
     let result = runtime.block_on(execute(cli.command));
     // Connections cut after stop_drain must not hold the exit up.
     runtime.shutdown_background();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(2)
-        }
-    }
+    entry::exit_status(result)
 }
 
 async fn execute(command: Command) -> anyhow::Result<()> {

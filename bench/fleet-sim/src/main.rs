@@ -1,5 +1,6 @@
 //! The `brine-fleet-sim` binary: argument parsing around the library.
 
+use brine_daemon::entry::{self, Threads};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -94,23 +95,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Thousands of minions log the same thing at once: only errors unless RUST_LOG says more.
     brine_daemon::logging::init(LogFormat::Plain, "error");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match entry::runtime(Threads::PerCore) {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(2);
-        }
+        Err(status) => return status,
     };
-    match runtime.block_on(execute(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(2)
-        }
-    }
+    entry::exit_status(runtime.block_on(execute(cli.command)))
 }
 
 async fn execute(command: Command) -> anyhow::Result<()> {

@@ -3,12 +3,14 @@
 //! The wall clock ([`clock`]), configuration files with environment overrides ([`config`]), logging shaped for a
 //! terminal, a file or the systemd journal ([`logging`]), the signals that stop a daemon
 //! ([`shutdown`]), readiness, status and watchdog notifications to systemd ([`systemd`]), the
-//! Prometheus endpoint ([`metrics`]), files written privately and atomically ([`files`]), and
-//! the version both print ([`VERSION`]). The domain model in `brine-common` stays free of all
+//! Prometheus endpoint ([`metrics`]), files written privately and atomically ([`files`]), the
+//! runtime and exit status of every `main` ([`entry`]), and the version both print
+//! ([`VERSION`]). The domain model in `brine-common` stays free of all
 //! of this.
 
 pub mod clock;
 pub mod config;
+pub mod entry;
 pub mod files;
 pub mod logging;
 pub mod metrics;

@@ -541,6 +541,15 @@ async fn deployed_then_moved(
     state.containers[0].id.clone()
 }
 
+/// Panics unless the first of each of `expected` came in this order, with every call.
+fn assert_in_order(calls: &[String], expected: &[impl AsRef<str>]) {
+    let positions: Vec<usize> = expected
+        .iter()
+        .map(|c| position(calls, c.as_ref()))
+        .collect();
+    assert!(positions.is_sorted(), "{calls:?}");
+}
+
 /// The index of the first call equal to `call`; panics with every call if there is none.
 fn position(calls: &[String], call: &str) -> usize {
     calls
@@ -644,8 +653,7 @@ async fn a_port_conflict_stops_the_old_one_first_and_restores_it_when_the_new_is
         format!("rename {old} host.web"),
         format!("start {old}"),
     ];
-    let positions: Vec<usize> = expected_order.iter().map(|c| position(&calls, c)).collect();
-    assert!(positions.is_sorted(), "{calls:?}");
+    assert_in_order(&calls, &expected_order);
     let restored = exec.runtime.container("host.web").unwrap();
     assert_eq!((restored.id, restored.state.as_str()), (old, "running"));
     assert_eq!(exec.runtime.state.lock().unwrap().containers.len(), 1);

@@ -132,8 +132,7 @@ async fn a_proxied_replacement_switches_traffic_once_healthy_then_drains_and_sto
         "remove c1",
         "rename c2 host.web",
     ];
-    let positions: Vec<usize> = expected_order.iter().map(|c| position(&calls, c)).collect();
-    assert!(positions.is_sorted(), "{calls:?}");
+    assert_in_order(&calls, &expected_order);
     // Docker publishes nothing: the proxy owns the port.
     assert!(exec.runtime.state.lock().unwrap().ports["c2"].is_empty());
     let new = exec.runtime.container("host.web").unwrap();
@@ -330,8 +329,7 @@ async fn turning_the_proxy_on_stops_the_container_docker_published_the_port_for_
         "route 0.0.0.0:8080 10.0.0.2:80",
         "remove c1",
     ];
-    let positions: Vec<usize> = expected_order.iter().map(|c| position(&calls, c)).collect();
-    assert!(positions.is_sorted(), "{calls:?}");
+    assert_in_order(&calls, &expected_order);
 }
 
 #[tokio::test]
@@ -358,6 +356,5 @@ async fn a_replacement_a_crash_interrupted_moves_the_proxy_when_it_finishes() {
         "stop c1",
         "rename c2 host.web",
     ];
-    let positions: Vec<usize> = expected_order.iter().map(|c| position(&calls, c)).collect();
-    assert!(positions.is_sorted(), "{calls:?}");
+    assert_in_order(&calls, &expected_order);
 }
