@@ -357,7 +357,11 @@ async fn host(viewer: Viewer, State(state): State<Shared>, Path(id): Path<String
         Ok(None) => return html(StatusCode::NOT_FOUND, pages::failure("No such host.")),
         Err(err) => return store_failed(err),
     };
-    let events = match master.store.host_events(id.clone(), HOST_EVENTS_SHOWN).await {
+    let events = match master
+        .store
+        .host_events(id.clone(), HOST_EVENTS_SHOWN)
+        .await
+    {
         Ok(events) => events,
         Err(err) => return store_failed(err),
     };
@@ -420,7 +424,11 @@ async fn lock(viewer: Viewer, State(state): State<Shared>) -> Response {
 /// Whether a form came from this dashboard, as far as the browser says: its `Origin` is this
 /// origin and its `Sec-Fetch-Site` is `same-origin`, when it sends them.
 fn same_origin(headers: &HeaderMap) -> bool {
-    let header = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     if let Some(site) = header("sec-fetch-site")
         && site != "same-origin"
     {
@@ -538,13 +546,7 @@ async fn event_stream(viewer: Viewer, State(state): State<Shared>) -> Response {
 }
 
 async fn live_js(_viewer: Viewer) -> Response {
-    secure(
-        (
-            [(CONTENT_TYPE, "text/javascript; charset=utf-8")],
-            LIVE_JS,
-        )
-            .into_response(),
-    )
+    secure(([(CONTENT_TYPE, "text/javascript; charset=utf-8")], LIVE_JS).into_response())
 }
 
 async fn not_found(_viewer: Viewer) -> Response {
@@ -562,7 +564,10 @@ mod tests {
             at("10.0.0.5:4443", None),
             "https://10.0.0.5:4443/login?token=T"
         );
-        assert_eq!(at("0.0.0.0:4443", None), "https://127.0.0.1:4443/login?token=T");
+        assert_eq!(
+            at("0.0.0.0:4443", None),
+            "https://127.0.0.1:4443/login?token=T"
+        );
         assert_eq!(
             at("0.0.0.0:4443", Some("master-1.example.com:4700")),
             "https://master-1.example.com:4443/login?token=T"
@@ -573,7 +578,10 @@ mod tests {
     #[test]
     fn the_session_cookie_is_found_among_others() {
         let mut headers = HeaderMap::new();
-        headers.insert(COOKIE, HeaderValue::from_static("a=1; brine_session=abc; b=2"));
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_static("a=1; brine_session=abc; b=2"),
+        );
         assert_eq!(session_cookie(&headers), Some("abc"));
         headers.insert(COOKIE, HeaderValue::from_static("brine_sessionx=abc"));
         assert_eq!(session_cookie(&headers), None);

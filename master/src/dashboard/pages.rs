@@ -232,12 +232,7 @@ fn job_kind(record: &JobRecord) -> &'static str {
     }
 }
 
-pub fn jobs(
-    session: &Session,
-    records: &[JobRecord],
-    older: bool,
-    next: Option<String>,
-) -> Markup {
+pub fn jobs(session: &Session, records: &[JobRecord], older: bool, next: Option<String>) -> Markup {
     page(
         Some(session),
         "jobs",
@@ -276,7 +271,11 @@ const TIMELINE_LABEL: f64 = 160.0;
 
 pub fn job(session: &Session, record: &JobRecord) -> Markup {
     let id = record.summary.job_id.to_string();
-    let state = if record.running { "running" } else { "finished" };
+    let state = if record.running {
+        "running"
+    } else {
+        "finished"
+    };
     let mut hosts: Vec<(String, Option<&brine_common::outcome::HostReport>)> = record
         .targets
         .iter()

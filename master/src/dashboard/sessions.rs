@@ -122,7 +122,9 @@ impl Sessions {
         now: i64,
     ) -> Result<(String, i64), LoginRefused> {
         let mut inner = self.lock();
-        inner.logins.retain(|_, login| login.expires_at_unix_ms > now);
+        inner
+            .logins
+            .retain(|_, login| login.expires_at_unix_ms > now);
         if inner.logins.len() >= MAX_LOGINS {
             return Err(LoginRefused::TooMany);
         }
@@ -254,7 +256,11 @@ mod tests {
         assert!(sessions.redeem(&token, late).is_none());
         assert!(sessions.redeem(&token, NOW).is_none(), "a late try used it");
         let token = login(&sessions, true);
-        assert!(sessions.redeem(&token, late - 1).is_some_and(|s| s.session.admin));
+        assert!(
+            sessions
+                .redeem(&token, late - 1)
+                .is_some_and(|s| s.session.admin)
+        );
     }
 
     #[test]
@@ -263,15 +269,23 @@ mod tests {
         let token = login(&sessions, false);
         assert!(sessions.redeem("", NOW).is_none());
         assert!(sessions.redeem(&token.to_uppercase(), NOW).is_none());
-        assert!(sessions.session(&token, NOW).is_none(), "a token is no cookie");
-        assert!(sessions.redeem(&token, NOW).is_some(), "the real token is still there");
+        assert!(
+            sessions.session(&token, NOW).is_none(),
+            "a token is no cookie"
+        );
+        assert!(
+            sessions.redeem(&token, NOW).is_some(),
+            "the real token is still there"
+        );
     }
 
     #[test]
     fn only_digests_are_kept() {
         let sessions = Sessions::default();
         let token = login(&sessions, false);
-        let started = sessions.redeem(&login(&sessions, false), NOW).expect("a session");
+        let started = sessions
+            .redeem(&login(&sessions, false), NOW)
+            .expect("a session");
         let inner = sessions.lock();
         assert!(inner.logins.contains_key(&digest(&token)));
         let kept = format!(
@@ -290,7 +304,9 @@ mod tests {
     fn sessions_expire_and_can_be_revoked() {
         let sessions = Sessions::default();
         let a = sessions.redeem(&login(&sessions, false), NOW).expect("a");
-        let b = sessions.redeem(&login(&sessions, true), NOW + 1).expect("b");
+        let b = sessions
+            .redeem(&login(&sessions, true), NOW + 1)
+            .expect("b");
         assert_eq!(
             sessions
                 .list(NOW + 2)
@@ -352,8 +368,14 @@ mod tests {
     #[test]
     fn csrf_tokens_are_per_session_and_compared_whole() {
         let sessions = Sessions::default();
-        let a = sessions.redeem(&login(&sessions, true), NOW).expect("a").session;
-        let b = sessions.redeem(&login(&sessions, true), NOW).expect("b").session;
+        let a = sessions
+            .redeem(&login(&sessions, true), NOW)
+            .expect("a")
+            .session;
+        let b = sessions
+            .redeem(&login(&sessions, true), NOW)
+            .expect("b")
+            .session;
         assert_ne!(a.csrf, b.csrf);
         assert!(a.csrf_matches(&a.csrf.clone()));
         assert!(!a.csrf_matches(&b.csrf));

@@ -19,7 +19,8 @@ pub(super) async fn create_dashboard_login(
     fleet: &FleetService,
     request: Request<pb::CreateDashboardLoginRequest>,
 ) -> Result<Response<pb::CreateDashboardLoginResponse>, Status> {
-    let caller = Caller::of(&request)?.identity()?.to_string();
+    // The certificate's name alone: what `dashboard sessions` shows as who made the link.
+    let caller = Caller::of(&request)?.identity()?.name.clone();
     let request = request.into_inner();
     let master = &fleet.master;
     let Some(listen) = master.config.dashboard_listen else {
@@ -75,7 +76,9 @@ pub(super) async fn list_dashboard_sessions(
             created_by: s.created_by,
         })
         .collect();
-    Ok(Response::new(pb::ListDashboardSessionsResponse { sessions }))
+    Ok(Response::new(pb::ListDashboardSessionsResponse {
+        sessions,
+    }))
 }
 
 pub(super) async fn revoke_dashboard_session(
