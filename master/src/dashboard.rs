@@ -554,7 +554,10 @@ async fn not_found(_viewer: Viewer) -> Response {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod unit_tests {
     use super::*;
 
     #[test]

@@ -67,6 +67,32 @@ impl Browser {
         self.send(request)
     }
 
+    /// Follows `/events/stream` in the background: what it sent so far.
+    fn follow(&self, cookie: &str) -> std::sync::Arc<std::sync::Mutex<String>> {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let request = self
+            .client
+            .get(format!("{}/events/stream", self.base))
+            .header(COOKIE, format!("brine_session={cookie}"))
+            .timeout(Duration::from_secs(60));
+        let into = seen.clone();
+        let (opened, open) = std::sync::mpsc::channel();
+        self.runtime.spawn(async move {
+            let mut response = request.send().await.expect("the stream");
+            let _ = opened.send(response.status());
+            while let Ok(Some(chunk)) = response.chunk().await {
+                into.lock()
+                    .expect("the text")
+                    .push_str(&String::from_utf8_lossy(&chunk));
+            }
+        });
+        let status = open
+            .recv_timeout(Duration::from_secs(10))
+            .expect("an answer");
+        assert_eq!(status, StatusCode::OK);
+        seen
+    }
+
     fn release(&self, cookie: &str, csrf: Option<&str>) -> Page {
         let body = csrf.map(|c| format!("csrf={c}")).unwrap_or_default();
         self.send(
@@ -201,12 +227,32 @@ fn the_dashboard_serves_signed_in_browsers_only() {
         StatusCode::OK
     );
 
-    // A job shows in /jobs, and on its own page.
+    // A job shows in /jobs, and on its own page; the event stream tells it live.
+    let stream = browser.follow(&viewer);
     let run = master.highstate_run(None);
     let job_id = run.json["job_id"]
         .as_str()
         .unwrap_or_else(|| panic!("a job id: {}", run.describe()))
         .to_owned();
+    support::wait_for(
+        "the job's events on the stream",
+        Duration::from_secs(10),
+        || {
+            let seen = stream.lock().expect("the text");
+            let has = |kind: &str| {
+                seen.lines().any(|line| {
+                    line.starts_with("data: {")
+                        && line.contains(&format!("\"kind\":\"{kind}\""))
+                        && line.contains(&job_id)
+                })
+            };
+            if has("job_started") && has("host_reported") && has("job_finished") {
+                Ok(())
+            } else {
+                Err(seen.clone())
+            }
+        },
+    );
     let jobs = browser.get("/jobs", Some(&viewer));
     assert!(
         jobs.body.contains(&format!("<tr data-job=\"{job_id}\">")),
