@@ -153,6 +153,7 @@ fn router(dashboard: Shared) -> Router {
         .route("/jobs", get(jobs))
         .route("/jobs/{id}", get(job))
         .route("/lock", get(lock))
+        .route("/releases", get(releases))
         .route("/lock/release", post(release_lock))
         .route("/events/stream", get(event_stream))
         .route("/static/live.js", get(live_js))
@@ -417,6 +418,20 @@ async fn job(viewer: Viewer, State(state): State<Shared>, Path(id): Path<String>
 async fn lock(viewer: Viewer, State(state): State<Shared>) -> Response {
     match state.master.store.current_lock(now_unix_ms()).await {
         Ok(lock) => html(StatusCode::OK, pages::lock(&viewer.0, lock.as_ref(), None)),
+        Err(err) => store_failed(err),
+    }
+}
+
+/// How many releases the releases page shows, newest first.
+const RELEASES_SHOWN: usize = 50;
+
+async fn releases(viewer: Viewer, State(state): State<Shared>) -> Response {
+    match state.master.store.releases().await {
+        Ok(mut releases) => {
+            releases.reverse();
+            releases.truncate(RELEASES_SHOWN);
+            html(StatusCode::OK, pages::releases(&viewer.0, &releases))
+        }
         Err(err) => store_failed(err),
     }
 }

@@ -166,6 +166,7 @@ fn the_dashboard_serves_signed_in_browsers_only() {
         "/",
         "/jobs",
         "/lock",
+        "/releases",
         "/static/live.js",
         "/events/stream",
         "/nowhere",

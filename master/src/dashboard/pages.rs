@@ -9,6 +9,7 @@ use brine_common::host::HostEvent;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::sessions::Session;
+use crate::release::Release;
 use crate::store::{JobRecord, LockRecord, MinionRecord};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222}\
@@ -41,6 +42,7 @@ fn page(session: Option<&Session>, title: &str, body: Markup) -> Markup {
                     a href="/" { "Fleet" }
                     a href="/jobs" { "Jobs" }
                     a href="/lock" { "Lock" }
+                    a href="/releases" { "Releases" }
                     @if let Some(session) = session {
                         span.who {
                             @if session.admin { "admin session" } @else { "read-only session" }
@@ -378,6 +380,38 @@ pub fn lock(session: &Session, lock: Option<&LockRecord>, message: Option<String
                         button type="submit" { "Release the lock" }
                     } @else {
                         p.muted { "This session is read-only; releasing the lock needs an admin session." }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The releases, newest first: what each role ran, and the command that goes back to it.
+pub fn releases(session: &Session, releases: &[Release]) -> Markup {
+    page(
+        Some(session),
+        "releases",
+        html! {
+            h1 { "Releases" }
+            @if releases.is_empty() { p { "No release yet: a successful rollout records one." } }
+            table id="releases" {
+                thead { tr { th { "Release" } th { "Created" } th { "Job" } th { "By" } th { "Role" } th { "Containers" } th { "Roll back to it" } } }
+                tbody {
+                    @for release in releases {
+                        @for (n, (role, containers)) in release.pins.iter().enumerate() {
+                            tr data-release=(release.id) data-role=(role) {
+                                td.id { @if n == 0 { (release.id) } }
+                                td.created { @if n == 0 { (time(release.created_at_unix_ms)) } }
+                                td.job { @if n == 0 { a href={ "/jobs/" (release.job_id) } { (release.job_id) } } }
+                                td.caller { @if n == 0 { (release.caller) } }
+                                td.role { (role) }
+                                td.images {
+                                    @for (name, image) in containers { code { (name) " " (image) } br; }
+                                }
+                                td.rollback { code { "brine-master rollback --role " (role) " --to " (release.id) } }
+                            }
+                        }
                     }
                 }
             }

@@ -144,6 +144,24 @@ async fn fill(master: &Master) {
         };
         master.store.record_job(record, retention).await.unwrap();
     }
+    let pins = [(
+        RoleName::new("web").unwrap(),
+        [(
+            ContainerName::new("app0").unwrap(),
+            brine_common::spec::ImageRef::new(format!(
+                "registry.example:5000/app@sha256:{:064}",
+                0
+            ))
+            .unwrap(),
+        )]
+        .into(),
+    )]
+    .into();
+    master
+        .store
+        .add_release("20260101T000049-0000abcd".into(), "admin".into(), 1, pins)
+        .await
+        .unwrap();
 }
 
 async fn get(app: &Router, path: &str, cookie: Option<&str>) -> (StatusCode, String, Duration) {
@@ -214,6 +232,7 @@ async fn every_page_of_a_fleet_of_a_thousand_hosts_is_served_in_time() {
         format!("/jobs/{newest}"),
         "/hosts/web-0500".to_owned(),
         "/lock".to_owned(),
+        "/releases".to_owned(),
     ];
     for path in &pages {
         let (status, body, took) = get(&app, path, Some(&cookie)).await;
@@ -240,6 +259,11 @@ async fn every_page_of_a_fleet_of_a_thousand_hosts_is_served_in_time() {
     assert_eq!(job.matches("<g data-host=").count(), HOSTS);
     assert_eq!(job.matches("<rect class=\"phase pull\"").count(), HOSTS);
     assert!(job.contains("data-state=\"finished\""));
+    let (_, releases, _) = get(&app, "/releases", Some(&cookie)).await;
+    assert!(
+        releases.contains("brine-master rollback --role web --to 1"),
+        "{releases}"
+    );
 
     for path in ["/", "/jobs", "/static/live.js", "/hosts/web-0001", "/nope"] {
         let (status, body, _) = get(&app, path, None).await;
