@@ -47,9 +47,10 @@ pub use tls::{serve, tls_config};
 
 /// The session cookie's name.
 pub const COOKIE_NAME: &str = "brine_session";
-/// Hosts per page of the fleet view, jobs per page of the jobs view.
+/// Hosts per page of the fleet view, jobs per page of the jobs view. A job's record holds every
+/// host's report, and the store reads it whole: 25 jobs over 1,000 hosts are 25,000 reports.
 const HOSTS_PER_PAGE: usize = 100;
-const JOBS_PER_PAGE: usize = 50;
+const JOBS_PER_PAGE: usize = 25;
 /// How many of a host's events its page shows.
 const HOST_EVENTS_SHOWN: usize = 50;
 /// How many recent jobs tell each host's last job when the dashboard starts; from then on the

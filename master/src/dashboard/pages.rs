@@ -278,21 +278,23 @@ pub fn job(session: &Session, record: &JobRecord) -> Markup {
     } else {
         "finished"
     };
+    // Every target, with its report if it has one (and any report of a host not targeted).
+    let mut reports: std::collections::BTreeMap<_, _> = record
+        .summary
+        .hosts
+        .iter()
+        .map(|r| (&r.minion_id, r))
+        .collect();
     let mut hosts: Vec<(String, Option<&brine_common::outcome::HostReport>)> = record
         .targets
         .iter()
-        .map(|host| {
-            (
-                host.to_string(),
-                record.summary.hosts.iter().find(|r| &r.minion_id == host),
-            )
-        })
+        .map(|host| (host.to_string(), reports.remove(host)))
         .collect();
-    for report in &record.summary.hosts {
-        if !record.targets.contains(&report.minion_id) {
-            hosts.push((report.minion_id.to_string(), Some(report)));
-        }
-    }
+    hosts.extend(
+        reports
+            .into_values()
+            .map(|report| (report.minion_id.to_string(), Some(report))),
+    );
     let longest = hosts
         .iter()
         .filter_map(|(_, r)| *r)

@@ -218,9 +218,10 @@ async fn every_page_of_a_fleet_of_a_thousand_hosts_is_served_in_time() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // Debug builds are several times slower than the release the budget is for.
+    // Debug builds are many times slower than the release the budget is for, and share the
+    // machine with the rest of the suite.
     let budget = if cfg!(debug_assertions) {
-        Duration::from_millis(1000)
+        Duration::from_secs(5)
     } else {
         Duration::from_millis(100)
     };
@@ -254,7 +255,8 @@ async fn every_page_of_a_fleet_of_a_thousand_hosts_is_served_in_time() {
     let (_, last, _) = get(&app, "/?page=10", Some(&cookie)).await;
     assert!(last.contains("rel=\"prev\"") && !last.contains("rel=\"next\""));
     let (_, jobs, _) = get(&app, "/jobs", Some(&cookie)).await;
-    assert_eq!(jobs.matches("<tr data-job=").count(), JOBS);
+    assert_eq!(jobs.matches("<tr data-job=").count(), JOBS_PER_PAGE);
+    assert!(jobs.contains("rel=\"next\""));
     let (_, job, _) = get(&app, &format!("/jobs/{newest}"), Some(&cookie)).await;
     assert_eq!(job.matches("<g data-host=").count(), HOSTS);
     assert_eq!(job.matches("<rect class=\"phase pull\"").count(), HOSTS);
