@@ -151,6 +151,19 @@ const METHODS: &[(&str, Access)] = &[
         "/brine.v1.FleetService/ListHookFailures",
         Access::Roles(&[Admin, Ci]),
     ),
+    // Signing browsers in to the dashboard, and out, is an operator's.
+    (
+        "/brine.v1.FleetService/CreateDashboardLogin",
+        Access::Roles(&[Admin]),
+    ),
+    (
+        "/brine.v1.FleetService/ListDashboardSessions",
+        Access::Roles(&[Admin]),
+    ),
+    (
+        "/brine.v1.FleetService/RevokeDashboardSession",
+        Access::Roles(&[Admin]),
+    ),
     (
         "/grpc.health.v1.Health/Check",
         Access::Roles(&[Admin, Ci, Minion]),

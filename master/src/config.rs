@@ -42,6 +42,7 @@ pub type ConfigError = ConfigFileError;
 struct RawConfig {
     listen: SocketAddr,
     metrics_listen: Option<SocketAddr>,
+    dashboard_listen: Option<SocketAddr>,
     name: Option<String>,
     advertise_address: Option<String>,
     address: Option<String>,
@@ -116,6 +117,8 @@ pub struct MasterConfig {
     pub listen: SocketAddr,
     /// Where the Prometheus endpoint listens (plain HTTP), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the web dashboard listens (HTTPS with the master's certificate), if anywhere.
+    pub dashboard_listen: Option<SocketAddr>,
     /// This master's name among the masters that share a store (it names the jobs it runs):
     /// `HOSTNAME:PORT` unless master.toml says otherwise.
     pub name: String,
@@ -234,6 +237,7 @@ impl MasterConfig {
             data_dir: data_dir.to_path_buf(),
             listen: raw.listen,
             metrics_listen: raw.metrics_listen,
+            dashboard_listen: raw.dashboard_listen,
             name,
             advertise_address: raw.advertise_address,
             address,
@@ -263,6 +267,9 @@ impl MasterConfig {
         put("listen", text(self.listen.to_string()));
         if let Some(address) = self.metrics_listen {
             put("metrics_listen", text(address.to_string()));
+        }
+        if let Some(address) = self.dashboard_listen {
+            put("dashboard_listen", text(address.to_string()));
         }
         put("name", text(self.name.clone()));
         if let Some(address) = &self.advertise_address {
@@ -350,6 +357,9 @@ impl MasterConfig {
              listen = \"{listen}\"\n\n\
              # Where the Prometheus endpoint listens (plain HTTP, GET /metrics); off unless set.\n\
              # metrics_listen = \"127.0.0.1:9470\"\n\n\
+             # Where the web dashboard listens (HTTPS, with the master's certificate); off unless\n\
+             # set. Browsers sign in with a link from `brine-master dashboard login`.\n\
+             # dashboard_listen = \"127.0.0.1:4443\"\n\n\
              # This master's name among the masters that share a store in etcd: the jobs it runs\n\
              # carry it (defaults to HOSTNAME:PORT).\n\
              # name = \"master-1\"\n\n\

@@ -6,7 +6,8 @@
 //! `releases.rs`, `hosts.rs` (listing and admission), `credentials.rs` (join tokens,
 //! certificate revocations), `lock.rs` (the fleet lock), `sessions.rs` (a role's containers'
 //! logs, and commands run in them) and `events.rs` (the fleet's events and failed hook
-//! deliveries), with `paging.rs` for long answers.
+//! deliveries) and `dashboard.rs` (the web dashboard's sign-in links and sessions), with
+//! `paging.rs` for long answers.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::state::Master;
 
 mod credentials;
+mod dashboard;
 mod events;
 mod hosts;
 mod job_options;
@@ -308,5 +310,26 @@ impl pb::fleet_service_server::FleetService for FleetService {
         request: Request<pb::ListHookFailuresRequest>,
     ) -> Result<Response<pb::ListHookFailuresResponse>, Status> {
         events::list_hook_failures(self, request).await
+    }
+
+    async fn create_dashboard_login(
+        &self,
+        request: Request<pb::CreateDashboardLoginRequest>,
+    ) -> Result<Response<pb::CreateDashboardLoginResponse>, Status> {
+        dashboard::create_dashboard_login(self, request).await
+    }
+
+    async fn list_dashboard_sessions(
+        &self,
+        request: Request<pb::ListDashboardSessionsRequest>,
+    ) -> Result<Response<pb::ListDashboardSessionsResponse>, Status> {
+        dashboard::list_dashboard_sessions(self, request).await
+    }
+
+    async fn revoke_dashboard_session(
+        &self,
+        request: Request<pb::RevokeDashboardSessionRequest>,
+    ) -> Result<Response<pb::RevokeDashboardSessionResponse>, Status> {
+        dashboard::revoke_dashboard_session(self, request).await
     }
 }

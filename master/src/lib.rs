@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connections;
+pub mod dashboard;
 pub mod data_dir;
 pub mod enrolment;
 pub mod events;

@@ -179,6 +179,13 @@ enum Command {
         #[arg(long, short, value_enum, default_value_t = EventsFormat::Text)]
         output: EventsFormat,
     },
+    /// The web dashboard (`dashboard_listen` in master.toml): sign-in links for browsers, and
+    /// the sessions they started. Sessions live in the master's memory: a restart of the master
+    /// signs every browser out.
+    Dashboard {
+        #[command(subcommand)]
+        command: DashboardCommand,
+    },
     /// The hooks of master.toml (`[[hooks]]`), which run a command or POST to a URL on chosen
     /// events.
     Hooks {
@@ -496,6 +503,34 @@ enum JobsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum DashboardCommand {
+    /// Make a one-time sign-in link and print it, alone on the last line of standard output.
+    /// Open it in a browser within 5 minutes; it works once. The browser then holds a session
+    /// (a cookie) for --ttl, read-only unless --admin. Sessions live in the master's memory: a
+    /// restart of the master signs every browser out.
+    Login {
+        /// How long the session lasts (at least 1m, at most 30d).
+        #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Let the session act (release the fleet lock), not only look.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// The sessions the master holds now: id, when created, last seen and expiring, whether
+    /// admin, and the certificate that made the link.
+    Sessions {
+        /// `text`: a line per session; `json`: a JSON array.
+        #[arg(long, short, value_enum, default_value_t = brine_master::cli::dashboard::SessionsFormat::Text)]
+        output: brine_master::cli::dashboard::SessionsFormat,
+    },
+    /// End a session at once: its browser is signed out at its next request.
+    Revoke {
+        /// The session's id, from `dashboard sessions`.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum LockCommand {
     /// Who holds the lock, why, and until when.
     Status,
@@ -716,6 +751,17 @@ async fn execute(command: Command, client: ClientArgs) -> anyhow::Result<ExitCod
         Command::Hooks {
             command: HooksCommand::Failures { output },
         } => brine_master::cli::events::failures(&client, output).await?,
+        Command::Dashboard { command } => match command {
+            DashboardCommand::Login { ttl, admin } => {
+                brine_master::cli::dashboard::login(&client, ttl, admin).await?;
+            }
+            DashboardCommand::Sessions { output } => {
+                brine_master::cli::dashboard::sessions(&client, output).await?;
+            }
+            DashboardCommand::Revoke { id } => {
+                brine_master::cli::dashboard::revoke(&client, id).await?;
+            }
+        },
         Command::Lock { command } => match command {
             LockCommand::Status => brine_master::cli::lock::status(&client).await?,
             LockCommand::Acquire { message, ttl } => {

@@ -290,6 +290,12 @@ pub async fn run(
         })?),
         None => None,
     };
+    let dashboard_listener = match config.dashboard_listen {
+        Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+            format!("listen for the dashboard on {address} (dashboard_listen in master.toml)")
+        })?),
+        None => None,
+    };
     for warning in data.tighten_permissions(&config.roles_file)? {
         tracing::warn!("{warning}");
     }
@@ -372,6 +378,7 @@ pub async fn run(
         metrics: metrics.clone(),
         vault,
         events,
+        dashboard: Default::default(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -397,6 +404,15 @@ pub async fn run(
             stopping.clone(),
         ));
     }
+    let dashboard = match dashboard_listener {
+        Some(listener) => Some(tokio::spawn(crate::dashboard::serve(
+            master.clone(),
+            listener,
+            crate::dashboard::tls_config(certificate.clone())?,
+            stopping.clone(),
+        ))),
+        None => None,
+    };
     tokio::spawn(certificate.keep_fresh(data.clone(), stopping.clone()));
     if shared {
         tokio::spawn(crate::peers::keep_announced(
@@ -492,6 +508,10 @@ pub async fn run(
     tokio::select! {
         result = server => result.context("serve gRPC")?,
         () = grace => tracing::warn!("requests still running after the grace period were cut"),
+    }
+    if let Some(dashboard) = dashboard {
+        // It stops with the rest: its listener first, then its connections, within its grace.
+        let _ = dashboard.await;
     }
     tracing::info!("brine-master stopped");
     Ok(())

@@ -39,6 +39,8 @@ pub struct Master {
     pub vault: crate::secrets::Vault,
     /// What happens in the fleet, for watchers and hooks.
     pub events: Arc<crate::events::EventBus>,
+    /// The dashboard's sign-in links and sessions (in memory only).
+    pub dashboard: crate::dashboard::Sessions,
 }
 
 pub use brine_daemon::clock::now_unix_ms;

@@ -5,6 +5,7 @@ pub mod client;
 pub mod client_config;
 pub mod connection;
 pub mod context;
+pub mod dashboard;
 pub mod docs;
 pub mod events;
 pub mod highstate;
