@@ -68,8 +68,17 @@ function done(summary, latency, requests)
 end
 LUA
 # wrk_json URL SECONDS: one wrk run, its counts as JSON.
+# wrk gives up at once, without counts, when its first connection is refused: that counts as
+# one failed request, and the run is retried after its time.
 wrk_json() {
-  wrk -t1 -c8 --timeout 5s -d"$2"s -s "$work/count.lua" "$1" | grep '^{'
+  local out
+  out=$(wrk -t1 -c8 --timeout 5s -d"$2"s -s "$work/count.lua" "$1" 2>&1 || true)
+  if grep -q '^{' <<<"$out"; then
+    grep '^{' <<<"$out"
+  else
+    sleep "$2"
+    echo '{"requests":0,"failures":1,"seconds":0,"p50_ms":0,"p99_ms":0}'
+  fi
 }
 
 # Latency: the container reached directly, then through the proxy, 10 s each.

@@ -25,6 +25,9 @@ command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 # proxy's tests hand it a listening socket the way systemd does.
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
+# The dashboard's test drives Debian's Chromium through its WebDriver (Selenium, below).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 # The etcd client crate compiles etcd's .proto files with protoc when it is built.
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 if ((${#missing[@]})); then
@@ -58,8 +61,8 @@ fi
 
 # The CI-client test calls the gRPC API from Python, as a CI pipeline would.
 venv="$(dirname "$0")/../.venv-tests"
-if ! "$venv/bin/python" -c 'import grpc, grpc_tools, grpc_status, grpc_reflection' >/dev/null 2>&1; then
-  echo "installing grpcio for the Python client test" >&2
+if ! "$venv/bin/python" -c 'import grpc, grpc_tools, grpc_status, grpc_reflection, selenium' >/dev/null 2>&1; then
+  echo "installing grpcio for the Python client test and Selenium for the dashboard's" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q -r "$(dirname "$0")/../tests/python/requirements.txt"
 fi

@@ -165,16 +165,21 @@ pub fn wrk_once(url: &str, duration: Duration, connections: u32, delay_ms: u32) 
         .output()
         .expect("wrk is missing: apt-get install wrk");
     let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // wrk gives up at once, without counts, when its first connection is refused: that is one
+    // refused connection, and the run is the shortest wrk makes.
+    if format!("{stdout}{stderr}").contains("unable to connect") {
+        thread::sleep(duration);
+        return LoadCount {
+            connect_errors: 1,
+            ..LoadCount::default()
+        };
+    }
     let line = stdout
         .lines()
         .rev()
         .find(|line| line.starts_with('{'))
-        .unwrap_or_else(|| {
-            panic!(
-                "wrk printed no counts: {stdout}{}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        });
+        .unwrap_or_else(|| panic!("wrk printed no counts: {stdout}{stderr}"));
     let counts: Value = serde_json::from_str(line).expect("wrk's counts are JSON");
     let number = |key: &str| counts[key].as_f64().unwrap_or(0.0);
     LoadCount {
