@@ -9,6 +9,7 @@ root="$PWD/.quickstart"
 bin="$PWD/target/release"
 registry_port=5000
 master_port=4700
+dashboard_port=4780
 
 stop() {
   for pidfile in "$root"/*.pid; do
@@ -78,7 +79,8 @@ ports = ["127.0.0.1:8080:8080"]
 [assign]
 "quickstart" = ["hello"]
 TOML
-"$bin/brine-master" serve --data-dir "$root/master" >"$root/master.log" 2>&1 &
+BRINE_MASTER_DASHBOARD_LISTEN="127.0.0.1:$dashboard_port" \
+  "$bin/brine-master" serve --data-dir "$root/master" >"$root/master.log" 2>&1 &
 echo $! >"$root/master.pid"
 for _ in $(seq 1 50); do
   "$bin/brine-master" minions --data-dir "$root/master" >/dev/null 2>&1 && break
@@ -107,6 +109,12 @@ echo
 echo "== its log through the master: the request above, as busybox httpd -v logged it"
 "$bin/brine-master" logs hello --tail 20 --data-dir "$root/master"
 echo
+echo "== the dashboard: open this one-time sign-in link within 5 minutes"
+echo "   (the browser warns about the certificate: the fleet's own CA signed it, $root/master/ca.pem;"
+echo "   import that file, or accept the warning for this local try)"
+"$bin/brine-master" dashboard login --data-dir "$root/master" 2>/dev/null
+echo
+echo "A new sign-in link:               $bin/brine-master dashboard login --data-dir $root/master"
 echo "Run it again (nothing changes):  $bin/brine-master highstate --data-dir $root/master"
 echo "See the fleet:                    $bin/brine-master minions --data-dir $root/master"
 echo "Follow the container's log:       $bin/brine-master logs hello --follow --data-dir $root/master"
