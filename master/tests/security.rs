@@ -3136,3 +3136,79 @@ async fn only_operators_and_ci_watch_the_fleets_events() {
     drop((anonymous, host, ci));
     master.shutdown().await;
 }
+
+/// Every dashboard call made with `fleet`, each refused with `code` and `needle`.
+async fn expect_dashboard_calls_refused(
+    who: &str,
+    fleet: &mut pb::fleet_service_client::FleetServiceClient<Channel>,
+    code: Code,
+    needle: &str,
+) {
+    let login = within(
+        "create_dashboard_login",
+        fleet.create_dashboard_login(pb::CreateDashboardLoginRequest {
+            ttl: None,
+            admin: true,
+        }),
+    )
+    .await
+    .map(|_| ());
+    let list = within(
+        "list_dashboard_sessions",
+        fleet.list_dashboard_sessions(pb::ListDashboardSessionsRequest {}),
+    )
+    .await
+    .map(|_| ());
+    let revoke = within(
+        "revoke_dashboard_session",
+        fleet.revoke_dashboard_session(pb::RevokeDashboardSessionRequest {
+            session_id: "any".into(),
+        }),
+    )
+    .await
+    .map(|_| ());
+    for (call, result) in [
+        ("CreateDashboardLogin", login),
+        ("ListDashboardSessions", list),
+        ("RevokeDashboardSession", revoke),
+    ] {
+        expect_refused(&format!("{call} {who}"), result, code, needle);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_admin_signs_browsers_in_to_the_dashboard() {
+    let master = TestMaster::start().await;
+    // A CI pipeline's certificate must not mint an admin session it could act with in a
+    // browser; a host's certificate or none at all, still less.
+    let (_ci_dir, ci) = master.operator_identity(CertRole::Ci, "pipeline");
+    let mut as_ci = master.fleet(Some(ci)).await;
+    expect_dashboard_calls_refused(
+        "with a ci certificate",
+        &mut as_ci,
+        Code::PermissionDenied,
+        "ci role",
+    )
+    .await;
+    let (_dir, minion) = master.enrolled_minion("web-1").await;
+    let mut as_host = master
+        .fleet(Some(TestMaster::minion_identity(&minion)))
+        .await;
+    expect_dashboard_calls_refused(
+        "with a minion certificate",
+        &mut as_host,
+        Code::PermissionDenied,
+        "minion role",
+    )
+    .await;
+    let mut anonymous = master.fleet(None).await;
+    expect_dashboard_calls_refused(
+        "without a certificate",
+        &mut anonymous,
+        Code::Unauthenticated,
+        "client certificate",
+    )
+    .await;
+    drop((as_ci, as_host, anonymous));
+    master.shutdown().await;
+}
