@@ -17,7 +17,13 @@ use crate::data_dir::DataDir;
 use crate::link::Links;
 use crate::store::{Approval, JobRecord, JobRetention, MinionRecord};
 
-const HOSTS: usize = 1000;
+/// The fleet's size: 1,000, or `BRINE_BENCH_HOSTS` when `bench/dashboard.sh` measures another.
+fn fleet_size() -> usize {
+    std::env::var("BRINE_BENCH_HOSTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000)
+}
 const JOBS: usize = 50;
 
 async fn master(dir: &std::path::Path) -> Arc<Master> {
@@ -64,7 +70,7 @@ fn host_id(n: usize) -> MinionId {
 }
 
 async fn fill(master: &Master) {
-    for n in 0..HOSTS {
+    for n in 0..fleet_size() {
         let running = (0..3)
             .map(|c| RunningContainer {
                 name: ContainerName::new(format!("app{c}")).unwrap(),
@@ -103,7 +109,7 @@ async fn fill(master: &Master) {
     }
     for j in 0..JOBS {
         let job_id = JobId::new(format!("20260101T{:06}-0000abcd", j)).unwrap();
-        let hosts: Vec<HostReport> = (0..HOSTS)
+        let hosts: Vec<HostReport> = (0..fleet_size())
             .map(|n| HostReport {
                 minion_id: host_id(n),
                 status: HostStatus::Changed,
@@ -131,7 +137,7 @@ async fn fill(master: &Master) {
             caller: "admin".into(),
             plan: false,
             running: false,
-            targets: (0..HOSTS).map(host_id).collect(),
+            targets: (0..fleet_size()).map(host_id).collect(),
             request: None,
             master: None,
             lease: None,
@@ -184,7 +190,7 @@ async fn get(app: &Router, path: &str, cookie: Option<&str>) -> (StatusCode, Str
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn every_page_of_a_fleet_of_a_thousand_hosts_is_served_in_time() {
+async fn every_page_of_a_fleet_of_a_thousand_hosts_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let master = master(dir.path()).await;
     fill(&master).await;
@@ -218,16 +224,10 @@ async fn every_page_of_a_fleet_of_a_thousand_hosts_is_served_in_time() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // Debug builds are many times slower than the release the budget is for, and share the
-    // machine with the rest of the suite.
-    let budget = if cfg!(debug_assertions) {
-        Duration::from_secs(5)
-    } else {
-        Duration::from_millis(100)
-    };
+    // What each page costs is printed, for `bench/dashboard.sh`; a test asserts no timing.
     let pages = [
         "/".to_owned(),
-        "/?page=10".to_owned(),
+        format!("/?page={}", fleet_size().div_ceil(100)),
         "/?target=label%3Aenv%3Dprod+and+not+web-0001".to_owned(),
         "/jobs".to_owned(),
         format!("/jobs/{newest}"),
@@ -237,9 +237,12 @@ async fn every_page_of_a_fleet_of_a_thousand_hosts_is_served_in_time() {
     ];
     for path in &pages {
         let (status, body, took) = get(&app, path, Some(&cookie)).await;
-        eprintln!("{path}: {} bytes in {took:?}", body.len());
+        eprintln!(
+            "page {path}: {} bytes in {:.1} ms",
+            body.len(),
+            took.as_secs_f64() * 1000.0
+        );
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
-        assert!(took < budget, "{path} took {took:?}");
         assert!(body.contains("<nav>") && body.contains("<main>"), "{path}");
     }
     let (_, fleet, _) = get(&app, "/", Some(&cookie)).await;
@@ -252,14 +255,18 @@ async fn every_page_of_a_fleet_of_a_thousand_hosts_is_served_in_time() {
         fleet.contains("3 (1 unhealthy)"),
         "web-0000 has an exited container"
     );
-    let (_, last, _) = get(&app, "/?page=10", Some(&cookie)).await;
+    let last_page = format!("/?page={}", fleet_size().div_ceil(100));
+    let (_, last, _) = get(&app, &last_page, Some(&cookie)).await;
     assert!(last.contains("rel=\"prev\"") && !last.contains("rel=\"next\""));
     let (_, jobs, _) = get(&app, "/jobs", Some(&cookie)).await;
     assert_eq!(jobs.matches("<tr data-job=").count(), JOBS_PER_PAGE);
     assert!(jobs.contains("rel=\"next\""));
     let (_, job, _) = get(&app, &format!("/jobs/{newest}"), Some(&cookie)).await;
-    assert_eq!(job.matches("<g data-host=").count(), HOSTS);
-    assert_eq!(job.matches("<rect class=\"phase pull\"").count(), HOSTS);
+    assert_eq!(job.matches("<g data-host=").count(), fleet_size());
+    assert_eq!(
+        job.matches("<rect class=\"phase pull\"").count(),
+        fleet_size()
+    );
     assert!(job.contains("data-state=\"finished\""));
     let (_, releases, _) = get(&app, "/releases", Some(&cookie)).await;
     assert!(
