@@ -426,12 +426,35 @@ async fn lock(viewer: Viewer, State(state): State<Shared>) -> Response {
 /// How many releases the releases page shows, newest first.
 const RELEASES_SHOWN: usize = 50;
 
-async fn releases(viewer: Viewer, State(state): State<Shared>) -> Response {
+async fn releases(
+    viewer: Viewer,
+    State(state): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     match state.master.store.releases().await {
         Ok(mut releases) => {
+            // `?from=A&to=B`: what changed between two releases, wherever they are in the list.
+            let numbered = |key: &str| query.get(key).and_then(|n| n.parse::<u64>().ok());
+            let compared = match (numbered("from"), numbered("to")) {
+                (Some(from), Some(to)) => {
+                    let find = |id| releases.iter().find(|r| r.id == id);
+                    match (find(from), find(to)) {
+                        (Some(a), Some(b)) => Some(pages::Compared {
+                            from,
+                            to,
+                            changes: crate::release::diff(&a.pins, &b.pins),
+                        }),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
             releases.reverse();
             releases.truncate(RELEASES_SHOWN);
-            html(StatusCode::OK, pages::releases(&viewer.0, &releases))
+            html(
+                StatusCode::OK,
+                pages::releases(&viewer.0, &releases, compared.as_ref()),
+            )
         }
         Err(err) => store_failed(err),
     }

@@ -23,6 +23,40 @@ pub struct Release {
     pub pins: Pins,
 }
 
+/// One container whose image differs between two releases; `None` where a release did not
+/// run it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinChange {
+    pub role: RoleName,
+    pub container: ContainerName,
+    pub from: Option<ImageRef>,
+    pub to: Option<ImageRef>,
+}
+
+/// What changed from release `from` to release `to`: every container whose image differs, or
+/// that only one of them ran, by role and container.
+pub fn diff(from: &Pins, to: &Pins) -> Vec<PinChange> {
+    let mut keys: Vec<(&RoleName, &ContainerName)> = from
+        .iter()
+        .chain(to)
+        .flat_map(|(role, containers)| containers.keys().map(move |c| (role, c)))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let pin = |pins: &Pins, role: &RoleName, container: &ContainerName| {
+        pins.get(role).and_then(|c| c.get(container)).cloned()
+    };
+    keys.into_iter()
+        .map(|(role, container)| PinChange {
+            role: role.clone(),
+            container: container.clone(),
+            from: pin(from, role, container),
+            to: pin(to, role, container),
+        })
+        .filter(|change| change.from != change.to)
+        .collect()
+}
+
 /// The pins a job sends: every container of every host, by role.
 pub fn pins_of(desired: &BTreeMap<MinionId, DesiredState>) -> Pins {
     let mut pins = Pins::new();
@@ -104,6 +138,36 @@ mod tests {
             created_at_unix_ms: 0,
             pins,
         }
+    }
+
+    #[test]
+    fn a_diff_lists_the_containers_whose_image_changed_came_or_went() {
+        let from = pins(&[("web", "web", "1"), ("web", "side", "1"), ("db", "db", "1")]);
+        let to = pins(&[
+            ("web", "web", "2"),
+            ("web", "side", "1"),
+            ("worker", "worker", "2"),
+        ]);
+        let changes: Vec<(String, String, bool, bool)> = diff(&from, &to)
+            .into_iter()
+            .map(|c| {
+                (
+                    c.role.to_string(),
+                    c.container.to_string(),
+                    c.from.is_some(),
+                    c.to.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                ("db".into(), "db".into(), true, false),
+                ("web".into(), "web".into(), true, true),
+                ("worker".into(), "worker".into(), false, true),
+            ]
+        );
+        assert!(diff(&from, &from).is_empty());
     }
 
     #[test]

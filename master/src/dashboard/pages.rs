@@ -9,7 +9,7 @@ use brine_common::host::HostEvent;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::sessions::Session;
-use crate::release::Release;
+use crate::release::{PinChange, Release};
 use crate::store::{JobRecord, LockRecord, MinionRecord};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222}\
@@ -389,14 +389,50 @@ pub fn lock(session: &Session, lock: Option<&LockRecord>, message: Option<String
     )
 }
 
-/// The releases, newest first: what each role ran, and the command that goes back to it.
-pub fn releases(session: &Session, releases: &[Release]) -> Markup {
+/// Two releases compared: the containers whose image changed between them.
+pub struct Compared {
+    pub from: u64,
+    pub to: u64,
+    pub changes: Vec<PinChange>,
+}
+
+/// The releases, newest first: what each role ran, and the command that goes back to it; with
+/// `compared`, what changed between two of them.
+pub fn releases(session: &Session, releases: &[Release], compared: Option<&Compared>) -> Markup {
+    let image = |image: &Option<brine_common::spec::ImageRef>| match image {
+        Some(image) => html! { code { (image) } },
+        None => html! { span.absent { "(not run)" } },
+    };
     page(
         Some(session),
         "releases",
         html! {
             h1 { "Releases" }
             @if releases.is_empty() { p { "No release yet: a successful rollout records one." } }
+            @if releases.len() > 1 {
+                form method="get" action="/releases" {
+                    label { "Compare release " input type="number" name="from" min="1" value=(compared.map_or(releases[1].id, |c| c.from)); }
+                    label { " with " input type="number" name="to" min="1" value=(compared.map_or(releases[0].id, |c| c.to)); }
+                    " " button type="submit" { "Compare" }
+                }
+            }
+            @if let Some(compared) = compared {
+                h2 { "From release " (compared.from) " to " (compared.to) }
+                @if compared.changes.is_empty() { p { "The same images." } }
+                @else {
+                    table id="release-diff" {
+                        thead { tr { th { "Role" } th { "Container" } th { "Release " (compared.from) } th { "Release " (compared.to) } } }
+                        tbody {
+                            @for change in &compared.changes {
+                                tr data-role=(change.role) data-container=(change.container) {
+                                    td.role { (change.role) } td.container { (change.container) }
+                                    td.from { (image(&change.from)) } td.to { (image(&change.to)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             table id="releases" {
                 thead { tr { th { "Release" } th { "Created" } th { "Job" } th { "By" } th { "Role" } th { "Containers" } th { "Roll back to it" } } }
                 tbody {

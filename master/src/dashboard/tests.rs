@@ -150,24 +150,27 @@ async fn fill(master: &Master) {
         };
         master.store.record_job(record, retention).await.unwrap();
     }
-    let pins = [(
-        RoleName::new("web").unwrap(),
-        [(
-            ContainerName::new("app0").unwrap(),
-            brine_common::spec::ImageRef::new(format!(
-                "registry.example:5000/app@sha256:{:064}",
-                0
-            ))
-            .unwrap(),
+    // Two releases: the second moved app0 to another image.
+    for digit in [0, 1] {
+        let pins = [(
+            RoleName::new("web").unwrap(),
+            [(
+                ContainerName::new("app0").unwrap(),
+                brine_common::spec::ImageRef::new(format!(
+                    "registry.example:5000/app@sha256:{}",
+                    digit.to_string().repeat(64)
+                ))
+                .unwrap(),
+            )]
+            .into(),
         )]
-        .into(),
-    )]
-    .into();
-    master
-        .store
-        .add_release("20260101T000049-0000abcd".into(), "admin".into(), 1, pins)
-        .await
-        .unwrap();
+        .into();
+        master
+            .store
+            .add_release("20260101T000049-0000abcd".into(), "admin".into(), 1, pins)
+            .await
+            .unwrap();
+    }
 }
 
 async fn get(app: &Router, path: &str, cookie: Option<&str>) -> (StatusCode, String, Duration) {
@@ -272,6 +275,12 @@ async fn every_page_of_a_fleet_of_a_thousand_hosts_is_served() {
     assert!(
         releases.contains("brine-master rollback --role web --to 1"),
         "{releases}"
+    );
+    let (_, compared, _) = get(&app, "/releases?from=1&to=2", Some(&cookie)).await;
+    assert!(
+        compared.contains("<tr data-role=\"web\" data-container=\"app0\">")
+            && compared.contains(&format!("app@sha256:{}", "1".repeat(64))),
+        "{compared}"
     );
 
     for path in ["/", "/jobs", "/static/live.js", "/hosts/web-0001", "/nope"] {
