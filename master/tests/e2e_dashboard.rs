@@ -99,7 +99,14 @@ fn an_operator_follows_the_fleet_and_its_jobs_in_a_browser() {
         "{}",
         run.describe("tests/browser/dashboard.py")
     );
-    for view in ["signed-out", "fleet", "jobs", "job-timeline", "lock"] {
+    for view in [
+        "signed-out",
+        "fleet",
+        "jobs",
+        "job-timeline",
+        "releases",
+        "lock",
+    ] {
         assert!(
             screenshots.join(format!("{view}.png")).is_file(),
             "no screenshot of {view}: {}",

@@ -191,6 +191,10 @@ def main():
         if second.wait(timeout=60) != 0:
             fail(f"the second highstate failed: {second.stderr.read().decode()}")
 
+        driver.get(base + "/releases")
+        wait(driver, "the releases", lambda d: d.find_elements(By.CSS_SELECTOR, "table#releases tr[data-release]"))
+        shoot(driver, args.screenshots, "releases")
+
         driver.get(base + "/lock")
         wait(driver, "the lock view", lambda d: d.find_elements(By.TAG_NAME, "main"))
         shoot(driver, args.screenshots, "lock")
