@@ -547,10 +547,15 @@ fn a_docker_restart_mid_job_is_ridden_out() {
     };
     let run = std::thread::scope(|scope| {
         let highstate = scope.spawn(|| fleet.master.highstate_run(None));
+        // Running, so in its health gate: a container only created is still to be started,
+        // and Docker gone then fails the start, which is another promise.
         support::wait_for(
-            "the new container to start beside the old",
+            "the new container to run beside the old",
             Duration::from_secs(60),
-            || match support::containers(&id).iter().any(|c| c.name == next) {
+            || match support::containers(&id)
+                .iter()
+                .any(|c| c.name == next && c.state == "running")
+            {
                 true => Ok(()),
                 false => Err("not yet".to_owned()),
             },
@@ -766,10 +771,15 @@ fn a_full_disk_under_the_master_refuses_jobs_clearly_and_recovers_when_freed() {
     let (run, filler) = std::thread::scope(|scope| {
         let highstate = scope.spawn(|| fleet.master.highstate_run(None));
         let next = format!("{id}.app.next");
+        // Running, so in its health gate: a container only created is still to be started,
+        // and Docker gone then fails the start, which is another promise.
         support::wait_for(
-            "the new container to start beside the old",
+            "the new container to run beside the old",
             Duration::from_secs(60),
-            || match support::containers(&id).iter().any(|c| c.name == next) {
+            || match support::containers(&id)
+                .iter()
+                .any(|c| c.name == next && c.state == "running")
+            {
                 true => Ok(()),
                 false => Err("not yet".to_owned()),
             },
