@@ -359,6 +359,42 @@ impl TestMaster {
         );
         (dir, identity)
     }
+
+    /// A fleet client for each caller an admin-only call must refuse: a CI pipeline, a host,
+    /// and no certificate at all; each with what its refusal says.
+    async fn outsiders(&self) -> (Vec<TempDir>, Vec<Outsider>) {
+        let (ci_dir, ci) = self.operator_identity(CertRole::Ci, "pipeline");
+        let (host_dir, minion) = self.enrolled_minion("web-1").await;
+        let outsiders = vec![
+            Outsider {
+                who: "with a ci certificate",
+                fleet: self.fleet(Some(ci)).await,
+                code: Code::PermissionDenied,
+                needle: "ci role",
+            },
+            Outsider {
+                who: "with a minion certificate",
+                fleet: self.fleet(Some(TestMaster::minion_identity(&minion))).await,
+                code: Code::PermissionDenied,
+                needle: "minion role",
+            },
+            Outsider {
+                who: "without a certificate",
+                fleet: self.fleet(None).await,
+                code: Code::Unauthenticated,
+                needle: "client certificate",
+            },
+        ];
+        (vec![ci_dir, host_dir], outsiders)
+    }
+}
+
+/// A caller an admin-only call refuses, and how.
+struct Outsider {
+    who: &'static str,
+    fleet: pb::fleet_service_client::FleetServiceClient<Channel>,
+    code: Code,
+    needle: &'static str,
 }
 
 /// SHA-256 of the certificate in a PEM file, as the master lists it.
@@ -2769,34 +2805,16 @@ async fn secrets_are_an_admins_only_and_no_call_returns_a_value() {
 
     // A CI pipeline deploys with secrets but can neither read, change nor delete them; a
     // host's certificate or none at all, still less.
-    let (_ci_dir, ci) = master.operator_identity(CertRole::Ci, "pipeline");
-    let mut as_ci = master.fleet(Some(ci)).await;
-    expect_secret_calls_refused(
-        "with a ci certificate",
-        &mut as_ci,
-        Code::PermissionDenied,
-        "ci role",
-    )
-    .await;
-    let (_dir, minion) = master.enrolled_minion("web-1").await;
-    let mut as_host = master
-        .fleet(Some(TestMaster::minion_identity(&minion)))
+    let (_dirs, outsiders) = master.outsiders().await;
+    for mut outsider in outsiders {
+        expect_secret_calls_refused(
+            outsider.who,
+            &mut outsider.fleet,
+            outsider.code,
+            outsider.needle,
+        )
         .await;
-    expect_secret_calls_refused(
-        "with a minion certificate",
-        &mut as_host,
-        Code::PermissionDenied,
-        "minion role",
-    )
-    .await;
-    let mut anonymous = master.fleet(None).await;
-    expect_secret_calls_refused(
-        "without a certificate",
-        &mut anonymous,
-        Code::Unauthenticated,
-        "client certificate",
-    )
-    .await;
+    }
 
     // Nothing the refused callers sent changed the secret, and no answer carries a value.
     let listed = admin
@@ -2836,7 +2854,7 @@ async fn secrets_are_an_admins_only_and_no_call_returns_a_value() {
         !store.windows(value.len()).any(|w| w == value.as_bytes()),
         "the value is in state.redb in clear"
     );
-    drop((admin, as_ci, as_host, anonymous));
+    drop(admin);
     master.shutdown().await;
 }
 
@@ -3181,34 +3199,15 @@ async fn only_an_admin_signs_browsers_in_to_the_dashboard() {
     let master = TestMaster::start().await;
     // A CI pipeline's certificate must not mint an admin session it could act with in a
     // browser; a host's certificate or none at all, still less.
-    let (_ci_dir, ci) = master.operator_identity(CertRole::Ci, "pipeline");
-    let mut as_ci = master.fleet(Some(ci)).await;
-    expect_dashboard_calls_refused(
-        "with a ci certificate",
-        &mut as_ci,
-        Code::PermissionDenied,
-        "ci role",
-    )
-    .await;
-    let (_dir, minion) = master.enrolled_minion("web-1").await;
-    let mut as_host = master
-        .fleet(Some(TestMaster::minion_identity(&minion)))
+    let (_dirs, outsiders) = master.outsiders().await;
+    for mut outsider in outsiders {
+        expect_dashboard_calls_refused(
+            outsider.who,
+            &mut outsider.fleet,
+            outsider.code,
+            outsider.needle,
+        )
         .await;
-    expect_dashboard_calls_refused(
-        "with a minion certificate",
-        &mut as_host,
-        Code::PermissionDenied,
-        "minion role",
-    )
-    .await;
-    let mut anonymous = master.fleet(None).await;
-    expect_dashboard_calls_refused(
-        "without a certificate",
-        &mut anonymous,
-        Code::Unauthenticated,
-        "client certificate",
-    )
-    .await;
-    drop((as_ci, as_host, anonymous));
+    }
     master.shutdown().await;
 }
