@@ -397,7 +397,7 @@ impl<R: ContainerRuntime> Executor<R> {
             }
             Action::Remove { observed } => {
                 progress(phase(Phase::Removing, &observed.docker_name));
-                let error = match self.release(&observed, None).await {
+                let error = match self.release(&observed).await {
                     // The container stays while the proxy still routes to it.
                     Err(err) => Some(err),
                     Ok(()) => self

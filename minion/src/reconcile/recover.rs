@@ -220,7 +220,7 @@ impl<R: ContainerRuntime> Executor<R> {
             match spec {
                 Some(spec) => self.release_unclaimed(old, spec).await,
                 None => {
-                    if let Err(err) = self.release(old, None).await {
+                    if let Err(err) = self.release(old).await {
                         tracing::warn!(container = %old.docker_name, "{err}");
                     }
                 }

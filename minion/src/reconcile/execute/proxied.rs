@@ -180,35 +180,36 @@ impl<R: ContainerRuntime> Executor<R> {
     }
 
     /// Gives back the ports the proxy holds for `old` (a container that goes away or is
-    /// replaced by one Docker publishes). The traffic in flight ends within the drain time.
-    pub(crate) async fn release(
-        &self,
-        old: &ObservedContainer,
-        drain: Option<Duration>,
-    ) -> Result<(), String> {
-        let drain = drain.unwrap_or(Duration::from_millis(DEFAULT_DRAIN_MS.into()));
-        for port in held_ports(old) {
+    /// replaced by one Docker publishes). The traffic in flight ends within the default drain
+    /// time, the proxy seeing to it.
+    pub(crate) async fn release(&self, old: &ObservedContainer) -> Result<(), String> {
+        self.release_ports(held_ports(old)).await
+    }
+
+    /// Gives back the ports the proxy holds for `old` that its successor `spec` does not take
+    /// over, so that no route points at a container that is going away. A failure is logged:
+    /// the successor already serves.
+    pub(crate) async fn release_unclaimed(&self, old: &ObservedContainer, spec: &ContainerSpec) {
+        let claimed = proxied_ports(spec);
+        let unclaimed = held_ports(old)
+            .into_iter()
+            .filter(|port| !claimed.iter().any(|c| c.listen == port.listen));
+        for port in unclaimed {
+            if let Err(err) = self.release_ports(vec![port]).await {
+                tracing::warn!(container = %old.docker_name, "{err}");
+            }
+        }
+    }
+
+    async fn release_ports(&self, ports: Vec<ProxiedPort>) -> Result<(), String> {
+        let drain = Duration::from_millis(DEFAULT_DRAIN_MS.into());
+        for port in ports {
             self.proxy
                 .release(port.listen, drain)
                 .await
                 .map_err(|err| format!("give port {} back from the proxy: {err}", port.listen))?;
         }
         Ok(())
-    }
-
-    /// Gives back the ports the proxy holds for `old` that its successor `spec` does not take
-    /// over, so that no route points at a container that is going away.
-    pub(crate) async fn release_unclaimed(&self, old: &ObservedContainer, spec: &ContainerSpec) {
-        let claimed = proxied_ports(spec);
-        for port in held_ports(old) {
-            if claimed.iter().any(|c| c.listen == port.listen) {
-                continue;
-            }
-            let drain = Duration::from_millis(DEFAULT_DRAIN_MS.into());
-            if let Err(err) = self.proxy.release(port.listen, drain).await {
-                tracing::warn!(listen = %port.listen, "cannot give a port back from the proxy: {err}");
-            }
-        }
     }
 
     /// Points the proxy back at `old`, restored after its successor failed, for the ports it

@@ -125,7 +125,7 @@ impl<R: ContainerRuntime> Executor<R> {
         let name = docker_name(&self.namespace, &desired.spec.name);
         let parked = replaced_name(&self.namespace, &desired.spec.name);
         // The proxy gives the old container's ports back for Docker to publish the new one's.
-        if let Err(err) = self.release(old, None).await {
+        if let Err(err) = self.release(old).await {
             return Err(ReplaceFailure {
                 message: format!("{err}; the previous container was not touched"),
                 previous_restored: true,
