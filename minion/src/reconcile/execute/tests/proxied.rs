@@ -103,6 +103,17 @@ fn proxied(image: &str) -> ContainerSpec {
     }
 }
 
+/// Applies `spec`, which must replace the container; the calls the job made.
+async fn replaced(exec: &Executor<Recording>, spec: ContainerSpec) -> Vec<String> {
+    let result = apply(exec, vec![spec]).await;
+    assert_eq!(
+        result.containers[0].action,
+        ContainerAction::Replaced,
+        "{result:?}"
+    );
+    exec.runtime.calls()
+}
+
 fn with_proxy(exec: Executor<Recording>) -> (Executor<Recording>, FakeProxy) {
     let proxy = FakeProxy::start(exec.runtime.state.clone());
     let exec = exec.with_proxy(ProxyClient::new(proxy.socket.clone()));
@@ -115,13 +126,7 @@ async fn a_proxied_replacement_switches_traffic_once_healthy_then_drains_and_sto
     let old = deployed_then_moved(&exec, vec![proxied("app:1")], true).await;
     assert_eq!(old, "c1");
 
-    let result = apply(&exec, vec![proxied("app:1")]).await;
-    assert_eq!(
-        result.containers[0].action,
-        ContainerAction::Replaced,
-        "{result:?}"
-    );
-    let calls = exec.runtime.calls();
+    let calls = replaced(&exec, proxied("app:1")).await;
     let expected_order = [
         "create host.web.next",
         "start c2",
@@ -199,13 +204,7 @@ async fn turning_the_proxy_off_gives_the_port_back_before_docker_publishes_it() 
         proxy: None,
         ..proxied("app:1")
     };
-    let result = apply(&exec, vec![plain]).await;
-    assert_eq!(
-        result.containers[0].action,
-        ContainerAction::Replaced,
-        "{result:?}"
-    );
-    let calls = exec.runtime.calls();
+    let calls = replaced(&exec, plain).await;
     assert!(
         position(&calls, "release 0.0.0.0:8080") < position(&calls, "create host.web"),
         "{calls:?}"
@@ -316,13 +315,7 @@ async fn turning_the_proxy_on_stops_the_container_docker_published_the_port_for_
     apply(&exec, vec![plain]).await;
     exec.runtime.state.lock().unwrap().calls.clear();
 
-    let result = apply(&exec, vec![proxied("app:1")]).await;
-    assert_eq!(
-        result.containers[0].action,
-        ContainerAction::Replaced,
-        "{result:?}"
-    );
-    let calls = exec.runtime.calls();
+    let calls = replaced(&exec, proxied("app:1")).await;
     let expected_order = [
         "stop c1",
         "create host.web",
