@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use brine_common::identity::CertRole;
 use brine_daemon::config::Overrides;
-use brine_daemon::logging::LogFormat;
+use brine_daemon::logging::LogArgs;
 use brine_master::cli::cert::Issue;
 use brine_master::cli::client::ClientArgs;
 use brine_master::cli::context;
@@ -39,10 +39,8 @@ struct Cli {
     command: Command,
     #[command(flatten)]
     client: ClientArgs,
-    /// How log lines on standard error look: `auto` (colour on a terminal, plain lines for the
-    /// systemd journal or a file), `plain`, or `json` (one object per line, for log shippers).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "BRINE_LOG_FORMAT")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    logging: LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -586,7 +584,10 @@ fn main() -> ExitCode {
     brine_proto::tls::install_crypto_provider();
     let cli = parse();
     let serving = matches!(cli.command, Command::Serve { .. });
-    brine_daemon::logging::init(cli.log_format, if serving { "info" } else { "warn" });
+    brine_daemon::logging::init(
+        cli.logging.log_format,
+        if serving { "info" } else { "warn" },
+    );
     let runtime = match entry::runtime(Threads::Workers(2)) {
         Ok(runtime) => runtime,
         Err(status) => return status,

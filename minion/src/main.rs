@@ -9,7 +9,7 @@ use anyhow::Context;
 use brine_common::names::MinionId;
 use brine_common::token::JoinToken;
 use brine_daemon::config::Overrides;
-use brine_daemon::logging::LogFormat;
+use brine_daemon::logging::LogArgs;
 use brine_minion::config::{
     DEFAULT_DATA_DIR, DataDir, ENV_PREFIX, MinionConfig, NOT_CONFIG_VARIABLES,
 };
@@ -27,10 +27,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// How log lines on standard error look: `auto` (colour on a terminal, plain lines for the
-    /// systemd journal or a file), `plain`, or `json` (one object per line, for log shippers).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "BRINE_LOG_FORMAT")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    logging: LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,7 +77,7 @@ enum Command {
 fn main() -> ExitCode {
     brine_proto::tls::install_crypto_provider();
     let cli = Cli::parse();
-    brine_daemon::logging::init(cli.log_format, "info");
+    brine_daemon::logging::init(cli.logging.log_format, "info");
     // One thread is plenty for one stream and one Docker engine, and keeps the agent small.
     let runtime = match entry::runtime(Threads::One) {
         Ok(runtime) => runtime,

@@ -4,7 +4,7 @@ use brine_daemon::entry::{self, Threads};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use brine_daemon::logging::LogFormat;
+use brine_daemon::logging::LogArgs;
 use brine_proxy::ProxyConfig;
 use brine_proxy::config::DEFAULT_CONFIG_FILE;
 use clap::{Parser, Subcommand};
@@ -20,10 +20,8 @@ use futures::FutureExt;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// How log lines on standard error look: `auto` (colour on a terminal, plain lines for the
-    /// systemd journal or a file), `plain`, or `json` (one object per line, for log shippers).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "BRINE_LOG_FORMAT")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    logging: LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -39,7 +37,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    brine_daemon::logging::init(cli.log_format, "info");
+    brine_daemon::logging::init(cli.logging.log_format, "info");
     let runtime = match entry::runtime(Threads::PerCore) {
         Ok(runtime) => runtime,
         Err(status) => return status,

@@ -14,6 +14,15 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+/// The `--log-format` flag every binary takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// How log lines on standard error look: `auto` (colour on a terminal, plain lines for the
+    /// systemd journal or a file), `plain`, or `json` (one object per line, for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "BRINE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
 /// How log lines are written, chosen with `--log-format`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
