@@ -665,8 +665,7 @@ async fn execute(command: Command, client: ClientArgs) -> anyhow::Result<ExitCod
             if let Some(listen) = listen {
                 config.listen = listen;
             }
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
+            let listener = brine_master::server::listen(config.listen)
                 .with_context(|| format!("listen on {}", config.listen))?;
             brine_master::server::run(config, listener, brine_daemon::shutdown::signal_received())
                 .await?;

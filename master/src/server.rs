@@ -1,6 +1,7 @@
 //! The daemon: `run(config, listener, shutdown)` serves until `shutdown` resolves.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use brine_proto::pb;
 use brine_proto::tls::{certs_from_pem, crypto_provider};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -30,6 +31,24 @@ use crate::store;
 
 /// How many accepted connections may wait for the gRPC server.
 const ACCEPT_QUEUE: usize = 128;
+/// How many connections the kernel holds for the master before it accepts them (capped by
+/// `net.core.somaxconn`, 4096 by default). A fleet reconnecting at once waits here while the
+/// master handshakes with those before it; the standard library's 128 made the rest of it time
+/// out and back off for seconds.
+pub const LISTEN_BACKLOG: u32 = 4096;
+/// Listens on `address` for the master's gRPC service, with room for a reconnecting fleet in
+/// the listen queue ([`LISTEN_BACKLOG`]).
+pub fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As the standard library does: a restarted master binds again at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// How often an idle connection is probed, and how long the probe may take: a link whose peer
 /// vanished without a word (power cut, silent partition) is noticed within their sum.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
@@ -515,4 +534,34 @@ pub async fn run(
     }
     tracing::info!("brine-master stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+
+    /// A fleet reconnecting at once waits in the listen queue while the master handshakes with
+    /// those before it. With the standard library's queue of 128, every connection beyond it
+    /// lost its SYN and waited a second or more to retry, and many timed out.
+    #[tokio::test]
+    async fn a_thousand_connections_wait_in_the_listen_queue() {
+        let listener = super::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = listener.local_addr().unwrap();
+        // The master is busy: nothing is accepted while they connect.
+        let connected = futures::stream::iter(0..1000)
+            .map(|_| {
+                tokio::time::timeout(
+                    Duration::from_millis(800),
+                    tokio::net::TcpStream::connect(address),
+                )
+            })
+            .buffer_unordered(1000)
+            .collect::<Vec<_>>()
+            .await;
+        let waited = connected.iter().filter(|c| matches!(c, Ok(Ok(_)))).count();
+        assert_eq!(waited, 1000, "connections held in the listen queue");
+        drop(listener);
+    }
 }
