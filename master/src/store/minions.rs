@@ -444,13 +444,13 @@ impl MinionRecord {
     /// Updates what the host runs from its report of a job; false when the report says nothing
     /// new.
     pub(super) fn apply_report(&mut self, report: &HostReport) -> bool {
-        let running = &mut self.running;
-        let mut changed = false;
+        // Built aside and compared: a job that changed nothing (every container kept as it
+        // was) leaves the record as it is, so it costs the store no write.
+        let mut running = self.running.clone();
         for result in &report.containers {
             match result.action {
                 ContainerAction::Removed => {
                     running.retain(|c| c.name != result.name);
-                    changed = true;
                 }
                 ContainerAction::Kept | ContainerAction::Created | ContainerAction::Replaced => {
                     let Some(role) = result.role.clone() else {
@@ -472,13 +472,16 @@ impl MinionRecord {
                     };
                     running.retain(|c| c.name != result.name);
                     running.push(entry);
-                    changed = true;
                 }
                 ContainerAction::Failed => {}
             }
         }
         running.sort_by(|a, b| a.name.cmp(&b.name));
-        changed
+        if running == self.running {
+            return false;
+        }
+        self.running = running;
+        true
     }
 }
 

@@ -1,4 +1,5 @@
-//! The rules of a hello: which writes must survive a crash.
+//! The rules of a hello: which writes must survive a crash; and of a job's report: which change a
+//! host's record.
 
 use super::*;
 
@@ -53,4 +54,30 @@ fn a_routine_hello_settles_nothing() {
         write.record.previous_certificate_sha256.as_deref(),
         Some("old")
     );
+}
+
+/// `report` with its one container's action set to `action`.
+fn with_action(mut report: HostReport, action: ContainerAction) -> HostReport {
+    report.containers[0].action = action;
+    report
+}
+
+#[test]
+fn a_report_that_keeps_every_container_as_it_was_changes_no_record() {
+    let created = crate::store::contract::created_report("web-1");
+    let mut host = record(None, None);
+    assert!(host.apply_report(&created), "a new container is news");
+    let before = host.clone();
+    // A job that changed nothing: writing the record again would cost a write per host.
+    assert!(!host.apply_report(&with_action(created.clone(), ContainerAction::Kept)));
+    assert_eq!(host, before);
+    // A failure leaves what runs as it was.
+    assert!(!host.apply_report(&with_action(created.clone(), ContainerAction::Failed)));
+    // A kept container whose image differs from the record (the record was stale) is news.
+    let mut moved = with_action(created.clone(), ContainerAction::Kept);
+    moved.containers[0].image_digest = "app@sha256:2".into();
+    assert!(host.apply_report(&moved));
+    assert_eq!(host.running[0].image_digest, "app@sha256:2");
+    assert!(host.apply_report(&with_action(created, ContainerAction::Removed)));
+    assert!(host.running.is_empty());
 }
