@@ -34,7 +34,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
 pub mod admission;
 mod registry;
 
-pub use registry::{Cancel, Command, JobEvent, JobRouter, LinkHandle, Links};
+pub use registry::{Cancel, Command, CommandSender, JobEvent, JobRouter, LinkHandle, Links};
 
 type OutboundStream = Pin<Box<dyn Stream<Item = Result<pb::ConnectResponse, Status>> + Send>>;
 
@@ -207,13 +207,16 @@ impl pb::minion_link_service_server::MinionLinkService for MinionLinkService {
         let masters = self.master.peers.addresses();
         let masters = (!masters.is_empty()).then(|| to_wire(&minion_id, Command::Masters(masters)));
         let outbound = futures::stream::iter([Some(clock), masters].into_iter().flatten())
-            .chain(ReceiverStream::new(commands).then(move |command| {
-                let (master, minion_id) = (master.clone(), minion_id.clone());
-                async move {
-                    let command = with_secret_values(&master, &minion_id, command).await;
-                    to_wire(&minion_id, command)
-                }
-            }))
+            .chain(
+                ReceiverStream::new(commands).then(move |command: Box<Command>| {
+                    let (master, minion_id) = (master.clone(), minion_id.clone());
+                    // Boxed, so an idle link's stream holds a pointer, not this future's state.
+                    Box::pin(async move {
+                        let command = with_secret_values(&master, &minion_id, *command).await;
+                        to_wire(&minion_id, command)
+                    })
+                }),
+            )
             .map(Ok)
             .take_until(stop.cancelled_owned());
         Ok(Response::new(Box::pin(outbound)))

@@ -35,7 +35,7 @@ use super::{FleetService, store_failure};
 use crate::auth::Caller;
 use crate::highstate::{HighstateError, MIN_FREE_BYTES, is_targeted, new_job_id};
 use crate::job::JobType;
-use crate::link::Command;
+use crate::link::{Command, CommandSender};
 use crate::sessions::targets::{self, TargetsError};
 use crate::sessions::{OpenSessions, Routed};
 use crate::state::{Master, now_unix_ms};
@@ -90,7 +90,7 @@ struct Session {
     id: SessionId,
     host: MinionId,
     container: ContainerName,
-    link: mpsc::Sender<Command>,
+    link: CommandSender,
     accepted: bool,
     received_bytes: u64,
     /// How it ended, with the verdict for its host; `None` while it runs.

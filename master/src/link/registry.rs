@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use brine_common::names::MinionId;
 use brine_common::outcome::{JobId, JobResult};
@@ -62,14 +63,41 @@ pub enum JobEvent {
 /// A live link, as a job sees it.
 #[derive(Debug, Clone)]
 pub struct LinkHandle {
-    pub commands: mpsc::Sender<Command>,
+    pub commands: CommandSender,
+}
+
+/// The way into one link's queue of commands.
+///
+/// Commands travel boxed: a queue allocates room for 32 of its items when it is made, and a
+/// master holds one queue per linked host, so the queue of an idle link costs 32 pointers
+/// rather than 32 commands (2 KiB a host).
+#[derive(Debug, Clone)]
+pub struct CommandSender(mpsc::Sender<Box<Command>>);
+
+/// The link's queue is full, or the link is gone.
+#[derive(Debug)]
+pub struct NotQueued;
+
+impl CommandSender {
+    /// Queues `command` if there is room now.
+    pub fn try_send(&self, command: Command) -> Result<(), NotQueued> {
+        self.0.try_send(Box::new(command)).map_err(|_| NotQueued)
+    }
+
+    /// Queues `command`, waiting up to `timeout` for room.
+    pub async fn send_timeout(&self, command: Command, timeout: Duration) -> Result<(), NotQueued> {
+        self.0
+            .send_timeout(Box::new(command), timeout)
+            .await
+            .map_err(|_| NotQueued)
+    }
 }
 
 struct LinkEntry {
     session: u64,
     /// The SHA-256 of the certificate the host linked with.
     certificate_sha256: String,
-    commands: mpsc::Sender<Command>,
+    commands: CommandSender,
     /// Cancelled to end the stream: when a newer stream replaces it, or at shutdown.
     stop: CancellationToken,
 }
@@ -103,7 +131,7 @@ impl Links {
         &self,
         id: &MinionId,
         certificate_sha256: String,
-    ) -> (u64, mpsc::Receiver<Command>, CancellationToken) {
+    ) -> (u64, mpsc::Receiver<Box<Command>>, CancellationToken) {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         let stop = self.shutdown.child_token();
@@ -112,7 +140,7 @@ impl Links {
             LinkEntry {
                 session,
                 certificate_sha256,
-                commands,
+                commands: CommandSender(commands),
                 stop: stop.clone(),
             },
         );
