@@ -36,19 +36,6 @@ const ACCEPT_QUEUE: usize = 128;
 /// master handshakes with those before it; the standard library's 128 made the rest of it time
 /// out and back off for seconds.
 pub const LISTEN_BACKLOG: u32 = 4096;
-/// Listens on `address` for the master's gRPC service, with room for a reconnecting fleet in
-/// the listen queue ([`LISTEN_BACKLOG`]).
-pub fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = match address {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
-    // As the standard library does: a restarted master binds again at once.
-    socket.set_reuseaddr(true)?;
-    socket.bind(address)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
 /// How often an idle connection is probed, and how long the probe may take: a link whose peer
 /// vanished without a word (power cut, silent partition) is noticed within their sum.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
@@ -92,6 +79,19 @@ fn tls_acceptor(
         .with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Listens on `address` for the master's gRPC service, with room for a reconnecting fleet in
+/// the listen queue ([`LISTEN_BACKLOG`]).
+pub fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As the standard library does: a restarted master binds again at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Accepts TCP connections within the [`ConnectionLimits`] and completes TLS handshakes off
@@ -562,6 +562,5 @@ mod tests {
             .await;
         let waited = connected.iter().filter(|c| matches!(c, Ok(Ok(_)))).count();
         assert_eq!(waited, 1000, "connections held in the listen queue");
-        drop(listener);
     }
 }
